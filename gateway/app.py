@@ -1,0 +1,172 @@
+"""The web app: the voice webhook, the media WebSocket, health and metrics.
+
+The lifespan owns what calls share: the settings, and the embedded local Live backend when no Gemini key or
+Live URL is configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import VoiceResponse
+
+from gateway import live_protocol as lp
+from gateway.call import Call, TranscriptObserver
+from gateway.config import Settings
+from gateway.live_session import LiveSession
+from gateway.logs import register_secret
+from gateway.twilio_stream import TwilioStream
+
+log = structlog.get_logger("gateway.app")
+
+MEDIA_PATH = "/twilio/media"
+
+
+class Gateway:
+    """Shared state of one running service."""
+
+    def __init__(self, settings: Settings, on_transcript: TranscriptObserver | None = None) -> None:
+        self.settings = settings
+        self.on_transcript = on_transcript
+        self.live_url = settings.live_url()
+        self.calls: set[Call] = set()
+        self.validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
+
+    async def open_live(self, config: lp.LiveConfig) -> LiveSession:
+        return await LiveSession.open(
+            self.live_url,
+            lp.build_setup(config),
+            api_key=self.settings.gemini_api_key,
+            timeout_s=self.settings.live_setup_timeout_s,
+        )
+
+    # --- URLs Twilio sees ---
+
+    def public_base(self, conn: HTTPConnection) -> str:
+        """PUBLIC_URL, or (development) the base URL the request came to."""
+        if self.settings.public_url:
+            return self.settings.public_url
+        return f"{conn.url.scheme.replace('ws', 'http')}://{conn.url.netloc}"
+
+    def stream_url(self, conn: HTTPConnection) -> str:
+        base = urlsplit(self.public_base(conn))
+        scheme = "wss" if base.scheme == "https" else "ws"
+        return f"{scheme}://{base.netloc}{base.path.rstrip('/')}{MEDIA_PATH}"
+
+    def signature_ok(self, url: str, params: dict[str, str], signature: str | None) -> bool:
+        if self.validator is None:
+            return True
+        return bool(signature) and self.validator.validate(url, params, signature)
+
+
+def _gateway(conn: HTTPConnection) -> Gateway:
+    return conn.app.state.gateway
+
+
+async def voice(request: Request) -> Response:
+    """Twilio's voice webhook: answer TwiML that streams the call to us, then hangs up when we close."""
+    gw = _gateway(request)
+    form = await request.form()
+    params = {k: str(v) for k, v in form.items()}
+    url = gw.public_base(request) + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if not gw.signature_ok(url, params, request.headers.get("X-Twilio-Signature")):
+        log.warning("webhook_signature_rejected", path=request.url.path)
+        return Response("invalid signature", status_code=403)
+    response = VoiceResponse()
+    stream = response.connect().stream(url=gw.stream_url(request))
+    # Per-call values travel as <Parameter>s: Twilio forbids a query string on the stream URL.
+    for name in ("From", "To"):
+        if params.get(name):
+            stream.parameter(name=name, value=params[name][:200])
+    response.hangup()
+    log.info("call_answered", call_sid=params.get("CallSid", ""))
+    return Response(str(response), media_type="application/xml")
+
+
+async def status(request: Request) -> Response:
+    gw = _gateway(request)
+    form = await request.form()
+    params = {k: str(v) for k, v in form.items()}
+    url = gw.public_base(request) + request.url.path
+    if not gw.signature_ok(url, params, request.headers.get("X-Twilio-Signature")):
+        return Response("invalid signature", status_code=403)
+    log.info("call_status", call_sid=params.get("CallSid", ""), status=params.get("CallStatus", ""),
+             stream_event=params.get("StreamEvent", ""))
+    return Response(status_code=204)
+
+
+async def media(ws: WebSocket) -> None:
+    """One Media Streams WebSocket = one Call."""
+    gw = _gateway(ws)
+    if not gw.signature_ok(gw.stream_url(ws), {}, ws.headers.get("X-Twilio-Signature")):
+        log.warning("stream_signature_rejected")
+        await ws.close(code=1008)  # before accept: the upgrade is refused with HTTP 403
+        return
+    await ws.accept()
+    settings = gw.settings
+    call = Call(
+        TwilioStream(ws),
+        gw.open_live,
+        settings.live,
+        greeting=settings.greeting,
+        input_rate=settings.live_input_rate,
+        start_timeout_s=settings.start_timeout_s,
+        on_transcript=gw.on_transcript,
+    )
+    gw.calls.add(call)
+    try:
+        await call.run()
+    finally:
+        gw.calls.discard(call)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "active_calls": len(_gateway(request).calls)})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings, on_transcript: TranscriptObserver | None = None) -> Starlette:
+    gateway = Gateway(settings, on_transcript)
+    register_secret(settings.gemini_api_key)
+    register_secret(settings.twilio_auth_token)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.gateway = gateway
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.uses_local_backend:
+                from gateway.local_live import LocalLiveServer
+
+                server = await stack.enter_async_context(LocalLiveServer())
+                gateway.live_url = server.url()
+                log.info("using_local_live_backend", url=gateway.live_url,
+                         note="no GEMINI_API_KEY or GEMINI_LIVE_URL: calls talk to the offline local agent")
+            if gateway.validator is None:
+                log.warning("twilio_signatures_not_checked",
+                            note="TWILIO_AUTH_TOKEN is not set: anyone can reach the webhook and media stream")
+            log.info("gateway_ready", live_url=gateway.live_url, model=settings.live.model)
+            yield
+
+    return Starlette(
+        routes=[
+            Route("/twilio/voice", voice, methods=["POST"]),
+            Route("/twilio/status", status, methods=["POST"]),
+            WebSocketRoute(MEDIA_PATH, media),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,322 @@
+"""One phone call, top to bottom: a Twilio media stream bridged to a Live session.
+
+This is the only place where the two sides meet. The story of a call:
+
+1. Wait for Twilio's `start` (skipping `connected`, and any junk) within a deadline.
+2. Open the Live session (setup from the agent's config) and, if there is a greeting, ask the agent to speak.
+3. Run two loops until either side ends:
+   - caller -> agent: mu-law 8 kHz from Twilio, to PCM16 at 16 kHz, to Live;
+   - agent -> caller: PCM16 24 kHz from Live, to mu-law 8 kHz, to Twilio, with barge-in:
+     on `interrupted`, Twilio `clear` at once, the resampler's history dropped, and late audio of the
+     interrupted turn discarded until its `turnComplete`.
+4. Close both sides (closing the Twilio socket makes Twilio run the TwiML after </Connect>) and log a summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from gateway import live_protocol as lp
+from gateway import twilio_protocol as tp
+from gateway.audio import InboundAudio, OutboundAudio
+from gateway.live_session import LiveError, LiveSession
+from gateway.metrics import METRICS
+from gateway.twilio_stream import TwilioClosed, TwilioStream
+
+log = structlog.get_logger("gateway.call")
+
+LiveOpener = Callable[[], Awaitable[LiveSession]]
+TranscriptObserver = Callable[[str, str, str], None]  # (call_sid, role, text)
+
+
+@dataclass
+class CallStats:
+    """What one call did; logged when it ends and kept for tests and records."""
+
+    started: float = field(default_factory=time.monotonic)
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_out: int = 0
+    barge_ins: int = 0
+    late_chunks_dropped: int = 0
+    dtmf: str = ""
+    prompt_tokens: int = 0
+    response_tokens: int = 0
+    total_tokens: int = 0
+    tokens_by_modality: dict[str, int] = field(default_factory=dict)
+    outcome: str = "unknown"
+
+    def add_usage(self, usage: lp.Usage) -> None:
+        self.prompt_tokens += usage.prompt_tokens
+        self.response_tokens += usage.response_tokens
+        self.total_tokens += usage.total_tokens
+        for name, count in usage.by_modality.items():
+            self.tokens_by_modality[name] = self.tokens_by_modality.get(name, 0) + count
+
+
+class Call:
+    def __init__(
+        self,
+        twilio: TwilioStream,
+        open_live: Callable[[lp.LiveConfig], Awaitable[LiveSession]],
+        config: lp.LiveConfig,
+        *,
+        greeting: str = "",
+        input_rate: int = 16000,
+        start_timeout_s: float = 10.0,
+        on_transcript: TranscriptObserver | None = None,
+    ) -> None:
+        self.twilio = twilio
+        self._open_live = open_live
+        self.config = config
+        self.caps = lp.model_capabilities(config.model)
+        self.greeting = greeting
+        self.input_rate = input_rate
+        self.start_timeout_s = start_timeout_s
+        self.on_transcript = on_transcript
+        self.start: tp.Start | None = None
+        self.live: LiveSession | None = None
+        self.stats = CallStats()
+        self.resumption_handle = ""
+        self._inbound = InboundAudio(rate=input_rate)
+        self._outbound = OutboundAudio()
+        # Agent-turn state, owned by the agent -> caller loop.
+        self._turn = 0
+        self._turn_audio_sent = False
+        self._discarding = False
+        self._marks: dict[str, float] = {}
+        self._heard = {"caller": [], "agent": []}
+
+    @property
+    def call_sid(self) -> str:
+        return self.start.call_sid if self.start else ""
+
+    async def run(self) -> None:
+        METRICS.active_calls.inc()
+        try:
+            await self._run()
+        finally:
+            METRICS.active_calls.dec()
+            METRICS.calls.labels(outcome=self.stats.outcome).inc()
+            self._log_summary()
+
+    async def _run(self) -> None:
+        self.start = await self._wait_for_start()
+        if self.start is None:
+            await self.twilio.close()
+            return
+        structlog.contextvars.bind_contextvars(call_sid=self.start.call_sid, stream_sid=self.start.stream_sid)
+        self.twilio.stream_sid = self.start.stream_sid
+        log.info("call_started", from_=self.start.custom_parameters.get("From", ""),
+                 to=self.start.custom_parameters.get("To", ""))
+        try:
+            self.live = await self._open_live(self.config)
+        except LiveError as exc:
+            self.stats.outcome = "live_config_error" if exc.is_config_error else "live_unavailable"
+            log.error("live_session_failed", error=str(exc), code=exc.code)
+            await self.twilio.close()
+            return
+        try:
+            if self.greeting:
+                await self._ask_agent(self.greeting)
+            await self._bridge()
+        finally:
+            await self.live.close()
+            await self.twilio.close()
+
+    async def _wait_for_start(self) -> tp.Start | None:
+        try:
+            async with asyncio.timeout(self.start_timeout_s):
+                while True:
+                    event = await self.twilio.receive()
+                    if event is None:
+                        self.stats.outcome = "closed_before_start"
+                        return None
+                    if isinstance(event, tp.Start):
+                        return event
+                    if not isinstance(event, tp.Connected):
+                        log.warning("event_before_start_skipped", kind=type(event).__name__)
+        except TimeoutError:
+            self.stats.outcome = "no_start"
+            log.warning("no_start_event", timeout_s=self.start_timeout_s)
+            return None
+
+    async def _ask_agent(self, text: str) -> None:
+        """Make the agent speak (greeting, DTMF): clientContent where the model allows it mid-session."""
+        assert self.live is not None
+        if self.caps.client_content_mid_session:
+            await self.live.send(lp.client_turn_message(text))
+        else:
+            await self.live.send(lp.text_input_message(text))
+
+    async def _bridge(self) -> None:
+        """Both directions at once; when either ends, the other is cancelled and nothing is left behind."""
+        tasks = [
+            asyncio.create_task(self._caller_to_agent(), name="caller_to_agent"),
+            asyncio.create_task(self._agent_to_caller(), name="agent_to_caller"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            exc = task.exception()
+            if isinstance(exc, LiveError):
+                self.stats.outcome = "live_config_error" if exc.is_config_error else "live_lost"
+                log.error("live_session_ended", error=str(exc), code=exc.code)
+            elif isinstance(exc, TwilioClosed):
+                self.stats.outcome = "caller_gone"
+            elif exc is not None:
+                self.stats.outcome = "error"
+                log.error("call_failed", exc_info=exc)
+
+    # --- caller -> agent ---------------------------------------------------------------------------------
+
+    async def _caller_to_agent(self) -> None:
+        assert self.live is not None
+        inbound, live, rate, stats = self._inbound, self.live, self.input_rate, self.stats
+        while True:
+            event = await self.twilio.receive()
+            if event is None:
+                self.stats.outcome = "caller_hung_up"
+                log.info("twilio_socket_closed")
+                return
+            if isinstance(event, tp.Media):
+                stats.frames_in += 1
+                await live.send_audio(inbound.convert(event.payload), rate)
+            elif isinstance(event, tp.Mark):
+                self._mark_played(event.name)
+            elif isinstance(event, tp.Dtmf):
+                stats.dtmf += event.digit
+                log.info("dtmf", digit=event.digit)
+                await self._ask_agent(f"[The caller pressed the {event.digit} key on their phone keypad.]")
+            elif isinstance(event, tp.Stop):
+                self.stats.outcome = "caller_hung_up"
+                log.info("twilio_stop")
+                return
+            else:
+                log.warning("unexpected_twilio_event", kind=type(event).__name__)
+
+    def _mark_played(self, name: str) -> None:
+        sent = self._marks.pop(name, None)
+        if sent is None:
+            return  # a mark flushed by `clear`: Twilio echoes those too, and they prove nothing was heard
+        log.info("agent_turn_played", mark=name, playback_s=round(time.monotonic() - sent, 3))
+
+    # --- agent -> caller ---------------------------------------------------------------------------------
+
+    async def _agent_to_caller(self) -> None:
+        assert self.live is not None
+        async for event in self.live.events():
+            if isinstance(event, lp.AgentAudio):
+                await self._play(event.pcm)
+            elif isinstance(event, lp.Interrupted):
+                await self._barge_in()
+            elif isinstance(event, lp.TurnComplete):
+                await self._end_agent_turn()
+            elif isinstance(event, lp.InputTranscript):
+                self._transcript("caller", event.text)
+            elif isinstance(event, lp.OutputTranscript):
+                self._transcript("agent", event.text)
+            elif isinstance(event, lp.Usage):
+                self.stats.add_usage(event)
+            elif isinstance(event, lp.ResumptionUpdate):
+                if event.resumable and event.handle:
+                    self.resumption_handle = event.handle
+            elif isinstance(event, lp.ToolCall):
+                await self._refuse_tools(event)
+            elif isinstance(event, lp.GoAway):
+                log.warning("live_go_away", time_left_s=event.time_left_s)
+        self.stats.outcome = "live_closed"
+        log.info("live_session_closed")
+
+    async def _play(self, pcm: bytes) -> None:
+        if self._discarding:
+            self.stats.late_chunks_dropped += 1
+            return
+        ulaw = self._outbound.convert(pcm)
+        if ulaw:
+            if not self._turn_audio_sent:
+                self._turn_audio_sent = True
+                self._turn += 1
+                log.debug("agent_audio_started", turn=self._turn)
+            self.stats.frames_out += 1
+            self.stats.bytes_out += len(ulaw)
+            await self.twilio.send_media(ulaw)
+
+    async def _barge_in(self) -> None:
+        """The caller talked over the agent: silence the line now, forget what was queued."""
+        await self.twilio.send_clear()
+        self._outbound.reset()
+        self._marks.clear()
+        self._discarding = True
+        self._turn_audio_sent = False
+        self.stats.barge_ins += 1
+        METRICS.barge_ins.inc()
+        self._flush_transcripts()
+        log.info("barge_in", turn=self._turn)
+
+    async def _end_agent_turn(self) -> None:
+        if self._turn_audio_sent:
+            # The resampler holds its last couple of milliseconds back; without this the end of every
+            # reply is clipped.
+            tail = self._outbound.flush()
+            if tail:
+                await self.twilio.send_media(tail)
+            name = f"turn-{self._turn}"
+            self._marks[name] = time.monotonic()
+            await self.twilio.send_mark(name)
+        self._turn_audio_sent = False
+        self._discarding = False
+        self._flush_transcripts()
+
+    async def _refuse_tools(self, event: lp.ToolCall) -> None:
+        """No tools are declared by this agent: answer so the model is never left waiting."""
+        assert self.live is not None
+        responses = [
+            {"id": c.id, "name": c.name, "response": {"error": f"no tool named {c.name!r} here"}}
+            for c in event.calls
+        ]
+        log.warning("tool_call_refused", tools=[c.name for c in event.calls])
+        await self.live.send(lp.tool_response_message(responses))
+
+    # --- transcripts -------------------------------------------------------------------------------------
+
+    def _transcript(self, role: str, text: str) -> None:
+        # Transcripts arrive in fragments; one line per utterance is what people read.
+        self._heard[role].append(text)
+
+    def _flush_transcripts(self) -> None:
+        for role in ("caller", "agent"):
+            text = "".join(self._heard[role]).strip()
+            self._heard[role].clear()
+            if text:
+                log.info("transcript", role=role, text=text)
+                if self.on_transcript is not None:
+                    self.on_transcript(self.call_sid, role, text)
+
+    def _log_summary(self) -> None:
+        self._flush_transcripts()
+        s = self.stats
+        log.info(
+            "call_ended",
+            outcome=s.outcome,
+            duration_s=round(time.monotonic() - s.started, 2),
+            frames_in=s.frames_in,
+            frames_out=s.frames_out,
+            barge_ins=s.barge_ins,
+            late_chunks_dropped=s.late_chunks_dropped,
+            prompt_tokens=s.prompt_tokens,
+            response_tokens=s.response_tokens,
+            total_tokens=s.total_tokens,
+            tokens_by_modality=s.tokens_by_modality,
+            bad_twilio_messages=self.twilio.bad_messages,
+        )
+        structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")

@@ -1,0 +1,101 @@
+"""The `gateway` command: serve, live-local, call, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from gateway.config import ConfigError, load_settings
+from gateway.logs import configure_logging
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port or settings.port,
+        # Heroku's router and most proxies terminate TLS: trust X-Forwarded-Proto for derived URLs.
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+        log_level="warning",
+        access_log=False,
+        ws_max_size=1024 * 1024,
+    )
+    return 0
+
+
+def _live_local(args: argparse.Namespace) -> int:
+    from gateway.local_live import LocalLiveOptions, run_local_live
+
+    configure_logging(args.log_format, "info")
+    options = LocalLiveOptions(goaway_after_s=args.goaway_after)
+    run_local_live(args.host, args.port, options)
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    from gateway.simulator import run_call_command
+
+    configure_logging(args.log_format, "warning")
+    return asyncio.run(run_call_command(args))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    configure_logging(args.log_format, "warning")
+    return asyncio.run(run_demo(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Twilio Media Streams <-> Gemini Live gateway")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
+                        help="for live-local, call and demo (serve reads LOG_FORMAT)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway (uvicorn) on $PORT")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=None, help="default: $PORT or 8080")
+    serve.set_defaults(func=_serve)
+
+    live = sub.add_parser("live-local", help="run the offline local Live backend alone")
+    live.add_argument("--host", default="127.0.0.1")
+    live.add_argument("--port", type=int, default=8765)
+    live.add_argument("--goaway-after", type=float, default=None, metavar="SECONDS",
+                      help="send goAway this long after each connection opens (long-call testing)")
+    live.set_defaults(func=_live_local)
+
+    call = sub.add_parser("call", help="place one simulated call against a running gateway")
+    from gateway.simulator import add_call_arguments
+
+    add_call_arguments(call)
+    call.set_defaults(func=_call)
+
+    demo = sub.add_parser("demo", help="everything on one machine, no keys: gateway + local backend + a call")
+    from gateway.demo import add_demo_arguments
+
+    add_demo_arguments(demo)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Settings from the environment (12-factor), also readable from a `.env` file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from gateway.live_protocol import API_HOST, DEFAULT_MODEL, LIVE_PATH, LiveConfig, LiveConfigError
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a friendly, concise voice assistant answering a phone call. Keep replies short and natural; "
+    "the caller hears you over a phone line."
+)
+DEFAULT_GREETING = "The caller has just been connected. Greet them briefly and ask how you can help."
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message says which and what would work. Raised at start-up."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 8080
+    public_url: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    twilio_account_sid: str | None = None
+    gemini_api_key: str | None = field(default=None, repr=False)
+    gemini_live_url: str | None = None
+    gemini_api_version: str = "v1alpha"
+    live: LiveConfig = field(default_factory=LiveConfig)
+    greeting: str = DEFAULT_GREETING
+    live_input_rate: int = 16000
+    live_setup_timeout_s: float = 15.0
+    start_timeout_s: float = 10.0
+    log_format: str = "auto"
+    log_level: str = "info"
+
+    @property
+    def uses_local_backend(self) -> bool:
+        """No key and no URL: the embedded local Live backend answers (development, tests, demo)."""
+        return not self.gemini_api_key and not self.gemini_live_url
+
+    def live_url(self) -> str:
+        """The Live endpoint, never with a key in it (the key travels in the x-goog-api-key header)."""
+        if self.gemini_live_url:
+            return self.gemini_live_url
+        return API_HOST + LIVE_PATH.format(version=self.gemini_api_version)
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+    """Read and check every setting; a bad one raises ConfigError naming it and what would work."""
+    env: dict[str, str] = {}
+    if env_file and Path(env_file).is_file():
+        env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+
+    public_url = env.get("PUBLIC_URL") or None
+    if public_url:
+        parts = urlsplit(public_url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ConfigError(f"PUBLIC_URL={public_url!r} must be an http(s) base URL, e.g. https://example.com")
+    live_url = env.get("GEMINI_LIVE_URL") or None
+    if live_url and urlsplit(live_url).scheme not in {"ws", "wss"}:
+        raise ConfigError(f"GEMINI_LIVE_URL={live_url!r} must be a ws:// or wss:// URL")
+    api_version = env.get("GEMINI_API_VERSION") or "v1alpha"
+    if api_version not in {"v1alpha", "v1beta"}:
+        raise ConfigError("GEMINI_API_VERSION must be v1alpha or v1beta (proactive audio and affective dialog "
+                          "need v1alpha)")
+    input_rate = _int(env, "LIVE_INPUT_RATE", 16000)
+    if input_rate not in {8000, 16000}:
+        raise ConfigError(f"LIVE_INPUT_RATE={input_rate} must be 16000 (Live's native rate) or 8000")
+    greeting = env.get("AGENT_GREETING", DEFAULT_GREETING)
+    if greeting.strip().lower() in {"", "none", "off", "false"}:
+        greeting = ""
+
+    live = LiveConfig(
+        model=env.get("GEMINI_MODEL") or DEFAULT_MODEL,
+        voice=env.get("AGENT_VOICE") or "Kore",
+        language=env.get("AGENT_LANGUAGE") or "en-US",
+        instructions=env.get("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
+        proactive_audio=_bool(env, "AGENT_PROACTIVE_AUDIO", True),
+        affective_dialog=_bool(env, "AGENT_AFFECTIVE_DIALOG", True),
+        vad_start_sensitivity=(env.get("LIVE_VAD_START_SENSITIVITY") or "high").lower(),
+        vad_end_sensitivity=(env.get("LIVE_VAD_END_SENSITIVITY") or "low").lower(),
+        vad_prefix_padding_ms=_int(env, "LIVE_VAD_PREFIX_PADDING_MS", 20),
+        vad_silence_ms=_int(env, "LIVE_VAD_SILENCE_MS", 500),
+        tools=(),
+    )
+    try:
+        live.validate()
+    except LiveConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    if api_version == "v1beta" and (live.proactive_audio or live.affective_dialog):
+        raise ConfigError("proactive audio and affective dialog need GEMINI_API_VERSION=v1alpha; "
+                          "set AGENT_PROACTIVE_AUDIO=false and AGENT_AFFECTIVE_DIALOG=false to use v1beta")
+    log_format = (env.get("LOG_FORMAT") or "auto").lower()
+    if log_format not in {"auto", "json", "console"}:
+        raise ConfigError("LOG_FORMAT must be json, console or auto")
+    return Settings(
+        port=_int(env, "PORT", 8080),
+        public_url=public_url.rstrip("/") if public_url else None,
+        twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+        twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
+        gemini_api_key=env.get("GEMINI_API_KEY") or None,
+        gemini_live_url=live_url,
+        gemini_api_version=api_version,
+        live=live,
+        greeting=greeting,
+        live_input_rate=input_rate,
+        log_format=log_format,
+        log_level=(env.get("LOG_LEVEL") or "info").lower(),
+    )

@@ -1,0 +1,62 @@
+"""structlog set-up: JSON lines in production, a readable console in development.
+
+Every line logged inside a call carries `call_sid` and `stream_sid` (bound as context variables by the Call),
+and a redacting processor keeps secrets out of every line whatever a caller of `log` passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+# Keys whose values are secrets; and key-shaped strings that must never reach a log line.
+_SECRET_KEYS = re.compile(r"(^|_)(api_?key|key|token|signature|secret|password|authorization)$", re.I)
+_SECRET_VALUES = re.compile(r"(AIza[0-9A-Za-z_\-]{20,}|([?&]key=)[^&\s]+)")
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """A configured secret (API key, auth token) is masked wherever it appears in a log line."""
+    if value and len(value) >= 6:
+        _secrets.add(value)
+
+
+def _mask(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
+    return _SECRET_VALUES.sub(lambda m: (m.group(2) or "") + "[redacted]", text)
+
+
+def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event.items():
+        if _SECRET_KEYS.search(key) and key != "event":
+            event[key] = "[redacted]"
+        elif isinstance(value, str):
+            event[key] = _mask(value)
+    return event
+
+
+def configure_logging(fmt: str = "auto", level: str = "info") -> None:
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,578 @@
+"""Caller simulator: dial the gateway the way Twilio does and measure what the caller experiences.
+
+One call = the voice webhook (signed like Twilio), then a Media Stream WebSocket that carries the caller's
+audio as real-time 20 ms mu-law frames. Audio the gateway sends back goes through a model of Twilio's
+playout buffer (drained at 8 kHz, ``mark`` echoed once the audio before it has played, ``clear`` flushes),
+so ``CallResult.heard`` is what a caller would actually have heard, on the same timeline as ``sent``.
+
+Used by the end-to-end tests, by ``gateway demo`` and by ``gateway call``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+import numpy as np
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from gateway.twilio_protocol import Clear, Mark, Media, ProtocolError, TwilioSender, parse
+from gateway.wavfile import load_wav, write_stereo_wav, write_wav
+
+try:
+    from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
+except ImportError:  # pragma: no cover - gateway.audio is written concurrently; fall back until it lands
+    import audioop
+
+    def pcm16_to_ulaw(pcm: bytes) -> bytes:
+        return audioop.lin2ulaw(pcm, 2)
+
+    def ulaw_to_pcm16(ulaw: bytes) -> bytes:
+        return audioop.ulaw2lin(ulaw, 2)
+
+
+__all__ = [
+    "CallResult",
+    "CallScript",
+    "Event",
+    "SimulatorError",
+    "Turn",
+    "load_wav",
+    "place_call",
+    "segment_speech",
+    "write_stereo_wav",
+    "write_wav",
+]
+
+RATE = 8000
+FRAME_S = 0.020
+FRAME_SAMPLES = 160  # one Twilio media message: 20 ms of 8 kHz mu-law
+FRAME_PCM_BYTES = FRAME_SAMPLES * 2
+LATE_S = 0.005  # a frame sent more than this after its deadline counts as late
+SILENT_PCM_FRAME = bytes(FRAME_PCM_BYTES)
+
+# What Twilio's HTTP client and its media-stream client call themselves.
+WEBHOOK_USER_AGENT = "TwilioProxy/1.1"
+STREAM_USER_AGENT = "Twilio.TmeWs/1.0"
+
+
+class SimulatorError(RuntimeError):
+    """The call could not be placed (webhook refused, no <Connect><Stream> in the TwiML, handshake refused)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class CallScript:
+    audio: bytes  # caller audio, PCM16LE mono 8 kHz (load_wav() reads any WAV into this)
+    leading_silence_s: float = 0.0
+    trailing_silence_s: float = 3.0  # silence streamed after the audio, before `stop`
+    dtmf: list[tuple[float, str]] = field(default_factory=list)  # (seconds from stream start, digit)
+    hang_up: bool = True  # send `stop` and close at the end; False = wait for the gateway to close
+    max_duration_s: float = 600.0  # safety net for hang_up=False: the caller gives up after this long
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened on the call; t is seconds since the `start` message (0 for what came before).
+
+    kinds sent by the caller: webhook, connected, start, dtmf, mark_echo, stop;
+    received from the gateway: media, mark, clear, bad_message, unexpected;
+    local observations: speech_start, speech_end, barge_in, timeout, closed.
+    """
+
+    t: float
+    kind: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One caller utterance and the agent's answer to it (None: no answer before the caller spoke again)."""
+
+    index: int
+    speech_start: float  # seconds since stream start
+    speech_end: float
+    response_latency: float | None  # end of caller speech -> first agent media received
+    playout_latency: float | None  # end of caller speech -> first agent audio heard
+    agent_audio_s: float  # agent audio heard between the end of this utterance and the start of the next
+
+
+@dataclass
+class CallResult:
+    call_sid: str
+    stream_sid: str
+    twiml: str
+    stream_url: str
+    custom_parameters: dict[str, str]
+    heard: bytes  # PCM16LE 8 kHz of what was played to the caller, one 20 ms frame per tick
+    sent: bytes  # PCM16LE 8 kHz of what the caller sent, same timeline as heard
+    events: list[Event]
+    turns: list[Turn]
+    barge_ins: list[float]  # caller started over agent audio -> `clear` received (s)
+    unanswered_barge_ins: list[float]  # stream times of barge-ins that never got a `clear`
+    mark_round_trips: list[float]  # mark received -> echoed (s): the playback delay
+    close_code: int | None
+    closed_by: Literal["caller", "gateway"] | None
+    media_frames_sent: int
+    media_frames_received: int
+    media_bytes_received: int  # mu-law bytes, i.e. samples
+    late_frames_sent: int
+    bad_messages: int
+    duration_s: float
+
+
+# --- caller speech segmentation ---
+
+
+def segment_speech(
+    pcm: bytes,
+    *,
+    offset_s: float = 0.0,
+    rel_threshold: float = 0.1,
+    floor_rms: float = 100.0,
+    hangover_s: float = 0.3,
+    min_speech_s: float = 0.06,
+) -> list[tuple[float, float]]:
+    """Split PCM16 8 kHz into (start, end) utterances, in seconds (+offset_s), by frame energy.
+
+    A frame is speech when its RMS exceeds rel_threshold x the loudest frame (and an absolute floor, so a
+    silent script finds nothing); pauses shorter than hangover_s stay inside an utterance, as a person
+    pausing mid-sentence does not hand over the turn.
+    """
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float64)
+    n = len(samples) // FRAME_SAMPLES
+    if n == 0:
+        return []
+    rms = np.sqrt(np.mean(samples[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES) ** 2, axis=1))
+    voiced = rms > max(rms.max() * rel_threshold, floor_rms)
+    hangover = round(hangover_s / FRAME_S)
+    segments: list[tuple[int, int]] = []  # frame index ranges [start, end)
+    for i in np.flatnonzero(voiced):
+        if segments and i - segments[-1][1] <= hangover:
+            segments[-1] = (segments[-1][0], i + 1)
+        else:
+            segments.append((i, i + 1))
+    min_frames = round(min_speech_s / FRAME_S)
+    return [
+        (offset_s + a * FRAME_S, offset_s + b * FRAME_S) for a, b in segments if b - a >= min_frames
+    ]
+
+
+# --- webhook and TwiML ---
+
+
+def _new_sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def _http_to_ws(url: str) -> str:
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, *parts[1:]))
+
+
+def parse_twiml(twiml: str, base_url: str) -> tuple[str, dict[str, str]]:
+    """The <Connect><Stream> URL (relative ones resolved against base_url) and its <Parameter>s."""
+    try:
+        root = ET.fromstring(twiml)
+    except ET.ParseError as exc:
+        raise SimulatorError(f"webhook answered invalid TwiML ({exc}): {twiml[:300]!r}") from None
+    stream = root.find("./Connect/Stream")
+    if stream is None or not stream.get("url"):
+        raise SimulatorError(f"TwiML has no <Connect><Stream url=...>: {twiml[:300]!r}")
+    url = _http_to_ws(urljoin(base_url, stream.get("url", "")))
+    params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+    return url, params
+
+
+def _connect_url(stream_url: str, url: str, public_url: str | None) -> str:
+    """Where to actually open the stream: behind a proxy, the TwiML names the public host, but the
+    simulator talks to the gateway directly, so swap the public host for the one we were given."""
+    if not public_url:
+        return stream_url
+    stream, public = urlsplit(stream_url), urlsplit(public_url)
+    if stream.netloc != public.netloc:
+        return stream_url
+    direct = urlsplit(_http_to_ws(url))
+    return urlunsplit((direct.scheme, direct.netloc, stream.path, stream.query, ""))
+
+
+async def _post_webhook(
+    url: str, signed_url: str, params: dict[str, str], auth_token: str | None
+) -> str:
+    headers = {"User-Agent": WEBHOOK_USER_AGENT}
+    if auth_token:
+        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(signed_url, params)
+    async with httpx.AsyncClient(timeout=15.0) as client:
+        try:
+            response = await client.post(url, data=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise SimulatorError(f"voice webhook {url} unreachable: {exc!r}") from exc
+    if response.status_code != 200:
+        raise SimulatorError(
+            f"voice webhook {url} answered HTTP {response.status_code}: {response.text[:300]!r}",
+            status=response.status_code,
+        )
+    return response.text
+
+
+# --- the call itself ---
+
+
+class _Call:
+    """State of one streaming call: a single clock drives both directions so `sent` and `heard` line up."""
+
+    def __init__(
+        self,
+        ws: ClientConnection,
+        script: CallScript,
+        stream_sid: str,
+        on_event: Callable[[Event], None] | None,
+        events: list[Event],
+    ) -> None:
+        self.ws = ws
+        self.script = script
+        self.stream_sid = stream_sid
+        self.sender = TwilioSender(stream_sid)
+        self.on_event = on_event
+        self.events = events
+        self.t0 = time.monotonic()
+
+        # Caller side: the whole timeline, frame-aligned, computed up front so the clock loop stays cheap.
+        lead = round(script.leading_silence_s / FRAME_S) * FRAME_PCM_BYTES
+        audio = script.audio[: len(script.audio) // 2 * 2]
+        audio += bytes(-len(audio) % FRAME_PCM_BYTES)
+        self.timeline = bytes(lead) + audio
+        self.audio_frames = len(self.timeline) // FRAME_PCM_BYTES
+        self.trailing_frames = round(script.trailing_silence_s / FRAME_S)
+        self.utterances = segment_speech(audio, offset_s=lead / 2 / RATE)
+        self.utterance_marks: dict[int, tuple[str, int]] = {}  # frame -> (speech_start|speech_end, index)
+        for i, (start, end) in enumerate(self.utterances):
+            self.utterance_marks[round(start / FRAME_S)] = ("speech_start", i)
+            self.utterance_marks[round(end / FRAME_S)] = ("speech_end", i)
+        self.dtmf = deque(sorted(script.dtmf))
+        self.sent = bytearray()
+        self.frames_sent = 0
+        self.late_frames = 0
+
+        # Playback side: a model of Twilio's playout buffer. Byte counters give marks their place in it.
+        self.buffer = bytearray()  # PCM16 not yet played
+        self.queued = 0  # PCM bytes ever queued (flushed audio counts as played, see _on_clear)
+        self.played = 0  # PCM bytes whose playout has finished
+        self.in_flight = 0  # PCM bytes playing during the current tick
+        self.marks: deque[tuple[int, str, float]] = deque()  # (queued position, name, received at)
+        self.heard = bytearray()
+        self.agent_frames = bytearray()  # per tick: 1 if agent audio played
+        self.media_times: list[float] = []
+        self.frames_received = 0
+        self.bytes_received = 0
+        self.mark_round_trips: list[float] = []
+        self.pending_barge_ins: list[float] = []
+        self.barge_ins: list[float] = []
+        self.bad_messages = 0
+
+        self.hanging_up = False
+        self.closed = asyncio.Event()
+        self.closed_by: Literal["caller", "gateway"] | None = None
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def emit(self, kind: str, **details: Any) -> None:
+        event = Event(round(self.now(), 4), kind, details)
+        self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    async def send(self, text: str) -> None:
+        await self.ws.send(text)
+
+    # --- caller -> gateway ---
+
+    async def run_clock(self) -> None:
+        """Tick every 20 ms on absolute deadlines (t0 + n*20 ms) so pacing never drifts."""
+        n = 0
+        while not self.closed.is_set():
+            delay = self.t0 + n * FRAME_S - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.closed.is_set():
+                break
+            if self._call_over(n):
+                break
+            if time.monotonic() - (self.t0 + n * FRAME_S) > LATE_S:
+                self.late_frames += 1
+            try:
+                await self._send_tick(n)
+            except ConnectionClosed:
+                break  # the receiver sees the close too and records who closed
+            self._play_tick(n)
+            n += 1
+
+    def _call_over(self, n: int) -> bool:
+        if self.script.hang_up:
+            return n >= self.audio_frames + self.trailing_frames
+        if n * FRAME_S >= self.script.max_duration_s:
+            self.emit("timeout", after_s=self.script.max_duration_s)
+            return True
+        return False
+
+    async def _send_tick(self, n: int) -> None:
+        while self.dtmf and self.dtmf[0][0] <= n * FRAME_S + 1e-9:
+            _, digit = self.dtmf.popleft()
+            await self.send(self.sender.dtmf(digit))
+            self.emit("dtmf", digit=digit)
+        # Past the script, Twilio keeps sending (silence) frames while the line is open.
+        pcm = self.timeline[n * FRAME_PCM_BYTES : (n + 1) * FRAME_PCM_BYTES] or SILENT_PCM_FRAME
+        await self.send(self.sender.media(pcm16_to_ulaw(pcm), timestamp_ms=n * 20))
+        self.sent += pcm
+        self.frames_sent += 1
+        if n in self.utterance_marks:
+            kind, index = self.utterance_marks[n]
+            self.emit(kind, utterance=index)
+            if kind == "speech_start" and self.buffer:  # caller talks over agent audio still to play
+                self.pending_barge_ins.append(self.now())
+                self.emit("barge_in", utterance=index, buffered_s=len(self.buffer) / 2 / RATE)
+
+    async def hang_up(self) -> None:
+        self.hanging_up = True
+        try:
+            await self.send(self.sender.stop(self.call_sid, self.account_sid))
+            self.emit("stop")
+            await self.ws.close()
+        except ConnectionClosed:
+            pass
+
+    # --- playout ---
+
+    def _play_tick(self, n: int) -> None:
+        # The frame taken at the previous tick has finished playing now: marks behind it are due.
+        self.played += self.in_flight
+        self.in_flight = 0
+        self._echo_marks(lambda pos: pos <= self.played)
+        frame = bytes(self.buffer[:FRAME_PCM_BYTES])
+        del self.buffer[:FRAME_PCM_BYTES]
+        self.in_flight = len(frame)
+        self.heard += frame + bytes(FRAME_PCM_BYTES - len(frame))
+        self.agent_frames.append(1 if frame else 0)
+
+    def _echo_marks(self, due: Callable[[int], bool]) -> None:
+        while self.marks and due(self.marks[0][0]):
+            _, name, received = self.marks.popleft()
+            self._echo(name, received)
+
+    def _echo(self, name: str, received: float) -> None:
+        # Sent without awaiting drain: echoes must not reorder with, or stall, the caller's frames.
+        self.mark_round_trips.append(self.now() - received)
+        asyncio.ensure_future(self._send_quietly(self.sender.mark(name)))
+        self.emit("mark_echo", name=name, after_s=round(self.now() - received, 4))
+
+    async def _send_quietly(self, text: str) -> None:
+        try:
+            await self.send(text)
+        except ConnectionClosed:
+            pass
+
+    # --- gateway -> caller ---
+
+    async def run_receiver(self) -> None:
+        try:
+            async for raw in self.ws:
+                self._on_message(raw)
+        except ConnectionClosed:
+            pass  # abnormal close (no close frame): close_code says 1006
+        finally:
+            if self.closed_by is None:
+                self.closed_by = "caller" if self.hanging_up else "gateway"
+            self.emit("closed", by=self.closed_by, code=self.ws.close_code, reason=self.ws.close_reason)
+            self.closed.set()
+
+    def _on_message(self, raw: str | bytes) -> None:
+        try:
+            event = parse(raw)
+        except ProtocolError as exc:
+            self._bad(str(exc), raw)
+            return
+        if isinstance(event, Media | Mark | Clear) and event.stream_sid != self.stream_sid:
+            self._bad(f"wrong streamSid {event.stream_sid!r}", raw)
+        elif isinstance(event, Media):
+            self._on_media(event)
+        elif isinstance(event, Mark):
+            self._on_mark(event)
+        elif isinstance(event, Clear):
+            self._on_clear()
+        else:  # Twilio-to-app messages (start, stop...) have no business coming from the app
+            self.bad_messages += 1
+            self.emit("unexpected", event=type(event).__name__)
+
+    def _bad(self, error: str, raw: str | bytes) -> None:
+        self.bad_messages += 1
+        self.emit("bad_message", error=error, raw=raw[:200])
+
+    def _on_media(self, media: Media) -> None:
+        pcm = ulaw_to_pcm16(media.payload)
+        self.buffer += pcm
+        self.queued += len(pcm)
+        self.media_times.append(self.now())
+        self.frames_received += 1
+        self.bytes_received += len(media.payload)
+        self.emit("media", bytes=len(media.payload), buffered_s=round(len(self.buffer) / 2 / RATE, 3))
+
+    def _on_mark(self, mark: Mark) -> None:
+        received = self.now()
+        self.emit("mark", name=mark.name)
+        if self.queued <= self.played:  # nothing buffered or playing: Twilio echoes at once
+            self._echo(mark.name, received)
+        else:
+            self.marks.append((self.queued, mark.name, received))
+
+    def _on_clear(self) -> None:
+        flushed = len(self.buffer)
+        self.buffer.clear()
+        # The flushed audio will never play: account it as played so later marks are placed correctly.
+        self.queued = self.played + self.in_flight
+        self.emit("clear", flushed_s=round(flushed / 2 / RATE, 3))
+        self._echo_marks(lambda _pos: True)  # Twilio echoes marks flushed by a clear at once
+        now = self.now()
+        self.barge_ins += [now - t for t in self.pending_barge_ins]
+        self.pending_barge_ins.clear()
+
+    # --- after the call ---
+
+    def turns(self) -> list[Turn]:
+        turns = []
+        for i, (start, end) in enumerate(self.utterances):
+            window_end = self.utterances[i + 1][0] if i + 1 < len(self.utterances) else float("inf")
+            received = next((t for t in self.media_times if end <= t < window_end), None)
+            first = round(end / FRAME_S)
+            last = min(len(self.agent_frames), round(min(window_end, 1e9) / FRAME_S))
+            played = [k for k in range(first, last) if self.agent_frames[k]]
+            turns.append(Turn(
+                index=i,
+                speech_start=start,
+                speech_end=end,
+                response_latency=None if received is None else received - end,
+                playout_latency=played[0] * FRAME_S - end if played else None,
+                agent_audio_s=len(played) * FRAME_S,
+            ))
+        return turns
+
+    call_sid: str = ""
+    account_sid: str = ""
+
+
+async def place_call(
+    url: str,
+    script: CallScript,
+    *,
+    auth_token: str | None = None,
+    from_: str = "+15005550006",
+    to: str = "+15005550001",
+    call_sid: str | None = None,
+    account_sid: str = "AC" + "0" * 32,
+    public_url: str | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> CallResult:
+    """Call the gateway at `url` (http(s)://host[:port]) as Twilio would, stream `script`, and report.
+
+    public_url: the base URL Twilio would have used (and signed) if the gateway sits behind a proxy;
+    the simulator still talks to `url` directly. Raises SimulatorError if the call cannot be set up.
+    """
+    call_sid = call_sid or _new_sid("CA")
+    stream_sid = _new_sid("MZ")
+    events: list[Event] = []
+
+    def emit_early(kind: str, **details: Any) -> None:
+        event = Event(0.0, kind, details)
+        events.append(event)
+        if on_event is not None:
+            on_event(event)
+
+    webhook_url = url.rstrip("/") + "/twilio/voice"
+    signed_url = (public_url or url).rstrip("/") + "/twilio/voice"
+    params = {
+        "CallSid": call_sid,
+        "AccountSid": account_sid,
+        "From": from_,
+        "To": to,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+    }
+    started = time.monotonic()
+    twiml = await _post_webhook(webhook_url, signed_url, params, auth_token)
+    stream_url, custom_parameters = parse_twiml(twiml, signed_url)
+    emit_early("webhook", stream_url=stream_url, took_s=round(time.monotonic() - started, 4))
+
+    headers = {}
+    if auth_token:  # Twilio signs the stream URL exactly as the TwiML wrote it, with no params
+        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(stream_url, {})
+    try:
+        ws = await connect(
+            _connect_url(stream_url, url, public_url),
+            additional_headers=headers,
+            user_agent_header=STREAM_USER_AGENT,
+            compression=None,  # Twilio does not negotiate permessage-deflate
+            max_size=None,  # the app may send media of any size
+            proxy=None,
+            open_timeout=10,
+            close_timeout=5,
+        )
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        raise SimulatorError(f"stream {stream_url} refused the handshake: HTTP {status}", status) from exc
+    except OSError as exc:
+        raise SimulatorError(f"stream {stream_url} unreachable: {exc!r}") from exc
+
+    call = _Call(ws, script, stream_sid, on_event, events)
+    call.call_sid, call.account_sid = call_sid, account_sid
+    receiver = asyncio.create_task(call.run_receiver())
+    try:
+        await call.send(call.sender.connected())
+        emit_early("connected")
+        call.t0 = time.monotonic()  # the stream timeline starts with `start`
+        await call.send(call.sender.start(call_sid, account_sid, custom_parameters))
+        call.emit("start", stream_sid=stream_sid, custom_parameters=custom_parameters)
+        await call.run_clock()
+    except ConnectionClosed:
+        pass  # the gateway closed at once; the receiver records it
+    if not call.closed.is_set():
+        await call.hang_up()
+    await receiver
+    await asyncio.sleep(0)  # let fire-and-forget mark echoes settle before the socket object goes away
+
+    return CallResult(
+        call_sid=call_sid,
+        stream_sid=stream_sid,
+        twiml=twiml,
+        stream_url=stream_url,
+        custom_parameters=custom_parameters,
+        heard=bytes(call.heard),
+        sent=bytes(call.sent),
+        events=events,
+        turns=call.turns(),
+        barge_ins=call.barge_ins,
+        unanswered_barge_ins=call.pending_barge_ins,
+        mark_round_trips=call.mark_round_trips,
+        close_code=ws.close_code,
+        closed_by=call.closed_by,
+        media_frames_sent=call.frames_sent,
+        media_frames_received=call.frames_received,
+        media_bytes_received=call.bytes_received,
+        late_frames_sent=call.late_frames,
+        bad_messages=call.bad_messages,
+        duration_s=call.now(),
+    )

@@ -1,0 +1,71 @@
+"""WAV in and out for the caller simulator: load any PCM/float WAV as 8 kHz mono PCM16LE, write recordings."""
+
+from __future__ import annotations
+
+import os
+import wave
+
+import numpy as np
+import scipy.io.wavfile
+
+try:
+    from gateway.audio import resample_block
+except ImportError:  # pragma: no cover - gateway.audio is written concurrently; fall back until it lands
+    from scipy.signal import resample_poly as _resample_poly
+
+    def resample_block(pcm: bytes, in_rate: int, out_rate: int) -> bytes:
+        from math import gcd
+
+        if in_rate == out_rate or not pcm:
+            return pcm
+        g = gcd(in_rate, out_rate)
+        y = _resample_poly(np.frombuffer(pcm, "<i2").astype(np.float64), out_rate // g, in_rate // g)
+        return np.clip(np.round(y), -32768, 32767).astype("<i2").tobytes()
+
+
+TELEPHONY_RATE = 8000
+
+PathLike = str | os.PathLike[str]
+
+
+def _to_float(data: np.ndarray) -> np.ndarray:
+    """Samples of any WAV sample type as float64 in [-1, 1)."""
+    if data.dtype == np.uint8:  # 8-bit WAV is unsigned, centred on 128
+        return (data.astype(np.float64) - 128.0) / 128.0
+    if data.dtype == np.int16:
+        return data.astype(np.float64) / 32768.0
+    if data.dtype == np.int32:  # 24-bit files are left-justified into int32 by scipy, so this covers both
+        return data.astype(np.float64) / 2147483648.0
+    if data.dtype.kind == "f":
+        return data.astype(np.float64)
+    raise ValueError(f"unsupported WAV sample type {data.dtype}")
+
+
+def load_wav(path: PathLike) -> bytes:
+    """Read a WAV file (8/16/24/32-bit PCM or float, any rate and channel count) as 8 kHz mono PCM16LE."""
+    rate, data = scipy.io.wavfile.read(os.fspath(path))
+    samples = _to_float(data)
+    if samples.ndim == 2:  # mix down: the average keeps the level of a mono source duplicated to stereo
+        samples = samples.mean(axis=1)
+    pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
+    return resample_block(pcm, int(rate), TELEPHONY_RATE)
+
+
+def write_wav(path: PathLike, pcm: bytes, rate: int, channels: int = 1) -> None:
+    """Write interleaved PCM16LE as a WAV file."""
+    with wave.open(os.fspath(path), "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm)
+
+
+def write_stereo_wav(path: PathLike, left: bytes, right: bytes, rate: int) -> None:
+    """Write two mono PCM16LE tracks as one stereo WAV, padding the shorter one with silence."""
+    a = np.frombuffer(left[: len(left) // 2 * 2], "<i2")
+    b = np.frombuffer(right[: len(right) // 2 * 2], "<i2")
+    n = max(len(a), len(b))
+    stereo = np.zeros((n, 2), dtype="<i2")
+    stereo[: len(a), 0] = a
+    stereo[: len(b), 1] = b
+    write_wav(path, stereo.tobytes(), rate, channels=2)
