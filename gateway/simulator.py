@@ -10,8 +10,11 @@ Used by the end-to-end tests, by ``gateway demo`` and by ``gateway call``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import secrets
+import sys
 import time
 import xml.etree.ElementTree as ET
 from collections import deque
@@ -26,20 +29,9 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from gateway.twilio_protocol import Clear, Mark, Media, ProtocolError, TwilioSender, parse
 from gateway.wavfile import load_wav, write_stereo_wav, write_wav
-
-try:
-    from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
-except ImportError:  # pragma: no cover - gateway.audio is written concurrently; fall back until it lands
-    import audioop
-
-    def pcm16_to_ulaw(pcm: bytes) -> bytes:
-        return audioop.lin2ulaw(pcm, 2)
-
-    def ulaw_to_pcm16(ulaw: bytes) -> bytes:
-        return audioop.ulaw2lin(ulaw, 2)
-
 
 __all__ = [
     "CallResult",
@@ -47,9 +39,12 @@ __all__ = [
     "Event",
     "SimulatorError",
     "Turn",
+    "add_call_arguments",
     "load_wav",
     "place_call",
+    "run_call_command",
     "segment_speech",
+    "summarize",
     "write_stereo_wav",
     "write_wav",
 ]
@@ -67,7 +62,7 @@ STREAM_USER_AGENT = "Twilio.TmeWs/1.0"
 
 
 class SimulatorError(RuntimeError):
-    """The call could not be placed (webhook refused, no <Connect><Stream> in the TwiML, handshake refused)."""
+    """The call could not be set up: webhook refused, no <Connect><Stream> in the TwiML, handshake refused."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -166,9 +161,7 @@ def segment_speech(
         else:
             segments.append((i, i + 1))
     min_frames = round(min_speech_s / FRAME_S)
-    return [
-        (offset_s + a * FRAME_S, offset_s + b * FRAME_S) for a, b in segments if b - a >= min_frames
-    ]
+    return [(offset_s + a * FRAME_S, offset_s + b * FRAME_S) for a, b in segments if b - a >= min_frames]
 
 
 # --- webhook and TwiML ---
@@ -210,9 +203,7 @@ def _connect_url(stream_url: str, url: str, public_url: str | None) -> str:
     return urlunsplit((direct.scheme, direct.netloc, stream.path, stream.query, ""))
 
 
-async def _post_webhook(
-    url: str, signed_url: str, params: dict[str, str], auth_token: str | None
-) -> str:
+async def _post_webhook(url: str, signed_url: str, params: dict[str, str], auth_token: str | None) -> str:
     headers = {"User-Agent": WEBHOOK_USER_AGENT}
     if auth_token:
         headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(signed_url, params)
@@ -240,10 +231,14 @@ class _Call:
         ws: ClientConnection,
         script: CallScript,
         stream_sid: str,
+        call_sid: str,
+        account_sid: str,
         on_event: Callable[[Event], None] | None,
         events: list[Event],
     ) -> None:
         self.ws = ws
+        self.call_sid = call_sid
+        self.account_sid = account_sid
         self.script = script
         self.stream_sid = stream_sid
         self.sender = TwilioSender(stream_sid)
@@ -317,9 +312,9 @@ class _Call:
                 self.late_frames += 1
             try:
                 await self._send_tick(n)
+                await self._play_tick()
             except ConnectionClosed:
                 break  # the receiver sees the close too and records who closed
-            self._play_tick(n)
             n += 1
 
     def _call_over(self, n: int) -> bool:
@@ -358,40 +353,36 @@ class _Call:
 
     # --- playout ---
 
-    def _play_tick(self, n: int) -> None:
+    async def _play_tick(self) -> None:
         # The frame taken at the previous tick has finished playing now: marks behind it are due.
         self.played += self.in_flight
         self.in_flight = 0
-        self._echo_marks(lambda pos: pos <= self.played)
+        await self._echo_marks(lambda pos: pos <= self.played)
         frame = bytes(self.buffer[:FRAME_PCM_BYTES])
         del self.buffer[:FRAME_PCM_BYTES]
         self.in_flight = len(frame)
         self.heard += frame + bytes(FRAME_PCM_BYTES - len(frame))
         self.agent_frames.append(1 if frame else 0)
 
-    def _echo_marks(self, due: Callable[[int], bool]) -> None:
+    async def _echo_marks(self, due: Callable[[int], bool]) -> None:
         while self.marks and due(self.marks[0][0]):
             _, name, received = self.marks.popleft()
-            self._echo(name, received)
+            await self._echo(name, received)
 
-    def _echo(self, name: str, received: float) -> None:
-        # Sent without awaiting drain: echoes must not reorder with, or stall, the caller's frames.
-        self.mark_round_trips.append(self.now() - received)
-        asyncio.ensure_future(self._send_quietly(self.sender.mark(name)))
-        self.emit("mark_echo", name=name, after_s=round(self.now() - received, 4))
-
-    async def _send_quietly(self, text: str) -> None:
-        try:
-            await self.send(text)
-        except ConnectionClosed:
-            pass
+    async def _echo(self, name: str, received: float) -> None:
+        after = self.now() - received
+        self.mark_round_trips.append(after)
+        self.emit("mark_echo", name=name, after_s=round(after, 4))
+        # websockets writes a text message synchronously when send() is called, so building the message
+        # and sending it without an await in between keeps sequence numbers in order on the wire.
+        await self.send(self.sender.mark(name))
 
     # --- gateway -> caller ---
 
     async def run_receiver(self) -> None:
         try:
             async for raw in self.ws:
-                self._on_message(raw)
+                await self._on_message(raw)
         except ConnectionClosed:
             pass  # abnormal close (no close frame): close_code says 1006
         finally:
@@ -400,7 +391,7 @@ class _Call:
             self.emit("closed", by=self.closed_by, code=self.ws.close_code, reason=self.ws.close_reason)
             self.closed.set()
 
-    def _on_message(self, raw: str | bytes) -> None:
+    async def _on_message(self, raw: str | bytes) -> None:
         try:
             event = parse(raw)
         except ProtocolError as exc:
@@ -411,9 +402,9 @@ class _Call:
         elif isinstance(event, Media):
             self._on_media(event)
         elif isinstance(event, Mark):
-            self._on_mark(event)
+            await self._on_mark(event)
         elif isinstance(event, Clear):
-            self._on_clear()
+            await self._on_clear()
         else:  # Twilio-to-app messages (start, stop...) have no business coming from the app
             self.bad_messages += 1
             self.emit("unexpected", event=type(event).__name__)
@@ -431,21 +422,21 @@ class _Call:
         self.bytes_received += len(media.payload)
         self.emit("media", bytes=len(media.payload), buffered_s=round(len(self.buffer) / 2 / RATE, 3))
 
-    def _on_mark(self, mark: Mark) -> None:
+    async def _on_mark(self, mark: Mark) -> None:
         received = self.now()
         self.emit("mark", name=mark.name)
-        if self.queued <= self.played:  # nothing buffered or playing: Twilio echoes at once
-            self._echo(mark.name, received)
+        if True:  # nothing buffered or playing: Twilio echoes at once
+            await self._echo(mark.name, received)
         else:
             self.marks.append((self.queued, mark.name, received))
 
-    def _on_clear(self) -> None:
+    async def _on_clear(self) -> None:
         flushed = len(self.buffer)
         self.buffer.clear()
         # The flushed audio will never play: account it as played so later marks are placed correctly.
         self.queued = self.played + self.in_flight
         self.emit("clear", flushed_s=round(flushed / 2 / RATE, 3))
-        self._echo_marks(lambda _pos: True)  # Twilio echoes marks flushed by a clear at once
+        await self._echo_marks(lambda _pos: True)  # Twilio echoes marks flushed by a clear at once
         now = self.now()
         self.barge_ins += [now - t for t in self.pending_barge_ins]
         self.pending_barge_ins.clear()
@@ -460,18 +451,17 @@ class _Call:
             first = round(end / FRAME_S)
             last = min(len(self.agent_frames), round(min(window_end, 1e9) / FRAME_S))
             played = [k for k in range(first, last) if self.agent_frames[k]]
-            turns.append(Turn(
-                index=i,
-                speech_start=start,
-                speech_end=end,
-                response_latency=None if received is None else received - end,
-                playout_latency=played[0] * FRAME_S - end if played else None,
-                agent_audio_s=len(played) * FRAME_S,
-            ))
+            turns.append(
+                Turn(
+                    index=i,
+                    speech_start=start,
+                    speech_end=end,
+                    response_latency=None if received is None else received - end,
+                    playout_latency=played[0] * FRAME_S - end if played else None,
+                    agent_audio_s=len(played) * FRAME_S,
+                )
+            )
         return turns
-
-    call_sid: str = ""
-    account_sid: str = ""
 
 
 async def place_call(
@@ -537,8 +527,7 @@ async def place_call(
     except OSError as exc:
         raise SimulatorError(f"stream {stream_url} unreachable: {exc!r}") from exc
 
-    call = _Call(ws, script, stream_sid, on_event, events)
-    call.call_sid, call.account_sid = call_sid, account_sid
+    call = _Call(ws, script, stream_sid, call_sid, account_sid, on_event, events)
     receiver = asyncio.create_task(call.run_receiver())
     try:
         await call.send(call.sender.connected())
@@ -552,7 +541,6 @@ async def place_call(
     if not call.closed.is_set():
         await call.hang_up()
     await receiver
-    await asyncio.sleep(0)  # let fire-and-forget mark echoes settle before the socket object goes away
 
     return CallResult(
         call_sid=call_sid,
@@ -576,3 +564,111 @@ async def place_call(
         bad_messages=call.bad_messages,
         duration_s=call.now(),
     )
+
+
+# --- `gateway call`: the command line around place_call ---
+
+
+def summarize(result: CallResult) -> str:
+    """A few human-readable lines about a finished call (also used by the demo)."""
+
+    def ms(value: float | None) -> str:
+        return "no answer" if value is None else f"{value * 1000:.0f} ms"
+
+    lines = [
+        f"call {result.call_sid} ({result.duration_s:.1f} s): closed by {result.closed_by}, "
+        f"code {result.close_code}",
+        f"sent {result.media_frames_sent} frames ({result.late_frames_sent} late), received "
+        f"{result.media_frames_received} media messages ({result.media_bytes_received / RATE:.1f} s audio), "
+        f"{result.bad_messages} bad messages",
+    ]
+    for turn in result.turns:
+        lines.append(
+            f"turn {turn.index + 1}: caller {turn.speech_start:.2f}-{turn.speech_end:.2f} s, response "
+            f"{ms(turn.response_latency)}, heard after {ms(turn.playout_latency)}, "
+            f"{turn.agent_audio_s:.1f} s of agent audio"
+        )
+    if result.barge_ins or result.unanswered_barge_ins:
+        cleared = ", ".join(ms(b) for b in result.barge_ins) or "none"
+        lines.append(f"barge-ins: cleared after {cleared}; {len(result.unanswered_barge_ins)} not cleared")
+    if result.mark_round_trips:
+        longest = max(result.mark_round_trips)
+        lines.append(f"marks echoed: {len(result.mark_round_trips)}, longest playback wait {longest:.2f} s")
+    return "\n".join(lines)
+
+
+class _Progress:
+    """Prints call progress without one line per media message: agent audio is reported per burst."""
+
+    def __init__(self) -> None:
+        self.last_media = -1.0
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "media":
+            if event.t - self.last_media > 0.5:
+                print(f"{event.t:7.2f}s  agent audio starts arriving")
+            self.last_media = event.t
+        elif event.kind in ("mark", "mark_echo"):
+            return  # bookkeeping, summarized at the end
+        else:
+            details = " ".join(f"{k}={v}" for k, v in event.details.items())
+            print(f"{event.t:7.2f}s  {event.kind} {details}".rstrip())
+
+
+def _parse_dtmf(spec: str) -> list[tuple[float, str]]:
+    """'1.5:1,3:#' -> [(1.5, '1'), (3.0, '#')]"""
+    out = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        at, _, digit = item.partition(":")
+        out.append((float(at), digit))
+    return out
+
+
+def add_call_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", nargs="?", default=None,
+                        help="the gateway's base URL (default: http://127.0.0.1:$PORT, PORT default 8080)")
+    parser.add_argument("--wav", help="caller audio (any WAV); default: 3 s of silence")
+    parser.add_argument("--leading-silence", type=float, default=0.0, metavar="S")
+    parser.add_argument("--trailing-silence", type=float, default=3.0, metavar="S",
+                        help="silence streamed after the audio before hanging up (default 3)")
+    parser.add_argument("--dtmf", default="", metavar="T:D,...", help="digits to press, e.g. 1.5:1,3:#")
+    parser.add_argument("--no-hang-up", action="store_true", help="wait for the gateway to end the call")
+    parser.add_argument("--max-duration", type=float, default=600.0, metavar="S")
+    parser.add_argument("--auth-token", default=None, help="sign like Twilio (default: $TWILIO_AUTH_TOKEN)")
+    parser.add_argument("--public-url", default=None,
+                        help="the URL Twilio would use, behind a proxy (default: $PUBLIC_URL)")
+    parser.add_argument("--from", dest="from_", default="+15005550006")
+    parser.add_argument("--to", default="+15005550001")
+    parser.add_argument("--record", metavar="WAV", help="stereo WAV: caller left, heard right")
+    parser.add_argument("--quiet", action="store_true", help="no live progress, only the summary")
+
+
+async def run_call_command(args: argparse.Namespace) -> int:
+    url = args.url or f"http://127.0.0.1:{os.environ.get('PORT', '8080')}"
+    audio = load_wav(args.wav) if args.wav else bytes(3 * RATE * 2)
+    script = CallScript(
+        audio=audio,
+        leading_silence_s=args.leading_silence,
+        trailing_silence_s=args.trailing_silence,
+        dtmf=_parse_dtmf(args.dtmf),
+        hang_up=not args.no_hang_up,
+        max_duration_s=args.max_duration,
+    )
+    try:
+        result = await place_call(
+            url,
+            script,
+            auth_token=args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN") or None,
+            public_url=args.public_url or os.environ.get("PUBLIC_URL") or None,
+            from_=args.from_,
+            to=args.to,
+            on_event=None if args.quiet else _Progress(),
+        )
+    except SimulatorError as exc:
+        print(f"gateway call: {exc}", file=sys.stderr)
+        return 1
+    print(summarize(result))
+    if args.record:
+        write_stereo_wav(args.record, result.sent, result.heard, RATE)
+        print(f"recording: {args.record} (caller left, heard right)")
+    return 0

@@ -8,20 +8,7 @@ import wave
 import numpy as np
 import scipy.io.wavfile
 
-try:
-    from gateway.audio import resample_block
-except ImportError:  # pragma: no cover - gateway.audio is written concurrently; fall back until it lands
-    from scipy.signal import resample_poly as _resample_poly
-
-    def resample_block(pcm: bytes, in_rate: int, out_rate: int) -> bytes:
-        from math import gcd
-
-        if in_rate == out_rate or not pcm:
-            return pcm
-        g = gcd(in_rate, out_rate)
-        y = _resample_poly(np.frombuffer(pcm, "<i2").astype(np.float64), out_rate // g, in_rate // g)
-        return np.clip(np.round(y), -32768, 32767).astype("<i2").tobytes()
-
+from gateway.audio import resample_block
 
 TELEPHONY_RATE = 8000
 

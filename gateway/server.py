@@ -1,0 +1,37 @@
+"""Run the gateway inside an existing event loop, on a free loopback port (demo, tests, benchmarks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.call import TranscriptObserver
+from gateway.config import Settings
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    settings: Settings, *, host: str = "127.0.0.1", port: int = 0, on_transcript: TranscriptObserver | None = None
+) -> AsyncIterator[str]:
+    """Serve the app until the block ends; yields its base URL (http://host:port)."""
+    app = create_app(settings, on_transcript=on_transcript)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+                            ws_max_size=1024 * 1024)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the host program owns signals
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # re-raise why it could not start
+                raise RuntimeError("gateway server stopped before it started")
+            await asyncio.sleep(0.01)
+        bound = server.servers[0].sockets[0].getsockname()
+        yield f"http://{bound[0]}:{bound[1]}"
+    finally:
+        server.should_exit = True
+        await task

@@ -1,0 +1,507 @@
+"""The caller simulator against a scripted gateway on real loopback sockets (Starlette + uvicorn)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import time
+import wave
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import numpy as np
+import pytest
+import scipy.io.wavfile
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import VoiceResponse
+
+from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from gateway.simulator import (
+    CallScript,
+    SimulatorError,
+    add_call_arguments,
+    load_wav,
+    place_call,
+    segment_speech,
+    summarize,
+    write_stereo_wav,
+)
+from gateway.twilio_protocol import clear_message, mark_message, media_message
+
+RATE = 8000
+
+
+def tone(seconds: float, freq: float = 440.0, amp: float = 8000.0, rate: int = RATE) -> bytes:
+    t = np.arange(round(seconds * rate)) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes()
+
+
+def silence(seconds: float) -> bytes:
+    return bytes(round(seconds * RATE) * 2)
+
+
+def frame_rms(pcm: bytes) -> np.ndarray:
+    """RMS per 20 ms frame."""
+    x = np.frombuffer(pcm, "<i2").astype(np.float64)
+    n = len(x) // 160
+    return np.sqrt(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1))
+
+
+def rms_between(pcm: bytes, start_s: float, end_s: float) -> float:
+    x = np.frombuffer(pcm, "<i2").astype(np.float64)[round(start_s * RATE) : round(end_s * RATE)]
+    return float(np.sqrt(np.mean(x**2))) if len(x) else 0.0
+
+
+def onsets(pcm: bytes, threshold: float = 1000.0) -> list[float]:
+    """Times (s) where frames go from quiet to loud."""
+    loud = frame_rms(pcm) > threshold
+    return [i * 0.02 for i in range(len(loud)) if loud[i] and (i == 0 or not loud[i - 1])]
+
+
+# --- the scripted gateway ---
+
+
+@dataclass
+class Session:
+    """One media WebSocket as the scripted gateway sees it."""
+
+    ws: WebSocket
+    received: list[tuple[float, Any]] = field(default_factory=list)  # (monotonic, parsed JSON)
+    sent_at: dict[str, float] = field(default_factory=dict)  # label -> monotonic
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    start_time: float = 0.0
+    stream_sid: str = ""
+
+    async def read(self) -> None:
+        try:
+            while True:
+                text = await self.ws.receive_text()
+                msg = json.loads(text)
+                self.received.append((time.monotonic(), msg))
+                if msg["event"] == "start":
+                    self.start_time = time.monotonic()
+                    self.stream_sid = msg["streamSid"]
+                    self.started.set()
+        except WebSocketDisconnect:
+            pass
+
+    async def at(self, t: float) -> None:
+        """Sleep until t seconds after the `start` message arrived (the caller's timeline, ~0.1 ms off)."""
+        await asyncio.sleep(max(0.0, self.start_time + t - time.monotonic()))
+
+    async def send_media(self, pcm: bytes, chunk_s: float = 0.02) -> None:
+        """Agent audio in a burst of chunks, faster than real time, as a TTS/LLM backend would."""
+        step = round(chunk_s * RATE) * 2
+        for i in range(0, len(pcm), step):
+            await self.ws.send_text(media_message(self.stream_sid, pcm16_to_ulaw(pcm[i : i + step])))
+
+    async def send_mark(self, name: str) -> None:
+        self.sent_at[name] = time.monotonic()
+        await self.ws.send_text(mark_message(self.stream_sid, name))
+
+    async def send_clear(self) -> None:
+        self.sent_at["clear"] = time.monotonic()
+        await self.ws.send_text(clear_message(self.stream_sid))
+
+    def messages(self, event: str) -> list[tuple[float, dict[str, Any]]]:
+        return [(t, m) for t, m in self.received if m.get("event") == event]
+
+    def echo_time(self, name: str) -> float:
+        return next(t for t, m in self.messages("mark") if m["mark"]["name"] == name)
+
+
+Behaviour = Callable[[Session], Awaitable[None]]
+
+
+@dataclass
+class ScriptedGateway:
+    token: str | None = None
+    behaviour: Behaviour | None = None
+    check_webhook: bool = True
+    check_upgrade: bool = True
+    public_url: str | None = None  # behind a "proxy": Twilio signs and streams to this host
+    twiml: str | None = None  # answer this instead of <Connect><Stream>
+    port: int = 0
+    webhooks: list[dict[str, str]] = field(default_factory=list)
+    webhook_ok: list[bool] = field(default_factory=list)
+    upgrade_ok: list[bool] = field(default_factory=list)
+    upgrade_headers: list[dict[str, str]] = field(default_factory=list)
+    sessions: list[Session] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return self.public_url or f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stream_url(self) -> str:
+        return self.base.replace("http", "ws", 1) + "/twilio/media"
+
+    def valid(self, url: str, params: dict[str, str], signature: str) -> bool:
+        return bool(self.token) and RequestValidator(self.token).validate(url, params, signature)
+
+    async def voice(self, request: Request) -> Response:
+        params = dict(parse_qsl((await request.body()).decode()))
+        self.webhooks.append(params)
+        ok = self.valid(self.base + "/twilio/voice", params, request.headers.get("x-twilio-signature", ""))
+        self.webhook_ok.append(ok)
+        if self.token and self.check_webhook and not ok:
+            return Response("invalid signature", status_code=403)
+        if self.twiml is not None:
+            return Response(self.twiml, media_type="application/xml")
+        response = VoiceResponse()
+        stream = response.connect().stream(url=self.stream_url)
+        stream.parameter(name="caller", value=params.get("From", ""))
+        stream.parameter(name="greeting", value="hello there")
+        response.hangup()
+        return Response(str(response), media_type="application/xml")
+
+    async def media(self, ws: WebSocket) -> None:
+        self.upgrade_headers.append(dict(ws.headers))
+        ok = self.valid(self.stream_url, {}, ws.headers.get("x-twilio-signature", ""))
+        self.upgrade_ok.append(ok)
+        if self.token and self.check_upgrade and not ok:
+            await ws.close(code=1008)  # before accept: the upgrade gets HTTP 403
+            return
+        await ws.accept()
+        session = Session(ws)
+        self.sessions.append(session)
+        reader = asyncio.create_task(session.read())
+        try:
+            await asyncio.wait_for(session.started.wait(), 5)
+            if self.behaviour is not None:
+                await self.behaviour(session)
+        except BaseException as exc:
+            self.errors.append(exc)
+            raise
+        finally:
+            await reader
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/twilio/voice", self.voice, methods=["POST"]),
+                WebSocketRoute("/twilio/media", self.media),
+            ]
+        )
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[ScriptedGateway], Awaitable[str]]]:
+    running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(gateway: ScriptedGateway) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        gateway.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            gateway.app(), ws="websockets-sansio", lifespan="off", log_level="warning",
+            timeout_graceful_shutdown=1,
+        )
+        server = uvicorn.Server(config)
+        running.append((server, asyncio.create_task(server.serve(sockets=[sock]))))
+        while not server.started:
+            await asyncio.sleep(0.005)
+        return f"http://127.0.0.1:{gateway.port}"
+
+    yield start
+    for server, task in running:
+        server.should_exit = True
+        await task
+
+
+# --- pacing and numbering ---
+
+
+async def test_paces_frames_in_real_time_and_numbers_them_like_twilio(serve) -> None:
+    gateway = ScriptedGateway(token="secret")
+    url = await serve(gateway)
+    audio = tone(2.0, freq=300)
+    live: list[Any] = []
+    result = await place_call(
+        url, CallScript(audio, trailing_silence_s=0.2, dtmf=[(0.5, "1"), (1.0, "#")]),
+        auth_token="secret", on_event=live.append,
+    )
+
+    assert gateway.webhook_ok == [True] and gateway.upgrade_ok == [True]
+    hook = gateway.webhooks[0]
+    assert hook["CallSid"] == result.call_sid and hook["CallSid"].startswith("CA") and len(hook["CallSid"]) == 34
+    assert hook["CallStatus"] == "ringing" and hook["Direction"] == "inbound" and hook["ApiVersion"] == "2010-04-01"
+    assert hook["From"] == "+15005550006" and hook["AccountSid"] == "AC" + "0" * 32
+
+    session = gateway.sessions[0]
+    messages = [m for _, m in session.received]
+    assert messages[0] == {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+    start = messages[1]
+    assert start["event"] == "start" and start["sequenceNumber"] == "1"
+    assert start["streamSid"] == result.stream_sid and start["streamSid"].startswith("MZ")
+    assert start["start"]["callSid"] == result.call_sid
+    assert start["start"]["customParameters"] == {"caller": "+15005550006", "greeting": "hello there"}
+    assert start["start"]["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+    # One sequence for every message after `connected`, one chunk count for media, timestamps in ms.
+    assert [m["sequenceNumber"] for m in messages[1:]] == [str(i) for i in range(1, len(messages))]
+    media = [m for m in messages if m["event"] == "media"]
+    assert len(media) == 110 == result.media_frames_sent
+    assert [m["media"]["chunk"] for m in media] == [str(i) for i in range(1, 111)]
+    assert [m["media"]["timestamp"] for m in media] == [str(i * 20) for i in range(110)]
+    assert all(len(base64.b64decode(m["media"]["payload"])) == 160 for m in media)
+    assert all(m["media"]["track"] == "inbound" and m["streamSid"] == result.stream_sid for m in media)
+    dtmf = [(i, m) for i, m in enumerate(messages) if m["event"] == "dtmf"]
+    assert [m["dtmf"]["digit"] for _, m in dtmf] == ["1", "#"]
+    assert messages[dtmf[0][0] + 1]["media"]["timestamp"] == "500"  # pressed at 0.5 s on the stream timeline
+    assert messages[-1]["event"] == "stop" and messages[-1]["stop"]["callSid"] == result.call_sid
+
+    # Pacing: absolute deadlines, so 100 frames span 2 s (+-1%) and no frame drifts away from its slot.
+    times = np.array([t for t, _ in session.messages("media")])
+    assert 100 / (times[100] - times[0]) == pytest.approx(50, rel=0.01)
+    drift = times - times[0] - np.arange(len(times)) * 0.02
+    assert np.abs(drift).max() < 0.03
+    assert result.late_frames_sent <= 5
+
+    # What the gateway received is the caller's audio (through mu-law).
+    received = ulaw_to_pcm16(b"".join(base64.b64decode(m["media"]["payload"]) for m in media))
+    x, y = np.frombuffer(received[: len(audio)], "<i2"), np.frombuffer(audio, "<i2")
+    assert np.corrcoef(x, y)[0, 1] > 0.999
+    assert len(result.sent) == len(result.heard) == 110 * 320
+    assert result.sent[: len(audio)] == audio
+
+    assert result.closed_by == "caller" and result.close_code == 1000
+    assert [t.speech_start for t in result.turns] == [0.0] and result.turns[0].response_latency is None
+    assert live == result.events and [e.kind for e in live][:3] == ["webhook", "connected", "start"]
+    assert "closed by caller" in summarize(result)
+
+
+# --- signatures ---
+
+
+async def test_signature_on_webhook_and_upgrade_and_user_agents(serve) -> None:
+    gateway = ScriptedGateway(token="tok")
+    url = await serve(gateway)
+    await place_call(url, CallScript(silence(0.1), trailing_silence_s=0), auth_token="tok")
+    assert gateway.webhook_ok == [True] and gateway.upgrade_ok == [True]
+    assert gateway.upgrade_headers[0]["user-agent"] == "Twilio.TmeWs/1.0"
+    assert "sec-websocket-extensions" not in gateway.upgrade_headers[0]  # Twilio does not compress
+
+
+async def test_wrong_token_is_refused_on_the_webhook(serve) -> None:
+    gateway = ScriptedGateway(token="right")
+    url = await serve(gateway)
+    with pytest.raises(SimulatorError, match="403") as info:
+        await place_call(url, CallScript(silence(0.1)), auth_token="wrong")
+    assert info.value.status == 403 and gateway.webhook_ok == [False] and gateway.upgrade_ok == []
+
+
+async def test_wrong_token_is_refused_on_the_upgrade(serve) -> None:
+    gateway = ScriptedGateway(token="right", check_webhook=False)
+    url = await serve(gateway)
+    with pytest.raises(SimulatorError, match="refused the handshake: HTTP 403"):
+        await place_call(url, CallScript(silence(0.1)), auth_token="wrong")
+    assert gateway.upgrade_ok == [False] and gateway.sessions == []
+
+
+async def test_behind_a_proxy_signs_the_public_url_and_dials_directly(serve) -> None:
+    gateway = ScriptedGateway(token="tok", public_url="https://voice.example.com")
+    url = await serve(gateway)
+    result = await place_call(
+        url, CallScript(silence(0.1), trailing_silence_s=0), auth_token="tok", public_url="https://voice.example.com"
+    )
+    assert result.stream_url == "wss://voice.example.com/twilio/media"
+    assert gateway.webhook_ok == [True] and gateway.upgrade_ok == [True] and len(gateway.sessions) == 1
+
+
+async def test_twiml_without_a_stream_fails_clearly(serve) -> None:
+    gateway = ScriptedGateway(twiml="<Response><Say>Sorry</Say><Hangup/></Response>")
+    url = await serve(gateway)
+    with pytest.raises(SimulatorError, match=r"no <Connect><Stream"):
+        await place_call(url, CallScript(silence(0.1)))
+
+
+# --- playout: marks, clear, alignment ---
+
+
+async def test_mark_echo_at_once_when_idle_and_after_playout(serve) -> None:
+    async def behaviour(s: Session) -> None:
+        await s.at(0.2)
+        await s.send_mark("idle")
+        await s.at(0.4)
+        await s.send_media(tone(1.0))
+        await s.send_mark("after-audio")
+
+    gateway = ScriptedGateway(behaviour=behaviour)
+    url = await serve(gateway)
+    result = await place_call(url, CallScript(silence(1.8), trailing_silence_s=0))
+
+    session = gateway.sessions[0]
+    assert session.echo_time("idle") - session.sent_at["idle"] < 0.03
+    assert session.echo_time("after-audio") - session.sent_at["after-audio"] == pytest.approx(1.0, abs=0.05)
+    echo = next(m for _, m in session.messages("mark") if m["mark"]["name"] == "after-audio")
+    assert set(echo) == {"event", "sequenceNumber", "streamSid", "mark"} and echo["streamSid"] == result.stream_sid
+    assert result.mark_round_trips[0] < 0.03 and result.mark_round_trips[1] == pytest.approx(1.0, abs=0.05)
+    assert result.media_frames_received == 50 and result.media_bytes_received == 8000
+    # Sequence numbers stay one sequence, in order on the wire, with echoes interleaved among media.
+    numbers = [int(m["sequenceNumber"]) for _, m in session.received[1:]]
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
+async def test_clear_flushes_audio_and_echoes_pending_marks_at_once(serve) -> None:
+    async def behaviour(s: Session) -> None:
+        await s.at(0.3)
+        await s.send_media(tone(2.0))
+        await s.send_mark("m1")
+        await s.at(0.8)
+        await s.send_clear()
+        await s.at(1.0)
+        await s.send_media(tone(0.2, freq=660))
+        await s.send_mark("m2")
+
+    gateway = ScriptedGateway(behaviour=behaviour)
+    url = await serve(gateway)
+    # The caller starts talking at 0.6 s, over the agent: a barge-in the gateway answers with `clear` at 0.8 s.
+    caller = silence(0.6) + tone(0.5, freq=250) + silence(0.5)
+    result = await place_call(url, CallScript(caller, trailing_silence_s=0))
+
+    session = gateway.sessions[0]
+    assert session.echo_time("m1") - session.sent_at["clear"] < 0.03
+    assert session.echo_time("m2") - session.sent_at["m2"] == pytest.approx(0.2, abs=0.05)
+    heard = result.heard
+    assert rms_between(heard, 0.35, 0.75) > 3000
+    assert rms_between(heard, 0.85, 0.98) == 0  # flushed: never played
+    assert rms_between(heard, 1.05, 1.15) > 3000  # audio after the clear plays normally
+    assert rms_between(heard, 1.25, 1.6) == 0
+    clear = next(e for e in result.events if e.kind == "clear")
+    assert clear.details["flushed_s"] == pytest.approx(1.5, abs=0.05)
+    assert len(result.barge_ins) == 1 and result.barge_ins[0] == pytest.approx(0.2, abs=0.04)
+    assert result.unanswered_barge_ins == []
+
+
+async def test_recording_is_aligned_and_turn_latency_measured(serve) -> None:
+    async def behaviour(s: Session) -> None:
+        await s.at(0.9)
+        await s.send_media(tone(0.1))
+        await s.at(1.3)
+        await s.send_media(tone(0.1))
+
+    gateway = ScriptedGateway(behaviour=behaviour)
+    url = await serve(gateway)
+    script = CallScript(tone(0.4, freq=250) + silence(1.2), leading_silence_s=0.2, trailing_silence_s=0)
+    result = await place_call(url, script)
+
+    assert len(result.sent) == len(result.heard) == 90 * 320
+    assert onsets(result.sent) == [pytest.approx(0.2)]
+    heard_onsets = onsets(result.heard)
+    assert len(heard_onsets) == 2
+    assert heard_onsets[0] == pytest.approx(0.9, abs=0.03) and heard_onsets[1] == pytest.approx(1.3, abs=0.03)
+    (turn,) = result.turns
+    assert (turn.speech_start, turn.speech_end) == (pytest.approx(0.2), pytest.approx(0.6))
+    assert turn.response_latency == pytest.approx(0.3, abs=0.03)
+    assert turn.playout_latency == pytest.approx(0.3, abs=0.03)
+    assert turn.agent_audio_s == pytest.approx(0.2, abs=0.021)
+
+
+async def test_writes_a_stereo_recording(tmp_path) -> None:
+    path = tmp_path / "call.wav"
+    write_stereo_wav(path, tone(0.5), tone(0.25, freq=660), RATE)
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getnframes()) == (2, RATE, 4000)
+        frames = np.frombuffer(w.readframes(4000), "<i2").reshape(-1, 2)
+    assert np.array_equal(frames[:, 0], np.frombuffer(tone(0.5), "<i2"))
+    assert not frames[2000:, 1].any()  # the shorter track is padded with silence
+
+
+# --- the gateway ending the call, and bad messages ---
+
+
+async def test_gateway_closing_first_ends_the_call_and_bad_messages_are_recorded(serve) -> None:
+    async def behaviour(s: Session) -> None:
+        await s.at(0.1)
+        await s.ws.send_bytes(b"\x00\x01")
+        await s.ws.send_text("{not json")
+        await s.ws.send_text('{"event":"dance"}')
+        await s.ws.send_text(media_message("MZother", b"\xff" * 160))
+        await s.ws.send_text(json.dumps({"event": "stop", "streamSid": s.stream_sid}))
+        await s.send_media(tone(0.1))
+        await s.at(0.5)
+        await s.ws.close(code=1000)
+
+    gateway = ScriptedGateway(behaviour=behaviour)
+    url = await serve(gateway)
+    result = await place_call(url, CallScript(silence(0.2), hang_up=False, max_duration_s=5))
+
+    assert result.closed_by == "gateway" and result.close_code == 1000
+    assert 0.45 < result.duration_s < 0.7
+    assert result.bad_messages == 5 and result.media_frames_received == 5
+    kinds = [e.kind for e in result.events]
+    assert kinds.count("bad_message") == 4 and kinds.count("unexpected") == 1 and kinds[-1] == "closed"
+    assert not gateway.sessions[0].messages("stop")  # the caller did not hang up
+    assert not gateway.errors
+
+
+async def test_no_hang_up_gives_up_after_max_duration(serve) -> None:
+    gateway = ScriptedGateway()
+    url = await serve(gateway)
+    result = await place_call(url, CallScript(silence(0.1), hang_up=False, max_duration_s=0.3))
+    assert result.closed_by == "caller" and result.media_frames_sent == 15
+    assert any(e.kind == "timeout" for e in result.events)
+    assert gateway.sessions[0].messages("stop")
+
+
+# --- caller speech segmentation ---
+
+
+def test_segments_caller_speech_with_hangover() -> None:
+    pcm = tone(0.5) + silence(0.1) + tone(0.3) + silence(0.6) + tone(0.2) + silence(0.3)
+    assert segment_speech(pcm, offset_s=1.0) == [
+        (pytest.approx(1.0), pytest.approx(1.9)),
+        (pytest.approx(2.5), pytest.approx(2.7)),
+    ]
+    assert segment_speech(silence(1.0)) == []
+    assert segment_speech(silence(0.5) + tone(0.02) + silence(0.5)) == []  # a click is not an utterance
+
+
+# --- WAV loading ---
+
+
+def dominant_hz(pcm: bytes) -> float:
+    x = np.frombuffer(pcm, "<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / RATE)[spectrum.argmax()])
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "dtype"),
+    [(16000, 2, np.int16), (44100, 1, np.int16), (48000, 1, np.float32), (8000, 1, np.uint8), (22050, 2, np.int32)],
+)
+def test_load_wav_mixes_to_mono_8k(tmp_path, rate: int, channels: int, dtype: Any) -> None:
+    t = np.arange(rate) / rate
+    wave_ = 0.5 * np.sin(2 * np.pi * 1000 * t)
+    scale = {np.int16: 32767, np.int32: 2**31 - 1, np.float32: 1.0}
+    data = np.round(wave_ * 127 + 128) if dtype is np.uint8 else wave_ * scale[dtype]
+    data = data.astype(dtype)
+    if channels == 2:
+        data = np.stack([data, data], axis=1)  # same signal on both sides: the mix keeps its level
+    path = tmp_path / "in.wav"
+    scipy.io.wavfile.write(path, rate, data)
+
+    pcm = load_wav(path)
+    assert len(pcm) == 2 * RATE
+    assert dominant_hz(pcm) == pytest.approx(1000, abs=2)
+    assert rms_between(pcm, 0.1, 0.9) == pytest.approx(0.5 * 32768 / np.sqrt(2), rel=0.03)
+
+
+def test_call_command_arguments() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_call_arguments(parser)
+    args = parser.parse_args(["http://h:1", "--dtmf", "1.5:1,3:#", "--no-hang-up", "--record", "x.wav"])
+    assert (args.url, args.dtmf, args.no_hang_up, args.record) == ("http://h:1", "1.5:1,3:#", True, "x.wav")
