@@ -11,7 +11,7 @@ Resampler design (chosen by measurement, see benchmarks/bench_audio.py):
   Pass band to 0.85 of the lower Nyquist rate (3.4 kHz at 8 kHz), stop band from 1.125x (down: a
   4.5 kHz tone would alias to 3.5 kHz) or 1.15x (up: the image of 3.4 kHz) of it; tap count is the
   smallest that reaches 70 dB and <= 0.05 dB ripple (measured on the quantised taps), which gives
-  47 taps (8k->16k) and 75 taps (24k->8k), ~1.45 ms of delay each.
+  45 taps (8k->16k, 1.375 ms of delay) and 75 taps (24k->8k, 1.458 ms).
 * Taps are integers scaled by 2**24 and samples are int16, held in float64: every product and every
   partial sum is an integer below 2**53, so the dot products are exact whatever order BLAS sums them
   in. Hence streaming output is bit-identical to one-shot output for any chunking (no clicks at frame
@@ -257,7 +257,10 @@ class Resampler:
 
 
 class InboundAudio:
-    """Caller audio: mu-law 8 kHz bytes (Twilio) -> PCM16LE at `rate` (16000 default, or 8000 which skips the resampler)."""
+    """Caller audio: mu-law 8 kHz bytes (Twilio) -> PCM16LE at `rate`.
+
+    16000 by default; 8000 skips the resampler (decode only).
+    """
 
     __slots__ = ("_resampler", "rate")
 

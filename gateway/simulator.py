@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from gateway.twilio_protocol import Clear, Mark, Media, ProtocolError, TwilioSender, parse
@@ -425,7 +425,7 @@ class _Call:
     async def _on_mark(self, mark: Mark) -> None:
         received = self.now()
         self.emit("mark", name=mark.name)
-        if True:  # nothing buffered or playing: Twilio echoes at once
+        if self.queued <= self.played:  # nothing buffered or playing: Twilio echoes at once
             await self._echo(mark.name, received)
         else:
             self.marks.append((self.queued, mark.name, received))
@@ -524,23 +524,29 @@ async def place_call(
     except InvalidStatus as exc:
         status = exc.response.status_code
         raise SimulatorError(f"stream {stream_url} refused the handshake: HTTP {status}", status) from exc
-    except OSError as exc:
-        raise SimulatorError(f"stream {stream_url} unreachable: {exc!r}") from exc
+    except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        raise SimulatorError(f"stream {stream_url} could not be opened: {exc!r}") from exc
 
     call = _Call(ws, script, stream_sid, call_sid, account_sid, on_event, events)
     receiver = asyncio.create_task(call.run_receiver())
     try:
-        await call.send(call.sender.connected())
-        emit_early("connected")
-        call.t0 = time.monotonic()  # the stream timeline starts with `start`
-        await call.send(call.sender.start(call_sid, account_sid, custom_parameters))
-        call.emit("start", stream_sid=stream_sid, custom_parameters=custom_parameters)
-        await call.run_clock()
-    except ConnectionClosed:
-        pass  # the gateway closed at once; the receiver records it
-    if not call.closed.is_set():
-        await call.hang_up()
-    await receiver
+        try:
+            await call.send(call.sender.connected())
+            emit_early("connected")
+            call.t0 = time.monotonic()  # the stream timeline starts with `start`
+            await call.send(call.sender.start(call_sid, account_sid, custom_parameters))
+            call.emit("start", stream_sid=stream_sid, custom_parameters=custom_parameters)
+            await call.run_clock()
+        except ConnectionClosed:
+            pass  # the gateway closed at once; the receiver records it
+        if not call.closed.is_set():
+            await call.hang_up()
+        await receiver
+    finally:
+        # On cancellation or a failing on_event callback, still release the socket.
+        if not receiver.done():
+            receiver.cancel()
+        await ws.close()
 
     return CallResult(
         call_sid=call_sid,
@@ -625,18 +631,28 @@ def _parse_dtmf(spec: str) -> list[tuple[float, str]]:
 
 
 def add_call_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", nargs="?", default=None,
-                        help="the gateway's base URL (default: http://127.0.0.1:$PORT, PORT default 8080)")
+    parser.add_argument(
+        "url",
+        nargs="?",
+        default=None,
+        help="the gateway's base URL (default: http://127.0.0.1:$PORT, PORT default 8080)",
+    )
     parser.add_argument("--wav", help="caller audio (any WAV); default: 3 s of silence")
     parser.add_argument("--leading-silence", type=float, default=0.0, metavar="S")
-    parser.add_argument("--trailing-silence", type=float, default=3.0, metavar="S",
-                        help="silence streamed after the audio before hanging up (default 3)")
+    parser.add_argument(
+        "--trailing-silence",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="silence streamed after the audio before hanging up (default 3)",
+    )
     parser.add_argument("--dtmf", default="", metavar="T:D,...", help="digits to press, e.g. 1.5:1,3:#")
     parser.add_argument("--no-hang-up", action="store_true", help="wait for the gateway to end the call")
     parser.add_argument("--max-duration", type=float, default=600.0, metavar="S")
     parser.add_argument("--auth-token", default=None, help="sign like Twilio (default: $TWILIO_AUTH_TOKEN)")
-    parser.add_argument("--public-url", default=None,
-                        help="the URL Twilio would use, behind a proxy (default: $PUBLIC_URL)")
+    parser.add_argument(
+        "--public-url", default=None, help="the URL Twilio would use, behind a proxy (default: $PUBLIC_URL)"
+    )
     parser.add_argument("--from", dest="from_", default="+15005550006")
     parser.add_argument("--to", default="+15005550001")
     parser.add_argument("--record", metavar="WAV", help="stereo WAV: caller left, heard right")

@@ -55,7 +55,9 @@ class LocalAgent:
         if _GOODBYE.search(said):
             return Reply("Goodbye, and thank you for calling.", end_call=self.can_end_call)
         if _RECALL.search(said):
-            previous = [t.text for t in history if t.role == "user" and t.text.strip() and t.source != "content"]
+            previous = [
+                t.text for t in history if t.role == "user" and t.text.strip() and t.source != "content"
+            ]
             if previous:
                 return Reply(f"Before that, you said: {previous[-1]}.")
             return Reply("You have not said anything before this.")

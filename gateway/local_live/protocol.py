@@ -71,7 +71,9 @@ _HALF_CASCADE = ("gemini-live-2.5-flash-preview", "gemini-2.0-flash-live-001")
 MODELS: dict[str, ModelCaps] = {
     **{n: ModelCaps(n, True, "yes", True, True, True) for n in _NATIVE_AUDIO},
     **{n: ModelCaps(n, False, "no", False, True, True) for n in _HALF_CASCADE},
-    "gemini-3.1-flash-live-preview": ModelCaps("gemini-3.1-flash-live-preview", False, "no", False, False, False),
+    "gemini-3.1-flash-live-preview": ModelCaps(
+        "gemini-3.1-flash-live-preview", False, "no", False, False, False
+    ),
     "gemini-3.8-live": ModelCaps("gemini-3.8-live", False, "always", True, False, True),
 }
 DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
@@ -99,7 +101,13 @@ _PART = {
     "inlineData": _BLOB,
     "fileData": {"mimeType": None, "fileUri": None, "displayName": None},
     "functionCall": {"id": None, "name": None, "args": None},
-    "functionResponse": {"id": None, "name": None, "response": None, "willContinue": None, "scheduling": None},
+    "functionResponse": {
+        "id": None,
+        "name": None,
+        "response": None,
+        "willContinue": None,
+        "scheduling": None,
+    },
     "thought": None,
     "thoughtSignature": None,
     "executableCode": None,
@@ -197,7 +205,11 @@ _TOOL_RESPONSE = {
         "parts": None,
     }
 }
-_MESSAGES = {"clientContent": _CLIENT_CONTENT, "realtimeInput": _REALTIME_INPUT, "toolResponse": _TOOL_RESPONSE}
+_MESSAGES = {
+    "clientContent": _CLIENT_CONTENT,
+    "realtimeInput": _REALTIME_INPUT,
+    "toolResponse": _TOOL_RESPONSE,
+}
 
 _SNAKE = re.compile(r"_([a-z0-9])")
 
@@ -224,7 +236,7 @@ def normalize(value: Any, schema: dict[str, Any] | None, path: str) -> Any:
         if name not in schema:
             raise ProtocolError(
                 CLOSE_INVALID,
-                f'Invalid JSON payload received. Unknown name "{key}" at \'{path}\': Cannot find field.',
+                f"Invalid JSON payload received. Unknown name \"{key}\" at '{path}': Cannot find field.",
             )
         out[name] = normalize(item, schema[name], f"{path}.{snake(name)}")
     return out
@@ -255,7 +267,9 @@ def decode_b64(data: Any, path: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise ProtocolError(CLOSE_INVALID, f"Invalid value at '{path}' (TYPE_BYTES), Base64 decoding failed.") from None
+        raise ProtocolError(
+            CLOSE_INVALID, f"Invalid value at '{path}' (TYPE_BYTES), Base64 decoding failed."
+        ) from None
 
 
 def encode_b64(data: bytes) -> str:
@@ -315,7 +329,11 @@ def _text_of(content: dict[str, Any]) -> str:
 
 
 _ENUMS = {
-    "startOfSpeechSensitivity": ("START_SENSITIVITY_UNSPECIFIED", "START_SENSITIVITY_HIGH", "START_SENSITIVITY_LOW"),
+    "startOfSpeechSensitivity": (
+        "START_SENSITIVITY_UNSPECIFIED",
+        "START_SENSITIVITY_HIGH",
+        "START_SENSITIVITY_LOW",
+    ),
     "endOfSpeechSensitivity": ("END_SENSITIVITY_UNSPECIFIED", "END_SENSITIVITY_HIGH", "END_SENSITIVITY_LOW"),
     "activityHandling": ("ACTIVITY_HANDLING_UNSPECIFIED", "START_OF_ACTIVITY_INTERRUPTS", "NO_INTERRUPTION"),
 }
@@ -323,7 +341,9 @@ _ENUMS = {
 
 def _enum(value: Any, name: str, path: str) -> str:
     if value not in _ENUMS[name]:
-        raise ProtocolError(CLOSE_INVALID, f"Invalid value at '{path}' (type.googleapis.com/{name}), {value!r}")
+        raise ProtocolError(
+            CLOSE_INVALID, f"Invalid value at '{path}' (type.googleapis.com/{name}), {value!r}"
+        )
     return value
 
 
@@ -347,7 +367,9 @@ def parse_setup(raw_setup: Any, version: str) -> SessionConfig:
     if modality not in ("AUDIO", "TEXT"):
         raise ProtocolError(CLOSE_INVALID, f"Invalid setup: unsupported response modality {modalities[0]!r}.")
     if modality == "TEXT" and caps.audio_only:
-        raise ProtocolError(CLOSE_INVALID, f"Invalid setup: {caps.name} only supports the AUDIO response modality.")
+        raise ProtocolError(
+            CLOSE_INVALID, f"Invalid setup: {caps.name} only supports the AUDIO response modality."
+        )
     cfg.modality = modality
 
     if "enableAffectiveDialog" in gen:
@@ -396,7 +418,9 @@ def parse_setup(raw_setup: Any, version: str) -> SessionConfig:
             raise ProtocolError(CLOSE_INVALID, f"Invalid setup: proactivity is not supported by {caps.name}.")
         proactive = bool((setup["proactivity"] or {}).get("proactiveAudio", False))
         if caps.proactivity == "always" and not proactive:
-            raise ProtocolError(CLOSE_INVALID, f"Invalid setup: proactive audio is always on for {caps.name}.")
+            raise ProtocolError(
+                CLOSE_INVALID, f"Invalid setup: proactive audio is always on for {caps.name}."
+            )
         cfg.proactive_audio = proactive
     if caps.proactivity == "always":
         cfg.proactive_audio = True
@@ -482,10 +506,12 @@ def _audio(blob: dict[str, Any], path: str) -> AudioIn | None:
 def parse_client_message(raw: str | bytes, caps: ModelCaps) -> list[ClientEvent]:
     """Parse one client message received after setup into the events it carries, in order."""
     message = decode_json(raw)
-    (key, body), = message.items()
+    ((key, body),) = message.items()
     name = camel(key)
     if name == "setup":
-        raise ProtocolError(CLOSE_INVALID, "Invalid request: setup may only be sent once, as the first message.")
+        raise ProtocolError(
+            CLOSE_INVALID, "Invalid request: setup may only be sent once, as the first message."
+        )
     if name not in _MESSAGES:
         raise ProtocolError(
             CLOSE_INVALID, f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
@@ -496,7 +522,8 @@ def parse_client_message(raw: str | bytes, caps: ModelCaps) -> list[ClientEvent]
         for chunk in body.get("mediaChunks") or []:
             if not caps.media_chunks:
                 raise ProtocolError(
-                    CLOSE_INVALID, f"realtime_input.media_chunks is deprecated and not supported by {caps.name}."
+                    CLOSE_INVALID,
+                    f"realtime_input.media_chunks is deprecated and not supported by {caps.name}.",
                 )
             audio = _audio(chunk, "realtime_input.media_chunks")
             if audio is not None:
@@ -538,7 +565,11 @@ def setup_complete() -> dict[str, Any]:
 
 
 def audio_chunk(pcm: bytes) -> dict[str, Any]:
-    return {"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": OUTPUT_MIME, "data": encode_b64(pcm)}}]}}}
+    return {
+        "serverContent": {
+            "modelTurn": {"parts": [{"inlineData": {"mimeType": OUTPUT_MIME, "data": encode_b64(pcm)}}]}
+        }
+    }
 
 
 def text_part(text: str) -> dict[str, Any]:

@@ -49,7 +49,9 @@ class _Espeak:
             ctypes.c_void_p, ctypes.c_void_p,
         ]  # fmt: skip
         lib.espeak_Synth.restype = ctypes.c_int
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
+        rate = lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0
+        )
         if rate <= 0:
             raise RuntimeError("espeak-ng failed to initialise")
         self.sample_rate = rate
@@ -79,7 +81,9 @@ class _Espeak:
             self._chunks = []
             self._set_voice(language, variant)
             self._lib.espeak_SetParameter(_PARAM_RATE, wpm, 0)
-            rc = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
+            rc = self._lib.espeak_Synth(
+                data, len(data) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None
+            )
             chunks, self._chunks = self._chunks, []
         if rc != 0:
             raise RuntimeError(f"espeak_Synth failed with {rc}")

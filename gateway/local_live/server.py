@@ -1,0 +1,222 @@
+"""The local Live backend's sockets: a WebSocket server speaking the Live protocol on Google's paths.
+
+Per connection: wait for ``setup``, validate it as the service does (closing 1007/1008 with a reason
+otherwise), resume the history of a handle if asked, answer ``setupComplete``, then feed client messages to
+a ``Session`` until the socket closes. A connection lifetime limit (``goaway_after_s``) sends ``goAway``
+and closes 1011 ``timeLeft`` later, as the service does after about ten minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import logging
+import signal
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from . import protocol as p
+from . import tts
+from .agent import HistoryTurn
+from .asr import RecognizerPool
+from .options import LocalLiveOptions
+from .session import Session
+from .store import HandleStore
+from .vad import FrameVad
+
+log = structlog.get_logger("gateway.local_live")
+_conn_ids = itertools.count(1)
+
+
+class LocalLiveServer:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, options: LocalLiveOptions | None = None
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self.options = options or LocalLiveOptions()
+        self.pool = RecognizerPool(self.options.recognizers_preload, self.options.recognizers_limit)
+        self.store = HandleStore(self.options.handle_ttl_s)
+        self._executor: ThreadPoolExecutor | None = None
+        self._server: Server | None = None
+        self._port = 0
+        self._sessions: set[asyncio.Task[Any]] = set()
+
+    # -- lifetime ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(self.options.worker_threads, thread_name_prefix="local-live")
+        loop = asyncio.get_running_loop()
+        # Load the models once, off the event loop: espeak-ng, a first PocketSphinx decoder, Silero.
+        await loop.run_in_executor(self._executor, self._warm)
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self._requested_port,
+            process_request=self._process_request,
+            max_size=self.options.max_frame_bytes,
+            compression=None,  # the service does not negotiate permessage-deflate; audio barely compresses
+            ping_interval=None,  # keepalive is the client's business, as with the service
+            logger=logging.getLogger("gateway.local_live.websockets"),  # websockets wants a stdlib logger
+        )
+        sock = next(iter(self._server.sockets))
+        self._port = sock.getsockname()[1]
+        log.info("local_live.listening", url=self.url(), recognizers=self.pool.loaded)
+
+    def _warm(self) -> None:
+        tts.engine()
+        self.pool.warm()
+        FrameVad()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def __aenter__(self) -> LocalLiveServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def url(self, version: str = "v1alpha") -> str:
+        return f"ws://{self.host}:{self._port}" + p.PATH_TEMPLATE.format(version=version)
+
+    # -- connections ---------------------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        # The API key (x-goog-api-key or ?key=) is accepted and ignored; the query is never logged.
+        path = urlsplit(request.path).path
+        if path not in p.PATHS:
+            log.info("local_live.not_found", path=path)
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        version = p.PATHS[urlsplit(ws.request.path).path]
+        conn = next(_conn_ids)
+        clog = log.bind(conn=conn, version=version)
+
+        async def send(message: dict[str, Any]) -> None:
+            await ws.send(p.encode(message))  # bytes: a binary frame, as the service sends
+
+        try:
+            cfg, session_id, history = await self._setup(ws, version, clog)
+        except p.ProtocolError as exc:
+            clog.info("local_live.rejected", code=exc.code, reason=exc.reason)
+            await ws.close(exc.code, exc.reason)
+            return
+        except (ConnectionClosed, TimeoutError):
+            return
+
+        clog = clog.bind(session=session_id[:8], model=cfg.model.name)
+        self.store.connected(session_id)
+        session: Session | None = None
+        lifetime: asyncio.Task[None] | None = None
+        try:
+            if self.options.setup_delay_s > 0:
+                await asyncio.sleep(self.options.setup_delay_s)
+            await send(p.setup_complete())
+            clog.info("local_live.session_started", resumed=bool(cfg.resume_handle), history=len(history))
+
+            def on_turn_boundary(turns: list[HistoryTurn]) -> str:
+                return self.store.issue(session_id, turns)
+
+            session = Session(
+                cfg, send, pool=self.pool, executor=self._executor, options=self.options,
+                history=history, on_turn_boundary=on_turn_boundary, log=clog,
+            )  # fmt: skip
+            if cfg.resumption:
+                await send(p.resumption_update(self.store.issue(session_id, history)))
+            if self.options.goaway_after_s is not None:
+                lifetime = asyncio.create_task(self._lifetime(ws, clog))
+            async for raw in ws:
+                for event in p.parse_client_message(raw, cfg.model):
+                    await session.handle(event)
+        except p.ProtocolError as exc:
+            clog.info("local_live.closed_invalid", code=exc.code, reason=exc.reason)
+            await ws.close(exc.code, exc.reason)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            clog.exception("local_live.session_failed")
+            await ws.close(p.CLOSE_INTERNAL, "Internal error encountered.")
+        finally:
+            if lifetime is not None:
+                lifetime.cancel()
+            if session is not None:
+                await session.close()
+            self.store.disconnected(session_id)
+            clog.info("local_live.session_ended", code=ws.close_code)
+
+    async def _setup(
+        self, ws: ServerConnection, version: str, clog: Any
+    ) -> tuple[p.SessionConfig, str, list[HistoryTurn]]:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), self.options.setup_timeout_s)
+        except TimeoutError:
+            await ws.close(p.CLOSE_INVALID, "No setup message received.")
+            raise
+        message = p.decode_json(raw)
+        ((key, body),) = message.items()
+        if p.camel(key) != "setup":
+            raise p.ProtocolError(
+                p.CLOSE_INVALID, f"Invalid request: the first message must be setup, got {key}."
+            )
+        cfg = p.parse_setup(body, version)
+        if not cfg.resume_handle:
+            return cfg, uuid.uuid4().hex, []
+        snapshot = self.store.resolve(cfg.resume_handle)
+        if snapshot is None:
+            raise p.ProtocolError(p.CLOSE_POLICY, "Session resumption handle not found or expired.")
+        # The service refuses a resume while the old connection is open; give a closing one a moment.
+        if not await self.store.wait_closed(snapshot.session_id, self.options.resume_grace_s):
+            raise p.ProtocolError(p.CLOSE_INTERNAL, "The session is still open on another connection.")
+        return cfg, snapshot.session_id, copy.deepcopy(snapshot.history)
+
+    async def _lifetime(self, ws: ServerConnection, clog: Any) -> None:
+        assert self.options.goaway_after_s is not None
+        await asyncio.sleep(self.options.goaway_after_s)
+        left = self.options.goaway_time_left_s
+        clog.info("local_live.go_away", time_left_s=left)
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(p.encode(p.go_away(left)))
+        await asyncio.sleep(left)
+        await ws.close(p.CLOSE_INTERNAL, "Deadline expired before operation could complete.")
+
+
+def run_local_live(
+    host: str = "127.0.0.1", port: int = 8765, options: LocalLiveOptions | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM (``gateway live-local``)."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        async with LocalLiveServer(host, port, options) as server:
+            log.info("local_live.serving", url=server.url(), v1beta=server.url("v1beta"))
+            await stop.wait()
+
+    asyncio.run(main())
