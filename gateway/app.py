@@ -154,6 +154,10 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                 gateway.live_url = server.url()
                 log.info("using_local_live_backend", url=gateway.live_url,
                          note="no GEMINI_API_KEY or GEMINI_LIVE_URL: calls talk to the offline local agent")
+            caps = lp.model_capabilities(settings.live.model)
+            if not caps.known:
+                log.warning("unknown_model", model=settings.live.model,
+                            note="not in the capability table: sending the configured fields as they are")
             if gateway.validator is None:
                 log.warning("twilio_signatures_not_checked",
                             note="TWILIO_AUTH_TOKEN is not set: anyone can reach the webhook and media stream")

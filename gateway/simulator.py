@@ -54,6 +54,7 @@ FRAME_S = 0.020
 FRAME_SAMPLES = 160  # one Twilio media message: 20 ms of 8 kHz mu-law
 FRAME_PCM_BYTES = FRAME_SAMPLES * 2
 LATE_S = 0.005  # a frame sent more than this after its deadline counts as late
+RESPONSE_GAP_S = 0.3  # media arriving after a pause this long starts a new agent answer
 SILENT_PCM_FRAME = bytes(FRAME_PCM_BYTES)
 
 # What Twilio's HTTP client and its media-stream client call themselves.
@@ -100,8 +101,8 @@ class Turn:
     index: int
     speech_start: float  # seconds since stream start
     speech_end: float
-    response_latency: float | None  # end of caller speech -> first agent media received
-    playout_latency: float | None  # end of caller speech -> first agent audio heard
+    response_latency: float | None  # end of caller speech -> first agent media of a new answer received
+    playout_latency: float | None  # end of caller speech -> that answer starts playing
     agent_audio_s: float  # agent audio heard between the end of this utterance and the start of the next
 
 
@@ -272,6 +273,7 @@ class _Call:
         self.heard = bytearray()
         self.agent_frames = bytearray()  # per tick: 1 if agent audio played
         self.media_times: list[float] = []
+        self.clear_times: list[float] = []
         self.frames_received = 0
         self.bytes_received = 0
         self.mark_round_trips: list[float] = []
@@ -438,6 +440,7 @@ class _Call:
         self.emit("clear", flushed_s=round(flushed / 2 / RATE, 3))
         await self._echo_marks(lambda _pos: True)  # Twilio echoes marks flushed by a clear at once
         now = self.now()
+        self.clear_times.append(now)
         self.barge_ins += [now - t for t in self.pending_barge_ins]
         self.pending_barge_ins.clear()
 
@@ -447,21 +450,46 @@ class _Call:
         turns = []
         for i, (start, end) in enumerate(self.utterances):
             window_end = self.utterances[i + 1][0] if i + 1 < len(self.utterances) else float("inf")
-            received = next((t for t in self.media_times if end <= t < window_end), None)
-            first = round(end / FRAME_S)
-            last = min(len(self.agent_frames), round(min(window_end, 1e9) / FRAME_S))
-            played = [k for k in range(first, last) if self.agent_frames[k]]
+            received = self._first_response_received(end, window_end)
+            heard = self._first_response_heard(end, window_end)
+            first, last = (
+                round(end / FRAME_S),
+                min(len(self.agent_frames), round(min(window_end, 1e9) / FRAME_S)),
+            )
             turns.append(
                 Turn(
                     index=i,
                     speech_start=start,
                     speech_end=end,
                     response_latency=None if received is None else received - end,
-                    playout_latency=played[0] * FRAME_S - end if played else None,
-                    agent_audio_s=len(played) * FRAME_S,
+                    playout_latency=None if heard is None else heard - end,
+                    agent_audio_s=sum(self.agent_frames[first:last]) * FRAME_S,
                 )
             )
         return turns
+
+    def _first_response_received(self, end: float, window_end: float) -> float | None:
+        """First media of a new burst after `end`: audio still streaming in from an earlier answer (a
+        greeting, say) is not the answer to this utterance; a new one starts after a gap or a `clear`."""
+        prev = max((t for t in self.media_times if t < end), default=float("-inf"))
+        for t in self.media_times:
+            if t < end:
+                continue
+            if t >= window_end:
+                return None
+            if t - prev >= RESPONSE_GAP_S or any(prev < c <= t for c in self.clear_times):
+                return t
+            prev = t
+        return None
+
+    def _first_response_heard(self, end: float, window_end: float) -> float | None:
+        """First agent frame played after `end` that follows a silent one (same reasoning as above)."""
+        first = max(1, round(end / FRAME_S))
+        last = min(len(self.agent_frames), round(min(window_end, 1e9) / FRAME_S))
+        for k in range(first, last):
+            if self.agent_frames[k] and not self.agent_frames[k - 1]:
+                return k * FRAME_S
+        return None
 
 
 async def place_call(

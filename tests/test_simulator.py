@@ -420,6 +420,25 @@ async def test_recording_is_aligned_and_turn_latency_measured(serve) -> None:
     assert turn.agent_audio_s == pytest.approx(0.2, abs=0.021)
 
 
+async def test_turn_latency_ignores_an_answer_still_streaming_when_the_caller_stops(serve) -> None:
+    async def behaviour(s: Session) -> None:
+        await s.at(0.2)  # a greeting streams in, a little ahead of playout, until 0.7 s (plays until 1.0 s)
+        await s.send_media(tone(0.2))
+        for k in range(1, 6):
+            await s.at(0.2 + 0.1 * k)
+            await s.send_media(tone(0.1))
+        await s.at(1.4)  # the actual answer
+        await s.send_media(tone(0.2, freq=660))
+
+    gateway = ScriptedGateway(behaviour=behaviour)
+    url = await serve(gateway)
+    result = await place_call(url, CallScript(tone(0.4, freq=250) + silence(1.4), trailing_silence_s=0))
+    (turn,) = result.turns
+    assert turn.speech_end == pytest.approx(0.4)
+    assert turn.response_latency == pytest.approx(1.0, abs=0.03)
+    assert turn.playout_latency == pytest.approx(1.0, abs=0.03)
+
+
 async def test_writes_a_stereo_recording(tmp_path) -> None:
     path = tmp_path / "call.wav"
     write_stereo_wav(path, tone(0.5), tone(0.25, freq=660), RATE)
