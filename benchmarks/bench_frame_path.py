@@ -63,9 +63,22 @@ def main() -> None:
 
     agent = speech_like(FRAMES * 0.02, 24000)
     live_msgs = [
-        json.dumps({"serverContent": {"modelTurn": {"parts": [{"inlineData": {
-            "mimeType": "audio/pcm;rate=24000", "data": base64.b64encode(agent[i * 960 : (i + 1) * 960]).decode()
-        }}]}}}).encode()
+        json.dumps(
+            {
+                "serverContent": {
+                    "modelTurn": {
+                        "parts": [
+                            {
+                                "inlineData": {
+                                    "mimeType": "audio/pcm;rate=24000",
+                                    "data": base64.b64encode(agent[i * 960 : (i + 1) * 960]).decode(),
+                                }
+                            }
+                        ]
+                    }
+                }
+            }
+        ).encode()
         for i in range(FRAMES)
     ]
     outbound = OutboundAudio()
@@ -80,15 +93,24 @@ def main() -> None:
     in_p50, in_p99 = measure(inbound_step, twilio_msgs)
     out_p50, out_p99 = measure(outbound_step, live_msgs)
     print("## Per-frame CPU, whole gateway path (no sockets)\n")
-    print(f"Machine: {cpu_model()}, {platform.machine()}, Python {platform.python_version()}, "
-          f"numpy {np.__version__}; {FRAMES} frames of 20 ms each way, one thread.\n")
+    print(
+        f"Machine: {cpu_model()}, {platform.machine()}, Python {platform.python_version()}, "
+        f"numpy {np.__version__}; {FRAMES} frames of 20 ms each way, one thread.\n"
+    )
     print("| direction | path | p50 (us/frame) | p99 (us/frame) |")
     print("|---|---|---|---|")
-    print(f"| inbound | Twilio media JSON -> mu-law 8k -> PCM 16k -> Live JSON | {in_p50:.1f} | {in_p99:.1f} |")
-    print(f"| outbound | Live JSON (PCM 24k) -> mu-law 8k -> Twilio media JSON | {out_p50:.1f} | {out_p99:.1f} |")
+    print(
+        f"| inbound | Twilio media JSON -> mu-law 8k -> PCM 16k -> Live JSON | {in_p50:.1f} | {in_p99:.1f} |"
+    )
+    print(
+        f"| outbound | Live JSON (PCM 24k) -> mu-law 8k -> Twilio media JSON "
+        f"| {out_p50:.1f} | {out_p99:.1f} |"
+    )
     per_call_s = (in_p50 + out_p50) * 50 / 1000
-    print(f"\nBoth directions at 50 frames/s: {per_call_s:.2f} ms of CPU per call-second on these cores "
-          "(protocol and audio only; socket I/O and the event loop come on top).")
+    print(
+        f"\nBoth directions at 50 frames/s: {per_call_s:.2f} ms of CPU per call-second on these cores "
+        "(protocol and audio only; socket I/O and the event loop come on top)."
+    )
 
 
 if __name__ == "__main__":

@@ -100,8 +100,12 @@ async def status(request: Request) -> Response:
     url = gw.public_base(request) + request.url.path
     if not gw.signature_ok(url, params, request.headers.get("X-Twilio-Signature")):
         return Response("invalid signature", status_code=403)
-    log.info("call_status", call_sid=params.get("CallSid", ""), status=params.get("CallStatus", ""),
-             stream_event=params.get("StreamEvent", ""))
+    log.info(
+        "call_status",
+        call_sid=params.get("CallSid", ""),
+        status=params.get("CallStatus", ""),
+        stream_event=params.get("StreamEvent", ""),
+    )
     return Response(status_code=204)
 
 
@@ -152,15 +156,23 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
 
                 server = await stack.enter_async_context(LocalLiveServer())
                 gateway.live_url = server.url()
-                log.info("using_local_live_backend", url=gateway.live_url,
-                         note="no GEMINI_API_KEY or GEMINI_LIVE_URL: calls talk to the offline local agent")
+                log.info(
+                    "using_local_live_backend",
+                    url=gateway.live_url,
+                    note="no GEMINI_API_KEY or GEMINI_LIVE_URL: calls talk to the offline local agent",
+                )
             caps = lp.model_capabilities(settings.live.model)
             if not caps.known:
-                log.warning("unknown_model", model=settings.live.model,
-                            note="not in the capability table: sending the configured fields as they are")
+                log.warning(
+                    "unknown_model",
+                    model=settings.live.model,
+                    note="not in the capability table: sending the configured fields as they are",
+                )
             if gateway.validator is None:
-                log.warning("twilio_signatures_not_checked",
-                            note="TWILIO_AUTH_TOKEN is not set: anyone can reach the webhook and media stream")
+                log.warning(
+                    "twilio_signatures_not_checked",
+                    note="TWILIO_AUTH_TOKEN is not set: anyone can reach the webhook and media stream",
+                )
             log.info("gateway_ready", live_url=gateway.live_url, model=settings.live.model)
             yield
 

@@ -112,8 +112,11 @@ class Call:
             return
         structlog.contextvars.bind_contextvars(call_sid=self.start.call_sid, stream_sid=self.start.stream_sid)
         self.twilio.stream_sid = self.start.stream_sid
-        log.info("call_started", from_=self.start.custom_parameters.get("From", ""),
-                 to=self.start.custom_parameters.get("To", ""))
+        log.info(
+            "call_started",
+            from_=self.start.custom_parameters.get("From", ""),
+            to=self.start.custom_parameters.get("To", ""),
+        )
         try:
             self.live = await self._open_live(self.config)
         except LiveError as exc:

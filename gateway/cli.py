@@ -55,9 +55,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description="Twilio Media Streams <-> Gemini Live gateway")
-    parser.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
-                        help="for live-local, call and demo (serve reads LOG_FORMAT)")
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Twilio Media Streams <-> Gemini Live gateway"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default="auto",
+        help="for live-local, call and demo (serve reads LOG_FORMAT)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway (uvicorn) on $PORT")
@@ -68,8 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     live = sub.add_parser("live-local", help="run the offline local Live backend alone")
     live.add_argument("--host", default="127.0.0.1")
     live.add_argument("--port", type=int, default=8765)
-    live.add_argument("--goaway-after", type=float, default=None, metavar="SECONDS",
-                      help="send goAway this long after each connection opens (long-call testing)")
+    live.add_argument(
+        "--goaway-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="send goAway this long after each connection opens (long-call testing)",
+    )
     live.set_defaults(func=_live_local)
 
     call = sub.add_parser("call", help="place one simulated call against a running gateway")

@@ -83,14 +83,17 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     if public_url:
         parts = urlsplit(public_url)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise ConfigError(f"PUBLIC_URL={public_url!r} must be an http(s) base URL, e.g. https://example.com")
+            raise ConfigError(
+                f"PUBLIC_URL={public_url!r} must be an http(s) base URL, e.g. https://example.com"
+            )
     live_url = env.get("GEMINI_LIVE_URL") or None
     if live_url and urlsplit(live_url).scheme not in {"ws", "wss"}:
         raise ConfigError(f"GEMINI_LIVE_URL={live_url!r} must be a ws:// or wss:// URL")
     api_version = env.get("GEMINI_API_VERSION") or "v1alpha"
     if api_version not in {"v1alpha", "v1beta"}:
-        raise ConfigError("GEMINI_API_VERSION must be v1alpha or v1beta (proactive audio and affective dialog "
-                          "need v1alpha)")
+        raise ConfigError(
+            "GEMINI_API_VERSION must be v1alpha or v1beta (proactive audio and affective dialog need v1alpha)"
+        )
     input_rate = _int(env, "LIVE_INPUT_RATE", 16000)
     if input_rate not in {8000, 16000}:
         raise ConfigError(f"LIVE_INPUT_RATE={input_rate} must be 16000 (Live's native rate) or 8000")
@@ -116,8 +119,10 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     except LiveConfigError as exc:
         raise ConfigError(str(exc)) from None
     if api_version == "v1beta" and (live.proactive_audio or live.affective_dialog):
-        raise ConfigError("proactive audio and affective dialog need GEMINI_API_VERSION=v1alpha; "
-                          "set AGENT_PROACTIVE_AUDIO=false and AGENT_AFFECTIVE_DIALOG=false to use v1beta")
+        raise ConfigError(
+            "proactive audio and affective dialog need GEMINI_API_VERSION=v1alpha; "
+            "set AGENT_PROACTIVE_AUDIO=false and AGENT_AFFECTIVE_DIALOG=false to use v1beta"
+        )
     log_format = (env.get("LOG_FORMAT") or "auto").lower()
     if log_format not in {"auto", "json", "console"}:
         raise ConfigError("LOG_FORMAT must be json, console or auto")

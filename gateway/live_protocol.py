@@ -46,12 +46,18 @@ _CAPABILITIES: tuple[tuple[re.Pattern[str], ModelCapabilities], ...] = (
     (re.compile(r"gemini-2\.5-flash-native-audio-"), _NATIVE),
     (re.compile(r"gemini-2\.5-flash-preview-native-audio-dialog"), _NATIVE),
     (re.compile(r"gemini-2\.5-flash-exp-native-audio-thinking-dialog"), _NATIVE),
-    (re.compile(r"gemini-live-2\.5-flash-preview|gemini-2\.0-flash-live-001"),
-     ModelCapabilities("half-cascade", False, "no", False)),
-    (re.compile(r"gemini-3\.1-flash-live"),
-     ModelCapabilities("gemini-3.1 live", False, "no", True, client_content_mid_session=False)),
-    (re.compile(r"gemini-3\.8-live"),
-     ModelCapabilities("gemini-3.8 live", False, "always", True, client_content_mid_session=False)),
+    (
+        re.compile(r"gemini-live-2\.5-flash-preview|gemini-2\.0-flash-live-001"),
+        ModelCapabilities("half-cascade", False, "no", False),
+    ),
+    (
+        re.compile(r"gemini-3\.1-flash-live"),
+        ModelCapabilities("gemini-3.1 live", False, "no", True, client_content_mid_session=False),
+    ),
+    (
+        re.compile(r"gemini-3\.8-live"),
+        ModelCapabilities("gemini-3.8 live", False, "always", True, client_content_mid_session=False),
+    ),
 )
 
 
@@ -75,7 +81,8 @@ NOT_NATIVE_AUDIO_LANGUAGES = frozenset("en-AU en-GB es-ES fr-CA gu-IN kn-IN ml-I
 def check_language(language: str, caps: ModelCapabilities) -> None:
     if language not in LANGUAGES:
         raise LiveConfigError(
-            f"AGENT_LANGUAGE={language!r} is not a Live API language; use one of: {', '.join(sorted(LANGUAGES))}"
+            f"AGENT_LANGUAGE={language!r} is not a Live API language; "
+            f"use one of: {', '.join(sorted(LANGUAGES))}"
         )
     if caps.native_audio and language in NOT_NATIVE_AUDIO_LANGUAGES:
         ok = sorted(LANGUAGES - NOT_NATIVE_AUDIO_LANGUAGES)
@@ -187,9 +194,14 @@ def text_input_message(text: str) -> str:
 
 
 def client_turn_message(text: str, turn_complete: bool = True) -> str:
-    return json.dumps({
-        "clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": turn_complete}
-    })
+    return json.dumps(
+        {
+            "clientContent": {
+                "turns": [{"role": "user", "parts": [{"text": text}]}],
+                "turnComplete": turn_complete,
+            }
+        }
+    )
 
 
 def tool_response_message(responses: list[dict[str, Any]]) -> str:
@@ -277,8 +289,19 @@ class Usage:
 
 
 LiveEvent = (
-    SetupComplete | AgentAudio | AgentText | InputTranscript | OutputTranscript | Interrupted
-    | GenerationComplete | TurnComplete | ToolCall | ToolCallCancellation | GoAway | ResumptionUpdate | Usage
+    SetupComplete
+    | AgentAudio
+    | AgentText
+    | InputTranscript
+    | OutputTranscript
+    | Interrupted
+    | GenerationComplete
+    | TurnComplete
+    | ToolCall
+    | ToolCallCancellation
+    | GoAway
+    | ResumptionUpdate
+    | Usage
 )
 
 
@@ -297,8 +320,11 @@ def _get(obj: dict[str, Any], camel: str) -> Any:
 
 def _decode_b64(data: str) -> bytes:
     try:
-        return base64.b64decode(data + "=" * (-len(data) % 4), altchars=b"-_" if ("-" in data or "_" in data)
-                                else None, validate=True)
+        return base64.b64decode(
+            data + "=" * (-len(data) % 4),
+            altchars=b"-_" if ("-" in data or "_" in data) else None,
+            validate=True,
+        )
     except (binascii.Error, ValueError):
         raise LiveProtocolError("inlineData is not valid base64") from None
 
@@ -395,7 +421,9 @@ def parse_server_message(data: str | bytes) -> list[LiveEvent]:
             events.append(GoAway(parse_duration(_get(go_away, "timeLeft") or 0)))
         update = _get(msg, "sessionResumptionUpdate")
         if isinstance(update, dict):
-            events.append(ResumptionUpdate(str(_get(update, "newHandle") or ""), bool(update.get("resumable"))))
+            events.append(
+                ResumptionUpdate(str(_get(update, "newHandle") or ""), bool(update.get("resumable")))
+            )
         meta = _get(msg, "usageMetadata")
         if isinstance(meta, dict):
             events.append(_usage(meta))

@@ -15,12 +15,23 @@ from gateway.config import Settings
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: Settings, *, host: str = "127.0.0.1", port: int = 0, on_transcript: TranscriptObserver | None = None
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    on_transcript: TranscriptObserver | None = None,
 ) -> AsyncIterator[str]:
     """Serve the app until the block ends; yields its base URL (http://host:port)."""
     app = create_app(settings, on_transcript=on_transcript)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-                            ws_max_size=1024 * 1024)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        ws_max_size=1024 * 1024,
+    )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the host program owns signals
     task = asyncio.create_task(server.serve())

@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-
 # Stream sids are spliced into hand-built JSON (see media_message), so only plain ids are accepted.
 _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -176,7 +175,7 @@ def clear_message(stream_sid: str) -> str:
 
 @dataclass
 class TwilioSender:
-    """Numbers Twilio's messages the way Twilio does: one sequence for the stream, one chunk count for media."""
+    """Numbers messages as Twilio does: one sequence for the stream, one chunk count for media."""
 
     stream_sid: str
     sequence: int = 0
@@ -191,51 +190,64 @@ class TwilioSender:
         return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
 
     def start(self, call_sid: str, account_sid: str, custom_parameters: dict[str, str]) -> str:
-        return json.dumps({
-            "event": "start",
-            "sequenceNumber": self._next(),
-            "streamSid": self.stream_sid,
-            "start": {
-                "accountSid": account_sid,
+        return json.dumps(
+            {
+                "event": "start",
+                "sequenceNumber": self._next(),
                 "streamSid": self.stream_sid,
-                "callSid": call_sid,
-                "tracks": ["inbound"],
-                "customParameters": custom_parameters,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            },
-        })
+                "start": {
+                    "accountSid": account_sid,
+                    "streamSid": self.stream_sid,
+                    "callSid": call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": custom_parameters,
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        )
 
     def media(self, ulaw: bytes, timestamp_ms: int) -> str:
         self.chunk += 1
-        return json.dumps({
-            "event": "media",
-            "sequenceNumber": self._next(),
-            "streamSid": self.stream_sid,
-            "media": {
-                "track": "inbound",
-                "chunk": str(self.chunk),
-                "timestamp": str(timestamp_ms),
-                "payload": base64.b64encode(ulaw).decode("ascii"),
-            },
-        })
+        return json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": self._next(),
+                "streamSid": self.stream_sid,
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(self.chunk),
+                    "timestamp": str(timestamp_ms),
+                    "payload": base64.b64encode(ulaw).decode("ascii"),
+                },
+            }
+        )
 
     def mark(self, name: str) -> str:
-        return json.dumps({
-            "event": "mark", "sequenceNumber": self._next(), "streamSid": self.stream_sid, "mark": {"name": name}
-        })
+        return json.dumps(
+            {
+                "event": "mark",
+                "sequenceNumber": self._next(),
+                "streamSid": self.stream_sid,
+                "mark": {"name": name},
+            }
+        )
 
     def dtmf(self, digit: str) -> str:
-        return json.dumps({
-            "event": "dtmf",
-            "sequenceNumber": self._next(),
-            "streamSid": self.stream_sid,
-            "dtmf": {"track": "inbound_track", "digit": digit},
-        })
+        return json.dumps(
+            {
+                "event": "dtmf",
+                "sequenceNumber": self._next(),
+                "streamSid": self.stream_sid,
+                "dtmf": {"track": "inbound_track", "digit": digit},
+            }
+        )
 
     def stop(self, call_sid: str, account_sid: str) -> str:
-        return json.dumps({
-            "event": "stop",
-            "sequenceNumber": self._next(),
-            "streamSid": self.stream_sid,
-            "stop": {"accountSid": account_sid, "callSid": call_sid},
-        })
+        return json.dumps(
+            {
+                "event": "stop",
+                "sequenceNumber": self._next(),
+                "streamSid": self.stream_sid,
+                "stop": {"accountSid": account_sid, "callSid": call_sid},
+            }
+        )

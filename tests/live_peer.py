@@ -23,7 +23,8 @@ Script = Callable[["PeerSession"], Awaitable[None]]
 def tone_pcm(seconds: float, freq: float = 440.0, rate: int = 24000, amp: float = 8000.0) -> bytes:
     n = int(seconds * rate)
     return b"".join(
-        int(amp * math.sin(2 * math.pi * freq * i / rate)).to_bytes(2, "little", signed=True) for i in range(n)
+        int(amp * math.sin(2 * math.pi * freq * i / rate)).to_bytes(2, "little", signed=True)
+        for i in range(n)
     )
 
 
@@ -50,8 +51,15 @@ class PeerSession:
         step = int(chunk_s * rate) * 2
         for i in range(0, len(pcm), step):
             data = base64.b64encode(pcm[i : i + step]).decode()
-            await self.send({"serverContent": {"modelTurn": {"parts": [
-                {"inlineData": {"mimeType": f"audio/pcm;rate={rate}", "data": data}}]}}})
+            await self.send(
+                {
+                    "serverContent": {
+                        "modelTurn": {
+                            "parts": [{"inlineData": {"mimeType": f"audio/pcm;rate={rate}", "data": data}}]
+                        }
+                    }
+                }
+            )
 
     async def wait_audio(self, nbytes: int, timeout: float = 10.0) -> None:
         async with asyncio.timeout(timeout):

@@ -39,16 +39,21 @@ async def greet(session: PeerSession) -> None:
     await session.send_audio(tone_pcm(GREETING_S, 440.0))
     await session.send({"serverContent": {"outputTranscription": {"text": "Hello there."}}})
     await session.send({"serverContent": {"generationComplete": True}})
-    await session.send({"serverContent": {"turnComplete": True},
-                        "usageMetadata": {"promptTokenCount": 10, "responseTokenCount": 25, "totalTokenCount": 35}})
+    await session.send(
+        {
+            "serverContent": {"turnComplete": True},
+            "usageMetadata": {"promptTokenCount": 10, "responseTokenCount": 25, "totalTokenCount": 35},
+        }
+    )
 
 
 async def test_greeting_and_audio_both_ways_with_exact_sample_counts():
     transcripts: list[tuple[str, str]] = []
     async with LivePeer(greet) as peer:
         settings = settings_for(peer.url, AGENT_GREETING="Say hello")
-        async with running_gateway(settings, on_transcript=lambda sid, role, text: transcripts.append((role, text))) \
-                as url:
+        async with running_gateway(
+            settings, on_transcript=lambda sid, role, text: transcripts.append((role, text))
+        ) as url:
             result = await place_call(url, CallScript(audio=caller_audio(1.0), trailing_silence_s=1.5))
         session = await peer.session()
 
@@ -96,7 +101,7 @@ async def test_barge_in_clears_twilio_and_discards_late_audio_of_the_interrupted
 
     kinds = [e.kind for e in result.events]
     assert "clear" in kinds
-    # after the clear only the next answer arrives: 0.5 s = 4000 samples (plus the flushed tail), no late audio
+    # after the clear only the next answer arrives: 0.5 s = 4000 samples (plus its tail), no late audio
     assert 4000 <= agent_bytes_after(result, "clear") <= 4000 + TAIL
     # the caller heard about a second of the first answer, not five
     heard = np.frombuffer(result.heard, "<i2")
@@ -130,7 +135,9 @@ async def test_live_closing_ends_the_call_so_the_twiml_after_connect_runs(close)
 
     async with LivePeer(script) as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
-            result = await place_call(url, CallScript(audio=caller_audio(0.2), trailing_silence_s=10, hang_up=False))
+            result = await place_call(
+                url, CallScript(audio=caller_audio(0.2), trailing_silence_s=10, hang_up=False)
+            )
     assert result.closed_by == "gateway"
     assert result.duration_s < 5
 
@@ -139,7 +146,9 @@ async def test_config_rejection_is_reported_and_the_call_ends_cleanly(capsys):
     reason = 'Invalid JSON payload received. Unknown name "enable_affective_dialog"'
     async with LivePeer(reject=(1007, reason)) as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
-            result = await place_call(url, CallScript(audio=caller_audio(0.2), trailing_silence_s=10, hang_up=False))
+            result = await place_call(
+                url, CallScript(audio=caller_audio(0.2), trailing_silence_s=10, hang_up=False)
+            )
             async with httpx.AsyncClient() as client:
                 metrics = (await client.get(url + "/metrics")).text
     assert result.closed_by == "gateway" and result.duration_s < 5
@@ -167,23 +176,49 @@ async def test_every_log_line_of_a_call_carries_its_sids(capsys):
 async def test_bad_input_is_skipped_and_a_concurrent_call_is_unaffected():
     async with LivePeer() as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
-            good = asyncio.create_task(place_call(url, CallScript(audio=caller_audio(1.0), trailing_silence_s=0.5)))
+            good = asyncio.create_task(
+                place_call(url, CallScript(audio=caller_audio(1.0), trailing_silence_s=0.5))
+            )
             async with connect(url.replace("http", "ws") + "/twilio/media") as ws:
-                await ws.send('{"event":"media","streamSid":"MZ1","media":{"payload":"/w=="}}')  # before start
+                await ws.send(
+                    '{"event":"media","streamSid":"MZ1","media":{"payload":"/w=="}}'
+                )  # before start
                 await ws.send("not json at all")
                 await ws.send(b"\x00\x01binary")
                 await ws.send('{"event":"connected","protocol":"Call","version":"1.0.0"}')
-                await ws.send(json.dumps({"event": "start", "streamSid": "MZbad", "start": {
-                    "streamSid": "MZbad", "callSid": "CAbad", "accountSid": "AC1", "customParameters": {},
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+                await ws.send(
+                    json.dumps(
+                        {
+                            "event": "start",
+                            "streamSid": "MZbad",
+                            "start": {
+                                "streamSid": "MZbad",
+                                "callSid": "CAbad",
+                                "accountSid": "AC1",
+                                "customParameters": {},
+                                "mediaFormat": {
+                                    "encoding": "audio/x-mulaw",
+                                    "sampleRate": 8000,
+                                    "channels": 1,
+                                },
+                            },
+                        }
+                    )
+                )
                 frame = base64.b64encode(b"\xff" * 160).decode()
                 for i in range(10):
-                    await ws.send('{"event":"media","streamSid":"MZbad","media":{"payload":"%s"}}' % frame)
-                    await ws.send('{"event":"media","streamSid":"MZbad","media":{"payload":"%%%%"}}')  # bad b64
+                    await ws.send(f'{{"event":"media","streamSid":"MZbad","media":{{"payload":"{frame}"}}}}')
+                    await ws.send(
+                        '{"event":"media","streamSid":"MZbad","media":{"payload":"%%%%"}}'
+                    )  # bad b64
                     await ws.send('{"event":"surprise"}')
                     await ws.send("[1, 2, 3]")
                     if i == 5:
-                        await ws.send('{"event":"media","streamSid":"MZbad","media":{"payload":"' + "A" * 300_000 + '"}}')
+                        await ws.send(
+                            '{"event":"media","streamSid":"MZbad","media":{"payload":"'
+                            + "A" * 300_000
+                            + '"}}'
+                        )
                 await ws.send('{"event":"stop","streamSid":"MZbad","stop":{"callSid":"CAbad"}}')
                 with pytest.raises(websockets.ConnectionClosed):
                     async with asyncio.timeout(5):
@@ -210,6 +245,7 @@ async def test_signatures_are_checked_on_the_webhook_and_the_stream_upgrade():
                 async with connect(url.replace("http", "ws") + "/twilio/media"):
                     pass
             assert refused.value.response.status_code == 403
-            result = await place_call(url, CallScript(audio=caller_audio(0.3), trailing_silence_s=0.2),
-                                      auth_token=token)
+            result = await place_call(
+                url, CallScript(audio=caller_audio(0.3), trailing_silence_s=0.2), auth_token=token
+            )
     assert result.closed_by == "caller" and len(peer.sessions) == 1

@@ -19,7 +19,8 @@ def test_native_audio_setup_has_proactivity_and_affective_dialog_in_their_places
     assert setup["proactivity"] == {"proactiveAudio": True}  # top level of setup
     assert "enableAffectiveDialog" not in setup and "proactivity" not in gen
     assert gen["speechConfig"] == {
-        "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Puck"}}, "languageCode": "de-DE"
+        "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Puck"}},
+        "languageCode": "de-DE",
     }
     assert setup["systemInstruction"] == {"parts": [{"text": "Be kind."}]}
     assert setup["inputAudioTranscription"] == {} and setup["outputAudioTranscription"] == {}
@@ -85,17 +86,31 @@ def test_parse_audio_transcripts_and_turn_in_order():
     pcm = b"\x10\x00" * 10
     msg = {
         "serverContent": {
-            "modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000",
-                                                    "data": base64.b64encode(pcm).decode()}}]},
+            "modelTurn": {
+                "parts": [
+                    {
+                        "inlineData": {
+                            "mimeType": "audio/pcm;rate=24000",
+                            "data": base64.b64encode(pcm).decode(),
+                        }
+                    }
+                ]
+            },
             "outputTranscription": {"text": "Hello"},
             "turnComplete": True,
         },
-        "usageMetadata": {"promptTokenCount": 3, "responseTokenCount": 4, "totalTokenCount": 7,
-                          "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 4}]},
+        "usageMetadata": {
+            "promptTokenCount": 3,
+            "responseTokenCount": 4,
+            "totalTokenCount": 7,
+            "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 4}],
+        },
     }
     events = lp.parse_server_message(json.dumps(msg).encode())  # binary frame
     assert events == [
-        lp.AgentAudio(pcm, 24000), lp.OutputTranscript("Hello"), lp.TurnComplete(),
+        lp.AgentAudio(pcm, 24000),
+        lp.OutputTranscript("Hello"),
+        lp.TurnComplete(),
         lp.Usage(3, 4, 7, {"response_audio": 4}),
     ]
 
@@ -103,8 +118,11 @@ def test_parse_audio_transcripts_and_turn_in_order():
 def test_parse_accepts_snake_case_and_urlsafe_base64():
     pcm = bytes([0xFB, 0xFF, 0xFE, 0x00])
     data = base64.urlsafe_b64encode(pcm).decode().rstrip("=")
-    msg = {"server_content": {"model_turn": {"parts": [{"inline_data": {"mime_type": "audio/pcm;rate=24000",
-                                                                        "data": data}}]}}}
+    msg = {
+        "server_content": {
+            "model_turn": {"parts": [{"inline_data": {"mime_type": "audio/pcm;rate=24000", "data": data}}]}
+        }
+    }
     assert lp.parse_server_message(json.dumps(msg)) == [lp.AgentAudio(pcm, 24000)]
 
 
@@ -121,13 +139,22 @@ def test_parse_control_messages():
     ]
     calls = lp.parse_server_message('{"toolCall":{"functionCalls":[{"id":"1","name":"end_call","args":{}}]}}')
     assert calls == [lp.ToolCall((lp.FunctionCall("1", "end_call", {}),))]
-    assert lp.parse_server_message('{"toolCallCancellation":{"ids":["1"]}}') == [lp.ToolCallCancellation(("1",))]
+    assert lp.parse_server_message('{"toolCallCancellation":{"ids":["1"]}}') == [
+        lp.ToolCallCancellation(("1",))
+    ]
     # Vertex spells the response count differently
     assert lp.parse_server_message('{"usageMetadata":{"candidatesTokenCount":9}}') == [lp.Usage(0, 9, 0, {})]
 
 
-@pytest.mark.parametrize("data", ["nope", "[]", '{"serverContent":{"modelTurn":{"parts":[{"inlineData":'
-                                  '{"mimeType":"audio/pcm","data":"***"}}]}}}', '{"goAway":{"timeLeft":"soon"}}'])
+@pytest.mark.parametrize(
+    "data",
+    [
+        "nope",
+        "[]",
+        '{"serverContent":{"modelTurn":{"parts":[{"inlineData":{"mimeType":"audio/pcm","data":"***"}}]}}}',
+        '{"goAway":{"timeLeft":"soon"}}',
+    ],
+)
 def test_bad_server_messages_raise(data):
     with pytest.raises(lp.LiveProtocolError):
         lp.parse_server_message(data)

@@ -44,8 +44,7 @@ async def close_of(url: str, *messages: str | bytes) -> tuple[int, str]:
             await ws.send(message)
         try:
             while True:
-                raw = await asyncio.wait_for(ws.recv(), 10)
-                assert json.loads(raw) != {} or True
+                await asyncio.wait_for(ws.recv(), 10)
         except ConnectionClosed as exc:
             assert exc.rcvd is not None
             return exc.rcvd.code, exc.rcvd.reason
@@ -163,13 +162,14 @@ async def test_deprecated_media_chunks_by_model(fast_server):
 
 
 async def test_oversize_frame_is_refused_and_server_survives(fast_server):
-    async with websockets.connect(fast_server.url(), max_size=None) as ws:
-        await ws.send(setup_json())
-        await ws.recv()
-        await ws.send("x" * (5 * 1024 * 1024))
-        with pytest.raises(ConnectionClosed) as info:
-            await asyncio.wait_for(ws.recv(), 10)
-        assert info.value.rcvd.code == 1009
+    ws = await websockets.connect(fast_server.url(), max_size=None)
+    await ws.send(setup_json())
+    await ws.recv()
+    await ws.send("x" * (5 * 1024 * 1024))
+    with pytest.raises(ConnectionClosed) as info:
+        await asyncio.wait_for(ws.recv(), 10)
+    assert info.value.rcvd.code == 1009
+    # (no ws.close(): the server already dropped the socket, and closing again trips an asyncio corner)
     client = await LiveClient.connect(fast_server.url(), setup_message())
     await client.close()
 

@@ -216,7 +216,7 @@ async def serve() -> AsyncIterator[Callable[[ScriptedGateway], Awaitable[str]]]:
         )
         server = uvicorn.Server(config)
         running.append((server, asyncio.create_task(server.serve(sockets=[sock]))))
-        while not server.started:  # noqa: ASYNC110 - uvicorn only exposes a flag, no event to wait on
+        while not server.started:
             await asyncio.sleep(0.005)
         return f"http://127.0.0.1:{gateway.port}"
 

@@ -59,9 +59,15 @@ def test_bad_input_raises_protocol_error(data, error):
 
 def test_outbound_messages_are_what_twilio_expects():
     media = json.loads(tp.media_message("MZ1", b"\xff\x7f"))
-    assert media == {"event": "media", "streamSid": "MZ1", "media": {"payload": base64.b64encode(b"\xff\x7f").decode()}}
+    assert media == {
+        "event": "media",
+        "streamSid": "MZ1",
+        "media": {"payload": base64.b64encode(b"\xff\x7f").decode()},
+    }
     assert json.loads(tp.mark_message("MZ1", "turn-1")) == {
-        "event": "mark", "streamSid": "MZ1", "mark": {"name": "turn-1"}
+        "event": "mark",
+        "streamSid": "MZ1",
+        "mark": {"name": "turn-1"},
     }
     assert json.loads(tp.clear_message("MZ1")) == {"event": "clear", "streamSid": "MZ1"}
     # The app's own messages parse back (the simulator reads them with the same core).

@@ -8,11 +8,19 @@ from gateway.server import running_gateway
 from tests.conftest import settings_for
 
 LIVE = "ws://127.0.0.1:9/unused"
-FORM = {"CallSid": "CA123", "AccountSid": "AC1", "From": "+15551230000", "To": "+15559870000",
-        "CallStatus": "ringing", "Direction": "inbound"}
+FORM = {
+    "CallSid": "CA123",
+    "AccountSid": "AC1",
+    "From": "+15551230000",
+    "To": "+15559870000",
+    "CallStatus": "ringing",
+    "Direction": "inbound",
+}
 
 
-async def post_voice(env: dict[str, str], headers: dict[str, str] | None = None) -> tuple[str, httpx.Response]:
+async def post_voice(
+    env: dict[str, str], headers: dict[str, str] | None = None
+) -> tuple[str, httpx.Response]:
     async with running_gateway(settings_for(LIVE, **env)) as url:
         async with httpx.AsyncClient() as client:
             return url, await client.post(url + "/twilio/voice", data=FORM, headers=headers or {})
@@ -60,5 +68,7 @@ async def test_health_metrics_and_status_callback():
             assert (await client.get(url + "/healthz")).json() == {"status": "ok", "active_calls": 0}
             metrics = await client.get(url + "/metrics")
             assert "gateway_active_calls" in metrics.text
-            status = await client.post(url + "/twilio/status", data={"CallSid": "CA1", "CallStatus": "completed"})
+            status = await client.post(
+                url + "/twilio/status", data={"CallSid": "CA1", "CallStatus": "completed"}
+            )
             assert status.status_code == 204
