@@ -249,6 +249,7 @@ class Call:
             if not self._turn_audio_sent:
                 self._turn_audio_sent = True
                 self._turn += 1
+                self._flush_transcripts("caller")  # the caller's turn is over once the agent answers
                 log.debug("agent_audio_started", turn=self._turn)
             self.stats.frames_out += 1
             self.stats.bytes_out += len(ulaw)
@@ -296,8 +297,8 @@ class Call:
         # Transcripts arrive in fragments; one line per utterance is what people read.
         self._heard[role].append(text)
 
-    def _flush_transcripts(self) -> None:
-        for role in ("caller", "agent"):
+    def _flush_transcripts(self, *roles: str) -> None:
+        for role in roles or ("caller", "agent"):
             text = "".join(self._heard[role]).strip()
             self._heard[role].clear()
             if text:

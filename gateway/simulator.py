@@ -660,12 +660,13 @@ def _parse_dtmf(spec: str) -> list[tuple[float, str]]:
 
 def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "url",
-        nargs="?",
+        "--url",
         default=None,
         help="the gateway's base URL (default: http://127.0.0.1:$PORT, PORT default 8080)",
     )
-    parser.add_argument("--wav", help="caller audio (any WAV); default: 3 s of silence")
+    parser.add_argument(
+        "--audio", "--wav", dest="audio", help="caller audio (any WAV); default: 3 s of silence"
+    )
     parser.add_argument("--leading-silence", type=float, default=0.0, metavar="S")
     parser.add_argument(
         "--trailing-silence",
@@ -683,13 +684,14 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--from", dest="from_", default="+15005550006")
     parser.add_argument("--to", default="+15005550001")
-    parser.add_argument("--record", metavar="WAV", help="stereo WAV: caller left, heard right")
+    parser.add_argument("--record", metavar="WAV", help="what the caller heard (8 kHz mono WAV)")
+    parser.add_argument("--record-stereo", metavar="WAV", help="the whole call: caller left, heard right")
     parser.add_argument("--quiet", action="store_true", help="no live progress, only the summary")
 
 
 async def run_call_command(args: argparse.Namespace) -> int:
     url = args.url or f"http://127.0.0.1:{os.environ.get('PORT', '8080')}"
-    audio = load_wav(args.wav) if args.wav else bytes(3 * RATE * 2)
+    audio = load_wav(args.audio) if args.audio else bytes(3 * RATE * 2)
     script = CallScript(
         audio=audio,
         leading_silence_s=args.leading_silence,
@@ -713,6 +715,9 @@ async def run_call_command(args: argparse.Namespace) -> int:
         return 1
     print(summarize(result))
     if args.record:
-        write_stereo_wav(args.record, result.sent, result.heard, RATE)
-        print(f"recording: {args.record} (caller left, heard right)")
+        write_wav(args.record, result.heard, RATE)
+        print(f"heard: {args.record}")
+    if args.record_stereo:
+        write_stereo_wav(args.record_stereo, result.sent, result.heard, RATE)
+        print(f"recording: {args.record_stereo} (caller left, heard right)")
     return 0

@@ -540,7 +540,20 @@ def test_call_command_arguments() -> None:
 
     parser = argparse.ArgumentParser()
     add_call_arguments(parser)
-    args = parser.parse_args(["http://h:1", "--dtmf", "1.5:1,3:#", "--no-hang-up", "--record", "x.wav"])
+    args = parser.parse_args(
+        [
+            "--url",
+            "http://h:1",
+            "--audio",
+            "c.wav",
+            "--dtmf",
+            "1.5:1,3:#",
+            "--no-hang-up",
+            "--record",
+            "x.wav",
+        ]
+    )
+    assert args.audio == "c.wav"
     assert (args.url, args.dtmf, args.no_hang_up, args.record) == ("http://h:1", "1.5:1,3:#", True, "x.wav")
 
 

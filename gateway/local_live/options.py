@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 
@@ -21,3 +22,4 @@ class LocalLiveOptions:
     recognizers_preload: int = 1  # PocketSphinx decoders loaded at start (0.25 s and ~90 MB each)
     recognizers_limit: int = 4  # at most this many utterances are decoded at once; others queue
     worker_threads: int = 6  # threads for VAD, recognition and synthesis
+    ssl_context: ssl.SSLContext | None = None  # serve wss:// (the SDK insists on TLS when given an API key)

@@ -65,6 +65,7 @@ class LocalLiveServer:
             self._requested_port,
             process_request=self._process_request,
             max_size=self.options.max_frame_bytes,
+            ssl=self.options.ssl_context,
             compression=None,  # the service does not negotiate permessage-deflate; audio barely compresses
             ping_interval=None,  # keepalive is the client's business, as with the service
             logger=logging.getLogger("gateway.local_live.websockets"),  # websockets wants a stdlib logger
@@ -99,7 +100,8 @@ class LocalLiveServer:
         return self._port
 
     def url(self, version: str = "v1alpha") -> str:
-        return f"ws://{self.host}:{self._port}" + p.PATH_TEMPLATE.format(version=version)
+        scheme = "wss" if self.options.ssl_context is not None else "ws"
+        return f"{scheme}://{self.host}:{self._port}" + p.PATH_TEMPLATE.format(version=version)
 
     # -- connections ---------------------------------------------------------------------------------------
 
