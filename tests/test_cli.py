@@ -1,0 +1,72 @@
+"""The `gateway` command as users run it: real processes, real ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import wave
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    ours = ("GEMINI_", "TWILIO_", "AGENT_", "PUBLIC_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    return {**env, "LOG_FORMAT": "json", **extra}
+
+
+def test_serve_without_keys_starts_the_local_backend_and_says_so(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"], env=clean_env(PORT=str(port)), cwd=tmp_path,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+    assert "using_local_live_backend" in events and "gateway_ready" in events
+
+
+def test_bad_configuration_fails_at_start_up_with_a_useful_message(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve"], env=clean_env(AGENT_LANGUAGE="en-GB"), cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "AGENT_LANGUAGE" in proc.stderr and "en-US" in proc.stderr
+
+
+def test_demo_runs_a_whole_call_offline(tmp_path):
+    out = tmp_path / "call.wav"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--out", str(out)], env=clean_env(), cwd=tmp_path,
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert any(" agent " in line and "local offline test agent" in line for line in lines)
+    assert any(" caller " in line for line in lines)
+    assert any(line.startswith("end of caller speech -> first agent audio:") for line in lines)
+    with wave.open(str(out)) as wav:
+        assert wav.getnchannels() == 2 and wav.getframerate() == 8000
+        assert wav.getnframes() > 8000 * 20
