@@ -6,6 +6,7 @@ Live URL is configured.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -41,11 +42,33 @@ class Gateway:
         self.live_url = settings.live_url()
         self.calls: set[Call] = set()
         self.validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
+        self.apology_ulaw = b""  # spoken when Live cannot be brought back, instead of dead air
 
-    async def open_live(self, config: lp.LiveConfig) -> LiveSession:
+    async def prepare_apology(self) -> None:
+        """Synthesise the failure message once, offline (espeak-ng ships with the local backend)."""
+        if not self.settings.failure_message:
+            return
+        from gateway.audio import pcm16_to_ulaw
+        from gateway.local_live.tts import synthesize
+
+        pcm = await asyncio.to_thread(
+            synthesize,
+            self.settings.failure_message,
+            rate=8000,
+            voice_name=self.settings.live.voice,
+            language=self.settings.live.language,
+        )
+        self.apology_ulaw = pcm16_to_ulaw(pcm)
+
+    async def apologise(self, call: Call) -> None:
+        if self.apology_ulaw and call.start is not None:
+            log.info("apologising_to_caller", outcome=call.stats.outcome)
+            await call.play_and_wait(self.apology_ulaw, timeout_s=len(self.apology_ulaw) / 8000 + 3.0)
+
+    async def open_live(self, config: lp.LiveConfig, resumption_handle: str | None = None) -> LiveSession:
         return await LiveSession.open(
             self.live_url,
-            lp.build_setup(config),
+            lp.build_setup(config, resumption_handle),
             api_key=self.settings.gemini_api_key,
             timeout_s=self.settings.live_setup_timeout_s,
         )
@@ -126,6 +149,7 @@ async def media(ws: WebSocket) -> None:
         input_rate=settings.live_input_rate,
         start_timeout_s=settings.start_timeout_s,
         on_transcript=gw.on_transcript,
+        on_failure=gw.apologise,
     )
     gw.calls.add(call)
     try:
@@ -161,6 +185,7 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                     url=gateway.live_url,
                     note="no GEMINI_API_KEY or GEMINI_LIVE_URL: calls talk to the offline local agent",
                 )
+            await gateway.prepare_apology()
             caps = lp.model_capabilities(settings.live.model)
             if not caps.known:
                 log.warning(

@@ -9,13 +9,19 @@ This is the only place where the two sides meet. The story of a call:
    - agent -> caller: PCM16 24 kHz from Live, to mu-law 8 kHz, to Twilio, with barge-in:
      on `interrupted`, Twilio `clear` at once, the resampler's history dropped, and late audio of the
      interrupted turn discarded until its `turnComplete`.
-4. Close both sides (closing the Twilio socket makes Twilio run the TwiML after </Connect>) and log a summary.
+   A Live connection does not last the whole call: on `goAway` (or when it breaks) the agent loop switches
+   to a new connection that resumes the session from the latest resumable handle, while the caller's audio
+   is held and then replayed on the new connection, so nothing the caller says is lost.
+4. If Live cannot be brought back, apologise to the caller rather than leave dead air. Close both sides
+   (closing the Twilio socket makes Twilio run the TwiML after </Connect>) and log a summary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -30,8 +36,19 @@ from gateway.twilio_stream import TwilioClosed, TwilioStream
 
 log = structlog.get_logger("gateway.call")
 
-LiveOpener = Callable[[], Awaitable[LiveSession]]
+LiveOpener = Callable[[lp.LiveConfig, str | None], Awaitable[LiveSession]]
 TranscriptObserver = Callable[[str, str, str], None]  # (call_sid, role, text)
+FailureHandler = Callable[["Call"], Awaitable[None]]
+
+FRAME_S = 0.02
+# Caller audio held while the Live connection is switched, and kept since the last resumable handle (the
+# new connection resumes from that handle, so audio after it must be sent again). Mu-law: 80 kB a call.
+MAX_REPLAY_S = 10.0
+# Attempts to bring a broken Live connection back: bounded, so a dead service ends in an apology, not a hang.
+RECONNECT_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0)
+# Connections that open and then die before the server says anything: past this many in a row, give up.
+MAX_BARREN_CONNECTIONS = 3
+ENDED_BY_FAILURE = frozenset({"live_config_error", "live_unavailable", "live_lost"})
 
 
 @dataclass
@@ -44,11 +61,13 @@ class CallStats:
     bytes_out: int = 0
     barge_ins: int = 0
     late_chunks_dropped: int = 0
+    caller_frames_dropped: int = 0
     dtmf: str = ""
     prompt_tokens: int = 0
     response_tokens: int = 0
     total_tokens: int = 0
     tokens_by_modality: dict[str, int] = field(default_factory=dict)
+    switches: list[float] = field(default_factory=list)  # seconds each Live connection switch took
     outcome: str = "unknown"
 
     def add_usage(self, usage: lp.Usage) -> None:
@@ -63,13 +82,15 @@ class Call:
     def __init__(
         self,
         twilio: TwilioStream,
-        open_live: Callable[[lp.LiveConfig], Awaitable[LiveSession]],
+        open_live: LiveOpener,
         config: lp.LiveConfig,
         *,
         greeting: str = "",
         input_rate: int = 16000,
         start_timeout_s: float = 10.0,
         on_transcript: TranscriptObserver | None = None,
+        on_failure: FailureHandler | None = None,
+        reconnect_delays_s: tuple[float, ...] = RECONNECT_DELAYS_S,
     ) -> None:
         self.twilio = twilio
         self._open_live = open_live
@@ -79,18 +100,27 @@ class Call:
         self.input_rate = input_rate
         self.start_timeout_s = start_timeout_s
         self.on_transcript = on_transcript
+        self.on_failure = on_failure
+        self.reconnect_delays_s = reconnect_delays_s
         self.start: tp.Start | None = None
         self.live: LiveSession | None = None
         self.stats = CallStats()
-        self.resumption_handle = ""
         self._inbound = InboundAudio(rate=input_rate)
         self._outbound = OutboundAudio()
+        # Live connection state, owned by the agent -> caller loop.
+        self.resumption_handle = ""
+        self._handle_fresh = False  # a resumable handle came since the agent last started generating
+        self._switch_by: float | None = None  # after goAway: switch connections by this monotonic time
+        self._held: deque[bytes] | None = None  # caller mu-law held while switching (None: send directly)
+        self._since_handle: deque[bytes] = deque(maxlen=int(MAX_REPLAY_S / FRAME_S))
+        self._barren_connections = 0  # consecutive connections lost before the server said anything
         # Agent-turn state, owned by the agent -> caller loop.
         self._turn = 0
+        self._generating = False
         self._turn_audio_sent = False
         self._discarding = False
         self._marks: dict[str, float] = {}
-        self._heard = {"caller": [], "agent": []}
+        self._heard: dict[str, list[str]] = {"caller": [], "agent": []}
 
     @property
     def call_sid(self) -> str:
@@ -112,24 +142,24 @@ class Call:
             return
         structlog.contextvars.bind_contextvars(call_sid=self.start.call_sid, stream_sid=self.start.stream_sid)
         self.twilio.stream_sid = self.start.stream_sid
-        log.info(
-            "call_started",
-            from_=self.start.custom_parameters.get("From", ""),
-            to=self.start.custom_parameters.get("To", ""),
-        )
+        params = self.start.custom_parameters
+        log.info("call_started", caller=params.get("From", ""), called=params.get("To", ""))
         try:
-            self.live = await self._open_live(self.config)
-        except LiveError as exc:
-            self.stats.outcome = "live_config_error" if exc.is_config_error else "live_unavailable"
-            log.error("live_session_failed", error=str(exc), code=exc.code)
-            await self.twilio.close()
-            return
-        try:
+            try:
+                self.live = await self._open_live(self.config, None)
+            except LiveError as exc:
+                self.stats.outcome = "live_config_error" if exc.is_config_error else "live_unavailable"
+                log.error("live_session_failed", error=str(exc), code=exc.code)
+                return
             if self.greeting:
                 await self._ask_agent(self.greeting)
             await self._bridge()
         finally:
-            await self.live.close()
+            if self.live is not None:
+                await self.live.close()
+            if self.stats.outcome in ENDED_BY_FAILURE and self.on_failure is not None:
+                with contextlib.suppress(TwilioClosed):
+                    await self.on_failure(self)
             await self.twilio.close()
 
     async def _wait_for_start(self) -> tp.Start | None:
@@ -183,29 +213,50 @@ class Call:
     # --- caller -> agent ---------------------------------------------------------------------------------
 
     async def _caller_to_agent(self) -> None:
-        assert self.live is not None
-        inbound, live, rate, stats = self._inbound, self.live, self.input_rate, self.stats
+        stats = self.stats
         while True:
             event = await self.twilio.receive()
             if event is None:
-                self.stats.outcome = "caller_hung_up"
+                stats.outcome = "caller_hung_up"
                 log.info("twilio_socket_closed")
                 return
             if isinstance(event, tp.Media):
                 stats.frames_in += 1
-                await live.send_audio(inbound.convert(event.payload), rate)
+                await self._send_caller_audio(event.payload)
             elif isinstance(event, tp.Mark):
                 self._mark_played(event.name)
             elif isinstance(event, tp.Dtmf):
                 stats.dtmf += event.digit
                 log.info("dtmf", digit=event.digit)
-                await self._ask_agent(f"[The caller pressed the {event.digit} key on their phone keypad.]")
+                if self._held is None:
+                    await self._ask_agent(
+                        f"[The caller pressed the {event.digit} key on their phone keypad.]"
+                    )
             elif isinstance(event, tp.Stop):
-                self.stats.outcome = "caller_hung_up"
+                stats.outcome = "caller_hung_up"
                 log.info("twilio_stop")
                 return
             else:
                 log.warning("unexpected_twilio_event", kind=type(event).__name__)
+
+    async def _send_caller_audio(self, ulaw: bytes) -> None:
+        self._since_handle.append(ulaw)
+        if self._held is None:
+            assert self.live is not None
+            try:
+                await self.live.send_audio(self._inbound.convert(ulaw), self.input_rate)
+                return
+            except LiveError:
+                # The connection broke under us; the agent loop is bringing it back. Keep the words.
+                self._held = deque()
+        self._hold(ulaw)
+
+    def _hold(self, ulaw: bytes) -> None:
+        assert self._held is not None
+        if len(self._held) >= self._since_handle.maxlen:  # type: ignore[operator]
+            self._held.popleft()
+            self.stats.caller_frames_dropped += 1
+        self._held.append(ulaw)
 
     def _mark_played(self, name: str) -> None:
         sent = self._marks.pop(name, None)
@@ -216,34 +267,119 @@ class Call:
     # --- agent -> caller ---------------------------------------------------------------------------------
 
     async def _agent_to_caller(self) -> None:
+        """Relay Live to the caller across as many Live connections as the call needs."""
+        while True:
+            reason = await self._relay()
+            if reason is None:
+                self.stats.outcome = "live_closed"
+                log.info("live_session_closed")
+                return
+            await self._switch_connection(reason)
+
+    async def _relay(self) -> str | None:
+        """Carry one connection's events to the caller. Returns why to switch connections, or None when
+        Live ended the session. Raises LiveError for a configuration error."""
         assert self.live is not None
-        async for event in self.live.events():
-            if isinstance(event, lp.AgentAudio):
-                await self._play(event.pcm)
-            elif isinstance(event, lp.Interrupted):
-                await self._barge_in()
-            elif isinstance(event, lp.TurnComplete):
-                await self._end_agent_turn()
-            elif isinstance(event, lp.InputTranscript):
-                self._transcript("caller", event.text)
-            elif isinstance(event, lp.OutputTranscript):
-                self._transcript("agent", event.text)
-            elif isinstance(event, lp.Usage):
-                self.stats.add_usage(event)
-            elif isinstance(event, lp.ResumptionUpdate):
-                if event.resumable and event.handle:
-                    self.resumption_handle = event.handle
-            elif isinstance(event, lp.ToolCall):
-                await self._refuse_tools(event)
-            elif isinstance(event, lp.GoAway):
-                log.warning("live_go_away", time_left_s=event.time_left_s)
-        self.stats.outcome = "live_closed"
-        log.info("live_session_closed")
+        live = self.live
+        heard_from_server = False
+        while True:
+            if self._switch_by is not None and self._handle_fresh and not self._generating:
+                return "go_away"  # a quiet moment with a good handle: switch now, well before the deadline
+            timeout = None if self._switch_by is None else max(0.0, self._switch_by - time.monotonic())
+            try:
+                async with asyncio.timeout(timeout):
+                    events = await live.receive()
+            except TimeoutError:
+                return "go_away_deadline"  # the server may go quiet after goAway: the timer decides
+            except LiveError as exc:
+                if exc.is_config_error:
+                    raise
+                log.warning("live_connection_lost", error=str(exc), code=exc.code)
+                self._barren_connections = 0 if heard_from_server else self._barren_connections + 1
+                if self._barren_connections >= MAX_BARREN_CONNECTIONS:
+                    raise LiveError(
+                        f"Live keeps dropping new connections: {exc}", exc.code, exc.reason
+                    ) from None
+                return "connection_lost"
+            heard_from_server = True
+            if events is None:
+                return "go_away" if self._switch_by is not None else None
+            for event in events:
+                await self._on_live_event(event)
+
+    async def _on_live_event(self, event: lp.LiveEvent) -> None:
+        if isinstance(event, lp.AgentAudio):
+            await self._play(event.pcm)
+        elif isinstance(event, lp.Interrupted):
+            await self._barge_in()
+        elif isinstance(event, lp.TurnComplete):
+            await self._end_agent_turn()
+        elif isinstance(event, lp.InputTranscript):
+            self._heard["caller"].append(event.text)
+        elif isinstance(event, lp.OutputTranscript):
+            self._generating = True
+            self._handle_fresh = False
+            self._heard["agent"].append(event.text)
+        elif isinstance(event, lp.Usage):
+            self.stats.add_usage(event)
+        elif isinstance(event, lp.ResumptionUpdate):
+            if event.resumable and event.handle:
+                self.resumption_handle = event.handle
+                self._handle_fresh = True
+                self._since_handle.clear()  # the new handle covers everything the caller said so far
+        elif isinstance(event, lp.ToolCall):
+            await self._refuse_tools(event)
+        elif isinstance(event, lp.GoAway):
+            # Leave a margin before the deadline for the new connection's setup.
+            margin = min(5.0, event.time_left_s * 0.25)
+            self._switch_by = time.monotonic() + max(0.0, event.time_left_s - margin)
+            log.info("live_go_away", time_left_s=event.time_left_s)
+
+    async def _switch_connection(self, reason: str) -> None:
+        """Close the old connection, open a new one resuming from the latest handle, replay held audio."""
+        began = time.monotonic()
+        # Everything said since the handle must reach the new connection; anything arriving meanwhile too.
+        self._held = deque(self._since_handle)
+        old = self.live
+        assert old is not None
+        await old.close()  # first: the server rejects a resume while the old connection is open
+        if self._generating or self._turn_audio_sent:
+            await self._end_agent_turn()  # that turn is over: its tail and mark go out, nothing waits for it
+        self._switch_by = None
+        self._handle_fresh = False
+        self.live = await self._reconnect()
+        while self._held:  # frames the caller loop adds meanwhile are sent in order too
+            await self.live.send_audio(self._inbound.convert(self._held.popleft()), self.input_rate)
+        self._held = None
+        took = time.monotonic() - began
+        self.stats.switches.append(took)
+        METRICS.live_reconnects.labels(reason=reason).inc()
+        log.info("live_switched", reason=reason, took_s=round(took, 3), resumed=bool(self.resumption_handle))
+
+    async def _reconnect(self) -> LiveSession:
+        last: LiveError | None = None
+        for delay in self.reconnect_delays_s:
+            await asyncio.sleep(delay)
+            try:
+                return await self._open_live(self.config, self.resumption_handle or None)
+            except LiveError as exc:
+                last = exc
+                if exc.code == 1008 and self.resumption_handle:
+                    # The handle is unknown or expired: a fresh session loses the context, not the call.
+                    log.warning("resumption_handle_rejected", reason=exc.reason)
+                    self.resumption_handle = ""
+                elif exc.is_config_error:
+                    raise
+                log.warning("live_reconnect_failed", error=str(exc), code=exc.code)
+        assert last is not None
+        raise last
 
     async def _play(self, pcm: bytes) -> None:
         if self._discarding:
             self.stats.late_chunks_dropped += 1
             return
+        self._generating = True
+        self._handle_fresh = False
         ulaw = self._outbound.convert(pcm)
         if ulaw:
             if not self._turn_audio_sent:
@@ -279,6 +415,7 @@ class Call:
             await self.twilio.send_mark(name)
         self._turn_audio_sent = False
         self._discarding = False
+        self._generating = False
         self._flush_transcripts()
 
     async def _refuse_tools(self, event: lp.ToolCall) -> None:
@@ -291,13 +428,28 @@ class Call:
         log.warning("tool_call_refused", tools=[c.name for c in event.calls])
         await self.live.send(lp.tool_response_message(responses))
 
+    # --- failure ending ----------------------------------------------------------------------------------
+
+    async def play_and_wait(self, ulaw: bytes, timeout_s: float) -> None:
+        """Play audio to the caller and return once Twilio says it has played (or the caller is gone)."""
+        await self.twilio.send_clear()
+        await self.twilio.send_media(ulaw)
+        await self.twilio.send_mark("final")
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    event = await self.twilio.receive()
+                    if event is None or isinstance(event, tp.Stop):
+                        return
+                    if isinstance(event, tp.Mark) and event.name == "final":
+                        return
+        except TimeoutError:
+            log.warning("final_audio_not_confirmed", timeout_s=timeout_s)
+
     # --- transcripts -------------------------------------------------------------------------------------
 
-    def _transcript(self, role: str, text: str) -> None:
-        # Transcripts arrive in fragments; one line per utterance is what people read.
-        self._heard[role].append(text)
-
     def _flush_transcripts(self, *roles: str) -> None:
+        # Transcripts arrive in fragments; one line per utterance is what people read.
         for role in roles or ("caller", "agent"):
             text = "".join(self._heard[role]).strip()
             self._heard[role].clear()
@@ -317,6 +469,9 @@ class Call:
             frames_out=s.frames_out,
             barge_ins=s.barge_ins,
             late_chunks_dropped=s.late_chunks_dropped,
+            caller_frames_dropped=s.caller_frames_dropped,
+            live_switches=len(s.switches),
+            longest_switch_s=round(max(s.switches, default=0.0), 3),
             prompt_tokens=s.prompt_tokens,
             response_tokens=s.response_tokens,
             total_tokens=s.total_tokens,

@@ -54,6 +54,22 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(args))
 
 
+def _load(args: argparse.Namespace) -> int:
+    from gateway.load import run_load_command
+
+    configure_logging(args.log_format, "warning")
+    return run_load_command(args)
+
+
+def _live_scripted(args: argparse.Namespace) -> int:
+    from gateway.load import _run
+    from gateway.load_peer import options_from_args, run_scripted_peer
+
+    configure_logging(args.log_format, "warning")
+    _run(run_scripted_peer(args.host, args.port, options_from_args(args)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway", description="Twilio Media Streams <-> Gemini Live gateway"
@@ -88,6 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_call_arguments(call)
     call.set_defaults(func=_call)
+
+    load = sub.add_parser("load", help="many concurrent simulated calls against a running gateway")
+    from gateway.load import add_load_arguments
+
+    add_load_arguments(load)
+    load.set_defaults(func=_load)
+
+    scripted = sub.add_parser(
+        "live-scripted", help="a minimal-cost scripted Live peer (energy VAD, canned replies) for load runs"
+    )
+    from gateway.load_peer import add_peer_arguments
+
+    add_peer_arguments(scripted)
+    scripted.set_defaults(func=_live_scripted)
 
     demo = sub.add_parser("demo", help="everything on one machine, no keys: gateway + local backend + a call")
     from gateway.demo import add_demo_arguments

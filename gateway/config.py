@@ -16,6 +16,10 @@ DEFAULT_INSTRUCTIONS = (
     "the caller hears you over a phone line."
 )
 DEFAULT_GREETING = "The caller has just been connected. Greet them briefly and ask how you can help."
+DEFAULT_FAILURE_MESSAGE = (
+    "I'm sorry, we are having technical difficulties and cannot continue this call. Please call back in a "
+    "few minutes. Goodbye."
+)
 
 
 class ConfigError(ValueError):
@@ -33,6 +37,7 @@ class Settings:
     gemini_api_version: str = "v1alpha"
     live: LiveConfig = field(default_factory=LiveConfig)
     greeting: str = DEFAULT_GREETING
+    failure_message: str = DEFAULT_FAILURE_MESSAGE
     live_input_rate: int = 16000
     live_setup_timeout_s: float = 15.0
     start_timeout_s: float = 10.0
@@ -72,6 +77,10 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r} must be true or false")
 
 
+def _optional_text(raw: str) -> str:
+    return "" if raw.strip().lower() in {"", "none", "off", "false"} else raw
+
+
 def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
     """Read and check every setting; a bad one raises ConfigError naming it and what would work."""
     env: dict[str, str] = {}
@@ -97,9 +106,8 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     input_rate = _int(env, "LIVE_INPUT_RATE", 16000)
     if input_rate not in {8000, 16000}:
         raise ConfigError(f"LIVE_INPUT_RATE={input_rate} must be 16000 (Live's native rate) or 8000")
-    greeting = env.get("AGENT_GREETING", DEFAULT_GREETING)
-    if greeting.strip().lower() in {"", "none", "off", "false"}:
-        greeting = ""
+    greeting = _optional_text(env.get("AGENT_GREETING", DEFAULT_GREETING))
+    failure_message = _optional_text(env.get("CALL_FAILURE_MESSAGE", DEFAULT_FAILURE_MESSAGE))
 
     live = LiveConfig(
         model=env.get("GEMINI_MODEL") or DEFAULT_MODEL,
@@ -112,6 +120,8 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         vad_end_sensitivity=(env.get("LIVE_VAD_END_SENSITIVITY") or "low").lower(),
         vad_prefix_padding_ms=_int(env, "LIVE_VAD_PREFIX_PADDING_MS", 20),
         vad_silence_ms=_int(env, "LIVE_VAD_SILENCE_MS", 500),
+        compression_trigger_tokens=_int(env, "LIVE_COMPRESSION_TRIGGER_TOKENS", 25600),
+        compression_target_tokens=_int(env, "LIVE_COMPRESSION_TARGET_TOKENS", 12800),
         tools=(),
     )
     try:
@@ -136,6 +146,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         gemini_api_version=api_version,
         live=live,
         greeting=greeting,
+        failure_message=failure_message,
         live_input_rate=input_rate,
         log_format=log_format,
         log_level=(env.get("LOG_LEVEL") or "info").lower(),

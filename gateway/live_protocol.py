@@ -127,6 +127,11 @@ class LiveConfig:
             raise LiveConfigError(f"VAD start sensitivity must be one of {sorted(START_SENSITIVITY)}")
         if self.vad_end_sensitivity not in END_SENSITIVITY:
             raise LiveConfigError(f"VAD end sensitivity must be one of {sorted(END_SENSITIVITY)}")
+        if not 0 < self.compression_target_tokens < self.compression_trigger_tokens:
+            raise LiveConfigError(
+                "context window compression needs 0 < LIVE_COMPRESSION_TARGET_TOKENS < "
+                "LIVE_COMPRESSION_TRIGGER_TOKENS (defaults 12800 and 25600)"
+            )
         if caps.proactive_audio == "always" and not self.proactive_audio:
             raise LiveConfigError(f"{self.model} always uses proactive audio; it cannot be turned off")
         return caps

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -100,22 +99,22 @@ class LiveSession:
     async def send_audio(self, pcm: bytes, rate: int) -> None:
         await self.send(lp.audio_message(pcm, rate))
 
-    async def events(self) -> AsyncIterator[lp.LiveEvent]:
-        """Server events until the connection closes; a close other than a normal one raises LiveError."""
+    async def receive(self) -> list[lp.LiveEvent] | None:
+        """The events of the next server message; None once the server has closed normally (1000).
+
+        Any other close raises LiveError. Safe to cancel (a timer may interrupt it): no message is lost.
+        """
         while True:
             try:
                 data = await self._ws.recv()
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code == 1000:
-                    return
+                    return None
                 raise _closed_error(exc) from None
             try:
-                events = lp.parse_server_message(data)
+                return lp.parse_server_message(data)
             except lp.LiveProtocolError as exc:
                 log.warning("live_message_skipped", error=str(exc))
-                continue
-            for event in events:
-                yield event
 
     async def close(self) -> None:
         await self._ws.close()

@@ -12,10 +12,12 @@ class Metrics:
     active_calls: Gauge
     calls: Counter
     barge_ins: Counter
+    live_reconnects: Counter
 
 
 METRICS = Metrics(
     active_calls=Gauge("gateway_active_calls", "Calls in progress"),
     calls=Counter("gateway_calls", "Calls ended, by outcome", ["outcome"]),
     barge_ins=Counter("gateway_barge_ins", "Times the caller talked over the agent"),
+    live_reconnects=Counter("gateway_live_reconnects", "Live connection switches, by reason", ["reason"]),
 )

@@ -91,7 +91,14 @@ class LiveClient:
         step = rate * chunk_ms // 1000 * 2
         for i in range(0, len(pcm), step):
             await self.send(
-                {"realtimeInput": {"audio": {"data": b64(pcm[i : i + step], urlsafe), "mimeType": f"audio/pcm;rate={rate}"}}}
+                {
+                    "realtimeInput": {
+                        "audio": {
+                            "data": b64(pcm[i : i + step], urlsafe),
+                            "mimeType": f"audio/pcm;rate={rate}",
+                        }
+                    }
+                }
             )
             if pace:
                 await asyncio.sleep(chunk_ms / 1000 / pace)

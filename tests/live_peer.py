@@ -70,9 +70,12 @@ class PeerSession:
 class LivePeer:
     """`async with LivePeer(script) as peer:` then point GEMINI_LIVE_URL at `peer.url`."""
 
-    def __init__(self, script: Script | None = None, *, reject: tuple[int, str] | None = None) -> None:
+    def __init__(
+        self, script: Script | None = None, *, reject: tuple[int, str] | None = None, reject_from: int = 0
+    ) -> None:
         self.script = script
-        self.reject = reject
+        self.reject = reject  # close code and reason for every session from number `reject_from` on
+        self.reject_from = reject_from
         self.sessions: list[PeerSession] = []
         self._server: Server | None = None
 
@@ -101,7 +104,7 @@ class LivePeer:
         session = PeerSession(ws, path=ws.request.path, headers=dict(ws.request.headers))
         session.setup = json.loads(await ws.recv())["setup"]
         self.sessions.append(session)
-        if self.reject:
+        if self.reject and len(self.sessions) > self.reject_from:
             await ws.close(*self.reject)
             return
         await session.send({"setupComplete": {}})

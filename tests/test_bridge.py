@@ -127,11 +127,10 @@ async def test_caller_hang_up_closes_live_and_leaves_no_call_behind():
     assert result.closed_by == "caller"
 
 
-@pytest.mark.parametrize("close", [(1000, ""), (1011, "internal error")])
-async def test_live_closing_ends_the_call_so_the_twiml_after_connect_runs(close):
+async def test_live_ending_the_session_ends_the_call_so_the_twiml_after_connect_runs():
     async def script(session: PeerSession) -> None:
         await asyncio.sleep(0.5)
-        await session.ws.close(*close)
+        await session.ws.close(1000)
 
     async with LivePeer(script) as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
@@ -151,7 +150,10 @@ async def test_config_rejection_is_reported_and_the_call_ends_cleanly(capsys):
             )
             async with httpx.AsyncClient() as client:
                 metrics = (await client.get(url + "/metrics")).text
-    assert result.closed_by == "gateway" and result.duration_s < 5
+    # no retry loop: one attempt, then the apology played to its end, then the stream closed
+    assert len(peer.sessions) == 1
+    assert result.closed_by == "gateway" and result.duration_s < 15
+    assert any(e.kind == "mark" and e.details.get("name") == "final" for e in result.events)
     assert 'gateway_calls_total{outcome="live_config_error"}' in metrics
     logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     failure = next(line for line in logged if line["event"] == "live_session_failed")
@@ -249,3 +251,41 @@ async def test_signatures_are_checked_on_the_webhook_and_the_stream_upgrade():
                 url, CallScript(audio=caller_audio(0.3), trailing_silence_s=0.2), auth_token=token
             )
     assert result.closed_by == "caller" and len(peer.sessions) == 1
+
+
+async def test_a_broken_live_connection_is_resumed_with_the_latest_handle_and_no_caller_audio_is_lost():
+    async def script(session: PeerSession) -> None:
+        if session.setup["sessionResumption"].get("handle"):
+            return  # the resumed connection just listens
+        await session.send({"sessionResumptionUpdate": {"newHandle": "handle-1", "resumable": True}})
+        await asyncio.sleep(0.6)
+        await session.ws.close(1011, "internal error")
+
+    async with LivePeer(script) as peer:
+        async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
+            result = await place_call(url, CallScript(audio=caller_audio(2.0), trailing_silence_s=0.5))
+    first, second = peer.sessions
+    assert first.close_code == 1011 and second.setup["sessionResumption"] == {"handle": "handle-1"}
+    assert result.closed_by == "caller"
+    # Every caller frame reached a Live connection; the audio after the handle was sent again on the new one.
+    total_frames = (first.audio_bytes + second.audio_bytes) // 640
+    assert total_frames >= result.media_frames_sent
+    assert second.audio_bytes // 640 >= result.media_frames_sent - first.audio_bytes // 640
+
+
+async def test_when_live_cannot_be_brought_back_the_caller_hears_an_apology_not_dead_air():
+    async def script(session: PeerSession) -> None:
+        await asyncio.sleep(0.3)
+        await session.ws.close(1011, "overloaded")
+
+    async with LivePeer(script, reject=(1011, "overloaded"), reject_from=1) as peer:
+        async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
+            result = await place_call(
+                url, CallScript(audio=caller_audio(0.2), trailing_silence_s=30, hang_up=False)
+            )
+    assert result.closed_by == "gateway"
+    assert len(peer.sessions) == 1 + 5  # the first connection, then every bounded retry
+    # the apology was played to the end (its mark echoed) before the stream closed
+    heard = np.frombuffer(result.heard, "<i2")
+    assert (np.abs(heard.reshape(-1, 160)).max(axis=1) > 500).sum() * 0.02 > 2.0
+    assert any(e.kind == "mark" and e.details.get("name") == "final" for e in result.events)

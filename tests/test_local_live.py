@@ -84,7 +84,9 @@ async def test_audio_turn(server):
     assert usage["responseTokenCount"] == pytest.approx(audio_s * 25, abs=2)
     assert usage["promptTokenCount"] > 10
     assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["responseTokenCount"]
-    assert usage["responseTokensDetails"] == [{"modality": "AUDIO", "tokenCount": usage["responseTokenCount"]}]
+    assert usage["responseTokensDetails"] == [
+        {"modality": "AUDIO", "tokenCount": usage["responseTokenCount"]}
+    ]
     assert any(g.get("serverContent", {}).get("generationComplete") for g in got)
     await client.close()
 
@@ -93,7 +95,10 @@ async def test_snake_case_urlsafe_base64_and_8khz_input(fast_server):
     setup = {
         "setup": {
             "model": MODEL.removeprefix("models/"),
-            "generation_config": {"response_modalities": ["AUDIO"], "speech_config": {"language_code": "en-US"}},
+            "generation_config": {
+                "response_modalities": ["AUDIO"],
+                "speech_config": {"language_code": "en-US"},
+            },
             "input_audio_transcription": {},
             "realtime_input_config": {"automatic_activity_detection": {"silence_duration_ms": 400}},
         }
@@ -121,11 +126,22 @@ async def test_snake_case_urlsafe_base64_and_8khz_input(fast_server):
         ([json.dumps({})], 1007, "exactly one"),
         ([json.dumps({**setup_message(), "clientContent": {}})], 1007, "exactly one"),
         ([setup_json(), json.dumps({"surprise": {}})], 1007, "Unknown name"),
-        ([setup_json(), json.dumps({"realtimeInput": {"audio": {"data": "***", "mimeType": "audio/pcm"}}})], 1007, "Base64"),
+        (
+            [
+                setup_json(),
+                json.dumps({"realtimeInput": {"audio": {"data": "***", "mimeType": "audio/pcm"}}}),
+            ],
+            1007,
+            "Base64",
+        ),
         ([setup_json(), setup_json()], 1007, "setup"),
         ([setup_json(model="models/gemini-nonexistent")], 1008, "not found"),
         ([setup_json(sessionResumption={"handle": "no-such-handle"})], 1008, "handle"),
-        ([setup_json(model="gemini-live-2.5-flash-preview", proactivity={"proactiveAudio": True})], 1007, "proactiv"),
+        (
+            [setup_json(model="gemini-live-2.5-flash-preview", proactivity={"proactiveAudio": True})],
+            1007,
+            "proactiv",
+        ),
         ([setup_json(model="gemini-3.8-live", proactivity={"proactiveAudio": False})], 1007, "proactive"),
     ],
 )
@@ -148,14 +164,23 @@ async def test_v1beta_rejects_preview_fields_v1alpha_accepts_them(fast_server):
 
 
 async def test_deprecated_media_chunks_by_model(fast_server):
-    chunk = {"realtimeInput": {"mediaChunks": [{"data": b64(silence(0.1)), "mimeType": "audio/pcm;rate=16000"}]}}
+    chunk = {
+        "realtimeInput": {"mediaChunks": [{"data": b64(silence(0.1)), "mimeType": "audio/pcm;rate=16000"}]}
+    }
     code, reason = await close_of(
         fast_server.url(), setup_json(model="gemini-3.1-flash-live-preview"), json.dumps(chunk)
     )
     assert code == 1007 and "media_chunks" in reason
     client = await LiveClient.connect(fast_server.url(), setup_message())
     await client.send(chunk)
-    await client.send({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "Greet the caller"}]}], "turnComplete": True}})
+    await client.send(
+        {
+            "clientContent": {
+                "turns": [{"role": "user", "parts": [{"text": "Greet the caller"}]}],
+                "turnComplete": True,
+            }
+        }
+    )
     got = await client.until(is_turn_complete)
     assert "Hello" in texts(got, "outputTranscription")
     await client.close()
@@ -248,7 +273,13 @@ async def test_end_call_tool(fast_server):
     assert "Goodbye" in texts(got, "outputTranscription"), texts(got, "inputTranscription")
     (call,) = got[-1]["toolCall"]["functionCalls"]
     assert call["name"] == "end_call" and call["id"]
-    await client.send({"toolResponse": {"functionResponses": [{"id": call["id"], "name": "end_call", "response": {"result": "ok"}}]}})
+    await client.send(
+        {
+            "toolResponse": {
+                "functionResponses": [{"id": call["id"], "name": "end_call", "response": {"result": "ok"}}]
+            }
+        }
+    )
     done = await client.until(is_turn_complete)
     assert "usageMetadata" in done[-1]
     await client.close()

@@ -42,9 +42,10 @@ async def server(tls):
 
 @pytest.fixture
 def sdk(server, tls) -> genai.Client:
-    # With an API key the SDK always dials wss://{base_url host}/ws/google.ai.generativelanguage.{api_version}.
-    # GenerativeService.BidiGenerateContent and sends the key as x-goog-api-key (ignored locally), so the
-    # backend serves TLS here and the SDK is given the test certificate through async_client_args["ssl"].
+    # With an API key the SDK always dials wss://{base_url host}/ws/google.ai.generativelanguage.
+    # {api_version}.GenerativeService.BidiGenerateContent and sends the key as x-goog-api-key (ignored
+    # locally), so the backend serves TLS here and the SDK gets the test certificate through
+    # async_client_args["ssl"].
     return genai.Client(
         api_key="test",
         http_options={
@@ -72,13 +73,19 @@ async def test_sdk_completes_an_audio_turn(sdk):
                 silence_duration_ms=500,
             )
         ),
-        tools=[types.Tool(function_declarations=[types.FunctionDeclaration(name="end_call", description="Hang up")])],
+        tools=[
+            types.Tool(
+                function_declarations=[types.FunctionDeclaration(name="end_call", description="Hang up")]
+            )
+        ],
     )
     heard, said, audio, usage, handles = "", "", b"", None, []
     async with sdk.aio.live.connect(model=MODEL, config=config) as session:
         pcm = caller_speech("my name is john")
         for i in range(0, len(pcm), 1280):
-            await session.send_realtime_input(audio=types.Blob(data=pcm[i : i + 1280], mime_type="audio/pcm;rate=16000"))
+            await session.send_realtime_input(
+                audio=types.Blob(data=pcm[i : i + 1280], mime_type="audio/pcm;rate=16000")
+            )
 
         async def collect() -> None:
             nonlocal heard, said, audio, usage

@@ -34,7 +34,9 @@ def test_snake_and_camel_case_parse_alike():
     }
     snake = {
         "model": "models/gemini-2.5-flash-native-audio-latest",
-        "generation_config": {"speech_config": {"voice_config": {"prebuilt_voice_config": {"voice_name": "Kore"}}}},
+        "generation_config": {
+            "speech_config": {"voice_config": {"prebuilt_voice_config": {"voice_name": "Kore"}}}
+        },
         "realtime_input_config": {"automatic_activity_detection": {"silence_duration_ms": "300"}},
         "proactivity": {"proactive_audio": True},
     }
@@ -51,15 +53,23 @@ def test_free_form_values_keep_their_keys():
 
 def test_unknown_field_reason_names_field_and_path():
     with pytest.raises(p.ProtocolError) as info:
-        p.parse_setup({"model": p.DEFAULT_MODEL, "generation_config": {"enable_affective_dialog": True}}, "v1beta")
+        p.parse_setup(
+            {"model": p.DEFAULT_MODEL, "generation_config": {"enable_affective_dialog": True}}, "v1beta"
+        )
     assert info.value.code == 1007
-    assert info.value.reason.startswith('Invalid JSON payload received. Unknown name "enable_affective_dialog"')
+    assert info.value.reason.startswith(
+        'Invalid JSON payload received. Unknown name "enable_affective_dialog"'
+    )
     assert len(info.value.reason.encode()) <= 123
 
 
 def test_realtime_input_events_and_rates():
     pcm = b"\x01\x00" * 80
-    msg = {"realtimeInput": {"audio": {"data": base64.b64encode(pcm).decode(), "mimeType": "audio/pcm;rate=8000"}}}
+    msg = {
+        "realtimeInput": {
+            "audio": {"data": base64.b64encode(pcm).decode(), "mimeType": "audio/pcm;rate=8000"}
+        }
+    }
     (event,) = p.parse_client_message(json.dumps(msg), CAPS)
     assert event == p.AudioIn(pcm, 8000)
     assert p.parse_client_message('{"realtime_input": {"activity_start": {}}}', CAPS) == [p.ActivityStart()]
@@ -72,9 +82,14 @@ def test_server_messages():
     assert p.resumption_update(None) == {"sessionResumptionUpdate": {}}
     usage = p.usage(50, 13, 100, 0)
     assert usage["totalTokenCount"] == 163
-    assert usage["promptTokensDetails"] == [{"modality": "TEXT", "tokenCount": 13}, {"modality": "AUDIO", "tokenCount": 50}]
+    assert usage["promptTokensDetails"] == [
+        {"modality": "TEXT", "tokenCount": 13},
+        {"modality": "AUDIO", "tokenCount": 50},
+    ]
     assert json.loads(p.encode(p.audio_chunk(b"\x00\x01"))) == {
-        "serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": "AAE="}}]}}
+        "serverContent": {
+            "modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": "AAE="}}]}
+        }
     }
 
 
@@ -95,7 +110,10 @@ def test_agent_rules():
     bye = agent.respond("okay goodbye", [])
     assert bye.end_call and "Goodbye" in bye.text
     assert "It is" in agent.respond("what time is it", []).text
-    history = [HistoryTurn("user", "my name is john"), HistoryTurn("model", "I heard you say: my name is john.")]
+    history = [
+        HistoryTurn("user", "my name is john"),
+        HistoryTurn("model", "I heard you say: my name is john."),
+    ]
     assert "my name is john" in agent.respond("what did I say before", history).text
     assert "Hello" in agent.respond("Greet the caller", [], source="content").text
     assert "local offline test agent" in agent.respond("book a flight to Paris", [], source="content").text

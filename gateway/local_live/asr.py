@@ -93,6 +93,26 @@ class RecognizerPool:
     def loaded(self) -> int:
         return self._count
 
+    def allow(self, limit: int) -> None:
+        with self._cond:
+            self._limit = max(self._limit, limit)
+
+
+_shared: RecognizerPool | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_pool(preload: int, limit: int) -> RecognizerPool:
+    """The process-wide pool: decoders are loaded once per process, however many servers it runs
+    (the gateway embeds one; the test suite starts dozens)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = RecognizerPool(preload, limit)
+        else:
+            _shared.allow(limit)
+        return _shared
+
 
 class Utterance:
     """One utterance being recognised as it is spoken; the text is ready soon after the last audio.

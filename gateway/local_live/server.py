@@ -28,7 +28,7 @@ from websockets.http11 import Request, Response
 from . import protocol as p
 from . import tts
 from .agent import HistoryTurn
-from .asr import RecognizerPool
+from .asr import shared_pool
 from .options import LocalLiveOptions
 from .session import Session
 from .store import HandleStore
@@ -45,12 +45,11 @@ class LocalLiveServer:
         self.host = host
         self._requested_port = port
         self.options = options or LocalLiveOptions()
-        self.pool = RecognizerPool(self.options.recognizers_preload, self.options.recognizers_limit)
+        self.pool = shared_pool(self.options.recognizers_preload, self.options.recognizers_limit)
         self.store = HandleStore(self.options.handle_ttl_s)
         self._executor: ThreadPoolExecutor | None = None
         self._server: Server | None = None
         self._port = 0
-        self._sessions: set[asyncio.Task[Any]] = set()
 
     # -- lifetime ----------------------------------------------------------------------------------------
 

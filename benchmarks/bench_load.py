@@ -1,0 +1,421 @@
+"""Load benchmark: concurrent calls through a real gateway process, against the scripted Live peer.
+
+Three processes share the machine: the gateway (`gateway serve`, as deployed, LOG_LEVEL=warning), the scripted
+Live peer (its own process, so its GIL is not the harness's), and this process, which places the calls with
+the load harness (uvloop). Each load level gets a fresh gateway, so its memory figures start from idle.
+Stamps from all three are on one clock (CLOCK_MONOTONIC), so per-frame latencies are measured, not inferred.
+
+Prints Markdown for BENCHMARKS.md. Run: python benchmarks/bench_load.py [--levels 10,100,200] [--quick]
+(the full run takes about 8 minutes). With py-spy on PATH, the gateway is profiled at the profile level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from gateway.load import (
+    LATE_FRAME_S,
+    ChildProcessPeer,
+    Figures,
+    LoadOptions,
+    _run,
+    analyze,
+    report,
+    run_direct_baseline,
+    run_load,
+)
+
+TARGET_CALLS_PER_CORE = 200
+TARGET_RSS_PER_CALL = 1 << 20
+TARGET_LATENCY_P99_S = 0.002
+TARGET_BARGE_IN_P99_S = 0.005
+
+
+# --- the gateway process --------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_with(ws: str, port: int) -> None:
+    """Launcher mode: `gateway serve` with another uvicorn WebSocket implementation (nothing else differs)."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.config import load_settings
+    from gateway.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        ws_max_size=1024 * 1024,
+        ws=ws,  # type: ignore[arg-type]
+    )
+
+
+@contextlib.asynccontextmanager
+async def gateway_process(live_url: str, ws: str | None = None) -> AsyncIterator[tuple[str, int]]:
+    """A gateway in its own process; yields (base URL, pid)."""
+    port = _free_port()
+    env = {**os.environ, "GEMINI_LIVE_URL": live_url, "PORT": str(port), "LOG_LEVEL": "warning"}
+    env.pop("GEMINI_API_KEY", None)
+    env.pop("TWILIO_AUTH_TOKEN", None)
+    if ws is None:
+        cmd = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    else:
+        cmd = [sys.executable, __file__, "--serve-ws", ws, "--port", str(port)]
+    # stderr to a file, not a pipe: a gateway blocked on a full pipe would look like a slow gateway.
+    with tempfile.TemporaryFile() as stderr:
+        process = await asyncio.create_subprocess_exec(
+            *cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            await _wait_healthy(url, process)
+            await asyncio.sleep(1.0)  # let start-up CPU settle before the idle sample
+            yield url, process.pid
+        finally:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+            stderr.seek(0)
+            errors = stderr.read().decode(errors="replace")
+            if "Traceback" in errors or '"level": "error"' in errors:
+                print(f"<!-- gateway stderr (tail):\n{errors[-2000:]}\n-->", file=sys.stderr)
+
+
+async def _wait_healthy(url: str, process: asyncio.subprocess.Process) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(200):
+            if process.returncode is not None:
+                raise RuntimeError(f"gateway exited with {process.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url + "/healthz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.05)
+    raise RuntimeError("gateway did not become healthy")
+
+
+# --- profiling ------------------------------------------------------------------------------------------
+
+
+async def profile(pid: int, seconds: float, out: Path) -> None:
+    """py-spy on the gateway, without pausing it (--nonblocking), as collapsed stacks."""
+    if not shutil.which("py-spy"):
+        return
+    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200"]
+    cmd += ["--nonblocking", "--format", "raw", "--output", str(out)]
+    spy = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    await spy.wait()
+
+
+def hot_spots(collapsed: Path, top: int = 18) -> str:
+    """Self time by function and inclusive time by a few frames of interest, from py-spy's raw output."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [_short(f) for f in stack.split(";")]
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    if not total:
+        return "(no samples)"
+    lines = [f"{total} samples. Self time (the function itself, not what it calls):", ""]
+    lines += ["| self % | function |", "|---:|---|"]
+    lines += [f"| {n / total * 100:.1f} | `{name}` |" for name, n in own.most_common(top)]
+    lines += ["", "Inclusive time of the gateway's own steps:", "", "| incl. % | function |", "|---:|---|"]
+    ours = [(k, v) for k, v in inclusive.most_common() if "gateway/" in k]
+    lines += [f"| {n / total * 100:.1f} | `{name}` |" for name, n in ours[:top]]
+    return "\n".join(lines)
+
+
+def _short(frame: str) -> str:
+    # "function (path/to/file.py:123)" -> "function (pkg/file.py)", so lines of one function add up.
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(path).parts
+    tail = "/".join(parts[-2:]) if parts else path
+    return f"{name} ({tail})"
+
+
+# --- one level ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Level:
+    calls: int
+    ws: str
+    figures: Figures
+    text: str
+
+
+async def run_level(
+    peer: ChildProcessPeer, calls: int, duration: float, ramp: float, ws: str | None, prof: Path | None
+) -> Level:
+    async with gateway_process(peer.url, ws) as (url, pid):
+        options = LoadOptions(url=url, calls=calls, duration_s=duration, ramp_s=ramp, gateway_pid=pid)
+        spy = None
+        if prof is not None:
+            # Profile the steady part of the run, when every call is up.
+            async def later() -> None:
+                await asyncio.sleep(ramp + 1.5)
+                await profile(pid, max(5.0, duration - ramp - 3), prof)
+
+            spy = asyncio.create_task(later())
+        run = await run_load(options, peer)
+        if spy is not None:
+            await spy
+    figures = analyze(run)
+    return Level(calls, ws or "websockets-sansio (uvicorn auto)", figures, report(figures))
+
+
+def holds(f: Figures) -> bool:
+    """Held: every call completed, nothing missing, and under 0.1% of frames late in either direction."""
+    frames = max(1, len(f.inbound) + len(f.outbound))
+    return (
+        not f.errors
+        and f.completed == f.calls
+        and f.caller_frames_missing == 0
+        and f.agent_frames_missing == 0
+        and (f.late_inbound + f.late_outbound) / frames <= 0.001
+        and not f.harness_overloaded
+    )
+
+
+# --- Markdown -------------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    libs = ", ".join(f"{m} {version(m)}" for m in ("uvicorn", "websockets", "starlette", "uvloop", "numpy"))
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Linux {platform.release()}, "
+        f"Python {platform.python_version()}; {libs}"
+    )
+
+
+def p(values: list[float], q: float) -> str:
+    return f"{np.percentile(np.asarray(values) * 1000, q):.2f}" if values else "n/a"
+
+
+def level_row(level: Level) -> str:
+    f = level.figures
+    late = f"{f.late_inbound} / {f.late_outbound}"
+    missing = f"{f.caller_frames_missing} / {f.agent_frames_missing}"
+    errors = sum(f.errors.values()) + (f.calls - f.completed if not f.errors else 0)
+    harness = f"{f.harness_late_in_window * 100:.2f}%"
+    return (
+        f"| {level.calls} | {f.gateway_cpu_pct:.0f}% | {f.gateway_ms_per_call_s:.2f} | "
+        f"{f.gateway_rss_steady / 2**20:.0f} | {p(f.inbound, 50)} / {p(f.inbound, 99)} | "
+        f"{p(f.outbound, 50)} / {p(f.outbound, 99)} | {p(f.barge_in, 50)} / {p(f.barge_in, 99)} | "
+        f"{late} | {missing} | {errors} | {harness} | {f.harness_cpu_pct:.0f}% / {f.peer_cpu_pct:.0f}% | "
+        f"{'yes' if holds(f) else 'no'} |"
+    )
+
+
+TABLE_HEAD = (
+    "| calls | gateway CPU | ms CPU per call-s | RSS MiB | inbound p50 / p99 ms | outbound p50 / p99 ms "
+    "| barge-in p50 / p99 ms | late in / out | missing in / out | errors | harness late sends "
+    "| harness / peer CPU | held |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"
+)
+
+
+def rss_slope(levels: list[Level]) -> float:
+    """Least-squares slope of steady RSS against calls, bytes per call."""
+    xs = np.array([lv.calls for lv in levels], float)
+    ys = np.array([lv.figures.gateway_rss_steady for lv in levels], float)
+    if len(xs) < 2 or np.ptp(xs) == 0:
+        return float("nan")
+    return float(np.polyfit(xs, ys, 1)[0])
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+# --- main -----------------------------------------------------------------------------------------------
+
+
+async def main(args: argparse.Namespace) -> None:
+    levels_wanted = [int(x) for x in args.levels.split(",")]
+    out: list[str] = []
+    async with ChildProcessPeer() as peer:
+        base = await run_direct_baseline(peer, calls=100, seconds=args.baseline_duration)
+        baseline = analyze(base)
+        levels: list[Level] = []
+        prof_path = Path(tempfile.gettempdir()) / f"gateway-load-{os.getpid()}.txt"
+        for calls in levels_wanted:
+            prof = prof_path if calls == args.profile_at else None
+            ramp = min(args.ramp, max(1.0, calls / 20))
+            level = await run_level(peer, calls, args.duration, ramp, None, prof)
+            levels.append(level)
+            print(f"<!-- {calls} calls:\n{level.text}\n-->", file=sys.stderr, flush=True)
+            if not holds(level.figures) and calls > max(levels_wanted[:2], default=0) and args.stop_on_fail:
+                break
+        alternatives: list[Level] = []
+        for ws in args.compare_ws.split(",") if args.compare_ws else ():
+            with contextlib.suppress(ImportError):
+                if ws == "wsproto":
+                    import wsproto  # noqa: F401
+                level = await run_level(peer, args.compare_at, args.duration, args.ramp, ws, None)
+                alternatives.append(level)
+                print(f"<!-- {ws}:\n{level.text}\n-->", file=sys.stderr, flush=True)
+
+    out.append(markdown(args, levels, alternatives, baseline, prof_path if prof_path.exists() else None))
+    print("\n".join(out))
+
+
+def markdown(
+    args: argparse.Namespace,
+    levels: list[Level],
+    alternatives: list[Level],
+    baseline: Figures,
+    prof: Path | None,
+) -> str:
+    held = [lv for lv in levels if holds(lv.figures)]
+    steady = [lv.figures.gateway_ms_per_call_s for lv in levels if lv.calls >= 50 and holds(lv.figures)]
+    ms_per_call = float(np.median(steady)) if steady else float("nan")
+    per_core = 1000 / ms_per_call if ms_per_call > 0 else float("nan")
+    slope = rss_slope([lv for lv in levels if lv.figures.gateway_rss_steady])
+    at100 = next((lv.figures for lv in levels if lv.calls == 100), None)
+    most = max(held, key=lambda lv: lv.calls) if held else None
+    barge = [x for lv in levels if holds(lv.figures) for x in lv.figures.barge_in]
+    lines = [
+        "## Load: concurrent calls through the gateway",
+        "",
+        f"`python benchmarks/bench_load.py` ({args.duration:.0f} s calls, ramped over up to "
+        f"{args.ramp:.0f} s; a fresh gateway per level).",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "Processes, all on the same cores: the gateway (`gateway serve`: uvicorn, uvloop, LOG_LEVEL=warning, "
+        "the default greeting); the scripted Live peer (`gateway.load_peer`, its own process: energy VAD on "
+        "the caller audio, canned 24 kHz replies in 40 ms chunks at 2x real time, `interrupted` when the "
+        "caller talks over a reply still streaming); the harness (this process, uvloop: the caller "
+        "simulator's calls, speech bursts of 1-3 s, a third of the pauses short enough to barge in). "
+        "Latencies are stamped on one monotonic clock in both processes: inbound = Twilio media sent -> "
+        "realtimeInput received by the peer; outbound = peer chunk sent -> Twilio media received; barge-in "
+        "= peer `interrupted` sent -> Twilio `clear` received. They include two loopback hops and the "
+        "receiving process's own scheduling. Latencies, late frames and harness late sends are over "
+        "the steady window (every call up; during the ramp each webhook costs the harness ~18 ms). "
+        "Late = more than "
+        f"{LATE_FRAME_S * 1000:.0f} ms. CPU and RSS are the gateway's (with descendants) from /proc over "
+        "the window when every call was up.",
+        "",
+        TABLE_HEAD,
+        *(level_row(lv) for lv in levels),
+        "",
+        "Loopback floor (the harness speaking Live to the peer directly, 100 calls, no gateway): inbound "
+        f"p50 {p(baseline.inbound, 50)} / p99 {p(baseline.inbound, 99)} ms, outbound p50 "
+        f"{p(baseline.outbound, 50)} / p99 {p(baseline.outbound, 99)} ms"
+        + (
+            f", `interrupted` p50 {p(baseline.barge_in, 50)} / p99 {p(baseline.barge_in, 99)} ms"
+            if baseline.barge_in
+            else ""
+        )
+        + " (one hop each way; the gateway path has two).",
+        "",
+    ]
+    if alternatives:
+        lines += [f"uvicorn WebSocket implementations at {args.compare_at} calls:", "", TABLE_HEAD]
+        default = next((lv for lv in levels if lv.calls == args.compare_at), None)
+        rows = ([default] if default else []) + alternatives
+        lines += [level_row(lv).replace(f"| {lv.calls} |", f"| {lv.calls} ({lv.ws}) |", 1) for lv in rows]
+        lines.append("")
+    lines += [
+        "| target | measured | |",
+        "|---|---|---|",
+        f"| >= {TARGET_CALLS_PER_CORE} real-time calls per core, no late frames | "
+        f"{ms_per_call:.2f} ms CPU per call-second = {per_core:.0f} calls per core; "
+        f"most calls held: {most.calls if most else 'none'} | "
+        f"{verdict(per_core >= TARGET_CALLS_PER_CORE)} |",
+        f"| <= 1 MB RSS per additional call | {slope / 2**10:.0f} KiB per call (slope of RSS vs calls) | "
+        f"{verdict(slope <= TARGET_RSS_PER_CALL)} |",
+    ]
+    if at100 is not None:
+        worst = max(np.percentile(at100.inbound, 99), np.percentile(at100.outbound, 99))
+        lines.append(
+            f"| gateway-added latency p99 <= 2 ms per frame at 100 calls | inbound {p(at100.inbound, 99)}, "
+            f"outbound {p(at100.outbound, 99)} ms (floor {p(baseline.inbound, 99)} / "
+            f"{p(baseline.outbound, 99)}) | {verdict(worst <= TARGET_LATENCY_P99_S)} |"
+        )
+    if barge:
+        lines.append(
+            f"| barge-in p99 <= 5 ms | p50 {p(barge, 50)}, p99 {p(barge, 99)} ms (levels held) | "
+            f"{verdict(np.percentile(barge, 99) <= TARGET_BARGE_IN_P99_S * 1000 / 1000)} |"
+        )
+    if prof is not None:
+        lines += ["", f"### Gateway profile at {args.profile_at} calls (py-spy, steady state)", ""]
+        lines.append(hot_spots(prof))
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--levels", default="10,100,200,300,400")
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--ramp", type=float, default=10.0)
+    parser.add_argument("--baseline-duration", type=float, default=15.0)
+    parser.add_argument("--profile-at", type=int, default=200)
+    parser.add_argument("--compare-ws", default="websockets,wsproto", help="other uvicorn ws implementations")
+    parser.add_argument("--compare-at", type=int, default=100)
+    parser.add_argument("--stop-on-fail", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--quick", action="store_true", help="10 and 50 calls, 12 s: a smoke run")
+    parser.add_argument("--serve-ws", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.levels, args.duration, args.ramp, args.baseline_duration = "10,50", 12.0, 3.0, 6.0
+        args.compare_ws, args.profile_at = "", 50
+    return args
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    if arguments.serve_ws:
+        _serve_with(arguments.serve_ws, arguments.port)
+    else:
+        started = time.monotonic()
+        _run(main(arguments))
+        print(f"\n<!-- benchmark took {time.monotonic() - started:.0f} s -->")

@@ -1,0 +1,146 @@
+"""The scripted Live peer speaks the protocol, and a small load run through a real gateway adds up."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from gateway import live_protocol as lp
+from gateway.cli import build_parser
+from gateway.load import InProcessPeer, LoadOptions, analyze, caller_audio, report, run_load, sample_process
+from gateway.load_peer import PeerOptions, ScriptedPeer, _key_pressed, speech_like
+from gateway.server import running_gateway
+from tests.conftest import settings_for
+
+VOICED = speech_like(0.02, 16000, amplitude=8000).tobytes()
+SILENT = bytes(640)
+
+
+async def _send_frames(ws, frame: bytes, count: int) -> None:
+    for _ in range(count):
+        await ws.send(lp.audio_message(frame, 16000))
+
+
+async def _next_events(ws) -> list:
+    return lp.parse_server_message(await ws.recv())
+
+
+async def test_peer_sets_up_replies_and_is_interrupted() -> None:
+    # Slow replies (half real time) so the second utterance lands while the reply is still streaming.
+    options = PeerOptions(speedup=0.5, think_s=0.0, reply_s=(1.0, 1.0))
+    async with ScriptedPeer(options=options) as peer, connect(peer.url()) as ws:
+        await ws.send(json.dumps(lp.build_setup(lp.LiveConfig())))
+        raw = await ws.recv()
+        assert isinstance(raw, bytes)  # JSON in binary frames, as Gemini sends it
+        assert lp.SetupComplete() in lp.parse_server_message(raw)
+
+        for key in "42#":  # the gateway's wording for DTMF: the call's id
+            await ws.send(
+                lp.client_turn_message(f"[The caller pressed the {key} key on their phone keypad.]")
+            )
+        await _send_frames(ws, VOICED, 15)
+        await _send_frames(ws, SILENT, 12)  # > 200 ms of quiet: end of the caller's turn
+        first = await _next_events(ws)
+        assert isinstance(first[0], lp.AgentAudio) and first[0].rate == 24000
+
+        await _send_frames(ws, VOICED, 2)  # the caller talks over the reply
+        events = []
+        while lp.TurnComplete() not in events:
+            events += await _next_events(ws)
+        kinds = [type(e).__name__ for e in events if not isinstance(e, lp.AgentAudio)]
+        assert kinds == ["Interrupted", "TurnComplete"]
+
+    (record,) = peer.records
+    assert record.call_id == 42
+    assert len(record.audio_times) == 29
+    (turn,) = record.turns
+    assert turn.interrupted_at is not None and turn.completed_at is None and len(turn.chunk_times) >= 1
+
+
+async def test_peer_answers_a_text_turn_then_completes() -> None:
+    async with ScriptedPeer(options=PeerOptions(speedup=50, think_s=0.0, reply_s=(0.2, 0.2))) as peer:
+        async with connect(peer.url("v1beta")) as ws:
+            await ws.send(json.dumps({"setup": {"model": "models/x"}}))
+            await ws.recv()
+            await ws.send(lp.client_turn_message("Greet the caller."))
+            events = []
+            while lp.TurnComplete() not in events:
+                events += await _next_events(ws)
+        audio = b"".join(e.pcm for e in events if isinstance(e, lp.AgentAudio))
+        assert len(audio) == 2 * round(0.2 * 24000)
+        assert peer.records[0].turns[0].cause == "text"
+
+
+async def test_peer_refuses_other_paths_and_a_first_message_that_is_not_setup() -> None:
+    async with ScriptedPeer() as peer:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(peer.url().replace("BidiGenerateContent", "Nope")):
+                pass
+        assert refused.value.response.status_code == 404
+        async with connect(peer.url()) as ws:
+            await ws.send(lp.audio_message(SILENT, 16000))
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            assert ws.close_code == 1007
+
+
+def test_dtmf_text_parsing() -> None:
+    assert _key_pressed("[The caller pressed the 7 key on their phone keypad.]") == "7"
+    assert _key_pressed("[The caller pressed the # key.]") == "#"
+    assert _key_pressed("caller pressed: *") == "*"
+    assert _key_pressed("Greet the caller briefly.") is None
+
+
+def test_caller_audio_has_bursts_and_silences() -> None:
+    pcm = np.frombuffer(caller_audio(20, seed=3), "<i2")
+    frames = np.abs(pcm[: len(pcm) // 160 * 160].reshape(-1, 160)).max(axis=1)
+    voiced = frames > 0
+    starts = np.flatnonzero(voiced[1:] & ~voiced[:-1])
+    assert 3 <= len(starts) <= 12
+    assert 0.3 < voiced.mean() < 0.8
+
+
+def test_process_sampling_reads_proc() -> None:
+    cpu, rss = sample_process(os.getpid())
+    assert cpu > 0 and rss > 10 * 2**20
+
+
+def test_cli_has_load_and_live_scripted() -> None:
+    args = build_parser().parse_args(["load", "--calls", "3", "--duration", "4", "--peer-port", "0"])
+    assert (args.calls, args.duration, args.peer_port) == (3, 4.0, 0)
+    assert build_parser().parse_args(["live-scripted", "--port", "0"]).port == 0
+
+
+async def test_small_load_run_through_a_gateway() -> None:
+    async with InProcessPeer() as peer:
+        async with running_gateway(settings_for(peer.url, LOG_LEVEL="warning")) as url:
+            options = LoadOptions(url=url, calls=5, duration_s=6.0, ramp_s=1.0, gateway_pid=os.getpid())
+            run = await run_load(options, peer)
+    fig = analyze(run)
+    text = report(fig)
+    assert fig.completed == 5 and not fig.errors, text
+    assert fig.identified == 5 and fig.unpaired_turns == 0, text
+    assert fig.caller_frames_sent >= 5 * 290 and fig.caller_frames_missing == 0, text
+    assert fig.agent_frames_sent > 0 and fig.agent_frames_missing == 0, text
+    assert fig.inbound and fig.outbound, text
+    # Loose bounds: a shared CI core, but an in-process hop is well under a frame period.
+    assert np.median(fig.inbound) < 0.02 and np.median(fig.outbound) < 0.02, text
+    assert all(-0.001 < x < 1.0 for x in fig.barge_in), text
+    assert fig.response and 0.2 < np.median(fig.response) < 1.0, text  # peer VAD 200 ms + think 50 ms
+    assert fig.gateway_rss_steady > 0 and fig.gateway_cpu_pct > 0, text
+    assert "inbound latency" in text
+
+
+def test_reply_messages_are_live_audio() -> None:
+    from gateway.load_peer import _reply_messages
+
+    messages = _reply_messages(0.04)
+    part = json.loads(messages[0])["serverContent"]["modelTurn"]["parts"][0]["inlineData"]
+    assert part["mimeType"] == "audio/pcm;rate=24000"
+    assert len(base64.b64decode(part["data"])) == 2 * 960
