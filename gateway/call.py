@@ -283,8 +283,8 @@ class Call:
         live = self.live
         heard_from_server = False
         while True:
-            if self._switch_by is not None and self._handle_fresh and not self._generating:
-                return "go_away"  # a quiet moment with a good handle: switch now, well before the deadline
+            if self._switch_by is not None and self._quiet_moment():
+                return "go_away"  # switch now, well before the deadline
             timeout = None if self._switch_by is None else max(0.0, self._switch_by - time.monotonic())
             try:
                 async with asyncio.timeout(timeout):
@@ -307,6 +307,10 @@ class Call:
             for event in events:
                 await self._on_live_event(event)
 
+    def _quiet_moment(self) -> bool:
+        """Neither side mid-turn, and a handle that covers the conversation so far."""
+        return self._handle_fresh and not self._generating and not self._heard["caller"]
+
     async def _on_live_event(self, event: lp.LiveEvent) -> None:
         if isinstance(event, lp.AgentAudio):
             await self._play(event.pcm)
@@ -315,6 +319,11 @@ class Call:
         elif isinstance(event, lp.TurnComplete):
             await self._end_agent_turn()
         elif isinstance(event, lp.InputTranscript):
+            if self._marks and not self._generating:
+                # Live has finished this reply, so it sends no `interrupted`, but Twilio is still playing
+                # it out: the caller is talking over it, so stop it here.
+                await self._stop_playback()
+                log.info("barge_in", turn=self._turn, during="playout")
             self._heard["caller"].append(event.text)
         elif isinstance(event, lp.OutputTranscript):
             self._generating = True
@@ -343,6 +352,8 @@ class Call:
         old = self.live
         assert old is not None
         await old.close()  # first: the server rejects a resume while the old connection is open
+        # The caller's unfinished words are sent again from the held audio and transcribed again there.
+        self._heard["caller"].clear()
         if self._generating or self._turn_audio_sent:
             await self._end_agent_turn()  # that turn is over: its tail and mark go out, nothing waits for it
         self._switch_by = None
@@ -392,16 +403,20 @@ class Call:
             await self.twilio.send_media(ulaw)
 
     async def _barge_in(self) -> None:
-        """The caller talked over the agent: silence the line now, forget what was queued."""
+        """Live says the caller talked over the agent: silence the line, drop the rest of the turn."""
+        await self._stop_playback()
+        self._discarding = True
+        self._turn_audio_sent = False
+        self._flush_transcripts()
+        log.info("barge_in", turn=self._turn)
+
+    async def _stop_playback(self) -> None:
+        """Empty Twilio's playout buffer now and forget what was queued (flushed marks echo too)."""
         await self.twilio.send_clear()
         self._outbound.reset()
         self._marks.clear()
-        self._discarding = True
-        self._turn_audio_sent = False
         self.stats.barge_ins += 1
         METRICS.barge_ins.inc()
-        self._flush_transcripts()
-        log.info("barge_in", turn=self._turn)
 
     async def _end_agent_turn(self) -> None:
         if self._turn_audio_sent:

@@ -14,20 +14,11 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.server import uvicorn_config
 
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port or settings.port,
-        # Heroku's router and most proxies terminate TLS: trust X-Forwarded-Proto for derived URLs.
-        proxy_headers=True,
-        forwarded_allow_ips="*",
-        log_level="warning",
-        access_log=False,
-        ws_max_size=1024 * 1024,
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), args.host, args.port or settings.port)).run()
     return 0
 
 

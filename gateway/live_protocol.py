@@ -221,7 +221,7 @@ class SetupComplete:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: the hot path, and frozen __init__ costs a setattr per field
 class AgentAudio:
     pcm: bytes
     rate: int = 24000

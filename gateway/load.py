@@ -32,10 +32,11 @@ import sys
 import time
 from array import array
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import httpx
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -158,18 +159,6 @@ class _LoadCall(simulator._Call):
     async def _on_clear(self) -> None:
         self.trace.close_segment("clear", self.received_at)
         await super()._on_clear()
-
-
-@contextlib.contextmanager
-def _lightened_simulator() -> Iterable[None]:
-    # place_call builds `_Call` by its module-level name; a `call_class=` hook on place_call would make this
-    # swap unnecessary (proposed in the load harness's notes). Only this process's load runs see it.
-    original = simulator._Call
-    simulator._Call = _LoadCall  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        simulator._Call = original  # type: ignore[misc]
 
 
 # --- where the peer's records come from ----------------------------------------------------------------
@@ -368,10 +357,10 @@ async def run_load(options: LoadOptions, peer: PeerLink | None = None) -> LoadRu
     step = options.ramp_s / max(1, options.calls - 1) if options.calls > 1 else 0.0
     samples: list[Sample] = []
     monitor = asyncio.create_task(_monitor(samples, active, options.gateway_pid, peer))
-    with _lightened_simulator():
+    async with httpx.AsyncClient(timeout=15.0) as http:  # one client for every webhook of the run
         outcomes = await asyncio.gather(
             *(
-                _one_call(options, i, audio[i % len(audio)], started + i * step, active)
+                _one_call(options, i, audio[i % len(audio)], started + i * step, active, http)
                 for i in range(options.calls)
             )
         )
@@ -385,7 +374,7 @@ async def run_load(options: LoadOptions, peer: PeerLink | None = None) -> LoadRu
 
 
 async def _one_call(
-    options: LoadOptions, call_id: int, audio: bytes, at: float, active: _Active
+    options: LoadOptions, call_id: int, audio: bytes, at: float, active: _Active, http: httpx.AsyncClient
 ) -> CallOutcome:
     await asyncio.sleep(max(0.0, at - time.monotonic()))
     call_sid = "CA" + secrets.token_hex(16)
@@ -394,7 +383,9 @@ async def _one_call(
     script = CallScript(audio=audio, trailing_silence_s=0.2, dtmf=_id_keys(call_id))
     active.count += 1
     try:
-        outcome.result = await place_call(options.url, script, call_sid=call_sid)
+        outcome.result = await place_call(
+            options.url, script, call_sid=call_sid, call_class=_LoadCall, http=http
+        )
         if outcome.result.closed_by == "gateway":
             outcome.error = f"gateway closed the call (code {outcome.result.close_code})"
     except SimulatorError as exc:
@@ -580,8 +571,8 @@ def analyze(run: LoadRun) -> Figures:
 
 
 def steady_window(run: LoadRun) -> tuple[float, float]:
-    """When every call was up: after the ramp (calls being set up cost the harness too: each webhook
-    builds an httpx client and its TLS context, ~18 ms of the harness's loop) until the first call ends."""
+    """When every call was up: after the ramp (setting calls up costs the harness too) until the first
+    call ends."""
     opts = run.options
     lo, hi = run.started + opts.ramp_s + 1.0, run.started + opts.duration_s - 0.5
     return (lo, hi) if hi - lo >= 1.0 else (run.started, run.ended)

@@ -289,3 +289,19 @@ async def test_when_live_cannot_be_brought_back_the_caller_hears_an_apology_not_
     heard = np.frombuffer(result.heard, "<i2")
     assert (np.abs(heard.reshape(-1, 160)).max(axis=1) > 500).sum() * 0.02 > 2.0
     assert any(e.kind == "mark" and e.details.get("name") == "final" for e in result.events)
+
+
+async def test_talking_over_a_reply_that_is_still_playing_out_clears_it():
+    async def script(session: PeerSession) -> None:
+        await session.send_audio(tone_pcm(4.0, 440.0))  # all of it sent at once: Twilio plays it out for 4 s
+        await session.send({"serverContent": {"turnComplete": True}})  # Live is done: no `interrupted` later
+        await asyncio.sleep(1.0)
+        await session.send({"serverContent": {"inputTranscription": {"text": "wait"}}})  # the caller talks
+
+    async with LivePeer(script) as peer:
+        async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
+            result = await place_call(url, CallScript(audio=caller_audio(0.1), trailing_silence_s=3.0))
+    assert "clear" in [e.kind for e in result.events]
+    heard = np.frombuffer(result.heard, "<i2")
+    loud = np.abs(heard.reshape(-1, 160)).max(axis=1) > 1000
+    assert 0.8 <= loud.sum() * 0.02 <= 1.6  # about the first second, not all four
