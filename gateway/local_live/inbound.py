@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from fractions import Fraction
 
-import numpy as np
-from scipy.signal import resample_poly
+from gateway.audio import Resampler, resample_block
 
 from .asr import RecognizerPool, Utterance
 from .protocol import VadSettings
@@ -35,14 +33,23 @@ class SpeechEnded:
 InboundEvent = SpeechStarted | SpeechEnded
 
 
-def to_16k(pcm: bytes, rate: int) -> bytes:
-    """Per-chunk polyphase resampling (anti-aliased); good enough for recognition at chunk sizes >= 20 ms."""
-    if rate == 16000 or not pcm:
-        return pcm
-    ratio = Fraction(16000, rate)
-    x = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
-    y = resample_poly(x, ratio.numerator, ratio.denominator)
-    return np.clip(np.round(y), -32768, 32767).astype("<i2").tobytes()
+class To16k:
+    """Input at any rate -> 16 kHz, with the gateway's streaming resamplers (state kept across chunks, so
+    chunk edges add no clicks for the recogniser to trip on); one-shot resampling for odd rates."""
+
+    def __init__(self) -> None:
+        self._streams: dict[int, Resampler] = {}
+
+    def __call__(self, pcm: bytes, rate: int) -> bytes:
+        if rate == 16000 or not pcm:
+            return pcm
+        stream = self._streams.get(rate)
+        if stream is None:
+            try:
+                stream = self._streams[rate] = Resampler(rate, 16000)
+            except ValueError:  # a ratio the streaming filters do not cover, e.g. 44.1 kHz
+                return resample_block(pcm, rate, 16000)
+        return stream.process(pcm)
 
 
 class Inbound:
@@ -54,9 +61,10 @@ class Inbound:
         self._preroll: deque[bytes] = deque(maxlen=max(1, round(PREROLL_MS / FRAME_MS)))
         self._utterance: Utterance | None = None
         self.audio_in_s = 0.0
+        self._to_16k = To16k()
 
     def audio(self, pcm: bytes, rate: int) -> list[InboundEvent]:
-        pcm = to_16k(pcm, rate)
+        pcm = self._to_16k(pcm, rate)
         self.audio_in_s += len(pcm) / 32000
         if not self.automatic:
             # Manual activity: only audio between activityStart and activityEnd counts.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 class LocalLiveOptions:
     goaway_after_s: float | None = None  # send goAway this long after a connection opens (None: never)
     goaway_time_left_s: float = 5.0  # ...and close it (1011) this much later
+    drop_rate_per_s: float = 0.0  # abrupt connection drops (no close frame), mean rate per connection-second
     setup_delay_s: float = 0.0  # artificial delay before setupComplete (benchmarks of connect latency)
     audio_lead_s: float = 1.0  # how far ahead of real time reply audio is sent (the service runs ahead)
     chunk_ms: int = 80  # reply audio per serverContent message

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import itertools
 import logging
+import random
 import signal
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,7 @@ class LocalLiveServer:
         self.options = options or LocalLiveOptions()
         self.pool = shared_pool(self.options.recognizers_preload, self.options.recognizers_limit)
         self.store = HandleStore(self.options.handle_ttl_s)
+        self.audio_bytes_received = 0  # realtimeInput audio over all connections (tests count caller frames)
         self._executor: ThreadPoolExecutor | None = None
         self._server: Server | None = None
         self._port = 0
@@ -133,6 +135,7 @@ class LocalLiveServer:
         self.store.connected(session_id)
         session: Session | None = None
         lifetime: asyncio.Task[None] | None = None
+        chaos: asyncio.Task[None] | None = None
         try:
             if self.options.setup_delay_s > 0:
                 await asyncio.sleep(self.options.setup_delay_s)
@@ -150,8 +153,12 @@ class LocalLiveServer:
                 await send(p.resumption_update(self.store.issue(session_id, history)))
             if self.options.goaway_after_s is not None:
                 lifetime = asyncio.create_task(self._lifetime(ws, clog))
+            if self.options.drop_rate_per_s > 0:
+                chaos = asyncio.create_task(self._drop_at_random(ws, clog))
             async for raw in ws:
                 for event in p.parse_client_message(raw, cfg.model):
+                    if isinstance(event, p.AudioIn):
+                        self.audio_bytes_received += len(event.pcm)
                     await session.handle(event)
         except p.ProtocolError as exc:
             clog.info("local_live.closed_invalid", code=exc.code, reason=exc.reason)
@@ -162,8 +169,9 @@ class LocalLiveServer:
             clog.exception("local_live.session_failed")
             await ws.close(p.CLOSE_INTERNAL, "Internal error encountered.")
         finally:
-            if lifetime is not None:
-                lifetime.cancel()
+            for task in (lifetime, chaos):
+                if task is not None:
+                    task.cancel()
             if session is not None:
                 await session.close()
             self.store.disconnected(session_id)
@@ -193,6 +201,12 @@ class LocalLiveServer:
         if not await self.store.wait_closed(snapshot.session_id, self.options.resume_grace_s):
             raise p.ProtocolError(p.CLOSE_INTERNAL, "The session is still open on another connection.")
         return cfg, snapshot.session_id, copy.deepcopy(snapshot.history)
+
+    async def _drop_at_random(self, ws: ServerConnection, clog: Any) -> None:
+        """Cut the connection with no close frame (as a network fault or a crashed server would)."""
+        await asyncio.sleep(random.expovariate(self.options.drop_rate_per_s))
+        clog.info("local_live.dropping_connection")
+        ws.transport.abort()
 
     async def _lifetime(self, ws: ServerConnection, clog: Any) -> None:
         assert self.options.goaway_after_s is not None
