@@ -113,6 +113,10 @@ class Call:
         self._switch_by: float | None = None  # after goAway: switch connections by this monotonic time
         self._held: deque[bytes] | None = None  # caller mu-law held while switching (None: send directly)
         self._since_handle: deque[bytes] = deque(maxlen=int(MAX_REPLAY_S / FRAME_S))
+        # Caller utterances transcribed since the handle: their audio is replayed on a new connection and
+        # transcribed again there, and those second transcripts are not news.
+        self._utterances_since_handle = 0
+        self._replayed_utterances = 0
         self._barren_connections = 0  # consecutive connections lost before the server said anything
         # Agent-turn state, owned by the agent -> caller loop.
         self._turn = 0
@@ -336,6 +340,7 @@ class Call:
                 self.resumption_handle = event.handle
                 self._handle_fresh = True
                 self._since_handle.clear()  # the new handle covers everything the caller said so far
+                self._utterances_since_handle = 0
         elif isinstance(event, lp.ToolCall):
             await self._refuse_tools(event)
         elif isinstance(event, lp.GoAway):
@@ -349,6 +354,7 @@ class Call:
         began = time.monotonic()
         # Everything said since the handle must reach the new connection; anything arriving meanwhile too.
         self._held = deque(self._since_handle)
+        self._replayed_utterances = self._utterances_since_handle
         old = self.live
         assert old is not None
         await old.close()  # first: the server rejects a resume while the old connection is open
@@ -468,6 +474,12 @@ class Call:
         for role in roles or ("caller", "agent"):
             text = "".join(self._heard[role]).strip()
             self._heard[role].clear()
+            if text and role == "caller":
+                if self._replayed_utterances:
+                    self._replayed_utterances -= 1
+                    log.debug("replayed_utterance_transcribed_again", text=text)
+                    continue
+                self._utterances_since_handle += 1
             if text:
                 log.info("transcript", role=role, text=text)
                 if self.on_transcript is not None:

@@ -178,6 +178,10 @@ class Session:
         reply = self.agent.respond(text, previous, source=source)
         if reply is not None:
             self._start_reply(reply)
+        elif self.cfg.resumption and (self._reply_task is None or self._reply_task.done()):
+            # The state changed with no reply to wait for (proactive audio ignored it): a fresh handle now,
+            # as the service gives, so a resume does not lose this turn.
+            await self._send(p.resumption_update(self._on_turn_boundary(self.history)))
 
     # -- replies --------------------------------------------------------------------------------------------
 

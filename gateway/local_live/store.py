@@ -31,6 +31,10 @@ class HandleStore:
         self._handles[handle] = Snapshot(session_id, copy.deepcopy(history))
         return handle
 
+    def newest(self) -> Snapshot | None:
+        """The most recently issued snapshot (diagnostics and tests: what a resumed session would hold)."""
+        return max(self._handles.values(), key=lambda s: s.created, default=None)
+
     def resolve(self, handle: str) -> Snapshot | None:
         self._purge()
         return self._handles.get(handle)
