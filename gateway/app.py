@@ -22,7 +22,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
 from gateway import live_protocol as lp
-from gateway.call import Call, TranscriptObserver
+from gateway.call import Call, CallLimits, TranscriptObserver
 from gateway.config import Settings
 from gateway.live_session import LiveSession
 from gateway.logs import register_secret
@@ -147,7 +147,7 @@ async def media(ws: WebSocket) -> None:
         settings.live,
         greeting=settings.greeting,
         input_rate=settings.live_input_rate,
-        start_timeout_s=settings.start_timeout_s,
+        limits=CallLimits(start_timeout_s=settings.start_timeout_s),
         on_transcript=gw.on_transcript,
         on_failure=gw.apologise,
     )

@@ -37,6 +37,7 @@ from gateway.twilio_stream import TwilioClosed, TwilioStream
 log = structlog.get_logger("gateway.call")
 
 LiveOpener = Callable[[lp.LiveConfig, str | None], Awaitable[LiveSession]]
+StreamAdmission = Callable[[tp.Start], Awaitable[str | None]]  # a reason to refuse the stream, or None
 TranscriptObserver = Callable[[str, str, str], None]  # (call_sid, role, text)
 FailureHandler = Callable[["Call"], Awaitable[None]]
 
@@ -49,6 +50,15 @@ RECONNECT_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0)
 # Connections that open and then die before the server says anything: past this many in a row, give up.
 MAX_BARREN_CONNECTIONS = 3
 ENDED_BY_FAILURE = frozenset({"live_config_error", "live_unavailable", "live_lost"})
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """Bounds on one call, so a stalled or hostile peer holds resources only for a bounded time."""
+
+    start_timeout_s: float = 10.0  # `start` must arrive this soon after the WebSocket opens
+    idle_timeout_s: float = 20.0  # Twilio sends media every 20 ms, silence too: this long without is dead
+    max_duration_s: float = 4 * 3600.0
 
 
 @dataclass
@@ -87,7 +97,8 @@ class Call:
         *,
         greeting: str = "",
         input_rate: int = 16000,
-        start_timeout_s: float = 10.0,
+        limits: CallLimits = CallLimits(),
+        admit: StreamAdmission | None = None,
         on_transcript: TranscriptObserver | None = None,
         on_failure: FailureHandler | None = None,
         reconnect_delays_s: tuple[float, ...] = RECONNECT_DELAYS_S,
@@ -98,7 +109,8 @@ class Call:
         self.caps = lp.model_capabilities(config.model)
         self.greeting = greeting
         self.input_rate = input_rate
-        self.start_timeout_s = start_timeout_s
+        self.limits = limits
+        self.admit = admit
         self.on_transcript = on_transcript
         self.on_failure = on_failure
         self.reconnect_delays_s = reconnect_delays_s
@@ -148,6 +160,12 @@ class Call:
         self.twilio.stream_sid = self.start.stream_sid
         params = self.start.custom_parameters
         log.info("call_started", caller=params.get("From", ""), called=params.get("To", ""))
+        if self.admit is not None and (refusal := await self.admit(self.start)):
+            # Refused before any Live session exists: an unauthenticated stream costs nothing.
+            self.stats.outcome = "refused"
+            log.warning("stream_refused", reason=refusal)
+            await self.twilio.close(code=1008, reason=refusal)
+            return
         try:
             try:
                 self.live = await self._open_live(self.config, None)
@@ -168,7 +186,7 @@ class Call:
 
     async def _wait_for_start(self) -> tp.Start | None:
         try:
-            async with asyncio.timeout(self.start_timeout_s):
+            async with asyncio.timeout(self.limits.start_timeout_s):
                 while True:
                     event = await self.twilio.receive()
                     if event is None:
@@ -180,7 +198,7 @@ class Call:
                         log.warning("event_before_start_skipped", kind=type(event).__name__)
         except TimeoutError:
             self.stats.outcome = "no_start"
-            log.warning("no_start_event", timeout_s=self.start_timeout_s)
+            log.warning("no_start_event", timeout_s=self.limits.start_timeout_s)
             return None
 
     async def _ask_agent(self, text: str) -> None:
@@ -198,7 +216,12 @@ class Call:
             asyncio.create_task(self._agent_to_caller(), name="agent_to_caller"),
         ]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                tasks, timeout=self.limits.max_duration_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                self.stats.outcome = "max_duration"
+                log.warning("call_too_long", max_duration_s=self.limits.max_duration_s)
         finally:
             for task in tasks:
                 task.cancel()
@@ -219,7 +242,13 @@ class Call:
     async def _caller_to_agent(self) -> None:
         stats = self.stats
         while True:
-            event = await self.twilio.receive()
+            try:
+                async with asyncio.timeout(self.limits.idle_timeout_s):
+                    event = await self.twilio.receive()
+            except TimeoutError:
+                stats.outcome = "media_idle"
+                log.warning("no_media", idle_timeout_s=self.limits.idle_timeout_s)
+                return
             if event is None:
                 stats.outcome = "caller_hung_up"
                 log.info("twilio_socket_closed")
