@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from machine import describe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: make `gateway` importable
 
@@ -75,21 +74,6 @@ class Row:
     delay_ms: float | None = None
 
 
-def machine() -> str:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(
-                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model
-            )
-    except OSError:
-        pass
-    versions = f"Python {platform.python_version()}, numpy {np.__version__}"
-    if soxr is not None:
-        versions += f", soxr {soxr.__version__}"
-    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}; {versions}"
-
-
 def cpu_per_frame(fn: Callable[[bytes], bytes], frames: list[bytes], n: int) -> tuple[float, float]:
     """(median, p99) microseconds per call, cycling through `frames` (a warm-up pass runs first)."""
     for frame in frames:
@@ -140,7 +124,7 @@ def main() -> None:
     n = parser.parse_args().frames
 
     print("## Audio path benchmark\n")
-    print(f"Machine: {machine()}\n")
+    print(f"Machine: {describe('numpy', 'scipy', 'soxr')}\n")
     print(f"CPU per 20 ms frame: median / p99 over {n} calls. Bars: <= 25 us per frame per direction,")
     print("in-band SNR >= 50 dB (worst tone, 300-3400 Hz every 50 Hz), 24k->8k rejection >= 60 dB")
     print("(worst tone, 4.5-11 kHz every 50 Hz), 8k->16k image rejection >= 50 dB, delay <= 3 ms")

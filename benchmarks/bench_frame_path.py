@@ -12,27 +12,17 @@ from __future__ import annotations
 import base64
 import json
 import math
-import platform
 import statistics
 import time
 
 import numpy as np
+from machine import describe
 
 from gateway import live_protocol as lp
 from gateway import twilio_protocol as tp
 from gateway.audio import InboundAudio, OutboundAudio, pcm16_to_ulaw
 
 FRAMES = 20_000
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def speech_like(seconds: float, rate: int) -> bytes:
@@ -94,8 +84,7 @@ def main() -> None:
     out_p50, out_p99 = measure(outbound_step, live_msgs)
     print("## Per-frame CPU, whole gateway path (no sockets)\n")
     print(
-        f"Machine: {cpu_model()}, {platform.machine()}, Python {platform.python_version()}, "
-        f"numpy {np.__version__}; {FRAMES} frames of 20 ms each way, one thread.\n"
+        f"Machine: {describe('numpy')}; {FRAMES} frames of 20 ms each way, one thread.\n"
     )
     print("| direction | path | p50 (us/frame) | p99 (us/frame) |")
     print("|---|---|---|---|")

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -25,11 +24,11 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 import httpx
 import numpy as np
+from machine import describe
 
 from gateway.load import (
     LATE_FRAME_S,
@@ -220,21 +219,6 @@ def holds(f: Figures) -> bool:
 # --- Markdown -------------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    libs = ", ".join(f"{m} {version(m)}" for m in ("uvicorn", "websockets", "starlette", "uvloop", "numpy"))
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Linux {platform.release()}, "
-        f"Python {platform.python_version()}; {libs}"
-    )
-
-
 def p(values: list[float], q: float) -> str:
     return f"{np.percentile(np.asarray(values) * 1000, q):.2f}" if values else "n/a"
 
@@ -327,7 +311,7 @@ def markdown(
         f"`python benchmarks/bench_load.py` ({args.duration:.0f} s calls, ramped over up to "
         f"{args.ramp:.0f} s; a fresh gateway per level).",
         "",
-        f"Machine: {machine()}.",
+        f"Machine: {describe('uvicorn', 'websockets', 'starlette', 'uvloop', 'numpy')}.",
         "",
         "Processes, all on the same cores: the gateway (`gateway serve`: uvicorn, uvloop, LOG_LEVEL=warning, "
         "the default greeting); the scripted Live peer (`gateway.load_peer`, its own process: energy VAD on "

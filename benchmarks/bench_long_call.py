@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import io
 import json
-import platform
 import statistics
 import time
 from datetime import datetime
+
+from machine import describe
 
 from gateway.config import load_settings
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
@@ -77,7 +78,7 @@ async def run(minutes: float, goaway_after_s: float, drop_every_s: float) -> Non
 
     print("## Long calls: Live connection switches\n")
     print(
-        f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}. "
+        f"Machine: {describe()}. "
         f"One simulated call of {result.duration_s / 60:.1f} min against the local backend with goAway "
         f"{goaway_after_s:.0f} s after each connection opens (timeLeft 4 s) and a random drop every "
         f"{drop_every_s:.0f} s on average.\n"
