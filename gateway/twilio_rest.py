@@ -1,0 +1,49 @@
+"""Twilio's REST API for a call in progress: hang up, or hand the call to other TwiML (a transfer).
+
+twilio's own client over its aiohttp transport, so a REST round trip never blocks the event loop that carries
+every call's audio. Updating a call that has already ended (error 20404) is not a failure.
+"""
+
+from __future__ import annotations
+
+import structlog
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+from twilio.twiml.voice_response import VoiceResponse
+
+log = structlog.get_logger("gateway.twilio_rest")
+
+CALL_NOT_FOUND = 20404
+
+
+class CallControl:
+    def __init__(self, account_sid: str, auth_token: str, *, base_url: str | None = None) -> None:
+        self._http = AsyncTwilioHttpClient(timeout=10)
+        self._client = Client(account_sid, auth_token, http_client=self._http)
+        if base_url:  # a regional edge, or a local stand-in in tests
+            self._client.api.base_url = base_url.rstrip("/")
+
+    async def update(self, call_sid: str, twiml: str) -> bool:
+        """Replace the call's TwiML (this ends its media stream). False if the call had already ended."""
+        try:
+            await self._client.calls(call_sid).update_async(twiml=twiml)
+        except TwilioRestException as exc:
+            if exc.code == CALL_NOT_FOUND:
+                log.info("call_already_ended", call_sid=call_sid)
+                return False
+            raise
+        return True
+
+    async def transfer(self, call_sid: str, number: str) -> bool:
+        response = VoiceResponse()
+        response.dial(number)
+        return await self.update(call_sid, str(response))
+
+    async def hang_up(self, call_sid: str) -> bool:
+        response = VoiceResponse()
+        response.hangup()
+        return await self.update(call_sid, str(response))
+
+    async def close(self) -> None:
+        await self._http.close()
