@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ from gateway.call import Call, CallLimits, TranscriptObserver
 from gateway.config import Settings
 from gateway.live_session import LiveSession
 from gateway.logs import register_secret
+from gateway.metrics import METRICS
 from gateway.twilio_stream import TwilioStream
 
 log = structlog.get_logger("gateway.app")
@@ -66,12 +68,16 @@ class Gateway:
             await call.play_and_wait(self.apology_ulaw, timeout_s=len(self.apology_ulaw) / 8000 + 3.0)
 
     async def open_live(self, config: lp.LiveConfig, resumption_handle: str | None = None) -> LiveSession:
-        return await LiveSession.open(
+        began = time.monotonic()
+        session = await LiveSession.open(
             self.live_url,
             lp.build_setup(config, resumption_handle),
             api_key=self.settings.gemini_api_key,
             timeout_s=self.settings.live_setup_timeout_s,
         )
+        resumed = "true" if resumption_handle else "false"
+        METRICS.live_connect.labels(resumed=resumed).observe(time.monotonic() - began)  # successes only
+        return session
 
     # --- URLs Twilio sees ---
 

@@ -31,7 +31,7 @@ from gateway import live_protocol as lp
 from gateway import twilio_protocol as tp
 from gateway.audio import InboundAudio, OutboundAudio
 from gateway.live_session import LiveError, LiveSession
-from gateway.metrics import METRICS
+from gateway.metrics import METRICS, SpeechEnd
 from gateway.twilio_stream import TwilioClosed, TwilioStream
 
 log = structlog.get_logger("gateway.call")
@@ -137,6 +137,7 @@ class Call:
         self._discarding = False
         self._marks: dict[str, float] = {}
         self._heard: dict[str, list[str]] = {"caller": [], "agent": []}
+        self._speech_end = SpeechEnd()  # for the response latency metric
 
     @property
     def call_sid(self) -> str:
@@ -255,6 +256,7 @@ class Call:
                 return
             if isinstance(event, tp.Media):
                 stats.frames_in += 1
+                self._speech_end.frame(event.payload)
                 await self._send_caller_audio(event.payload)
             elif isinstance(event, tp.Mark):
                 self._mark_played(event.name)
@@ -289,6 +291,7 @@ class Call:
         if len(self._held) >= self._since_handle.maxlen:  # type: ignore[operator]
             self._held.popleft()
             self.stats.caller_frames_dropped += 1
+            METRICS.frames_dropped.labels(direction="caller").inc()
         self._held.append(ulaw)
 
     def _mark_played(self, name: str) -> None:
@@ -364,6 +367,7 @@ class Call:
             self._heard["agent"].append(event.text)
         elif isinstance(event, lp.Usage):
             self.stats.add_usage(event)
+            METRICS.count_tokens(event.by_modality)
         elif isinstance(event, lp.ResumptionUpdate):
             if event.resumable and event.handle:
                 self.resumption_handle = event.handle
@@ -423,6 +427,7 @@ class Call:
     async def _play(self, pcm: bytes) -> None:
         if self._discarding:
             self.stats.late_chunks_dropped += 1
+            METRICS.frames_dropped.labels(direction="agent").inc()
             return
         self._generating = True
         self._handle_fresh = False
@@ -431,6 +436,9 @@ class Call:
             if not self._turn_audio_sent:
                 self._turn_audio_sent = True
                 self._turn += 1
+                if self._turn == 1:
+                    METRICS.first_agent_audio.observe(time.monotonic() - self.stats.started)
+                self._speech_end.answered()
                 self._flush_transcripts("caller")  # the caller's turn is over once the agent answers
                 log.debug("agent_audio_started", turn=self._turn)
             self.stats.frames_out += 1

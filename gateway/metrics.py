@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
+
+from gateway.audio import audioop, ulaw_to_pcm16
+
+# Seconds. Live set-up is a TLS handshake plus a model load (hundreds of ms to seconds); a voice reply
+# is judged in tenths of a second, so the latency buckets are finer below two seconds.
+CONNECT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 15.0)
+LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+# Live reports these modalities; anything else is counted as "other" so a new value cannot grow the series.
+MODALITIES = frozenset({"TEXT", "AUDIO", "IMAGE", "VIDEO", "DOCUMENT"})
 
 
 @dataclass(frozen=True)
@@ -13,6 +23,18 @@ class Metrics:
     calls: Counter
     barge_ins: Counter
     live_reconnects: Counter
+    live_connect: Histogram
+    first_agent_audio: Histogram
+    response_latency: Histogram
+    frames_dropped: Counter
+    tokens: Counter
+    records_dropped: Counter
+    draining: Gauge
+    calls_migrated: Counter
+
+    def count_tokens(self, by_modality: dict[str, int]) -> None:
+        for modality, count in by_modality.items():
+            self.tokens.labels(modality=modality if modality in MODALITIES else "other").inc(count)
 
 
 METRICS = Metrics(
@@ -20,4 +42,54 @@ METRICS = Metrics(
     calls=Counter("gateway_calls", "Calls ended, by outcome", ["outcome"]),
     barge_ins=Counter("gateway_barge_ins", "Times the caller talked over the agent"),
     live_reconnects=Counter("gateway_live_reconnects", "Live connection switches, by reason", ["reason"]),
+    live_connect=Histogram(
+        "gateway_live_connect_seconds",
+        "Opening a Live connection: WebSocket handshake and setup until setupComplete",
+        ["resumed"],
+        buckets=CONNECT_BUCKETS,
+    ),
+    first_agent_audio=Histogram(
+        "gateway_first_agent_audio_seconds",
+        "From the media stream's opening to the first agent audio sent to the caller",
+        buckets=CONNECT_BUCKETS,
+    ),
+    response_latency=Histogram(
+        "gateway_response_latency_seconds",
+        "From the end of the caller's speech to the first agent audio of the answer",
+        buckets=LATENCY_BUCKETS,
+    ),
+    frames_dropped=Counter(
+        "gateway_frames_dropped",
+        "Audio frames not delivered: caller audio past the hold limit while Live reconnects (caller), "
+        "agent audio of an interrupted turn (agent)",
+        ["direction"],
+    ),
+    tokens=Counter("gateway_tokens", "Live tokens used, by modality", ["modality"]),
+    records_dropped=Counter(
+        "gateway_records_dropped", "Call records or transcript lines not stored: the writer's queue was full"
+    ),
+    draining=Gauge("gateway_draining", "1 while this instance drains (takes no new calls)"),
+    calls_migrated=Counter(
+        "gateway_calls_migrated", "Calls moved to another instance at shutdown, by result", ["result"]
+    ),
 )
+
+
+class SpeechEnd:
+    """When the caller last made a sound, from the mu-law frames themselves (Live's VAD is not visible to
+    us): the response latency runs from there to the agent's first audio. About 1 us per 20 ms frame."""
+
+    THRESHOLD = 1000  # peak of PCM16; line noise and comfort noise stay well below, speech well above
+
+    def __init__(self) -> None:
+        self.last_voice: float | None = None
+
+    def frame(self, ulaw: bytes) -> None:
+        if audioop.max(ulaw_to_pcm16(ulaw), 2) > self.THRESHOLD:
+            self.last_voice = time.monotonic()
+
+    def answered(self) -> None:
+        """The agent started answering: observe the latency once per caller utterance."""
+        if self.last_voice is not None:
+            METRICS.response_latency.observe(time.monotonic() - self.last_voice)
+            self.last_voice = None
