@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -25,9 +26,11 @@ from twilio.twiml.voice_response import VoiceResponse
 from gateway import live_protocol as lp
 from gateway.call import Call, CallLimits, TranscriptObserver
 from gateway.config import Settings
+from gateway.drain import Drain
 from gateway.live_session import LiveSession
 from gateway.logs import register_secret
 from gateway.metrics import METRICS
+from gateway.records import Records, open_store
 from gateway.twilio_stream import TwilioStream
 
 log = structlog.get_logger("gateway.app")
@@ -40,11 +43,23 @@ class Gateway:
 
     def __init__(self, settings: Settings, on_transcript: TranscriptObserver | None = None) -> None:
         self.settings = settings
-        self.on_transcript = on_transcript
+        self.records = Records(open_store(settings.database_url))
+        self.drain = Drain(self)
+        self._observer = on_transcript
         self.live_url = settings.live_url()
         self.calls: set[Call] = set()
         self.validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
         self.apology_ulaw = b""  # spoken when Live cannot be brought back, instead of dead air
+
+    def on_transcript(self, call_sid: str, role: str, text: str) -> None:
+        self.records.transcript(call_sid, role, text)
+        if self._observer is not None:
+            self._observer(call_sid, role, text)
+
+    def call_ended(self, call: Call) -> None:
+        self.calls.discard(call)
+        self.records.call_ended(call, outcome="moved" if call.call_sid in self.drain.moved else None)
+        self.drain.call_ended()
 
     async def prepare_apology(self) -> None:
         """Synthesise the failure message once, offline (espeak-ng ships with the local backend)."""
@@ -111,6 +126,9 @@ async def voice(request: Request) -> Response:
     if not gw.signature_ok(url, params, request.headers.get("X-Twilio-Signature")):
         log.warning("webhook_signature_rejected", path=request.url.path)
         return Response("invalid signature", status_code=403)
+    if gw.drain.active:  # this instance is shutting down: the call goes to another one
+        log.info("call_sent_elsewhere", call_sid=params.get("CallSid", ""), reason="draining")
+        return Response(gw.drain.fallback_twiml(gw.public_base(request)), media_type="application/xml")
     response = VoiceResponse()
     stream = response.connect().stream(url=gw.stream_url(request))
     # Per-call values travel as <Parameter>s: Twilio forbids a query string on the stream URL.
@@ -156,16 +174,37 @@ async def media(ws: WebSocket) -> None:
         limits=CallLimits(start_timeout_s=settings.start_timeout_s),
         on_transcript=gw.on_transcript,
         on_failure=gw.apologise,
+        resume=gw.records.resumption_handle,
     )
     gw.calls.add(call)
     try:
         await call.run()
     finally:
-        gw.calls.discard(call)
+        gw.call_ended(call)
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "active_calls": len(_gateway(request).calls)})
+    gw = _gateway(request)
+    if gw.drain.active:  # readiness fails, so load balancers stop sending calls here
+        return JSONResponse({"status": "draining", "active_calls": len(gw.calls)}, status_code=503)
+    return JSONResponse({"status": "ok", "active_calls": len(gw.calls)})
+
+
+async def call_record(request: Request) -> Response:
+    """One call's record and transcript, for whoever holds CALLS_API_TOKEN."""
+    gw = _gateway(request)
+    token = gw.settings.calls_api_token
+    if not token:
+        return JSONResponse({"error": "set CALLS_API_TOKEN to read call records over HTTP"}, status_code=403)
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return JSONResponse(
+            {"error": "bearer token required"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+    record = await gw.records.store.get_call(request.path_params["sid"])
+    if record is None or record.started_at is None:
+        return JSONResponse({"error": "no such call"}, status_code=404)
+    return JSONResponse(record.public())
 
 
 async def metrics(request: Request) -> Response:
@@ -176,11 +215,16 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
     gateway = Gateway(settings, on_transcript)
     register_secret(settings.gemini_api_key)
     register_secret(settings.twilio_auth_token)
+    register_secret(settings.calls_api_token)
+    register_secret(settings.database_url)
+    register_secret(urlsplit(settings.database_url).password)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.gateway = gateway
         async with contextlib.AsyncExitStack() as stack:
+            await gateway.records.start()
+            stack.push_async_callback(gateway.records.stop)
             if settings.uses_local_backend:
                 from gateway.local_live import LocalLiveServer
 
@@ -207,13 +251,16 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
             log.info("gateway_ready", live_url=gateway.live_url, model=settings.live.model)
             yield
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/twilio/voice", voice, methods=["POST"]),
             Route("/twilio/status", status, methods=["POST"]),
             WebSocketRoute(MEDIA_PATH, media),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/calls/{sid}", call_record, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+    app.state.gateway = gateway  # before start-up too: the server's drain needs it
+    return app

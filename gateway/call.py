@@ -40,6 +40,7 @@ LiveOpener = Callable[[lp.LiveConfig, str | None], Awaitable[LiveSession]]
 StreamAdmission = Callable[[tp.Start], Awaitable[str | None]]  # a reason to refuse the stream, or None
 TranscriptObserver = Callable[[str, str, str], None]  # (call_sid, role, text)
 FailureHandler = Callable[["Call"], Awaitable[None]]
+ResumeLookup = Callable[[str], Awaitable[str]]  # call_sid -> the Live handle another instance left, or ""
 
 FRAME_S = 0.02
 # Caller audio held while the Live connection is switched, and kept since the last resumable handle (the
@@ -102,6 +103,7 @@ class Call:
         on_transcript: TranscriptObserver | None = None,
         on_failure: FailureHandler | None = None,
         reconnect_delays_s: tuple[float, ...] = RECONNECT_DELAYS_S,
+        resume: ResumeLookup | None = None,
     ) -> None:
         self.twilio = twilio
         self._open_live = open_live
@@ -114,6 +116,7 @@ class Call:
         self.on_transcript = on_transcript
         self.on_failure = on_failure
         self.reconnect_delays_s = reconnect_delays_s
+        self.resume = resume
         self.start: tp.Start | None = None
         self.live: LiveSession | None = None
         self.stats = CallStats()
@@ -169,12 +172,12 @@ class Call:
             return
         try:
             try:
-                self.live = await self._open_live(self.config, None)
+                self.live = await self._open_first_live()
             except LiveError as exc:
                 self.stats.outcome = "live_config_error" if exc.is_config_error else "live_unavailable"
                 log.error("live_session_failed", error=str(exc), code=exc.code)
                 return
-            if self.greeting:
+            if self.greeting and not self.resumption_handle:  # a resumed conversation was greeted already
                 await self._ask_agent(self.greeting)
             await self._bridge()
         finally:
@@ -201,6 +204,22 @@ class Call:
             self.stats.outcome = "no_start"
             log.warning("no_start_event", timeout_s=self.limits.start_timeout_s)
             return None
+
+    async def _open_first_live(self) -> LiveSession:
+        """A call handed over by another instance (a deploy) resumes its Live session, context and all."""
+        self.resumption_handle = await self.resume(self.call_sid) if self.resume is not None else ""
+        if self.resumption_handle:
+            try:
+                live = await self._open_live(self.config, self.resumption_handle)
+                log.info("live_session_resumed_from_another_instance")
+                return live
+            except LiveError as exc:
+                if exc.code != 1008:
+                    raise
+                # Unknown or expired: the call goes on in a fresh session (the context is lost, not the call).
+                log.warning("resumption_handle_rejected", reason=exc.reason)
+                self.resumption_handle = ""
+        return await self._open_live(self.config, None)
 
     async def _ask_agent(self, text: str) -> None:
         """Make the agent speak (greeting, DTMF): clientContent where the model allows it mid-session."""

@@ -11,14 +11,11 @@ from gateway.logs import configure_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.app import create_app
-    from gateway.server import uvicorn_config
+    from gateway.server import serve_forever
 
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    uvicorn.Server(uvicorn_config(create_app(settings), args.host, args.port or settings.port)).run()
+    serve_forever(settings, args.host, args.port or settings.port)
     return 0
 
 

@@ -16,6 +16,7 @@ DEFAULT_INSTRUCTIONS = (
     "the caller hears you over a phone line."
 )
 DEFAULT_GREETING = "The caller has just been connected. Greet them briefly and ask how you can help."
+DEFAULT_DATABASE_URL = "sqlite:///gateway-calls.sqlite3"  # in the working directory
 DEFAULT_FAILURE_MESSAGE = (
     "I'm sorry, we are having technical difficulties and cannot continue this call. Please call back in a "
     "few minutes. Goodbye."
@@ -43,6 +44,10 @@ class Settings:
     start_timeout_s: float = 10.0
     log_format: str = "auto"
     log_level: str = "info"
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # a PostgreSQL URL has a password
+    calls_api_token: str | None = field(default=None, repr=False)
+    drain_grace_s: float = 20.0
+    twilio_api_base_url: str | None = None
 
     @property
     def uses_local_backend(self) -> bool:
@@ -136,6 +141,15 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     log_format = (env.get("LOG_FORMAT") or "auto").lower()
     if log_format not in {"auto", "json", "console"}:
         raise ConfigError("LOG_FORMAT must be json, console or auto")
+    database_url = env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    if not database_url.startswith(("postgres://", "postgresql://", "sqlite:///")):
+        raise ConfigError("DATABASE_URL must be a postgres:// or postgresql:// URL, or sqlite:///path.db")
+    drain_grace_s = _int(env, "DRAIN_GRACE_SECONDS", 20)
+    if drain_grace_s < 0:
+        raise ConfigError(f"DRAIN_GRACE_SECONDS={drain_grace_s} must be 0 or more")
+    twilio_api_base_url = env.get("TWILIO_API_BASE_URL") or None
+    if twilio_api_base_url and urlsplit(twilio_api_base_url).scheme not in {"http", "https"}:
+        raise ConfigError(f"TWILIO_API_BASE_URL={twilio_api_base_url!r} must be an http(s) URL")
     return Settings(
         port=_int(env, "PORT", 8080),
         public_url=public_url.rstrip("/") if public_url else None,
@@ -150,4 +164,8 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         live_input_rate=input_rate,
         log_format=log_format,
         log_level=(env.get("LOG_LEVEL") or "info").lower(),
+        database_url=database_url,
+        calls_api_token=env.get("CALLS_API_TOKEN") or None,
+        drain_grace_s=float(drain_grace_s),
+        twilio_api_base_url=twilio_api_base_url,
     )

@@ -66,7 +66,9 @@ METRICS = Metrics(
     ),
     tokens=Counter("gateway_tokens", "Live tokens used, by modality", ["modality"]),
     records_dropped=Counter(
-        "gateway_records_dropped", "Call records or transcript lines not stored: the writer's queue was full"
+        "gateway_records_dropped",
+        "Call records or transcript lines not stored: the writer's queue was full, or the write failed",
+        ["reason"],
     ),
     draining=Gauge("gateway_draining", "1 while this instance drains (takes no new calls)"),
     calls_migrated=Counter(

@@ -1,0 +1,153 @@
+"""Graceful drain: a deploy or a scale-down drops no call.
+
+On SIGTERM (Heroku allows 30 s before SIGKILL; Kubernetes what the manifest's grace period says):
+
+1. Stop taking calls: `/healthz` answers 503 (load balancers take the instance out) and the voice webhook
+   answers TwiML that sends the caller back through `PUBLIC_URL` after a short pause, to an instance that is
+   not draining.
+2. Let calls in progress go on until `DRAIN_GRACE_SECONDS` has passed; most end by themselves.
+3. Move each call still running: store its latest Live resumption handle under its CallSid, then redirect
+   the call through Twilio's REST API to the voice webhook. Twilio ends this instance's media stream and asks
+   the webhook again with the same CallSid; the instance that answers resumes the Live session from the
+   stored handle, so the conversation goes on where it was.
+4. Exit once the moved calls' streams have closed (bounded).
+
+uvicorn's own SIGTERM handling closes every WebSocket at once (code 1012), which would cut calls off, so
+`DrainingServer` takes the signal and lets uvicorn shut down only once the drain is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import structlog
+import uvicorn
+from twilio.twiml.voice_response import VoiceResponse
+
+from gateway.metrics import METRICS
+from gateway.twilio_rest import CallControl
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+    from gateway.call import Call
+
+log = structlog.get_logger("gateway.drain")
+
+VOICE_PATH = "/twilio/voice"
+FALLBACK_PAUSE_S = 1  # between redirects of a new call while instances drain: no tight webhook loop
+MOVED_CALLS_WAIT_S = 5.0  # after the redirects, for Twilio to close the moved calls' streams
+SAVE_HANDLE_TIMEOUT_S = 2.0
+
+
+def redirect_twiml(public_base: str, *, pause_s: int = 0) -> str:
+    """TwiML that sends a call to the voice webhook again, through the load balancer."""
+    response = VoiceResponse()
+    if pause_s:
+        response.pause(length=pause_s)
+    response.redirect(public_base.rstrip("/") + VOICE_PATH, method="POST")
+    return str(response)
+
+
+class Drain:
+    """The drain of one instance; `run()` once, when the process is told to stop."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.active = False
+        self.moved: set[str] = set()  # CallSids redirected to another instance
+        self._call_ended = asyncio.Event()
+
+    def call_ended(self) -> None:
+        self._call_ended.set()
+
+    async def _wait_until(self, done: Callable[[], bool], timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while not done():
+                    self._call_ended.clear()
+                    await self._call_ended.wait()
+
+    def fallback_twiml(self, public_base: str) -> str:
+        """What the voice webhook answers while draining: the same call, back through the load balancer."""
+        return redirect_twiml(public_base, pause_s=FALLBACK_PAUSE_S)
+
+    async def run(self) -> None:
+        gw = self.gateway
+        grace_s = gw.settings.drain_grace_s
+        self.active = True
+        METRICS.draining.set(1)
+        log.info("drain_started", active_calls=len(gw.calls), grace_s=grace_s)
+        await self._wait_until(lambda: not gw.calls, grace_s)
+        remaining = [call for call in gw.calls if call.start is not None]
+        if remaining:
+            await self.move_calls(remaining)
+            await self._wait_until(lambda: gw.calls.isdisjoint(remaining), MOVED_CALLS_WAIT_S)
+        log.info("drain_finished", moved=len(self.moved), still_running=len(gw.calls))
+
+    async def move_calls(self, calls: list[Call]) -> None:
+        settings = self.gateway.settings
+        if not (settings.twilio_account_sid and settings.twilio_auth_token and settings.public_url):
+            log.warning(
+                "calls_not_moved",
+                count=len(calls),
+                note="moving calls needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and PUBLIC_URL",
+            )
+            return
+        control = CallControl(
+            settings.twilio_account_sid, settings.twilio_auth_token, base_url=settings.twilio_api_base_url
+        )
+        try:
+            await asyncio.gather(*(self._move(control, call, settings.public_url) for call in calls))
+        finally:
+            await control.close()
+
+    async def _move(self, control: CallControl, call: Call, public_url: str) -> None:
+        sid = call.call_sid
+        try:
+            async with asyncio.timeout(SAVE_HANDLE_TIMEOUT_S):
+                await self.gateway.records.store.save_handle(sid, call.resumption_handle)
+        except Exception as exc:  # the call still moves; it starts a fresh Live session over there
+            log.warning("resumption_handle_not_saved", call_sid=sid, error=repr(exc))
+        try:
+            moved = await control.update(sid, redirect_twiml(public_url))
+        except Exception as exc:
+            METRICS.calls_migrated.labels(result="failed").inc()
+            log.error("call_not_moved", call_sid=sid, error=repr(exc))
+            return
+        METRICS.calls_migrated.labels(result="moved" if moved else "already_ended").inc()
+        if moved:
+            self.moved.add(sid)
+        log.info("call_moved", call_sid=sid, moved=moved, resumable=bool(call.resumption_handle))
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, except that SIGTERM or Ctrl-C first drains the gateway; a second Ctrl-C stops at once."""
+
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._drain_requested = False
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler runs between two bytecodes of whatever the loop was doing: only set flags here,
+        # the drain task is started from on_tick, in the loop. The signal is not re-raised after the
+        # shutdown (uvicorn's default), so a clean drain exits with status 0.
+        if not self._drain_requested:
+            self._drain_requested = True
+        elif sig == signal.SIGINT:
+            self.should_exit = True  # impatient operator; uvicorn then closes the remaining calls
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_requested and self._drain_task is None:
+            self._drain_task = asyncio.create_task(self._drain(), name="drain")
+        if self._drain_task is not None and self._drain_task.done():
+            if not self._drain_task.cancelled() and (exc := self._drain_task.exception()) is not None:
+                log.error("drain_failed", exc_info=exc)
+            self.should_exit = True
+        return await super().on_tick(counter)

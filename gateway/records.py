@@ -1,0 +1,418 @@
+"""Call records: one row per call and its transcript lines, in SQLite (default) or PostgreSQL (DATABASE_URL).
+
+Writes never sit on the audio path: a Call hands a record or a transcript line to `Records`, which puts it
+on a bounded queue that one background task drains into the database. A slow database makes the queue grow;
+a full queue drops the write (counted and logged) instead of making a call wait.
+
+A call can span instances: at shutdown one instance stores the call's Live resumption handle and redirects
+the call to the voice webhook, and the instance that answers resumes the Live session from that handle and
+later adds its part to the same record (tokens and reconnects add up; the first start and last end stay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from gateway.metrics import METRICS
+
+if TYPE_CHECKING:
+    from gateway.call import Call
+
+log = structlog.get_logger("gateway.records")
+
+QUEUE_SIZE = 10_000  # records and transcript lines waiting for the database; about a few MB at most
+HANDLE_LOOKUP_TIMEOUT_S = 2.0  # a call that cannot learn its handle this fast starts a fresh Live session
+
+_COLUMNS = (
+    "call_sid", "stream_sid", "account_sid", "from_number", "to_number", "agent", "started_at", "ended_at",
+    "outcome", "prompt_tokens", "response_tokens", "total_tokens", "tokens_by_modality", "reconnects",
+    "resumption_handle",
+)  # fmt: skip
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM calls"
+
+
+@dataclass
+class TranscriptLine:
+    at: datetime
+    role: str  # caller | agent
+    text: str
+
+
+@dataclass
+class CallRecord:
+    call_sid: str
+    stream_sid: str = ""
+    account_sid: str = ""
+    from_number: str = ""
+    to_number: str = ""
+    agent: str = ""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    outcome: str = ""
+    prompt_tokens: int = 0
+    response_tokens: int = 0
+    total_tokens: int = 0
+    tokens_by_modality: dict[str, int] = field(default_factory=dict)
+    reconnects: int = 0
+    resumption_handle: str = field(default="", repr=False)  # lets anyone holding it resume the conversation
+    transcript: list[TranscriptLine] = field(default_factory=list)
+
+    def merged_into(self, old: CallRecord | None) -> CallRecord:
+        """This instance's part of a call added to what another instance stored for it before."""
+        if old is None or old.started_at is None:
+            return self
+        later = self.ended_at is not None and (old.ended_at is None or self.ended_at >= old.ended_at)
+        last, first = (self, old) if later else (old, self)
+        modality = dict(old.tokens_by_modality)
+        for name, count in self.tokens_by_modality.items():
+            modality[name] = modality.get(name, 0) + count
+        return CallRecord(
+            call_sid=self.call_sid,
+            stream_sid=last.stream_sid,
+            account_sid=self.account_sid or old.account_sid,
+            from_number=self.from_number or old.from_number,
+            to_number=self.to_number or old.to_number,
+            agent=last.agent,
+            started_at=min(t for t in (old.started_at, self.started_at) if t is not None),
+            ended_at=last.ended_at,
+            outcome=last.outcome,
+            prompt_tokens=old.prompt_tokens + self.prompt_tokens,
+            response_tokens=old.response_tokens + self.response_tokens,
+            total_tokens=old.total_tokens + self.total_tokens,
+            tokens_by_modality=modality,
+            reconnects=old.reconnects + self.reconnects,
+            resumption_handle=last.resumption_handle or first.resumption_handle,
+        )
+
+    def public(self) -> dict[str, Any]:
+        """What the API and `gateway calls --json` show: everything but the resumption handle."""
+        out = asdict(self)
+        del out["resumption_handle"]
+        for key in ("started_at", "ended_at"):
+            out[key] = out[key].isoformat() if out[key] else None
+        out["transcript"] = [{**line, "at": line["at"].isoformat()} for line in out["transcript"]]
+        return out
+
+
+def record_of(call: Call, *, outcome: str | None = None) -> CallRecord:
+    """The record of a call that has just ended (called off the audio path, once, from the web app)."""
+    stats = call.stats
+    now = datetime.now(UTC)
+    params = call.start.custom_parameters if call.start else {}
+    return CallRecord(
+        call_sid=call.call_sid,
+        stream_sid=call.start.stream_sid if call.start else "",
+        account_sid=call.start.account_sid if call.start else "",
+        from_number=params.get("From", ""),
+        to_number=params.get("To", ""),
+        agent=call.config.model,
+        started_at=datetime.fromtimestamp(now.timestamp() - (time.monotonic() - stats.started), UTC),
+        ended_at=now,
+        outcome=outcome or stats.outcome,
+        prompt_tokens=stats.prompt_tokens,
+        response_tokens=stats.response_tokens,
+        total_tokens=stats.total_tokens,
+        tokens_by_modality=dict(stats.tokens_by_modality),
+        reconnects=len(stats.switches),
+        resumption_handle=call.resumption_handle,
+    )
+
+
+# --- stores ----------------------------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def save_call(self, record: CallRecord) -> None: ...
+    async def add_transcript(self, call_sid: str, line: TranscriptLine) -> None: ...
+    async def save_handle(self, call_sid: str, handle: str) -> None: ...
+    async def get_call(self, call_sid: str) -> CallRecord | None: ...
+    async def list_calls(self, since: datetime | None = None, limit: int = 100) -> list[CallRecord]: ...
+
+
+def _row_to_record(row: dict[str, Any], parse_time: Callable[[Any], datetime | None]) -> CallRecord:
+    values = dict(row)
+    values["started_at"] = parse_time(values["started_at"])
+    values["ended_at"] = parse_time(values["ended_at"])
+    values["tokens_by_modality"] = json.loads(values["tokens_by_modality"] or "{}")
+    return CallRecord(**values)
+
+
+def _values(record: CallRecord, to_db_time: Callable[[datetime | None], Any]) -> list[Any]:
+    data = asdict(record)
+    data["started_at"] = to_db_time(record.started_at)
+    data["ended_at"] = to_db_time(record.ended_at)
+    data["tokens_by_modality"] = json.dumps(record.tokens_by_modality, sort_keys=True)
+    return [data[name] for name in _COLUMNS]
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_sid TEXT PRIMARY KEY, stream_sid TEXT NOT NULL DEFAULT '', account_sid TEXT NOT NULL DEFAULT '',
+    from_number TEXT NOT NULL DEFAULT '', to_number TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL DEFAULT '',
+    started_at {time}, ended_at {time}, outcome TEXT NOT NULL DEFAULT '',
+    prompt_tokens BIGINT NOT NULL DEFAULT 0, response_tokens BIGINT NOT NULL DEFAULT 0,
+    total_tokens BIGINT NOT NULL DEFAULT 0, tokens_by_modality TEXT NOT NULL DEFAULT '{{}}',
+    reconnects INTEGER NOT NULL DEFAULT 0, resumption_handle TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS calls_started_at ON calls (started_at);
+CREATE TABLE IF NOT EXISTS transcript_lines (
+    id {serial} PRIMARY KEY, call_sid TEXT NOT NULL, at {time} NOT NULL,
+    role TEXT NOT NULL, text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transcript_lines_call ON transcript_lines (call_sid, id);
+"""
+
+
+class SqliteStore:
+    """stdlib sqlite3 in a worker thread; one connection, used by one thread at a time."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Awaitable[Any]:
+        def locked() -> Any:
+            assert self._db is not None
+            with self._lock, self._db:  # one transaction per operation
+                return fn(self._db)
+
+        return asyncio.to_thread(locked)
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")  # readers (`gateway calls`) never block the writer
+        self._db.execute("PRAGMA busy_timeout=5000")
+        await self._run(lambda db: db.executescript(_SCHEMA.format(time="TEXT", serial="INTEGER")))
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(lambda db: None)  # wait for any operation in flight
+            self._db.close()
+            self._db = None
+
+    @staticmethod
+    def _time(value: datetime | None) -> str | None:
+        return value.astimezone(UTC).isoformat() if value else None
+
+    @staticmethod
+    def _parse(value: str | None) -> datetime | None:
+        return datetime.fromisoformat(value) if value else None
+
+    def _get(self, db: sqlite3.Connection, call_sid: str) -> CallRecord | None:
+        row = db.execute(f"{_SELECT} WHERE call_sid = ?", (call_sid,)).fetchone()
+        return _row_to_record(dict(row), self._parse) if row else None
+
+    async def save_call(self, record: CallRecord) -> None:
+        def save(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")  # the read and the write are one step, even across processes
+            merged = record.merged_into(self._get(db, record.call_sid))
+            marks = ", ".join("?" * len(_COLUMNS))
+            db.execute(f"INSERT OR REPLACE INTO calls ({', '.join(_COLUMNS)}) VALUES ({marks})",
+                       _values(merged, self._time))  # fmt: skip
+
+        await self._run(save)
+
+    async def add_transcript(self, call_sid: str, line: TranscriptLine) -> None:
+        await self._run(lambda db: db.execute(
+            "INSERT INTO transcript_lines (call_sid, at, role, text) VALUES (?, ?, ?, ?)",
+            (call_sid, self._time(line.at), line.role, line.text),
+        ))  # fmt: skip
+
+    async def save_handle(self, call_sid: str, handle: str) -> None:
+        await self._run(lambda db: db.execute(
+            "INSERT INTO calls (call_sid, resumption_handle) VALUES (?, ?) "
+            "ON CONFLICT (call_sid) DO UPDATE SET resumption_handle = excluded.resumption_handle",
+            (call_sid, handle),
+        ))  # fmt: skip
+
+    async def get_call(self, call_sid: str) -> CallRecord | None:
+        def get(db: sqlite3.Connection) -> CallRecord | None:
+            record = self._get(db, call_sid)
+            if record is not None:
+                rows = db.execute(
+                    "SELECT at, role, text FROM transcript_lines WHERE call_sid = ? ORDER BY id", (call_sid,)
+                ).fetchall()
+                record.transcript = [TranscriptLine(self._parse(r[0]), r[1], r[2]) for r in rows]  # type: ignore[arg-type]
+            return record
+
+        return await self._run(get)
+
+    async def list_calls(self, since: datetime | None = None, limit: int = 100) -> list[CallRecord]:
+        def list_(db: sqlite3.Connection) -> list[CallRecord]:
+            rows = db.execute(
+                f"{_SELECT} WHERE started_at >= ? ORDER BY started_at DESC LIMIT ?",
+                (self._time(since) or "", limit),
+            ).fetchall()
+            return [_row_to_record(dict(r), self._parse) for r in rows]
+
+        return await self._run(list_)
+
+
+class PostgresStore:
+    """asyncpg with a small pool: the writer uses one connection, API reads another."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        import asyncpg
+
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4, command_timeout=30)
+        async with self._pool.acquire() as db:
+            # Instances start together after a deploy: one creates the tables, the others wait for it.
+            async with db.transaction():
+                await db.execute("SELECT pg_advisory_xact_lock(7207)")
+                await db.execute(_SCHEMA.format(time="TIMESTAMPTZ", serial="BIGSERIAL"))
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @staticmethod
+    def _time(value: datetime | None) -> datetime | None:
+        return value
+
+    async def save_call(self, record: CallRecord) -> None:
+        async with self._pool.acquire() as db, db.transaction():
+            row = await db.fetchrow(f"{_SELECT} WHERE call_sid = $1 FOR UPDATE", record.call_sid)
+            merged = record.merged_into(_row_to_record(dict(row), self._time) if row else None)
+            marks = ", ".join(f"${i + 1}" for i in range(len(_COLUMNS)))
+            updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])
+            await db.execute(
+                f"INSERT INTO calls ({', '.join(_COLUMNS)}) VALUES ({marks}) "
+                f"ON CONFLICT (call_sid) DO UPDATE SET {updates}",
+                *_values(merged, self._time),
+            )
+
+    async def add_transcript(self, call_sid: str, line: TranscriptLine) -> None:
+        await self._pool.execute(
+            "INSERT INTO transcript_lines (call_sid, at, role, text) VALUES ($1, $2, $3, $4)",
+            call_sid, line.at, line.role, line.text,
+        )  # fmt: skip
+
+    async def save_handle(self, call_sid: str, handle: str) -> None:
+        await self._pool.execute(
+            "INSERT INTO calls (call_sid, resumption_handle) VALUES ($1, $2) "
+            "ON CONFLICT (call_sid) DO UPDATE SET resumption_handle = excluded.resumption_handle",
+            call_sid, handle,
+        )  # fmt: skip
+
+    async def get_call(self, call_sid: str) -> CallRecord | None:
+        async with self._pool.acquire() as db:
+            row = await db.fetchrow(f"{_SELECT} WHERE call_sid = $1", call_sid)
+            if row is None:
+                return None
+            record = _row_to_record(dict(row), self._time)
+            lines = await db.fetch(
+                "SELECT at, role, text FROM transcript_lines WHERE call_sid = $1 ORDER BY id", call_sid
+            )
+        record.transcript = [TranscriptLine(r["at"], r["role"], r["text"]) for r in lines]
+        return record
+
+    async def list_calls(self, since: datetime | None = None, limit: int = 100) -> list[CallRecord]:
+        rows = await self._pool.fetch(
+            f"{_SELECT} WHERE started_at >= $1 ORDER BY started_at DESC LIMIT $2",
+            since or datetime(1970, 1, 1, tzinfo=UTC), limit,
+        )  # fmt: skip
+        return [_row_to_record(dict(r), self._time) for r in rows]
+
+
+def open_store(database_url: str) -> Store:
+    """`postgres://` / `postgresql://` (Heroku's DATABASE_URL) or `sqlite:///relative.db`, `sqlite:////abs.db`."""
+    if database_url.startswith(("postgres://", "postgresql://")):
+        return PostgresStore(database_url)
+    if database_url.startswith("sqlite:///"):
+        return SqliteStore(database_url.removeprefix("sqlite:///"))
+    raise ValueError("DATABASE_URL must start with postgres://, postgresql:// or sqlite:///")
+
+
+# --- the writer ------------------------------------------------------------------------------------------
+
+Write = Callable[[Store], Awaitable[None]]
+
+
+class Records:
+    """What the web app and its calls use: non-blocking writes through a bounded queue, and reads."""
+
+    def __init__(self, store: Store, *, queue_size: int = QUEUE_SIZE) -> None:
+        self.store = store
+        self._queue: asyncio.Queue[Write] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.store.open()
+        self._task = asyncio.create_task(self._writer(), name="records_writer")
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Write what is queued (bounded in time), then close the database."""
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._queue.join()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if not self._queue.empty():
+            METRICS.records_dropped.labels(reason="shutdown").inc(self._queue.qsize())
+            log.warning("records_not_written_at_shutdown", count=self._queue.qsize())
+        await self.store.close()
+
+    def _submit(self, write: Write, what: str) -> None:
+        try:
+            self._queue.put_nowait(write)
+        except asyncio.QueueFull:
+            METRICS.records_dropped.labels(reason="queue_full").inc()
+            log.warning("record_dropped", what=what, reason="queue full: the database is too slow")
+
+    async def _writer(self) -> None:
+        while True:
+            write = await self._queue.get()
+            try:
+                await write(self.store)
+            except Exception as exc:  # a bad write must not stop the ones after it
+                METRICS.records_dropped.labels(reason="write_failed").inc()
+                log.error("record_write_failed", error=repr(exc))
+            finally:
+                self._queue.task_done()
+
+    # --- what calls and the app call ---
+
+    def call_ended(self, call: Call, *, outcome: str | None = None) -> None:
+        if call.start is None:
+            return  # never started: nothing to record but a metric
+        record = record_of(call, outcome=outcome)
+        self._submit(lambda store: store.save_call(record), "call")
+
+    def transcript(self, call_sid: str, role: str, text: str) -> None:
+        line = TranscriptLine(datetime.now(UTC), role, text)
+        self._submit(lambda store: store.add_transcript(call_sid, line), "transcript")
+
+    async def resumption_handle(self, call_sid: str) -> str:
+        """The handle stored for a call that another instance handed over; "" if none (or no quick answer)."""
+        try:
+            async with asyncio.timeout(HANDLE_LOOKUP_TIMEOUT_S):
+                record = await self.store.get_call(call_sid)
+        except Exception as exc:
+            log.warning("resumption_handle_lookup_failed", error=repr(exc))
+            return ""
+        return record.resumption_handle if record else ""
