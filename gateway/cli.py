@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, live-local, call, demo."""
+"""The `gateway` command: serve, calls, twilio, live-local, call, load, live-scripted, demo."""
 
 from __future__ import annotations
 
@@ -16,6 +16,21 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
     serve_forever(settings, args.host, args.port or settings.port)
+    return 0
+
+
+def _calls(args: argparse.Namespace) -> int:
+    from gateway.logs import register_secret
+    from gateway.records import list_calls_command, parse_since
+
+    settings = load_settings()
+    register_secret(settings.database_url)
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    print(asyncio.run(list_calls_command(settings.database_url, since, args.limit, args.json)))
     return 0
 
 
@@ -74,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=None, help="default: $PORT or 8080")
     serve.set_defaults(func=_serve)
+
+    calls = sub.add_parser("calls", help="list call records from the database (DATABASE_URL)")
+    calls.add_argument("--since", metavar="WHEN", help="90m, 2h, 7d, or an ISO date/time in UTC")
+    calls.add_argument("--limit", type=int, default=100)
+    calls.add_argument("--json", action="store_true", help="records as JSON")
+    calls.set_defaults(func=_calls)
 
     live = sub.add_parser("live-local", help="run the offline local Live backend alone")
     live.add_argument("--host", default="127.0.0.1")

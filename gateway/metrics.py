@@ -14,7 +14,7 @@ from gateway.audio import audioop, ulaw_to_pcm16
 CONNECT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 15.0)
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 # Live reports these modalities; anything else is counted as "other" so a new value cannot grow the series.
-MODALITIES = frozenset({"TEXT", "AUDIO", "IMAGE", "VIDEO", "DOCUMENT"})
+MODALITIES = frozenset({"text", "audio", "image", "video", "document"})
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,13 @@ class Metrics:
     calls_migrated: Counter
 
     def count_tokens(self, by_modality: dict[str, int]) -> None:
-        for modality, count in by_modality.items():
-            self.tokens.labels(modality=modality if modality in MODALITIES else "other").inc(count)
+        """Keys as `live_protocol.Usage` has them: `prompt_audio`, `response_text`, ..."""
+        for key, count in by_modality.items():
+            direction, _, modality = key.partition("_")
+            self.tokens.labels(
+                direction=direction if direction in ("prompt", "response") else "other",
+                modality=modality if modality in MODALITIES else "other",
+            ).inc(count)
 
 
 METRICS = Metrics(
@@ -64,7 +69,9 @@ METRICS = Metrics(
         "agent audio of an interrupted turn (agent)",
         ["direction"],
     ),
-    tokens=Counter("gateway_tokens", "Live tokens used, by modality", ["modality"]),
+    tokens=Counter(
+        "gateway_tokens", "Live tokens used, by direction and modality", ["direction", "modality"]
+    ),
     records_dropped=Counter(
         "gateway_records_dropped",
         "Call records or transcript lines not stored: the writer's queue was full, or the write failed",

@@ -416,3 +416,47 @@ class Records:
             log.warning("resumption_handle_lookup_failed", error=repr(exc))
             return ""
         return record.resumption_handle if record else ""
+
+
+# --- `gateway calls` ---------------------------------------------------------------------------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """`90m`, `2h`, `7d` (that long ago) or an ISO date or time (`2026-11-25`, `2026-11-25T08:00`, UTC)."""
+    now = now or datetime.now(UTC)
+    text = value.strip()
+    if text[:-1].isdigit() and text[-1:].lower() in _UNITS:
+        return datetime.fromtimestamp(now.timestamp() - int(text[:-1]) * _UNITS[text[-1].lower()], UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since {value!r}: use 90m, 2h, 7d or an ISO date such as 2026-11-25") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def format_calls(records: list[CallRecord]) -> str:
+    header = f"{'started (UTC)':<20} {'secs':>6}  {'call sid':<34} {'from':<16} {'to':<16} "
+    header += f"{'outcome':<16} {'tokens':>7} {'reconn':>6}"
+    lines = [header]
+    for r in records:
+        took = (r.ended_at - r.started_at).total_seconds() if r.ended_at and r.started_at else 0.0
+        started = r.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-"
+        lines.append(
+            f"{started:<20} {took:>6.1f}  {r.call_sid:<34} {r.from_number:<16} {r.to_number:<16} "
+            f"{r.outcome:<16} {r.total_tokens:>7} {r.reconnects:>6}"
+        )
+    return "\n".join(lines)
+
+
+async def list_calls_command(database_url: str, since: datetime | None, limit: int, as_json: bool) -> str:
+    store = open_store(database_url)
+    await store.open()
+    try:
+        records = await store.list_calls(since, limit)
+    finally:
+        await store.close()
+    if as_json:
+        return json.dumps([r.public() for r in records], indent=2)
+    return format_calls(records)

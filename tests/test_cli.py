@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import wave
+from pathlib import Path
 
 import httpx
 
@@ -19,10 +20,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+REPO = str(Path(__file__).resolve().parent.parent)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    ours = ("GEMINI_", "TWILIO_", "AGENT_", "PUBLIC_")
+    ours = ("GEMINI_", "TWILIO_", "AGENT_", "PUBLIC_", "DATABASE_URL", "CALLS_API_", "DRAIN_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-    return {**env, "LOG_FORMAT": "json", **extra}
+    # The processes run elsewhere (a temporary directory): make them import this checkout's gateway.
+    path = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
+    return {**env, "LOG_FORMAT": "json", "PYTHONPATH": path, **extra}
 
 
 def test_serve_without_keys_starts_the_local_backend_and_says_so(tmp_path):

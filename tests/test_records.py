@@ -1,0 +1,228 @@
+"""Call records and transcripts in both databases: SQLite (default) and a real PostgreSQL server.
+
+PostgreSQL: `.ci/run` starts one and exports TEST_DATABASE_URL; locally, `bash .ci/postgres.sh` prints one.
+Without it the PostgreSQL cases skip, except in CI, where they must run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from gateway.records import CallRecord, Records, SqliteStore, TranscriptLine, open_store, parse_since
+from gateway.server import running_gateway
+from gateway.simulator import CallScript, place_call
+from tests.conftest import settings_for
+from tests.live_peer import LivePeer, PeerSession, tone_pcm
+from tests.test_cli import clean_env
+
+TOKEN = "calls-api-token-for-tests"
+
+
+def _postgres_url() -> str:
+    url = os.environ.get("TEST_DATABASE_URL", "")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must test PostgreSQL: .ci/run exports TEST_DATABASE_URL")
+        pytest.skip("no PostgreSQL server: run `bash .ci/postgres.sh` and export TEST_DATABASE_URL")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'calls.sqlite3'}"
+    return _postgres_url()
+
+
+def new_sid() -> str:
+    return "CA" + uuid.uuid4().hex
+
+
+async def talk(session: PeerSession) -> None:
+    """The agent answers with audio, a transcript and usage; the caller's words are transcribed."""
+    await session.send({"serverContent": {"inputTranscription": {"text": "What time is it?"}}})
+    await session.send_audio(tone_pcm(0.4, 440.0))
+    await session.send({"serverContent": {"outputTranscription": {"text": "It is noon."}}})
+    await session.send(
+        {
+            "serverContent": {"turnComplete": True},
+            "usageMetadata": {
+                "promptTokenCount": 10,
+                "responseTokenCount": 25,
+                "totalTokenCount": 35,
+                "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 25}],
+            },
+        }
+    )
+
+
+async def _get_when_written(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> httpx.Response:
+    """The record is written off the audio path, just after the call: wait for it (bounded)."""
+    async with asyncio.timeout(10):
+        while True:
+            response = await client.get(url, headers=headers)
+            if response.status_code != 404:
+                return response
+            await asyncio.sleep(0.05)
+
+
+async def test_a_simulated_call_is_recorded_with_its_transcript(database_url):
+    sid = new_sid()
+    async with LivePeer(talk) as peer:
+        settings = settings_for(
+            peer.url, AGENT_GREETING="none", DATABASE_URL=database_url, CALLS_API_TOKEN=TOKEN
+        )
+        async with running_gateway(settings) as url:
+            await place_call(
+                url,
+                CallScript(audio=tone_pcm(0.5, 300.0, rate=8000), trailing_silence_s=1.0),
+                call_sid=sid,
+                from_="+15551230000",
+                to="+15559870000",
+            )
+            async with httpx.AsyncClient() as client:
+                record = await _get_when_written(
+                    client, f"{url}/calls/{sid}", {"Authorization": f"Bearer {TOKEN}"}
+                )
+                no_token = await client.get(f"{url}/calls/{sid}")
+                wrong = await client.get(f"{url}/calls/{sid}", headers={"Authorization": "Bearer nope"})
+                unknown = await client.get(
+                    f"{url}/calls/CAunknown", headers={"Authorization": f"Bearer {TOKEN}"}
+                )
+    assert no_token.status_code == 401 and wrong.status_code == 401 and unknown.status_code == 404
+    assert record.status_code == 200
+    body = record.json()
+    assert body["call_sid"] == sid and body["stream_sid"].startswith("MZ")
+    assert (body["from_number"], body["to_number"]) == ("+15551230000", "+15559870000")
+    assert body["agent"].startswith("gemini-2.5-flash-native-audio")
+    assert body["outcome"] == "caller_hung_up" and body["reconnects"] == 0
+    assert body["total_tokens"] == 35 and body["tokens_by_modality"] == {"response_audio": 25}
+    started, ended = datetime.fromisoformat(body["started_at"]), datetime.fromisoformat(body["ended_at"])
+    assert timedelta(seconds=1) < ended - started < timedelta(seconds=30)
+    assert "resumption_handle" not in body  # it would let anyone continue the conversation
+    lines = [(line["role"], line["text"]) for line in body["transcript"]]
+    assert lines == [("caller", "What time is it?"), ("agent", "It is noon.")]
+
+    # the same record, straight from the database
+    store = open_store(database_url)
+    await store.open()
+    try:
+        stored = await store.get_call(sid)
+        listed = await store.list_calls(since=started - timedelta(seconds=1))
+    finally:
+        await store.close()
+    assert stored is not None and stored.total_tokens == 35 and len(stored.transcript) == 2
+    assert sid in [r.call_sid for r in listed]
+
+
+async def test_a_call_handed_between_instances_adds_up_in_one_record(database_url):
+    sid = new_sid()
+    t0 = datetime(2026, 1, 2, 10, 0, tzinfo=UTC)
+    first = CallRecord(
+        sid, stream_sid="MZ1", from_number="+1555", to_number="+1666", agent="m", started_at=t0,
+        ended_at=t0 + timedelta(minutes=5), outcome="moved", total_tokens=100,
+        tokens_by_modality={"AUDIO": 80, "TEXT": 20}, reconnects=1, resumption_handle="h-1",
+    )  # fmt: skip
+    second = CallRecord(
+        sid, stream_sid="MZ2", from_number="+1555", to_number="+1666", agent="m",
+        started_at=t0 + timedelta(minutes=5, seconds=1), ended_at=t0 + timedelta(minutes=9),
+        outcome="caller_hung_up", total_tokens=50, tokens_by_modality={"AUDIO": 50}, reconnects=2,
+    )  # fmt: skip
+    store = open_store(database_url)
+    await store.open()
+    try:
+        await store.save_handle(sid, "h-0")  # the draining instance stores the handle before redirecting
+        await store.save_call(first)
+        assert (await store.get_call(sid)).resumption_handle == "h-1"  # type: ignore[union-attr]
+        await store.save_call(second)
+        await store.add_transcript(sid, TranscriptLine(t0, "caller", "hello"))
+        merged = await store.get_call(sid)
+    finally:
+        await store.close()
+    assert merged is not None
+    assert (merged.started_at, merged.ended_at) == (t0, t0 + timedelta(minutes=9))
+    assert merged.outcome == "caller_hung_up" and merged.stream_sid == "MZ2"
+    assert merged.total_tokens == 150 and merged.tokens_by_modality == {"AUDIO": 130, "TEXT": 20}
+    assert merged.reconnects == 3
+    assert [(line.role, line.text) for line in merged.transcript] == [("caller", "hello")]
+
+
+class SlowStore(SqliteStore):
+    """A database that takes its time: writes wait until the test lets them through."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.gate = asyncio.Event()
+
+    async def add_transcript(self, call_sid: str, line: TranscriptLine) -> None:
+        await self.gate.wait()
+        await super().add_transcript(call_sid, line)
+
+
+async def test_a_slow_database_never_blocks_a_call_and_overflow_is_counted(tmp_path):
+    store = SlowStore(str(tmp_path / "slow.sqlite3"))
+    records = Records(store, queue_size=3)
+    await records.start()
+
+    def dropped() -> float:
+        return REGISTRY.get_sample_value("gateway_records_dropped_total", {"reason": "queue_full"}) or 0.0
+
+    before = dropped()
+    try:
+        for i in range(10):  # returns at once every time: the writer holds one, the queue three
+            records.transcript("CAslow", "caller", f"line {i}")
+        await asyncio.sleep(0.05)
+        assert dropped() - before >= 6
+        store.gate.set()
+    finally:
+        await records.stop()
+    await store.open()
+    try:
+        assert await store.get_call("CAslow") is None  # transcript lines only; no call row was written
+        kept = await store._run(lambda db: db.execute("SELECT count(*) FROM transcript_lines").fetchone()[0])
+    finally:
+        await store.close()
+    assert kept + (dropped() - before) == 10 and kept >= 3
+
+
+def test_since_accepts_durations_and_dates():
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    assert parse_since("90m", now) == now - timedelta(minutes=90)
+    assert parse_since("2d", now) == now - timedelta(days=2)
+    assert parse_since("2026-11-24", now) == datetime(2026, 11, 24, tzinfo=UTC)
+    with pytest.raises(ValueError, match="--since"):
+        parse_since("yesterday", now)
+
+
+async def test_gateway_calls_lists_recent_calls(tmp_path):
+    url = f"sqlite:///{tmp_path / 'calls.sqlite3'}"
+    now = datetime.now(UTC)
+    store = open_store(url)
+    await store.open()
+    try:
+        for sid, age in (("CArecent", timedelta(minutes=10)), ("CAold", timedelta(days=3))):
+            await store.save_call(
+                CallRecord(sid, from_number="+1555", started_at=now - age, ended_at=now - age, outcome="x")
+            )
+    finally:
+        await store.close()
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "gateway", "calls", *args], env=clean_env(DATABASE_URL=url), cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    table = run("--since", "1h")
+    assert table.returncode == 0, table.stderr
+    assert "CArecent" in table.stdout and "CAold" not in table.stdout
+    listed = json.loads(run("--json").stdout)
+    assert [r["call_sid"] for r in listed] == ["CArecent", "CAold"]
+    assert run("--since", "whenever").returncode == 2
