@@ -1,0 +1,173 @@
+"""Graceful drain: new calls go elsewhere, calls in progress run out the grace period, then move to another
+instance (Twilio REST redirect) and resume their Live session there from the stored handle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+from twilio.request_validator import RequestValidator
+
+from gateway.app import create_app
+from gateway.records import open_store
+from gateway.server import running_gateway
+from gateway.simulator import CallScript, place_call
+from tests.conftest import settings_for
+from tests.live_peer import LivePeer, PeerSession, tone_pcm
+from tests.test_cli import clean_env, free_port
+from tests.twilio_api import fake_twilio_api
+
+ACCOUNT, TOKEN = "AC" + "7" * 32, "drain-test-auth-token"
+PUBLIC = "https://voice.example.com"
+
+
+def long_call() -> CallScript:
+    """A caller who stays on the line until Twilio (here: the test) ends the stream."""
+    return CallScript(audio=tone_pcm(0.2, 300.0, rate=8000), trailing_silence_s=120, hang_up=False)
+
+
+async def signed_webhook(client: httpx.AsyncClient, url: str, public: str, sid: str) -> httpx.Response:
+    params = {"CallSid": sid, "From": "+15550001111", "To": "+15550002222"}
+    signature = RequestValidator(TOKEN).compute_signature(public + "/twilio/voice", params)
+    return await client.post(url + "/twilio/voice", data=params, headers={"X-Twilio-Signature": signature})
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_a_drained_call_moves_to_another_instance_and_resumes_its_live_session(tmp_path):
+    async def script(session: PeerSession) -> None:
+        if not session.setup["sessionResumption"].get("handle"):
+            await session.send({"sessionResumptionUpdate": {"newHandle": "h-42", "resumable": True}})
+
+    database = f"sqlite:///{tmp_path / 'shared.sqlite3'}"  # the only thing instances share
+    async with fake_twilio_api(ACCOUNT, TOKEN) as (api_url, api), LivePeer(script) as peer:
+        env = dict(
+            AGENT_GREETING="Greet the caller", DATABASE_URL=database, PUBLIC_URL=PUBLIC,
+            DRAIN_GRACE_SECONDS="1", TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_AUTH_TOKEN=TOKEN,
+            TWILIO_API_BASE_URL=api_url,
+        )  # fmt: skip
+        app_a = create_app(settings_for(peer.url, **env))
+        gw_a = app_a.state.gateway
+        async with (
+            running_gateway(gw_a.settings, app=app_a) as url_a,
+            running_gateway(settings_for(peer.url, **env)) as url_b,
+            httpx.AsyncClient() as client,
+        ):
+            caller = asyncio.create_task(place_call(url_a, long_call(), auth_token=TOKEN, public_url=PUBLIC))
+            await wait_for(lambda: any(c.resumption_handle == "h-42" for c in gw_a.calls))
+            (call,) = gw_a.calls
+            sid = call.call_sid
+
+            drain = asyncio.create_task(gw_a.drain.run())
+            await wait_for(lambda: gw_a.drain.active)
+            # no new calls here: load balancers see 503, and the webhook sends the call back through them
+            assert (await client.get(url_a + "/healthz")).status_code == 503
+            fallback = await signed_webhook(client, url_a, PUBLIC, "CAnew")
+            assert "<Redirect" in fallback.text and "<Connect>" not in fallback.text
+            assert f"{PUBLIC}/twilio/voice" in fallback.text
+            assert not api.updates  # the call in progress runs until the grace period ends
+
+            await wait_for(lambda: api.updates)
+            (updated_sid, form), *_ = api.updates
+            assert updated_sid == sid
+            assert f'<Redirect method="POST">{PUBLIC}/twilio/voice</Redirect>' in form["Twiml"]
+            caller.cancel()  # Twilio ends the stream here as it follows the redirect
+            with contextlib.suppress(asyncio.CancelledError):
+                await caller
+            await drain
+            assert gw_a.drain.moved == {sid} and not gw_a.calls
+
+            # ... and asks the webhook again, with the same CallSid; another instance answers
+            await place_call(
+                url_b, CallScript(audio=tone_pcm(0.3, 300.0, rate=8000), trailing_silence_s=0.5),
+                auth_token=TOKEN, public_url=PUBLIC, call_sid=sid,
+            )  # fmt: skip
+    first, second = peer.sessions
+    assert first.setup["sessionResumption"] == {}
+    assert second.setup["sessionResumption"] == {"handle": "h-42"}  # the conversation goes on
+    assert first.client_turns == ["Greet the caller"] and second.client_turns == []  # no second greeting
+
+    store = open_store(database)
+    await store.open()
+    try:
+        async with asyncio.timeout(10):
+            while (record := await store.get_call(sid)) is None or record.outcome != "caller_hung_up":
+                await asyncio.sleep(0.05)
+    finally:
+        await store.close()
+    assert record.started_at is not None and record.ended_at is not None
+    assert (record.ended_at - record.started_at).total_seconds() > 1.0  # both instances' parts
+
+
+def start_server(env: dict[str, str], cwd, log_path) -> subprocess.Popen:
+    with open(log_path, "w") as log_file:  # a file, not a pipe: nobody has to keep reading it
+        return subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=cwd, stderr=log_file)
+
+
+async def test_sigterm_drains_a_running_server_then_exits(tmp_path):
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    grace_s = 3
+    async with fake_twilio_api(ACCOUNT, TOKEN) as (api_url, api), httpx.AsyncClient() as client:
+        env = clean_env(
+            PORT=str(port), PUBLIC_URL=public, AGENT_GREETING="none", DRAIN_GRACE_SECONDS=str(grace_s),
+            TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_AUTH_TOKEN=TOKEN, TWILIO_API_BASE_URL=api_url,
+            DATABASE_URL=f"sqlite:///{tmp_path / 'calls.sqlite3'}",
+        )  # fmt: skip
+        log_path = tmp_path / "serve.log"
+        proc = start_server(env, tmp_path, log_path)
+        caller: asyncio.Task | None = None
+        try:
+            async with asyncio.timeout(90):  # the local backend loads its models first
+                while True:
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await client.get(public + "/healthz")).status_code == 200:
+                            break
+                    assert proc.poll() is None, log_path.read_text()[-2000:]
+                    await asyncio.sleep(0.2)
+            caller = asyncio.create_task(place_call(public, long_call(), auth_token=TOKEN))
+            async with asyncio.timeout(20):
+                while (await client.get(public + "/healthz")).json()["active_calls"] != 1:
+                    await asyncio.sleep(0.05)
+
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            async with asyncio.timeout(10):
+                while (health := await client.get(public + "/healthz")).status_code != 503:
+                    await asyncio.sleep(0.05)
+            assert health.json() == {"status": "draining", "active_calls": 1}
+            fallback = await signed_webhook(client, public, public, "CAnew")
+            assert fallback.status_code == 200
+            assert "<Redirect" in fallback.text and "<Connect>" not in fallback.text
+
+            async with asyncio.timeout(grace_s + 15):
+                while not api.updates:
+                    await asyncio.sleep(0.05)
+            assert time.monotonic() - signalled >= grace_s  # the call had the whole grace period
+            assert not caller.done()  # ... and was not cut off: it is moved
+            (sid, form), *_ = api.updates
+            assert "<Redirect" in form["Twiml"] and f"{public}/twilio/voice" in form["Twiml"]
+            caller.cancel()  # Twilio ends the stream as it follows the redirect
+            returncode = await asyncio.to_thread(proc.wait, 30)
+        finally:
+            if caller is not None:
+                caller.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert returncode == 0
+    events = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert names.index("drain_started") < names.index("call_moved") < names.index("drain_finished")
+    moved = next(e for e in events if e["event"] == "call_moved")
+    assert moved["call_sid"] == sid and moved["moved"] is True
