@@ -34,6 +34,21 @@ def _calls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _twilio(args: argparse.Namespace) -> int:
+    from twilio.base.exceptions import TwilioRestException
+
+    from gateway.twilio_admin import AdminError, run_twilio_command
+
+    try:
+        return run_twilio_command(args)
+    except AdminError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except TwilioRestException as exc:
+        print(f"gateway: Twilio answered HTTP {exc.status}: {exc.msg}", file=sys.stderr)
+        return 1
+
+
 def _live_local(args: argparse.Namespace) -> int:
     from gateway.local_live import LocalLiveOptions, run_local_live
 
@@ -95,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument("--limit", type=int, default=100)
     calls.add_argument("--json", action="store_true", help="records as JSON")
     calls.set_defaults(func=_calls)
+
+    twilio = sub.add_parser("twilio", help="point Twilio numbers at this service (REST API)")
+    from gateway.twilio_admin import add_twilio_arguments
+
+    add_twilio_arguments(twilio)
+    twilio.set_defaults(func=_twilio)
 
     live = sub.add_parser("live-local", help="run the offline local Live backend alone")
     live.add_argument("--host", default="127.0.0.1")

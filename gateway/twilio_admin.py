@@ -1,0 +1,124 @@
+"""`gateway twilio ...`: point a Twilio number at this service, and see where the account's numbers point.
+
+twilio's REST client (IncomingPhoneNumbers), synchronous: these are one-off commands, not the call path.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from twilio.rest import Client
+
+from gateway.config import load_settings
+from gateway.drain import VOICE_PATH
+from gateway.logs import register_secret
+
+STATUS_PATH = "/twilio/status"
+FIELDS = ("voice_url", "voice_method", "status_callback", "status_callback_method")
+
+
+class AdminError(RuntimeError):
+    """Something the operator can fix: missing credentials, an unknown number."""
+
+
+@dataclass(frozen=True)
+class NumberConfig:
+    sid: str
+    phone_number: str
+    friendly_name: str
+    voice_url: str
+    voice_method: str
+    status_callback: str
+    status_callback_method: str
+
+    @classmethod
+    def of(cls, number: object) -> NumberConfig:
+        return cls(**{name: getattr(number, name) or "" for name in cls.__dataclass_fields__})
+
+
+def admin_client(account_sid: str | None, auth_token: str | None, base_url: str | None = None) -> Client:
+    if not account_sid or not auth_token:
+        raise AdminError(
+            "set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (the account's, from the Twilio Console)"
+        )
+    register_secret(auth_token)
+    client = Client(account_sid, auth_token)
+    if base_url:  # a regional edge, or a local stand-in in tests
+        client.api.base_url = base_url.rstrip("/")
+    return client
+
+
+def list_numbers(client: Client) -> list[NumberConfig]:
+    return [NumberConfig.of(n) for n in client.incoming_phone_numbers.list()]
+
+
+def configure_number(
+    client: Client, phone_number: str, service_url: str
+) -> tuple[NumberConfig, NumberConfig]:
+    """Point the number's voice webhook and call status callback at the service; (before, after)."""
+    found = client.incoming_phone_numbers.list(phone_number=phone_number)
+    if not found:
+        raise AdminError(f"{phone_number} is not a number of this account (see `gateway twilio numbers`)")
+    before = NumberConfig.of(found[0])
+    base = service_url.rstrip("/")
+    after = client.incoming_phone_numbers(before.sid).update(
+        voice_url=base + VOICE_PATH,
+        voice_method="POST",
+        status_callback=base + STATUS_PATH,
+        status_callback_method="POST",
+    )
+    return before, NumberConfig.of(after)
+
+
+def describe_changes(before: NumberConfig, after: NumberConfig) -> str:
+    lines = [f"{after.phone_number} ({after.sid}):"]
+    for name in FIELDS:
+        old, new = getattr(before, name), getattr(after, name)
+        lines.append(
+            f"  {name}: {old or '(none)'} -> {new}" if old != new else f"  {name}: {new} (unchanged)"
+        )
+    return "\n".join(lines)
+
+
+def format_numbers(numbers: list[NumberConfig]) -> str:
+    if not numbers:
+        return "no phone numbers in this account"
+    lines = [f"{'number':<16} {'voice webhook':<50} status callback"]
+    for n in numbers:
+        voice = f"{n.voice_method} {n.voice_url}" if n.voice_url else "(none)"
+        lines.append(f"{n.phone_number:<16} {voice:<50} {n.status_callback or '(none)'}")
+    return "\n".join(lines)
+
+
+def add_twilio_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api-base-url",
+        metavar="URL",
+        help="Twilio REST API base URL (default: TWILIO_API_BASE_URL, or Twilio's)",
+    )
+    sub = parser.add_subparsers(dest="twilio_command", required=True)
+    configure = sub.add_parser("configure", help="point a number's voice webhook and status callback here")
+    configure.add_argument("--number", required=True, help="the number, E.164 (+15551234567)")
+    configure.add_argument("--url", help="the service's public base URL (default: PUBLIC_URL)")
+    sub.add_parser("numbers", help="list the account's numbers and where they point")
+
+
+def run_twilio_command(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    client = admin_client(
+        settings.twilio_account_sid,
+        settings.twilio_auth_token,
+        args.api_base_url or settings.twilio_api_base_url,
+    )
+    if args.twilio_command == "numbers":
+        print(format_numbers(list_numbers(client)))
+        return 0
+    url = args.url or settings.public_url
+    if not url or not url.startswith(("https://", "http://")):
+        raise AdminError(
+            "give --url https://your-host (or set PUBLIC_URL): where Twilio reaches this service"
+        )
+    before, after = configure_number(client, args.number, url)
+    print(describe_changes(before, after))
+    return 0
