@@ -200,6 +200,9 @@ class SqliteStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")  # readers (`gateway calls`) never block the writer
         self._db.execute("PRAGMA busy_timeout=5000")
+        # With WAL, NORMAL syncs at checkpoints, not at every commit: a power cut may lose the last records,
+        # never corrupt the file. Measured: 4.6 -> 2.4 ms of writer time per call (BENCHMARKS.md).
+        self._db.execute("PRAGMA synchronous=NORMAL")
         await self._run(lambda db: db.executescript(_SCHEMA.format(time="TEXT", serial="INTEGER")))
 
     async def close(self) -> None:
