@@ -31,6 +31,7 @@ from gateway.live_session import LiveSession
 from gateway.logs import register_secret
 from gateway.metrics import METRICS
 from gateway.records import Records, open_store
+from gateway.records import register_secrets as register_database_secrets
 from gateway.twilio_stream import TwilioStream
 
 log = structlog.get_logger("gateway.app")
@@ -216,8 +217,7 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
     register_secret(settings.gemini_api_key)
     register_secret(settings.twilio_auth_token)
     register_secret(settings.calls_api_token)
-    register_secret(settings.database_url)
-    register_secret(urlsplit(settings.database_url).password)
+    register_database_secrets(settings.database_url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

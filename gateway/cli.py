@@ -20,11 +20,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _calls(args: argparse.Namespace) -> int:
-    from gateway.logs import register_secret
-    from gateway.records import list_calls_command, parse_since
+    from gateway.records import list_calls_command, parse_since, register_secrets
 
     settings = load_settings()
-    register_secret(settings.database_url)
+    register_secrets(settings.database_url)
     try:
         since = parse_since(args.since) if args.since else None
     except ValueError as exc:

@@ -22,9 +22,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import structlog
 
+from gateway.logs import register_secret
 from gateway.metrics import METRICS
 
 if TYPE_CHECKING:
@@ -338,6 +340,12 @@ class PostgresStore:
             since or datetime(1970, 1, 1, tzinfo=UTC), limit,
         )  # fmt: skip
         return [_row_to_record(dict(r), self._time) for r in rows]
+
+
+def register_secrets(database_url: str) -> None:
+    """A PostgreSQL URL carries a password: keep it, and the URL, out of every log line."""
+    register_secret(database_url)
+    register_secret(urlsplit(database_url).password)
 
 
 def open_store(database_url: str) -> Store:

@@ -226,3 +226,16 @@ async def test_gateway_calls_lists_recent_calls(tmp_path):
     listed = json.loads(run("--json").stdout)
     assert [r["call_sid"] for r in listed] == ["CArecent", "CAold"]
     assert run("--since", "whenever").returncode == 2
+
+
+def test_the_database_password_never_reaches_a_log_line(capsys):
+    import structlog
+
+    from gateway.app import create_app
+
+    url = "postgresql://gateway:s3cret-db-passw0rd@db.internal:5432/calls"
+    create_app(settings_for("ws://127.0.0.1:9/live", DATABASE_URL=url))
+    log = structlog.get_logger("test")
+    log.error("db_down", error=f"could not connect to {url}", detail="s3cret-db-passw0rd")
+    err = capsys.readouterr().err
+    assert "db_down" in err and "s3cret-db-passw0rd" not in err and "db.internal" not in err
