@@ -146,6 +146,11 @@ class Call:
     def call_sid(self) -> str:
         return self.start.call_sid if self.start else ""
 
+    @property
+    def between_turns(self) -> bool:
+        """Nobody mid-turn and a resumable handle covers the conversation: the moment to move the call."""
+        return self.live is not None and self._held is None and self._quiet_moment()
+
     async def run(self) -> None:
         METRICS.active_calls.inc()
         try:

@@ -7,7 +7,9 @@ On SIGTERM (Heroku allows 30 s before SIGKILL; Kubernetes what the manifest's gr
    not draining.
 2. Let calls in progress go on until `DRAIN_GRACE_SECONDS` has passed; most end by themselves.
 3. Move each call still running: store its latest Live resumption handle under its CallSid, then redirect
-   the call through Twilio's REST API to the voice webhook. Twilio ends this instance's media stream and asks
+   the call through Twilio's REST API to the voice webhook. In the last part of the grace period a call is
+   moved as soon as it is between turns (a handle that covers everything said so far); at the end of the
+   grace period, whatever its state. Twilio ends this instance's media stream and asks
    the webhook again with the same CallSid; the instance that answers resumes the Live session from the
    stored handle, so the conversation goes on where it was.
 4. Exit once the moved calls' streams have closed (bounded).
@@ -41,6 +43,8 @@ log = structlog.get_logger("gateway.drain")
 VOICE_PATH = "/twilio/voice"
 FALLBACK_PAUSE_S = 1  # between redirects of a new call while instances drain: no tight webhook loop
 MOVED_CALLS_WAIT_S = 5.0  # after the redirects, for Twilio to close the moved calls' streams
+QUIET_WINDOW_S = 5.0  # at most this last part of the grace period is spent waiting for a moment between turns
+QUIET_POLL_S = 0.05
 SAVE_HANDLE_TIMEOUT_S = 2.0
 
 
@@ -82,14 +86,16 @@ class Drain:
         self.active = True
         METRICS.draining.set(1)
         log.info("drain_started", active_calls=len(gw.calls), grace_s=grace_s)
-        await self._wait_until(lambda: not gw.calls, grace_s)
+        window_s = min(QUIET_WINDOW_S, grace_s / 4)
+        await self._wait_until(lambda: not gw.calls, grace_s - window_s)
         remaining = [call for call in gw.calls if call.start is not None]
         if remaining:
-            await self.move_calls(remaining)
+            await self.move_calls(remaining, window_s)
             await self._wait_until(lambda: gw.calls.isdisjoint(remaining), MOVED_CALLS_WAIT_S)
         log.info("drain_finished", moved=len(self.moved), still_running=len(gw.calls))
 
-    async def move_calls(self, calls: list[Call]) -> None:
+    async def move_calls(self, calls: list[Call], window_s: float = 0.0) -> None:
+        """Move each call at its next moment between turns, or after `window_s` whatever its state."""
         settings = self.gateway.settings
         if not (settings.twilio_account_sid and settings.twilio_auth_token and settings.public_url):
             log.warning(
@@ -102,12 +108,20 @@ class Drain:
             settings.twilio_account_sid, settings.twilio_auth_token, base_url=settings.twilio_api_base_url
         )
         try:
-            await asyncio.gather(*(self._move(control, call, settings.public_url) for call in calls))
+            public_url = settings.public_url
+            await asyncio.gather(*(self._move(control, call, public_url, window_s) for call in calls))
         finally:
             await control.close()
 
-    async def _move(self, control: CallControl, call: Call, public_url: str) -> None:
+    async def _move(self, control: CallControl, call: Call, public_url: str, window_s: float) -> None:
         sid = call.call_sid
+        for _ in range(int(window_s / QUIET_POLL_S)):
+            if call.between_turns or call not in self.gateway.calls:
+                break
+            await asyncio.sleep(QUIET_POLL_S)
+        if call not in self.gateway.calls:
+            return  # it ended by itself meanwhile
+        between_turns = call.between_turns
         try:
             async with asyncio.timeout(SAVE_HANDLE_TIMEOUT_S):
                 await self.gateway.records.store.save_handle(sid, call.resumption_handle)
@@ -122,7 +136,13 @@ class Drain:
         METRICS.calls_migrated.labels(result="moved" if moved else "already_ended").inc()
         if moved:
             self.moved.add(sid)
-        log.info("call_moved", call_sid=sid, moved=moved, resumable=bool(call.resumption_handle))
+        log.info(
+            "call_moved",
+            call_sid=sid,
+            moved=moved,
+            resumable=bool(call.resumption_handle),
+            between_turns=between_turns,
+        )
 
 
 class DrainingServer(uvicorn.Server):
