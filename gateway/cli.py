@@ -18,7 +18,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    uvicorn.Server(uvicorn_config(create_app(settings), args.host, args.port or settings.port)).run()
+    port = args.port or settings.port
+    config = uvicorn_config(create_app(settings), args.host, port, settings.max_message_bytes)
+    uvicorn.Server(config).run()
     return 0
 
 
