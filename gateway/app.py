@@ -24,6 +24,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
 from gateway import live_protocol as lp
+from gateway import twilio_protocol as tp
 from gateway.call import Call, CallLimits, TranscriptObserver
 from gateway.config import Settings
 from gateway.drain import Drain
@@ -32,6 +33,8 @@ from gateway.logs import register_secret
 from gateway.metrics import METRICS
 from gateway.records import Records, open_store
 from gateway.records import register_secrets as register_database_secrets
+from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
+from gateway.stream_tokens import StreamTokens, key_from_auth_token
 from gateway.twilio_stream import TwilioStream
 
 log = structlog.get_logger("gateway.app")
@@ -50,6 +53,7 @@ class Gateway:
         self.live_url = settings.live_url()
         self.calls: set[Call] = set()
         self.validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
+        self.tokens = StreamTokens(key_from_auth_token(settings.twilio_auth_token))
         self.apology_ulaw = b""  # spoken when Live cannot be brought back, instead of dead air
 
     def on_transcript(self, call_sid: str, role: str, text: str) -> None:
@@ -110,8 +114,19 @@ class Gateway:
 
     def signature_ok(self, url: str, params: dict[str, str], signature: str | None) -> bool:
         if self.validator is None:
+            log.warning("twilio_signature_not_checked", note="development mode: TWILIO_AUTH_TOKEN is not set")
             return True
         return bool(signature) and self.validator.validate(url, params, signature)
+
+    # --- admission ---
+
+    def at_capacity(self) -> bool:
+        """Calls in progress plus calls answered whose stream is on its way, against the limit."""
+        return len(self.calls) + self.tokens.outstanding() >= self.settings.max_concurrent_calls
+
+    async def admit_stream(self, start: tp.Start) -> str | None:
+        """A reason to refuse this stream (checked before any Live session is opened), or None."""
+        return self.tokens.redeem(start.call_sid, start.custom_parameters.get(TOKEN_PARAMETER))
 
 
 def _gateway(conn: HTTPConnection) -> Gateway:
@@ -127,17 +142,26 @@ async def voice(request: Request) -> Response:
     if not gw.signature_ok(url, params, request.headers.get("X-Twilio-Signature")):
         log.warning("webhook_signature_rejected", path=request.url.path)
         return Response("invalid signature", status_code=403)
+    call_sid = params.get("CallSid", "")
     if gw.drain.active:  # this instance is shutting down: the call goes to another one
-        log.info("call_sent_elsewhere", call_sid=params.get("CallSid", ""), reason="draining")
+        log.info("call_sent_elsewhere", call_sid=call_sid, reason="draining")
         return Response(gw.drain.fallback_twiml(gw.public_base(request)), media_type="application/xml")
     response = VoiceResponse()
+    if not call_sid:
+        return Response("CallSid is required", status_code=400)
+    if gw.at_capacity():
+        # Refusing before answering: the caller hears a busy tone and the call costs nothing.
+        log.warning("call_rejected_busy", call_sid=call_sid, max_calls=gw.settings.max_concurrent_calls)
+        response.reject(reason="busy")
+        return Response(str(response), media_type="application/xml")
     stream = response.connect().stream(url=gw.stream_url(request))
     # Per-call values travel as <Parameter>s: Twilio forbids a query string on the stream URL.
     for name in ("From", "To"):
         if params.get(name):
             stream.parameter(name=name, value=params[name][:200])
+    stream.parameter(name=TOKEN_PARAMETER, value=gw.tokens.issue(call_sid))
     response.hangup()
-    log.info("call_answered", call_sid=params.get("CallSid", ""))
+    log.info("call_answered", call_sid=call_sid)
     return Response(str(response), media_type="application/xml")
 
 
@@ -160,19 +184,29 @@ async def status(request: Request) -> Response:
 async def media(ws: WebSocket) -> None:
     """One Media Streams WebSocket = one Call."""
     gw = _gateway(ws)
+    # Both refusals come before accept, so the upgrade is answered with HTTP 403 and nothing is spent.
     if not gw.signature_ok(gw.stream_url(ws), {}, ws.headers.get("X-Twilio-Signature")):
         log.warning("stream_signature_rejected")
-        await ws.close(code=1008)  # before accept: the upgrade is refused with HTTP 403
+        await ws.close(code=1008)
+        return
+    settings = gw.settings
+    if len(gw.calls) >= settings.max_concurrent_calls:
+        log.warning("stream_rejected_busy", max_calls=settings.max_concurrent_calls)
+        await ws.close(code=1013)
         return
     await ws.accept()
-    settings = gw.settings
     call = Call(
         TwilioStream(ws),
         gw.open_live,
         settings.live,
         greeting=settings.greeting,
         input_rate=settings.live_input_rate,
-        limits=CallLimits(start_timeout_s=settings.start_timeout_s),
+        limits=CallLimits(
+            start_timeout_s=settings.start_timeout_s,
+            idle_timeout_s=settings.media_idle_timeout_s,
+            max_duration_s=settings.max_call_duration_s,
+        ),
+        admit=gw.admit_stream,
         on_transcript=gw.on_transcript,
         on_failure=gw.apologise,
         resume=gw.records.resumption_handle,
@@ -245,8 +279,9 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                 )
             if gateway.validator is None:
                 log.warning(
-                    "twilio_signatures_not_checked",
-                    note="TWILIO_AUTH_TOKEN is not set: anyone can reach the webhook and media stream",
+                    "development_mode",
+                    note="TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked, anyone who can "
+                    "reach this service can place calls through it; never run it like this in production",
                 )
             log.info("gateway_ready", live_url=gateway.live_url, model=settings.live.model)
             yield

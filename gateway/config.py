@@ -41,7 +41,13 @@ class Settings:
     failure_message: str = DEFAULT_FAILURE_MESSAGE
     live_input_rate: int = 16000
     live_setup_timeout_s: float = 15.0
+    # No Twilio signature checks: only when asked for (DEVELOPMENT_MODE), or with no paid model behind it.
+    development_mode: bool = False
+    max_concurrent_calls: int = 500
+    max_message_bytes: int = 64 * 1024  # Twilio's messages are under 1 kB; anything near this is hostile
     start_timeout_s: float = 10.0
+    media_idle_timeout_s: float = 20.0
+    max_call_duration_s: float = 4 * 3600.0
     log_format: str = "auto"
     log_level: str = "info"
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # a PostgreSQL URL has a password
@@ -69,6 +75,19 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _positive(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{name}={raw!r} must be a positive number of seconds")
+    return value
 
 
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
@@ -138,6 +157,21 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
             "proactive audio and affective dialog need GEMINI_API_VERSION=v1alpha; "
             "set AGENT_PROACTIVE_AUDIO=false and AGENT_AFFECTIVE_DIALOG=false to use v1beta"
         )
+    twilio_auth_token = env.get("TWILIO_AUTH_TOKEN") or None
+    gemini_api_key = env.get("GEMINI_API_KEY") or None
+    development_mode = _bool(env, "DEVELOPMENT_MODE", False)
+    if not twilio_auth_token and not development_mode and (gemini_api_key or live_url):
+        # An unauthenticated webhook and media stream in front of a paid model is an open door to the bill.
+        raise ConfigError(
+            "TWILIO_AUTH_TOKEN is not set, so nobody's Twilio signatures can be checked: set it to the "
+            "account's auth token, or set DEVELOPMENT_MODE=true to run unauthenticated (never in production)"
+        )
+    max_calls = _int(env, "MAX_CONCURRENT_CALLS", 500)
+    if max_calls < 1:
+        raise ConfigError(f"MAX_CONCURRENT_CALLS={max_calls} must be at least 1")
+    max_message_bytes = _int(env, "MAX_MESSAGE_BYTES", 64 * 1024)
+    if max_message_bytes < 4096:
+        raise ConfigError(f"MAX_MESSAGE_BYTES={max_message_bytes} must be at least 4096 (a Twilio `start`)")
     log_format = (env.get("LOG_FORMAT") or "auto").lower()
     if log_format not in {"auto", "json", "console"}:
         raise ConfigError("LOG_FORMAT must be json, console or auto")
@@ -153,15 +187,21 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     return Settings(
         port=_int(env, "PORT", 8080),
         public_url=public_url.rstrip("/") if public_url else None,
-        twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+        twilio_auth_token=twilio_auth_token,
         twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
-        gemini_api_key=env.get("GEMINI_API_KEY") or None,
+        gemini_api_key=gemini_api_key,
         gemini_live_url=live_url,
         gemini_api_version=api_version,
         live=live,
         greeting=greeting,
         failure_message=failure_message,
         live_input_rate=input_rate,
+        development_mode=not twilio_auth_token,
+        max_concurrent_calls=max_calls,
+        max_message_bytes=max_message_bytes,
+        start_timeout_s=_positive(env, "STREAM_START_TIMEOUT_S", 10.0),
+        media_idle_timeout_s=_positive(env, "MEDIA_IDLE_TIMEOUT_S", 20.0),
+        max_call_duration_s=_positive(env, "MAX_CALL_DURATION_S", 4 * 3600.0),
         log_format=log_format,
         log_level=(env.get("LOG_LEVEL") or "info").lower(),
         database_url=database_url,

@@ -32,12 +32,28 @@ def _mask(text: str) -> str:
     return _SECRET_VALUES.sub(lambda m: (m.group(2) or "") + "[redacted]", text)
 
 
+def _scrub(value: Any) -> Any:
+    """Mask secrets in a value and in whatever it contains (a dict of parameters, a list of headers)."""
+    if isinstance(value, str):
+        return _mask(value)
+    if isinstance(value, dict):
+        return {
+            k: "[redacted]" if isinstance(k, str) and _SECRET_KEYS.search(k) else _scrub(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    if isinstance(value, BaseException):
+        return _mask(str(value))
+    return value
+
+
 def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in event.items():
-        if _SECRET_KEYS.search(key) and key != "event":
+        if key != "event" and _SECRET_KEYS.search(key):
             event[key] = "[redacted]"
-        elif isinstance(value, str):
-            event[key] = _mask(value)
+        else:
+            event[key] = _scrub(value)
     return event
 
 

@@ -15,7 +15,9 @@ from gateway.config import Settings
 from gateway.drain import DrainingServer
 
 
-def uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(
+    app: Starlette, host: str, port: int, max_message_bytes: int = 64 * 1024
+) -> uvicorn.Config:
     """How the gateway is served, the same for `gateway serve`, the demo, tests and benchmarks."""
     return uvicorn.Config(
         app,
@@ -28,7 +30,7 @@ def uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
         log_level="warning",
         access_log=False,
         ws="websockets-sansio",  # measured: 16% less CPU per call than uvicorn's legacy websockets protocol
-        ws_max_size=1024 * 1024,
+        ws_max_size=max_message_bytes,  # a bigger message closes the socket with 1009 before it is read
         # After the drain (gateway.drain), whatever is still connected gets this long to close.
         timeout_graceful_shutdown=5,
     )
@@ -51,7 +53,7 @@ async def running_gateway(
 ) -> AsyncIterator[str]:
     """Serve the app (or `app`, to reach its state) until the block ends; yields its base URL."""
     app = app or create_app(settings, on_transcript=on_transcript)
-    server = uvicorn.Server(uvicorn_config(app, host, port))
+    server = uvicorn.Server(uvicorn_config(app, host, port, settings.max_message_bytes))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the host program owns signals
     task = asyncio.create_task(server.serve())
     try:

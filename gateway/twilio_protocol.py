@@ -75,6 +75,12 @@ class Stop:
 TwilioEvent = Connected | Start | Media | Dtmf | Mark | Clear | Stop
 
 
+def _shown(value: Any) -> str:
+    """A peer's value in an error message: short, so junk cannot flood the logs through our errors."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _obj(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ProtocolError(f"{what} is not an object")
@@ -85,7 +91,7 @@ def _int(value: Any, what: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise ProtocolError(f"{what} is not an integer: {value!r}") from None
+        raise ProtocolError(f"{what} is not an integer: {_shown(value)}") from None
 
 
 def _b64(value: Any) -> bytes:
@@ -148,9 +154,9 @@ def parse(text: str | bytes) -> TwilioEvent:
             return Connected(protocol=str(msg.get("protocol", "")), version=str(msg.get("version", "")))
         if event == "clear":
             return Clear(stream_sid=sid)
-    except AttributeError:
-        raise ProtocolError(f"malformed {event} message") from None
-    raise ProtocolError(f"unknown event {event!r}")
+    except (AttributeError, TypeError):
+        raise ProtocolError(f"malformed {_shown(event)} message") from None
+    raise ProtocolError(f"unknown event {_shown(event)}")
 
 
 # --- messages the app sends (only on a bidirectional <Connect><Stream>) ---

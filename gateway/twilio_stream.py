@@ -6,12 +6,19 @@ and skipped here, so the Call only ever sees events it can act on.
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from starlette.websockets import WebSocket, WebSocketState
 
 from gateway import twilio_protocol as tp
 
 log = structlog.get_logger("gateway.twilio")
+
+# A send waits only while the socket's write buffer is full. Twilio reads continuously (it buffers minutes of
+# playout), so a peer that has not read for this long is stalled or hostile: the call ends rather than hold a
+# Live session open behind it.
+SEND_STALL_S = 10.0
 
 
 class TwilioClosed(Exception):
@@ -35,6 +42,9 @@ class TwilioStream:
                 data = message.get("bytes") or b""
             try:
                 event = tp.parse(data)
+                sid = getattr(event, "stream_sid", "")
+                if sid and self.stream_sid and sid != self.stream_sid:
+                    raise tp.ProtocolError("streamSid is not this stream's")
             except tp.ProtocolError as exc:
                 self.bad_messages += 1
                 # Every 100th after the first ten: a flood of junk must not become a flood of log lines.
@@ -45,7 +55,11 @@ class TwilioStream:
 
     async def _send(self, text: str) -> None:
         try:
-            await self._ws.send_text(text)
+            async with asyncio.timeout(SEND_STALL_S):
+                await self._ws.send_text(text)
+        except TimeoutError:
+            log.warning("twilio_peer_not_reading", stalled_s=SEND_STALL_S)
+            raise TwilioClosed("the peer stopped reading") from None
         except Exception as exc:  # uvicorn raises several kinds once the peer is gone
             raise TwilioClosed(str(exc) or exc.__class__.__name__) from None
 

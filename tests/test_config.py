@@ -13,7 +13,9 @@ def test_defaults_use_the_local_backend_and_the_native_audio_model():
 
 
 def test_key_never_goes_into_the_url():
-    s = load_settings({"GEMINI_API_KEY": "AIzaSECRETSECRETSECRETSECRET"}, env_file=None)
+    s = load_settings(
+        {"GEMINI_API_KEY": "AIzaSECRETSECRETSECRETSECRET", "TWILIO_AUTH_TOKEN": "tok3n-secret"}, env_file=None
+    )
     assert not s.uses_local_backend
     assert "AIza" not in s.live_url()
     assert "AIza" not in repr(s)
@@ -37,6 +39,10 @@ def test_env_file_is_read_and_environment_wins(tmp_path):
         ({"LIVE_INPUT_RATE": "44100"}, "16000"),
         ({"GEMINI_API_VERSION": "v1beta"}, "v1alpha"),
         ({"LIVE_VAD_START_SENSITIVITY": "medium"}, "sensitivity"),
+        ({"MAX_CONCURRENT_CALLS": "0"}, "at least 1"),
+        ({"MAX_CALL_DURATION_S": "-5"}, "positive"),
+        ({"MEDIA_IDLE_TIMEOUT_S": "soon"}, "MEDIA_IDLE_TIMEOUT_S"),
+        ({"MAX_MESSAGE_BYTES": "100"}, "4096"),
     ],
 )
 def test_bad_settings_fail_with_a_message_that_says_what_works(env, message):
@@ -47,3 +53,16 @@ def test_bad_settings_fail_with_a_message_that_says_what_works(env, message):
 def test_greeting_can_be_turned_off():
     assert load_settings({"AGENT_GREETING": "none"}, env_file=None).greeting == ""
     assert load_settings({"AGENT_GREETING": "Say hi"}, env_file=None).greeting == "Say hi"
+
+
+def test_a_paid_model_without_twilio_signatures_needs_explicit_development_mode():
+    key = {"GEMINI_API_KEY": "AIzaSECRETSECRETSECRETSECRET"}
+    with pytest.raises(ConfigError, match="DEVELOPMENT_MODE=true"):
+        load_settings(key, env_file=None)
+    with pytest.raises(ConfigError, match="TWILIO_AUTH_TOKEN"):
+        load_settings({"GEMINI_LIVE_URL": "wss://proxy.example.com/live"}, env_file=None)
+    assert load_settings({**key, "DEVELOPMENT_MODE": "true"}, env_file=None).development_mode
+    signed = load_settings({**key, "TWILIO_AUTH_TOKEN": "tok3n-secret"}, env_file=None)
+    assert not signed.development_mode
+    # No key and no Live URL: the offline local backend answers and nothing paid is exposed (said loudly).
+    assert load_settings({}, env_file=None).development_mode

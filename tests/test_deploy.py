@@ -31,7 +31,7 @@ def app_routes() -> dict[str, set[str]]:
 
 def env_vars_read_by_config() -> set[str]:
     source = (ROOT / "gateway" / "config.py").read_text()
-    return set(re.findall(r'(?:env\.get\(|_int\(env, |_bool\(env, )"([A-Z_]+)"', source))
+    return set(re.findall(r'(?:env\.get\(|_\w+\(env, )"([A-Z_]+)"', source))
 
 
 def shutdown_budget_s(grace_s: float) -> float:

@@ -44,6 +44,8 @@ async def test_twiml_connects_a_stream_with_parameters_then_hangs_up(public_url,
     assert stream is not None and stream.get("url") == stream_url
     assert "?" not in stream.get("url")
     params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    token = params.pop("token")  # the per-call stream token (tests/test_security.py checks what it does)
+    assert token.count(".") == 2
     assert params == {"From": FORM["From"], "To": FORM["To"]}
 
 
