@@ -52,7 +52,7 @@ class Settings:
     log_level: str = "info"
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # a PostgreSQL URL has a password
     calls_api_token: str | None = field(default=None, repr=False)
-    drain_grace_s: float = 20.0
+    drain_grace_s: float = 15.0
     twilio_api_base_url: str | None = None
 
     @property
@@ -178,7 +178,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     database_url = env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     if not database_url.startswith(("postgres://", "postgresql://", "sqlite:///")):
         raise ConfigError("DATABASE_URL must be a postgres:// or postgresql:// URL, or sqlite:///path.db")
-    drain_grace_s = _int(env, "DRAIN_GRACE_SECONDS", 20)
+    drain_grace_s = _int(env, "DRAIN_GRACE_SECONDS", 15)
     if drain_grace_s < 0:
         raise ConfigError(f"DRAIN_GRACE_SECONDS={drain_grace_s} must be 0 or more")
     twilio_api_base_url = env.get("TWILIO_API_BASE_URL") or None

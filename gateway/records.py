@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gateway.records")
 
 QUEUE_SIZE = 10_000  # records and transcript lines waiting for the database; about a few MB at most
+STOP_TIMEOUT_S = 5.0  # at shutdown, for the queued writes to reach the database
 HANDLE_LOOKUP_TIMEOUT_S = 2.0  # a call that cannot learn its handle this fast starts a fresh Live session
 
 _COLUMNS = (
@@ -374,7 +375,7 @@ class Records:
         await self.store.open()
         self._task = asyncio.create_task(self._writer(), name="records_writer")
 
-    async def stop(self, timeout_s: float = 5.0) -> None:
+    async def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Write what is queued (bounded in time), then close the database."""
         if self._task is not None:
             with contextlib.suppress(TimeoutError):

@@ -39,7 +39,8 @@ def uvicorn_config(
 def serve_forever(settings: Settings, host: str, port: int) -> None:
     """`gateway serve`: uvicorn that drains calls on SIGTERM instead of cutting them off."""
     app = create_app(settings)
-    DrainingServer(uvicorn_config(app, host, port), app.state.gateway.drain.run).run()
+    config = uvicorn_config(app, host, port, settings.max_message_bytes)
+    DrainingServer(config, app.state.gateway.drain.run).run()
 
 
 @contextlib.asynccontextmanager

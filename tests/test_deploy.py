@@ -17,6 +17,7 @@ from gateway.app import create_app
 from gateway.cli import build_parser
 from gateway.config import load_settings
 from gateway.drain import MOVED_CALLS_WAIT_S
+from gateway.records import STOP_TIMEOUT_S
 from gateway.server import uvicorn_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,10 +36,9 @@ def env_vars_read_by_config() -> set[str]:
 
 
 def shutdown_budget_s(grace_s: float) -> float:
-    """SIGTERM to exit: the grace period, moving calls, uvicorn's own graceful shutdown (then records)."""
-    return (
-        grace_s + MOVED_CALLS_WAIT_S + uvicorn_config(create_app(DEFAULTS), "x", 0).timeout_graceful_shutdown
-    )
+    """SIGTERM to exit, at worst: the grace period, moving calls, uvicorn's graceful shutdown, the records."""
+    uvicorn_s = uvicorn_config(create_app(DEFAULTS), "x", 0).timeout_graceful_shutdown
+    return grace_s + MOVED_CALLS_WAIT_S + uvicorn_s + STOP_TIMEOUT_S
 
 
 def test_the_command_everyone_runs_is_a_real_command():

@@ -175,3 +175,15 @@ async def test_sigterm_drains_a_running_server_then_exits(tmp_path):
     assert names.index("drain_started") < names.index("call_moved") < names.index("drain_finished")
     moved = next(e for e in events if e["event"] == "call_moved")
     assert moved["call_sid"] == sid and moved["moved"] is True
+
+
+def test_gateway_serve_runs_the_draining_server_with_the_settings_limits(monkeypatch):
+    from gateway import server
+    from gateway.drain import Drain
+
+    made: list[tuple[object, object]] = []
+    monkeypatch.setattr(server.DrainingServer, "run", lambda self: made.append((self.config, self._drain)))
+    server.serve_forever(settings_for("ws://127.0.0.1:9/live", MAX_MESSAGE_BYTES="5000"), "127.0.0.1", 0)
+    ((config, drain),) = made
+    assert config.ws_max_size == 5000 and config.timeout_graceful_shutdown == 5
+    assert drain.__func__ is Drain.run  # SIGTERM drains this app's gateway
