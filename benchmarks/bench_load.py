@@ -73,7 +73,7 @@ def _serve_with(ws: str, port: int) -> None:
         port=port,
         log_level="warning",
         access_log=False,
-        ws_max_size=1024 * 1024,
+        ws_max_size=settings.max_message_bytes,
         ws=ws,  # type: ignore[arg-type]
     )
 
@@ -82,7 +82,14 @@ def _serve_with(ws: str, port: int) -> None:
 async def gateway_process(live_url: str, ws: str | None = None) -> AsyncIterator[tuple[str, int]]:
     """A gateway in its own process; yields (base URL, pid)."""
     port = _free_port()
-    env = {**os.environ, "GEMINI_LIVE_URL": live_url, "PORT": str(port), "LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "GEMINI_LIVE_URL": live_url,
+        "PORT": str(port),
+        "LOG_LEVEL": "warning",
+        "DEVELOPMENT_MODE": "true",  # the harness signs nothing; stream tokens are still issued and checked
+        "MAX_CONCURRENT_CALLS": "10000",  # measure capacity, not the admission limit
+    }
     env.pop("GEMINI_API_KEY", None)
     env.pop("TWILIO_AUTH_TOKEN", None)
     if ws is None:

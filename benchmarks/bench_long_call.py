@@ -53,7 +53,8 @@ async def run(minutes: float, goaway_after_s: float, drop_every_s: float) -> Non
     )
     logs = io.StringIO()
     async with LocalLiveServer(options=options) as live:
-        settings = load_settings({"GEMINI_LIVE_URL": live.url(), "AGENT_GREETING": "none"}, env_file=None)
+        env = {"GEMINI_LIVE_URL": live.url(), "AGENT_GREETING": "none", "DEVELOPMENT_MODE": "true"}
+        settings = load_settings(env, env_file=None)
         with contextlib.redirect_stderr(logs):
             configure_logging("json", "info")
             async with running_gateway(settings) as url:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import time
 
 from gateway.config import load_settings
@@ -62,8 +63,9 @@ async def run_demo(args: argparse.Namespace) -> int:
 
     print("starting the local Live backend (offline VAD, recognizer and synthesizer) and the gateway...")
     async with LocalLiveServer() as live:
-        base = load_settings()
-        settings = dataclasses.replace(base, gemini_api_key=None, gemini_live_url=live.url())
+        # The user's settings (voice, greeting, ...) but never their Gemini key: the demo is offline.
+        base = load_settings({**os.environ, "GEMINI_API_KEY": "", "GEMINI_LIVE_URL": ""})
+        settings = dataclasses.replace(base, gemini_live_url=live.url())
         async with running_gateway(settings, on_transcript=lambda _sid, role, text: say(role, text)) as url:
             print(f"gateway at {url}, Live backend at {live.url()}; placing a call\n")
             started = time.monotonic()

@@ -76,6 +76,9 @@ class TwilioStream:
         """Close our side; Twilio then runs the TwiML after </Connect>."""
         if self._ws.application_state == WebSocketState.CONNECTED:
             try:
-                await self._ws.close(code=code, reason=reason)
-            except Exception:  # already gone: nothing left to close
+                # A peer that stopped reading cannot take our close frame either: give up on it; the server's
+                # keepalive then drops the connection.
+                async with asyncio.timeout(SEND_STALL_S):
+                    await self._ws.close(code=code, reason=reason)
+            except Exception:  # already gone (or stalled): nothing left to close
                 pass

@@ -517,6 +517,16 @@ def parse_client_message(raw: str | bytes, caps: ModelCaps) -> list[ClientEvent]
             CLOSE_INVALID, f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
         )
     body = normalize(body, _MESSAGES[name], snake(name))
+    try:
+        return _client_events(name, body, caps)
+    except (AttributeError, TypeError, ValueError):
+        # A value of the wrong shape (a list where an object belongs, ...): protobuf JSON rejects those.
+        raise ProtocolError(
+            CLOSE_INVALID, f"Invalid JSON payload received. Invalid value at '{snake(name)}'."
+        ) from None
+
+
+def _client_events(name: str, body: Any, caps: ModelCaps) -> list[ClientEvent]:
     events: list[ClientEvent] = []
     if name == "realtimeInput":
         for chunk in body.get("mediaChunks") or []:
