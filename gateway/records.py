@@ -410,8 +410,10 @@ class Records:
     # --- what calls and the app call ---
 
     def call_ended(self, call: Call, *, outcome: str | None = None) -> None:
-        if call.start is None:
-            return  # never started: nothing to record but a metric
+        if call.start is None or call.stats.outcome == "refused":
+            # Never started, or refused before any Live session (its CallSid is the peer's word, not a
+            # call of ours): nothing to record but a metric.
+            return
         record = record_of(call, outcome=outcome)
         self._submit(lambda store: store.save_call(record), "call")
 
