@@ -239,3 +239,31 @@ def test_the_database_password_never_reaches_a_log_line(capsys):
     log.error("db_down", error=f"could not connect to {url}", detail="s3cret-db-passw0rd")
     err = capsys.readouterr().err
     assert "db_down" in err and "s3cret-db-passw0rd" not in err and url not in err
+
+
+async def test_a_stream_refused_at_admission_leaves_no_record(tmp_path):
+    import websockets
+
+    from gateway.twilio_protocol import TwilioSender
+
+    database_url = f"sqlite:///{tmp_path / 'calls.sqlite3'}"
+    sid = new_sid()
+    async with LivePeer() as peer:
+        async with running_gateway(settings_for(peer.url, DATABASE_URL=database_url)) as url:
+            async with websockets.connect(url.replace("http", "ws") + "/twilio/media") as ws:
+                sender = TwilioSender("MZ" + "1" * 32)
+                await ws.send(sender.connected())
+                await ws.send(sender.start(sid, "AC" + "0" * 32, {"token": "not-a-token"}))
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            # the refusal is counted; a call that was taken is recorded (the writer is the same)
+            await place_call(url, CallScript(audio=tone_pcm(0.2, 300.0, rate=8000), trailing_silence_s=0.2))
+    store = open_store(database_url)
+    await store.open()
+    try:
+        assert await store.get_call(sid) is None
+        assert len(await store.list_calls()) == 1
+    finally:
+        await store.close()
+    assert not peer.sessions[1:]  # no Live session for the refused stream
