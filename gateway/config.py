@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from gateway.agents import AgentBook, AgentsFileError, default_book, load_agents
 from gateway.live_protocol import API_HOST, DEFAULT_MODEL, LIVE_PATH, LiveConfig, LiveConfigError
 
 DEFAULT_INSTRUCTIONS = (
@@ -41,8 +42,16 @@ class Settings:
     live_input_rate: int = 16000
     live_setup_timeout_s: float = 15.0
     start_timeout_s: float = 10.0
+    # Per-number agents (AGENTS_FILE); numbers it does not list get the agent made of the settings above.
+    agents: AgentBook | None = None
+    tools_secret: str | None = field(default=None, repr=False)  # signs custom tool requests
+    prewarm_s: float = 10.0  # a Live session opened while the phone rings waits this long for its stream
     log_format: str = "auto"
     log_level: str = "info"
+
+    @property
+    def agent_book(self) -> AgentBook:
+        return self.agents or default_book(self.live, self.greeting)
 
     @property
     def uses_local_backend(self) -> bool:
@@ -64,6 +73,16 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
@@ -133,6 +152,20 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
             "proactive audio and affective dialog need GEMINI_API_VERSION=v1alpha; "
             "set AGENT_PROACTIVE_AUDIO=false and AGENT_AFFECTIVE_DIALOG=false to use v1beta"
         )
+    agents = default_book(live, greeting)
+    if agents_file := env.get("AGENTS_FILE"):
+        try:
+            agents = load_agents(agents_file, agents.default)
+        except AgentsFileError as exc:
+            raise ConfigError(f"AGENTS_FILE: {exc}") from None
+    tools_secret = env.get("TOOLS_SECRET") or None
+    if agents.uses_http_tools and not tools_secret:
+        raise ConfigError(
+            "the agents file declares HTTP tools: set TOOLS_SECRET, the key their requests are signed with"
+        )
+    prewarm_s = _float(env, "LIVE_PREWARM_S", 10.0)
+    if not 0 <= prewarm_s <= 60:
+        raise ConfigError(f"LIVE_PREWARM_S={prewarm_s} must be between 0 (off) and 60 seconds")
     log_format = (env.get("LOG_FORMAT") or "auto").lower()
     if log_format not in {"auto", "json", "console"}:
         raise ConfigError("LOG_FORMAT must be json, console or auto")
@@ -148,6 +181,9 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         greeting=greeting,
         failure_message=failure_message,
         live_input_rate=input_rate,
+        agents=agents,
+        tools_secret=tools_secret,
+        prewarm_s=prewarm_s,
         log_format=log_format,
         log_level=(env.get("LOG_LEVEL") or "info").lower(),
     )
