@@ -33,6 +33,7 @@ class Settings:
     public_url: str | None = None
     twilio_auth_token: str | None = field(default=None, repr=False)
     twilio_account_sid: str | None = None
+    twilio_api_base_url: str | None = None  # a regional edge; tests use a stand-in
     gemini_api_key: str | None = field(default=None, repr=False)
     gemini_live_url: str | None = None
     gemini_api_version: str = "v1alpha"
