@@ -141,7 +141,5 @@ async def test_an_unreachable_tool_service_and_a_non_object_reply(tmp_path):
         result = await toolbox.run(agent, FunctionCall("c1", "order_status", {}), IDS)
         assert "could not be reached" in result.response["error"]
         async with tool_service(ToolService(reply=["a", "b"])) as url:
-            result = await toolbox.run(
-                load_agents_with_url(None, url), FunctionCall("c2", "order_status", {}), IDS
-            )
+            result = await toolbox.run(shop_agent(tmp_path, url), FunctionCall("c2", "order_status", {}), IDS)
     assert result.response == {"result": ["a", "b"]}
