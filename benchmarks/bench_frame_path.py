@@ -83,9 +83,7 @@ def main() -> None:
     in_p50, in_p99 = measure(inbound_step, twilio_msgs)
     out_p50, out_p99 = measure(outbound_step, live_msgs)
     print("## Per-frame CPU, whole gateway path (no sockets)\n")
-    print(
-        f"Machine: {describe('numpy')}; {FRAMES} frames of 20 ms each way, one thread.\n"
-    )
+    print(f"Machine: {describe('numpy')}; {FRAMES} frames of 20 ms each way, one thread.\n")
     print("| direction | path | p50 (us/frame) | p99 (us/frame) |")
     print("|---|---|---|---|")
     print(
