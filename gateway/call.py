@@ -37,7 +37,7 @@ from gateway.agents import Agent
 from gateway.audio import InboundAudio, OutboundAudio
 from gateway.live_session import LiveError, LiveSession
 from gateway.metrics import METRICS
-from gateway.tools import CallIds, LineAction, Toolbox
+from gateway.tools import CallIds, LineAction, Toolbox, ToolResult
 from gateway.twilio_stream import TwilioClosed, TwilioStream
 
 if TYPE_CHECKING:
@@ -148,6 +148,7 @@ class Call:
         self._switch_by: float | None = None  # after goAway: switch connections by this monotonic time
         self._held: deque[bytes] | None = None  # caller mu-law held while switching (None: send directly)
         self._since_handle: deque[bytes] = deque(maxlen=int(MAX_REPLAY_S / FRAME_S))
+        self._held_keys: list[str] = []  # keypresses while switching connections
         # Caller utterances transcribed since the handle: their audio is replayed on a new connection and
         # transcribed again there, and those second transcripts are not news.
         self._utterances_since_handle = 0
@@ -304,10 +305,11 @@ class Call:
             elif isinstance(event, tp.Dtmf):
                 stats.dtmf += event.digit
                 log.info("dtmf", digit=event.digit)
+                text = f"[The caller pressed the {event.digit} key on their phone keypad.]"
                 if self._held is None:
-                    await self._ask_agent(
-                        f"[The caller pressed the {event.digit} key on their phone keypad.]"
-                    )
+                    await self._ask_agent(text)
+                else:
+                    self._held_keys.append(text)  # switching connections: told once the new one is up
             elif isinstance(event, tp.Stop):
                 stats.outcome = "caller_hung_up"
                 log.info("twilio_stop")
@@ -446,6 +448,8 @@ class Call:
         while self._held:  # frames the caller loop adds meanwhile are sent in order too
             await self.live.send_audio(self._inbound.convert(self._held.popleft()), self.input_rate)
         self._held = None
+        while self._held_keys:
+            await self._ask_agent(self._held_keys.pop(0))
         took = time.monotonic() - began
         self.stats.switches.append(took)
         METRICS.live_reconnects.labels(reason=reason).inc()
@@ -534,7 +538,11 @@ class Call:
         assert self.chosen is not None and self.start is not None
         params = self.start.custom_parameters
         ids = CallIds(self.call_sid, self.start.stream_sid, params.get("From", ""), params.get("To", ""))
-        result = await self.chosen.toolbox.run(self.chosen.agent, call, ids)
+        try:
+            result = await self.chosen.toolbox.run(self.chosen.agent, call, ids)
+        except Exception:  # a bug, not a tool failure: the model still gets an answer, not silence
+            log.exception("tool_crashed", tool=call.name)
+            result = ToolResult({"error": f"{call.name} failed inside the gateway"})
         self._tool_tasks.pop(call.id, None)  # answered: a cancellation from now on only withdraws its action
         if result.action is not None:
             await self._ask_for_line_action(result.action, call.id)
