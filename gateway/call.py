@@ -340,9 +340,8 @@ class Call:
         """True when this echo says the line action is due (everything the agent said has been heard)."""
         sent = self._marks.pop(name, None)
         if sent is None:
-            return (
-                False  # a mark flushed by `clear`: Twilio echoes those too, and they prove nothing was heard
-            )
+            # A mark flushed by `clear`: Twilio echoes those too, and they prove nothing was heard.
+            return False
         log.info("agent_turn_played", mark=name, playback_s=round(time.monotonic() - sent, 3))
         return bool(self._line_action) and name == self._line_action_mark
 
@@ -568,9 +567,8 @@ class Call:
         whose echo (not one caused by a `clear`) proves it has played."""
         self._line_action, self._line_action_id, self._line_action_mark = action, call_id, ""
         if not self._generating and not self._turn_audio_sent:
-            await (
-                self._send_line_action_mark()
-            )  # no turn in progress: only audio already queued is waited for
+            # No turn in progress: only the audio already queued is waited for.
+            await self._send_line_action_mark()
 
     async def _send_line_action_mark(self) -> None:
         assert self._line_action is not None
@@ -584,18 +582,23 @@ class Call:
             log.info("line_action_withdrawn", action=self._line_action.kind, reason=reason)
         self._line_action, self._line_action_id, self._line_action_mark = None, "", ""
 
-    async def _carry_out_line_action(self) -> bool:
-        """Hang up or transfer now. True when the call is over for this stream."""
+    def _take_line_action(self) -> LineAction:
         action = self._line_action
         assert action is not None
-        self._withdraw_line_action("done")
+        self._line_action, self._line_action_id, self._line_action_mark = None, "", ""
+        return action
+
+    async def _carry_out_line_action(self) -> bool:
+        """Hang up or transfer now. True when the call is over for this stream."""
+        action = self._take_line_action()
         if action.kind == "hang_up":
             self.stats.outcome = "agent_hung_up"
             log.info("agent_hung_up")
             return True  # closing the stream makes Twilio run the <Hangup/> after </Connect>
         control = self.chosen.control if self.chosen else None
         try:
-            assert control is not None, "transfer_call is refused without REST credentials"
+            if control is None:  # the toolbox refuses transfers without REST credentials: not reached
+                raise RuntimeError("no Twilio REST credentials")
             moved = await control.transfer(self.call_sid, action.target)
         except Exception as exc:  # TwilioRestException, a network error: the caller is still on the line
             log.error("transfer_failed", target=action.target, error=str(exc))

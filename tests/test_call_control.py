@@ -183,6 +183,39 @@ async def test_transfer_call_refuses_targets_off_the_allowlist_and_lines_without
     assert result.closed_by == "caller"  # a refused tool is an answer, not a dead call
 
 
+@pytest.mark.parametrize("rest", ["refused", "call_already_ended"])
+async def test_a_failed_transfer_is_told_to_the_agent_and_a_call_already_gone_just_ends(
+    tmp_path, capsys, rest
+):
+    async def script(session: PeerSession) -> None:
+        await send_tool_call(session, "t-1", "transfer_call", target=TARGET)
+
+    # The stand-in knows another auth token than the gateway's, so it refuses the REST call (HTTP 401).
+    api_token = "another-token" if rest == "refused" else TOKEN
+    async with fake_twilio_api(ACCOUNT, api_token) as (api_url, api), LivePeer(script) as peer:
+        env = {
+            "AGENTS_FILE": write_agents(tmp_path, TRANSFER_AGENT),
+            "TWILIO_ACCOUNT_SID": ACCOUNT,
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "AGENT_GREETING": "none",
+        }
+        settings = dataclasses.replace(settings_for(peer.url, **env), twilio_api_base_url=api_url)
+        async with running_gateway(settings) as url:
+            call_sid = "CA" + "7" * 32
+            api.ended.add(call_sid)
+            result = await place_call(url, waiting_call(6.0), auth_token=TOKEN, call_sid=call_sid)
+        session = await peer.session()
+    lines = logged(capsys)
+
+    assert api.updates == []
+    if rest == "refused":
+        # The caller is still there: the agent is told, so it can say so, and the call goes on.
+        assert any("transfer to " + TARGET + " failed" in turn for turn in session.client_turns)
+        assert result.closed_by == "caller" and outcome(lines, result) == "caller_hung_up"
+    else:
+        assert result.closed_by == "gateway" and outcome(lines, result) == "caller_gone"
+
+
 # --- custom tools over HTTP ----------------------------------------------------------------------------
 
 
