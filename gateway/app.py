@@ -25,16 +25,19 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from gateway import live_protocol as lp
 from gateway import twilio_protocol as tp
-from gateway.call import Call, CallLimits, TranscriptObserver
+from gateway.call import Call, CallAgent, CallLimits, TranscriptObserver
 from gateway.config import Settings
 from gateway.drain import Drain
 from gateway.live_session import LiveSession
 from gateway.logs import register_secret
 from gateway.metrics import METRICS
+from gateway.prewarm import Prewarmer
 from gateway.records import Records, open_store
 from gateway.records import register_secrets as register_database_secrets
 from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
 from gateway.stream_tokens import StreamTokens, key_from_auth_token
+from gateway.tools import Toolbox
+from gateway.twilio_rest import CallControl
 from gateway.twilio_stream import TwilioStream
 
 log = structlog.get_logger("gateway.app")
@@ -55,6 +58,36 @@ class Gateway:
         self.validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
         self.tokens = StreamTokens(key_from_auth_token(settings.twilio_auth_token))
         self.apology_ulaw = b""  # spoken when Live cannot be brought back, instead of dead air
+        self.agents = settings.agent_book
+        self.prewarm = Prewarmer(self.open_live, settings.prewarm_s)
+        self.control: CallControl | None = None  # set in the lifespan when REST credentials are configured
+        self.toolbox = Toolbox()
+
+    async def start_tools(self, stack: contextlib.AsyncExitStack) -> None:
+        """The shared HTTP client for custom tools and the REST client for transfers, closed at shutdown."""
+        settings = self.settings
+        http = None
+        if self.agents.uses_http_tools:
+            import httpx
+
+            http = await stack.enter_async_context(httpx.AsyncClient(follow_redirects=False))
+        if settings.twilio_account_sid and settings.twilio_auth_token:
+            self.control = CallControl(
+                settings.twilio_account_sid, settings.twilio_auth_token, base_url=settings.twilio_api_base_url
+            )
+            stack.push_async_callback(self.control.close)
+        self.toolbox = Toolbox(http=http, secret=settings.tools_secret, can_transfer=self.control is not None)
+        stack.push_async_callback(self.prewarm.close)
+
+    def prewarm_call(self, params: dict[str, str]) -> None:
+        """While the phone rings: start setting up the Live session of the agent for the number called."""
+        self.prewarm.start(params.get("CallSid", ""), self.agents.for_number(params.get("To", "")).live)
+
+    async def prepare_call(self, start: tp.Start) -> CallAgent:
+        """On `start`: the agent for the number called, with the session set up while it rang, if any."""
+        agent = self.agents.for_number(start.custom_parameters.get("To", ""))
+        live = await self.prewarm.take(start.call_sid, agent.live)
+        return CallAgent(agent, self.toolbox, live, self.control)
 
     def on_transcript(self, call_sid: str, role: str, text: str) -> None:
         self.records.transcript(call_sid, role, text)
@@ -161,6 +194,7 @@ async def voice(request: Request) -> Response:
             stream.parameter(name=name, value=params[name][:200])
     stream.parameter(name=TOKEN_PARAMETER, value=gw.tokens.issue(call_sid))
     response.hangup()
+    gw.prewarm_call(params)
     log.info("call_answered", call_sid=call_sid)
     return Response(str(response), media_type="application/xml")
 
@@ -209,6 +243,7 @@ async def media(ws: WebSocket) -> None:
         admit=gw.admit_stream,
         on_transcript=gw.on_transcript,
         on_failure=gw.apologise,
+        prepare=gw.prepare_call,
         resume=gw.records.resumption_handle,
     )
     gw.calls.add(call)
@@ -252,6 +287,7 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
     register_secret(settings.twilio_auth_token)
     register_secret(settings.calls_api_token)
     register_database_secrets(settings.database_url)
+    register_secret(settings.tools_secret)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -270,6 +306,14 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                     note="no GEMINI_API_KEY or GEMINI_LIVE_URL: calls talk to the offline local agent",
                 )
             await gateway.prepare_apology()
+            await gateway.start_tools(stack)
+            if "transfer_call" in {t for a in gateway.agents.by_number.values() for t in a.tools}:
+                if gateway.control is None:
+                    log.warning(
+                        "transfers_unavailable",
+                        note="TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not both set: transfer_call"
+                        " answers an error the agent can tell the caller",
+                    )
             caps = lp.model_capabilities(settings.live.model)
             if not caps.known:
                 log.warning(

@@ -3,7 +3,8 @@
 This is the only place where the two sides meet. The story of a call:
 
 1. Wait for Twilio's `start` (skipping `connected`, and any junk) within a deadline.
-2. Open the Live session (setup from the agent's config) and, if there is a greeting, ask the agent to speak.
+2. Choose the agent for the number called and take the Live session opened for this call while the phone
+   rang (or open one now: setup from the agent's config); if there is a greeting, ask the agent to speak.
 3. Run two loops until either side ends:
    - caller -> agent: mu-law 8 kHz from Twilio, to PCM16 at 16 kHz, to Live;
    - agent -> caller: PCM16 24 kHz from Live, to mu-law 8 kHz, to Twilio, with barge-in:
@@ -12,6 +13,8 @@ This is the only place where the two sides meet. The story of a call:
    A Live connection does not last the whole call: on `goAway` (or when it breaks) the agent loop switches
    to a new connection that resumes the session from the latest resumable handle, while the caller's audio
    is held and then replayed on the new connection, so nothing the caller says is lost.
+   Tool calls run in their own tasks (see gateway.tools); `end_call` and `transfer_call` act on the line only
+   once what the agent is saying has been heard: a mark after its turn comes back without a `clear`.
 4. If Live cannot be brought back, apologise to the caller rather than leave dead air. Close both sides
    (closing the Twilio socket makes Twilio run the TwiML after </Connect>) and log a summary.
 """
@@ -24,15 +27,21 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
 from gateway import live_protocol as lp
 from gateway import twilio_protocol as tp
+from gateway.agents import Agent
 from gateway.audio import InboundAudio, OutboundAudio
 from gateway.live_session import LiveError, LiveSession
 from gateway.metrics import METRICS, SpeechEnd
+from gateway.tools import CallIds, LineAction, Toolbox, ToolResult
 from gateway.twilio_stream import TwilioClosed, TwilioStream
+
+if TYPE_CHECKING:
+    from gateway.twilio_rest import CallControl
 
 log = structlog.get_logger("gateway.call")
 
@@ -41,6 +50,7 @@ StreamAdmission = Callable[[tp.Start], Awaitable[str | None]]  # a reason to ref
 TranscriptObserver = Callable[[str, str, str], None]  # (call_sid, role, text)
 FailureHandler = Callable[["Call"], Awaitable[None]]
 ResumeLookup = Callable[[str], Awaitable[str]]  # call_sid -> the Live handle another instance left, or ""
+CallPreparer = Callable[[tp.Start], Awaitable["CallAgent"]]
 
 FRAME_S = 0.02
 # Caller audio held while the Live connection is switched, and kept since the last resumable handle (the
@@ -60,6 +70,16 @@ class CallLimits:
     start_timeout_s: float = 10.0  # `start` must arrive this soon after the WebSocket opens
     idle_timeout_s: float = 20.0  # Twilio sends media every 20 ms, silence too: this long without is dead
     max_duration_s: float = 4 * 3600.0
+
+
+@dataclass(frozen=True)
+class CallAgent:
+    """Who answers a call, chosen once `start` says which number was called, and what it works with."""
+
+    agent: Agent
+    toolbox: Toolbox
+    live: LiveSession | None = None  # opened and set up while the phone rang (see gateway.prewarm)
+    control: CallControl | None = None  # Twilio's REST API, for transfers
 
 
 @dataclass
@@ -103,6 +123,7 @@ class Call:
         on_transcript: TranscriptObserver | None = None,
         on_failure: FailureHandler | None = None,
         reconnect_delays_s: tuple[float, ...] = RECONNECT_DELAYS_S,
+        prepare: CallPreparer | None = None,
         resume: ResumeLookup | None = None,
     ) -> None:
         self.twilio = twilio
@@ -116,6 +137,8 @@ class Call:
         self.on_transcript = on_transcript
         self.on_failure = on_failure
         self.reconnect_delays_s = reconnect_delays_s
+        self.prepare = prepare
+        self.chosen: CallAgent | None = None
         self.resume = resume
         self.start: tp.Start | None = None
         self.live: LiveSession | None = None
@@ -128,6 +151,7 @@ class Call:
         self._switch_by: float | None = None  # after goAway: switch connections by this monotonic time
         self._held: deque[bytes] | None = None  # caller mu-law held while switching (None: send directly)
         self._since_handle: deque[bytes] = deque(maxlen=int(MAX_REPLAY_S / FRAME_S))
+        self._held_keys: list[str] = []  # keypresses while switching connections
         # Caller utterances transcribed since the handle: their audio is replayed on a new connection and
         # transcribed again there, and those second transcripts are not news.
         self._utterances_since_handle = 0
@@ -141,6 +165,11 @@ class Call:
         self._marks: dict[str, float] = {}
         self._heard: dict[str, list[str]] = {"caller": [], "agent": []}
         self._speech_end = SpeechEnd()  # for the response latency metric
+        # Tools: calls in progress by id, and what to do to the line once the agent has been heard.
+        self._tool_tasks: dict[str, asyncio.Task[None]] = {}
+        self._line_action: LineAction | None = None
+        self._line_action_id = ""  # the tool call that asked for it: its cancellation withdraws it
+        self._line_action_mark = ""  # the mark whose echo (not flushed by a clear) carries it out
 
     @property
     def call_sid(self) -> str:
@@ -177,7 +206,7 @@ class Call:
             return
         try:
             try:
-                self.live = await self._open_first_live()
+                self.live = await self._first_live()
             except LiveError as exc:
                 self.stats.outcome = "live_config_error" if exc.is_config_error else "live_unavailable"
                 log.error("live_session_failed", error=str(exc), code=exc.code)
@@ -210,10 +239,23 @@ class Call:
             log.warning("no_start_event", timeout_s=self.limits.start_timeout_s)
             return None
 
-    async def _open_first_live(self) -> LiveSession:
-        """A call handed over by another instance (a deploy) resumes its Live session, context and all."""
+    async def _first_live(self) -> LiveSession:
+        """The agent for the number called, and its Live session: the one set up while the phone rang if
+        there is one, so the greeting does not wait for a connect and setup round trip; but a call handed
+        over by another instance (a deploy) resumes its own session instead, context and all."""
+        prewarmed: LiveSession | None = None
+        if self.prepare is not None:
+            assert self.start is not None
+            self.chosen = chosen = await self.prepare(self.start)
+            self.config, self.greeting = chosen.agent.live, chosen.agent.greeting
+            self.caps = lp.model_capabilities(self.config.model)
+            log.info("agent_chosen", agent=chosen.agent.name, prewarmed=chosen.live is not None)
+            prewarmed = chosen.live
         self.resumption_handle = await self.resume(self.call_sid) if self.resume is not None else ""
         if self.resumption_handle:
+            if prewarmed is not None:
+                await prewarmed.close()  # a fresh session would not know the conversation
+                prewarmed = None
             try:
                 live = await self._open_live(self.config, self.resumption_handle)
                 log.info("live_session_resumed_from_another_instance")
@@ -224,6 +266,8 @@ class Call:
                 # Unknown or expired: the call goes on in a fresh session (the context is lost, not the call).
                 log.warning("resumption_handle_rejected", reason=exc.reason)
                 self.resumption_handle = ""
+        if prewarmed is not None:
+            return prewarmed
         return await self._open_live(self.config, None)
 
     async def _ask_agent(self, text: str) -> None:
@@ -251,6 +295,7 @@ class Call:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self._cancel_tools(list(self._tool_tasks), reason="call_ended")
         for task in done:
             exc = task.exception()
             if isinstance(exc, LiveError):
@@ -283,14 +328,16 @@ class Call:
                 self._speech_end.frame(event.payload)
                 await self._send_caller_audio(event.payload)
             elif isinstance(event, tp.Mark):
-                self._mark_played(event.name)
+                if self._mark_played(event.name) and await self._carry_out_line_action():
+                    return
             elif isinstance(event, tp.Dtmf):
                 stats.dtmf += event.digit
                 log.info("dtmf", digit=event.digit)
+                text = f"[The caller pressed the {event.digit} key on their phone keypad.]"
                 if self._held is None:
-                    await self._ask_agent(
-                        f"[The caller pressed the {event.digit} key on their phone keypad.]"
-                    )
+                    await self._ask_agent(text)
+                else:
+                    self._held_keys.append(text)  # switching connections: told once the new one is up
             elif isinstance(event, tp.Stop):
                 stats.outcome = "caller_hung_up"
                 log.info("twilio_stop")
@@ -318,11 +365,14 @@ class Call:
             METRICS.frames_dropped.labels(direction="caller").inc()
         self._held.append(ulaw)
 
-    def _mark_played(self, name: str) -> None:
+    def _mark_played(self, name: str) -> bool:
+        """True when this echo says the line action is due (everything the agent said has been heard)."""
         sent = self._marks.pop(name, None)
         if sent is None:
-            return  # a mark flushed by `clear`: Twilio echoes those too, and they prove nothing was heard
+            # A mark flushed by `clear`: Twilio echoes those too, and they prove nothing was heard.
+            return False
         log.info("agent_turn_played", mark=name, playback_s=round(time.monotonic() - sent, 3))
+        return bool(self._line_action) and name == self._line_action_mark
 
     # --- agent -> caller ---------------------------------------------------------------------------------
 
@@ -399,7 +449,9 @@ class Call:
                 self._since_handle.clear()  # the new handle covers everything the caller said so far
                 self._utterances_since_handle = 0
         elif isinstance(event, lp.ToolCall):
-            await self._refuse_tools(event)
+            await self._start_tools(event)
+        elif isinstance(event, lp.ToolCallCancellation):
+            await self._cancel_tools(list(event.ids), reason="cancelled_by_live")
         elif isinstance(event, lp.GoAway):
             # Leave a margin before the deadline for the new connection's setup.
             margin = min(5.0, event.time_left_s * 0.25)
@@ -425,6 +477,8 @@ class Call:
         while self._held:  # frames the caller loop adds meanwhile are sent in order too
             await self.live.send_audio(self._inbound.convert(self._held.popleft()), self.input_rate)
         self._held = None
+        while self._held_keys:
+            await self._ask_agent(self._held_keys.pop(0))
         took = time.monotonic() - began
         self.stats.switches.append(took)
         METRICS.live_reconnects.labels(reason=reason).inc()
@@ -482,6 +536,7 @@ class Call:
         await self.twilio.send_clear()
         self._outbound.reset()
         self._marks.clear()
+        self._withdraw_line_action("caller_talked_over_it")  # "wait, one more thing": the agent may ask again
         self.stats.barge_ins += 1
         METRICS.barge_ins.inc()
 
@@ -499,6 +554,97 @@ class Call:
         self._discarding = False
         self._generating = False
         self._flush_transcripts()
+        if self._line_action is not None and not self._line_action_mark:
+            await self._send_line_action_mark()
+
+    # --- tools and line actions (hang up, transfer) -------------------------------------------------------
+
+    async def _start_tools(self, event: lp.ToolCall) -> None:
+        """Each call runs in its own task, so a slow HTTP tool never holds up the agent's audio."""
+        if self.chosen is None:
+            await self._refuse_tools(event)
+            return
+        for call in event.calls:
+            self._tool_tasks[call.id] = asyncio.create_task(self._run_tool(call), name=f"tool-{call.name}")
+
+    async def _run_tool(self, call: lp.FunctionCall) -> None:
+        assert self.chosen is not None and self.start is not None
+        params = self.start.custom_parameters
+        ids = CallIds(self.call_sid, self.start.stream_sid, params.get("From", ""), params.get("To", ""))
+        try:
+            result = await self.chosen.toolbox.run(self.chosen.agent, call, ids)
+        except Exception:  # a bug, not a tool failure: the model still gets an answer, not silence
+            log.exception("tool_crashed", tool=call.name)
+            result = ToolResult({"error": f"{call.name} failed inside the gateway"})
+        self._tool_tasks.pop(call.id, None)  # answered: a cancellation from now on only withdraws its action
+        if result.action is not None:
+            await self._ask_for_line_action(result.action, call.id)
+        response = {"id": call.id, "name": call.name, "response": result.response}
+        try:
+            assert self.live is not None
+            await self.live.send(lp.tool_response_message([response]))
+        except LiveError as exc:
+            log.warning("tool_response_not_sent", tool=call.name, error=str(exc))
+
+    async def _cancel_tools(self, ids: list[str], reason: str) -> None:
+        tasks = [task for i in ids if (task := self._tool_tasks.pop(i, None)) is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._line_action_id in ids:
+            self._withdraw_line_action(reason)
+        if tasks:
+            log.info("tool_calls_cancelled", ids=ids, reason=reason)
+
+    async def _ask_for_line_action(self, action: LineAction, call_id: str) -> None:
+        """Carry out `action` once what the agent says in this turn has been heard: a mark after the turn,
+        whose echo (not one caused by a `clear`) proves it has played."""
+        self._line_action, self._line_action_id, self._line_action_mark = action, call_id, ""
+        if not self._generating and not self._turn_audio_sent:
+            # No turn in progress: only the audio already queued is waited for.
+            await self._send_line_action_mark()
+
+    async def _send_line_action_mark(self) -> None:
+        assert self._line_action is not None
+        name = f"{self._line_action.kind}-{self._turn}"
+        self._line_action_mark = name
+        self._marks[name] = time.monotonic()
+        await self.twilio.send_mark(name)
+
+    def _withdraw_line_action(self, reason: str) -> None:
+        if self._line_action is not None:
+            log.info("line_action_withdrawn", action=self._line_action.kind, reason=reason)
+        self._line_action, self._line_action_id, self._line_action_mark = None, "", ""
+
+    def _take_line_action(self) -> LineAction:
+        action = self._line_action
+        assert action is not None
+        self._line_action, self._line_action_id, self._line_action_mark = None, "", ""
+        return action
+
+    async def _carry_out_line_action(self) -> bool:
+        """Hang up or transfer now. True when the call is over for this stream."""
+        action = self._take_line_action()
+        if action.kind == "hang_up":
+            self.stats.outcome = "agent_hung_up"
+            log.info("agent_hung_up")
+            return True  # closing the stream makes Twilio run the <Hangup/> after </Connect>
+        control = self.chosen.control if self.chosen else None
+        try:
+            if control is None:  # the toolbox refuses transfers without REST credentials: not reached
+                raise RuntimeError("no Twilio REST credentials")
+            moved = await control.transfer(self.call_sid, action.target)
+        except Exception as exc:  # TwilioRestException, a network error: the caller is still on the line
+            log.error("transfer_failed", target=action.target, error=str(exc))
+            with contextlib.suppress(LiveError):
+                await self._ask_agent(
+                    f"[The transfer to {action.target} failed. Tell the caller, and offer another way.]"
+                )
+            return False
+        # Twilio now runs the <Dial> and stops this stream: that stop is the transfer, not a hang-up.
+        self.stats.outcome = "transferred" if moved else "caller_gone"
+        log.info("call_transferred" if moved else "transfer_after_call_ended", target=action.target)
+        return True
 
     async def _refuse_tools(self, event: lp.ToolCall) -> None:
         """No tools are declared by this agent: answer so the model is never left waiting."""

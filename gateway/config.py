@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from gateway.agents import AgentBook, AgentsFileError, default_book, load_agents
 from gateway.live_protocol import API_HOST, DEFAULT_MODEL, LIVE_PATH, LiveConfig, LiveConfigError
 
 DEFAULT_INSTRUCTIONS = (
@@ -33,6 +34,7 @@ class Settings:
     public_url: str | None = None
     twilio_auth_token: str | None = field(default=None, repr=False)
     twilio_account_sid: str | None = None
+    twilio_api_base_url: str | None = None  # a regional edge; tests use a stand-in
     gemini_api_key: str | None = field(default=None, repr=False)
     gemini_live_url: str | None = None
     gemini_api_version: str = "v1alpha"
@@ -48,12 +50,20 @@ class Settings:
     start_timeout_s: float = 10.0
     media_idle_timeout_s: float = 20.0
     max_call_duration_s: float = 4 * 3600.0
+    # Per-number agents (AGENTS_FILE); numbers it does not list get the agent made of the settings above.
+    agents: AgentBook | None = None
+    tools_secret: str | None = field(default=None, repr=False)  # signs custom tool requests
+    prewarm_s: float = 10.0  # a Live session opened while the phone rings waits this long for its stream
     log_format: str = "auto"
     log_level: str = "info"
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # a PostgreSQL URL has a password
     calls_api_token: str | None = field(default=None, repr=False)
     drain_grace_s: float = 15.0
     twilio_api_base_url: str | None = None
+
+    @property
+    def agent_book(self) -> AgentBook:
+        return self.agents or default_book(self.live, self.greeting)
 
     @property
     def uses_local_backend(self) -> bool:
@@ -77,16 +87,20 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
 
 
-def _positive(env: dict[str, str], name: str, default: float) -> float:
+def _float(env: dict[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError:
-        value = -1.0
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+def _positive(env: dict[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
     if not value > 0:
-        raise ConfigError(f"{name}={raw!r} must be a positive number of seconds")
+        raise ConfigError(f"{name}={env.get(name)!r} must be a positive number of seconds")
     return value
 
 
@@ -172,6 +186,20 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     max_message_bytes = _int(env, "MAX_MESSAGE_BYTES", 64 * 1024)
     if max_message_bytes < 4096:
         raise ConfigError(f"MAX_MESSAGE_BYTES={max_message_bytes} must be at least 4096 (a Twilio `start`)")
+    agents = default_book(live, greeting)
+    if agents_file := env.get("AGENTS_FILE"):
+        try:
+            agents = load_agents(agents_file, agents.default)
+        except AgentsFileError as exc:
+            raise ConfigError(f"AGENTS_FILE: {exc}") from None
+    tools_secret = env.get("TOOLS_SECRET") or None
+    if agents.uses_http_tools and not tools_secret:
+        raise ConfigError(
+            "the agents file declares HTTP tools: set TOOLS_SECRET, the key their requests are signed with"
+        )
+    prewarm_s = _float(env, "LIVE_PREWARM_S", 10.0)
+    if not 0 <= prewarm_s <= 60:
+        raise ConfigError(f"LIVE_PREWARM_S={prewarm_s} must be between 0 (off) and 60 seconds")
     log_format = (env.get("LOG_FORMAT") or "auto").lower()
     if log_format not in {"auto", "json", "console"}:
         raise ConfigError("LOG_FORMAT must be json, console or auto")
@@ -202,6 +230,9 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         start_timeout_s=_positive(env, "STREAM_START_TIMEOUT_S", 10.0),
         media_idle_timeout_s=_positive(env, "MEDIA_IDLE_TIMEOUT_S", 20.0),
         max_call_duration_s=_positive(env, "MAX_CALL_DURATION_S", 4 * 3600.0),
+        agents=agents,
+        tools_secret=tools_secret,
+        prewarm_s=prewarm_s,
         log_format=log_format,
         log_level=(env.get("LOG_LEVEL") or "info").lower(),
         database_url=database_url,

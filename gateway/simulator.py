@@ -511,11 +511,14 @@ async def place_call(
     on_event: Callable[[Event], None] | None = None,
     call_class: type[_Call] | None = None,
     http: httpx.AsyncClient | None = None,
+    stream_delay_s: float = 0.0,
 ) -> CallResult:
     """Call the gateway at `url` (http(s)://host[:port]) as Twilio would, stream `script`, and report.
 
     public_url: the base URL Twilio would have used (and signed) if the gateway sits behind a proxy;
-    the simulator still talks to `url` directly. Raises SimulatorError if the call cannot be set up.
+    the simulator still talks to `url` directly. stream_delay_s: Twilio's pause between the webhook's answer
+    and opening the stream (TwiML processing, a TLS handshake across the internet). Raises SimulatorError if
+    the call cannot be set up.
     """
     call_sid = call_sid or _new_sid("CA")
     stream_sid = _new_sid("MZ")
@@ -542,6 +545,8 @@ async def place_call(
     twiml = await _post_webhook(webhook_url, signed_url, params, auth_token, http)
     stream_url, custom_parameters = parse_twiml(twiml, signed_url)
     emit_early("webhook", stream_url=stream_url, took_s=round(time.monotonic() - started, 4))
+    if stream_delay_s > 0:
+        await asyncio.sleep(stream_delay_s)
 
     headers = {}
     if auth_token:  # Twilio signs the stream URL exactly as the TwiML wrote it, with no params

@@ -54,7 +54,7 @@ async def test_a_drained_call_moves_to_another_instance_and_resumes_its_live_ses
         env = dict(
             AGENT_GREETING="Greet the caller", DATABASE_URL=database, PUBLIC_URL=PUBLIC,
             DRAIN_GRACE_SECONDS="3", TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_AUTH_TOKEN=TOKEN,
-            TWILIO_API_BASE_URL=api_url,
+            TWILIO_API_BASE_URL=api_url, LIVE_PREWARM_S="10",
         )  # fmt: skip
         app_a = create_app(settings_for(peer.url, **env))
         gw_a = app_a.state.gateway
@@ -95,10 +95,15 @@ async def test_a_drained_call_moves_to_another_instance_and_resumes_its_live_ses
                 url_b, CallScript(audio=tone_pcm(0.3, 300.0, rate=8000), trailing_silence_s=0.5),
                 auth_token=TOKEN, public_url=PUBLIC, call_sid=sid,
             )  # fmt: skip
-    first, second = peer.sessions
-    assert first.setup["sessionResumption"] == {}
-    assert second.setup["sessionResumption"] == {"handle": "h-42"}  # the conversation goes on
-    assert first.client_turns == ["Greet the caller"] and second.client_turns == []  # no second greeting
+    first, *others = peer.sessions
+    assert first.setup["sessionResumption"] == {} and first.client_turns == ["Greet the caller"]
+    assert len(others) == 2  # on B: one pre-warmed while the redirected call rang, and the resumed one
+    (resumed,) = [s for s in others if s.setup["sessionResumption"]]
+    assert resumed.setup["sessionResumption"] == {"handle": "h-42"}  # the conversation goes on
+    assert all(s.client_turns == [] for s in others)  # no second greeting
+    for fresh in others:  # B's session set up while the redirected call rang: closed, not used
+        if fresh is not resumed:
+            assert fresh.closed.is_set() and fresh.audio_bytes == 0
 
     store = open_store(database)
     await store.open()

@@ -117,3 +117,17 @@ def test_agent_rules():
     assert "my name is john" in agent.respond("what did I say before", history).text
     assert "Hello" in agent.respond("Greet the caller", [], source="content").text
     assert "local offline test agent" in agent.respond("book a flight to Paris", [], source="content").text
+
+
+def test_agent_rules_for_keypresses_transfers_and_named_tools():
+    transfer = {"properties": {"target": {"type": "STRING", "enum": ["+15005550009"]}}}
+    agent = LocalAgent(can_end_call=True, tools={"transfer_call": transfer, "order_status": None})
+    assert agent.respond("[The caller pressed the # key on their phone keypad.]", []).text == "You pressed #."
+    moved = agent.respond("transfer me to an operator please", [], source="content")
+    assert (moved.tool, moved.args) == ("transfer_call", {"target": "+15005550009"})
+    lookup = agent.respond("check the order status", [], source="content")
+    assert lookup.tool == "order_status" and lookup.args == {"request": "check the order status"}
+    assert "shipped" in agent.after_tool("order_status", {"status": "shipped"})
+    assert "failed: timed out" in agent.after_tool("order_status", {"error": "timed out"})
+    # without the tool declared, the words are only words
+    assert LocalAgent().respond("transfer me", []).tool == ""

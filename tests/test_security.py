@@ -137,17 +137,18 @@ async def test_a_stream_without_a_valid_unused_token_is_closed_before_any_live_s
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
             ws, _ = await _open_stream(url, "CAnone", None)
             assert await _closed(ws) == 1008
+            assert peer.sessions == []  # a stream nobody answered costs no Live session
             token = await stream_token(url, "CA1")
+            await peer.session(0)  # the signed webhook pre-warms CA1's session while the phone rings
             ws, _ = await _open_stream(url, "CAother", token)  # another call's token
             assert await _closed(ws) == 1008
-            assert peer.sessions == []  # nothing above cost a Live session
             first, sender = await _open_stream(url, "CA1", token)
-            await peer.session(0)
             second, _ = await _open_stream(url, "CA1", token, stream_sid="MZ2")  # Twilio's second stream
             assert await _closed(second) == 1008
             await first.send(sender.stop("CA1", "AC1"))
             await _closed(first)
-    assert len(peer.sessions) == 1  # the first stream won, deterministically
+    # One Live session in all: the first stream took the pre-warmed one; the refused streams opened none.
+    assert len(peer.sessions) == 1 and peer.sessions[0].closed.is_set()
 
 
 async def test_over_the_call_limit_the_webhook_answers_busy_and_hangs_up():
@@ -159,7 +160,7 @@ async def test_over_the_call_limit_the_webhook_answers_busy_and_hangs_up():
             second = await client.post(url + "/twilio/voice", data={"CallSid": "CA2"})
             root = ET.fromstring(second.text)
             assert [(c.tag, c.get("reason")) for c in root] == [("Reject", "busy")]
-    assert peer.sessions == []
+    assert len(peer.sessions) == 1  # the answered call's pre-warmed session; the rejected one cost nothing
 
 
 # --- secrets ------------------------------------------------------------------------------------------------

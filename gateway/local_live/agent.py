@@ -1,7 +1,10 @@
 """The local backend's agent: a handful of honest rules, NOT a language model.
 
 It repeats what it heard, tells the time, greets when asked to, says goodbye (and asks to end the call
-when the session declared an ``end_call`` tool), recalls the previous thing the caller said (which is how
+when the session declared an ``end_call`` tool), says which key was pressed when told of a keypress,
+transfers the caller when asked to (with a declared ``transfer_call``, to its first allowed target), calls a
+declared tool whose name the caller says (``order_status`` for "check the order status") and reads out its
+answer, recalls the previous thing the caller said (which is how
 tests prove that session resumption kept the history), and otherwise says what it is. Everything it says
 is derived from what the recogniser heard or from the clock; it invents nothing.
 """
@@ -9,8 +12,9 @@ is derived from what the recogniser heard or from the clock; it invents nothing.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 NAME = "the local offline test agent"
 
@@ -26,7 +30,12 @@ class HistoryTurn:
 @dataclass(frozen=True, slots=True)
 class Reply:
     text: str
-    end_call: bool = False
+    tool: str = ""  # a function to call once the text has been said
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def end_call(self) -> bool:
+        return self.tool == "end_call"
 
 
 _GOODBYE = re.compile(r"\b(good ?bye|bye|hang up|end the call)\b")
@@ -35,6 +44,8 @@ _RECALL = re.compile(r"\b(what did i (just )?say|say before|said before|previous
 _GREET = re.compile(r"\b(greet|introduce yourself|say hello)\b")
 _HELLO = re.compile(r"^(hello|hi|hey)\b")
 _WHO = re.compile(r"\b(who are you|your name|what are you)\b")
+_KEY = re.compile(r"pressed the (\S+) key")  # how the gateway tells the model about a keypress
+_TRANSFER = re.compile(r"\b(transfer|operator|real person|human)\b")
 
 
 def _clean(text: str) -> str:
@@ -42,9 +53,39 @@ def _clean(text: str) -> str:
 
 
 class LocalAgent:
-    def __init__(self, *, can_end_call: bool = False, proactive: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        can_end_call: bool = False,
+        proactive: bool = False,
+        tools: dict[str, dict[str, Any] | None] | None = None,
+    ) -> None:
         self.can_end_call = can_end_call
         self.proactive = proactive
+        self.tools = tools or {}  # declared functions other than end_call: name -> parameters schema
+
+    def _transfer_target(self) -> str | None:
+        if "transfer_call" not in self.tools:
+            return None
+        target = ((self.tools["transfer_call"] or {}).get("properties") or {}).get("target") or {}
+        allowed = target.get("enum") or [""]
+        return str(allowed[0])
+
+    def _named_tool(self, said: str) -> str | None:
+        words = set(re.findall(r"[a-z0-9]+", said))
+        for name in self.tools:
+            if name != "transfer_call" and set(name.lower().split("_")) <= words:
+                return name
+        return None
+
+    @staticmethod
+    def after_tool(name: str, response: Any) -> str:
+        """What it says once a tool has answered (it reads the answer out: it invents nothing)."""
+        if isinstance(response, dict) and "error" in response:
+            return f"Sorry, {name.replace('_', ' ')} failed: {response['error']}."
+        if isinstance(response, dict) and len(response) == 1 and "result" in response:
+            response = response["result"]
+        return f"The {name.replace('_', ' ')} answer is: {response}."
 
     def respond(self, text: str, history: list[HistoryTurn], *, source: str = "audio") -> Reply | None:
         """The reply to the latest user turn ``text`` (``history`` excludes it), or None to stay silent."""
@@ -52,8 +93,14 @@ class LocalAgent:
         if not said:
             # Proactive audio lets the model ignore noise and silence instead of answering it.
             return None if self.proactive else Reply("Sorry, I didn't catch that.")
+        if key := _KEY.search(said):
+            return Reply(f"You pressed {key.group(1)}.")
         if _GOODBYE.search(said):
-            return Reply("Goodbye, and thank you for calling.", end_call=self.can_end_call)
+            return Reply("Goodbye, and thank you for calling.", tool="end_call" if self.can_end_call else "")
+        if _TRANSFER.search(said) and (target := self._transfer_target()) is not None:
+            return Reply("I will transfer you now.", tool="transfer_call", args={"target": target})
+        if tool := self._named_tool(said):
+            return Reply(f"Let me check {tool.replace('_', ' ')}.", tool=tool, args={"request": text.strip()})
         if _RECALL.search(said):
             previous = [
                 t.text for t in history if t.role == "user" and t.text.strip() and t.source != "content"

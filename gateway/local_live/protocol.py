@@ -294,6 +294,7 @@ class VadSettings:
 class FunctionDecl:
     name: str
     description: str = ""
+    parameters: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -387,7 +388,8 @@ def parse_setup(raw_setup: Any, version: str) -> SessionConfig:
         for decl in tool.get("functionDeclarations") or []:
             if not isinstance(decl.get("name"), str) or not decl["name"]:
                 raise ProtocolError(CLOSE_INVALID, "Invalid setup: a function declaration needs a name.")
-            cfg.functions.append(FunctionDecl(decl["name"], str(decl.get("description") or "")))
+            params = decl.get("parameters") if isinstance(decl.get("parameters"), dict) else None
+            cfg.functions.append(FunctionDecl(decl["name"], str(decl.get("description") or ""), params))
 
     ric = setup.get("realtimeInputConfig") or {}
     aad = ric.get("automaticActivityDetection") or {}

@@ -72,14 +72,16 @@ class Session:
         self._options = options
         self._on_turn_boundary = on_turn_boundary
         self._log = log or structlog.get_logger("gateway.local_live")
-        names = {f.name for f in cfg.functions}
-        self.agent = LocalAgent(can_end_call="end_call" in names, proactive=cfg.proactive_audio)
+        tools = {f.name: f.parameters for f in cfg.functions if f.name != "end_call"}
+        can_end_call = any(f.name == "end_call" for f in cfg.functions)
+        self.agent = LocalAgent(can_end_call=can_end_call, proactive=cfg.proactive_audio, tools=tools)
         self._inbound = Inbound(cfg.vad, pool)
         self._inbound_lock = threading.Lock()  # a cancelled input task may leave its thread running
         self._queue: asyncio.Queue[p.ClientEvent] = asyncio.Queue()
         self._reply_task: asyncio.Task[None] | None = None
         self._reply_state: _ReplyState | None = None
         self._pending_tools: dict[str, str] = {}
+        self._tool_responses: dict[str, Any] = {}
         self._tools_answered = asyncio.Event()
         self._saw_realtime_input = False
         self._closed = False
@@ -92,7 +94,8 @@ class Session:
             await self._client_content(event)
         elif isinstance(event, p.ToolResponse):
             for response in event.responses:
-                self._pending_tools.pop(response.id, None)
+                if self._pending_tools.pop(response.id, None) is not None:
+                    self._tool_responses[response.id] = response.response
             if not self._pending_tools:
                 self._tools_answered.set()
         else:
@@ -205,48 +208,59 @@ class Session:
             if self.cfg.resumption:
                 await self._send(p.resumption_update(None))  # not resumable while generating
             start = loop.time()
-            for sentence in state.sentences:
-                state.current, state.current_sent_s = sentence, 0.0
-                if self.cfg.modality == "TEXT":
-                    await self._send(p.text_part(sentence + " "))
-                    state.spoken.append(sentence)
-                    continue
-                synth = partial(
-                    tts.synthesize, sentence, rate=p.OUTPUT_RATE, voice_name=self.cfg.voice_name,
-                    language=self.cfg.language_code, wpm=opts.speaking_rate_wpm,
-                )  # fmt: skip
-                pcm = await loop.run_in_executor(self._executor, synth)
-                state.current_total_s = len(pcm) / (2 * p.OUTPUT_RATE)
-                if self.cfg.output_transcription:
-                    await self._send(p.output_transcription(sentence + " "))
-                step = max(2, int(p.OUTPUT_RATE * opts.chunk_ms / 1000) * 2)
-                for i in range(0, len(pcm), step):
-                    # Run ahead of real time by audio_lead_s, as the service does, but no further, so
-                    # that a caller talking over a long reply still interrupts it.
-                    delay = start + state.audio_s - opts.audio_lead_s - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    chunk = pcm[i : i + step]
-                    await self._send(p.audio_chunk(chunk))
-                    state.audio_s += len(chunk) / (2 * p.OUTPUT_RATE)
-                    state.current_sent_s += len(chunk) / (2 * p.OUTPUT_RATE)
-                state.spoken.append(sentence)
-                state.current = ""
-            await self._send(p.generation_complete())
-            if reply.end_call:
+            await self._speak(state.sentences, state, start)
+            if reply.tool:
+                # The service asks for the call mid-turn and finishes the turn once it is answered.
                 call_id = f"call-{uuid.uuid4().hex[:16]}"
-                self._pending_tools[call_id] = "end_call"
+                self._pending_tools[call_id] = reply.tool
                 self._tools_answered.clear()
-                await self._send(p.tool_call([(call_id, "end_call", {})]))
+                await self._send(p.tool_call([(call_id, reply.tool, reply.args)]))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._tools_answered.wait(), opts.tool_response_timeout_s)
                 self._pending_tools.clear()
+                response = self._tool_responses.pop(call_id, None)
+                if response is not None and reply.tool not in ("end_call", "transfer_call"):
+                    follow_up = self.agent.after_tool(reply.tool, response)
+                    state.text += " " + follow_up
+                    await self._speak(tts.sentences(follow_up), state, start)
+            await self._send(p.generation_complete())
             state.finishing = True
             await self._finish_turn(state)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the connection went away mid-reply, most likely
             self._log.debug("local_live.reply_aborted", error=repr(exc))
+
+    async def _speak(self, sentences: list[str], state: _ReplyState, start: float) -> None:
+        loop = asyncio.get_running_loop()
+        opts = self._options
+        for sentence in sentences:
+            state.current, state.current_sent_s = sentence, 0.0
+            if self.cfg.modality == "TEXT":
+                await self._send(p.text_part(sentence + " "))
+                state.spoken.append(sentence)
+                continue
+            synth = partial(
+                tts.synthesize, sentence, rate=p.OUTPUT_RATE, voice_name=self.cfg.voice_name,
+                language=self.cfg.language_code, wpm=opts.speaking_rate_wpm,
+            )  # fmt: skip
+            pcm = await loop.run_in_executor(self._executor, synth)
+            state.current_total_s = len(pcm) / (2 * p.OUTPUT_RATE)
+            if self.cfg.output_transcription:
+                await self._send(p.output_transcription(sentence + " "))
+            step = max(2, int(p.OUTPUT_RATE * opts.chunk_ms / 1000) * 2)
+            for i in range(0, len(pcm), step):
+                # Run ahead of real time by audio_lead_s, as the service does, but no further, so
+                # that a caller talking over a long reply still interrupts it.
+                delay = start + state.audio_s - opts.audio_lead_s - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                chunk = pcm[i : i + step]
+                await self._send(p.audio_chunk(chunk))
+                state.audio_s += len(chunk) / (2 * p.OUTPUT_RATE)
+                state.current_sent_s += len(chunk) / (2 * p.OUTPUT_RATE)
+            state.spoken.append(sentence)
+            state.current = ""
 
     async def _finish_turn(self, state: _ReplyState) -> None:
         spoken = state.spoken_text()

@@ -1,0 +1,343 @@
+"""Per-number agents: which agent answers a called number, read from a TOML file (`AGENTS_FILE`).
+
+Every field an agent leaves out comes from the environment (AGENT_INSTRUCTIONS, AGENT_VOICE, ...), and a
+number the file does not list is answered by that environment-defined default agent. A bad file stops
+start-up with a message that names the line. The file looks like this:
+
+    [agents.support]
+    numbers = ["+15005550001"]            # the called numbers (Twilio's `To`), E.164
+    instructions = "You answer for Acme support."
+    voice = "Puck"
+    language = "en-US"
+    greeting = "Greet the caller as Acme support."   # "none": wait for the caller
+    tools = ["end_call", "transfer_call", "order_status"]
+    transfer_targets = ["+15005550009"]   # the only numbers transfer_call may dial
+
+    [tools.order_status]                  # a custom tool, answered over HTTP (see gateway/tools.py)
+    description = "Look up an order by its number."
+    url = "https://tools.example.com/order-status"
+    timeout_s = 5
+    parameters = { type = "OBJECT", properties = { order = { type = "STRING" } }, required = ["order"] }
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.live_protocol import LiveConfig, LiveConfigError
+
+END_CALL = "end_call"
+TRANSFER_CALL = "transfer_call"
+BUILTIN_TOOLS = (END_CALL, TRANSFER_CALL)
+DEFAULT_TOOLS = (END_CALL,)  # a phone agent that cannot hang up leaves callers listening to silence
+DEFAULT_TOOL_TIMEOUT_S = 5.0
+
+_E164 = re.compile(r"^\+[1-9]\d{5,14}$")
+_TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # what Gemini accepts as a function name
+_AGENT_KEYS = {"numbers", "instructions", "voice", "language", "greeting", "tools", "transfer_targets"}
+_TOOL_KEYS = {"description", "url", "timeout_s", "parameters"}
+
+
+class AgentsFileError(ValueError):
+    """The agents file is wrong; the message names the file and line and says what would work."""
+
+
+@dataclass(frozen=True)
+class CustomTool:
+    """A tool the model may call whose answer comes from an HTTP service."""
+
+    name: str
+    description: str
+    url: str
+    timeout_s: float = DEFAULT_TOOL_TIMEOUT_S
+    parameters: dict[str, Any] | None = None
+
+    def declaration(self) -> dict[str, Any]:
+        decl: dict[str, Any] = {"name": self.name, "description": self.description}
+        if self.parameters:
+            decl["parameters"] = self.parameters
+        return decl
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    live: LiveConfig  # its `tools` are the declarations sent in `setup`
+    greeting: str
+    tools: tuple[str, ...] = DEFAULT_TOOLS
+    transfer_targets: tuple[str, ...] = ()
+    custom_tools: dict[str, CustomTool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentBook:
+    default: Agent
+    by_number: dict[str, Agent] = field(default_factory=dict)
+
+    def for_number(self, called: str) -> Agent:
+        return self.by_number.get(called.strip(), self.default)
+
+    @property
+    def uses_http_tools(self) -> bool:
+        return any(a.custom_tools for a in (self.default, *self.by_number.values()))
+
+
+def builtin_declaration(name: str, transfer_targets: tuple[str, ...] = ()) -> dict[str, Any]:
+    if name == END_CALL:
+        return {
+            "name": END_CALL,
+            "description": "Hang up the phone call. Say goodbye first: the call ends once it has been heard.",
+        }
+    return {
+        "name": TRANSFER_CALL,
+        "description": (
+            "Transfer the caller to another phone number, once what you are saying has been heard. "
+            f"Only these targets are allowed: {', '.join(transfer_targets)}."
+        ),
+        "parameters": {
+            "type": "OBJECT",
+            "properties": {
+                "target": {
+                    "type": "STRING",
+                    "description": "the number to transfer to",
+                    "enum": list(transfer_targets),
+                }
+            },
+            "required": ["target"],
+        },
+    }
+
+
+def make_agent(
+    name: str,
+    base: LiveConfig,
+    greeting: str,
+    *,
+    tools: tuple[str, ...] = DEFAULT_TOOLS,
+    transfer_targets: tuple[str, ...] = (),
+    custom_tools: dict[str, CustomTool] | None = None,
+) -> Agent:
+    """An agent whose `setup` declares its tools (built-in ones first, then custom ones, in file order)."""
+    custom = custom_tools or {}
+    declarations = tuple(
+        custom[t].declaration() if t in custom else builtin_declaration(t, transfer_targets) for t in tools
+    )
+    return Agent(
+        name=name,
+        live=dataclasses.replace(base, tools=declarations),
+        greeting=greeting,
+        tools=tools,
+        transfer_targets=transfer_targets,
+        custom_tools=custom,
+    )
+
+
+def default_book(live: LiveConfig, greeting: str) -> AgentBook:
+    return AgentBook(make_agent("default", live, greeting))
+
+
+# --- the file ---------------------------------------------------------------------------------------------
+
+
+class _Source:
+    """The file's text, to find the line a setting is on (tomllib reports lines only for syntax errors)."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def _header_line(self, table: tuple[str, ...]) -> int | None:
+        want = ".".join(table)
+        for number, line in enumerate(self.lines, 1):
+            stripped = line.strip()
+            if stripped.startswith("[") and not stripped.startswith("[["):
+                name = stripped.strip("[]").split("#")[0].strip("[] ")
+                if re.sub(r"\s*\.\s*", ".", name).replace('"', "").replace("'", "") == want:
+                    return number
+        return None
+
+    def line_of(self, table: tuple[str, ...], key: str | None = None) -> int:
+        """The line of `key` in `[table]` (or of the table's header), best effort; 1 if not found."""
+        header = self._header_line(table)
+        if header is not None and key is not None:
+            for number in range(header + 1, len(self.lines) + 1):
+                stripped = self.lines[number - 1].strip()
+                if stripped.startswith("["):
+                    break
+                if re.match(rf"[\"']?{re.escape(key)}[\"']?\s*=", stripped):
+                    return number
+        if header is not None:
+            return header
+        dotted = ".".join((*table, key) if key else table)
+        for number, line in enumerate(self.lines, 1):  # dotted keys: agents.support.voice = "..."
+            if line.strip().startswith(dotted):
+                return number
+        return 1
+
+    def error(self, message: str, table: tuple[str, ...], key: str | None = None) -> AgentsFileError:
+        return AgentsFileError(f"{self.path}, line {self.line_of(table, key)}: {message}")
+
+
+def _text(src: _Source, value: Any, table: tuple[str, ...], key: str) -> str:
+    if not isinstance(value, str):
+        raise src.error(f"{key} must be a string", table, key)
+    return value
+
+
+def _strings(src: _Source, value: Any, table: tuple[str, ...], key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise src.error(f'{key} must be a list of strings, e.g. {key} = ["..."]', table, key)
+    return tuple(v.strip() for v in value)
+
+
+def _numbers(src: _Source, value: Any, table: tuple[str, ...], key: str) -> tuple[str, ...]:
+    numbers = _strings(src, value, table, key)
+    for number in numbers:
+        if not _E164.match(number):
+            raise src.error(f"{number!r} in {key} is not an E.164 number like +15005550001", table, key)
+    return numbers
+
+
+def _custom_tool(src: _Source, name: str, raw: Any) -> CustomTool:
+    table = ("tools", name)
+    if not isinstance(raw, dict):
+        raise src.error(f"tools.{name} must be a table", table)
+    if not _TOOL_NAME.match(name) or name in BUILTIN_TOOLS:
+        raise src.error(
+            f"{name!r} cannot name a custom tool: use letters, digits and _ (not {', '.join(BUILTIN_TOOLS)})",
+            table,
+        )
+    if unknown := sorted(set(raw) - _TOOL_KEYS):
+        raise src.error(
+            f"unknown key {unknown[0]!r}; a tool has {', '.join(sorted(_TOOL_KEYS))}", table, unknown[0]
+        )
+    if "url" not in raw:
+        raise src.error(f"tools.{name} needs a url (the HTTP service that answers it)", table)
+    url = _text(src, raw["url"], table, "url")
+    if urlsplit(url).scheme not in {"http", "https"} or not urlsplit(url).netloc:
+        raise src.error(f"url {url!r} must be an http(s) URL", table, "url")
+    timeout = raw.get("timeout_s", DEFAULT_TOOL_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 60:
+        raise src.error("timeout_s must be a number of seconds between 0 and 60", table, "timeout_s")
+    parameters = raw.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise src.error(
+            "parameters must be a table (an OpenAPI schema of the arguments)", table, "parameters"
+        )
+    description = _text(src, raw.get("description", ""), table, "description")
+    return CustomTool(name, description, url, float(timeout), parameters)
+
+
+def _agent(
+    src: _Source,
+    name: str,
+    raw: Any,
+    base: LiveConfig,
+    greeting: str,
+    custom: dict[str, CustomTool],
+) -> tuple[Agent, tuple[str, ...]]:
+    table = ("agents", name)
+    if not isinstance(raw, dict):
+        raise src.error(f"agents.{name} must be a table", table)
+    if unknown := sorted(set(raw) - _AGENT_KEYS):
+        raise src.error(
+            f"unknown key {unknown[0]!r}; an agent has {', '.join(sorted(_AGENT_KEYS))}", table, unknown[0]
+        )
+    numbers = _numbers(src, raw.get("numbers", []), table, "numbers")
+    overrides = {
+        field_name: _text(src, raw[key], table, key)
+        for key, field_name in (
+            ("instructions", "instructions"),
+            ("voice", "voice"),
+            ("language", "language"),
+        )
+        if key in raw
+    }
+    live = dataclasses.replace(base, **overrides)
+    try:
+        live.validate()
+    except LiveConfigError as exc:
+        raise src.error(str(exc).replace("AGENT_LANGUAGE=", "language = "), table, "language") from None
+    if "greeting" in raw:
+        text = _text(src, raw["greeting"], table, "greeting")
+        greeting = "" if text.strip().lower() in {"", "none", "off"} else text
+    tools = _strings(src, raw.get("tools", list(DEFAULT_TOOLS)), table, "tools")
+    for tool in tools:
+        if tool not in BUILTIN_TOOLS and tool not in custom:
+            raise src.error(
+                f"tool {tool!r} is neither built in ({', '.join(BUILTIN_TOOLS)}) nor a [tools.{tool}] table",
+                table,
+                "tools",
+            )
+    if len(set(tools)) != len(tools):
+        raise src.error("a tool is listed twice", table, "tools")
+    targets = _numbers(src, raw.get("transfer_targets", []), table, "transfer_targets")
+    if TRANSFER_CALL in tools and not targets:
+        raise src.error("transfer_call needs transfer_targets, the numbers it may dial", table, "tools")
+    if targets and TRANSFER_CALL not in tools:
+        raise src.error(
+            "transfer_targets is set but transfer_call is not in tools", table, "transfer_targets"
+        )
+    agent = make_agent(
+        name,
+        live,
+        greeting,
+        tools=tools,
+        transfer_targets=targets,
+        custom_tools={t: custom[t] for t in tools if t in custom},
+    )
+    return agent, numbers
+
+
+def _syntax_error_line(exc: tomllib.TOMLDecodeError, text: str) -> int:
+    """Python 3.14 gives `lineno`; older versions say "(at line N, column M)" or "(at end of document)"."""
+    if isinstance(getattr(exc, "lineno", None), int):
+        return exc.lineno  # type: ignore[attr-defined]
+    if match := re.search(r"at line (\d+)", str(exc)):
+        return int(match.group(1))
+    return max(1, len(text.splitlines()))
+
+
+def load_agents(path: str | Path, default: Agent) -> AgentBook:
+    """Read the agents file; every agent inherits what it does not set from `default` (the environment)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AgentsFileError(f"AGENTS_FILE={str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise AgentsFileError(
+            f"{path}, line {_syntax_error_line(exc, text)}: not valid TOML: {exc}"
+        ) from None
+    src = _Source(path, text)
+    if unknown := sorted(set(data) - {"agents", "tools"}):
+        raise src.error(
+            f"unknown table {unknown[0]!r}; the file has [agents.NAME] and [tools.NAME]", (unknown[0],)
+        )
+    raw_tools = data.get("tools", {})
+    if not isinstance(raw_tools, dict):
+        raise src.error("tools must be tables: [tools.NAME]", ("tools",))
+    custom = {name: _custom_tool(src, name, raw) for name, raw in raw_tools.items()}
+    raw_agents = data.get("agents", {})
+    if not isinstance(raw_agents, dict):
+        raise src.error("agents must be tables: [agents.NAME]", ("agents",))
+    by_number: dict[str, Agent] = {}
+    owner: dict[str, str] = {}
+    for name, raw in raw_agents.items():
+        agent, numbers = _agent(src, name, raw, default.live, default.greeting, custom)
+        for number in numbers:
+            if number in owner:
+                raise src.error(
+                    f"{number} is already answered by agent {owner[number]!r}", ("agents", name), "numbers"
+                )
+            owner[number] = name
+            by_number[number] = agent
+    return AgentBook(default, by_number)
