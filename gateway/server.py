@@ -44,6 +44,25 @@ def serve_forever(settings: Settings, host: str, port: int) -> None:
 
 
 @contextlib.asynccontextmanager
+async def serving(config: uvicorn.Config) -> AsyncIterator[str]:
+    """Serve `config` inside this event loop until the block ends; yields the base URL it is bound to."""
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the host program owns signals
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # re-raise why it could not start
+                raise RuntimeError("server stopped before it started")
+            await asyncio.sleep(0.01)
+        bound = server.servers[0].sockets[0].getsockname()
+        yield f"http://{bound[0]}:{bound[1]}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
 async def running_gateway(
     settings: Settings,
     *,
@@ -54,17 +73,5 @@ async def running_gateway(
 ) -> AsyncIterator[str]:
     """Serve the app (or `app`, to reach its state) until the block ends; yields its base URL."""
     app = app or create_app(settings, on_transcript=on_transcript)
-    server = uvicorn.Server(uvicorn_config(app, host, port, settings.max_message_bytes))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the host program owns signals
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()  # re-raise why it could not start
-                raise RuntimeError("gateway server stopped before it started")
-            await asyncio.sleep(0.01)
-        bound = server.servers[0].sockets[0].getsockname()
-        yield f"http://{bound[0]}:{bound[1]}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(uvicorn_config(app, host, port, settings.max_message_bytes)) as url:
+        yield url

@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.server import serving
+
 
 @dataclass
 class ToolService:
@@ -36,14 +38,5 @@ class ToolService:
 async def tool_service(service: ToolService) -> AsyncIterator[str]:
     """Serve `service` at http://127.0.0.1:PORT/tool until the block ends; yields that URL."""
     app = Starlette(routes=[Route("/tool", service.handle, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/tool"
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")) as url:
+        yield url + "/tool"

@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from gateway.server import serving
+
 
 @dataclass
 class FakeTwilioApi:
@@ -84,16 +86,5 @@ async def fake_twilio_api(account_sid: str, auth_token: str) -> AsyncIterator[tu
         Route("/2010-04-01/Accounts/{account}/IncomingPhoneNumbers/{sid}.json", api.update_number,
               methods=["POST"]),
     ])  # fmt: skip
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    import asyncio
-
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", api
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")) as url:
+        yield url, api
