@@ -207,12 +207,12 @@ class Call:
         try:
             try:
                 self.live = await self._first_live()
+                if self.greeting and not self.resumption_handle:  # a resumed conversation was greeted already
+                    await self._ask_agent(self.greeting)
             except LiveError as exc:
                 self.stats.outcome = "live_config_error" if exc.is_config_error else "live_unavailable"
                 log.error("live_session_failed", error=str(exc), code=exc.code)
                 return
-            if self.greeting and not self.resumption_handle:  # a resumed conversation was greeted already
-                await self._ask_agent(self.greeting)
             await self._bridge()
         finally:
             if self.live is not None:
@@ -402,7 +402,9 @@ class Call:
             except TimeoutError:
                 return "go_away_deadline"  # the server may go quiet after goAway: the timer decides
             except LiveError as exc:
-                if exc.is_config_error:
+                # 1007 mid-call is the configuration (or an expired key): no new connection will fix it.
+                # A 1008 once set up has been seen intermittently around tool calls: worth a new connection.
+                if exc.code == 1007:
                     raise
                 log.warning("live_connection_lost", error=str(exc), code=exc.code)
                 self._barren_connections = 0 if heard_from_server else self._barren_connections + 1
@@ -418,8 +420,15 @@ class Call:
                 await self._on_live_event(event)
 
     def _quiet_moment(self) -> bool:
-        """Neither side mid-turn, and a handle that covers the conversation so far."""
-        return self._handle_fresh and not self._generating and not self._heard["caller"]
+        """Neither side mid-turn, no tool running or line action pending (their answers belong to this
+        connection: a resumed session would not know them), and a handle that covers the conversation."""
+        return (
+            self._handle_fresh
+            and not self._generating
+            and not self._heard["caller"]
+            and not self._tool_tasks
+            and self._line_action is None
+        )
 
     async def _on_live_event(self, event: lp.LiveEvent) -> None:
         if isinstance(event, lp.AgentAudio):
@@ -578,7 +587,8 @@ class Call:
             result = ToolResult({"error": f"{call.name} failed inside the gateway"})
         self._tool_tasks.pop(call.id, None)  # answered: a cancellation from now on only withdraws its action
         if result.action is not None:
-            await self._ask_for_line_action(result.action, call.id)
+            with contextlib.suppress(TwilioClosed):  # the caller is gone: nothing left to hang up or move
+                await self._ask_for_line_action(result.action, call.id)
         response = {"id": call.id, "name": call.name, "response": result.response}
         try:
             assert self.live is not None

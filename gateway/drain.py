@@ -46,6 +46,8 @@ MOVED_CALLS_WAIT_S = 5.0  # after the redirects, for Twilio to close the moved c
 QUIET_WINDOW_S = 5.0  # at most this last part of the grace period is spent waiting for a moment between turns
 QUIET_POLL_S = 0.05
 SAVE_HANDLE_TIMEOUT_S = 2.0
+# The redirect must fit in the platform's shutdown budget whatever Twilio's API is doing.
+MOVE_TIMEOUT_S = 3.0
 
 
 def redirect_twiml(public_base: str, *, pause_s: int = 0) -> str:
@@ -128,7 +130,8 @@ class Drain:
         except Exception as exc:  # the call still moves; it starts a fresh Live session over there
             log.warning("resumption_handle_not_saved", call_sid=sid, error=repr(exc))
         try:
-            moved = await control.update(sid, redirect_twiml(public_url))
+            async with asyncio.timeout(MOVE_TIMEOUT_S):
+                moved = await control.update(sid, redirect_twiml(public_url))
         except Exception as exc:
             METRICS.calls_migrated.labels(result="failed").inc()
             log.error("call_not_moved", call_sid=sid, error=repr(exc))

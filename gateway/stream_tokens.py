@@ -22,6 +22,9 @@ from collections.abc import Callable
 
 PARAMETER = "token"  # the <Parameter> name the token travels under
 DEFAULT_TTL_S = 60.0  # Twilio opens the stream within a second or two of reading the TwiML
+# How long an answered call holds a place in the call limit while its stream is on the way. Short: behind a
+# load balancer the stream may arrive at another instance, and this one never hears of it.
+DEFAULT_PENDING_S = 15.0
 _KEY_LABEL = b"gateway stream token v1"
 
 
@@ -34,13 +37,18 @@ def key_from_auth_token(auth_token: str | None) -> bytes:
 
 class StreamTokens:
     def __init__(
-        self, key: bytes, ttl_s: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.time
+        self,
+        key: bytes,
+        ttl_s: float = DEFAULT_TTL_S,
+        clock: Callable[[], float] = time.time,
+        pending_s: float = DEFAULT_PENDING_S,
     ) -> None:
         self._key = key
         self.ttl_s = ttl_s
+        self.pending_s = min(pending_s, ttl_s)
         self._clock = clock  # wall clock: another instance may check what this one issued
         self._redeemed: dict[str, float] = {}  # nonce -> expiry, forgotten once expired
-        self._outstanding: dict[str, float] = {}  # call_sid -> expiry: answered, stream not yet here
+        self._outstanding: dict[str, float] = {}  # call_sid -> until: answered, stream not yet here
 
     def _mac(self, call_sid: str, expires: int, nonce: str) -> str:
         digest = hmac.new(self._key, f"{call_sid}|{expires}|{nonce}".encode(), hashlib.sha256).digest()
@@ -49,7 +57,7 @@ class StreamTokens:
     def issue(self, call_sid: str) -> str:
         expires = int(self._clock() + self.ttl_s) + 1
         nonce = secrets.token_urlsafe(12)
-        self._outstanding[call_sid] = expires
+        self._outstanding[call_sid] = self._clock() + self.pending_s
         return f"{expires}.{nonce}.{self._mac(call_sid, expires, nonce)}"
 
     def redeem(self, call_sid: str, token: str | None) -> str | None:
@@ -59,7 +67,7 @@ class StreamTokens:
         if not token:
             return "no stream token"
         parts = token.split(".")
-        if len(parts) != 3 or not parts[0].isdigit():
+        if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit() and len(parts[0]) <= 12):
             return "malformed stream token"
         expires, nonce, mac = int(parts[0]), parts[1], parts[2]
         if not hmac.compare_digest(mac, self._mac(call_sid, expires, nonce)):

@@ -272,6 +272,24 @@ async def test_a_broken_live_connection_is_resumed_with_the_latest_handle_and_no
     assert second.audio_bytes // 640 >= result.media_frames_sent - first.audio_bytes // 640
 
 
+async def test_a_1008_after_setup_is_a_broken_connection_not_a_configuration_error():
+    # Live has been seen to close with 1008 around tool calls: the call moves to a new connection.
+    async def script(session: PeerSession) -> None:
+        if session.setup["sessionResumption"].get("handle"):
+            return
+        await session.send({"sessionResumptionUpdate": {"newHandle": "handle-7", "resumable": True}})
+        await asyncio.sleep(0.4)
+        await session.ws.close(1008, "Operation is not implemented, or supported, or enabled.")
+
+    async with LivePeer(script) as peer:
+        async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
+            result = await place_call(url, CallScript(audio=caller_audio(1.5), trailing_silence_s=0.5))
+    first, second = peer.sessions
+    assert first.close_code == 1008 and second.setup["sessionResumption"] == {"handle": "handle-7"}
+    assert result.closed_by == "caller"
+    assert (first.audio_bytes + second.audio_bytes) // 640 >= result.media_frames_sent
+
+
 async def test_when_live_cannot_be_brought_back_the_caller_hears_an_apology_not_dead_air():
     async def script(session: PeerSession) -> None:
         await asyncio.sleep(0.3)

@@ -97,6 +97,8 @@ def test_stream_tokens_are_bound_to_the_call_short_lived_and_single_use():
     assert tokens.redeem("CA2", token) == "stream token does not match this call"
     assert tokens.redeem("CA1", token.replace(".", "x", 1)) == "malformed stream token"
     assert tokens.redeem("CA1", None) == "no stream token"
+    for forged in ("\u00b2.n.m", "9" * 5000 + ".n.m", "1.2"):  # digits int() refuses, absurd lengths
+        assert tokens.redeem("CA1", forged) == "malformed stream token"
     assert tokens.redeem("CA1", token) is None
     assert tokens.outstanding() == 0
     assert tokens.redeem("CA1", token) == "stream token already used"
@@ -111,8 +113,10 @@ def test_stream_tokens_are_bound_to_the_call_short_lived_and_single_use():
         tokens.redeem("CA3", f"{int(expires) + 3600}.{nonce}.{mac}")
         == "stream token does not match this call"
     )
-    now[0] += 62
-    assert tokens.outstanding() == 0  # an answered call whose stream never came stops holding a place
+    assert tokens.outstanding() == 1
+    now[0] += 16  # behind a load balancer its stream may have gone to another instance: stop counting it
+    assert tokens.outstanding() == 0
+    now[0] += 46
     assert tokens.redeem("CA3", late) == "stream token expired"
 
 
