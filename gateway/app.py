@@ -83,10 +83,12 @@ class Gateway:
         """While the phone rings: start setting up the Live session of the agent for the number called."""
         self.prewarm.start(params.get("CallSid", ""), self.agents.for_number(params.get("To", "")).live)
 
-    async def prepare_call(self, start: tp.Start) -> CallAgent:
+    async def prepare_call(self, start: tp.Start, take_prewarmed: bool = True) -> CallAgent:
         """On `start`: the agent for the number called, with the session set up while it rang, if any."""
         agent = self.agents.for_number(start.custom_parameters.get("To", ""))
-        live = await self.prewarm.take(start.call_sid, agent.live)
+        if not take_prewarmed:
+            self.prewarm.discard(start.call_sid, "resumed")
+        live = await self.prewarm.take(start.call_sid, agent.live) if take_prewarmed else None
         return CallAgent(agent, self.toolbox, live, self.control)
 
     def on_transcript(self, call_sid: str, role: str, text: str) -> None:

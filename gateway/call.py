@@ -50,7 +50,8 @@ StreamAdmission = Callable[[tp.Start], Awaitable[str | None]]  # a reason to ref
 TranscriptObserver = Callable[[str, str, str], None]  # (call_sid, role, text)
 FailureHandler = Callable[["Call"], Awaitable[None]]
 ResumeLookup = Callable[[str], Awaitable[str]]  # call_sid -> the Live handle another instance left, or ""
-CallPreparer = Callable[[tp.Start], Awaitable["CallAgent"]]
+# (start, take the pre-warmed session?) -> the agent; False when the call resumes its own session instead.
+CallPreparer = Callable[[tp.Start, bool], Awaitable["CallAgent"]]
 
 FRAME_S = 0.02
 # Caller audio held while the Live connection is switched, and kept since the last resumable handle (the
@@ -243,19 +244,18 @@ class Call:
         """The agent for the number called, and its Live session: the one set up while the phone rang if
         there is one, so the greeting does not wait for a connect and setup round trip; but a call handed
         over by another instance (a deploy) resumes its own session instead, context and all."""
+        # First: is this a call handed over by another instance? Then the session pre-warmed while it rang
+        # here is not waited for (a fresh session would not know the conversation).
+        self.resumption_handle = await self.resume(self.call_sid) if self.resume is not None else ""
         prewarmed: LiveSession | None = None
         if self.prepare is not None:
             assert self.start is not None
-            self.chosen = chosen = await self.prepare(self.start)
+            self.chosen = chosen = await self.prepare(self.start, not self.resumption_handle)
             self.config, self.greeting = chosen.agent.live, chosen.agent.greeting
             self.caps = lp.model_capabilities(self.config.model)
             log.info("agent_chosen", agent=chosen.agent.name, prewarmed=chosen.live is not None)
             prewarmed = chosen.live
-        self.resumption_handle = await self.resume(self.call_sid) if self.resume is not None else ""
         if self.resumption_handle:
-            if prewarmed is not None:
-                await prewarmed.close()  # a fresh session would not know the conversation
-                prewarmed = None
             try:
                 live = await self._open_live(self.config, self.resumption_handle)
                 log.info("live_session_resumed_from_another_instance")

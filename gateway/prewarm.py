@@ -55,9 +55,9 @@ class Prewarmer:
                 "prewarm_skipped", call_sid=call_sid, reason="too_many_pending", pending=len(self._pending)
             )
             return
-        self._discard(call_sid, "webhook_repeated")  # Twilio retried the webhook: one session per call
+        self.discard(call_sid, "webhook_repeated")  # Twilio retried the webhook: one session per call
         task = asyncio.create_task(self._open_live(config, None), name=f"prewarm-{call_sid}")
-        expiry = asyncio.get_running_loop().call_later(self.deadline_s, self._discard, call_sid, "no_stream")
+        expiry = asyncio.get_running_loop().call_later(self.deadline_s, self.discard, call_sid, "no_stream")
         self._pending[call_sid] = _Pending(config, task, expiry)
         self.opened += 1
 
@@ -83,7 +83,7 @@ class Prewarmer:
         log.info("prewarm_taken", call_sid=call_sid)
         return session
 
-    def _discard(self, call_sid: str, reason: str) -> None:
+    def discard(self, call_sid: str, reason: str) -> None:
         pending = self._pending.pop(call_sid, None)
         if pending is not None:
             pending.expiry.cancel()
@@ -107,7 +107,7 @@ class Prewarmer:
         """Shut down: close every session still waiting for its stream."""
         tasks = [p.task for p in self._pending.values()]
         for call_sid in list(self._pending):
-            self._discard(call_sid, "shutdown")
+            self.discard(call_sid, "shutdown")
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
