@@ -252,42 +252,34 @@ async def test_signatures_are_checked_on_the_webhook_and_the_stream_upgrade():
     assert result.closed_by == "caller" and len(peer.sessions) == 1
 
 
-async def test_a_broken_live_connection_is_resumed_with_the_latest_handle_and_no_caller_audio_is_lost():
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (1011, "internal error"),
+        # Live has been seen to close with 1008 around tool calls: once set up, that is a break, not config.
+        (1008, "Operation is not implemented, or supported, or enabled."),
+    ],
+)
+async def test_a_broken_live_connection_is_resumed_with_the_latest_handle_and_no_caller_audio_is_lost(
+    code: int, reason: str
+):
     async def script(session: PeerSession) -> None:
         if session.setup["sessionResumption"].get("handle"):
             return  # the resumed connection just listens
         await session.send({"sessionResumptionUpdate": {"newHandle": "handle-1", "resumable": True}})
         await asyncio.sleep(0.6)
-        await session.ws.close(1011, "internal error")
+        await session.ws.close(code, reason)
 
     async with LivePeer(script) as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
             result = await place_call(url, CallScript(audio=caller_audio(2.0), trailing_silence_s=0.5))
     first, second = peer.sessions
-    assert first.close_code == 1011 and second.setup["sessionResumption"] == {"handle": "handle-1"}
+    assert first.close_code == code and second.setup["sessionResumption"] == {"handle": "handle-1"}
     assert result.closed_by == "caller"
     # Every caller frame reached a Live connection; the audio after the handle was sent again on the new one.
     total_frames = (first.audio_bytes + second.audio_bytes) // 640
     assert total_frames >= result.media_frames_sent
     assert second.audio_bytes // 640 >= result.media_frames_sent - first.audio_bytes // 640
-
-
-async def test_a_1008_after_setup_is_a_broken_connection_not_a_configuration_error():
-    # Live has been seen to close with 1008 around tool calls: the call moves to a new connection.
-    async def script(session: PeerSession) -> None:
-        if session.setup["sessionResumption"].get("handle"):
-            return
-        await session.send({"sessionResumptionUpdate": {"newHandle": "handle-7", "resumable": True}})
-        await asyncio.sleep(0.4)
-        await session.ws.close(1008, "Operation is not implemented, or supported, or enabled.")
-
-    async with LivePeer(script) as peer:
-        async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
-            result = await place_call(url, CallScript(audio=caller_audio(1.5), trailing_silence_s=0.5))
-    first, second = peer.sessions
-    assert first.close_code == 1008 and second.setup["sessionResumption"] == {"handle": "handle-7"}
-    assert result.closed_by == "caller"
-    assert (first.audio_bytes + second.audio_bytes) // 640 >= result.media_frames_sent
 
 
 async def test_when_live_cannot_be_brought_back_the_caller_hears_an_apology_not_dead_air():
