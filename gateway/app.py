@@ -86,9 +86,11 @@ class Gateway:
     async def prepare_call(self, start: tp.Start, take_prewarmed: bool = True) -> CallAgent:
         """On `start`: the agent for the number called, with the session set up while it rang, if any."""
         agent = self.agents.for_number(start.custom_parameters.get("To", ""))
-        if not take_prewarmed:
+        live = None
+        if take_prewarmed:
+            live = await self.prewarm.take(start.call_sid, agent.live)
+        else:
             self.prewarm.discard(start.call_sid, "resumed")
-        live = await self.prewarm.take(start.call_sid, agent.live) if take_prewarmed else None
         return CallAgent(agent, self.toolbox, live, self.control)
 
     def on_transcript(self, call_sid: str, role: str, text: str) -> None:
@@ -181,9 +183,9 @@ async def voice(request: Request) -> Response:
     if gw.drain.active:  # this instance is shutting down: the call goes to another one
         log.info("call_sent_elsewhere", call_sid=call_sid, reason="draining")
         return Response(gw.drain.fallback_twiml(gw.public_base(request)), media_type="application/xml")
-    response = VoiceResponse()
     if not call_sid:
         return Response("CallSid is required", status_code=400)
+    response = VoiceResponse()
     if gw.at_capacity():
         # Refusing before answering: the caller hears a busy tone and the call costs nothing.
         log.warning("call_rejected_busy", call_sid=call_sid, max_calls=gw.settings.max_concurrent_calls)
