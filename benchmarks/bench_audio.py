@@ -4,7 +4,7 @@ gateway resamplers, next to audioop.ratecv and libsoxr (if importable) for compa
     python benchmarks/bench_audio.py [--frames 20000]
 
 Prints a Markdown section. CPU figures are per call on one 20 ms frame (median and p99 of
-perf_counter_ns around each call, GC off); quality figures come from gateway.audio_quality, the same
+perf_counter_ns around each call, GC off); quality figures come from gateway.devtools.audio_quality, the same
 functions the tests assert with.
 """
 
@@ -30,7 +30,7 @@ from gateway.audio import (
     audioop,
     ulaw_to_pcm16,
 )
-from gateway.audio_quality import image_rejection_db, measured_delay_ms, rejection_db, tone_snr_db
+from gateway.devtools.audio_quality import image_rejection_db, measured_delay_ms, rejection_db, tone_snr_db
 
 try:
     import soxr

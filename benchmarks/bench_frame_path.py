@@ -18,9 +18,9 @@ import time
 import numpy as np
 from machine import describe
 
-from gateway import live_protocol as lp
-from gateway import twilio_protocol as tp
 from gateway.audio import InboundAudio, OutboundAudio, pcm16_to_ulaw
+from gateway.live import protocol as lp
+from gateway.twilio import protocol as tp
 
 FRAMES = 20_000
 

@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 from machine import describe
 
-from gateway.load import (
+from gateway.devtools.load import (
     LATE_FRAME_S,
     ChildProcessPeer,
     Figures,
@@ -321,10 +321,11 @@ def markdown(
         f"Machine: {describe('uvicorn', 'websockets', 'starlette', 'uvloop', 'numpy')}.",
         "",
         "Processes, all on the same cores: the gateway (`gateway serve`: uvicorn, uvloop, LOG_LEVEL=warning, "
-        "the default greeting); the scripted Live peer (`gateway.load_peer`, its own process: energy VAD on "
-        "the caller audio, canned 24 kHz replies in 40 ms chunks at 2x real time, `interrupted` when the "
-        "caller talks over a reply still streaming); the harness (this process, uvloop: the caller "
-        "simulator's calls, speech bursts of 1-3 s, a third of the pauses short enough to barge in). "
+        "the default greeting); the scripted Live peer (`gateway.devtools.scripted_peer`, its own "
+        "process: energy VAD on the caller audio, canned 24 kHz replies in 40 ms chunks at 2x real "
+        "time, `interrupted` when the caller talks over a reply still streaming); the harness (this "
+        "process, uvloop: the caller simulator's calls, speech bursts of 1-3 s, a third of the pauses "
+        "short enough to barge in). "
         "Latencies are stamped on one monotonic clock in both processes: inbound = Twilio media sent -> "
         "realtimeInput received by the peer; outbound = peer chunk sent -> Twilio media received; barge-in "
         "= peer `interrupted` sent -> Twilio `clear` received. They include two loopback hops and the "

@@ -20,11 +20,11 @@ from datetime import datetime
 from machine import describe
 
 from gateway.config import load_settings
+from gateway.devtools.simulator import RATE, CallScript, place_call
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from gateway.local_live.tts import MALE_VARIANT, synthesize
 from gateway.logs import configure_logging
 from gateway.server import running_gateway
-from gateway.simulator import RATE, CallScript, place_call
 
 LINES = ["hello there", "the weather is lovely today", "can you hear me", "what time is it", "see you later"]
 PAUSE_S = 6.0

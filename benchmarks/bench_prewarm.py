@@ -19,10 +19,10 @@ import time
 from machine import describe
 
 from gateway.config import load_settings
+from gateway.devtools.simulator import CallScript, Event, place_call
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from gateway.logs import configure_logging
 from gateway.server import running_gateway
-from gateway.simulator import CallScript, Event, place_call
 
 GREETING = "Greet the caller."
 STREAM_DELAY_S = 0.3  # webhook answered -> Twilio opens the stream (an assumption; it varies by region)

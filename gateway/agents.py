@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.live_protocol import LiveConfig, LiveConfigError
+from gateway.live.protocol import LiveConfig, LiveConfigError
 
 END_CALL = "end_call"
 TRANSFER_CALL = "transfer_call"

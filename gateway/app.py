@@ -23,12 +23,11 @@ from starlette.websockets import WebSocket
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
-from gateway import live_protocol as lp
-from gateway import twilio_protocol as tp
 from gateway.call import Call, CallAgent, CallLimits, TranscriptObserver
 from gateway.config import Settings
 from gateway.drain import Drain
-from gateway.live_session import LiveSession
+from gateway.live import protocol as lp
+from gateway.live.session import LiveSession
 from gateway.logs import register_secret
 from gateway.metrics import METRICS
 from gateway.prewarm import Prewarmer
@@ -37,8 +36,9 @@ from gateway.records import register_secrets as register_database_secrets
 from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
 from gateway.stream_tokens import StreamTokens, key_from_auth_token
 from gateway.tools import Toolbox
-from gateway.twilio_rest import CallControl
-from gateway.twilio_stream import TwilioStream
+from gateway.twilio import protocol as tp
+from gateway.twilio.line import TwilioStream
+from gateway.twilio.rest import CallControl
 
 log = structlog.get_logger("gateway.app")
 

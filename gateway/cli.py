@@ -36,7 +36,7 @@ def _calls(args: argparse.Namespace) -> int:
 def _twilio(args: argparse.Namespace) -> int:
     from twilio.base.exceptions import TwilioRestException
 
-    from gateway.twilio_admin import AdminError, run_twilio_command
+    from gateway.twilio.admin import AdminError, run_twilio_command
 
     try:
         return run_twilio_command(args)
@@ -58,29 +58,29 @@ def _live_local(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace) -> int:
-    from gateway.simulator import run_call_command
+    from gateway.devtools.simulator import run_call_command
 
     configure_logging(args.log_format, "warning")
     return asyncio.run(run_call_command(args))
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.devtools.demo import run_demo
 
     configure_logging(args.log_format, "warning")
     return asyncio.run(run_demo(args))
 
 
 def _load(args: argparse.Namespace) -> int:
-    from gateway.load import run_load_command
+    from gateway.devtools.load import run_load_command
 
     configure_logging(args.log_format, "warning")
     return run_load_command(args)
 
 
 def _live_scripted(args: argparse.Namespace) -> int:
-    from gateway.load import _run
-    from gateway.load_peer import options_from_args, run_scripted_peer
+    from gateway.devtools.load import _run
+    from gateway.devtools.scripted_peer import options_from_args, run_scripted_peer
 
     configure_logging(args.log_format, "warning")
     _run(run_scripted_peer(args.host, args.port, options_from_args(args)))
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     calls.set_defaults(func=_calls)
 
     twilio = sub.add_parser("twilio", help="point Twilio numbers at this service (REST API)")
-    from gateway.twilio_admin import add_twilio_arguments
+    from gateway.twilio.admin import add_twilio_arguments
 
     add_twilio_arguments(twilio)
     twilio.set_defaults(func=_twilio)
@@ -129,13 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     live.set_defaults(func=_live_local)
 
     call = sub.add_parser("call", help="place one simulated call against a running gateway")
-    from gateway.simulator import add_call_arguments
+    from gateway.devtools.simulator import add_call_arguments
 
     add_call_arguments(call)
     call.set_defaults(func=_call)
 
     load = sub.add_parser("load", help="many concurrent simulated calls against a running gateway")
-    from gateway.load import add_load_arguments
+    from gateway.devtools.load import add_load_arguments
 
     add_load_arguments(load)
     load.set_defaults(func=_load)
@@ -143,13 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     scripted = sub.add_parser(
         "live-scripted", help="a minimal-cost scripted Live peer (energy VAD, canned replies) for load runs"
     )
-    from gateway.load_peer import add_peer_arguments
+    from gateway.devtools.scripted_peer import add_peer_arguments
 
     add_peer_arguments(scripted)
     scripted.set_defaults(func=_live_scripted)
 
     demo = sub.add_parser("demo", help="everything on one machine, no keys: gateway + local backend + a call")
-    from gateway.demo import add_demo_arguments
+    from gateway.devtools.demo import add_demo_arguments
 
     add_demo_arguments(demo)
     demo.set_defaults(func=_demo)

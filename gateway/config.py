@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from gateway.agents import AgentBook, AgentsFileError, default_book, load_agents
-from gateway.live_protocol import API_HOST, DEFAULT_MODEL, LIVE_PATH, LiveConfig, LiveConfigError
+from gateway.live.protocol import API_HOST, DEFAULT_MODEL, LIVE_PATH, LiveConfig, LiveConfigError
 
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly, concise voice assistant answering a phone call. Keep replies short and natural; "

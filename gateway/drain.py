@@ -32,7 +32,7 @@ import uvicorn
 from twilio.twiml.voice_response import VoiceResponse
 
 from gateway.metrics import METRICS
-from gateway.twilio_rest import CallControl
+from gateway.twilio.rest import CallControl
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

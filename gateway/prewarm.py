@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway import live_protocol as lp
-from gateway.live_session import LiveError, LiveSession
+from gateway.live import protocol as lp
+from gateway.live.session import LiveError, LiveSession
 
 log = structlog.get_logger("gateway.prewarm")
 

@@ -25,7 +25,7 @@ import httpx
 import structlog
 
 from gateway.agents import END_CALL, TRANSFER_CALL, Agent, CustomTool
-from gateway.live_protocol import FunctionCall
+from gateway.live.protocol import FunctionCall
 
 log = structlog.get_logger("gateway.tools")
 

@@ -29,7 +29,7 @@ def settings_for(live_url: str, **env: str):
 async def stream_token(url: str, call_sid: str) -> str:
     """Answer a call through the gateway's webhook and return the stream token its TwiML carries, as a test
     that opens the media socket by hand must present it in `start.customParameters`."""
-    from gateway.simulator import parse_twiml
+    from gateway.devtools.simulator import parse_twiml
 
     async with httpx.AsyncClient() as client:
         response = await client.post(

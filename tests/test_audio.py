@@ -20,7 +20,7 @@ from gateway.audio import (
     resample_block,
     ulaw_to_pcm16,
 )
-from gateway.audio_quality import (
+from gateway.devtools.audio_quality import (
     band_limited_noise,
     fit_tone,
     image_rejection_db,

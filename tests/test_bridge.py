@@ -13,8 +13,8 @@ import websockets
 from websockets.asyncio.client import connect
 
 from gateway.audio import OutboundAudio
+from gateway.devtools.simulator import CallScript, SimulatorError, place_call
 from gateway.server import running_gateway
-from gateway.simulator import CallScript, SimulatorError, place_call
 from tests.conftest import settings_for, stream_token
 from tests.live_peer import LivePeer, PeerSession, tone_pcm
 

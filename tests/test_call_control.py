@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.devtools.simulator import CallResult, CallScript, place_call
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from gateway.server import running_gateway
-from gateway.simulator import CallResult, CallScript, place_call
 from gateway.tools import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.conftest import settings_for
 from tests.live_peer import LivePeer, PeerSession, tone_pcm

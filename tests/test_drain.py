@@ -15,9 +15,9 @@ import httpx
 from twilio.request_validator import RequestValidator
 
 from gateway.app import create_app
+from gateway.devtools.simulator import CallScript, place_call
 from gateway.records import open_store
 from gateway.server import running_gateway
-from gateway.simulator import CallScript, place_call
 from tests.conftest import settings_for
 from tests.live_peer import LivePeer, PeerSession, tone_pcm
 from tests.test_cli import clean_env, free_port

@@ -10,9 +10,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import live_protocol as lp
-from gateway import twilio_protocol as tp
+from gateway.live import protocol as lp
 from gateway.local_live import protocol as local
+from gateway.twilio import protocol as tp
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from gateway import live_protocol as lp
+from gateway.live import protocol as lp
 
 
 def setup_of(**kwargs):

@@ -11,10 +11,18 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway import live_protocol as lp
 from gateway.cli import build_parser
-from gateway.load import InProcessPeer, LoadOptions, analyze, caller_audio, report, run_load, sample_process
-from gateway.load_peer import PeerOptions, ScriptedPeer, _key_pressed, speech_like
+from gateway.devtools.load import (
+    InProcessPeer,
+    LoadOptions,
+    analyze,
+    caller_audio,
+    report,
+    run_load,
+    sample_process,
+)
+from gateway.devtools.scripted_peer import PeerOptions, ScriptedPeer, _key_pressed, speech_like
+from gateway.live import protocol as lp
 from gateway.server import running_gateway
 from tests.conftest import settings_for
 
@@ -138,7 +146,7 @@ async def test_small_load_run_through_a_gateway() -> None:
 
 
 def test_reply_messages_are_live_audio() -> None:
-    from gateway.load_peer import _reply_messages
+    from gateway.devtools.scripted_peer import _reply_messages
 
     messages = _reply_messages(0.04)
     part = json.loads(messages[0])["serverContent"]["modelTurn"]["parts"][0]["inlineData"]

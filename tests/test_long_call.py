@@ -11,10 +11,10 @@ import json
 import statistics
 
 from gateway.call import FRAME_S, MAX_REPLAY_S
+from gateway.devtools.simulator import RATE, CallScript, place_call
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from gateway.local_live.tts import MALE_VARIANT, synthesize
 from gateway.server import running_gateway
-from gateway.simulator import RATE, CallScript, place_call
 from tests.conftest import settings_for
 
 LINES = [

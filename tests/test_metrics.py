@@ -8,8 +8,8 @@ import httpx
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.devtools.simulator import CallScript, place_call
 from gateway.server import running_gateway
-from gateway.simulator import CallScript, place_call
 from tests.conftest import settings_for
 from tests.live_peer import LivePeer, PeerSession, tone_pcm
 

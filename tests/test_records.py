@@ -18,9 +18,9 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from gateway.devtools.simulator import CallScript, place_call
 from gateway.records import CallRecord, Records, SqliteStore, TranscriptLine, open_store, parse_since
 from gateway.server import running_gateway
-from gateway.simulator import CallScript, place_call
 from tests.conftest import settings_for
 from tests.live_peer import LivePeer, PeerSession, tone_pcm
 from tests.test_cli import clean_env
@@ -244,7 +244,7 @@ def test_the_database_password_never_reaches_a_log_line(capsys):
 async def test_a_stream_refused_at_admission_leaves_no_record(tmp_path):
     import websockets
 
-    from gateway.twilio_protocol import TwilioSender
+    from gateway.twilio.protocol import TwilioSender
 
     database_url = f"sqlite:///{tmp_path / 'calls.sqlite3'}"
     sid = new_sid()

@@ -18,12 +18,12 @@ import websockets
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import connect
 
-from gateway import twilio_stream
 from gateway.app import Gateway
+from gateway.devtools.simulator import CallScript, place_call
 from gateway.server import running_gateway
-from gateway.simulator import CallScript, place_call
 from gateway.stream_tokens import StreamTokens, key_from_auth_token
-from gateway.twilio_protocol import TwilioSender
+from gateway.twilio import line as twilio_stream
+from gateway.twilio.protocol import TwilioSender
 from tests.conftest import settings_for, stream_token
 from tests.live_peer import LivePeer, PeerSession, tone_pcm
 

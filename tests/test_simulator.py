@@ -26,7 +26,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
 from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from gateway.simulator import (
+from gateway.devtools.simulator import (
     CallScript,
     SimulatorError,
     add_call_arguments,
@@ -36,7 +36,7 @@ from gateway.simulator import (
     summarize,
     write_stereo_wav,
 )
-from gateway.twilio_protocol import clear_message, mark_message, media_message
+from gateway.twilio.protocol import clear_message, mark_message, media_message
 
 RATE = 8000
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from gateway import twilio_protocol as tp
+from gateway.twilio import protocol as tp
 
 
 def test_parse_start_reads_everything_twilio_sends():

@@ -14,9 +14,17 @@ import os
 import time
 
 from gateway.config import load_settings
+from gateway.devtools.simulator import (
+    RATE,
+    CallScript,
+    Event,
+    load_wav,
+    place_call,
+    summarize,
+    write_stereo_wav,
+)
 from gateway.local_live import LocalLiveServer
 from gateway.server import running_gateway
-from gateway.simulator import RATE, CallScript, Event, load_wav, place_call, summarize, write_stereo_wav
 
 # What the demo caller says, and how long it then waits for the agent to answer.
 CALLER_LINES: tuple[tuple[str, float], ...] = (

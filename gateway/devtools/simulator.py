@@ -30,8 +30,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from gateway.twilio_protocol import Clear, Mark, Media, ProtocolError, TwilioSender, parse
-from gateway.wavfile import load_wav, write_stereo_wav, write_wav
+from gateway.devtools.wavfile import load_wav, write_stereo_wav, write_wav
+from gateway.twilio.protocol import Clear, Mark, Media, ProtocolError, TwilioSender, parse
 
 __all__ = [
     "CallResult",

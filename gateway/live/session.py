@@ -15,7 +15,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from gateway import live_protocol as lp
+from gateway.live import protocol as lp
 
 log = structlog.get_logger("gateway.live")
 

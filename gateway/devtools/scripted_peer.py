@@ -40,7 +40,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from gateway.live_protocol import LIVE_PATH
+from gateway.live.protocol import LIVE_PATH
 
 with warnings.catch_warnings():  # as in gateway.audio: deprecated on 3.11/3.12, audioop-lts on 3.13+
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -12,7 +12,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-log = structlog.get_logger("gateway.twilio_rest")
+log = structlog.get_logger("gateway.twilio.rest")
 
 CALL_NOT_FOUND = 20404
 

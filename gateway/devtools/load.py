@@ -1,11 +1,11 @@
 """Load harness: many concurrent simulated calls against a running gateway, and what they measured.
 
-Calls are placed with the caller simulator (`gateway.simulator.place_call`, one implementation): each call
-streams speech-like bursts of 1-3 s separated by silences, some long (the agent answers and is heard out),
-some short (the caller talks over the answer: barge-in). Calls start ramped over `ramp_s` seconds.
+Calls are placed with the caller simulator (`gateway.devtools.simulator.place_call`, one implementation): each
+call streams speech-like bursts of 1-3 s separated by silences, some long (the agent answers and is heard
+out), some short (the caller talks over the answer: barge-in). Calls start ramped over `ramp_s` seconds.
 
-With the scripted Live peer (`gateway.load_peer`) behind the gateway, stamps on both sides (one monotonic
-clock for every process on the machine) give the gateway-added latency of every frame:
+With the scripted Live peer (`gateway.devtools.scripted_peer`) behind the gateway, stamps on both sides (one
+monotonic clock for every process on the machine) give the gateway-added latency of every frame:
 
 * inbound: harness sends Twilio media frame k -> the peer receives the session's k-th realtimeInput audio;
 * outbound: peer sends reply chunk j of a turn -> harness receives that turn's j-th Twilio media;
@@ -40,10 +40,10 @@ import httpx
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
-from gateway import live_protocol as lp
-from gateway import simulator
-from gateway.load_peer import PeerOptions, PeerSessionRecord, ScriptedPeer, speech_like
-from gateway.simulator import CallScript, SimulatorError, place_call
+from gateway.devtools import simulator
+from gateway.devtools.scripted_peer import PeerOptions, PeerSessionRecord, ScriptedPeer, speech_like
+from gateway.devtools.simulator import CallScript, SimulatorError, place_call
+from gateway.live import protocol as lp
 
 FRAME_S = simulator.FRAME_S
 LATE_FRAME_S = 0.020  # a frame delivered more than one frame period after it was sent counts as late

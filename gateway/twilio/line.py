@@ -11,7 +11,7 @@ import asyncio
 import structlog
 from starlette.websockets import WebSocket, WebSocketState
 
-from gateway import twilio_protocol as tp
+from gateway.twilio import protocol as tp
 
 log = structlog.get_logger("gateway.twilio")
 

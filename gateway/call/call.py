@@ -31,17 +31,17 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from gateway import live_protocol as lp
-from gateway import twilio_protocol as tp
 from gateway.agents import Agent
 from gateway.audio import InboundAudio, OutboundAudio
-from gateway.live_session import LiveError, LiveSession
+from gateway.live import protocol as lp
+from gateway.live.session import LiveError, LiveSession
 from gateway.metrics import METRICS, SpeechEnd
 from gateway.tools import CallIds, LineAction, Toolbox, ToolResult
-from gateway.twilio_stream import TwilioClosed, TwilioStream
+from gateway.twilio import protocol as tp
+from gateway.twilio.line import TwilioClosed, TwilioStream
 
 if TYPE_CHECKING:
-    from gateway.twilio_rest import CallControl
+    from gateway.twilio.rest import CallControl
 
 log = structlog.get_logger("gateway.call")
 
