@@ -59,7 +59,6 @@ class Settings:
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # a PostgreSQL URL has a password
     calls_api_token: str | None = field(default=None, repr=False)
     drain_grace_s: float = 15.0
-    twilio_api_base_url: str | None = None
 
     @property
     def agent_book(self) -> AgentBook:
