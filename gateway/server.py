@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -43,11 +43,19 @@ def serve_forever(settings: Settings, host: str, port: int) -> None:
     DrainingServer(config, app.state.gateway.drain.run).run()
 
 
+class _HostedServer(uvicorn.Server):
+    """uvicorn inside a host program's event loop: the host owns the signals (uvicorn would take SIGINT and
+    SIGTERM for the time it serves, then raise them again once it has stopped)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 @contextlib.asynccontextmanager
 async def serving(config: uvicorn.Config) -> AsyncIterator[str]:
     """Serve `config` inside this event loop until the block ends; yields the base URL it is bound to."""
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the host program owns signals
+    server = _HostedServer(config)
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
