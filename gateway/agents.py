@@ -250,16 +250,16 @@ def _agent(
             f"unknown key {unknown[0]!r}; an agent has {', '.join(sorted(_AGENT_KEYS))}", table, unknown[0]
         )
     numbers = _numbers(src, raw.get("numbers", []), table, "numbers")
-    overrides = {
-        field_name: _text(src, raw[key], table, key)
-        for key, field_name in (
-            ("instructions", "instructions"),
-            ("voice", "voice"),
-            ("language", "language"),
-        )
-        if key in raw
-    }
-    live = dataclasses.replace(base, **overrides)
+
+    def text_or(key: str, default: str) -> str:
+        return _text(src, raw[key], table, key) if key in raw else default
+
+    live = dataclasses.replace(
+        base,
+        instructions=text_or("instructions", base.instructions),
+        voice=text_or("voice", base.voice),
+        language=text_or("language", base.language),
+    )
     try:
         live.validate()
     except LiveConfigError as exc:
@@ -297,8 +297,9 @@ def _agent(
 
 def _syntax_error_line(exc: tomllib.TOMLDecodeError, text: str) -> int:
     """Python 3.14 gives `lineno`; older versions say "(at line N, column M)" or "(at end of document)"."""
-    if isinstance(getattr(exc, "lineno", None), int):
-        return exc.lineno  # type: ignore[attr-defined]
+    lineno = getattr(exc, "lineno", None)
+    if isinstance(lineno, int):
+        return lineno
     if match := re.search(r"at line (\d+)", str(exc)):
         return int(match.group(1))
     return max(1, len(text.splitlines()))

@@ -32,7 +32,7 @@ import numpy as np
 
 with warnings.catch_warnings():  # stdlib audioop is deprecated on 3.11/3.12; audioop-lts provides it on 3.13+
     warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+    import audioop as audioop  # re-exported: the rest of the package imports it from here, warning-free
 
 __all__ = [
     "ULAW_SILENCE",
@@ -229,7 +229,7 @@ class Resampler:
         # Overlapping windows, one row per block, without copying (the ndarray constructor is far cheaper
         # than as_strided / sliding_window_view); np.dot copies them once and hands them to BLAS.
         windows = np.ndarray((blocks, plan.width), np.float64, buf, 0, (self._stride, 8))
-        acc = np.dot(windows, plan.taps)
+        acc: np.ndarray = np.dot(windows, plan.taps)
         self._hist = buf[buf.size - plan.history :]
         acc *= _SCALE
         np.rint(acc, out=acc)
@@ -334,5 +334,6 @@ def resample_block(pcm: bytes, in_rate: int, out_rate: int) -> bytes:
     # flat to ~0.87 and >= 90 dB down from ~1.03 of the lower Nyquist rate.
     half_len = 40 * max(up, down)
     h = firwin(2 * half_len + 1, 0.95 / max(up, down), window=("kaiser", 9.0))
-    y = resample_poly(np.frombuffer(pcm, "<i2").astype(np.float64), up, down, window=h)
-    return np.clip(np.rint(y), -32768, 32767).astype("<i2").tobytes()
+    y: np.ndarray = resample_poly(np.frombuffer(pcm, "<i2").astype(np.float64), up, down, window=h)
+    out: np.ndarray = np.clip(np.rint(y), -32768, 32767)
+    return out.astype("<i2").tobytes()

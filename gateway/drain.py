@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import uvicorn
@@ -151,7 +151,7 @@ class Drain:
 class DrainingServer(uvicorn.Server):
     """uvicorn, except that SIGTERM or Ctrl-C first drains the gateway; a second Ctrl-C stops at once."""
 
-    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], Coroutine[Any, Any, None]]) -> None:
         super().__init__(config)
         self._drain = drain
         self._drain_requested = False

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 # Keys whose values are secrets; and key-shaped strings that must never reach a log line.
 _SECRET_KEYS = re.compile(r"(^|_)(api_?key|key|token|signature|secret|password|authorization)$", re.I)
@@ -48,7 +49,8 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """The structlog processor that masks secret-named keys and secret-shaped values."""
     for key, value in event.items():
         if key != "event" and _SECRET_KEYS.search(key):
             event[key] = "[redacted]"

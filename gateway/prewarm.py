@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -21,7 +22,7 @@ from gateway.live.session import LiveError, LiveSession
 
 log = structlog.get_logger("gateway.prewarm")
 
-Opener = Callable[[lp.LiveConfig, str | None], Awaitable[LiveSession]]
+Opener = Callable[[lp.LiveConfig, str | None], Coroutine[Any, Any, LiveSession]]
 MAX_PENDING = 100  # webhooks are signed, but a flood of them must not open unbounded Live sessions
 
 

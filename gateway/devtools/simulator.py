@@ -156,7 +156,7 @@ def segment_speech(
     voiced = rms > max(rms.max() * rel_threshold, floor_rms)
     hangover = round(hangover_s / FRAME_S)
     segments: list[tuple[int, int]] = []  # frame index ranges [start, end)
-    for i in np.flatnonzero(voiced):
+    for i in np.flatnonzero(voiced).tolist():
         if segments and i - segments[-1][1] <= hangover:
             segments[-1] = (segments[-1][0], i + 1)
         else:

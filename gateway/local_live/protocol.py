@@ -205,7 +205,7 @@ _TOOL_RESPONSE = {
         "parts": None,
     }
 }
-_MESSAGES = {
+_MESSAGES: dict[str, dict[str, Any]] = {
     "clientContent": _CLIENT_CONTENT,
     "realtimeInput": _REALTIME_INPUT,
     "toolResponse": _TOOL_RESPONSE,

@@ -115,6 +115,9 @@ class LocalLiveServer:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
+        # Handlers run between start() and close(), after the handshake: the request and the executor exist.
+        assert ws.request is not None and self._executor is not None
+        executor = self._executor
         version = p.PATHS[urlsplit(ws.request.path).path]
         conn = next(_conn_ids)
         clog = log.bind(conn=conn, version=version)
@@ -146,7 +149,7 @@ class LocalLiveServer:
                 return self.store.issue(session_id, turns)
 
             session = Session(
-                cfg, send, pool=self.pool, executor=self._executor, options=self.options,
+                cfg, send, pool=self.pool, executor=executor, options=self.options,
                 history=history, on_turn_boundary=on_turn_boundary, log=clog,
             )  # fmt: skip
             if cfg.resumption:
