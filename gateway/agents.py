@@ -67,6 +67,8 @@ class CustomTool:
 
 @dataclass(frozen=True)
 class Agent:
+    """One agent: its Live configuration and greeting, its tools, and the numbers it may transfer to."""
+
     name: str
     live: LiveConfig  # its `tools` are the declarations sent in `setup`
     greeting: str
@@ -77,6 +79,8 @@ class Agent:
 
 @dataclass(frozen=True)
 class AgentBook:
+    """The agent for each called number (`AGENTS_FILE`), and the default for numbers it does not list."""
+
     default: Agent
     by_number: dict[str, Agent] = field(default_factory=dict)
 

@@ -30,6 +30,9 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
+    """The service's configuration, read from the environment and `.env` by `load_settings` and checked at
+    start-up (see the README's table of variables)."""
+
     port: int = 8080
     public_url: str | None = None
     twilio_auth_token: str | None = field(default=None, repr=False)

@@ -34,6 +34,9 @@ class _Pending:
 
 
 class Prewarmer:
+    """Live sessions opened while the phone rings, keyed by CallSid: the call's stream takes its session, and
+    one nobody takes within `deadline_s` is closed."""
+
     def __init__(self, open_live: Opener, deadline_s: float) -> None:
         self._open_live = open_live
         self.deadline_s = deadline_s

@@ -48,6 +48,8 @@ _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM calls"
 
 @dataclass
 class TranscriptLine:
+    """One line of a call's transcript: who said it (`caller` or `agent`) and when."""
+
     at: datetime
     role: str  # caller | agent
     text: str
@@ -55,6 +57,9 @@ class TranscriptLine:
 
 @dataclass
 class CallRecord:
+    """A stored call: its sids and numbers, agent, times, outcome, tokens, Live switches, the latest
+    resumption handle and the transcript. A moved call is one record, to which each instance adds its part."""
+
     call_sid: str
     stream_sid: str = ""
     account_sid: str = ""
@@ -137,6 +142,8 @@ def record_of(call: Call, *, outcome: str | None = None) -> CallRecord:
 
 
 class Store(Protocol):
+    """Where call records are kept: SQLite (`SqliteStore`) or PostgreSQL (`PostgresStore`)."""
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def save_call(self, record: CallRecord) -> None: ...

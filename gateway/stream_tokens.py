@@ -36,6 +36,9 @@ def key_from_auth_token(auth_token: str | None) -> bytes:
 
 
 class StreamTokens:
+    """Issues the webhook's stream tokens and redeems them on `start`; also counts the calls answered whose
+    stream has not arrived yet, so they hold a place in the call limit."""
+
     def __init__(
         self,
         key: bytes,

@@ -36,6 +36,8 @@ MAX_REPLY_BYTES = 64 * 1024  # a tool reply goes into the model's context: keep 
 
 @dataclass(frozen=True)
 class CallIds:
+    """Who a tool call is for: the call's sids and numbers, as sent to custom tools."""
+
     call_sid: str
     stream_sid: str
     caller: str  # From
@@ -52,6 +54,9 @@ class LineAction:
 
 @dataclass(frozen=True)
 class ToolResult:
+    """A tool's answer to the model (`response`), and what to do to the line once it has been heard, if
+    anything."""
+
     response: dict[str, Any]
     action: LineAction | None = None
 

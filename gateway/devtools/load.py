@@ -165,6 +165,9 @@ class _LoadCall(simulator._Call):
 
 
 class PeerLink(Protocol):
+    """The scripted Live peer a run talks to, in this process or a child process: where it listens, its pid
+    (for CPU samples), and the records of its sessions."""
+
     url: str
     pid: int
 
@@ -302,6 +305,9 @@ def sample_process(pid: int, children: bool = True) -> tuple[float, int]:
 
 @dataclass
 class Sample:
+    """One reading taken during a run: calls in progress, cumulative CPU seconds of the gateway (with its
+    children), the harness and the peer, and the gateway's memory."""
+
     t: float
     active: int
     gateway_cpu: float = math.nan
@@ -315,6 +321,8 @@ class Sample:
 
 @dataclass
 class LoadOptions:
+    """One `gateway load` run: which gateway to call (and sample), and how many calls over how long."""
+
     url: str
     calls: int = 10
     duration_s: float = 30.0
@@ -326,6 +334,8 @@ class LoadOptions:
 
 @dataclass
 class CallOutcome:
+    """One simulated call of a run: its trace, and its result or why it failed."""
+
     call_id: int
     trace: CallTrace
     result: simulator.CallResult | None = None
@@ -336,6 +346,8 @@ class CallOutcome:
 
 @dataclass
 class LoadRun:
+    """Everything a run measured, for the report: the calls, the peer's session records, the samples."""
+
     options: LoadOptions
     outcomes: list[CallOutcome]
     records: list[PeerSessionRecord] | None

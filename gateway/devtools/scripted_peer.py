@@ -60,6 +60,8 @@ _KEY = re.compile(r"pressed the ([0-9*#]) key")
 
 @dataclass(frozen=True)
 class PeerOptions:
+    """How the scripted peer hears the end of the caller's speech and paces its replies."""
+
     speech_rms: float = 300.0  # 16 kHz frame RMS above this is speech (silence from the gateway is ~0)
     end_of_speech_s: float = 0.2  # this much quiet ends the caller's turn
     think_s: float = 0.05  # pause before the reply starts, as a model takes a moment

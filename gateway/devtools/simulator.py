@@ -72,6 +72,9 @@ class SimulatorError(RuntimeError):
 
 @dataclass
 class CallScript:
+    """What the simulated caller does: the audio it says, silence around it, keys it presses, and whether it
+    hangs up."""
+
     audio: bytes  # caller audio, PCM16LE mono 8 kHz (load_wav() reads any WAV into this)
     leading_silence_s: float = 0.0
     trailing_silence_s: float = 3.0  # silence streamed after the audio, before `stop`
@@ -108,6 +111,9 @@ class Turn:
 
 @dataclass
 class CallResult:
+    """What happened on a simulated call: both sides' audio on one timeline, events, turns with their
+    latencies, barge-ins, marks, and how the stream closed."""
+
     call_sid: str
     stream_sid: str
     twiml: str

@@ -32,6 +32,9 @@ class LiveConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ModelCapabilities:
+    """What a Live model family accepts, so `build_setup` leaves out the fields it would reject (`known` is
+    False for a model not in the table: everything configured is sent and the server decides)."""
+
     family: str
     affective_dialog: bool
     proactive_audio: Literal["optional", "always", "no"]
@@ -218,47 +221,59 @@ def tool_response_message(responses: list[dict[str, Any]]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SetupComplete:
-    pass
+    """`setupComplete`: the session is set up and takes input."""
 
 
 @dataclass(slots=True)  # not frozen: the hot path, and frozen __init__ costs a setattr per field
 class AgentAudio:
+    """A chunk of the agent's speech (`modelTurn` `inlineData`): PCM16LE mono at `rate`, 24 kHz from Live."""
+
     pcm: bytes
     rate: int = 24000
 
 
 @dataclass(frozen=True, slots=True)
 class AgentText:
+    """A text part of the agent's turn (thought parts are left out)."""
+
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class InputTranscript:
+    """`inputTranscription`: a piece of what Live heard the caller say (no fixed order relative to audio)."""
+
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class OutputTranscript:
+    """`outputTranscription`: a piece of what the agent is saying."""
+
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class Interrupted:
-    pass
+    """`interrupted`: the caller talked over the agent; Live dropped the rest of the turn, whose
+    `turnComplete` follows. Playout must be cleared at once."""
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationComplete:
-    pass
+    """`generationComplete`: the model has finished generating the turn (its audio may still be playing out).
+    Not sent for an interrupted turn."""
 
 
 @dataclass(frozen=True, slots=True)
 class TurnComplete:
-    pass
+    """`turnComplete`: the agent's turn is over (after `interrupted` too)."""
 
 
 @dataclass(frozen=True, slots=True)
 class FunctionCall:
+    """One function call of a `toolCall`: answer it with a `toolResponse` carrying its `id`."""
+
     id: str
     name: str
     args: dict[str, Any]
@@ -266,27 +281,40 @@ class FunctionCall:
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
+    """`toolCall`: the function calls the model wants answered, possibly several at once."""
+
     calls: tuple[FunctionCall, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class ToolCallCancellation:
+    """`toolCallCancellation`: the calls with these ids were cancelled (by an interruption); their answers are
+    no longer wanted."""
+
     ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class GoAway:
+    """`goAway`: the server will close this connection in `time_left_s`; switch to a new one before then with
+    the latest resumable handle."""
+
     time_left_s: float
 
 
 @dataclass(frozen=True, slots=True)
 class ResumptionUpdate:
+    """`sessionResumptionUpdate`: a new handle to resume the session from, usable when `resumable`."""
+
     handle: str
     resumable: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """`usageMetadata`: the tokens one message reports (the call adds them up); `by_modality` is keyed
+    `prompt_<modality>` and `response_<modality>`."""
+
     prompt_tokens: int = 0
     response_tokens: int = 0
     total_tokens: int = 0

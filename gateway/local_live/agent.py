@@ -21,6 +21,8 @@ NAME = "the local offline test agent"
 
 @dataclass(slots=True)
 class HistoryTurn:
+    """One turn of the conversation as a session remembers it (and a resumption handle carries it)."""
+
     role: str  # "user" or "model"
     text: str
     audio_s: float = 0.0  # seconds of audio behind this turn (for honest token counts)
@@ -29,6 +31,8 @@ class HistoryTurn:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
+    """What the local agent answers: text to say, then optionally a function to call."""
+
     text: str
     tool: str = ""  # a function to call once the text has been said
     args: dict[str, Any] = field(default_factory=dict)
@@ -53,6 +57,10 @@ def _clean(text: str) -> str:
 
 
 class LocalAgent:
+    """The rule-based agent behind the local backend (not a language model): greets, repeats what it heard,
+    tells the time, names a key pressed, says goodbye (and hangs up), transfers when asked for a person, and
+    calls a declared tool it hears named."""
+
     def __init__(
         self,
         *,

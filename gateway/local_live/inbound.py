@@ -21,11 +21,13 @@ PREROLL_MS = 300  # audio kept from before the start decision, so the first syll
 
 @dataclass(frozen=True, slots=True)
 class SpeechStarted:
-    pass
+    """The caller started talking (the VAD committed to speech, or `activityStart`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class SpeechEnded:
+    """The caller stopped talking: what the recognizer made of the utterance, and its length."""
+
     text: str
     audio_s: float
 
@@ -53,6 +55,9 @@ class To16k:
 
 
 class Inbound:
+    """A session's input side: caller audio at any rate -> VAD (or the client's activity markers) ->
+    recognizer, as speech events."""
+
     def __init__(self, settings: VadSettings, pool: RecognizerPool) -> None:
         self.automatic = not settings.disabled
         self._pool = pool

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 @dataclass
 class LocalLiveOptions:
+    """Knobs of the local backend: connection lifetime and faults to inject, pacing of reply audio, limits,
+    and the worker pool."""
+
     goaway_after_s: float | None = None  # send goAway this long after a connection opens (None: never)
     goaway_time_left_s: float = 5.0  # ...and close it (1011) this much later
     drop_rate_per_s: float = 0.0  # abrupt connection drops (no close frame), mean rate per connection-second

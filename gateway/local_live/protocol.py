@@ -51,6 +51,8 @@ def truncate_reason(reason: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ModelCaps:
+    """What a model accepts in `setup` and after it, as the service enforces it (the capability table)."""
+
     name: str
     affective_dialog: bool  # may send generationConfig.enableAffectiveDialog
     proactivity: str  # "yes": optional, "no": field rejected, "always": on, proactiveAudio false rejected
@@ -282,6 +284,8 @@ def encode_b64(data: bytes) -> str:
 
 @dataclass(slots=True)
 class VadSettings:
+    """`realtimeInputConfig` of the setup: automatic activity detection and how speech interrupts."""
+
     disabled: bool = False
     start_sensitivity: str = "START_SENSITIVITY_HIGH"
     end_sensitivity: str = "END_SENSITIVITY_HIGH"
@@ -292,6 +296,8 @@ class VadSettings:
 
 @dataclass(slots=True)
 class FunctionDecl:
+    """A function the client declared in `setup.tools`."""
+
     name: str
     description: str = ""
     parameters: dict[str, Any] | None = None
@@ -299,6 +305,8 @@ class FunctionDecl:
 
 @dataclass(slots=True)
 class SessionConfig:
+    """A validated `setup`: everything the session needs to behave as the service would."""
+
     model: ModelCaps
     version: str
     modality: str = "AUDIO"
@@ -438,44 +446,54 @@ def parse_setup(raw_setup: Any, version: str) -> SessionConfig:
 
 @dataclass(frozen=True, slots=True)
 class AudioIn:
+    """`realtimeInput.audio` (or a deprecated `mediaChunks` entry): PCM16LE at `rate`."""
+
     pcm: bytes
     rate: int
 
 
 @dataclass(frozen=True, slots=True)
 class AudioStreamEnd:
-    pass
+    """`realtimeInput.audioStreamEnd`: the client paused its audio stream."""
 
 
 @dataclass(frozen=True, slots=True)
 class ActivityStart:
-    pass
+    """`realtimeInput.activityStart`: the caller started talking (automatic VAD disabled)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ActivityEnd:
-    pass
+    """`realtimeInput.activityEnd`: the caller stopped talking (automatic VAD disabled)."""
 
 
 @dataclass(frozen=True, slots=True)
 class TextIn:
+    """`realtimeInput.text`: text input, taken as what the caller said."""
+
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class Turn:
+    """One turn of `clientContent.turns`."""
+
     role: str
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class ClientContent:
+    """`clientContent`: turns appended to the conversation; with `turn_complete` the model answers."""
+
     turns: tuple[Turn, ...]
     turn_complete: bool
 
 
 @dataclass(frozen=True, slots=True)
 class FunctionResponse:
+    """One answer of a `toolResponse`, for the function call with this `id`."""
+
     id: str
     name: str
     response: Any
@@ -483,6 +501,8 @@ class FunctionResponse:
 
 @dataclass(frozen=True, slots=True)
 class ToolResponse:
+    """`toolResponse`: the client's answers to function calls."""
+
     responses: tuple[FunctionResponse, ...]
 
 

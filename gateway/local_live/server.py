@@ -40,6 +40,9 @@ _conn_ids = itertools.count(1)
 
 
 class LocalLiveServer:
+    """The local Live backend: a WebSocket server on Google's Live paths with the shared recognizer pool, the
+    handle store and the worker threads."""
+
     def __init__(
         self, host: str = "127.0.0.1", port: int = 0, options: LocalLiveOptions | None = None
     ) -> None:

@@ -53,6 +53,9 @@ class _ReplyState:
 
 
 class Session:
+    """One set-up Live connection of the local backend: takes the client's messages and sends what the service
+    would (transcripts, reply audio, turn events, tool calls, resumption updates)."""
+
     def __init__(
         self,
         cfg: p.SessionConfig,

@@ -13,12 +13,17 @@ from .agent import HistoryTurn
 
 @dataclass(slots=True)
 class Snapshot:
+    """A session's history as it was when a resumption handle was issued."""
+
     session_id: str
     history: list[HistoryTurn]
     created: float = field(default_factory=time.monotonic)
 
 
 class HandleStore:
+    """Resumption handles (each a snapshot, expired after the TTL) and the sessions whose connection is still
+    open."""
+
     def __init__(self, ttl_s: float) -> None:
         self._ttl = ttl_s
         self._handles: dict[str, Snapshot] = {}

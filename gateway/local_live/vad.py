@@ -24,6 +24,8 @@ FRAME_MS = FRAME_SAMPLES * 1000 / 16000  # 32 ms
 
 @dataclass(frozen=True, slots=True)
 class VadParams:
+    """Thresholds and frame counts of the segmenter, derived from the setup's VAD settings."""
+
     start_threshold: float
     start_frames: int  # consecutive speech frames before start-of-speech is committed
     end_threshold: float

@@ -24,6 +24,8 @@ class AdminError(RuntimeError):
 
 @dataclass(frozen=True)
 class NumberConfig:
+    """A phone number of the account and where its voice webhook and status callback point."""
+
     sid: str
     phone_number: str
     friendly_name: str

@@ -24,12 +24,17 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Connected:
+    """`connected`: Twilio's first message on a stream (no streamSid yet)."""
+
     protocol: str
     version: str
 
 
 @dataclass(frozen=True, slots=True)
 class Start:
+    """`start`: the stream's metadata, once, before any media: its sids, tracks, the `<Parameter>`s of the
+    TwiML (`custom_parameters`) and the audio format (mu-law 8 kHz mono)."""
+
     stream_sid: str
     call_sid: str
     account_sid: str
@@ -42,6 +47,9 @@ class Start:
 
 @dataclass(slots=True)  # not frozen: 50 a second per call, and frozen __init__ costs a setattr per field
 class Media:
+    """`media`: a chunk of the caller's audio (mu-law, usually 20 ms); `chunk` and `timestamp_ms` count from
+    the stream's start."""
+
     stream_sid: str
     payload: bytes
     track: str = "inbound"
@@ -51,23 +59,33 @@ class Media:
 
 @dataclass(frozen=True, slots=True)
 class Dtmf:
+    """`dtmf`: the caller pressed a key."""
+
     stream_sid: str
     digit: str
 
 
 @dataclass(frozen=True, slots=True)
 class Mark:
+    """`mark`: Twilio's echo of a mark sent on the stream, once the audio queued before it has played, or when
+    a `clear` flushed it (so an echo alone does not prove the caller heard the audio)."""
+
     stream_sid: str
     name: str
 
 
 @dataclass(frozen=True, slots=True)
 class Clear:
+    """`clear`: empty the playout buffer. Sent by the gateway, never by Twilio; parsed for the caller
+    simulator."""
+
     stream_sid: str
 
 
 @dataclass(frozen=True, slots=True)
 class Stop:
+    """`stop`: the stream has ended (the caller hung up, or the call moved on to other TwiML)."""
+
     stream_sid: str
     call_sid: str = ""
 

@@ -18,6 +18,9 @@ CALL_NOT_FOUND = 20404
 
 
 class CallControl:
+    """A call in progress through Twilio's REST API: replace its TwiML (the drain's redirect), transfer it,
+    hang it up."""
+
     def __init__(self, account_sid: str, auth_token: str, *, base_url: str | None = None) -> None:
         self._http = AsyncTwilioHttpClient(timeout=10)
         self._client = Client(account_sid, auth_token, http_client=self._http)
