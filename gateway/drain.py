@@ -133,10 +133,10 @@ class Drain:
             async with asyncio.timeout(MOVE_TIMEOUT_S):
                 moved = await control.update(sid, redirect_twiml(public_url))
         except Exception as exc:
-            METRICS.calls_migrated.labels(result="failed").inc()
+            METRICS.calls_moved.labels(result="failed").inc()
             log.error("call_not_moved", call_sid=sid, error=repr(exc))
             return
-        METRICS.calls_migrated.labels(result="moved" if moved else "already_ended").inc()
+        METRICS.calls_moved.labels(result="moved" if moved else "already_ended").inc()
         if moved:
             self.moved.add(sid)
         log.info(

@@ -19,10 +19,12 @@ MODALITIES = frozenset({"text", "audio", "image", "video", "document"})
 
 @dataclass(frozen=True)
 class Metrics:
+    """The service's Prometheus metrics, one object (`METRICS`) for the process."""
+
     active_calls: Gauge
     calls: Counter
     barge_ins: Counter
-    live_reconnects: Counter
+    live_switches: Counter
     live_connect: Histogram
     first_agent_audio: Histogram
     response_latency: Histogram
@@ -30,10 +32,14 @@ class Metrics:
     tokens: Counter
     records_dropped: Counter
     draining: Gauge
-    calls_migrated: Counter
+    calls_moved: Counter
+
+    @property
+    def live_reconnects(self) -> Counter:  # TODO remove: gateway/call is switching to live_switches
+        return self.live_switches
 
     def count_tokens(self, by_modality: dict[str, int]) -> None:
-        """Keys as `live_protocol.Usage` has them: `prompt_audio`, `response_text`, ..."""
+        """Keys as `gateway.live.protocol.Usage` has them: `prompt_audio`, `response_text`, ..."""
         for key, count in by_modality.items():
             direction, _, modality = key.partition("_")
             self.tokens.labels(
@@ -46,7 +52,7 @@ METRICS = Metrics(
     active_calls=Gauge("gateway_active_calls", "Calls in progress"),
     calls=Counter("gateway_calls", "Calls ended, by outcome", ["outcome"]),
     barge_ins=Counter("gateway_barge_ins", "Times the caller talked over the agent"),
-    live_reconnects=Counter("gateway_live_reconnects", "Live connection switches, by reason", ["reason"]),
+    live_switches=Counter("gateway_live_switches", "Live connection switches, by reason", ["reason"]),
     live_connect=Histogram(
         "gateway_live_connect_seconds",
         "Opening a Live connection: WebSocket handshake and setup until setupComplete",
@@ -65,7 +71,7 @@ METRICS = Metrics(
     ),
     frames_dropped=Counter(
         "gateway_frames_dropped",
-        "Audio frames not delivered: caller audio past the hold limit while Live reconnects (caller), "
+        "Audio frames not delivered: caller audio past the hold limit during a Live switch (caller), "
         "agent audio of an interrupted turn (agent)",
         ["direction"],
     ),
@@ -78,8 +84,8 @@ METRICS = Metrics(
         ["reason"],
     ),
     draining=Gauge("gateway_draining", "1 while this instance drains (takes no new calls)"),
-    calls_migrated=Counter(
-        "gateway_calls_migrated", "Calls moved to another instance at shutdown, by result", ["result"]
+    calls_moved=Counter(
+        "gateway_calls_moved", "Calls moved to another instance at shutdown, by result", ["result"]
     ),
 )
 

@@ -22,7 +22,7 @@ WATCHED = {
     "responses": ("gateway_response_latency_seconds_count", {}),
     "response_s": ("gateway_response_latency_seconds_sum", {}),
     "barge_ins": ("gateway_barge_ins_total", {}),
-    "reconnects": ("gateway_live_reconnects_total", {"reason": "connection_lost"}),
+    "switches": ("gateway_live_switches_total", {"reason": "connection_lost"}),
     "agent_dropped": ("gateway_frames_dropped_total", {"direction": "agent"}),
     "audio_tokens": ("gateway_tokens_total", {"direction": "response", "modality": "audio"}),
 }
@@ -77,7 +77,7 @@ async def test_metrics_move_during_a_simulated_call():
 
     assert during["active"] == before["active"] + 1 and after["active"] == before["active"]
     assert delta["ended"] == 1
-    assert delta["connects"] == 1 and delta["resumed_connects"] == 1 and delta["reconnects"] == 1
+    assert delta["connects"] == 1 and delta["resumed_connects"] == 1 and delta["switches"] == 1
     assert delta["first_audio"] == 1
     # from the end of the caller's tone to the agent's first audio: the peer's pause and a bit
     assert delta["responses"] == 1 and 0.3 < delta["response_s"] < 3.0
@@ -86,7 +86,13 @@ async def test_metrics_move_during_a_simulated_call():
 
     # the endpoint exposes them, and no label carries a call id
     families = {f.name: f for f in text_string_to_metric_families(scraped)}
-    for name in ("gateway_response_latency_seconds", "gateway_live_connect_seconds", "gateway_tokens"):
+    for name in (
+        "gateway_response_latency_seconds",
+        "gateway_live_connect_seconds",
+        "gateway_tokens",
+        "gateway_live_switches",
+        "gateway_calls_moved",
+    ):
         assert name in families
     for family in families.values():
         for s in family.samples:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -105,7 +106,7 @@ async def test_a_simulated_call_is_recorded_with_its_transcript(database_url):
     assert body["call_sid"] == sid and body["stream_sid"].startswith("MZ")
     assert (body["from_number"], body["to_number"]) == ("+15551230000", "+15559870000")
     assert body["agent"].startswith("gemini-2.5-flash-native-audio")
-    assert body["outcome"] == "caller_hung_up" and body["reconnects"] == 0
+    assert body["outcome"] == "caller_hung_up" and body["switches"] == 0
     assert body["total_tokens"] == 35 and body["tokens_by_modality"] == {"response_audio": 25}
     started, ended = datetime.fromisoformat(body["started_at"]), datetime.fromisoformat(body["ended_at"])
     assert timedelta(seconds=1) < ended - started < timedelta(seconds=30)
@@ -131,12 +132,12 @@ async def test_a_call_handed_between_instances_adds_up_in_one_record(database_ur
     first = CallRecord(
         sid, stream_sid="MZ1", from_number="+1555", to_number="+1666", agent="m", started_at=t0,
         ended_at=t0 + timedelta(minutes=5), outcome="moved", total_tokens=100,
-        tokens_by_modality={"AUDIO": 80, "TEXT": 20}, reconnects=1, resumption_handle="h-1",
+        tokens_by_modality={"AUDIO": 80, "TEXT": 20}, switches=1, resumption_handle="h-1",
     )  # fmt: skip
     second = CallRecord(
         sid, stream_sid="MZ2", from_number="+1555", to_number="+1666", agent="m",
         started_at=t0 + timedelta(minutes=5, seconds=1), ended_at=t0 + timedelta(minutes=9),
-        outcome="caller_hung_up", total_tokens=50, tokens_by_modality={"AUDIO": 50}, reconnects=2,
+        outcome="caller_hung_up", total_tokens=50, tokens_by_modality={"AUDIO": 50}, switches=2,
     )  # fmt: skip
     store = open_store(database_url)
     await store.open()
@@ -153,8 +154,81 @@ async def test_a_call_handed_between_instances_adds_up_in_one_record(database_ur
     assert (merged.started_at, merged.ended_at) == (t0, t0 + timedelta(minutes=9))
     assert merged.outcome == "caller_hung_up" and merged.stream_sid == "MZ2"
     assert merged.total_tokens == 150 and merged.tokens_by_modality == {"AUDIO": 130, "TEXT": 20}
-    assert merged.reconnects == 3
+    assert merged.switches == 3
     assert [(line.role, line.text) for line in merged.transcript] == [("caller", "hello")]
+
+
+# The calls table as databases created before Live switches were called so: the column was `reconnects`.
+OLD_CALLS_TABLE = """
+CREATE TABLE calls (
+    call_sid TEXT PRIMARY KEY, stream_sid TEXT NOT NULL DEFAULT '', account_sid TEXT NOT NULL DEFAULT '',
+    from_number TEXT NOT NULL DEFAULT '', to_number TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL DEFAULT '',
+    started_at {time}, ended_at {time}, outcome TEXT NOT NULL DEFAULT '',
+    prompt_tokens BIGINT NOT NULL DEFAULT 0, response_tokens BIGINT NOT NULL DEFAULT 0,
+    total_tokens BIGINT NOT NULL DEFAULT 0, tokens_by_modality TEXT NOT NULL DEFAULT '{{}}',
+    reconnects INTEGER NOT NULL DEFAULT 0, resumption_handle TEXT NOT NULL DEFAULT ''
+)
+"""
+OLD_STARTED = datetime(2026, 1, 2, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def old_database_url(request, tmp_path):
+    """A database with an older calls table, holding one call that switched Live connections 4 times.
+    PostgreSQL: in a schema of its own (dropped afterwards), so the shared test database is left alone."""
+    if request.param == "sqlite":
+        path = tmp_path / "old.sqlite3"
+        db = sqlite3.connect(path)
+        with db:
+            db.execute(OLD_CALLS_TABLE.format(time="TEXT"))
+            db.execute(
+                "INSERT INTO calls (call_sid, started_at, outcome, reconnects) VALUES (?, ?, ?, ?)",
+                ("CAold", OLD_STARTED.isoformat(), "moved", 4),
+            )
+        db.close()
+        yield f"sqlite:///{path}"
+        return
+    import asyncpg
+
+    url = _postgres_url()
+    schema = f"old_calls_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        await admin.execute(f"SET search_path TO {schema}")
+        await admin.execute(OLD_CALLS_TABLE.format(time="TIMESTAMPTZ"))
+        await admin.execute(
+            "INSERT INTO calls (call_sid, started_at, outcome, reconnects) VALUES ($1, $2, $3, $4)",
+            "CAold", OLD_STARTED, "moved", 4,
+        )  # fmt: skip
+        yield f"{url}{'&' if '?' in url else '?'}search_path={schema}"  # asyncpg: a server setting
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+async def test_an_older_database_has_its_reconnects_column_renamed_to_switches(old_database_url):
+    later = CallRecord(
+        "CAold", started_at=OLD_STARTED + timedelta(minutes=5), ended_at=OLD_STARTED + timedelta(minutes=9),
+        outcome="caller_hung_up", switches=1,
+    )  # fmt: skip
+    store = open_store(old_database_url)
+    await store.open()
+    try:
+        before = await store.get_call("CAold")
+        await store.save_call(later)
+    finally:
+        await store.close()
+    assert before is not None and before.switches == 4 and before.outcome == "moved"
+    store = open_store(old_database_url)
+    await store.open()  # a second start finds nothing left to rename
+    try:
+        after = await store.get_call("CAold")
+        listed = await store.list_calls()
+    finally:
+        await store.close()
+    assert after is not None and after.switches == 5 and after.started_at == OLD_STARTED
+    assert [r.call_sid for r in listed] == ["CAold"]
 
 
 class SlowStore(SqliteStore):
