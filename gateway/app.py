@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,9 @@ from starlette.websockets import WebSocket
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
-from gateway.call import Call, CallAgent, CallLimits, TranscriptObserver
+from gateway.audio import resample_block
+from gateway.call import Call, CallAgent, CallLimits, Outcome, TranscriptObserver
+from gateway.call.line import Started
 from gateway.config import Settings
 from gateway.drain import Drain
 from gateway.live import protocol as lp
@@ -36,8 +39,7 @@ from gateway.records import register_secrets as register_database_secrets
 from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
 from gateway.stream_tokens import StreamTokens, key_from_auth_token
 from gateway.tools import Toolbox
-from gateway.twilio import protocol as tp
-from gateway.twilio.line import TwilioStream
+from gateway.twilio.line import TwilioLine
 from gateway.twilio.rest import CallControl
 
 log = structlog.get_logger("gateway.app")
@@ -51,13 +53,13 @@ class Gateway:
     def __init__(self, settings: Settings, on_transcript: TranscriptObserver | None = None) -> None:
         self.settings = settings
         self.records = Records(open_store(settings.database_url))
-        self.drain = Drain(self)
         self._observer = on_transcript
         self.live_url = settings.live_url()
         self.calls: set[Call] = set()
+        self.drain = Drain(settings, self.calls, self.records.store.save_handle)
         self.validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
         self.tokens = StreamTokens(key_from_auth_token(settings.twilio_auth_token))
-        self.apology_ulaw = b""  # spoken when Live cannot be brought back, instead of dead air
+        self.apology_pcm = b""  # 8 kHz; spoken when Live cannot be brought back, instead of dead air
         self.agents = settings.agent_book
         self.prewarm = Prewarmer(self.open_live, settings.prewarm_s)
         self.control: CallControl | None = None  # set in the lifespan when REST credentials are configured
@@ -83,15 +85,15 @@ class Gateway:
         """While the phone rings: start setting up the Live session of the agent for the number called."""
         self.prewarm.start(params.get("CallSid", ""), self.agents.for_number(params.get("To", "")).live)
 
-    async def prepare_call(self, start: tp.Start, take_prewarmed: bool = True) -> CallAgent:
-        """On `start`: the agent for the number called, with the session set up while it rang, if any."""
-        agent = self.agents.for_number(start.custom_parameters.get("To", ""))
+    async def prepare_call(self, start: Started, take_prewarmed: bool = True) -> CallAgent:
+        """Once the line starts: the agent for the number called, with the session set up while it rang."""
+        agent = self.agents.for_number(start.called)
         live = None
         if take_prewarmed:
             live = await self.prewarm.take(start.call_sid, agent.live)
         else:
             self.prewarm.discard(start.call_sid, "resumed")
-        return CallAgent(agent, self.toolbox, live, self.control)
+        return CallAgent(agent, self.toolbox, live)
 
     def on_transcript(self, call_sid: str, role: str, text: str) -> None:
         self.records.transcript(call_sid, role, text)
@@ -100,29 +102,34 @@ class Gateway:
 
     def call_ended(self, call: Call) -> None:
         self.calls.discard(call)
-        self.records.call_ended(call, outcome="moved" if call.call_sid in self.drain.moved else None)
+        # A line that never started, or was refused before any Live session, has no verified CallSid (it is
+        # the peer's word, not a call of ours): nothing to record but a metric.
+        if call.start is not None and call.stats.outcome != Outcome.REFUSED:
+            summary = call.summary()
+            if call.call_sid in self.drain.moved:
+                summary = dataclasses.replace(summary, outcome=Outcome.MOVED)
+            self.records.call_ended(summary)
         self.drain.call_ended()
 
     async def prepare_apology(self) -> None:
         """Synthesise the failure message once, offline (espeak-ng ships with the local backend)."""
         if not self.settings.failure_message:
             return
-        from gateway.audio import pcm16_to_ulaw
         from gateway.local_live.tts import synthesize
 
-        pcm = await asyncio.to_thread(
+        self.apology_pcm = await asyncio.to_thread(
             synthesize,
             self.settings.failure_message,
             rate=8000,
             voice_name=self.settings.live.voice,
             language=self.settings.live.language,
         )
-        self.apology_ulaw = pcm16_to_ulaw(pcm)
 
     async def apologise(self, call: Call) -> None:
-        if self.apology_ulaw and call.start is not None:
-            log.info("apologising_to_caller", outcome=call.stats.outcome)
-            await call.play_and_wait(self.apology_ulaw, timeout_s=len(self.apology_ulaw) / 8000 + 3.0)
+        if self.apology_pcm and call.start is not None:
+            log.info("apologising_to_caller", outcome=call.stats.outcome.value)
+            pcm = resample_block(self.apology_pcm, 8000, call.line.audio.out_rate)
+            await call.play_and_wait(pcm, timeout_s=len(self.apology_pcm) / 16000 + 3.0)
 
     async def open_live(self, config: lp.LiveConfig, resumption_handle: str | None = None) -> LiveSession:
         began = time.monotonic()
@@ -131,6 +138,7 @@ class Gateway:
             lp.build_setup(config, resumption_handle),
             api_key=self.settings.gemini_api_key,
             timeout_s=self.settings.live_setup_timeout_s,
+            resuming=bool(resumption_handle),
         )
         resumed = "true" if resumption_handle else "false"
         METRICS.live_connect.labels(resumed=resumed).observe(time.monotonic() - began)  # successes only
@@ -161,9 +169,9 @@ class Gateway:
         """Calls in progress plus calls answered whose stream is on its way, against the limit."""
         return len(self.calls) + self.tokens.outstanding() >= self.settings.max_concurrent_calls
 
-    async def admit_stream(self, start: tp.Start) -> str | None:
+    async def admit_stream(self, start: Started) -> str | None:
         """A reason to refuse this stream (checked before any Live session is opened), or None."""
-        return self.tokens.redeem(start.call_sid, start.custom_parameters.get(TOKEN_PARAMETER))
+        return self.tokens.redeem(start.call_sid, start.parameters.get(TOKEN_PARAMETER))
 
 
 def _gateway(conn: HTTPConnection) -> Gateway:
@@ -234,7 +242,7 @@ async def media(ws: WebSocket) -> None:
         return
     await ws.accept()
     call = Call(
-        TwilioStream(ws),
+        TwilioLine(ws, gw.control),
         gw.open_live,
         settings.live,
         greeting=settings.greeting,

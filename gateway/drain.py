@@ -23,20 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 import uvicorn
 from twilio.twiml.voice_response import VoiceResponse
 
+from gateway.config import Settings
 from gateway.metrics import METRICS
 from gateway.twilio.rest import CallControl
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
-    from gateway.call import Call
 
 log = structlog.get_logger("gateway.drain")
 
@@ -59,11 +56,30 @@ def redirect_twiml(public_base: str, *, pause_s: int = 0) -> str:
     return str(response)
 
 
-class Drain:
-    """The drain of one instance; `run()` once, when the process is told to stop."""
+class Movable(Protocol):
+    """What the drain needs of a call in progress (a `gateway.call.Call`)."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    @property
+    def call_sid(self) -> str: ...  # "" until the line has started
+    @property
+    def between_turns(self) -> bool: ...
+    @property
+    def resumption_handle(self) -> str: ...
+
+
+SaveHandle = Callable[[str, str], Awaitable[None]]  # (call_sid, handle): stored for the next instance
+
+
+class Drain:
+    """The drain of one instance; `run()` once, when the process is told to stop.
+
+    It is given the settings, the live set of calls in progress and where to store a moved call's handle.
+    """
+
+    def __init__(self, settings: Settings, calls: Collection[Movable], save_handle: SaveHandle) -> None:
+        self.settings = settings
+        self.calls = calls
+        self.save_handle = save_handle
         self.active = False
         self.moved: set[str] = set()  # CallSids redirected to another instance
         self._call_ended = asyncio.Event()
@@ -83,22 +99,22 @@ class Drain:
         return redirect_twiml(public_base, pause_s=FALLBACK_PAUSE_S)
 
     async def run(self) -> None:
-        gw = self.gateway
-        grace_s = gw.settings.drain_grace_s
+        calls = self.calls
+        grace_s = self.settings.drain_grace_s
         self.active = True
         METRICS.draining.set(1)
-        log.info("drain_started", active_calls=len(gw.calls), grace_s=grace_s)
+        log.info("drain_started", active_calls=len(calls), grace_s=grace_s)
         window_s = min(QUIET_WINDOW_S, grace_s / 4)
-        await self._wait_until(lambda: not gw.calls, grace_s - window_s)
-        remaining = [call for call in gw.calls if call.start is not None]
+        await self._wait_until(lambda: not calls, grace_s - window_s)
+        remaining = [call for call in calls if call.call_sid]
         if remaining:
             await self.move_calls(remaining, window_s)
-            await self._wait_until(lambda: gw.calls.isdisjoint(remaining), MOVED_CALLS_WAIT_S)
-        log.info("drain_finished", moved=len(self.moved), still_running=len(gw.calls))
+            await self._wait_until(lambda: not any(call in calls for call in remaining), MOVED_CALLS_WAIT_S)
+        log.info("drain_finished", moved=len(self.moved), still_running=len(calls))
 
-    async def move_calls(self, calls: list[Call], window_s: float = 0.0) -> None:
+    async def move_calls(self, calls: list[Movable], window_s: float = 0.0) -> None:
         """Move each call at its next moment between turns, or after `window_s` whatever its state."""
-        settings = self.gateway.settings
+        settings = self.settings
         if not (settings.twilio_account_sid and settings.twilio_auth_token and settings.public_url):
             log.warning(
                 "calls_not_moved",
@@ -115,18 +131,18 @@ class Drain:
         finally:
             await control.close()
 
-    async def _move(self, control: CallControl, call: Call, public_url: str, window_s: float) -> None:
+    async def _move(self, control: CallControl, call: Movable, public_url: str, window_s: float) -> None:
         sid = call.call_sid
         for _ in range(int(window_s / QUIET_POLL_S)):
-            if call.between_turns or call not in self.gateway.calls:
+            if call.between_turns or call not in self.calls:
                 break
             await asyncio.sleep(QUIET_POLL_S)
-        if call not in self.gateway.calls:
+        if call not in self.calls:
             return  # it ended by itself meanwhile
         between_turns = call.between_turns
         try:
             async with asyncio.timeout(SAVE_HANDLE_TIMEOUT_S):
-                await self.gateway.records.store.save_handle(sid, call.resumption_handle)
+                await self.save_handle(sid, call.resumption_handle)
         except Exception as exc:  # the call still moves; it starts a fresh Live session over there
             log.warning("resumption_handle_not_saved", call_sid=sid, error=repr(exc))
         try:

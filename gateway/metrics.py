@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from gateway.audio import audioop, ulaw_to_pcm16
+from gateway.audio import audioop
 
 # Seconds. Live set-up is a TLS handshake plus a model load (hundreds of ms to seconds); a voice reply
 # is judged in tenths of a second, so the latency buckets are finer below two seconds.
@@ -91,16 +91,16 @@ METRICS = Metrics(
 
 
 class SpeechEnd:
-    """When the caller last made a sound, from the mu-law frames themselves (Live's VAD is not visible to
-    us): the response latency runs from there to the agent's first audio. About 1 us per 20 ms frame."""
+    """When the caller last made a sound, from the line's PCM frames themselves (Live's VAD is not visible
+    to us): the response latency runs from there to the agent's first audio. Under 1 us per 20 ms frame."""
 
     THRESHOLD = 1000  # peak of PCM16; line noise and comfort noise stay well below, speech well above
 
     def __init__(self) -> None:
         self.last_voice: float | None = None
 
-    def frame(self, ulaw: bytes) -> None:
-        if audioop.max(ulaw_to_pcm16(ulaw), 2) > self.THRESHOLD:
+    def frame(self, pcm: bytes) -> None:
+        if audioop.max(pcm, 2) > self.THRESHOLD:
             self.last_voice = time.monotonic()
 
     def answered(self) -> None:

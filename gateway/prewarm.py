@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from gateway.live import protocol as lp
-from gateway.live.session import LiveError, LiveSession
+from gateway.live.session import LiveConfigRejected, LiveError, LiveSession
 
 log = structlog.get_logger("gateway.prewarm")
 
@@ -68,7 +68,7 @@ class Prewarmer:
     async def take(self, call_sid: str, config: lp.LiveConfig) -> LiveSession | None:
         """The session opened for this call, waiting for its setup to finish if need be; None if there is
         none, it was opened for another agent, or it failed (the caller then opens one as usual). Raises
-        the LiveError of a configuration refusal (1007, 1008)."""
+        `LiveConfigRejected` when the configuration was refused."""
         pending = self._pending.pop(call_sid, None)
         if pending is None:
             return None
@@ -78,9 +78,9 @@ class Prewarmer:
             return None
         try:
             session = await pending.task
+        except LiveConfigRejected:
+            raise  # the same setup would be refused again: the call reports it, with no second try
         except LiveError as exc:
-            if exc.is_config_error:
-                raise  # the same setup would be refused again: the call reports it, with no second try
             log.warning("prewarm_failed", call_sid=call_sid, error=str(exc), code=exc.code)
             return None
         self.taken += 1

@@ -16,7 +16,6 @@ import contextlib
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from gateway.logs import register_secret
 from gateway.metrics import METRICS
 
 if TYPE_CHECKING:
-    from gateway.call import Call
+    from gateway.call.summary import CallSummary
 
 log = structlog.get_logger("gateway.records")
 
@@ -114,27 +113,24 @@ class CallRecord:
         return out
 
 
-def record_of(call: Call, *, outcome: str | None = None) -> CallRecord:
-    """The record of a call that has just ended (called off the audio path, once, from the web app)."""
-    stats = call.stats
-    now = datetime.now(UTC)
-    params = call.start.custom_parameters if call.start else {}
+def record_of(summary: CallSummary) -> CallRecord:
+    """The record of a call that has just ended (built off the audio path, once, from the web app)."""
     return CallRecord(
-        call_sid=call.call_sid,
-        stream_sid=call.start.stream_sid if call.start else "",
-        account_sid=call.start.account_sid if call.start else "",
-        from_number=params.get("From", ""),
-        to_number=params.get("To", ""),
-        agent=call.config.model,
-        started_at=datetime.fromtimestamp(now.timestamp() - (time.monotonic() - stats.started), UTC),
-        ended_at=now,
-        outcome=outcome or stats.outcome,
-        prompt_tokens=stats.prompt_tokens,
-        response_tokens=stats.response_tokens,
-        total_tokens=stats.total_tokens,
-        tokens_by_modality=dict(stats.tokens_by_modality),
-        switches=len(stats.switches),
-        resumption_handle=call.resumption_handle,
+        call_sid=summary.call_sid,
+        stream_sid=summary.stream_sid,
+        account_sid=summary.account_sid,
+        from_number=summary.caller,
+        to_number=summary.called,
+        agent=summary.agent,
+        started_at=summary.started_at,
+        ended_at=summary.ended_at,
+        outcome=summary.outcome.value,
+        prompt_tokens=summary.prompt_tokens,
+        response_tokens=summary.response_tokens,
+        total_tokens=summary.total_tokens,
+        tokens_by_modality=dict(summary.tokens_by_modality),
+        switches=summary.switches,
+        resumption_handle=summary.resumption_handle,
     )
 
 
@@ -447,12 +443,8 @@ class Records:
 
     # --- what calls and the app call ---
 
-    def call_ended(self, call: Call, *, outcome: str | None = None) -> None:
-        if call.start is None or call.stats.outcome == "refused":
-            # Never started, or refused before any Live session (its CallSid is the peer's word, not a
-            # call of ours): nothing to record but a metric.
-            return
-        record = record_of(call, outcome=outcome)
+    def call_ended(self, summary: CallSummary) -> None:
+        record = record_of(summary)
         self._submit(lambda store: store.save_call(record), "call")
 
     def transcript(self, call_sid: str, role: str, text: str) -> None:

@@ -15,16 +15,13 @@ from websockets.asyncio.client import connect
 from gateway.audio import OutboundAudio
 from gateway.devtools.simulator import CallScript, SimulatorError, place_call
 from gateway.server import running_gateway
-from tests.conftest import settings_for, stream_token
-from tests.live_peer import LivePeer, PeerSession, tone_pcm
+from tests.support.audio import agent_tone, caller_tone, loud_seconds
+from tests.support.gateway import logged, settings_for, stream_token
+from tests.support.live_peer import LivePeer, PeerSession
 
 GREETING_S = 1.0
 # A turn's audio comes out whole plus the resampler's ring-out (its group delay), never clipped.
 TAIL = OutboundAudio().delay_ms * 8 + 2
-
-
-def caller_audio(seconds: float) -> bytes:
-    return tone_pcm(seconds, freq=300.0, rate=8000, amp=6000.0)
 
 
 def agent_bytes_after(result, kind: str) -> int:
@@ -36,7 +33,7 @@ def agent_bytes_after(result, kind: str) -> int:
 async def greet(session: PeerSession) -> None:
     async with asyncio.timeout(10):
         await session.got_turn.wait()
-    await session.send_audio(tone_pcm(GREETING_S, 440.0))
+    await session.send_audio(agent_tone(GREETING_S))
     await session.send({"serverContent": {"outputTranscription": {"text": "Hello there."}}})
     await session.send({"serverContent": {"generationComplete": True}})
     await session.send(
@@ -54,7 +51,7 @@ async def test_greeting_and_audio_both_ways_with_exact_sample_counts():
         async with running_gateway(
             settings, on_transcript=lambda sid, role, text: transcripts.append((role, text))
         ) as url:
-            result = await place_call(url, CallScript(audio=caller_audio(1.0), trailing_silence_s=1.5))
+            result = await place_call(url, CallScript(audio=caller_tone(1.0), trailing_silence_s=1.5))
         session = await peer.session()
 
     # setup as sent over the wire
@@ -87,33 +84,31 @@ async def test_greeting_and_audio_both_ways_with_exact_sample_counts():
 
 async def test_barge_in_clears_twilio_and_discards_late_audio_of_the_interrupted_turn():
     async def script(session: PeerSession) -> None:
-        await session.send_audio(tone_pcm(5.0, 440.0))  # a long answer, delivered faster than real time
+        await session.send_audio(agent_tone(5.0))  # a long answer, delivered faster than real time
         await asyncio.sleep(1.0)  # the caller talks over it
         await session.send({"serverContent": {"interrupted": True}})
-        await session.send_audio(tone_pcm(1.0, 1000.0))  # late audio of the interrupted turn
+        await session.send_audio(agent_tone(1.0, 1000.0))  # late audio of the interrupted turn
         await session.send({"serverContent": {"turnComplete": True}})
-        await session.send_audio(tone_pcm(0.5, 600.0))  # the next answer
+        await session.send_audio(agent_tone(0.5, 600.0))  # the next answer
         await session.send({"serverContent": {"turnComplete": True}})
 
     async with LivePeer(script) as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
-            result = await place_call(url, CallScript(audio=caller_audio(0.2), trailing_silence_s=3.0))
+            result = await place_call(url, CallScript(audio=caller_tone(0.2), trailing_silence_s=3.0))
 
     kinds = [e.kind for e in result.events]
     assert "clear" in kinds
     # after the clear only the next answer arrives: 0.5 s = 4000 samples (plus its tail), no late audio
     assert 4000 <= agent_bytes_after(result, "clear") <= 4000 + TAIL
     # the caller heard about a second of the first answer, not five
-    heard = np.frombuffer(result.heard, "<i2")
-    loud = np.abs(heard.reshape(-1, 160)).max(axis=1) > 1000
-    assert 1.0 <= loud.sum() * 0.02 <= 2.0
+    assert 1.0 <= loud_seconds(result.heard) <= 2.0
     assert 5 * 8000 + 4000 <= agent_bytes_after(result, "media") <= 5 * 8000 + 4000 + TAIL
 
 
 async def test_caller_hang_up_closes_live_and_leaves_no_call_behind():
     async with LivePeer() as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
-            result = await place_call(url, CallScript(audio=caller_audio(0.3), trailing_silence_s=0.2))
+            result = await place_call(url, CallScript(audio=caller_tone(0.3), trailing_silence_s=0.2))
             session = await peer.session()
             async with asyncio.timeout(5):
                 await session.closed.wait()
@@ -135,7 +130,7 @@ async def test_live_ending_the_session_ends_the_call_so_the_twiml_after_connect_
     async with LivePeer(script) as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
             result = await place_call(
-                url, CallScript(audio=caller_audio(0.2), trailing_silence_s=10, hang_up=False)
+                url, CallScript(audio=caller_tone(0.2), trailing_silence_s=10, hang_up=False)
             )
     assert result.closed_by == "gateway"
     assert result.duration_s < 5
@@ -146,7 +141,7 @@ async def test_config_rejection_is_reported_and_the_call_ends_cleanly(capsys):
     async with LivePeer(reject=(1007, reason)) as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
             result = await place_call(
-                url, CallScript(audio=caller_audio(0.2), trailing_silence_s=10, hang_up=False)
+                url, CallScript(audio=caller_tone(0.2), trailing_silence_s=10, hang_up=False)
             )
             async with httpx.AsyncClient() as client:
                 metrics = (await client.get(url + "/metrics")).text
@@ -155,8 +150,7 @@ async def test_config_rejection_is_reported_and_the_call_ends_cleanly(capsys):
     assert result.closed_by == "gateway" and result.duration_s < 15
     assert any(e.kind == "mark" and e.details.get("name") == "final" for e in result.events)
     assert 'gateway_calls_total{outcome="live_config_error"}' in metrics
-    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
-    failure = next(line for line in logged if line["event"] == "live_session_failed")
+    failure = next(line for line in logged(capsys) if line["event"] == "live_session_failed")
     assert failure["code"] == 1007 and "enable_affective_dialog" in failure["error"]
     assert failure["call_sid"] == result.call_sid and failure["stream_sid"] == result.stream_sid
 
@@ -164,9 +158,9 @@ async def test_config_rejection_is_reported_and_the_call_ends_cleanly(capsys):
 async def test_every_log_line_of_a_call_carries_its_sids(capsys):
     async with LivePeer(greet) as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="hi")) as url:
-            result = await place_call(url, CallScript(audio=caller_audio(0.5), trailing_silence_s=1.5))
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
-    call_events = {"call_started", "transcript", "agent_turn_played", "twilio_stop", "call_ended"}
+            result = await place_call(url, CallScript(audio=caller_tone(0.5), trailing_silence_s=1.5))
+    lines = logged(capsys)
+    call_events = {"call_started", "transcript", "agent_turn_played", "line_ended", "call_ended"}
     call_lines = [line for line in lines if line["event"] in call_events]
     assert {"call_started", "transcript", "call_ended"} <= {line["event"] for line in call_lines}
     for line in call_lines:
@@ -179,7 +173,7 @@ async def test_bad_input_is_skipped_and_a_concurrent_call_is_unaffected():
     async with LivePeer() as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
             good = asyncio.create_task(
-                place_call(url, CallScript(audio=caller_audio(1.0), trailing_silence_s=0.5))
+                place_call(url, CallScript(audio=caller_tone(1.0), trailing_silence_s=0.5))
             )
             token = await stream_token(url, "CAbad")
             async with connect(url.replace("http", "ws") + "/twilio/media") as ws:
@@ -241,13 +235,13 @@ async def test_signatures_are_checked_on_the_webhook_and_the_stream_upgrade():
                 response = await client.post(url + "/twilio/voice", data={"CallSid": "CA1"})
                 assert response.status_code == 403
             with pytest.raises(SimulatorError):
-                await place_call(url, CallScript(audio=caller_audio(0.1)), auth_token="wrong-token")
+                await place_call(url, CallScript(audio=caller_tone(0.1)), auth_token="wrong-token")
             with pytest.raises(websockets.InvalidStatus) as refused:
                 async with connect(url.replace("http", "ws") + "/twilio/media"):
                     pass
             assert refused.value.response.status_code == 403
             result = await place_call(
-                url, CallScript(audio=caller_audio(0.3), trailing_silence_s=0.2), auth_token=token
+                url, CallScript(audio=caller_tone(0.3), trailing_silence_s=0.2), auth_token=token
             )
     assert result.closed_by == "caller" and len(peer.sessions) == 1
 
@@ -272,7 +266,7 @@ async def test_a_broken_live_connection_is_resumed_with_the_latest_handle_and_no
 
     async with LivePeer(script) as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
-            result = await place_call(url, CallScript(audio=caller_audio(2.0), trailing_silence_s=0.5))
+            result = await place_call(url, CallScript(audio=caller_tone(2.0), trailing_silence_s=0.5))
     first, second = peer.sessions
     assert first.close_code == code and second.setup["sessionResumption"] == {"handle": "handle-1"}
     assert result.closed_by == "caller"
@@ -290,27 +284,24 @@ async def test_when_live_cannot_be_brought_back_the_caller_hears_an_apology_not_
     async with LivePeer(script, reject=(1011, "overloaded"), reject_from=1) as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
             result = await place_call(
-                url, CallScript(audio=caller_audio(0.2), trailing_silence_s=30, hang_up=False)
+                url, CallScript(audio=caller_tone(0.2), trailing_silence_s=30, hang_up=False)
             )
     assert result.closed_by == "gateway"
     assert len(peer.sessions) == 1 + 5  # the first connection, then every bounded retry
     # the apology was played to the end (its mark echoed) before the stream closed
-    heard = np.frombuffer(result.heard, "<i2")
-    assert (np.abs(heard.reshape(-1, 160)).max(axis=1) > 500).sum() * 0.02 > 2.0
+    assert loud_seconds(result.heard, threshold=500) > 2.0
     assert any(e.kind == "mark" and e.details.get("name") == "final" for e in result.events)
 
 
 async def test_talking_over_a_reply_that_is_still_playing_out_clears_it():
     async def script(session: PeerSession) -> None:
-        await session.send_audio(tone_pcm(4.0, 440.0))  # all of it sent at once: Twilio plays it out for 4 s
+        await session.send_audio(agent_tone(4.0))  # all of it sent at once: Twilio plays it out for 4 s
         await session.send({"serverContent": {"turnComplete": True}})  # Live is done: no `interrupted` later
         await asyncio.sleep(1.0)
         await session.send({"serverContent": {"inputTranscription": {"text": "wait"}}})  # the caller talks
 
     async with LivePeer(script) as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
-            result = await place_call(url, CallScript(audio=caller_audio(0.1), trailing_silence_s=3.0))
+            result = await place_call(url, CallScript(audio=caller_tone(0.1), trailing_silence_s=3.0))
     assert "clear" in [e.kind for e in result.events]
-    heard = np.frombuffer(result.heard, "<i2")
-    loud = np.abs(heard.reshape(-1, 160)).max(axis=1) > 1000
-    assert 0.8 <= loud.sum() * 0.02 <= 1.6  # about the first second, not all four
+    assert 0.8 <= loud_seconds(result.heard) <= 1.6  # about the first second, not all four

@@ -1,14 +1,15 @@
-"""One phone call, top to bottom: a Twilio media stream bridged to a Live session.
+"""One phone call, top to bottom: the caller's line bridged to a Live session.
 
-This is the only place where the two sides meet. The story of a call:
+This is the only place where the two sides meet. The rules of the call live in `CallState` (pure, unit
+tested); this module is the story, the awaits that carry them out:
 
-1. Wait for Twilio's `start` (skipping `connected`, and any junk) within a deadline.
+1. Wait for the line to start (who is calling whom) within a deadline, and admit it.
 2. Choose the agent for the number called and take the Live session opened for this call while the phone
    rang (or open one now: setup from the agent's config); if there is a greeting, ask the agent to speak.
 3. Run two loops until either side ends:
-   - caller -> agent: mu-law 8 kHz from Twilio, to PCM16 at 16 kHz, to Live;
-   - agent -> caller: PCM16 24 kHz from Live, to mu-law 8 kHz, to Twilio, with barge-in:
-     on `interrupted`, Twilio `clear` at once, the resampler's history dropped, and late audio of the
+   - caller -> agent: PCM at the line's rate, resampled to Live's input rate, to Live;
+   - agent -> caller: PCM 24 kHz from Live, resampled to the line's rate, to the line, with barge-in:
+     on `interrupted`, the line is cleared at once, the resampler's history dropped, and late audio of the
      interrupted turn discarded until its `turnComplete`.
    A Live connection does not last the whole call: on `goAway` (or when it breaks) the agent loop switches
    to a new connection that resumes the session from the latest resumable handle, while the caller's audio
@@ -16,7 +17,7 @@ This is the only place where the two sides meet. The story of a call:
    Tool calls run in their own tasks (see gateway.tools); `end_call` and `transfer_call` act on the line only
    once what the agent is saying has been heard: a mark after its turn comes back without a `clear`.
 4. If Live cannot be brought back, apologise to the caller rather than leave dead air. Close both sides
-   (closing the Twilio socket makes Twilio run the TwiML after </Connect>) and log a summary.
+   (closing a Twilio stream makes Twilio run the TwiML after </Connect>) and log a summary.
 """
 
 from __future__ import annotations
@@ -24,63 +25,60 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from gateway.agents import Agent
-from gateway.audio import InboundAudio, OutboundAudio
+from gateway.audio import Resampler
+from gateway.call.line import CallerAudio, Ended, Keypress, Line, LineClosed, Played, Started
+from gateway.call.outcome import Outcome, live_failure
+from gateway.call.state import CallState
+from gateway.call.summary import CallSummary
 from gateway.live import protocol as lp
-from gateway.live.session import LiveError, LiveSession
+from gateway.live.session import (
+    LiveConfigRejected,
+    LiveConnectionLost,
+    LiveError,
+    LiveHandleRejected,
+    LiveSession,
+)
 from gateway.metrics import METRICS, SpeechEnd
 from gateway.tools import CallIds, LineAction, Toolbox, ToolResult
-from gateway.twilio import protocol as tp
-from gateway.twilio.line import TwilioClosed, TwilioStream
-
-if TYPE_CHECKING:
-    from gateway.twilio.rest import CallControl
 
 log = structlog.get_logger("gateway.call")
 
 LiveOpener = Callable[[lp.LiveConfig, str | None], Awaitable[LiveSession]]
-StreamAdmission = Callable[[tp.Start], Awaitable[str | None]]  # a reason to refuse the stream, or None
+StreamAdmission = Callable[[Started], Awaitable[str | None]]  # a reason to refuse the line, or None
 TranscriptObserver = Callable[[str, str, str], None]  # (call_sid, role, text)
 FailureHandler = Callable[["Call"], Awaitable[None]]
 ResumeLookup = Callable[[str], Awaitable[str]]  # call_sid -> the Live handle another instance left, or ""
-# (start, take the pre-warmed session?) -> the agent; False when the call resumes its own session instead.
-CallPreparer = Callable[[tp.Start, bool], Awaitable["CallAgent"]]
+# (started, take the pre-warmed session?) -> the agent; False when the call resumes its own session instead.
+CallPreparer = Callable[[Started, bool], Awaitable["CallAgent"]]
 
-FRAME_S = 0.02
-# Caller audio held while the Live connection is switched, and kept since the last resumable handle (the
-# new connection resumes from that handle, so audio after it must be sent again). Mu-law: 80 kB a call.
-MAX_REPLAY_S = 10.0
 # Attempts to bring a broken Live connection back: bounded, so a dead service ends in an apology, not a hang.
 RECONNECT_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0)
-# Connections that open and then die before the server says anything: past this many in a row, give up.
-MAX_BARREN_CONNECTIONS = 3
-ENDED_BY_FAILURE = frozenset({"live_config_error", "live_unavailable", "live_lost"})
+LIVE_OUTPUT_RATE = 24000
 
 
 @dataclass(frozen=True)
 class CallLimits:
     """Bounds on one call, so a stalled or hostile peer holds resources only for a bounded time."""
 
-    start_timeout_s: float = 10.0  # `start` must arrive this soon after the WebSocket opens
-    idle_timeout_s: float = 20.0  # Twilio sends media every 20 ms, silence too: this long without is dead
+    start_timeout_s: float = 10.0  # the line must start this soon after it opens
+    idle_timeout_s: float = 20.0  # lines carry audio every 20 ms, silence too: this long without is dead
     max_duration_s: float = 4 * 3600.0
 
 
 @dataclass(frozen=True)
 class CallAgent:
-    """Who answers a call, chosen once `start` says which number was called, and what it works with."""
+    """Who answers a call, chosen once the line says which number was called, and what it works with."""
 
     agent: Agent
     toolbox: Toolbox
     live: LiveSession | None = None  # opened and set up while the phone rang (see gateway.prewarm)
-    control: CallControl | None = None  # Twilio's REST API, for transfers
 
 
 @dataclass
@@ -88,19 +86,19 @@ class CallStats:
     """What one call did; logged when it ends and kept for tests and records."""
 
     started: float = field(default_factory=time.monotonic)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     frames_in: int = 0
     frames_out: int = 0
     bytes_out: int = 0
     barge_ins: int = 0
     late_chunks_dropped: int = 0
-    caller_frames_dropped: int = 0
     dtmf: str = ""
     prompt_tokens: int = 0
     response_tokens: int = 0
     total_tokens: int = 0
     tokens_by_modality: dict[str, int] = field(default_factory=dict)
     switches: list[float] = field(default_factory=list)  # seconds each Live connection switch took
-    outcome: str = "unknown"
+    outcome: Outcome = Outcome.UNKNOWN
 
     def add_usage(self, usage: lp.Usage) -> None:
         self.prompt_tokens += usage.prompt_tokens
@@ -111,9 +109,11 @@ class CallStats:
 
 
 class Call:
+    """One call: a line and a Live session, from the line's start to the end of both."""
+
     def __init__(
         self,
-        twilio: TwilioStream,
+        line: Line,
         open_live: LiveOpener,
         config: lp.LiveConfig,
         *,
@@ -127,7 +127,7 @@ class Call:
         prepare: CallPreparer | None = None,
         resume: ResumeLookup | None = None,
     ) -> None:
-        self.twilio = twilio
+        self.line = line
         self._open_live = open_live
         self.config = config
         self.caps = lp.model_capabilities(config.model)
@@ -141,45 +141,31 @@ class Call:
         self.prepare = prepare
         self.chosen: CallAgent | None = None
         self.resume = resume
-        self.start: tp.Start | None = None
+        self.start: Started | None = None
         self.live: LiveSession | None = None
         self.stats = CallStats()
-        self._inbound = InboundAudio(rate=input_rate)
-        self._outbound = OutboundAudio()
-        # Live connection state, owned by the agent -> caller loop.
-        self.resumption_handle = ""
-        self._handle_fresh = False  # a resumable handle came since the agent last started generating
-        self._switch_by: float | None = None  # after goAway: switch connections by this monotonic time
-        self._held: deque[bytes] | None = None  # caller mu-law held while switching (None: send directly)
-        self._since_handle: deque[bytes] = deque(maxlen=int(MAX_REPLAY_S / FRAME_S))
-        self._held_keys: list[str] = []  # keypresses while switching connections
-        # Caller utterances transcribed since the handle: their audio is replayed on a new connection and
-        # transcribed again there, and those second transcripts are not news.
-        self._utterances_since_handle = 0
-        self._replayed_utterances = 0
-        self._barren_connections = 0  # consecutive connections lost before the server said anything
-        # Agent-turn state, owned by the agent -> caller loop.
-        self._turn = 0
-        self._generating = False
-        self._turn_audio_sent = False
-        self._discarding = False
-        self._marks: dict[str, float] = {}
-        self._heard: dict[str, list[str]] = {"caller": [], "agent": []}
+        self.state = CallState()
+        # Resample only where the line's rate is not Live's (a wideband line may need neither).
+        rates = line.audio
+        self._inbound = Resampler(rates.in_rate, input_rate) if rates.in_rate != input_rate else None
+        self._outbound = (
+            Resampler(LIVE_OUTPUT_RATE, rates.out_rate) if rates.out_rate != LIVE_OUTPUT_RATE else None
+        )
         self._speech_end = SpeechEnd()  # for the response latency metric
-        # Tools: calls in progress by id, and what to do to the line once the agent has been heard.
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
-        self._line_action: LineAction | None = None
-        self._line_action_id = ""  # the tool call that asked for it: its cancellation withdraws it
-        self._line_action_mark = ""  # the mark whose echo (not flushed by a clear) carries it out
 
     @property
     def call_sid(self) -> str:
         return self.start.call_sid if self.start else ""
 
     @property
+    def resumption_handle(self) -> str:
+        return self.state.resumption.handle
+
+    @property
     def between_turns(self) -> bool:
         """Nobody mid-turn and a resumable handle covers the conversation: the moment to move the call."""
-        return self.live is not None and self._held is None and self._quiet_moment()
+        return self.live is not None and not self.state.resumption.switching and self.state.between_turns
 
     async def run(self) -> None:
         METRICS.active_calls.inc()
@@ -187,23 +173,21 @@ class Call:
             await self._run()
         finally:
             METRICS.active_calls.dec()
-            METRICS.calls.labels(outcome=self.stats.outcome).inc()
+            METRICS.calls.labels(outcome=self.stats.outcome.value).inc()
             self._log_summary()
 
     async def _run(self) -> None:
         self.start = await self._wait_for_start()
         if self.start is None:
-            await self.twilio.close()
+            await self.line.close()
             return
         structlog.contextvars.bind_contextvars(call_sid=self.start.call_sid, stream_sid=self.start.stream_sid)
-        self.twilio.stream_sid = self.start.stream_sid
-        params = self.start.custom_parameters
-        log.info("call_started", caller=params.get("From", ""), called=params.get("To", ""))
+        log.info("call_started", caller=self.start.caller, called=self.start.called)
         if self.admit is not None and (refusal := await self.admit(self.start)):
             # Refused before any Live session exists: an unauthenticated stream costs nothing.
-            self.stats.outcome = "refused"
+            self.stats.outcome = Outcome.REFUSED
             log.warning("stream_refused", reason=refusal)
-            await self.twilio.close(code=1008, reason=refusal)
+            await self.line.close(refusal=refusal)
             return
         try:
             try:
@@ -211,61 +195,59 @@ class Call:
                 if self.greeting and not self.resumption_handle:  # a resumed conversation was greeted already
                     await self._ask_agent(self.greeting)
             except LiveError as exc:
-                self.stats.outcome = "live_config_error" if exc.is_config_error else "live_unavailable"
+                self.stats.outcome = live_failure(exc, opening=True)
                 log.error("live_session_failed", error=str(exc), code=exc.code)
                 return
             await self._bridge()
         finally:
             if self.live is not None:
                 await self.live.close()
-            if self.stats.outcome in ENDED_BY_FAILURE and self.on_failure is not None:
-                with contextlib.suppress(TwilioClosed):
+            if self.stats.outcome.is_failure and self.on_failure is not None:
+                with contextlib.suppress(LineClosed):
                     await self.on_failure(self)
-            await self.twilio.close()
+            await self.line.close()
 
-    async def _wait_for_start(self) -> tp.Start | None:
+    async def _wait_for_start(self) -> Started | None:
         try:
             async with asyncio.timeout(self.limits.start_timeout_s):
                 while True:
-                    event = await self.twilio.receive()
-                    if event is None:
-                        self.stats.outcome = "closed_before_start"
-                        return None
-                    if isinstance(event, tp.Start):
+                    event = await self.line.receive()
+                    if isinstance(event, Started):
                         return event
-                    if not isinstance(event, tp.Connected):
-                        log.warning("event_before_start_skipped", kind=type(event).__name__)
+                    if isinstance(event, Ended):
+                        self.stats.outcome = Outcome.CLOSED_BEFORE_START
+                        return None
+                    log.warning("event_before_start_skipped", kind=type(event).__name__)
         except TimeoutError:
-            self.stats.outcome = "no_start"
+            self.stats.outcome = Outcome.NO_START
             log.warning("no_start_event", timeout_s=self.limits.start_timeout_s)
             return None
 
     async def _first_live(self) -> LiveSession:
         """The agent for the number called, and its Live session: the one set up while the phone rang if
-        there is one, so the greeting does not wait for a connect and setup round trip; but a call handed
-        over by another instance (a deploy) resumes its own session instead, context and all."""
-        # First: is this a call handed over by another instance? Then the session pre-warmed while it rang
+        there is one, so the greeting does not wait for a connect and setup round trip; but a call moved
+        here by another instance (a deploy) resumes its own session instead, context and all."""
+        assert self.start is not None
+        # First: was this call moved here by another instance? Then the session pre-warmed while it rang
         # here is not waited for (a fresh session would not know the conversation).
-        self.resumption_handle = await self.resume(self.call_sid) if self.resume is not None else ""
+        handle = await self.resume(self.call_sid) if self.resume is not None else ""
+        self.state.resumption.handle = handle
         prewarmed: LiveSession | None = None
         if self.prepare is not None:
-            assert self.start is not None
-            self.chosen = chosen = await self.prepare(self.start, not self.resumption_handle)
+            self.chosen = chosen = await self.prepare(self.start, not handle)
             self.config, self.greeting = chosen.agent.live, chosen.agent.greeting
             self.caps = lp.model_capabilities(self.config.model)
             log.info("agent_chosen", agent=chosen.agent.name, prewarmed=chosen.live is not None)
             prewarmed = chosen.live
-        if self.resumption_handle:
+        if handle:
             try:
-                live = await self._open_live(self.config, self.resumption_handle)
+                live = await self._open_live(self.config, handle)
                 log.info("live_session_resumed_from_another_instance")
                 return live
-            except LiveError as exc:
-                if exc.code != 1008:
-                    raise
+            except LiveHandleRejected as exc:
                 # Unknown or expired: the call goes on in a fresh session (the context is lost, not the call).
                 log.warning("resumption_handle_rejected", reason=exc.reason)
-                self.resumption_handle = ""
+                self.state.resumption.handle_rejected()
         if prewarmed is not None:
             return prewarmed
         return await self._open_live(self.config, None)
@@ -289,7 +271,7 @@ class Call:
                 tasks, timeout=self.limits.max_duration_s, return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
-                self.stats.outcome = "max_duration"
+                self.stats.outcome = Outcome.MAX_DURATION
                 log.warning("call_too_long", max_duration_s=self.limits.max_duration_s)
         finally:
             for task in tasks:
@@ -299,12 +281,12 @@ class Call:
         for task in done:
             exc = task.exception()
             if isinstance(exc, LiveError):
-                self.stats.outcome = "live_config_error" if exc.is_config_error else "live_lost"
+                self.stats.outcome = live_failure(exc, opening=False)
                 log.error("live_session_ended", error=str(exc), code=exc.code)
-            elif isinstance(exc, TwilioClosed):
-                self.stats.outcome = "caller_gone"
+            elif isinstance(exc, LineClosed):
+                self.stats.outcome = Outcome.CALLER_GONE
             elif exc is not None:
-                self.stats.outcome = "error"
+                self.stats.outcome = Outcome.ERROR
                 log.error("call_failed", exc_info=exc)
 
     # --- caller -> agent ---------------------------------------------------------------------------------
@@ -314,65 +296,49 @@ class Call:
         while True:
             try:
                 async with asyncio.timeout(self.limits.idle_timeout_s):
-                    event = await self.twilio.receive()
+                    event = await self.line.receive()
             except TimeoutError:
-                stats.outcome = "media_idle"
+                stats.outcome = Outcome.MEDIA_IDLE
                 log.warning("no_media", idle_timeout_s=self.limits.idle_timeout_s)
                 return
-            if event is None:
-                stats.outcome = "caller_hung_up"
-                log.info("twilio_socket_closed")
-                return
-            if isinstance(event, tp.Media):
+            if isinstance(event, CallerAudio):
                 stats.frames_in += 1
-                self._speech_end.frame(event.payload)
-                await self._send_caller_audio(event.payload)
-            elif isinstance(event, tp.Mark):
-                if self._mark_played(event.name) and await self._carry_out_line_action():
+                self._speech_end.frame(event.pcm)
+                await self._send_caller_audio(event.pcm)
+            elif isinstance(event, Played):
+                took, action = self.state.played(event.name, time.monotonic())
+                if took is not None:
+                    log.info("agent_turn_played", mark=event.name, playback_s=round(took, 3))
+                if action is not None and await self._carry_out(action):
                     return
-            elif isinstance(event, tp.Dtmf):
+            elif isinstance(event, Keypress):
                 stats.dtmf += event.digit
                 log.info("dtmf", digit=event.digit)
                 text = f"[The caller pressed the {event.digit} key on their phone keypad.]"
-                if self._held is None:
+                if self.state.resumption.keypress(text):  # else held: told once the new connection is up
                     await self._ask_agent(text)
-                else:
-                    self._held_keys.append(text)  # switching connections: told once the new one is up
-            elif isinstance(event, tp.Stop):
-                stats.outcome = "caller_hung_up"
-                log.info("twilio_stop")
+            elif isinstance(event, Ended):
+                stats.outcome = Outcome.CALLER_HUNG_UP
+                log.info("line_ended", how=event.how)
                 return
             else:
-                log.warning("unexpected_twilio_event", kind=type(event).__name__)
+                log.warning("unexpected_line_event", kind=type(event).__name__)
 
-    async def _send_caller_audio(self, ulaw: bytes) -> None:
-        self._since_handle.append(ulaw)
-        if self._held is None:
+    async def _send_caller_audio(self, pcm: bytes) -> None:
+        resumption = self.state.resumption
+        if resumption.keep(pcm):
             assert self.live is not None
             try:
-                await self.live.send_audio(self._inbound.convert(ulaw), self.input_rate)
+                await self.live.send_audio(self._to_live(pcm), self.input_rate)
                 return
             except LiveError:
                 # The connection broke under us; the agent loop is bringing it back. Keep the words.
-                self._held = deque()
-        self._hold(ulaw)
-
-    def _hold(self, ulaw: bytes) -> None:
-        assert self._held is not None
-        if len(self._held) >= self._since_handle.maxlen:  # type: ignore[operator]
-            self._held.popleft()
-            self.stats.caller_frames_dropped += 1
+                resumption.broke()
+        if not resumption.hold(pcm):
             METRICS.frames_dropped.labels(direction="caller").inc()
-        self._held.append(ulaw)
 
-    def _mark_played(self, name: str) -> bool:
-        """True when this echo says the line action is due (everything the agent said has been heard)."""
-        sent = self._marks.pop(name, None)
-        if sent is None:
-            # A mark flushed by `clear`: Twilio echoes those too, and they prove nothing was heard.
-            return False
-        log.info("agent_turn_played", mark=name, playback_s=round(time.monotonic() - sent, 3))
-        return bool(self._line_action) and name == self._line_action_mark
+    def _to_live(self, pcm: bytes) -> bytes:
+        return pcm if self._inbound is None else self._inbound.process(pcm)
 
     # --- agent -> caller ---------------------------------------------------------------------------------
 
@@ -381,56 +347,42 @@ class Call:
         while True:
             reason = await self._relay()
             if reason is None:
-                self.stats.outcome = "live_closed"
+                self.stats.outcome = Outcome.LIVE_CLOSED
                 log.info("live_session_closed")
                 return
             await self._switch_connection(reason)
 
     async def _relay(self) -> str | None:
         """Carry one connection's events to the caller. Returns why to switch connections, or None when
-        Live ended the session. Raises LiveError for a configuration error."""
+        Live ended the session. Raises LiveError when Live cannot go on."""
         assert self.live is not None
         live = self.live
+        resumption = self.state.resumption
         heard_from_server = False
         while True:
-            if self._switch_by is not None and self._quiet_moment():
+            if self.state.switch_now():
                 return "go_away"  # switch now, well before the deadline
-            timeout = None if self._switch_by is None else max(0.0, self._switch_by - time.monotonic())
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(resumption.time_to_switch(time.monotonic())):
                     events = await live.receive()
             except TimeoutError:
                 return "go_away_deadline"  # the server may go quiet after goAway: the timer decides
-            except LiveError as exc:
-                # 1007 mid-call is the configuration (or an expired key): no new connection will fix it.
-                # A 1008 once set up has been seen intermittently around tool calls: worth a new connection.
-                if exc.code == 1007:
-                    raise
+            except LiveConnectionLost as exc:
                 log.warning("live_connection_lost", error=str(exc), code=exc.code)
-                self._barren_connections = 0 if heard_from_server else self._barren_connections + 1
-                if self._barren_connections >= MAX_BARREN_CONNECTIONS:
-                    raise LiveError(
+                if resumption.connection_lost(heard_from_server):
+                    # Live accepts the setup but cannot serve the session: no configuration error, a loss.
+                    raise LiveConnectionLost(
                         f"Live keeps dropping new connections: {exc}", exc.code, exc.reason
                     ) from None
                 return "connection_lost"
             heard_from_server = True
             if events is None:
-                return "go_away" if self._switch_by is not None else None
+                return "go_away" if resumption.switch_by is not None else None
             for event in events:
                 await self._on_live_event(event)
 
-    def _quiet_moment(self) -> bool:
-        """Neither side mid-turn, no tool running or line action pending (their answers belong to this
-        connection: a resumed session would not know them), and a handle that covers the conversation."""
-        return (
-            self._handle_fresh
-            and not self._generating
-            and not self._heard["caller"]
-            and not self._tool_tasks
-            and self._line_action is None
-        )
-
     async def _on_live_event(self, event: lp.LiveEvent) -> None:
+        state = self.state
         if isinstance(event, lp.AgentAudio):
             await self._play(event.pcm)
         elif isinstance(event, lp.Interrupted):
@@ -438,59 +390,45 @@ class Call:
         elif isinstance(event, lp.TurnComplete):
             await self._end_agent_turn()
         elif isinstance(event, lp.InputTranscript):
-            if self._marks and not self._generating:
-                # Live has finished this reply, so it sends no `interrupted`, but Twilio is still playing
+            if state.caller_transcript(event.text):
+                # Live has finished this reply, so it sends no `interrupted`, but the line is still playing
                 # it out: the caller is talking over it, so stop it here.
-                await self._stop_playback()
-                log.info("barge_in", turn=self._turn, during="playout")
-            self._heard["caller"].append(event.text)
+                await self._clear_line(state.cleared())
+                log.info("barge_in", turn=state.playout.turn, during="playout")
         elif isinstance(event, lp.OutputTranscript):
-            self._generating = True
-            self._handle_fresh = False
-            self._heard["agent"].append(event.text)
+            state.agent_transcript(event.text)
         elif isinstance(event, lp.Usage):
             self.stats.add_usage(event)
             METRICS.count_tokens(event.by_modality)
         elif isinstance(event, lp.ResumptionUpdate):
-            if event.resumable and event.handle:
-                self.resumption_handle = event.handle
-                self._handle_fresh = True
-                self._since_handle.clear()  # the new handle covers everything the caller said so far
-                self._utterances_since_handle = 0
+            state.handle_update(event.handle, event.resumable)
         elif isinstance(event, lp.ToolCall):
             await self._start_tools(event)
         elif isinstance(event, lp.ToolCallCancellation):
             await self._cancel_tools(list(event.ids), reason="cancelled_by_live")
         elif isinstance(event, lp.GoAway):
-            # Leave a margin before the deadline for the new connection's setup.
-            margin = min(5.0, event.time_left_s * 0.25)
-            self._switch_by = time.monotonic() + max(0.0, event.time_left_s - margin)
+            state.resumption.go_away(event.time_left_s, time.monotonic())
             log.info("live_go_away", time_left_s=event.time_left_s)
 
     async def _switch_connection(self, reason: str) -> None:
         """Close the old connection, open a new one resuming from the latest handle, replay held audio."""
         began = time.monotonic()
+        state = self.state
         # Everything said since the handle must reach the new connection; anything arriving meanwhile too.
-        self._held = deque(self._since_handle)
-        self._replayed_utterances = self._utterances_since_handle
+        in_turn = state.begin_switch()
         old = self.live
         assert old is not None
         await old.close()  # first: the server rejects a resume while the old connection is open
-        # The caller's unfinished words are sent again from the held audio and transcribed again there.
-        self._heard["caller"].clear()
-        if self._generating or self._turn_audio_sent:
+        if in_turn:
             await self._end_agent_turn()  # that turn is over: its tail and mark go out, nothing waits for it
-        self._switch_by = None
-        self._handle_fresh = False
         self.live = await self._reconnect()
-        while self._held:  # frames the caller loop adds meanwhile are sent in order too
-            await self.live.send_audio(self._inbound.convert(self._held.popleft()), self.input_rate)
-        self._held = None
-        while self._held_keys:
-            await self._ask_agent(self._held_keys.pop(0))
+        while (frame := state.resumption.next_held()) is not None:  # frames held meanwhile go in order too
+            await self.live.send_audio(self._to_live(frame), self.input_rate)
+        for text in state.resumption.take_keys():
+            await self._ask_agent(text)
         took = time.monotonic() - began
         self.stats.switches.append(took)
-        METRICS.live_reconnects.labels(reason=reason).inc()
+        METRICS.live_switches.labels(reason=reason).inc()
         log.info("live_switched", reason=reason, took_s=round(took, 3), resumed=bool(self.resumption_handle))
 
     async def _reconnect(self) -> LiveSession:
@@ -499,72 +437,66 @@ class Call:
             await asyncio.sleep(delay)
             try:
                 return await self._open_live(self.config, self.resumption_handle or None)
+            except LiveConfigRejected:
+                raise
+            except LiveHandleRejected as exc:
+                last = exc
+                # The handle is unknown or expired: a fresh session loses the context, not the call.
+                log.warning("resumption_handle_rejected", reason=exc.reason)
+                self.state.resumption.handle_rejected()
             except LiveError as exc:
                 last = exc
-                if exc.code == 1008 and self.resumption_handle:
-                    # The handle is unknown or expired: a fresh session loses the context, not the call.
-                    log.warning("resumption_handle_rejected", reason=exc.reason)
-                    self.resumption_handle = ""
-                elif exc.is_config_error:
-                    raise
                 log.warning("live_reconnect_failed", error=str(exc), code=exc.code)
         assert last is not None
         raise last
 
     async def _play(self, pcm: bytes) -> None:
-        if self._discarding:
+        state = self.state
+        if not state.agent_audio():
             self.stats.late_chunks_dropped += 1
             METRICS.frames_dropped.labels(direction="agent").inc()
             return
-        self._generating = True
-        self._handle_fresh = False
-        ulaw = self._outbound.convert(pcm)
-        if ulaw:
-            if not self._turn_audio_sent:
-                self._turn_audio_sent = True
-                self._turn += 1
-                if self._turn == 1:
+        out = pcm if self._outbound is None else self._outbound.process(pcm)
+        if out:
+            if state.playout.audio_sent():
+                turn = state.playout.turn
+                if turn == 1:
                     METRICS.first_agent_audio.observe(time.monotonic() - self.stats.started)
                 self._speech_end.answered()
-                self._flush_transcripts("caller")  # the caller's turn is over once the agent answers
-                log.debug("agent_audio_started", turn=self._turn)
+                self._log_transcripts("caller")  # the caller's turn is over once the agent answers
+                log.debug("agent_audio_started", turn=turn)
             self.stats.frames_out += 1
-            self.stats.bytes_out += len(ulaw)
-            await self.twilio.send_media(ulaw)
+            self.stats.bytes_out += len(out)
+            await self.line.play(out)
 
     async def _barge_in(self) -> None:
         """Live says the caller talked over the agent: silence the line, drop the rest of the turn."""
-        await self._stop_playback()
-        self._discarding = True
-        self._turn_audio_sent = False
-        self._flush_transcripts()
-        log.info("barge_in", turn=self._turn)
+        await self._clear_line(self.state.interrupted())
+        self._log_transcripts()
+        log.info("barge_in", turn=self.state.playout.turn)
 
-    async def _stop_playback(self) -> None:
-        """Empty Twilio's playout buffer now and forget what was queued (flushed marks echo too)."""
-        await self.twilio.send_clear()
-        self._outbound.reset()
-        self._marks.clear()
-        self._withdraw_line_action("caller_talked_over_it")  # "wait, one more thing": the agent may ask again
+    async def _clear_line(self, withdrawn: LineAction | None) -> None:
+        """Empty the line's playout buffer now and forget what was queued (flushed marks echo too)."""
+        await self.line.clear()
+        if self._outbound is not None:
+            self._outbound.reset()
+        if withdrawn is not None:  # "wait, one more thing": the agent may ask again
+            log.info("line_action_withdrawn", action=withdrawn.kind, reason="caller_talked_over_it")
         self.stats.barge_ins += 1
         METRICS.barge_ins.inc()
 
     async def _end_agent_turn(self) -> None:
-        if self._turn_audio_sent:
+        turn_mark, action_mark = self.state.turn_complete(time.monotonic())
+        if turn_mark is not None:
             # The resampler holds its last couple of milliseconds back; without this the end of every
             # reply is clipped.
-            tail = self._outbound.flush()
+            tail = b"" if self._outbound is None else self._outbound.flush()
             if tail:
-                await self.twilio.send_media(tail)
-            name = f"turn-{self._turn}"
-            self._marks[name] = time.monotonic()
-            await self.twilio.send_mark(name)
-        self._turn_audio_sent = False
-        self._discarding = False
-        self._generating = False
-        self._flush_transcripts()
-        if self._line_action is not None and not self._line_action_mark:
-            await self._send_line_action_mark()
+                await self.line.play(tail)
+            await self.line.mark(turn_mark)
+        self._log_transcripts()
+        if action_mark is not None:
+            await self.line.mark(action_mark)
 
     # --- tools and line actions (hang up, transfer) -------------------------------------------------------
 
@@ -574,21 +506,25 @@ class Call:
             await self._refuse_tools(event)
             return
         for call in event.calls:
+            self.state.tools.started(call.id)
             self._tool_tasks[call.id] = asyncio.create_task(self._run_tool(call), name=f"tool-{call.name}")
 
     async def _run_tool(self, call: lp.FunctionCall) -> None:
         assert self.chosen is not None and self.start is not None
-        params = self.start.custom_parameters
-        ids = CallIds(self.call_sid, self.start.stream_sid, params.get("From", ""), params.get("To", ""))
+        start = self.start
+        ids = CallIds(start.call_sid, start.stream_sid, start.caller, start.called)
         try:
             result = await self.chosen.toolbox.run(self.chosen.agent, call, ids)
         except Exception:  # a bug, not a tool failure: the model still gets an answer, not silence
             log.exception("tool_crashed", tool=call.name)
             result = ToolResult({"error": f"{call.name} failed inside the gateway"})
-        self._tool_tasks.pop(call.id, None)  # answered: a cancellation from now on only withdraws its action
+        self._tool_tasks.pop(call.id, None)
+        self.state.tools.answered(call.id)
         if result.action is not None:
-            with contextlib.suppress(TwilioClosed):  # the caller is gone: nothing left to hang up or move
-                await self._ask_for_line_action(result.action, call.id)
+            mark = self.state.ask(result.action, call.id, time.monotonic())
+            if mark is not None:  # no turn in progress: only the audio already queued is waited for
+                with contextlib.suppress(LineClosed):  # the caller is gone: nothing left to hang up or move
+                    await self.line.mark(mark)
         response = {"id": call.id, "name": call.name, "response": result.response}
         try:
             assert self.live is not None
@@ -601,49 +537,20 @@ class Call:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._line_action_id in ids:
-            self._withdraw_line_action(reason)
+        withdrawn = self.state.tools.cancelled(ids)
+        if withdrawn is not None:
+            log.info("line_action_withdrawn", action=withdrawn.kind, reason=reason)
         if tasks:
             log.info("tool_calls_cancelled", ids=ids, reason=reason)
 
-    async def _ask_for_line_action(self, action: LineAction, call_id: str) -> None:
-        """Carry out `action` once what the agent says in this turn has been heard: a mark after the turn,
-        whose echo (not one caused by a `clear`) proves it has played."""
-        self._line_action, self._line_action_id, self._line_action_mark = action, call_id, ""
-        if not self._generating and not self._turn_audio_sent:
-            # No turn in progress: only the audio already queued is waited for.
-            await self._send_line_action_mark()
-
-    async def _send_line_action_mark(self) -> None:
-        assert self._line_action is not None
-        name = f"{self._line_action.kind}-{self._turn}"
-        self._line_action_mark = name
-        self._marks[name] = time.monotonic()
-        await self.twilio.send_mark(name)
-
-    def _withdraw_line_action(self, reason: str) -> None:
-        if self._line_action is not None:
-            log.info("line_action_withdrawn", action=self._line_action.kind, reason=reason)
-        self._line_action, self._line_action_id, self._line_action_mark = None, "", ""
-
-    def _take_line_action(self) -> LineAction:
-        action = self._line_action
-        assert action is not None
-        self._line_action, self._line_action_id, self._line_action_mark = None, "", ""
-        return action
-
-    async def _carry_out_line_action(self) -> bool:
-        """Hang up or transfer now. True when the call is over for this stream."""
-        action = self._take_line_action()
+    async def _carry_out(self, action: LineAction) -> bool:
+        """Hang up or transfer now. True when the call is over for this line."""
         if action.kind == "hang_up":
-            self.stats.outcome = "agent_hung_up"
+            self.stats.outcome = Outcome.AGENT_HUNG_UP
             log.info("agent_hung_up")
-            return True  # closing the stream makes Twilio run the <Hangup/> after </Connect>
-        control = self.chosen.control if self.chosen else None
+            return True  # closing the line hangs up (Twilio runs the <Hangup/> after </Connect>)
         try:
-            if control is None:  # the toolbox refuses transfers without REST credentials: not reached
-                raise RuntimeError("no Twilio REST credentials")
-            moved = await control.transfer(self.call_sid, action.target)
+            moved = await self.line.transfer(action.target)
         except Exception as exc:  # TwilioRestException, a network error: the caller is still on the line
             log.error("transfer_failed", target=action.target, error=str(exc))
             with contextlib.suppress(LiveError):
@@ -651,8 +558,8 @@ class Call:
                     f"[The transfer to {action.target} failed. Tell the caller, and offer another way.]"
                 )
             return False
-        # Twilio now runs the <Dial> and stops this stream: that stop is the transfer, not a hang-up.
-        self.stats.outcome = "transferred" if moved else "caller_gone"
+        # The carrier now connects the caller elsewhere and ends this line: that end is the transfer.
+        self.stats.outcome = Outcome.TRANSFERRED if moved else Outcome.CALLER_GONE
         log.info("call_transferred" if moved else "transfer_after_call_ended", target=action.target)
         return True
 
@@ -668,58 +575,68 @@ class Call:
 
     # --- failure ending ----------------------------------------------------------------------------------
 
-    async def play_and_wait(self, ulaw: bytes, timeout_s: float) -> None:
-        """Play audio to the caller and return once Twilio says it has played (or the caller is gone)."""
-        await self.twilio.send_clear()
-        await self.twilio.send_media(ulaw)
-        await self.twilio.send_mark("final")
+    async def play_and_wait(self, pcm: bytes, timeout_s: float) -> None:
+        """Play audio (PCM16LE at the line's rate) to the caller and return once the line says it has
+        played (or the caller is gone)."""
+        await self.line.clear()
+        await self.line.play(pcm)
+        await self.line.mark("final")
         try:
             async with asyncio.timeout(timeout_s):
                 while True:
-                    event = await self.twilio.receive()
-                    if event is None or isinstance(event, tp.Stop):
-                        return
-                    if isinstance(event, tp.Mark) and event.name == "final":
+                    event = await self.line.receive()
+                    if isinstance(event, Ended) or (isinstance(event, Played) and event.name == "final"):
                         return
         except TimeoutError:
             log.warning("final_audio_not_confirmed", timeout_s=timeout_s)
 
-    # --- transcripts -------------------------------------------------------------------------------------
+    # --- transcripts and the end -------------------------------------------------------------------------
 
-    def _flush_transcripts(self, *roles: str) -> None:
-        # Transcripts arrive in fragments; one line per utterance is what people read.
-        for role in roles or ("caller", "agent"):
-            text = "".join(self._heard[role]).strip()
-            self._heard[role].clear()
-            if text and role == "caller":
-                if self._replayed_utterances:
-                    self._replayed_utterances -= 1
-                    log.debug("replayed_utterance_transcribed_again", text=text)
-                    continue
-                self._utterances_since_handle += 1
-            if text:
-                log.info("transcript", role=role, text=text)
-                if self.on_transcript is not None:
-                    self.on_transcript(self.call_sid, role, text)
+    def _log_transcripts(self, *roles: str) -> None:
+        for role, text in self.state.transcript.flush(*roles):
+            log.info("transcript", role=role, text=text)
+            if self.on_transcript is not None:
+                self.on_transcript(self.call_sid, role, text)
+
+    def summary(self) -> CallSummary:
+        """What the call's record keeps (built once, when the call has ended)."""
+        s, start = self.stats, self.start
+        return CallSummary(
+            call_sid=self.call_sid,
+            stream_sid=start.stream_sid if start else "",
+            account_sid=start.account_sid if start else "",
+            caller=start.caller if start else "",
+            called=start.called if start else "",
+            agent=self.config.model,
+            started_at=s.started_at,
+            ended_at=s.started_at + timedelta(seconds=time.monotonic() - s.started),
+            outcome=s.outcome,
+            prompt_tokens=s.prompt_tokens,
+            response_tokens=s.response_tokens,
+            total_tokens=s.total_tokens,
+            tokens_by_modality=dict(s.tokens_by_modality),
+            switches=len(s.switches),
+            resumption_handle=self.resumption_handle,
+        )
 
     def _log_summary(self) -> None:
-        self._flush_transcripts()
+        self._log_transcripts()
         s = self.stats
         log.info(
             "call_ended",
-            outcome=s.outcome,
+            outcome=s.outcome.value,
             duration_s=round(time.monotonic() - s.started, 2),
             frames_in=s.frames_in,
             frames_out=s.frames_out,
             barge_ins=s.barge_ins,
             late_chunks_dropped=s.late_chunks_dropped,
-            caller_frames_dropped=s.caller_frames_dropped,
+            caller_frames_dropped=self.state.resumption.dropped,
             live_switches=len(s.switches),
             longest_switch_s=round(max(s.switches, default=0.0), 3),
             prompt_tokens=s.prompt_tokens,
             response_tokens=s.response_tokens,
             total_tokens=s.total_tokens,
             tokens_by_modality=s.tokens_by_modality,
-            bad_twilio_messages=self.twilio.bad_messages,
+            bad_line_messages=self.line.bad_messages,
         )
         structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")

@@ -1,8 +1,16 @@
 """One WebSocket to Gemini Live (or the local backend): connect, set up, send, receive.
 
-The protocol itself lives in `live_protocol`; this is the thin asyncio layer around a `websockets`
-connection. Close codes are surfaced, not swallowed: 1007 and 1008 mean the configuration is wrong and
-retrying cannot help, so they raise `LiveRejected` with the server's reason.
+The protocol itself lives in `live.protocol`; this is the thin asyncio layer around a `websockets`
+connection. The session knows whether it was opening, resuming or running, so a close is raised as what it
+means for the call, never as a raw code to compare:
+
+- `LiveConfigRejected`: the setup was refused (INVALID_DATA or POLICY_VIOLATION in answer to it), or the
+  server says INVALID_DATA later. No new connection can help.
+- `LiveHandleRejected`: a resuming setup was refused with POLICY_VIOLATION: the handle is unknown or
+  expired. A fresh session loses the context, not the call.
+- `LiveUnreachable`: no connection could be made or set up (network, HTTP status, timeout).
+- `LiveConnectionLost`: a set-up connection closed for any other reason (a POLICY_VIOLATION once set up
+  has been seen around tool calls: worth a new connection).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from typing import Any
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import CloseCode
 
 from gateway.live import protocol as lp
 
@@ -24,24 +33,36 @@ log = structlog.get_logger("gateway.live")
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 60.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-CONFIG_CLOSE_CODES = frozenset({1007, 1008})
+SETUP_REFUSALS = frozenset({CloseCode.INVALID_DATA, CloseCode.POLICY_VIOLATION})
 
 
 class LiveError(Exception):
-    """The Live connection failed or closed."""
+    """The Live connection failed or closed; `code` is the close code (or HTTP status) when there was one."""
 
     def __init__(self, message: str, code: int | None = None, reason: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
 
-    @property
-    def is_config_error(self) -> bool:
-        return self.code in CONFIG_CLOSE_CODES
+
+class LiveConfigRejected(LiveError):
+    """Live refused the session's configuration: retrying the same setup cannot help."""
+
+
+class LiveHandleRejected(LiveError):
+    """Live refused the resumption handle (unknown or expired): a fresh session can carry on the call."""
+
+
+class LiveUnreachable(LiveError):
+    """No Live connection could be made or set up: the network, an HTTP refusal or a timeout."""
+
+
+class LiveConnectionLost(LiveError):
+    """A set-up Live connection closed or broke: a new connection resuming the session may carry on."""
 
 
 class LiveSession:
-    """A set-up Live session. Create with `await LiveSession.open(...)`; iterate `events()`."""
+    """A set-up Live session. Create with `await LiveSession.open(...)`; read with `receive()`."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
@@ -54,8 +75,12 @@ class LiveSession:
         *,
         api_key: str | None = None,
         timeout_s: float = 15.0,
+        resuming: bool = False,
     ) -> LiveSession:
-        """Connect, send `setup` and wait for `setupComplete`. Raises LiveError (with the close code)."""
+        """Connect, send `setup` (carrying a resumption handle when `resuming`) and wait for `setupComplete`.
+
+        Raises `LiveConfigRejected`, `LiveHandleRejected` (only when resuming) or `LiveUnreachable`.
+        """
         headers = {"x-goog-api-key": api_key} if api_key else {}
         try:
             async with asyncio.timeout(timeout_s):
@@ -79,38 +104,40 @@ class LiveSession:
                     await session.close()
                     raise
         except ConnectionClosed as exc:
-            raise _closed_error(exc) from None
+            raise _setup_error(exc, resuming) from None
         except TimeoutError:
-            raise LiveError(f"Live setup timed out after {timeout_s:.0f}s") from None
+            raise LiveUnreachable(f"Live setup timed out after {timeout_s:.0f}s") from None
         except InvalidStatus as exc:
             status = exc.response.status_code
-            raise LiveError(f"Live refused the connection: HTTP {status}", code=status) from None
+            raise LiveUnreachable(f"Live refused the connection: HTTP {status}", code=status) from None
         except (OSError, InvalidHandshake) as exc:
-            raise LiveError(f"cannot connect to Live: {exc.__class__.__name__}: {exc}") from None
+            raise LiveUnreachable(f"cannot connect to Live: {exc.__class__.__name__}: {exc}") from None
         except lp.LiveProtocolError as exc:
-            raise LiveError(f"Live sent something unreadable during setup: {exc}") from None
+            raise LiveUnreachable(f"Live sent something unreadable during setup: {exc}") from None
 
     async def send(self, message: str) -> None:
+        """Send one client message; raises `LiveConnectionLost` or `LiveConfigRejected` once closed."""
         try:
             await self._ws.send(message)
         except ConnectionClosed as exc:
-            raise _closed_error(exc) from None
+            raise _running_error(exc) from None
 
     async def send_audio(self, pcm: bytes, rate: int) -> None:
         await self.send(lp.audio_message(pcm, rate))
 
     async def receive(self) -> list[lp.LiveEvent] | None:
-        """The events of the next server message; None once the server has closed normally (1000).
+        """The events of the next server message; None once the server has closed normally.
 
-        Any other close raises LiveError. Safe to cancel (a timer may interrupt it): no message is lost.
+        Any other close raises `LiveConnectionLost` (or `LiveConfigRejected` for INVALID_DATA). Safe to
+        cancel (a timer may interrupt it): no message is lost.
         """
         while True:
             try:
                 data = await self._ws.recv()
             except ConnectionClosed as exc:
-                if exc.rcvd is not None and exc.rcvd.code == 1000:
+                if exc.rcvd is not None and exc.rcvd.code == CloseCode.NORMAL_CLOSURE:
                     return None
-                raise _closed_error(exc) from None
+                raise _running_error(exc) from None
             try:
                 return lp.parse_server_message(data)
             except lp.LiveProtocolError as exc:
@@ -120,12 +147,33 @@ class LiveSession:
         await self._ws.close()
 
 
-def _closed_error(exc: ConnectionClosed) -> LiveError:
+def _close_of(exc: ConnectionClosed) -> tuple[int, str]:
     frame = exc.rcvd or exc.sent
-    code = frame.code if frame else 1006
-    reason = frame.reason if frame else ""
-    if code in CONFIG_CLOSE_CODES:
+    return (frame.code, frame.reason) if frame else (CloseCode.ABNORMAL_CLOSURE, "")
+
+
+def _setup_error(exc: ConnectionClosed, resuming: bool) -> LiveError:
+    """What a close in answer to a setup means."""
+    code, reason = _close_of(exc)
+    if resuming and code == CloseCode.POLICY_VIOLATION:
+        return LiveHandleRejected(
+            f"Live refused the resumption handle: {reason or 'no reason given'}", code, reason
+        )
+    if code in SETUP_REFUSALS:
         message = f"Live rejected the session configuration (close {code}): {reason or 'no reason given'}"
-    else:
-        message = f"Live connection closed (close {code}{': ' + reason if reason else ''})"
-    return LiveError(message, code=code, reason=reason)
+        return LiveConfigRejected(message, code, reason)
+    return LiveUnreachable(
+        f"Live closed during setup (close {code}{': ' + reason if reason else ''})", code, reason
+    )
+
+
+def _running_error(exc: ConnectionClosed) -> LiveError:
+    """What a close of a set-up connection means: INVALID_DATA mid-call is the configuration (or an expired
+    key), anything else is a break that a new connection may get over."""
+    code, reason = _close_of(exc)
+    if code == CloseCode.INVALID_DATA:
+        message = f"Live rejected the session configuration (close {code}): {reason or 'no reason given'}"
+        return LiveConfigRejected(message, code, reason)
+    return LiveConnectionLost(
+        f"Live connection closed (close {code}{': ' + reason if reason else ''})", code, reason
+    )

@@ -1,0 +1,129 @@
+"""What it takes to carry one Live session across connections: the handle, and the caller's audio since."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+FRAME_S = 0.02
+# Caller audio held while the Live connection is switched, and kept since the last resumable handle (the
+# new connection resumes from that handle, so audio after it must be sent again): 160 kB a call at 8 kHz.
+MAX_REPLAY_S = 10.0
+# Connections that open and then die before the server says anything: past this many in a row, give up.
+MAX_BARREN_CONNECTIONS = 3
+# After goAway, switch this long before the deadline at most, to leave time for the new connection's setup.
+GO_AWAY_MARGIN_S = 5.0
+
+
+@dataclass
+class Resumption:
+    """The Live session's state across connections.
+
+    A Live connection lasts minutes, a call may last hours: on `goAway`, or when a connection breaks, the
+    call switches to a new connection that resumes the session from the latest resumable handle. The handle
+    covers what the server had when it was issued; the caller's audio since then is kept (bounded) and
+    replayed on the new connection, and audio arriving during the switch is held and sent after it, so
+    nothing the caller says is lost. Keypresses during a switch are held the same way.
+    """
+
+    max_frames: int = int(MAX_REPLAY_S / FRAME_S)
+    max_barren: int = MAX_BARREN_CONNECTIONS
+    handle: str = ""
+    handle_fresh: bool = False  # the handle came after the agent last spoke: it covers the conversation
+    switch_by: float | None = None  # after goAway: switch connections by this monotonic time
+    since_handle: deque[bytes] = field(default_factory=deque)  # caller frames the handle does not cover
+    held: deque[bytes] | None = None  # caller frames waiting for the new connection (None: not switching)
+    held_keys: list[str] = field(default_factory=list)
+    barren: int = 0  # connections in a row lost before the server said anything
+    dropped: int = 0  # caller frames lost because a switch took longer than the hold allows
+
+    def __post_init__(self) -> None:
+        self.since_handle = deque(self.since_handle, maxlen=self.max_frames)
+
+    @property
+    def switching(self) -> bool:
+        return self.held is not None
+
+    # --- the caller's side ---
+
+    def keep(self, frame: bytes) -> bool:
+        """Keep a caller frame for replay. True: send it now; False: a switch is under way, `hold` it."""
+        self.since_handle.append(frame)
+        return self.held is None
+
+    def broke(self) -> None:
+        """A send found the connection broken: hold the caller's audio until the new one is up."""
+        if self.held is None:
+            self.held = deque()
+
+    def hold(self, frame: bytes) -> bool:
+        """Hold a frame for the new connection. False when the oldest held frame had to be dropped."""
+        assert self.held is not None
+        full = len(self.held) >= self.max_frames
+        if full:
+            self.held.popleft()
+            self.dropped += 1
+        self.held.append(frame)
+        return not full
+
+    def keypress(self, text: str) -> bool:
+        """True: tell the agent now; False: held until the new connection is up."""
+        if self.held is None:
+            return True
+        self.held_keys.append(text)
+        return False
+
+    # --- the server's side ---
+
+    def handle_update(self, handle: str, resumable: bool) -> bool:
+        """A resumption update. True when it gives a handle to resume from (it covers all said so far)."""
+        if not (resumable and handle):
+            return False
+        self.handle = handle
+        self.handle_fresh = True
+        self.since_handle.clear()
+        return True
+
+    def agent_spoke(self) -> None:
+        """The agent said something the handle does not cover yet."""
+        self.handle_fresh = False
+
+    def go_away(self, time_left_s: float, now: float) -> None:
+        """The server will close this connection in `time_left_s`: switch by then, with a margin."""
+        margin = min(GO_AWAY_MARGIN_S, time_left_s * 0.25)
+        self.switch_by = now + max(0.0, time_left_s - margin)
+
+    def time_to_switch(self, now: float) -> float | None:
+        """Seconds left before the goAway deadline forces a switch; None when no goAway is pending."""
+        return None if self.switch_by is None else max(0.0, self.switch_by - now)
+
+    def connection_lost(self, heard_from_server: bool) -> bool:
+        """A set-up connection broke. True when it is time to give up: too many connections in a row died
+        before the server said a word (Live accepts the setup but cannot serve the session)."""
+        self.barren = 0 if heard_from_server else self.barren + 1
+        return self.barren >= self.max_barren
+
+    def handle_rejected(self) -> None:
+        """The server does not know the handle (expired): a fresh session loses the context, not the call."""
+        self.handle = ""
+
+    # --- the switch ---
+
+    def begin_switch(self) -> None:
+        """The old connection is closed: everything said since the handle will be sent to the new one,
+        followed by anything that arrives meanwhile."""
+        self.held = deque(self.since_handle)
+        self.switch_by = None
+        self.handle_fresh = False
+
+    def next_held(self) -> bytes | None:
+        """The next frame to send on the new connection; None once there is none left (the switch is over,
+        and the caller's audio goes straight to the connection again)."""
+        if self.held:
+            return self.held.popleft()
+        self.held = None
+        return None
+
+    def take_keys(self) -> list[str]:
+        keys, self.held_keys = self.held_keys, []
+        return keys

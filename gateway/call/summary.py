@@ -1,0 +1,29 @@
+"""What a call leaves behind for its record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from gateway.call.outcome import Outcome
+
+
+@dataclass(frozen=True)
+class CallSummary:
+    """One ended call (or this instance's part of it): who, when, how it ended, what it used."""
+
+    call_sid: str
+    stream_sid: str
+    account_sid: str
+    caller: str
+    called: str
+    agent: str  # the Live model
+    started_at: datetime
+    ended_at: datetime
+    outcome: Outcome
+    prompt_tokens: int = 0
+    response_tokens: int = 0
+    total_tokens: int = 0
+    tokens_by_modality: dict[str, int] = field(default_factory=dict)
+    switches: int = 0  # Live connection switches
+    resumption_handle: str = field(default="", repr=False)  # lets anyone holding it resume the conversation
