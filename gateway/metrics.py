@@ -34,10 +34,6 @@ class Metrics:
     draining: Gauge
     calls_moved: Counter
 
-    @property
-    def live_reconnects(self) -> Counter:  # TODO remove: gateway/call is switching to live_switches
-        return self.live_switches
-
     def count_tokens(self, by_modality: dict[str, int]) -> None:
         """Keys as `gateway.live.protocol.Usage` has them: `prompt_audio`, `response_text`, ..."""
         for key, count in by_modality.items():

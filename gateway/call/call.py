@@ -59,7 +59,7 @@ ResumeLookup = Callable[[str], Awaitable[str]]  # call_sid -> the Live handle an
 CallPreparer = Callable[[Started, bool], Awaitable["CallAgent"]]
 
 # Attempts to bring a broken Live connection back: bounded, so a dead service ends in an apology, not a hang.
-RECONNECT_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0)
+CONNECT_RETRY_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0)
 LIVE_OUTPUT_RATE = 24000
 
 
@@ -123,7 +123,7 @@ class Call:
         admit: StreamAdmission | None = None,
         on_transcript: TranscriptObserver | None = None,
         on_failure: FailureHandler | None = None,
-        reconnect_delays_s: tuple[float, ...] = RECONNECT_DELAYS_S,
+        connect_retry_delays_s: tuple[float, ...] = CONNECT_RETRY_DELAYS_S,
         prepare: CallPreparer | None = None,
         resume: ResumeLookup | None = None,
     ) -> None:
@@ -137,7 +137,7 @@ class Call:
         self.admit = admit
         self.on_transcript = on_transcript
         self.on_failure = on_failure
-        self.reconnect_delays_s = reconnect_delays_s
+        self.connect_retry_delays_s = connect_retry_delays_s
         self.prepare = prepare
         self.chosen: CallAgent | None = None
         self.resume = resume
@@ -421,7 +421,7 @@ class Call:
         await old.close()  # first: the server rejects a resume while the old connection is open
         if in_turn:
             await self._end_agent_turn()  # that turn is over: its tail and mark go out, nothing waits for it
-        self.live = await self._reconnect()
+        self.live = await self._connect_again()
         while (frame := state.resumption.next_held()) is not None:  # frames held meanwhile go in order too
             await self.live.send_audio(self._to_live(frame), self.input_rate)
         for text in state.resumption.take_keys():
@@ -431,9 +431,9 @@ class Call:
         METRICS.live_switches.labels(reason=reason).inc()
         log.info("live_switched", reason=reason, took_s=round(took, 3), resumed=bool(self.resumption_handle))
 
-    async def _reconnect(self) -> LiveSession:
+    async def _connect_again(self) -> LiveSession:
         last: LiveError | None = None
-        for delay in self.reconnect_delays_s:
+        for delay in self.connect_retry_delays_s:
             await asyncio.sleep(delay)
             try:
                 return await self._open_live(self.config, self.resumption_handle or None)
@@ -446,7 +446,7 @@ class Call:
                 self.state.resumption.handle_rejected()
             except LiveError as exc:
                 last = exc
-                log.warning("live_reconnect_failed", error=str(exc), code=exc.code)
+                log.warning("live_connect_failed", error=str(exc), code=exc.code)
         assert last is not None
         raise last
 
