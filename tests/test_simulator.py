@@ -27,6 +27,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from gateway.devtools.simulator import (
+    CallObserver,
     CallScript,
     SimulatorError,
     add_call_arguments,
@@ -394,6 +395,83 @@ async def test_clear_flushes_audio_and_echoes_pending_marks_at_once(serve) -> No
     assert clear.details["flushed_s"] == pytest.approx(1.5, abs=0.05)
     assert len(result.barge_ins) == 1 and result.barge_ins[0] == pytest.approx(0.2, abs=0.04)
     assert result.unanswered_barge_ins == []
+
+
+class Stamps(CallObserver):
+    """Every observer callback, in order: (name, args..., at)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def stream_started(self, t0: float) -> None:
+        self.calls.append(("stream_started", t0))
+
+    def media_sent(self, frame: int, at: float) -> None:
+        self.calls.append(("media_sent", frame, at))
+
+    def media_received(self, payload: bytes, at: float) -> None:
+        self.calls.append(("media_received", payload, at))
+
+    def mark_received(self, name: str, at: float) -> None:
+        self.calls.append(("mark_received", name, at))
+
+    def mark_echoed(self, name: str, at: float) -> None:
+        self.calls.append(("mark_echoed", name, at))
+
+    def clear_received(self, at: float) -> None:
+        self.calls.append(("clear_received", at))
+
+    def of(self, name: str) -> list[tuple[Any, ...]]:
+        return [c[1:] for c in self.calls if c[0] == name]
+
+
+async def test_an_observer_sees_every_frame_stamped_and_an_unrecorded_call_measures_the_same(serve) -> None:
+    async def behaviour(s: Session) -> None:
+        await s.at(0.3)
+        await s.send_media(tone(1.0))
+        await s.send_mark("m1")
+        await s.at(0.6)
+        await s.send_clear()
+        await s.at(0.8)
+        await s.send_media(tone(0.1, freq=660))
+        await s.send_mark("m2")
+
+    gateway = ScriptedGateway(behaviour=behaviour)
+    url = await serve(gateway)
+    stamps, live = Stamps(), []
+    caller = silence(0.5) + tone(0.3, freq=250) + silence(0.4)  # talks over the agent from 0.5 s
+    result = await place_call(
+        url, CallScript(caller, trailing_silence_s=0), observer=stamps, record=False, on_event=live.append
+    )
+
+    ((t0,),) = stamps.of("stream_started")
+    session = gateway.sessions[0]
+    assert abs(session.start_time - t0) < 0.01  # t0: when `start` went out
+    # Frame n is stamped on its deadline (t0 + n x 20 ms), before the gateway receives it.
+    sent = stamps.of("media_sent")
+    assert [frame for frame, _ in sent] == list(range(60)) and result.media_frames_sent == 60
+    arrived = [t for t, _ in session.messages("media")]
+    assert all(t0 + n * 0.02 - 0.001 <= at <= arrived[n] for n, at in sent)
+    # Stamps on arrival, in the order the gateway sent: 50 + 5 media, m1, clear, m1 echoed at once, m2.
+    kinds = [c[0] for c in stamps.calls if c[0] not in ("stream_started", "media_sent")]
+    assert kinds == ["media_received"] * 50 + ["mark_received", "clear_received", "mark_echoed"] + [
+        "media_received"
+    ] * 5 + ["mark_received", "mark_echoed"]
+    received = stamps.of("media_received")
+    assert sum(len(payload) for payload, _ in received) == result.media_bytes_received == 8800
+    assert all(isinstance(payload, bytes) and len(payload) == 160 for payload, _ in received)
+    ((_, clear_at),) = [c for c in stamps.calls if c[0] == "clear_received"]
+    assert 0 < clear_at - session.sent_at["clear"] < 0.03
+    assert [name for name, _ in stamps.of("mark_echoed")] == ["m1", "m2"]
+    assert stamps.of("mark_echoed")[0][1] - session.sent_at["clear"] < 0.03  # flushed: echoed at once
+
+    # record=False: no audio and no event list kept, on_event still told; the measures are the same.
+    assert (result.heard, result.sent, result.events) == (b"", b"", [])
+    assert [e.kind for e in live][:3] == ["webhook", "connected", "start"] and live[-1].kind == "closed"
+    assert len(result.barge_ins) == 1 and result.barge_ins[0] == pytest.approx(0.1, abs=0.04)
+    assert len(result.mark_round_trips) == 2 and result.mark_round_trips[1] == pytest.approx(0.1, abs=0.04)
+    assert [t.speech_start for t in result.turns] == [pytest.approx(0.5)]
+    assert result.closed_by == "caller" and result.media_frames_received == 55
 
 
 async def test_recording_is_aligned_and_turn_latency_measured(serve) -> None:

@@ -1,8 +1,9 @@
 """Load harness: many concurrent simulated calls against a running gateway, and what they measured.
 
-Calls are placed with the caller simulator (`gateway.devtools.simulator.place_call`, one implementation): each
-call streams speech-like bursts of 1-3 s separated by silences, some long (the agent answers and is heard
-out), some short (the caller talks over the answer: barge-in). Calls start ramped over `ramp_s` seconds.
+Calls are placed with the caller simulator (`gateway.devtools.simulator.place_call`, one implementation,
+watched through its public `CallObserver`, with no audio or event list kept per call): each call streams
+speech-like bursts of 1-3 s separated by silences, some long (the agent answers and is heard out), some
+short (the caller talks over the answer: barge-in). Calls start ramped over `ramp_s` seconds.
 
 With the scripted Live peer (`gateway.devtools.scripted_peer`) behind the gateway, stamps on both sides (one
 monotonic clock for every process on the machine) give the gateway-added latency of every frame:
@@ -27,7 +28,6 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
-import secrets
 import sys
 import time
 from array import array
@@ -42,7 +42,12 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.devtools import simulator
 from gateway.devtools.scripted_peer import PeerOptions, PeerSessionRecord, ScriptedPeer, speech_like
-from gateway.devtools.simulator import CallScript, SimulatorError, place_call
+from gateway.devtools.simulator import (
+    CallObserver,
+    CallScript,
+    SimulatorError,
+    place_call,
+)
 from gateway.live import protocol as lp
 
 FRAME_S = simulator.FRAME_S
@@ -77,17 +82,7 @@ def _id_keys(call_id: int) -> list[tuple[float, str]]:
     return [(i * 1e-12, key) for i, key in enumerate(f"{call_id}#")]
 
 
-# --- the simulator, lightened for hundreds of calls -----------------------------------------------------
-
-
-class _Discard:
-    """Stands in for the simulator's `heard`/`sent` buffers: a load run need not keep every call's audio."""
-
-    def __iadd__(self, other: object) -> _Discard:
-        return self
-
-    def __bytes__(self) -> bytes:
-        return b""
+# --- what the harness keeps of a call -------------------------------------------------------------------
 
 
 @dataclass
@@ -100,8 +95,9 @@ class Segment:
 
 
 @dataclass
-class CallTrace:
-    """The harness side of one call, as plain data."""
+class CallTrace(CallObserver):
+    """The harness side of one call, as plain data; as the simulator's observer it stamps the call's frames
+    (the direct baseline fills it by hand)."""
 
     call_id: int
     t0: float = 0.0  # stream start (`start` sent / session set up), monotonic
@@ -115,50 +111,22 @@ class CallTrace:
         segment.end, segment.end_at = end, at
         self.segments.append(Segment())
 
+    # CallObserver: one append per frame, nothing else on the audio path.
 
-_TRACES: dict[str, CallTrace] = {}  # call_sid -> trace, filled by _LoadCall as place_call creates it
-_MEDIA_PREFIX = '{"event": "media"'  # TwilioSender.media's json.dumps output starts so
+    def stream_started(self, t0: float) -> None:
+        self.t0 = t0
 
+    def media_sent(self, frame: int, at: float) -> None:
+        self.send_times.append(at)
 
-class _LoadCall(simulator._Call):
-    """The simulator's call with per-frame stamps and without per-call audio buffers or event lists."""
+    def media_received(self, payload: bytes, at: float) -> None:
+        self.segments[-1].media.append(at)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.heard = _Discard()  # type: ignore[assignment]
-        self.sent = _Discard()  # type: ignore[assignment]
-        self.kinds: Counter[str] = Counter()
-        self.trace = _TRACES[self.call_sid]
-        self.received_at = 0.0
+    def mark_received(self, name: str, at: float) -> None:
+        self.close_segment("mark", at)
 
-    async def run_clock(self) -> None:
-        self.trace.t0 = self.t0  # place_call sets t0 as it sends `start`, just before the clock starts
-        await super().run_clock()
-
-    def emit(self, kind: str, **details: Any) -> None:
-        # Counted, not kept: one media event per agent frame adds up over hundreds of calls.
-        self.kinds[kind] += 1
-
-    async def send(self, text: str) -> None:
-        if text.startswith(_MEDIA_PREFIX):
-            self.trace.send_times.append(time.monotonic())
-        await self.ws.send(text)
-
-    async def _on_message(self, raw: str | bytes) -> None:
-        self.received_at = time.monotonic()  # before parsing: the harness's own parse is not the gateway's
-        await super()._on_message(raw)
-
-    def _on_media(self, media: Any) -> None:
-        self.trace.segments[-1].media.append(self.received_at)
-        super()._on_media(media)
-
-    async def _on_mark(self, mark: Any) -> None:
-        self.trace.close_segment("mark", self.received_at)
-        await super()._on_mark(mark)
-
-    async def _on_clear(self) -> None:
-        self.trace.close_segment("clear", self.received_at)
-        await super()._on_clear()
+    def clear_received(self, at: float) -> None:
+        self.close_segment("clear", at)
 
 
 # --- where the peer's records come from ----------------------------------------------------------------
@@ -389,14 +357,17 @@ async def _one_call(
     options: LoadOptions, call_id: int, audio: bytes, at: float, active: _Active, http: httpx.AsyncClient
 ) -> CallOutcome:
     await asyncio.sleep(max(0.0, at - time.monotonic()))
-    call_sid = "CA" + secrets.token_hex(16)
-    trace = _TRACES[call_sid] = CallTrace(call_id)
+    trace = CallTrace(call_id)
     outcome = CallOutcome(call_id, trace, started=time.monotonic())
     script = CallScript(audio=audio, trailing_silence_s=0.2, dtmf=_id_keys(call_id))
     active.count += 1
     try:
         outcome.result = await place_call(
-            options.url, script, call_sid=call_sid, call_class=_LoadCall, http=http
+            options.url,
+            script,
+            observer=trace,
+            record=False,  # hundreds of calls: no per-call audio or event list
+            http=http,
         )
         if outcome.result.closed_by == "gateway":
             outcome.error = f"gateway closed the call (code {outcome.result.close_code})"
@@ -407,7 +378,6 @@ async def _one_call(
     finally:
         active.count -= 1
         outcome.ended = time.monotonic()
-        _TRACES.pop(call_sid, None)
     return outcome
 
 

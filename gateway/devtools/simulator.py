@@ -5,7 +5,8 @@ audio as real-time 20 ms mu-law frames. Audio the gateway sends back goes throug
 playout buffer (drained at 8 kHz, ``mark`` echoed once the audio before it has played, ``clear`` flushes),
 so ``CallResult.heard`` is what a caller would actually have heard, on the same timeline as ``sent``.
 
-Used by the end-to-end tests, by ``gateway demo`` and by ``gateway call``.
+Used by the end-to-end tests, by ``gateway demo``, by ``gateway call`` and by the load harness
+(``gateway load``), which watches its calls through a ``CallObserver`` and runs them with ``record=False``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gateway.devtools.wavfile import load_wav, write_stereo_wav, write_wav
 from gateway.twilio.protocol import Clear, Mark, Media, ProtocolError, TwilioSender, parse
 
 __all__ = [
+    "CallObserver",
     "CallResult",
     "CallScript",
     "Event",
@@ -134,6 +136,56 @@ class CallResult:
     late_frames_sent: int
     bad_messages: int
     duration_s: float
+
+
+class CallObserver:
+    """What a tool that measures calls (the load harness) sees of one call, as it happens.
+
+    Pass an instance to `place_call(observer=...)` and override the methods you need; here they do nothing.
+    Every `at` is `time.monotonic()`, one clock for every process on the machine, so stamps taken here can be
+    matched with stamps taken by the gateway or by a Live peer. The methods are called synchronously on the
+    call's event loop, on its audio path: keep them to a few appends (an exception ends the call, as one
+    from `on_event` does). Without an observer the call does no work for one.
+    """
+
+    def stream_started(self, t0: float) -> None:
+        """The stream timeline starts (`start` is being sent): caller frame n is due at t0 + n x 20 ms."""
+
+    def media_sent(self, frame: int, at: float) -> None:
+        """Caller media frame `frame` (0, 1, ...; silence past the script too) is about to be written."""
+
+    def media_received(self, payload: bytes, at: float) -> None:
+        """A `media` message from the gateway (its mu-law payload); `at` was stamped before parsing."""
+
+    def mark_received(self, name: str, at: float) -> None:
+        """A `mark` from the gateway; it is echoed once the audio queued before it has played."""
+
+    def mark_echoed(self, name: str, at: float) -> None:
+        """The caller echoes mark `name` (its audio has played out, or was flushed by a `clear`)."""
+
+    def clear_received(self, at: float) -> None:
+        """A `clear` from the gateway: the agent audio not yet played is flushed (barge-in)."""
+
+
+class _Discarded:
+    """Stands in for the audio buffers and the event list of a call placed with record=False."""
+
+    __slots__ = ()
+
+    def __iadd__(self, other: bytes) -> _Discarded:
+        return self
+
+    __add__ = __iadd__
+
+    def __bytes__(self) -> bytes:
+        return b""
+
+    def append(self, item: object) -> None:
+        pass
+
+
+def _no_event(kind: str, **details: Any) -> None:
+    pass
 
 
 # --- caller speech segmentation ---
@@ -248,6 +300,8 @@ class _Call:
         account_sid: str,
         on_event: Callable[[Event], None] | None,
         events: list[Event],
+        observer: CallObserver | None,
+        record: bool,
     ) -> None:
         self.ws = ws
         self.call_sid = call_sid
@@ -256,8 +310,12 @@ class _Call:
         self.stream_sid = stream_sid
         self.sender = TwilioSender(stream_sid)
         self.on_event = on_event
-        self.events = events
+        self.events: list[Event] | _Discarded = events if record else _Discarded()
+        self.observer = observer
         self.t0 = time.monotonic()
+        if not record and on_event is None:
+            # Nobody to tell: do not even build the Event (one per media message received).
+            self.emit = _no_event  # type: ignore[method-assign]
 
         # Caller side: the whole timeline, frame-aligned, computed up front so the clock loop stays cheap.
         lead = round(script.leading_silence_s / FRAME_S) * FRAME_PCM_BYTES
@@ -272,7 +330,7 @@ class _Call:
             self.utterance_marks[round(start / FRAME_S)] = ("speech_start", i)
             self.utterance_marks[round(end / FRAME_S)] = ("speech_end", i)
         self.dtmf = deque(sorted(script.dtmf))
-        self.sent = bytearray()
+        self.sent: bytearray | _Discarded = bytearray() if record else _Discarded()
         self.frames_sent = 0
         self.late_frames = 0
 
@@ -282,7 +340,7 @@ class _Call:
         self.played = 0  # PCM bytes whose playout has finished
         self.in_flight = 0  # PCM bytes playing during the current tick
         self.marks: deque[tuple[int, str, float]] = deque()  # (queued position, name, received at)
-        self.heard = bytearray()
+        self.heard: bytearray | _Discarded = bytearray() if record else _Discarded()
         self.agent_frames = bytearray()  # per tick: 1 if agent audio played
         self.media_times: list[float] = []
         self.clear_times: list[float] = []
@@ -346,7 +404,10 @@ class _Call:
             self.emit("dtmf", digit=digit)
         # Past the script, Twilio keeps sending (silence) frames while the line is open.
         pcm = self.timeline[n * FRAME_PCM_BYTES : (n + 1) * FRAME_PCM_BYTES] or SILENT_PCM_FRAME
-        await self.send(self.sender.media(pcm16_to_ulaw(pcm), timestamp_ms=n * 20))
+        message = self.sender.media(pcm16_to_ulaw(pcm), timestamp_ms=n * 20)
+        if self.observer is not None:
+            self.observer.media_sent(n, time.monotonic())
+        await self.send(message)
         self.sent += pcm
         self.frames_sent += 1
         if n in self.utterance_marks:
@@ -384,9 +445,12 @@ class _Call:
             await self._echo(name, received)
 
     async def _echo(self, name: str, received: float) -> None:
-        after = self.now() - received
+        at = time.monotonic()
+        after = at - self.t0 - received
         self.mark_round_trips.append(after)
         self.emit("mark_echo", name=name, after_s=round(after, 4))
+        if self.observer is not None:
+            self.observer.mark_echoed(name, at)
         # websockets writes a text message synchronously when send() is called, so building the message
         # and sending it without an await in between keeps sequence numbers in order on the wire.
         await self.send(self.sender.mark(name))
@@ -396,7 +460,8 @@ class _Call:
     async def run_receiver(self) -> None:
         try:
             async for raw in self.ws:
-                await self._on_message(raw)
+                # Stamped before parsing: the caller's own parse is not the gateway's latency.
+                await self._on_message(raw, time.monotonic())
         except ConnectionClosed:
             pass  # abnormal close (no close frame): close_code says 1006
         finally:
@@ -405,7 +470,7 @@ class _Call:
             self.emit("closed", by=self.closed_by, code=self.ws.close_code, reason=self.ws.close_reason)
             self.closed.set()
 
-    async def _on_message(self, raw: str | bytes) -> None:
+    async def _on_message(self, raw: str | bytes, at: float) -> None:
         try:
             event = parse(raw)
         except ProtocolError as exc:
@@ -414,11 +479,11 @@ class _Call:
         if isinstance(event, Media | Mark | Clear) and event.stream_sid != self.stream_sid:
             self._bad(f"wrong streamSid {event.stream_sid!r}", raw)
         elif isinstance(event, Media):
-            self._on_media(event)
+            self._on_media(event, at)
         elif isinstance(event, Mark):
-            await self._on_mark(event)
+            await self._on_mark(event, at)
         elif isinstance(event, Clear):
-            await self._on_clear()
+            await self._on_clear(at)
         else:  # Twilio-to-app messages (start, stop...) have no business coming from the app
             self.bad_messages += 1
             self.emit("unexpected", event=type(event).__name__)
@@ -427,29 +492,35 @@ class _Call:
         self.bad_messages += 1
         self.emit("bad_message", error=error, raw=raw[:200])
 
-    def _on_media(self, media: Media) -> None:
+    def _on_media(self, media: Media, at: float) -> None:
         pcm = ulaw_to_pcm16(media.payload)
         self.buffer += pcm
         self.queued += len(pcm)
-        self.media_times.append(self.now())
+        self.media_times.append(at - self.t0)
         self.frames_received += 1
         self.bytes_received += len(media.payload)
         self.emit("media", bytes=len(media.payload), buffered_s=round(len(self.buffer) / 2 / RATE, 3))
+        if self.observer is not None:
+            self.observer.media_received(media.payload, at)
 
-    async def _on_mark(self, mark: Mark) -> None:
-        received = self.now()
+    async def _on_mark(self, mark: Mark, at: float) -> None:
+        received = at - self.t0
         self.emit("mark", name=mark.name)
+        if self.observer is not None:
+            self.observer.mark_received(mark.name, at)
         if self.queued <= self.played:  # nothing buffered or playing: Twilio echoes at once
             await self._echo(mark.name, received)
         else:
             self.marks.append((self.queued, mark.name, received))
 
-    async def _on_clear(self) -> None:
+    async def _on_clear(self, at: float) -> None:
         flushed = len(self.buffer)
         self.buffer.clear()
         # The flushed audio will never play: account it as played so later marks are placed correctly.
         self.queued = self.played + self.in_flight
         self.emit("clear", flushed_s=round(flushed / 2 / RATE, 3))
+        if self.observer is not None:
+            self.observer.clear_received(at)
         await self._echo_marks(lambda _pos: True)  # Twilio echoes marks flushed by a clear at once
         now = self.now()
         self.clear_times.append(now)
@@ -515,16 +586,22 @@ async def place_call(
     account_sid: str = "AC" + "0" * 32,
     public_url: str | None = None,
     on_event: Callable[[Event], None] | None = None,
-    call_class: type[_Call] | None = None,
+    observer: CallObserver | None = None,
+    record: bool = True,
     http: httpx.AsyncClient | None = None,
     stream_delay_s: float = 0.0,
 ) -> CallResult:
     """Call the gateway at `url` (http(s)://host[:port]) as Twilio would, stream `script`, and report.
 
-    public_url: the base URL Twilio would have used (and signed) if the gateway sits behind a proxy;
-    the simulator still talks to `url` directly. stream_delay_s: Twilio's pause between the webhook's answer
-    and opening the stream (TwiML processing, a TLS handshake across the internet). Raises SimulatorError if
-    the call cannot be set up.
+    auth_token: sign the webhook and the stream upgrade as Twilio does (X-Twilio-Signature); a gateway with
+    TWILIO_AUTH_TOKEN refuses calls without it. public_url: the base URL Twilio would have used (and signed)
+    if the gateway sits behind a proxy; the simulator still talks to `url` directly. on_event: told each
+    `Event` as it happens. observer: a `CallObserver` that sees the call's frames with their stamps.
+    record=False keeps neither the audio (`heard` and `sent` come back empty) nor the events (`events` is
+    empty; on_event still sees them), for runs of hundreds of calls; turns, barge-ins and counters are
+    measured either way. http: a client to post the webhook with (shared by many calls). stream_delay_s:
+    Twilio's pause between the webhook's answer and opening the stream (TwiML processing, a TLS handshake
+    across the internet). Raises SimulatorError if the call cannot be set up.
     """
     call_sid = call_sid or _new_sid("CA")
     stream_sid = _new_sid("MZ")
@@ -532,7 +609,8 @@ async def place_call(
 
     def emit_early(kind: str, **details: Any) -> None:
         event = Event(0.0, kind, details)
-        events.append(event)
+        if record:
+            events.append(event)
         if on_event is not None:
             on_event(event)
 
@@ -574,13 +652,15 @@ async def place_call(
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
         raise SimulatorError(f"stream {stream_url} could not be opened: {exc!r}") from exc
 
-    call = (call_class or _Call)(ws, script, stream_sid, call_sid, account_sid, on_event, events)
+    call = _Call(ws, script, stream_sid, call_sid, account_sid, on_event, events, observer, record)
     receiver = asyncio.create_task(call.run_receiver())
     try:
         try:
             await call.send(call.sender.connected())
             emit_early("connected")
             call.t0 = time.monotonic()  # the stream timeline starts with `start`
+            if observer is not None:
+                observer.stream_started(call.t0)
             await call.send(call.sender.start(call_sid, account_sid, custom_parameters))
             call.emit("start", stream_sid=stream_sid, custom_parameters=custom_parameters)
             await call.run_clock()
