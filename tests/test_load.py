@@ -15,8 +15,11 @@ from gateway.cli import build_parser
 from gateway.devtools.load import (
     InProcessPeer,
     LoadOptions,
+    _error_kind,
+    _load_main,
     analyze,
     caller_audio,
+    load_options_from_args,
     report,
     run_load,
     sample_process,
@@ -123,6 +126,60 @@ def test_cli_has_load_and_live_scripted() -> None:
     args = build_parser().parse_args(["load", "--calls", "3", "--duration", "4", "--peer-port", "0"])
     assert (args.calls, args.duration, args.peer_port) == (3, 4.0, 0)
     assert build_parser().parse_args(["live-scripted", "--port", "0"]).port == 0
+
+
+def test_load_takes_the_signing_arguments_of_gateway_call(monkeypatch) -> None:
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "token-from-env")
+    monkeypatch.setenv("PUBLIC_URL", "https://voice.example.com")
+    options = load_options_from_args(build_parser().parse_args(["load", "--url", "http://h:1"]))
+    assert (options.auth_token, options.public_url) == ("token-from-env", "https://voice.example.com")
+    assert "token-from-env" not in repr(options)
+    flags = ["--auth-token", "flag-token", "--public-url", "https://p.example.com"]
+    for command in ("load", "call"):
+        args = build_parser().parse_args([command, *flags])
+        assert (args.auth_token, args.public_url) == ("flag-token", "https://p.example.com")
+    options = load_options_from_args(build_parser().parse_args(["load", *flags]))
+    assert (options.auth_token, options.public_url) == ("flag-token", "https://p.example.com")
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN")
+    monkeypatch.delenv("PUBLIC_URL")
+    options = load_options_from_args(build_parser().parse_args(["load"]))
+    assert (options.auth_token, options.public_url) == (None, None)
+
+
+def test_error_kinds_leave_out_what_differs_between_calls() -> None:
+    webhook = "voice webhook http://127.0.0.1:4711/twilio/voice answered HTTP 403: 'invalid signature'"
+    assert _error_kind(webhook) == "voice webhook answered HTTP 403"
+    stream = "stream wss://voice.example.com/twilio/media refused the handshake: HTTP 403"
+    assert _error_kind(stream) == "stream refused the handshake: HTTP 403"
+    assert _error_kind("ConnectionResetError: [Errno 104] reset") == "ConnectionResetError"
+    assert _error_kind("gateway closed the call (code 1011)") == "gateway closed the call (code 1011)"
+
+
+async def test_gateway_load_signs_its_calls_and_an_unsigned_run_is_refused(monkeypatch, capsys) -> None:
+    # A gateway as deployed: signatures checked over PUBLIC_URL, which the harness does not dial.
+    token, public = "load-test-auth-token", "https://voice.example.com"
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", token)  # `gateway load` signs with it by default
+    monkeypatch.setenv("PUBLIC_URL", public)
+    async with InProcessPeer() as peer:
+        settings = settings_for(peer.url, LOG_LEVEL="warning", TWILIO_AUTH_TOKEN=token, PUBLIC_URL=public)
+        async with running_gateway(settings) as url:
+            argv = ["load", "--url", url, "--calls", "2", "--duration", "3", "--ramp", "0.2"]
+            capsys.readouterr()
+            signed = await _load_main(build_parser().parse_args(argv))
+            signed_out = capsys.readouterr().out
+            signed_sessions = await peer.take_records()
+
+            monkeypatch.delenv("TWILIO_AUTH_TOKEN")
+            unsigned = await _load_main(build_parser().parse_args(argv))
+            unsigned_out = capsys.readouterr()
+            unsigned_sessions = await peer.take_records()
+
+    assert signed == 0 and "calls: 2 placed, 2 completed, errors: none" in signed_out, signed_out
+    assert sorted(r.call_id for r in signed_sessions) == [0, 1]  # both calls reached Live
+    assert unsigned == 1
+    assert "calls: 2 placed, 0 completed, errors: voice webhook answered HTTP 403 x2" in unsigned_out.out
+    assert "--auth-token" in unsigned_out.err
+    assert unsigned_sessions == []  # refused before any Live session was opened
 
 
 async def test_small_load_run_through_a_gateway() -> None:

@@ -1,9 +1,10 @@
 """Load harness: many concurrent simulated calls against a running gateway, and what they measured.
 
-Calls are placed with the caller simulator (`gateway.devtools.simulator.place_call`, one implementation,
-watched through its public `CallObserver`, with no audio or event list kept per call): each call streams
-speech-like bursts of 1-3 s separated by silences, some long (the agent answers and is heard out), some
-short (the caller talks over the answer: barge-in). Calls start ramped over `ramp_s` seconds.
+Calls are placed with the caller simulator (`gateway.devtools.simulator.place_call`, one implementation:
+signed like Twilio when given the gateway's auth token, watched through its public `CallObserver`, with no
+audio or event list kept per call): each call streams speech-like bursts of 1-3 s separated by silences,
+some long (the agent answers and is heard out), some short (the caller talks over the answer: barge-in).
+Calls start ramped over `ramp_s` seconds.
 
 With the scripted Live peer (`gateway.devtools.scripted_peer`) behind the gateway, stamps on both sides (one
 monotonic clock for every process on the machine) give the gateway-added latency of every frame:
@@ -28,6 +29,7 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
 import sys
 import time
 from array import array
@@ -46,7 +48,9 @@ from gateway.devtools.simulator import (
     CallObserver,
     CallScript,
     SimulatorError,
+    add_signing_arguments,
     place_call,
+    signing_from_args,
 )
 from gateway.live import protocol as lp
 
@@ -298,6 +302,9 @@ class LoadOptions:
     gateway_pid: int | None = None
     seed: int = 1
     variants: int = 16  # distinct caller recordings, shared between calls to save harness memory
+    # The gateway's TWILIO_AUTH_TOKEN: sign webhooks and upgrades as Twilio does. Kept out of the repr.
+    auth_token: str | None = field(default=None, repr=False)
+    public_url: str | None = None  # the gateway's PUBLIC_URL, which Twilio signs (the harness dials `url`)
 
 
 @dataclass
@@ -365,6 +372,8 @@ async def _one_call(
         outcome.result = await place_call(
             options.url,
             script,
+            auth_token=options.auth_token,
+            public_url=options.public_url,
             observer=trace,
             record=False,  # hundreds of calls: no per-call audio or event list
             http=http,
@@ -570,8 +579,15 @@ def result_t0(outcome: CallOutcome) -> float:
     return trace.send_times[0]  # frame 0 goes out at once on `start`: near enough its deadline
 
 
+_URL = re.compile(r"\S+://\S+\s?")
+_KIND = re.compile(r"[^:]*(?:: HTTP \d+)?")
+
+
 def _error_kind(error: str) -> str:
-    return error.split(":", 1)[0][:80]
+    """An error without what differs from call to call (URLs, response bodies, exception details):
+    "voice webhook answered HTTP 403", "stream refused the handshake: HTTP 403", "TimeoutError"."""
+    match = _KIND.match(_URL.sub("", error))
+    return (match.group() if match else error)[:80]
 
 
 def _match_peer(run: LoadRun, fig: Figures) -> None:
@@ -730,6 +746,7 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=30.0, metavar="S", help="length of each call")
     parser.add_argument("--ramp", type=float, default=5.0, metavar="R", help="start the calls over R seconds")
     parser.add_argument("--gateway-pid", type=int, default=None, metavar="P", help="sample its CPU and RSS")
+    add_signing_arguments(parser)  # as `gateway call`: a gateway with an auth token refuses unsigned calls
     parser.add_argument(
         "--peer-port",
         type=int,
@@ -753,20 +770,33 @@ async def _peer_for(args: argparse.Namespace) -> AsyncIterator[PeerLink | None]:
         yield link
 
 
-async def _load_main(args: argparse.Namespace) -> int:
-    url = args.url or f"http://127.0.0.1:{os.environ.get('PORT', '8080')}"
-    options = LoadOptions(
-        url=url,
+def load_options_from_args(args: argparse.Namespace) -> LoadOptions:
+    """`gateway load`'s arguments as LoadOptions; the URL and the signing default as `gateway call`'s do."""
+    auth_token, public_url = signing_from_args(args)
+    return LoadOptions(
+        url=args.url or f"http://127.0.0.1:{os.environ.get('PORT', '8080')}",
         calls=args.calls,
         duration_s=args.duration,
         ramp_s=args.ramp,
         gateway_pid=args.gateway_pid,
         seed=args.seed,
+        auth_token=auth_token,
+        public_url=public_url,
     )
+
+
+async def _load_main(args: argparse.Namespace) -> int:
+    options = load_options_from_args(args)
     async with _peer_for(args) as peer:
         run = await run_load(options, peer)
     figures = analyze(run)
     print(report(figures))
+    if any("HTTP 403" in kind for kind in figures.errors):
+        print(
+            "gateway load: the gateway refused the calls (HTTP 403): sign them with its TWILIO_AUTH_TOKEN "
+            "(--auth-token) and, behind a proxy, its PUBLIC_URL (--public-url)",
+            file=sys.stderr,
+        )
     return 1 if figures.errors or figures.completed < figures.calls else 0
 
 

@@ -42,10 +42,12 @@ __all__ = [
     "SimulatorError",
     "Turn",
     "add_call_arguments",
+    "add_signing_arguments",
     "load_wav",
     "place_call",
     "run_call_command",
     "segment_speech",
+    "signing_from_args",
     "summarize",
     "write_stereo_wav",
     "write_wav",
@@ -757,6 +759,23 @@ def _parse_dtmf(spec: str) -> list[tuple[float, str]]:
     return out
 
 
+def add_signing_arguments(parser: argparse.ArgumentParser) -> None:
+    """--auth-token and --public-url, for every command that places calls (`gateway call`, `gateway load`):
+    read them back with `signing_from_args`."""
+    parser.add_argument("--auth-token", default=None, help="sign like Twilio (default: $TWILIO_AUTH_TOKEN)")
+    parser.add_argument(
+        "--public-url", default=None, help="the URL Twilio would use, behind a proxy (default: $PUBLIC_URL)"
+    )
+
+
+def signing_from_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(auth_token, public_url) for `place_call`, from the arguments or else the gateway's own environment
+    variables (TWILIO_AUTH_TOKEN, PUBLIC_URL), so a caller on the gateway's machine signs as Twilio would."""
+    auth_token = args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN") or None
+    public_url = args.public_url or os.environ.get("PUBLIC_URL") or None
+    return auth_token, public_url
+
+
 def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
@@ -777,10 +796,7 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtmf", default="", metavar="T:D,...", help="digits to press, e.g. 1.5:1,3:#")
     parser.add_argument("--no-hang-up", action="store_true", help="wait for the gateway to end the call")
     parser.add_argument("--max-duration", type=float, default=600.0, metavar="S")
-    parser.add_argument("--auth-token", default=None, help="sign like Twilio (default: $TWILIO_AUTH_TOKEN)")
-    parser.add_argument(
-        "--public-url", default=None, help="the URL Twilio would use, behind a proxy (default: $PUBLIC_URL)"
-    )
+    add_signing_arguments(parser)
     parser.add_argument("--from", dest="from_", default="+15005550006")
     parser.add_argument("--to", default="+15005550001")
     parser.add_argument("--record", metavar="WAV", help="what the caller heard (8 kHz mono WAV)")
@@ -799,12 +815,13 @@ async def run_call_command(args: argparse.Namespace) -> int:
         hang_up=not args.no_hang_up,
         max_duration_s=args.max_duration,
     )
+    auth_token, public_url = signing_from_args(args)
     try:
         result = await place_call(
             url,
             script,
-            auth_token=args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN") or None,
-            public_url=args.public_url or os.environ.get("PUBLIC_URL") or None,
+            auth_token=auth_token,
+            public_url=public_url,
             from_=args.from_,
             to=args.to,
             on_event=None if args.quiet else _Progress(),
