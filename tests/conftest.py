@@ -1,38 +1,12 @@
+"""Fixtures shared by every test module. Helpers live in tests/support, not here."""
+
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-import httpx
 import pytest
 
-from gateway.config import load_settings
 from gateway.logs import configure_logging
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _logging() -> None:
     configure_logging("json", "info")
-
-
-# Call records of tests go to a throw-away SQLite file, not the working directory's default.
-_RECORDS_DIR = Path(tempfile.mkdtemp(prefix="gateway-test-records-"))
-
-
-def settings_for(live_url: str, **env: str):
-    """Gateway settings pointed at a test Live peer; no .env file is read. Without a TWILIO_AUTH_TOKEN in
-    `env` the gateway runs in development mode (no signature checks; stream tokens are still required)."""
-    env.setdefault("DATABASE_URL", f"sqlite:///{_RECORDS_DIR / 'calls.sqlite3'}")
-    return load_settings({"GEMINI_LIVE_URL": live_url, "DEVELOPMENT_MODE": "true", **env}, env_file=None)
-
-
-async def stream_token(url: str, call_sid: str) -> str:
-    """Answer a call through the gateway's webhook and return the stream token its TwiML carries, as a test
-    that opens the media socket by hand must present it in `start.customParameters`."""
-    from gateway.devtools.simulator import parse_twiml
-
-    async with httpx.AsyncClient() as client:
-        response = await client.post(
-            url + "/twilio/voice", data={"CallSid": call_sid, "From": "+15550001111"}
-        )
-    return parse_twiml(response.text, url)[1]["token"]

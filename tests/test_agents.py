@@ -14,7 +14,7 @@ from gateway.agents import Agent, default_book, load_agents
 from gateway.config import ConfigError, load_settings
 from gateway.live.protocol import FunctionCall, LiveConfig
 from gateway.tools import SIGNATURE_HEADER, TIMESTAMP_HEADER, CallIds, Toolbox, sign
-from tests.tool_server import ToolService, tool_service
+from tests.support.tool_server import ToolService, tool_service
 
 GOOD = """\
 # Acme's lines

@@ -17,10 +17,11 @@ from gateway.devtools.simulator import CallResult, CallScript, place_call
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from gateway.server import running_gateway
 from gateway.tools import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from tests.conftest import settings_for
-from tests.live_peer import LivePeer, PeerSession, tone_pcm
-from tests.tool_server import ToolService, tool_service
-from tests.twilio_api import fake_twilio_api
+from tests.support.audio import agent_tone
+from tests.support.gateway import logged, settings_for
+from tests.support.live_peer import LivePeer, PeerSession
+from tests.support.tool_server import ToolService, tool_service
+from tests.support.twilio_api import fake_twilio_api
 
 NUMBER = "+15005550001"  # the simulator's default called number
 OTHER_NUMBER = "+15005550002"
@@ -40,10 +41,6 @@ def write_agents(tmp_path: Path, toml: str) -> str:
     path = tmp_path / "agents.toml"
     path.write_text(textwrap.dedent(toml))
     return str(path)
-
-
-def logged(capsys) -> list[dict]:
-    return [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
 
 
 def outcome(lines: list[dict], result: CallResult) -> str:
@@ -104,7 +101,7 @@ async def test_end_call_hangs_up_once_the_goodbye_has_been_heard(live, capsys):
 
 async def test_a_mark_flushed_by_a_clear_does_not_hang_up_and_talking_over_the_goodbye_withdraws_it(capsys):
     async def script(session: PeerSession) -> None:
-        await session.send_audio(tone_pcm(3.0))  # a goodbye the caller will hear for 3 s
+        await session.send_audio(agent_tone(3.0))  # a goodbye the caller will hear for 3 s
         await send_tool_call(session, "bye-1", "end_call")
         await tool_responses(session, 1)
         await session.send({"serverContent": {"turnComplete": True}})

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import subprocess
 import sys
 import time
 import wave
-from pathlib import Path
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-REPO = str(Path(__file__).resolve().parent.parent)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    ours = ("GEMINI_", "TWILIO_", "AGENT_", "PUBLIC_", "DATABASE_URL", "CALLS_API_", "DRAIN_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-    # The processes run elsewhere (a temporary directory): make them import this checkout's gateway.
-    path = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
-    return {**env, "LOG_FORMAT": "json", "PYTHONPATH": path, **extra}
+from tests.support.gateway import json_lines
+from tests.support.processes import clean_env, free_port
 
 
 def test_serve_without_keys_starts_the_local_backend_and_says_so(tmp_path):
@@ -49,7 +31,7 @@ def test_serve_without_keys_starts_the_local_backend_and_says_so(tmp_path):
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
-    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+    events = [line["event"] for line in json_lines(err)]
     assert "using_local_live_backend" in events and "gateway_ready" in events
 
 

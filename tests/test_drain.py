@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import subprocess
 import sys
@@ -18,10 +17,12 @@ from gateway.app import create_app
 from gateway.devtools.simulator import CallScript, place_call
 from gateway.records import open_store
 from gateway.server import running_gateway
-from tests.conftest import settings_for
-from tests.live_peer import LivePeer, PeerSession, tone_pcm
-from tests.test_cli import clean_env, free_port
-from tests.twilio_api import fake_twilio_api
+from tests.support.audio import caller_tone
+from tests.support.gateway import json_lines, logged, settings_for
+from tests.support.live_peer import LivePeer, PeerSession
+from tests.support.processes import clean_env, free_port
+from tests.support.twilio_api import fake_twilio_api
+from tests.support.waiting import wait_for
 
 ACCOUNT, TOKEN = "AC" + "7" * 32, "drain-test-auth-token"
 PUBLIC = "https://voice.example.com"
@@ -29,19 +30,13 @@ PUBLIC = "https://voice.example.com"
 
 def long_call() -> CallScript:
     """A caller who stays on the line until Twilio (here: the test) ends the stream."""
-    return CallScript(audio=tone_pcm(0.2, 300.0, rate=8000), trailing_silence_s=120, hang_up=False)
+    return CallScript(audio=caller_tone(0.2), trailing_silence_s=120, hang_up=False)
 
 
 async def signed_webhook(client: httpx.AsyncClient, url: str, public: str, sid: str) -> httpx.Response:
     params = {"CallSid": sid, "From": "+15550001111", "To": "+15550002222"}
     signature = RequestValidator(TOKEN).compute_signature(public + "/twilio/voice", params)
     return await client.post(url + "/twilio/voice", data=params, headers={"X-Twilio-Signature": signature})
-
-
-async def wait_for(predicate, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_a_drained_call_moves_to_another_instance_and_resumes_its_live_session(tmp_path, capsys):
@@ -86,13 +81,13 @@ async def test_a_drained_call_moves_to_another_instance_and_resumes_its_live_ses
                 await caller
             await drain
             assert gw_a.drain.moved == {sid} and not gw_a.calls
-            lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+            lines = logged(capsys)
             moved = next(e for e in lines if e["event"] == "call_moved")
             assert moved["between_turns"] is True and moved["resumable"] is True
 
             # ... and asks the webhook again, with the same CallSid; another instance answers
             await place_call(
-                url_b, CallScript(audio=tone_pcm(0.3, 300.0, rate=8000), trailing_silence_s=0.5),
+                url_b, CallScript(audio=caller_tone(0.3), trailing_silence_s=0.5),
                 auth_token=TOKEN, public_url=PUBLIC, call_sid=sid,
             )  # fmt: skip
     first, *others = peer.sessions
@@ -175,7 +170,7 @@ async def test_sigterm_drains_a_running_server_then_exits(tmp_path):
                 proc.kill()
                 proc.wait()
     assert returncode == 0
-    events = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    events = json_lines(log_path.read_text())
     names = [e["event"] for e in events]
     assert names.index("drain_started") < names.index("call_moved") < names.index("drain_finished")
     moved = next(e for e in events if e["event"] == "call_moved")

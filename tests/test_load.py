@@ -27,7 +27,7 @@ from gateway.devtools.load import (
 from gateway.devtools.scripted_peer import PeerOptions, ScriptedPeer, _key_pressed, speech_like
 from gateway.live import protocol as lp
 from gateway.server import running_gateway
-from tests.conftest import settings_for
+from tests.support.gateway import settings_for
 
 VOICED = speech_like(0.02, 16000, amplitude=8000).tobytes()
 SILENT = bytes(640)

@@ -7,7 +7,11 @@ import json
 
 import pytest
 import websockets
-from conftest_local_live import (
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from gateway.local_live import LocalLiveOptions, LocalLiveServer
+from tests.support.audio import room_noise
+from tests.support.local_live import (
     MODEL,
     LiveClient,
     audio_of,
@@ -15,12 +19,8 @@ from conftest_local_live import (
     caller_speech,
     is_turn_complete,
     setup_message,
-    silence,
     texts,
 )
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-
-from gateway.local_live import LocalLiveOptions, LocalLiveServer
 
 FAST = LocalLiveOptions(audio_lead_s=60.0)  # replies sent at once: keeps the suite quick
 
@@ -167,7 +167,7 @@ async def test_v1beta_rejects_preview_fields_v1alpha_accepts_them(fast_server):
 
 async def test_deprecated_media_chunks_by_model(fast_server):
     chunk = {
-        "realtimeInput": {"mediaChunks": [{"data": b64(silence(0.1)), "mimeType": "audio/pcm;rate=16000"}]}
+        "realtimeInput": {"mediaChunks": [{"data": b64(room_noise(0.1)), "mimeType": "audio/pcm;rate=16000"}]}
     }
     code, reason = await close_of(
         fast_server.url(), setup_json(model="gemini-3.1-flash-live-preview"), json.dumps(chunk)
@@ -226,7 +226,7 @@ async def test_proactive_audio_ignores_noise_and_silence(fast_server):
         setup_message(proactivity={"proactiveAudio": True}, realtimeInputConfig=manual),
     )
     await client.send({"realtimeInput": {"activityStart": {}}})
-    await client.send_audio(silence(1.0))
+    await client.send_audio(room_noise(1.0))
     await client.send({"realtimeInput": {"activityEnd": {}}})
     with pytest.raises(TimeoutError):
         await client.recv(timeout=2.0)
@@ -237,7 +237,7 @@ async def test_proactive_audio_ignores_noise_and_silence(fast_server):
     import numpy as np
 
     noise = np.random.default_rng(3).normal(0, 3000, 16000).astype("<i2").tobytes()
-    await client.send_audio(silence(0.5) + noise + silence(1.0))
+    await client.send_audio(room_noise(0.5) + noise + room_noise(1.0))
     await client.send({"realtimeInput": {"audioStreamEnd": True}})
     with pytest.raises(TimeoutError):
         await client.recv(timeout=2.0)
@@ -246,7 +246,7 @@ async def test_proactive_audio_ignores_noise_and_silence(fast_server):
     # Without proactive audio, an empty utterance gets an apology.
     client = await LiveClient.connect(fast_server.url(), setup_message(realtimeInputConfig=manual))
     await client.send({"realtimeInput": {"activityStart": {}}})
-    await client.send_audio(silence(0.5))
+    await client.send_audio(room_noise(0.5))
     await client.send({"realtimeInput": {"activityEnd": {}}})
     got = await client.until(is_turn_complete)
     assert "didn't catch that" in texts(got, "outputTranscription")

@@ -8,9 +8,9 @@ import ssl
 import subprocess
 
 import pytest
-from conftest_local_live import MODEL, caller_speech
 
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
+from tests.support.local_live import MODEL, caller_speech
 
 genai = pytest.importorskip("google.genai")
 from google.genai import errors, types  # noqa: E402

@@ -15,7 +15,7 @@ from gateway.devtools.simulator import RATE, CallScript, place_call
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from gateway.local_live.tts import MALE_VARIANT, synthesize
 from gateway.server import running_gateway
-from tests.conftest import settings_for
+from tests.support.gateway import settings_for
 
 LINES = [
     "hello there", "my name is john", "the weather is lovely today", "i would like a pizza",

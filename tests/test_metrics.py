@@ -10,8 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.devtools.simulator import CallScript, place_call
 from gateway.server import running_gateway
-from tests.conftest import settings_for
-from tests.live_peer import LivePeer, PeerSession, tone_pcm
+from tests.support.audio import agent_tone, caller_tone
+from tests.support.gateway import settings_for
+from tests.support.live_peer import LivePeer, PeerSession
 
 WATCHED = {
     "active": ("gateway_active_calls", {}),
@@ -40,7 +41,7 @@ async def script(session: PeerSession) -> None:
         return  # the resumed connection listens to the end of the call
     await session.wait_audio(int(CALLER_S * 16000 * 2))  # the caller has spoken
     await asyncio.sleep(0.4)  # ... and stopped: the answer comes after a pause
-    await session.send_audio(tone_pcm(1.0, 440.0))
+    await session.send_audio(agent_tone(1.0))
     await session.send(
         {
             "serverContent": {"interrupted": True},
@@ -52,7 +53,7 @@ async def script(session: PeerSession) -> None:
             },
         }
     )
-    await session.send_audio(tone_pcm(0.2, 440.0))  # late audio of the interrupted turn: dropped
+    await session.send_audio(agent_tone(0.2))  # late audio of the interrupted turn: dropped
     await session.send({"serverContent": {"turnComplete": True}})
     await session.send({"sessionResumptionUpdate": {"newHandle": "h-1", "resumable": True}})
     await asyncio.sleep(0.2)
@@ -63,7 +64,7 @@ async def test_metrics_move_during_a_simulated_call():
     before = sample()
     async with LivePeer(script) as peer:
         async with running_gateway(settings_for(peer.url, AGENT_GREETING="none")) as url:
-            audio = tone_pcm(CALLER_S, 300.0, rate=8000, amp=6000.0)
+            audio = caller_tone(CALLER_S)
             call = asyncio.create_task(place_call(url, CallScript(audio=audio, trailing_silence_s=3.0)))
             async with httpx.AsyncClient() as client:
                 async with asyncio.timeout(10):

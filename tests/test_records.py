@@ -22,9 +22,10 @@ from prometheus_client import REGISTRY
 from gateway.devtools.simulator import CallScript, place_call
 from gateway.records import CallRecord, Records, SqliteStore, TranscriptLine, open_store, parse_since
 from gateway.server import running_gateway
-from tests.conftest import settings_for
-from tests.live_peer import LivePeer, PeerSession, tone_pcm
-from tests.test_cli import clean_env
+from tests.support.audio import agent_tone, caller_tone
+from tests.support.gateway import settings_for
+from tests.support.live_peer import LivePeer, PeerSession
+from tests.support.processes import clean_env
 
 TOKEN = "calls-api-token-for-tests"
 
@@ -52,7 +53,7 @@ def new_sid() -> str:
 async def talk(session: PeerSession) -> None:
     """The agent answers with audio, a transcript and usage; the caller's words are transcribed."""
     await session.send({"serverContent": {"inputTranscription": {"text": "What time is it?"}}})
-    await session.send_audio(tone_pcm(0.4, 440.0))
+    await session.send_audio(agent_tone(0.4))
     await session.send({"serverContent": {"outputTranscription": {"text": "It is noon."}}})
     await session.send(
         {
@@ -86,7 +87,7 @@ async def test_a_simulated_call_is_recorded_with_its_transcript(database_url):
         async with running_gateway(settings) as url:
             await place_call(
                 url,
-                CallScript(audio=tone_pcm(0.5, 300.0, rate=8000), trailing_silence_s=1.0),
+                CallScript(audio=caller_tone(0.5), trailing_silence_s=1.0),
                 call_sid=sid,
                 from_="+15551230000",
                 to="+15559870000",
@@ -332,7 +333,7 @@ async def test_a_stream_refused_at_admission_leaves_no_record(tmp_path):
                     await asyncio.wait_for(ws.recv(), 10)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
             # the refusal is counted; a call that was taken is recorded (the writer is the same)
-            await place_call(url, CallScript(audio=tone_pcm(0.2, 300.0, rate=8000), trailing_silence_s=0.2))
+            await place_call(url, CallScript(audio=caller_tone(0.2), trailing_silence_s=0.2))
     store = open_store(database_url)
     await store.open()
     try:

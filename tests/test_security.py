@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import socket
 import xml.etree.ElementTree as ET
 from urllib.parse import urlsplit
@@ -24,8 +23,9 @@ from gateway.server import running_gateway
 from gateway.stream_tokens import StreamTokens, key_from_auth_token
 from gateway.twilio import line as twilio_stream
 from gateway.twilio.protocol import TwilioSender
-from tests.conftest import settings_for, stream_token
-from tests.live_peer import LivePeer, PeerSession, tone_pcm
+from tests.support.audio import agent_tone, caller_tone
+from tests.support.gateway import logged, settings_for, stream_token
+from tests.support.live_peer import LivePeer, PeerSession
 
 # --- signatures ---------------------------------------------------------------------------------------------
 
@@ -174,7 +174,7 @@ async def test_no_secret_reaches_a_log_line_or_the_metrics(capsys):
     api_key, auth_token = "AIzaSyTESTKEY0123456789abcdefghijkl", "twilio-auth-token-9f8e7d"
 
     async def script(session: PeerSession) -> None:
-        await session.send_audio(tone_pcm(0.3))
+        await session.send_audio(agent_tone(0.3))
         await session.send({"serverContent": {"turnComplete": True}})
 
     async with LivePeer(script) as peer:
@@ -182,7 +182,7 @@ async def test_no_secret_reaches_a_log_line_or_the_metrics(capsys):
         async with running_gateway(settings_for(peer.url, **env)) as url:
             result = await place_call(
                 url,
-                CallScript(audio=tone_pcm(0.5, 300.0, rate=8000), trailing_silence_s=1.0),
+                CallScript(audio=caller_tone(0.5), trailing_silence_s=1.0),
                 auth_token=auth_token,
             )
             # refused attempts carrying secrets, and a stream that presents a stolen token twice
@@ -275,14 +275,14 @@ async def test_hostile_peers_cost_nothing_and_a_concurrent_call_completes_with_c
     async def script(session: PeerSession) -> None:
         if not stalled_session:  # the first session belongs to the peer that never reads: flood it
             stalled_session.append(session)
-            second = tone_pcm(1.0, 440.0)
+            second = agent_tone(1.0)
             with contextlib.suppress(websockets.ConnectionClosed):
                 while True:  # until the gateway gives up on the call (socket buffers hold megabytes)
                     await session.send_audio(second, chunk_s=1.0)
             return
         await asyncio.sleep(0.3)
         with contextlib.suppress(websockets.ConnectionClosed):  # the junk calls hang up at any moment
-            await session.send_audio(tone_pcm(1.0, 440.0))
+            await session.send_audio(agent_tone(1.0))
             await session.send({"serverContent": {"turnComplete": True}})
 
     frame = base64.b64encode(b"\xff" * 160).decode()
@@ -300,9 +300,7 @@ async def test_hostile_peers_cost_nothing_and_a_concurrent_call_completes_with_c
             await peer.session(0)
 
             good = asyncio.create_task(
-                place_call(
-                    url, CallScript(audio=tone_pcm(2.0, 300.0, rate=8000, amp=6000), trailing_silence_s=2.0)
-                )
+                place_call(url, CallScript(audio=caller_tone(2.0), trailing_silence_s=2.0))
             )
 
             async def junk() -> int | None:
@@ -358,7 +356,7 @@ async def test_hostile_peers_cost_nothing_and_a_concurrent_call_completes_with_c
     # Live sessions: the stalled call, the good call, the flooded call; the junk opened none.
     assert len(peer.sessions) == 3
     assert health["status"] == "ok"
-    logs = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    logs = logged(capsys)
     events = {line["event"] for line in logs}
     assert {"twilio_peer_not_reading", "no_start_event"} <= events
     skipped = [line for line in logs if line["event"] == "twilio_message_skipped"]

@@ -6,8 +6,8 @@ import asyncio
 import subprocess
 import sys
 
-from tests.test_cli import clean_env
-from tests.twilio_api import fake_twilio_api
+from tests.support.processes import clean_env
+from tests.support.twilio_api import fake_twilio_api
 
 ACCOUNT, TOKEN = "AC" + "3" * 32, "admin-test-auth-token"
 

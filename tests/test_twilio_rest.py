@@ -2,7 +2,7 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 
 from gateway.twilio.rest import CallControl
-from tests.twilio_api import fake_twilio_api
+from tests.support.twilio_api import fake_twilio_api
 
 ACCOUNT, TOKEN = "AC" + "1" * 32, "rest-token-123"
 

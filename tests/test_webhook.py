@@ -5,7 +5,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from gateway.server import running_gateway
-from tests.conftest import settings_for
+from tests.support.gateway import settings_for
 
 LIVE = "ws://127.0.0.1:9/unused"
 FORM = {

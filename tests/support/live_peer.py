@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import math
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,14 +16,6 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 Script = Callable[["PeerSession"], Awaitable[None]]
-
-
-def tone_pcm(seconds: float, freq: float = 440.0, rate: int = 24000, amp: float = 8000.0) -> bytes:
-    n = int(seconds * rate)
-    return b"".join(
-        int(amp * math.sin(2 * math.pi * freq * i / rate)).to_bytes(2, "little", signed=True)
-        for i in range(n)
-    )
 
 
 @dataclass
@@ -137,7 +127,3 @@ class LivePeer:
             else:
                 session.other.append(msg)
         session.closed.set()
-
-
-def now() -> float:
-    return time.monotonic()

@@ -18,14 +18,10 @@ import numpy as np
 import websockets
 
 from gateway.local_live import tts
+from tests.support.audio import room_noise
 
 MODEL = "models/gemini-2.5-flash-native-audio-preview-12-2025"
 CALLER_VARIANT = "f5"
-
-
-def silence(seconds: float, rate: int = 16000, seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    return rng.normal(0, 20, int(seconds * rate)).astype("<i2").tobytes()
 
 
 def caller_speech(text: str, *, rate: int = 16000, lead_s: float = 0.3, tail_s: float = 0.9) -> bytes:
@@ -33,7 +29,7 @@ def caller_speech(text: str, *, rate: int = 16000, lead_s: float = 0.3, tail_s: 
     speech = np.frombuffer(tts.synthesize(text, rate=rate, variant=CALLER_VARIANT, wpm=150), dtype="<i2")
     rng = np.random.default_rng(len(text))
     noisy = np.clip(speech + rng.normal(0, 20, speech.size), -32768, 32767).astype("<i2").tobytes()
-    return silence(lead_s, rate) + noisy + silence(tail_s, rate, seed=1)
+    return room_noise(lead_s, rate) + noisy + room_noise(tail_s, rate, seed=1)
 
 
 def b64(data: bytes, urlsafe: bool = False) -> str:

@@ -1,0 +1,44 @@
+"""The gateway under test: its settings, the stream token of an answered call, and its JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.config import Settings, load_settings
+from gateway.devtools.simulator import parse_twiml
+
+# Call records of tests go to a throw-away SQLite file, not the working directory's default.
+_RECORDS_DIR = Path(tempfile.mkdtemp(prefix="gateway-test-records-"))
+
+
+def settings_for(live_url: str, **env: str) -> Settings:
+    """Gateway settings pointed at a test Live peer; no .env file is read. Without a TWILIO_AUTH_TOKEN in
+    `env` the gateway runs in development mode (no signature checks; stream tokens are still required)."""
+    env.setdefault("DATABASE_URL", f"sqlite:///{_RECORDS_DIR / 'calls.sqlite3'}")
+    return load_settings({"GEMINI_LIVE_URL": live_url, "DEVELOPMENT_MODE": "true", **env}, env_file=None)
+
+
+async def stream_token(url: str, call_sid: str) -> str:
+    """Answer a call through the gateway's webhook and return the stream token its TwiML carries, as a test
+    that opens the media socket by hand must present it in `start.customParameters`."""
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            url + "/twilio/voice", data={"CallSid": call_sid, "From": "+15550001111"}
+        )
+    return parse_twiml(response.text, url)[1]["token"]
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON log lines in `text` (a captured stderr or a log file), parsed; other lines are skipped."""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def logged(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """The gateway's JSON log lines written to stderr since the last capture."""
+    return json_lines(capsys.readouterr().err)
