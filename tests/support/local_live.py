@@ -63,7 +63,9 @@ class LiveClient:
 
     @classmethod
     async def connect(cls, url: str, setup: dict[str, Any] | None = None) -> LiveClient:
-        ws = await websockets.connect(url, max_size=None)
+        # No flow control: a test reads what it wants and closes, and a client that paused reading with
+        # unread replies queued would not see the server's close frame (close() then waits 10 s).
+        ws = await websockets.connect(url, max_size=None, max_queue=None)
         client = cls(ws)
         if setup is not None:
             await client.send(setup)
