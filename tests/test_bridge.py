@@ -19,6 +19,8 @@ from tests.support.audio import agent_tone, caller_tone, loud_seconds
 from tests.support.gateway import logged, settings_for, stream_token
 from tests.support.live_peer import LivePeer, PeerSession
 
+pytestmark = pytest.mark.e2e
+
 GREETING_S = 1.0
 # A turn's audio comes out whole plus the resampler's ring-out (its group delay), never clipped.
 TAIL = OutboundAudio().delay_ms * 8 + 2

@@ -23,6 +23,8 @@ from tests.support.live_peer import LivePeer, PeerSession
 from tests.support.tool_server import ToolService, tool_service
 from tests.support.twilio_api import fake_twilio_api
 
+pytestmark = pytest.mark.e2e
+
 NUMBER = "+15005550001"  # the simulator's default called number
 OTHER_NUMBER = "+15005550002"
 TARGET = "+15005550009"

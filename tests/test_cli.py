@@ -8,9 +8,12 @@ import time
 import wave
 
 import httpx
+import pytest
 
 from tests.support.gateway import json_lines
 from tests.support.processes import clean_env, free_port
+
+pytestmark = pytest.mark.e2e
 
 
 def test_serve_without_keys_starts_the_local_backend_and_says_so(tmp_path):

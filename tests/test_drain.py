@@ -11,6 +11,7 @@ import sys
 import time
 
 import httpx
+import pytest
 from twilio.request_validator import RequestValidator
 
 from gateway.app import create_app
@@ -23,6 +24,8 @@ from tests.support.live_peer import LivePeer, PeerSession
 from tests.support.processes import clean_env, free_port
 from tests.support.twilio_api import fake_twilio_api
 from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
 
 ACCOUNT, TOKEN = "AC" + "7" * 32, "drain-test-auth-token"
 PUBLIC = "https://voice.example.com"

@@ -66,6 +66,7 @@ async def test_setup_complete_in_binary_frame_and_404_elsewhere(server):
     assert info.value.response.status_code == 404
 
 
+@pytest.mark.e2e
 async def test_audio_turn(server):
     client = await LiveClient.connect(server.url(), setup_message())
     await client.send_audio(caller_speech("what is the time"), pace=4.0)
@@ -91,6 +92,7 @@ async def test_audio_turn(server):
     await client.close()
 
 
+@pytest.mark.e2e
 async def test_snake_case_urlsafe_base64_and_8khz_input(fast_server):
     setup = {
         "setup": {
@@ -201,6 +203,7 @@ async def test_oversize_frame_is_refused_and_server_survives(fast_server):
     await client.close()
 
 
+@pytest.mark.e2e
 async def test_interruption(server):
     client = await LiveClient.connect(server.url(), setup_message())
     await client.send_audio(caller_speech("hello can you hear me"), pace=4.0)
@@ -219,6 +222,7 @@ async def test_interruption(server):
     await client.close()
 
 
+@pytest.mark.e2e
 async def test_proactive_audio_ignores_noise_and_silence(fast_server):
     manual = {"automaticActivityDetection": {"disabled": True}}
     client = await LiveClient.connect(
@@ -253,6 +257,7 @@ async def test_proactive_audio_ignores_noise_and_silence(fast_server):
     await client.close()
 
 
+@pytest.mark.e2e
 async def test_vad_disabled_uses_activity_markers(fast_server):
     manual = {"automaticActivityDetection": {"disabled": True}}
     client = await LiveClient.connect(fast_server.url(), setup_message(realtimeInputConfig=manual))
@@ -267,6 +272,7 @@ async def test_vad_disabled_uses_activity_markers(fast_server):
     await client.close()
 
 
+@pytest.mark.e2e
 async def test_end_call_tool(fast_server):
     tools = [{"functionDeclarations": [{"name": "end_call", "description": "Hang up."}]}]
     client = await LiveClient.connect(fast_server.url(), setup_message(tools=tools))
@@ -301,6 +307,7 @@ async def test_interruption_cancels_pending_tool_call(fast_server):
     await client.close()
 
 
+@pytest.mark.e2e
 async def test_goaway_then_resumption_keeps_history():
     options = LocalLiveOptions(audio_lead_s=60.0, goaway_after_s=2.5, goaway_time_left_s=1.0)
     async with LocalLiveServer(options=options) as srv:
@@ -325,6 +332,7 @@ async def test_goaway_then_resumption_keeps_history():
         await resumed.close()
 
 
+@pytest.mark.e2e
 async def test_bad_clients_do_not_disturb_a_call(fast_server):
     client = await LiveClient.connect(fast_server.url(), setup_message())
     speaking = asyncio.create_task(client.send_audio(caller_speech("what is the time"), pace=2.0))

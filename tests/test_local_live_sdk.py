@@ -12,6 +12,8 @@ import pytest
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from tests.support.local_live import MODEL, caller_speech
 
+pytestmark = pytest.mark.e2e
+
 genai = pytest.importorskip("google.genai")
 from google.genai import errors, types  # noqa: E402
 

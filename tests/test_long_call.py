@@ -10,12 +10,16 @@ import asyncio
 import json
 import statistics
 
+import pytest
+
 from gateway.call import FRAME_S, MAX_REPLAY_S
 from gateway.devtools.simulator import RATE, CallScript, place_call
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from gateway.local_live.tts import MALE_VARIANT, synthesize
 from gateway.server import running_gateway
 from tests.support.gateway import settings_for
+
+pytestmark = pytest.mark.e2e
 
 LINES = [
     "hello there", "my name is john", "the weather is lovely today", "i would like a pizza",

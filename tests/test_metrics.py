@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -13,6 +14,8 @@ from gateway.server import running_gateway
 from tests.support.audio import agent_tone, caller_tone
 from tests.support.gateway import settings_for
 from tests.support.live_peer import LivePeer, PeerSession
+
+pytestmark = pytest.mark.e2e
 
 WATCHED = {
     "active": ("gateway_active_calls", {}),

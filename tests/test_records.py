@@ -78,6 +78,7 @@ async def _get_when_written(client: httpx.AsyncClient, url: str, headers: dict[s
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.e2e
 async def test_a_simulated_call_is_recorded_with_its_transcript(database_url):
     sid = new_sid()
     async with LivePeer(talk) as peer:
@@ -279,6 +280,7 @@ def test_since_accepts_durations_and_dates():
         parse_since("yesterday", now)
 
 
+@pytest.mark.e2e
 async def test_gateway_calls_lists_recent_calls(tmp_path):
     url = f"sqlite:///{tmp_path / 'calls.sqlite3'}"
     now = datetime.now(UTC)
@@ -316,6 +318,7 @@ def test_the_database_password_never_reaches_a_log_line(capsys):
     assert "db_down" in err and "s3cret-db-passw0rd" not in err and url not in err
 
 
+@pytest.mark.e2e
 async def test_a_stream_refused_at_admission_leaves_no_record(tmp_path):
     import websockets
 

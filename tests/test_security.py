@@ -170,6 +170,7 @@ async def test_over_the_call_limit_the_webhook_answers_busy_and_hangs_up():
 # --- secrets ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 async def test_no_secret_reaches_a_log_line_or_the_metrics(capsys):
     api_key, auth_token = "AIzaSyTESTKEY0123456789abcdefghijkl", "twilio-auth-token-9f8e7d"
 
@@ -266,6 +267,7 @@ class NeverReadingPeer:
         self.sock.close()
 
 
+@pytest.mark.e2e
 async def test_hostile_peers_cost_nothing_and_a_concurrent_call_completes_with_correct_audio(
     monkeypatch, capsys
 ):

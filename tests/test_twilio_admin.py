@@ -6,8 +6,12 @@ import asyncio
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.processes import clean_env
 from tests.support.twilio_api import fake_twilio_api
+
+pytestmark = pytest.mark.e2e
 
 ACCOUNT, TOKEN = "AC" + "3" * 32, "admin-test-auth-token"
 
