@@ -138,7 +138,6 @@ class Gateway:
             lp.build_setup(config, resumption_handle),
             api_key=self.settings.gemini_api_key,
             timeout_s=self.settings.live_setup_timeout_s,
-            resuming=bool(resumption_handle),
         )
         resumed = "true" if resumption_handle else "false"
         METRICS.live_connect.labels(resumed=resumed).observe(time.monotonic() - began)  # successes only

@@ -209,6 +209,25 @@ async def test_end_call_hangs_up_once_the_goodbye_has_played_not_when_a_clear_fl
     assert call.stats.outcome is Outcome.AGENT_HUNG_UP and line.closed == ""
 
 
+async def test_a_hang_up_decided_while_the_turn_s_tail_is_sent_still_follows_the_whole_turn():
+    line, live = MemoryLine(send_delay_s=0.005), ScriptedLive()  # every send yields, as under backpressure
+    call, task = start_call(line, live, prepare=agent_with_tools())
+    conn = await live.connection(0)
+    conn.say(lp.AgentAudio(AGENT_24K), tool_call("end_call"), lp.TurnComplete())
+    await until(lambda: len(line.actions("mark")) == 2)
+    kinds = [kind if kind != "mark" else value for kind, value in line.sent]
+    assert kinds == [
+        "play",
+        "play",
+        "turn-1",
+        "hang_up-1",
+    ]  # the tail, then the turn's mark, then the action's
+    line.put(Played("turn-1"), Played("hang_up-1"))
+    async with asyncio.timeout(2):
+        await task
+    assert call.stats.outcome is Outcome.AGENT_HUNG_UP
+
+
 async def test_a_failed_transfer_is_told_to_the_agent_and_the_call_goes_on():
     line, live = MemoryLine(echo_marks=True), ScriptedLive()
     line.transfer_error = RuntimeError("Twilio said no")

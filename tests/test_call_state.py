@@ -39,6 +39,8 @@ def test_a_turn_is_counted_once_and_its_mark_follows_its_audio():
     assert playout.audio_sent() is False
     assert playout.turn == 1 and playout.in_turn
     assert playout.turn_complete(now=10.0) == "turn-1"
+    assert playout.in_turn  # until its tail and mark are on the line
+    playout.turn_over()
     assert not playout.in_turn and playout.marks == {"turn-1": 10.0}
     assert playout.played("turn-1", now=12.5) == 2.5
     assert playout.marks == {}
@@ -49,6 +51,8 @@ def test_a_turn_that_sent_nothing_gets_no_mark():
     playout.agent_transcript()  # a transcript, no audio yet
     assert playout.in_turn
     assert playout.turn_complete(now=1.0) is None and playout.turn == 0
+    playout.turn_over()
+    assert not playout.in_turn
 
 
 def test_a_mark_flushed_by_a_clear_proves_nothing():
@@ -69,6 +73,7 @@ def test_audio_of_an_interrupted_turn_is_dropped_until_its_turn_complete():
     assert not playout.sending
     assert playout.agent_audio() is False  # late audio of the interrupted turn
     assert playout.turn_complete(now=2.0) is None  # nothing of it was sent after the clear: no mark
+    playout.turn_over()
     assert playout.agent_audio() is True  # the next turn plays
     assert playout.audio_sent() and playout.turn == 2
 
@@ -79,6 +84,7 @@ def test_talking_over_a_finished_reply_that_still_plays_out_clears_it():
     playout.audio_sent()
     assert playout.talked_over() is False  # still generating: Live will say `interrupted` itself
     playout.turn_complete(now=1.0)
+    playout.turn_over()
     assert playout.talked_over() is True  # Live is done, the line still plays: the gateway clears it
     playout.played("turn-1", now=3.0)
     assert playout.talked_over() is False  # heard to the end: nothing to clear
@@ -93,19 +99,29 @@ def test_a_hang_up_asked_mid_turn_waits_for_the_turn_and_its_mark_echo():
     state.tools.started("t1")
     state.tools.answered("t1")
     assert state.ask(HANG_UP, "t1", now=1.0) is None  # mid-turn: the mark follows the turn
-    turn_mark, action_mark = state.turn_complete(now=2.0)
-    assert (turn_mark, action_mark) == ("turn-1", "hang_up-1")
+    assert state.turn_complete(now=2.0) == "turn-1"
+    assert state.turn_over(now=2.0) == "hang_up-1"  # after the turn's tail and mark
     assert state.played("turn-1", now=3.0) == (1.0, None)  # the turn played: not yet the action's mark
     took, action = state.played("hang_up-1", now=3.1)
     assert took is not None and action == HANG_UP
     assert not state.tools.busy
 
 
+def test_a_line_action_asked_while_the_turn_s_tail_goes_out_still_follows_the_turn():
+    state = CallState()
+    speaking(state)
+    assert state.turn_complete(now=1.0) == "turn-1"
+    # The tool answers while the Call is still sending the turn's tail and mark.
+    assert state.ask(HANG_UP, "t1", now=1.0) is None
+    assert state.turn_over(now=1.0) == "hang_up-1"
+
+
 def test_a_line_action_asked_between_turns_is_marked_at_once():
     state = CallState()
     mark = state.ask(TRANSFER, "t1", now=5.0)
     assert mark == "transfer-0" and state.playout.marks == {"transfer-0": 5.0}
-    assert state.turn_complete(now=6.0) == (None, None)  # not marked twice
+    assert state.turn_complete(now=6.0) is None
+    assert state.turn_over(now=6.0) is None  # not marked twice
     assert state.played(mark, now=6.0)[1] == TRANSFER
 
 
@@ -114,6 +130,7 @@ def test_a_flushed_action_mark_does_not_hang_up_and_talking_over_withdraws_the_a
     speaking(state)
     state.ask(HANG_UP, "t1", now=1.0)
     state.turn_complete(now=2.0)
+    state.turn_over(now=2.0)
     assert state.caller_transcript("wait") is True  # talked over the goodbye while it played out
     assert state.cleared() == HANG_UP  # withdrawn: the agent may ask again
     assert state.played("hang_up-1", now=2.5) == (None, None)  # the flushed echo carries nothing out
@@ -125,7 +142,7 @@ def test_an_interruption_withdraws_the_pending_line_action():
     speaking(state)
     state.ask(HANG_UP, "t1", now=1.0)
     assert state.interrupted() == HANG_UP
-    assert state.turn_complete(now=2.0) == (None, None)
+    assert state.turn_complete(now=2.0) is None and state.turn_over(now=2.0) is None
 
 
 def test_cancelling_the_tool_call_that_asked_withdraws_its_action_only():
@@ -274,6 +291,7 @@ def test_no_moment_between_turns_without_a_handle_that_covers_the_conversation()
     state.handle_update("h1", resumable=True)
     speaking(state)
     state.turn_complete(now=1.0)
+    state.turn_over(now=1.0)
     assert not state.between_turns  # the agent spoke after the handle: not covered yet
     state.handle_update("h2", resumable=True)
     assert state.between_turns

@@ -17,7 +17,7 @@ tested); this module is the story, the awaits that carry them out:
    Tool calls run in their own tasks (see gateway.tools); `end_call` and `transfer_call` act on the line only
    once what the agent is saying has been heard: a mark after its turn comes back without a `clear`.
 4. If Live cannot be brought back, apologise to the caller rather than leave dead air. Close both sides
-   (closing a Twilio stream makes Twilio run the TwiML after </Connect>) and log a summary.
+   (closing the line hangs up: a Twilio stream runs the TwiML after </Connect>) and log a summary.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class CallStats:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     frames_in: int = 0
     frames_out: int = 0
-    bytes_out: int = 0
+    bytes_out: int = 0  # agent audio sent to the line, PCM16 at its rate
     barge_ins: int = 0
     late_chunks_dropped: int = 0
     dtmf: str = ""
@@ -187,7 +187,7 @@ class Call:
             # Refused before any Live session exists: an unauthenticated stream costs nothing.
             self.stats.outcome = Outcome.REFUSED
             log.warning("stream_refused", reason=refusal)
-            await self.line.close(refusal=refusal)
+            await self.line.close(refusal)
             return
         try:
             try:
@@ -314,9 +314,9 @@ class Call:
             elif isinstance(event, Keypress):
                 stats.dtmf += event.digit
                 log.info("dtmf", digit=event.digit)
-                text = f"[The caller pressed the {event.digit} key on their phone keypad.]"
-                if self.state.resumption.keypress(text):  # else held: told once the new connection is up
-                    await self._ask_agent(text)
+                await self._send_keypress(
+                    f"[The caller pressed the {event.digit} key on their phone keypad.]"
+                )
             elif isinstance(event, Ended):
                 stats.outcome = Outcome.CALLER_HUNG_UP
                 log.info("line_ended", how=event.how)
@@ -336,6 +336,15 @@ class Call:
                 resumption.broke()
         if not resumption.hold(pcm):
             METRICS.frames_dropped.labels(direction="caller").inc()
+
+    async def _send_keypress(self, text: str) -> None:
+        resumption = self.state.resumption
+        if resumption.keypress(text):  # else held: told once the new connection is up
+            try:
+                await self._ask_agent(text)
+            except LiveConnectionLost:
+                resumption.broke()  # the agent loop is bringing the connection back: tell it there
+                resumption.keypress(text)
 
     def _to_live(self, pcm: bytes) -> bytes:
         return pcm if self._inbound is None else self._inbound.process(pcm)
@@ -471,6 +480,7 @@ class Call:
 
     async def _barge_in(self) -> None:
         """Live says the caller talked over the agent: silence the line, drop the rest of the turn."""
+        # The state first: a mark echoed while the clear is on its way proves nothing either.
         await self._clear_line(self.state.interrupted())
         self._log_transcripts()
         log.info("barge_in", turn=self.state.playout.turn)
@@ -486,7 +496,7 @@ class Call:
         METRICS.barge_ins.inc()
 
     async def _end_agent_turn(self) -> None:
-        turn_mark, action_mark = self.state.turn_complete(time.monotonic())
+        turn_mark = self.state.turn_complete(time.monotonic())
         if turn_mark is not None:
             # The resampler holds its last couple of milliseconds back; without this the end of every
             # reply is clipped.
@@ -494,6 +504,7 @@ class Call:
             if tail:
                 await self.line.play(tail)
             await self.line.mark(turn_mark)
+        action_mark = self.state.turn_over(time.monotonic())  # only now: a hang-up follows the whole turn
         self._log_transcripts()
         if action_mark is not None:
             await self.line.mark(action_mark)
@@ -548,10 +559,10 @@ class Call:
         if action.kind == "hang_up":
             self.stats.outcome = Outcome.AGENT_HUNG_UP
             log.info("agent_hung_up")
-            return True  # closing the line hangs up (Twilio runs the <Hangup/> after </Connect>)
+            return True  # closing the line hangs up
         try:
             moved = await self.line.transfer(action.target)
-        except Exception as exc:  # TwilioRestException, a network error: the caller is still on the line
+        except Exception as exc:  # the carrier refused, a network error: the caller is still on the line
             log.error("transfer_failed", target=action.target, error=str(exc))
             with contextlib.suppress(LiveError):
                 await self._ask_agent(

@@ -12,7 +12,7 @@ is the line's job.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,20 +25,15 @@ class LineAudio:
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    """The line is up: who is calling whom, and the parameters the answer gave the stream."""
+    """The line is up: the carrier's ids for the call and its media stream, who is calling whom, and the
+    parameters our answer to the carrier's webhook gave the stream (the stream token among them)."""
 
-    call_sid: str
-    stream_sid: str = ""
+    call_sid: str  # the carrier's id of the call (Twilio's CallSid): records, tokens and moves key on it
+    stream_sid: str = ""  # the carrier's id of this media stream
     account_sid: str = ""
+    caller: str = ""  # the caller's number
+    called: str = ""  # the number called: it chooses the agent
     parameters: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def caller(self) -> str:
-        return self.parameters.get("From", "")
-
-    @property
-    def called(self) -> str:
-        return self.parameters.get("To", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +61,7 @@ class Keypress:
 class Ended:
     """The caller's side ended the line: `stop` (the carrier said so) or `closed` (the socket went away)."""
 
-    how: str
+    how: Literal["stop", "closed"]
 
 
 LineEvent = Started | CallerAudio | Played | Keypress | Ended
@@ -102,7 +97,7 @@ class Line(Protocol):
         """Move the caller to `target`; False if the call had already ended. Raises if the carrier refuses."""
         ...
 
-    async def close(self, refusal: str = "") -> None:
+    async def close(self, refusal: str | None = None) -> None:
         """End our side of the line (the caller hears what the carrier does next: a hang-up); with a
         `refusal`, the stream is refused for that reason instead."""
         ...

@@ -62,13 +62,17 @@ class Playout:
 
     def turn_complete(self, now: float) -> str | None:
         """Live ended the turn (or the connection it was on). The name of the mark to send after the turn's
-        audio and its flushed tail; None if none of it reached the line."""
-        name = None
-        if self.sending:
-            name = f"turn-{self.turn}"
-            self.marks[name] = now
-        self.sending = self.discarding = self.generating = False
+        audio and its flushed tail; None if none of it reached the line. The turn is still in progress
+        until `turn_over`: its tail and mark are yet to be sent."""
+        if not self.sending:
+            return None
+        name = f"turn-{self.turn}"
+        self.marks[name] = now
         return name
+
+    def turn_over(self) -> None:
+        """The turn's tail and mark are on the line: the next audio is a new turn."""
+        self.sending = self.discarding = self.generating = False
 
     def mark_sent(self, name: str, now: float) -> None:
         """A mark of our own (a line action's, say) went to the line."""

@@ -76,14 +76,20 @@ class CallState:
         self.playout.cleared()
         return self.tools.withdraw()
 
-    def turn_complete(self, now: float) -> tuple[str | None, str | None]:
-        """The agent's turn is over: (the turn's mark, to send after its audio and tail; a line action's
-        mark, to send after that), each None when there is none to send."""
-        turn_mark = self.playout.turn_complete(now)
+    def turn_complete(self, now: float) -> str | None:
+        """Live ended the agent's turn: the turn's mark, to send after its audio and tail (None if nothing
+        of it reached the line). Until `turn_over`, the turn is still in progress: a line action asked for
+        meanwhile waits for it."""
+        return self.playout.turn_complete(now)
+
+    def turn_over(self, now: float) -> str | None:
+        """The turn's tail and mark are on the line: the mark of a line action waiting for it, if any, to
+        send next (so its echo proves the whole turn was heard)."""
+        self.playout.turn_over()
         action_mark = self.tools.turn_ended(self.playout.turn)
         if action_mark is not None:
             self.playout.mark_sent(action_mark, now)
-        return turn_mark, action_mark
+        return action_mark
 
     # --- tools ---
 

@@ -75,12 +75,13 @@ class LiveSession:
         *,
         api_key: str | None = None,
         timeout_s: float = 15.0,
-        resuming: bool = False,
     ) -> LiveSession:
-        """Connect, send `setup` (carrying a resumption handle when `resuming`) and wait for `setupComplete`.
+        """Connect, send `setup` and wait for `setupComplete`.
 
-        Raises `LiveConfigRejected`, `LiveHandleRejected` (only when resuming) or `LiveUnreachable`.
+        Raises `LiveConfigRejected`, `LiveHandleRejected` (only when the setup resumes a session from a
+        handle) or `LiveUnreachable`.
         """
+        resuming = bool(setup.get("setup", {}).get("sessionResumption", {}).get("handle"))
         headers = {"x-goog-api-key": api_key} if api_key else {}
         try:
             async with asyncio.timeout(timeout_s):

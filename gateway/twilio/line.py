@@ -75,7 +75,15 @@ class TwilioLine:
                     self._skipped("a second start on the stream")
                     continue
                 self.stream_sid, self.call_sid = event.stream_sid, event.call_sid
-                return Started(event.call_sid, event.stream_sid, event.account_sid, event.custom_parameters)
+                params = event.custom_parameters  # our TwiML's <Parameter>s: From and To among them
+                return Started(
+                    event.call_sid,
+                    event.stream_sid,
+                    event.account_sid,
+                    caller=params.get("From", ""),
+                    called=params.get("To", ""),
+                    parameters=params,
+                )
             # `connected` opens every stream and says nothing the call needs; `clear` is ours, not Twilio's.
         return self._ended
 
@@ -109,7 +117,7 @@ class TwilioLine:
             raise RuntimeError("no Twilio REST credentials")
         return await self._control.transfer(self.call_sid, target)
 
-    async def close(self, refusal: str = "") -> None:
+    async def close(self, refusal: str | None = None) -> None:
         """Close our side; Twilio then runs the TwiML after </Connect> (a refused stream is closed with
         POLICY_VIOLATION and the reason)."""
         code = CloseCode.POLICY_VIOLATION if refusal else CloseCode.NORMAL_CLOSURE
@@ -118,6 +126,6 @@ class TwilioLine:
                 # A peer that stopped reading cannot take our close frame either: give up on it; the server's
                 # keepalive then drops the connection.
                 async with asyncio.timeout(SEND_STALL_S):
-                    await self._ws.close(code=code, reason=refusal)
+                    await self._ws.close(code=code, reason=refusal or "")
             except Exception:  # already gone (or stalled): nothing left to close
                 pass

@@ -20,13 +20,17 @@ CALL_SID = "CA" + "1" * 32
 class MemoryLine:
     """A line whose events the test puts in and whose actions it reads back from `sent`."""
 
-    def __init__(self, audio: LineAudio | None = None, *, echo_marks: bool = False) -> None:
+    def __init__(
+        self, audio: LineAudio | None = None, *, echo_marks: bool = False, send_delay_s: float = 0.0
+    ) -> None:
         self.audio = audio or LineAudio(8000, 8000)
+        self.send_delay_s = send_delay_s  # each send yields this long, as a socket under backpressure does
         self.bad_messages = 0
         self.echo_marks = echo_marks  # played out at once: every mark comes back as soon as it is sent
         self.sent: list[tuple[str, object]] = []
         self.transfer_error: Exception | None = None
         self.closed: str | None = None  # the refusal, or "" once closed without one
+        self._ended: Ended | None = None
         self._events: asyncio.Queue[LineEvent] = asyncio.Queue()
 
     def put(self, *events: LineEvent) -> None:
@@ -34,23 +38,35 @@ class MemoryLine:
             self._events.put_nowait(event)
 
     def start(self, **parameters: str) -> None:
-        self.put(Started(CALL_SID, "MZ" + "2" * 32, "AC" + "3" * 32, {"From": "+15550001111", **parameters}))
+        sids = ("MZ" + "2" * 32, "AC" + "3" * 32)
+        self.put(
+            Started(CALL_SID, *sids, caller="+15550001111", called="+15550002222", parameters=parameters)
+        )
 
     async def receive(self) -> LineEvent:
-        if self.closed is not None:
-            return Ended("closed")
-        return await self._events.get()
+        """As a line does: `Ended` again on every call once it has ended (or once we closed it)."""
+        if self._ended is None and self.closed is not None:
+            self._ended = Ended("closed")
+        if self._ended is not None:
+            return self._ended
+        event = await self._events.get()
+        if isinstance(event, Ended):
+            self._ended = event
+        return event
 
     def actions(self, kind: str) -> list[object]:
         return [value for name, value in self.sent if name == kind]
 
     async def play(self, pcm: bytes) -> None:
+        await asyncio.sleep(self.send_delay_s)
         self.sent.append(("play", pcm))
 
     async def clear(self) -> None:
+        await asyncio.sleep(self.send_delay_s)
         self.sent.append(("clear", None))
 
     async def mark(self, name: str) -> None:
+        await asyncio.sleep(self.send_delay_s)
         self.sent.append(("mark", name))
         if self.echo_marks:
             self.put(Played(name))
@@ -61,9 +77,9 @@ class MemoryLine:
             raise self.transfer_error
         return True
 
-    async def close(self, refusal: str = "") -> None:
+    async def close(self, refusal: str | None = None) -> None:
         if self.closed is None:
-            self.closed = refusal
+            self.closed = refusal or ""
 
 
 @dataclass
