@@ -34,7 +34,7 @@ from gateway.live.session import LiveSession
 from gateway.logs import register_secret
 from gateway.metrics import METRICS
 from gateway.prewarm import Prewarmer
-from gateway.records import Records, open_store
+from gateway.records import Records, StoreUnavailable
 from gateway.records import register_secrets as register_database_secrets
 from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
 from gateway.stream_tokens import StreamTokens, key_from_auth_token
@@ -52,11 +52,11 @@ class Gateway:
 
     def __init__(self, settings: Settings, on_transcript: TranscriptObserver | None = None) -> None:
         self.settings = settings
-        self.records = Records(open_store(settings.database_url))
+        self.records = Records.for_settings(settings)  # never on a call's path unbounded; may be down
         self._observer = on_transcript
         self.live_url = settings.live_url()
         self.calls: set[Call] = set()
-        self.drain = Drain(settings, self.calls, self.records.store.save_handle)
+        self.drain = Drain(settings, self.calls, self.records.save_handle)
         self.validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
         self.tokens = StreamTokens(key_from_auth_token(settings.twilio_auth_token))
         self.apology_pcm = b""  # 8 kHz; spoken when Live cannot be brought back, instead of dead air
@@ -249,6 +249,8 @@ async def media(ws: WebSocket) -> None:
         limits=CallLimits(
             start_timeout_s=settings.start_timeout_s,
             idle_timeout_s=settings.media_idle_timeout_s,
+            live_setup_s=settings.live_setup_timeout_s,
+            live_stall_s=settings.live_stall_s,
             max_duration_s=settings.max_call_duration_s,
         ),
         admit=gw.admit_stream,
@@ -268,6 +270,8 @@ async def healthz(request: Request) -> Response:
     gw = _gateway(request)
     if gw.drain.active:  # readiness fails, so load balancers stop sending calls here
         return JSONResponse({"status": "draining", "active_calls": len(gw.calls)}, status_code=503)
+    if (records := gw.records.health()) is not None:  # still 200: calls are carried without the database
+        return JSONResponse({"status": "degraded", "active_calls": len(gw.calls), "records": records})
     return JSONResponse({"status": "ok", "active_calls": len(gw.calls)})
 
 
@@ -282,7 +286,14 @@ async def call_record(request: Request) -> Response:
         return JSONResponse(
             {"error": "bearer token required"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
         )
-    record = await gw.records.store.get_call(request.path_params["sid"])
+    try:
+        record = await gw.records.get_call(request.path_params["sid"])
+    except (StoreUnavailable, TimeoutError):
+        return JSONResponse(
+            {"error": "the records database is unavailable; records are kept and written when it is back"},
+            status_code=503,
+            headers={"Retry-After": "10"},
+        )
     if record is None or record.started_at is None:
         return JSONResponse({"error": "no such call"}, status_code=404)
     return JSONResponse(record.public())
@@ -304,7 +315,7 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.gateway = gateway
         async with contextlib.AsyncExitStack() as stack:
-            await gateway.records.start()
+            await gateway.records.start()  # bounded; a database that is away leaves the service degraded
             stack.push_async_callback(gateway.records.stop)
             if settings.uses_local_backend:
                 from gateway.local_live import LocalLiveServer

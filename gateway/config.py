@@ -18,6 +18,7 @@ DEFAULT_INSTRUCTIONS = (
 )
 DEFAULT_GREETING = "The caller has just been connected. Greet them briefly and ask how you can help."
 DEFAULT_DATABASE_URL = "sqlite:///gateway-calls.sqlite3"  # in the working directory
+DEFAULT_RECORDS_SPOOL_DIR = "gateway-records-spool"  # in the working directory
 DEFAULT_FAILURE_MESSAGE = (
     "I'm sorry, we are having technical difficulties and cannot continue this call. Please call back in a "
     "few minutes. Goodbye."
@@ -45,7 +46,9 @@ class Settings:
     greeting: str = DEFAULT_GREETING
     failure_message: str = DEFAULT_FAILURE_MESSAGE
     live_input_rate: int = 16000
-    live_setup_timeout_s: float = 15.0
+    # From the stream's start to a set-up Live session (the pre-warmed one included): then the apology.
+    live_setup_timeout_s: float = 6.0
+    live_stall_s: float = 8.0  # Live silent this long after the caller made a sound: switch connections
     # No Twilio signature checks: only when asked for (DEVELOPMENT_MODE), or with no paid model behind it.
     development_mode: bool = False
     max_concurrent_calls: int = 500
@@ -59,8 +62,16 @@ class Settings:
     prewarm_s: float = 10.0  # a Live session opened while the phone rings waits this long for its stream
     log_format: str = "auto"
     log_level: str = "info"
+    log_pii: bool = False  # callers' numbers (and keys pressed) in log lines in clear; transcripts never
+    # Slow clients (gateway.http_guard): deadlines for a request's headers and body, a connection budget.
+    http_header_timeout_s: float = 5.0
+    http_body_timeout_s: float = 10.0
+    http_max_connections: int = 256
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # a PostgreSQL URL has a password
     calls_api_token: str | None = field(default=None, repr=False)
+    # Records waiting for a database that is away, past what memory keeps: on disk here, at most this much.
+    records_spool_dir: str = DEFAULT_RECORDS_SPOOL_DIR
+    records_spool_max_mb: int = 64
     drain_grace_s: float = 15.0
 
     @property
@@ -205,9 +216,32 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     log_format = (env.get("LOG_FORMAT") or "auto").lower()
     if log_format not in {"auto", "json", "console"}:
         raise ConfigError("LOG_FORMAT must be json, console or auto")
+    http_header_timeout_s = _positive(env, "HTTP_HEADER_TIMEOUT_S", 5.0)
+    if not 1 <= http_header_timeout_s <= 60:
+        raise ConfigError(f"HTTP_HEADER_TIMEOUT_S={http_header_timeout_s} must be between 1 and 60 seconds")
+    http_body_timeout_s = _positive(env, "HTTP_BODY_TIMEOUT_S", 10.0)
+    if not 1 <= http_body_timeout_s <= 120:
+        raise ConfigError(f"HTTP_BODY_TIMEOUT_S={http_body_timeout_s} must be between 1 and 120 seconds")
+    http_max_connections = _int(env, "HTTP_MAX_CONNECTIONS", 256)
+    if http_max_connections < 16:
+        raise ConfigError(f"HTTP_MAX_CONNECTIONS={http_max_connections} must be at least 16")
     database_url = env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     if not database_url.startswith(("postgres://", "postgresql://", "sqlite:///")):
         raise ConfigError("DATABASE_URL must be a postgres:// or postgresql:// URL, or sqlite:///path.db")
+    records_spool_dir = env.get("RECORDS_SPOOL_DIR") or DEFAULT_RECORDS_SPOOL_DIR
+    if Path(records_spool_dir).exists() and not Path(records_spool_dir).is_dir():
+        raise ConfigError(f"RECORDS_SPOOL_DIR={records_spool_dir!r} is a file: it must be a directory")
+    records_spool_max_mb = _int(env, "RECORDS_SPOOL_MAX_MB", 64)
+    if not 0 <= records_spool_max_mb <= 100_000:
+        raise ConfigError(
+            f"RECORDS_SPOOL_MAX_MB={records_spool_max_mb} must be between 0 (no spool on disk) and 100000"
+        )
+    live_setup_timeout_s = _positive(env, "LIVE_SETUP_TIMEOUT_S", 6.0)
+    if not 1 <= live_setup_timeout_s <= 30:
+        raise ConfigError(f"LIVE_SETUP_TIMEOUT_S={live_setup_timeout_s} must be between 1 and 30 seconds")
+    live_stall_s = _positive(env, "LIVE_STALL_S", 8.0)
+    if not 2 <= live_stall_s <= 120:
+        raise ConfigError(f"LIVE_STALL_S={live_stall_s} must be between 2 and 120 seconds")
     drain_grace_s = _int(env, "DRAIN_GRACE_SECONDS", 15)
     if drain_grace_s < 0:
         raise ConfigError(f"DRAIN_GRACE_SECONDS={drain_grace_s} must be 0 or more")
@@ -226,6 +260,8 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         greeting=greeting,
         failure_message=failure_message,
         live_input_rate=input_rate,
+        live_setup_timeout_s=live_setup_timeout_s,
+        live_stall_s=live_stall_s,
         development_mode=not twilio_auth_token,
         max_concurrent_calls=max_calls,
         max_message_bytes=max_message_bytes,
@@ -237,8 +273,14 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         prewarm_s=prewarm_s,
         log_format=log_format,
         log_level=(env.get("LOG_LEVEL") or "info").lower(),
+        log_pii=_bool(env, "LOG_PII", False),
+        http_header_timeout_s=http_header_timeout_s,
+        http_body_timeout_s=http_body_timeout_s,
+        http_max_connections=http_max_connections,
         database_url=database_url,
         calls_api_token=env.get("CALLS_API_TOKEN") or None,
+        records_spool_dir=records_spool_dir,
+        records_spool_max_mb=records_spool_max_mb,
         drain_grace_s=float(drain_grace_s),
         twilio_api_base_url=twilio_api_base_url,
     )

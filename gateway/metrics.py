@@ -31,6 +31,8 @@ class Metrics:
     frames_dropped: Counter
     tokens: Counter
     records_dropped: Counter
+    records_waiting: Gauge
+    records_store_up: Gauge
     draining: Gauge
     calls_moved: Counter
 
@@ -76,8 +78,16 @@ METRICS = Metrics(
     ),
     records_dropped=Counter(
         "gateway_records_dropped",
-        "Call records or transcript lines not stored: the writer's queue was full, or the write failed",
+        "Call records or transcript lines not stored: no room left to keep them while the database was away "
+        "(queue_full, spool_full, shutdown), or refused by a database that answers (write_failed)",
         ["reason"],
+    ),
+    records_waiting=Gauge(
+        "gateway_records_waiting",
+        "Call records and transcript lines waiting for the database (memory and disk)",
+    ),
+    records_store_up=Gauge(
+        "gateway_records_store_up", "1 while the records database answers; 0 while it is down"
     ),
     draining=Gauge("gateway_draining", "1 while this instance drains (takes no new calls)"),
     calls_moved=Counter(
@@ -95,9 +105,12 @@ class SpeechEnd:
     def __init__(self) -> None:
         self.last_voice: float | None = None
 
-    def frame(self, pcm: bytes) -> None:
+    def frame(self, pcm: bytes) -> bool:
+        """True when the frame is loud enough to be the caller's voice."""
         if audioop.max(pcm, 2) > self.THRESHOLD:
             self.last_voice = time.monotonic()
+            return True
+        return False
 
     def answered(self) -> None:
         """The agent started answering: observe the latency once per caller utterance."""

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from gateway.agents import Agent
-from gateway.call import Call, CallAgent, Outcome
+from gateway.call import Call, CallAgent, CallLimits, Outcome
 from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, Played, Started
 from gateway.live import protocol as lp
 from gateway.live.session import LiveConfigRejected, LiveConnectionLost, LiveHandleRejected
@@ -256,3 +257,32 @@ async def test_a_go_away_switch_waits_for_a_running_tool_then_resumes():
     assert second.handle == "h1" and conn.closed
     await hang_up(line, task)
     assert call.stats.outcome is Outcome.CALLER_HUNG_UP
+
+
+async def test_a_connection_that_goes_silent_after_the_caller_spoke_is_given_up_and_resumed():
+    line, live = MemoryLine(), ScriptedLive()
+    call, task = start_call(line, live, limits=CallLimits(live_stall_s=0.3))
+    first = await live.connection(0)
+    first.say(lp.ResumptionUpdate("h1", True))  # it has spoken: from now on its silence means something
+    await until(lambda: call.resumption_handle == "h1")
+    line.put(CallerAudio(LOUD_8K))  # the caller speaks; Live stops reading and never answers
+    second = await live.connection(1)
+    assert first.aborted and second.handle == "h1"
+    assert call.stats.switches and call.stats.outcome is Outcome.UNKNOWN  # the call goes on
+    await hang_up(line, task)
+
+
+async def test_a_live_endpoint_that_never_answers_ends_in_the_apology_within_the_setup_budget():
+    line, live = MemoryLine(), ScriptedLive()
+    live.hanging = True
+    apologised: list[float] = []
+
+    async def apologise(call: Call) -> None:
+        apologised.append(time.monotonic())
+
+    began = time.monotonic()
+    call, task = start_call(line, live, on_failure=apologise, limits=CallLimits(live_setup_s=0.3))
+    async with asyncio.timeout(2):
+        await task
+    assert call.stats.outcome is Outcome.LIVE_UNAVAILABLE
+    assert len(apologised) == 1 and apologised[0] - began < 0.3 + 0.2  # one budget, not two timeouts

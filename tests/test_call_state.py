@@ -251,14 +251,28 @@ def test_keypresses_during_a_switch_are_held_and_told_after_it():
 
 def test_go_away_sets_a_deadline_with_a_margin_for_the_new_setup():
     res = Resumption()
-    assert res.time_to_switch(now=100.0) is None
+    assert res.wait(now=100.0, caller_sound_at=None) == (None, "")
     res.go_away(time_left_s=60.0, now=100.0)
-    assert res.time_to_switch(now=100.0) == 55.0  # 5 s margin at most
+    assert res.wait(now=100.0, caller_sound_at=None) == (55.0, "go_away_deadline")  # 5 s margin at most
     res.go_away(time_left_s=4.0, now=100.0)
-    assert res.time_to_switch(now=100.0) == 3.0  # a quarter of a short notice
-    assert res.time_to_switch(now=200.0) == 0.0
+    assert res.wait(now=100.0, caller_sound_at=None) == (3.0, "go_away_deadline")  # a quarter of it
+    assert res.wait(now=200.0, caller_sound_at=None) == (0.0, "go_away_deadline")
     res.begin_switch()
     assert res.switch_by is None
+
+
+def test_a_connection_silent_after_the_caller_spoke_has_stalled_whatever_the_buffers():
+    res = Resumption(stall_s=8.0)
+    assert res.wait(now=10.0, caller_sound_at=9.0) == (None, "")  # it has said nothing yet: not judged
+    res.heard(now=10.0)
+    assert res.wait(now=11.0, caller_sound_at=9.5) == (None, "")  # it spoke after the caller's sound
+    assert res.wait(now=13.0, caller_sound_at=12.0) == (7.0, "stalled")  # silent since the caller spoke
+    res.heard(now=14.0)
+    assert res.wait(now=14.0, caller_sound_at=12.0) == (None, "")  # it answered: alive
+    res.go_away(time_left_s=4.0, now=14.0)
+    assert res.wait(now=15.0, caller_sound_at=14.5) == (2.0, "go_away_deadline")  # the nearer deadline
+    res.begin_switch()
+    assert res.wait(now=20.0, caller_sound_at=19.0) == (None, "")  # a new connection starts unjudged
 
 
 def test_too_many_barren_connections_in_a_row_give_up_but_one_that_spoke_resets_the_count():

@@ -35,6 +35,7 @@ from gateway.agents import Agent
 from gateway.audio import Resampler
 from gateway.call.line import CallerAudio, Ended, Keypress, Line, LineClosed, Played, Started
 from gateway.call.outcome import Outcome, live_failure
+from gateway.call.resumption import Resumption
 from gateway.call.state import CallState
 from gateway.call.summary import CallSummary
 from gateway.live import protocol as lp
@@ -44,6 +45,7 @@ from gateway.live.session import (
     LiveError,
     LiveHandleRejected,
     LiveSession,
+    LiveUnreachable,
 )
 from gateway.metrics import METRICS, SpeechEnd
 from gateway.tools import CallIds, LineAction, Toolbox, ToolResult
@@ -70,6 +72,11 @@ class CallLimits:
     start_timeout_s: float = 10.0  # the line must start this soon after it opens
     idle_timeout_s: float = 20.0  # lines carry audio every 20 ms, silence too: this long without is dead
     max_duration_s: float = 4 * 3600.0
+    # From the line's start to a set-up Live session, however it is had (pre-warmed, resumed or opened
+    # here): one budget, never two timeouts back to back; past it the caller hears the apology. The same
+    # bound holds for bringing a lost connection back during the call.
+    live_setup_s: float = 6.0
+    live_stall_s: float = 8.0  # Live silent this long after the caller made a sound: a stalled connection
 
 
 @dataclass(frozen=True)
@@ -144,7 +151,7 @@ class Call:
         self.start: Started | None = None
         self.live: LiveSession | None = None
         self.stats = CallStats()
-        self.state = CallState()
+        self.state = CallState(resumption=Resumption(stall_s=limits.live_stall_s))
         # Resample only where the line's rate is not Live's (a wideband line may need neither).
         rates = line.audio
         self._inbound = Resampler(rates.in_rate, input_rate) if rates.in_rate != input_rate else None
@@ -153,6 +160,10 @@ class Call:
         )
         self._speech_end = SpeechEnd()  # for the response latency metric
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
+        # The agent loop's wait for Live's next message, and why to switch if it runs out: the caller loop
+        # brings it forward when the caller speaks to a connection that may have stalled.
+        self._live_wait: asyncio.Timeout | None = None
+        self._live_wait_reason = ""
 
     @property
     def call_sid(self) -> str:
@@ -191,7 +202,11 @@ class Call:
             return
         try:
             try:
-                self.live = await self._first_live()
+                try:
+                    async with asyncio.timeout(self.limits.live_setup_s):
+                        self.live = await self._first_live()
+                except TimeoutError:
+                    raise LiveUnreachable(f"no Live session within {self.limits.live_setup_s:.0f}s") from None
                 if self.greeting and not self.resumption_handle:  # a resumed conversation was greeted already
                     await self._ask_agent(self.greeting)
             except LiveError as exc:
@@ -303,7 +318,8 @@ class Call:
                 return
             if isinstance(event, CallerAudio):
                 stats.frames_in += 1
-                self._speech_end.frame(event.pcm)
+                if self._speech_end.frame(event.pcm):
+                    self._watch_for_stall()
                 await self._send_caller_audio(event.pcm)
             elif isinstance(event, Played):
                 took, action = self.state.played(event.name, time.monotonic())
@@ -371,11 +387,16 @@ class Call:
         while True:
             if self.state.switch_now():
                 return "go_away"  # switch now, well before the deadline
+            wait_s, self._live_wait_reason = resumption.wait(time.monotonic(), self._speech_end.last_voice)
             try:
-                async with asyncio.timeout(resumption.time_to_switch(time.monotonic())):
+                async with asyncio.timeout(wait_s) as self._live_wait:
                     events = await live.receive()
             except TimeoutError:
-                return "go_away_deadline"  # the server may go quiet after goAway: the timer decides
+                then = self._live_wait_reason
+                if then == "stalled":  # no word since the caller spoke: Live stopped reading or serving
+                    log.warning("live_stalled", stall_s=resumption.stall_s)
+                    live.abort()
+                return then  # or the goAway deadline: the server may go quiet after goAway
             except LiveConnectionLost as exc:
                 log.warning("live_connection_lost", error=str(exc), code=exc.code)
                 if resumption.connection_lost(heard_from_server):
@@ -385,10 +406,28 @@ class Call:
                     ) from None
                 return "connection_lost"
             heard_from_server = True
+            resumption.heard(time.monotonic())
             if events is None:
                 return "go_away" if resumption.switch_by is not None else None
             for event in events:
                 await self._on_live_event(event)
+
+    def _watch_for_stall(self) -> None:
+        """The caller made a sound: if Live has said nothing since, it must say something within the stall
+        time of the caller's last sound; move the agent loop's wait to then (forward when it had none,
+        later while the caller goes on talking: at most once a second, as this runs per loud frame, so the
+        stall time counts from the caller's last sound give or take a second)."""
+        wait = self._live_wait
+        if wait is None:
+            return
+        wait_s, reason = self.state.resumption.wait(time.monotonic(), self._speech_end.last_voice)
+        if wait_s is None:
+            return
+        when = asyncio.get_running_loop().time() + wait_s
+        scheduled = wait.when()
+        if scheduled is None or when < scheduled or when - scheduled > 1.0:
+            self._live_wait_reason = reason
+            wait.reschedule(when)
 
     async def _on_live_event(self, event: lp.LiveEvent) -> None:
         state = self.state
@@ -430,7 +469,11 @@ class Call:
         await old.close()  # first: the server rejects a resume while the old connection is open
         if in_turn:
             await self._end_agent_turn()  # that turn is over: its tail and mark go out, nothing waits for it
-        self.live = await self._connect_again()
+        try:
+            async with asyncio.timeout(self.limits.live_setup_s * 2):  # a few attempts, never open-ended
+                self.live = await self._connect_again()
+        except TimeoutError:
+            raise LiveUnreachable(f"Live not back within {self.limits.live_setup_s * 2:.0f}s") from None
         while (frame := state.resumption.next_held()) is not None:  # frames held meanwhile go in order too
             await self.live.send_audio(self._to_live(frame), self.input_rate)
         for text in state.resumption.take_keys():
@@ -605,7 +648,7 @@ class Call:
 
     def _log_transcripts(self, *roles: str) -> None:
         for role, text in self.state.transcript.flush(*roles):
-            log.info("transcript", role=role, text=text)
+            log.info("transcript", role=role, chars=len(text))  # the words go to the records, never a log
             if self.on_transcript is not None:
                 self.on_transcript(self.call_sid, role, text)
 

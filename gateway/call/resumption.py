@@ -14,6 +14,9 @@ MAX_REPLAY_S = 10.0
 MAX_BARREN_CONNECTIONS = 3
 # After goAway, switch this long before the deadline at most, to leave time for the new connection's setup.
 GO_AWAY_MARGIN_S = 5.0
+# A connection that has spoken, then says nothing at all for this long after the caller made a sound, has
+# stalled (a healthy Live transcribes or answers within a second or two).
+STALL_S = 8.0
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Resumption:
 
     max_frames: int = int(MAX_REPLAY_S / FRAME_S)
     max_barren: int = MAX_BARREN_CONNECTIONS
+    stall_s: float = STALL_S
     handle: str = ""
     handle_fresh: bool = False  # the handle came after the agent last spoke: it covers the conversation
     switch_by: float | None = None  # after goAway: switch connections by this monotonic time
@@ -36,6 +40,7 @@ class Resumption:
     held: deque[bytes] | None = None  # caller frames waiting for the new connection (None: not switching)
     held_keys: list[str] = field(default_factory=list)
     barren: int = 0  # connections in a row lost before the server said anything
+    heard_at: float | None = None  # when the current connection last said anything (None: nothing yet)
     dropped: int = 0  # caller frames lost because a switch took longer than the hold allows
 
     def __post_init__(self) -> None:
@@ -94,9 +99,26 @@ class Resumption:
         margin = min(GO_AWAY_MARGIN_S, time_left_s * 0.25)
         self.switch_by = now + max(0.0, time_left_s - margin)
 
-    def time_to_switch(self, now: float) -> float | None:
-        """Seconds left before the goAway deadline forces a switch; None when no goAway is pending."""
-        return None if self.switch_by is None else max(0.0, self.switch_by - now)
+    def heard(self, now: float) -> None:
+        """The current connection said something: it is alive."""
+        self.heard_at = now
+
+    def wait(self, now: float, caller_sound_at: float | None) -> tuple[float | None, str]:
+        """How long to wait for the server's next message (None: no limit), and why to switch connections
+        if it does not come by then: the goAway deadline, or a stall. A connection has stalled when it
+        has spoken before, the caller made a sound after it last did, and it stays silent `stall_s` after
+        that sound: it stopped reading or serving, whatever the buffers between us hold. (A connection
+        that has said nothing yet is not judged: after a switch, the caller's noise alone does not make
+        the new one look stalled.)"""
+        deadlines = []
+        if self.switch_by is not None:
+            deadlines.append((self.switch_by, "go_away_deadline"))
+        if self.heard_at is not None and caller_sound_at is not None and caller_sound_at > self.heard_at:
+            deadlines.append((caller_sound_at + self.stall_s, "stalled"))
+        if not deadlines:
+            return None, ""
+        at, reason = min(deadlines)
+        return max(0.0, at - now), reason
 
     def connection_lost(self, heard_from_server: bool) -> bool:
         """A set-up connection broke. True when it is time to give up: too many connections in a row died
@@ -116,6 +138,7 @@ class Resumption:
         self.held = deque(self.since_handle)
         self.switch_by = None
         self.handle_fresh = False
+        self.heard_at = None
 
     def next_held(self) -> bytes | None:
         """The next frame to send on the new connection; None once there is none left (the switch is over,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import structlog
@@ -33,6 +34,12 @@ log = structlog.get_logger("gateway.live")
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 60.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# A peer that stops reading is seen only once the buffers between us fill: the kernel's send buffer is kept
+# small (autotuning would let it grow to megabytes: minutes of caller audio), and a send that then waits for
+# the peer longer than this gives the connection up.
+SEND_BUFFER_BYTES = 64 * 1024  # about 3 s of caller audio on the wire
+SEND_STALL_S = 2.0
+CLOSE_TIMEOUT_S = 2.0  # a graceful close waits this long for the server's answer, then the socket goes
 SETUP_REFUSALS = frozenset({CloseCode.INVALID_DATA, CloseCode.POLICY_VIOLATION})
 
 
@@ -66,6 +73,11 @@ class LiveSession:
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
+        transport = ws.transport
+        self._high_water = transport.get_write_buffer_limits()[1]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
 
     @classmethod
     async def open(
@@ -93,6 +105,7 @@ class LiveSession:
                     max_size=MAX_MESSAGE_BYTES,
                     compression=None,  # audio does not deflate; compression would only cost CPU
                     open_timeout=timeout_s,
+                    close_timeout=CLOSE_TIMEOUT_S,
                 )
                 session = cls(ws)
                 try:
@@ -117,9 +130,20 @@ class LiveSession:
             raise LiveUnreachable(f"Live sent something unreadable during setup: {exc}") from None
 
     async def send(self, message: str) -> None:
-        """Send one client message; raises `LiveConnectionLost` or `LiveConfigRejected` once closed."""
+        """Send one client message; raises `LiveConnectionLost` or `LiveConfigRejected` once closed, and
+        `LiveConnectionLost` when the peer has stopped reading (the connection is then aborted)."""
         try:
-            await self._ws.send(message)
+            # Nothing is left in our buffer while the kernel takes every write: then a small message cannot
+            # make the send wait, and no deadline is armed (the usual case, every frame of a healthy call).
+            if not self._ws.transport.get_write_buffer_size() and len(message) < self._high_water // 2:
+                await self._ws.send(message)
+                return
+            try:
+                async with asyncio.timeout(SEND_STALL_S):
+                    await self._ws.send(message)
+            except TimeoutError:
+                self.abort()
+                raise LiveConnectionLost(f"Live stopped reading: a send waited {SEND_STALL_S:.0f}s") from None
         except ConnectionClosed as exc:
             raise _running_error(exc) from None
 
@@ -145,7 +169,13 @@ class LiveSession:
                 log.warning("live_message_skipped", error=str(exc))
 
     async def close(self) -> None:
+        """Close gracefully; a server that does not answer within CLOSE_TIMEOUT_S is cut off."""
         await self._ws.close()
+
+    def abort(self) -> None:
+        """Drop the connection now (a peer that stopped reading cannot take a close frame either): whatever
+        waits on it (a send, a receive) raises `LiveConnectionLost`."""
+        self._ws.transport.abort()
 
 
 def _close_of(exc: ConnectionClosed) -> tuple[int, str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from gateway.call.line import Ended, LineAudio, LineEvent, Played, Started
 from gateway.live import protocol as lp
-from gateway.live.session import LiveError
+from gateway.live.session import LiveConnectionLost, LiveError
 
 CALL_SID = "CA" + "1" * 32
 
@@ -124,6 +124,12 @@ class ScriptedConnection:
     async def close(self) -> None:
         self.closed = True
 
+    def abort(self) -> None:
+        self.aborted = True
+        self.lose(LiveConnectionLost("aborted", 1006))
+
+    aborted = False
+
 
 class ScriptedLive:
     """Opens `ScriptedConnection`s for the Call; `refusals` are raised, in order, before any opens."""
@@ -131,9 +137,12 @@ class ScriptedLive:
     def __init__(self) -> None:
         self.connections: list[ScriptedConnection] = []
         self.refusals: list[LiveError] = []
+        self.hanging = False  # accepts and never answers the setup
         self.opened = asyncio.Event()
 
     async def open(self, config: lp.LiveConfig, handle: str | None) -> ScriptedConnection:
+        if self.hanging:
+            await asyncio.Event().wait()
         if self.refusals:
             raise self.refusals.pop(0)
         connection = ScriptedConnection(handle)
