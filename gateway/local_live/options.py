@@ -27,3 +27,4 @@ class LocalLiveOptions:
     recognizers_limit: int = 4  # at most this many utterances are decoded at once; others queue
     worker_threads: int = 6  # threads for VAD, recognition and synthesis
     ssl_context: ssl.SSLContext | None = None  # serve wss:// (the SDK insists on TLS when given an API key)
+    record_connections: bool = False  # keep a ConnectionRecord per connection in server.connections (tests)

@@ -17,6 +17,7 @@ import random
 import signal
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,6 +40,35 @@ log = structlog.get_logger("gateway.local_live")
 _conn_ids = itertools.count(1)
 
 
+@dataclass
+class ConnectionRecord:
+    """What one set-up connection carried, kept when ``LocalLiveOptions.record_connections`` is on, so a
+    test can check what a client did (which handle it resumed from, which audio it sent) without reading
+    the recogniser's output. Positions are bytes of audio received on this connection."""
+
+    session_id: str
+    resumed_from: str | None  # the handle this connection resumed from; None for a new session
+    audio: bytearray = field(default_factory=bytearray)  # realtimeInput audio, as received (PCM16)
+    # Resumption handles and input transcriptions in the order they were sent: ("handle" or "transcript",
+    # the handle or the text, the bytes of audio received by then).
+    sent: list[tuple[str, str, int]] = field(default_factory=list)
+    dropped: bool = False  # cut on purpose (``drop_rate_per_s``)
+
+    @property
+    def handles(self) -> list[str]:
+        return [value for kind, value, _ in self.sent if kind == "handle"]
+
+    @property
+    def transcripts(self) -> list[str]:
+        return [value for kind, value, _ in self.sent if kind == "transcript"]
+
+    def sending(self, message: dict[str, Any]) -> None:
+        if handle := message.get("sessionResumptionUpdate", {}).get("newHandle"):
+            self.sent.append(("handle", handle, len(self.audio)))
+        if text := message.get("serverContent", {}).get("inputTranscription", {}).get("text"):
+            self.sent.append(("transcript", text, len(self.audio)))
+
+
 class LocalLiveServer:
     """The local Live backend: a WebSocket server on Google's Live paths with the shared recognizer pool, the
     handle store and the worker threads."""
@@ -52,6 +82,7 @@ class LocalLiveServer:
         self.pool = shared_pool(self.options.recognizers_preload, self.options.recognizers_limit)
         self.store = HandleStore(self.options.handle_ttl_s)
         self.audio_bytes_received = 0  # realtimeInput audio over all connections (tests count caller frames)
+        self.connections: list[ConnectionRecord] = []  # with options.record_connections, in setup order
         self._executor: ThreadPoolExecutor | None = None
         self._server: Server | None = None
         self._port = 0
@@ -124,8 +155,11 @@ class LocalLiveServer:
         version = p.PATHS[urlsplit(ws.request.path).path]
         conn = next(_conn_ids)
         clog = log.bind(conn=conn, version=version)
+        record: ConnectionRecord | None = None
 
         async def send(message: dict[str, Any]) -> None:
+            if record is not None:
+                record.sending(message)  # before the await: positions as they were when decided
             await ws.send(p.encode(message))  # bytes: a binary frame, as the service sends
 
         try:
@@ -139,6 +173,9 @@ class LocalLiveServer:
 
         clog = clog.bind(session=session_id[:8], model=cfg.model.name)
         self.store.connected(session_id)
+        if self.options.record_connections:
+            record = ConnectionRecord(session_id, cfg.resume_handle or None)
+            self.connections.append(record)
         session: Session | None = None
         lifetime: asyncio.Task[None] | None = None
         chaos: asyncio.Task[None] | None = None
@@ -160,11 +197,13 @@ class LocalLiveServer:
             if self.options.goaway_after_s is not None:
                 lifetime = asyncio.create_task(self._lifetime(ws, clog))
             if self.options.drop_rate_per_s > 0:
-                chaos = asyncio.create_task(self._drop_at_random(ws, clog))
+                chaos = asyncio.create_task(self._drop_at_random(ws, clog, record))
             async for raw in ws:
                 for event in p.parse_client_message(raw, cfg.model):
                     if isinstance(event, p.AudioIn):
                         self.audio_bytes_received += len(event.pcm)
+                        if record is not None:
+                            record.audio += event.pcm
                     await session.handle(event)
         except p.ProtocolError as exc:
             clog.info("local_live.closed_invalid", code=exc.code, reason=exc.reason)
@@ -208,10 +247,12 @@ class LocalLiveServer:
             raise p.ProtocolError(p.CLOSE_INTERNAL, "The session is still open on another connection.")
         return cfg, snapshot.session_id, copy.deepcopy(snapshot.history)
 
-    async def _drop_at_random(self, ws: ServerConnection, clog: Any) -> None:
+    async def _drop_at_random(self, ws: ServerConnection, clog: Any, record: ConnectionRecord | None) -> None:
         """Cut the connection with no close frame (as a network fault or a crashed server would)."""
         await asyncio.sleep(random.expovariate(self.options.drop_rate_per_s))
         clog.info("local_live.dropping_connection")
+        if record is not None:
+            record.dropped = True
         ws.transport.abort()
 
     async def _lifetime(self, ws: ServerConnection, clog: Any) -> None:
