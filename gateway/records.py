@@ -1,26 +1,44 @@
 """Call records: one row per call and its transcript lines, in SQLite (default) or PostgreSQL (DATABASE_URL).
 
-Writes never sit on the audio path: a Call hands a record or a transcript line to `Records`, which puts it
-on a bounded queue that one background task drains into the database. A slow database makes the queue grow;
-a full queue drops the write (counted and logged) instead of making a call wait.
+Records are not needed to carry a call, so the database is never on a call's critical path without a bound
+that holds whatever the driver does (a frozen server, a pool with no connection free):
+
+- Writes never sit on the audio path: a Call hands a record or a transcript line to `Records`, which keeps
+  it in a bounded spool (memory first, then a file on disk) that one background task drains into the
+  database, oldest first. While the database is slow, down or frozen the spool grows; the writer reconnects
+  with a backoff and writes what waited once it is back, and a restart meanwhile leaves the spool on disk for
+  the next start. Only a write that finds both memory and disk full (or a write the database keeps refusing
+  while it answers) is dropped: counted, and logged with its call_sid.
+- The one read a call waits for (its resumption handle, see below) runs in a task of its own, given up after
+  `HANDLE_LOOKUP_TIMEOUT_S` however the driver cleans up after it; while the store is known to be down it is
+  not even tried.
+- Start-up does not wait for the database more than `OPEN_TIMEOUT_S`: the gateway starts and carries calls
+  without it, `/healthz` says the records store is degraded, and the log line names DATABASE_URL.
 
 A call can span instances: at shutdown one instance stores the call's Live resumption handle and redirects
 the call to the voice webhook, and the instance that answers resumes the Live session from that handle and
 later adds its part to the same record (tokens and switches add up; the first start and last end stay).
+Writes are idempotent, so one retried after an answer that was lost (a database frozen mid-commit) is not
+counted twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import fcntl
 import json
+import os
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import structlog
@@ -30,12 +48,25 @@ from gateway.metrics import METRICS
 
 if TYPE_CHECKING:
     from gateway.call.summary import CallSummary
+    from gateway.config import Settings
 
 log = structlog.get_logger("gateway.records")
 
-QUEUE_SIZE = 10_000  # records and transcript lines waiting for the database; about a few MB at most
-STOP_TIMEOUT_S = 5.0  # at shutdown, for the queued writes to reach the database
+T = TypeVar("T")
+
+QUEUE_SIZE = 10_000  # writes waiting in memory (a few MB at most); past it they wait on disk
+SPOOL_MAX_BYTES = 64 * 2**20  # writes waiting on disk (RECORDS_SPOOL_MAX_MB): 64 MB, some 300,000 lines
+STOP_TIMEOUT_S = 5.0  # at shutdown, for waiting writes to reach a database that answers
 HANDLE_LOOKUP_TIMEOUT_S = 2.0  # a call that cannot learn its handle this fast starts a fresh Live session
+HANDLE_SAVE_TIMEOUT_S = 2.0  # a draining call's handle: stored this fast, or the call moves without it
+OPEN_TIMEOUT_S = 5.0  # connect and create the tables; start-up waits no longer for the database
+WRITE_TIMEOUT_S = 10.0  # one write; a database that takes longer is treated as down
+PING_TIMEOUT_S = 2.0  # "SELECT 1": does the database answer at all?
+CLOSE_TIMEOUT_S = 2.0  # a graceful close; then connections are dropped
+RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 5.0)  # between attempts to reach a database that is down; then every 5 s
+MAX_ATTEMPTS = 3  # a write the database refuses while it answers (bad data): tried this often, then dropped
+LOOKUPS_IN_FLIGHT = 16  # handle lookups still running (given up on or not); past it, calls do not look up
+STILL_DOWN_LOG_S = 60.0  # while the database is down, a reminder this often
 
 _COLUMNS = (
     "call_sid", "stream_sid", "account_sid", "from_number", "to_number", "agent", "started_at", "ended_at",
@@ -80,6 +111,8 @@ class CallRecord:
         """This instance's part of a call added to what another instance stored for it before."""
         if old is None or old.started_at is None:
             return self
+        if self.stream_sid and old.stream_sid == self.stream_sid and old.ended_at == self.ended_at:
+            return old  # this part is in already: a write retried after the database's answer was lost
         later = self.ended_at is not None and (old.ended_at is None or self.ended_at >= old.ended_at)
         last, first = (self, old) if later else (old, self)
         modality = dict(old.tokens_by_modality)
@@ -138,15 +171,41 @@ def record_of(summary: CallSummary) -> CallRecord:
 
 
 class Store(Protocol):
-    """Where call records are kept: SQLite (`SqliteStore`) or PostgreSQL (`PostgresStore`)."""
+    """Where call records are kept: SQLite (`SqliteStore`) or PostgreSQL (`PostgresStore`).
+
+    `open` may be called again after `abort` (the writer reconnects that way); `abort` drops every
+    connection at once, without waiting for anything, so that operations stuck on a frozen database end."""
+
+    where: str  # what the logs say the database is (never its password)
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+    def abort(self) -> None: ...
+    async def ping(self) -> None: ...
     async def save_call(self, record: CallRecord) -> None: ...
     async def add_transcript(self, call_sid: str, line: TranscriptLine) -> None: ...
     async def save_handle(self, call_sid: str, handle: str) -> None: ...
+    async def get_handle(self, call_sid: str) -> str: ...
     async def get_call(self, call_sid: str) -> CallRecord | None: ...
     async def list_calls(self, since: datetime | None = None, limit: int = 100) -> list[CallRecord]: ...
+
+
+class StoreUnavailable(ConnectionError):
+    """The records store is down, frozen or not open: what was asked of it was not done."""
+
+
+def is_store_fault(exc: BaseException) -> bool:
+    """Does this error say the database is unavailable (retry the write later), rather than that the write
+    itself is bad (it would fail again whenever it is tried)?"""
+    if isinstance(exc, sqlite3.Error):
+        # locked, read-only, disk full, I/O error, cannot open: all the file's state, not the write's
+        return isinstance(exc, sqlite3.OperationalError)
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str):  # asyncpg's PostgresError
+        # connection, resources (disk full), operator intervention (shutdown), system, rollback
+        # (serialization, deadlock), internal errors; and a read-only transaction (a failover in progress)
+        return state[:2] in {"08", "53", "57", "58", "40", "XX", "F0"} or state == "25006"
+    return True  # OSError, TimeoutError, a closed connection, a driver's interface error
 
 
 def _row_to_record(row: dict[str, Any], parse_time: Callable[[Any], datetime | None]) -> CallRecord:
@@ -196,49 +255,91 @@ def _renames(columns_of: Callable[[str], set[str]]) -> list[str]:
 
 
 class SqliteStore:
-    """stdlib sqlite3 in a worker thread; one connection, used by one thread at a time."""
+    """stdlib sqlite3 on a thread of its own (never the loop's default executor, which resolves names for
+    the rest of the service); one connection, used by one thread at a time."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.where = f"sqlite file {path}"
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._generation = 0  # bumped by abort(): an open() that finishes after it must not take effect
+
+    def _thread(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="records-sqlite")
+        return self._executor
 
     def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Awaitable[Any]:
-        def locked() -> Any:
-            assert self._db is not None
-            with self._lock, self._db:  # one transaction per operation
-                return fn(self._db)
+        db = self._db
 
-        return asyncio.to_thread(locked)
+        def locked() -> Any:
+            if db is None:
+                raise StoreUnavailable("the records database is not open")
+            with self._lock, db:  # one transaction per operation
+                return fn(db)
+
+        return asyncio.get_running_loop().run_in_executor(self._thread(), locked)
 
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")  # readers (`gateway calls`) never block the writer
-        self._db.execute("PRAGMA busy_timeout=5000")
-        # With WAL, NORMAL syncs at checkpoints, not at every commit: a power cut may lose the last records,
-        # never corrupt the file. Measured: 4.6 -> 2.4 ms of writer time per call (BENCHMARKS.md).
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self.abort()
+        generation = self._generation
 
-        def create(db: sqlite3.Connection) -> None:
-            db.executescript(_SCHEMA.format(time="TEXT", serial="INTEGER"))
-            db.execute("BEGIN IMMEDIATE")  # another process may be opening the same file
+        def connect() -> sqlite3.Connection:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            try:
+                db.row_factory = sqlite3.Row
+                db.execute("PRAGMA journal_mode=WAL")  # readers (`gateway calls`) never block the writer
+                db.execute("PRAGMA busy_timeout=5000")
+                # With WAL, NORMAL syncs at checkpoints, not at every commit: a power cut may lose the last
+                # records, never corrupt the file. Measured: 4.6 -> 2.4 ms of writer time per call.
+                db.execute("PRAGMA synchronous=NORMAL")
+                with db:
+                    db.executescript(_SCHEMA.format(time="TEXT", serial="INTEGER"))
+                    db.execute("BEGIN IMMEDIATE")  # another process may be opening the same file
 
-            def columns_of(table: str) -> set[str]:
-                return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                    def columns_of(table: str) -> set[str]:
+                        return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
 
-            for statement in _renames(columns_of):
-                db.execute(statement)
+                    for statement in _renames(columns_of):
+                        db.execute(statement)
+            except BaseException:
+                db.close()
+                raise
+            return db
 
-        await self._run(create)
+        db = await asyncio.get_running_loop().run_in_executor(self._thread(), connect)
+        if generation != self._generation:  # aborted meanwhile (given up on): this connection is not ours
+            self._thread().submit(db.close)
+            raise StoreUnavailable("the records database was closed while it was being opened")
+        self._db = db
+
+    def abort(self) -> None:
+        self._generation += 1
+        db, self._db = self._db, None
+        if db is not None:
+            db.interrupt()  # a statement in progress stops; the close runs after it on the same thread
+            self._thread().submit(db.close)
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._run(lambda db: None)  # wait for any operation in flight
-            self._db.close()
-            self._db = None
+        db, self._db = self._db, None
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        if db is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, db.close)  # after any op in flight
+        executor.shutdown(wait=False)
+
+    async def ping(self) -> None:
+        # A write lock, not just a read: a read-only or locked file answers SELECT 1 but takes no record.
+        def ping(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("SELECT 1").fetchone()
+
+        await self._run(ping)
 
     @staticmethod
     def _time(value: datetime | None) -> str | None:
@@ -263,9 +364,11 @@ class SqliteStore:
         await self._run(save)
 
     async def add_transcript(self, call_sid: str, line: TranscriptLine) -> None:
+        at = self._time(line.at)
         await self._run(lambda db: db.execute(
-            "INSERT INTO transcript_lines (call_sid, at, role, text) VALUES (?, ?, ?, ?)",
-            (call_sid, self._time(line.at), line.role, line.text),
+            "INSERT INTO transcript_lines (call_sid, at, role, text) SELECT ?, ?, ?, ? WHERE NOT EXISTS "
+            "(SELECT 1 FROM transcript_lines WHERE call_sid = ? AND at = ? AND role = ? AND text = ?)",
+            (call_sid, at, line.role, line.text) * 2,
         ))  # fmt: skip
 
     async def save_handle(self, call_sid: str, handle: str) -> None:
@@ -274,6 +377,13 @@ class SqliteStore:
             "ON CONFLICT (call_sid) DO UPDATE SET resumption_handle = excluded.resumption_handle",
             (call_sid, handle),
         ))  # fmt: skip
+
+    async def get_handle(self, call_sid: str) -> str:
+        def get(db: sqlite3.Connection) -> str:
+            row = db.execute("SELECT resumption_handle FROM calls WHERE call_sid = ?", (call_sid,)).fetchone()
+            return str(row[0]) if row else ""
+
+        return await self._run(get)
 
     async def get_call(self, call_sid: str) -> CallRecord | None:
         def get(db: sqlite3.Connection) -> CallRecord | None:
@@ -299,41 +409,78 @@ class SqliteStore:
 
 
 class PostgresStore:
-    """asyncpg with a small pool: the writer uses one connection, API reads another."""
+    """asyncpg with a small pool (the writer uses one connection at a time; handle lookups and API reads the
+    others). Every wait is bounded: connecting, each command, closing."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
+        parts = urlsplit(dsn)
+        user = f"{parts.username}@" if parts.username else ""
+        port = f":{parts.port}" if parts.port else ""
+        self.where = f"postgresql://{user}{parts.hostname or ''}{port}{parts.path}"
         self._pool: Any = None
+        self._generation = 0
+
+    @property
+    def pool(self) -> Any:
+        if self._pool is None:
+            raise StoreUnavailable("the records database is not connected")
+        return self._pool
 
     async def open(self) -> None:
         import asyncpg
 
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4, command_timeout=30)
-        async with self._pool.acquire() as db:
-            # Instances start together after a deploy: one creates the tables, the others wait for it.
-            async with db.transaction():
-                await db.execute("SELECT pg_advisory_xact_lock(7207)")
-                await db.execute(_SCHEMA.format(time="TIMESTAMPTZ", serial="BIGSERIAL"))
-                columns: dict[str, set[str]] = {}
-                for row in await db.fetch(
-                    "SELECT table_name, column_name FROM information_schema.columns "
-                    "WHERE table_schema = current_schema()"
-                ):
-                    columns.setdefault(row["table_name"], set()).add(row["column_name"])
-                for statement in _renames(lambda table: columns.get(table, set())):
-                    await db.execute(statement)
+        self.abort()
+        generation = self._generation
+        pool = await asyncpg.create_pool(
+            self.dsn, min_size=1, max_size=4, timeout=OPEN_TIMEOUT_S, command_timeout=WRITE_TIMEOUT_S
+        )
+        try:
+            if generation != self._generation:
+                raise StoreUnavailable("the records database was closed while it was being opened")
+            async with pool.acquire() as db:
+                # Instances start together after a deploy: one creates the tables, the others wait for it.
+                async with db.transaction():
+                    await db.execute("SELECT pg_advisory_xact_lock(7207)")
+                    await db.execute(_SCHEMA.format(time="TIMESTAMPTZ", serial="BIGSERIAL"))
+                    columns: dict[str, set[str]] = {}
+                    for row in await db.fetch(
+                        "SELECT table_name, column_name FROM information_schema.columns "
+                        "WHERE table_schema = current_schema()"
+                    ):
+                        columns.setdefault(row["table_name"], set()).add(row["column_name"])
+                    for statement in _renames(lambda table: columns.get(table, set())):
+                        await db.execute(statement)
+            if generation != self._generation:
+                raise StoreUnavailable("the records database was closed while it was being opened")
+        except BaseException:
+            pool.terminate()
+            raise
+        self._pool = pool
+
+    def abort(self) -> None:
+        self._generation += 1
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.terminate()  # closes every socket now; whatever waits on one fails at once
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await _within(CLOSE_TIMEOUT_S, pool.close())
+            except Exception:
+                pool.terminate()
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")
 
     @staticmethod
     def _time(value: datetime | None) -> datetime | None:
         return value
 
     async def save_call(self, record: CallRecord) -> None:
-        async with self._pool.acquire() as db, db.transaction():
+        async with self.pool.acquire() as db, db.transaction():
             row = await db.fetchrow(f"{_SELECT} WHERE call_sid = $1 FOR UPDATE", record.call_sid)
             merged = record.merged_into(_row_to_record(dict(row), self._time) if row else None)
             marks = ", ".join(f"${i + 1}" for i in range(len(_COLUMNS)))
@@ -345,20 +492,27 @@ class PostgresStore:
             )
 
     async def add_transcript(self, call_sid: str, line: TranscriptLine) -> None:
-        await self._pool.execute(
-            "INSERT INTO transcript_lines (call_sid, at, role, text) VALUES ($1, $2, $3, $4)",
+        await self.pool.execute(
+            "INSERT INTO transcript_lines (call_sid, at, role, text) "
+            "SELECT $1::text, $2::timestamptz, $3::text, $4::text WHERE NOT EXISTS (SELECT 1 FROM "
+            "transcript_lines WHERE call_sid = $1::text AND at = $2::timestamptz AND role = $3::text "
+            "AND text = $4::text)",
             call_sid, line.at, line.role, line.text,
         )  # fmt: skip
 
     async def save_handle(self, call_sid: str, handle: str) -> None:
-        await self._pool.execute(
+        await self.pool.execute(
             "INSERT INTO calls (call_sid, resumption_handle) VALUES ($1, $2) "
             "ON CONFLICT (call_sid) DO UPDATE SET resumption_handle = excluded.resumption_handle",
             call_sid, handle,
         )  # fmt: skip
 
+    async def get_handle(self, call_sid: str) -> str:
+        handle = await self.pool.fetchval("SELECT resumption_handle FROM calls WHERE call_sid = $1", call_sid)
+        return str(handle or "")
+
     async def get_call(self, call_sid: str) -> CallRecord | None:
-        async with self._pool.acquire() as db:
+        async with self.pool.acquire() as db:
             row = await db.fetchrow(f"{_SELECT} WHERE call_sid = $1", call_sid)
             if row is None:
                 return None
@@ -370,7 +524,7 @@ class PostgresStore:
         return record
 
     async def list_calls(self, since: datetime | None = None, limit: int = 100) -> list[CallRecord]:
-        rows = await self._pool.fetch(
+        rows = await self.pool.fetch(
             f"{_SELECT} WHERE started_at >= $1 ORDER BY started_at DESC LIMIT $2",
             since or datetime(1970, 1, 1, tzinfo=UTC), limit,
         )  # fmt: skip
@@ -392,74 +546,556 @@ def open_store(database_url: str) -> Store:
     raise ValueError("DATABASE_URL must start with postgres://, postgresql:// or sqlite:///")
 
 
-# --- the writer ------------------------------------------------------------------------------------------
+# --- bounded waits -----------------------------------------------------------------------------------------
 
-Write = Callable[[Store], Awaitable[None]]
+_given_up: set[asyncio.Future[Any]] = set()  # operations no longer waited for, referenced until they end
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    _given_up.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: nobody waits for it any more
+
+
+def _give_up(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    _given_up.add(task)
+    task.add_done_callback(_forget)
+
+
+async def _within(timeout_s: float, operation: Awaitable[T]) -> T:
+    """`operation`'s result within `timeout_s`, or TimeoutError once that has passed, whatever the operation
+    does when it is cancelled. `asyncio.timeout` alone does not bound a wait: it returns only once the
+    cancelled operation has finished unwinding, and a driver may well wait for a frozen server there (asyncpg
+    releasing a connection waits for the query's cancellation: 32 s measured). Here the operation runs in a
+    task of its own, which is cancelled and left to end by itself (store.abort() ends it, if need be)."""
+    task = asyncio.ensure_future(operation)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    except asyncio.CancelledError:
+        _give_up(task)
+        raise
+    if not done:
+        _give_up(task)
+        raise TimeoutError(f"no answer from the records database within {timeout_s:g} s")
+    return task.result()
+
+
+# --- the spool and the writer -------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _from_iso(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+@dataclass
+class Write:
+    """One write waiting for the database: a call's record, or a line of its transcript."""
+
+    call_sid: str
+    record: CallRecord | None = None
+    line: TranscriptLine | None = None
+    attempts: int = 0  # refused by a database that answers (a bad write); not kept on disk
+
+    @property
+    def what(self) -> str:
+        return "call" if self.record is not None else "transcript"
+
+    async def apply(self, store: Store) -> None:
+        if self.record is not None:
+            await store.save_call(self.record)
+        elif self.line is not None:
+            await store.add_transcript(self.call_sid, self.line)
+
+    def dumps(self) -> bytes:
+        """One line of the disk spool (JSON)."""
+        if self.record is not None:
+            data = asdict(self.record)
+            data.pop("transcript")  # a record is written without its lines; they are writes of their own
+            data["started_at"], data["ended_at"] = _iso(self.record.started_at), _iso(self.record.ended_at)
+            return json.dumps({"call": data}, separators=(",", ":")).encode() + b"\n"
+        assert self.line is not None
+        line = self.line
+        data = {"call_sid": self.call_sid, "at": _iso(line.at), "role": line.role, "text": line.text}
+        return json.dumps({"line": data}, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def loads(cls, raw: bytes) -> Write:
+        data = json.loads(raw)
+        if "call" in data:
+            values = data["call"]
+            for key in ("started_at", "ended_at"):
+                values[key] = _from_iso(values[key])
+            record = CallRecord(**values)
+            return cls(record.call_sid, record=record)
+        line = data["line"]
+        at = _from_iso(line["at"]) or datetime.now(UTC)
+        return cls(line["call_sid"], line=TranscriptLine(at, line["role"], line["text"]))
+
+
+class SpoolFile:
+    """Writes waiting on disk: one JSON line each, appended at the end and read from the front. The file is
+    locked (flock) while a process uses it, so another process adopts only files whose owner has gone."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+        self.size = os.fstat(fd).st_size
+        self._read_at = 0
+        self._head: tuple[Write, int] | None = None  # the next write and where the line after it starts
+        self.count = 0  # writes not read yet
+        self.unreadable = 0
+
+    @classmethod
+    def create(cls, directory: Path) -> SpoolFile:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"records-{os.getpid()}-{time.time_ns()}.jsonl"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)  # holds handles: 0600
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return cls(path, fd)
+
+    @classmethod
+    def adopt(cls, path: Path) -> SpoolFile | None:
+        """A file an earlier process left, unless its owner still runs; its writes are counted."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        spool = cls(path, fd)
+        spool.count = sum(1 for _ in spool._lines(0))
+        return spool
+
+    def _lines(self, offset: int) -> Iterator[tuple[bytes, int]]:
+        """(line, offset of the next one) from `offset` on; an unfinished last line (a crash) is not one."""
+        buffer = b""
+        start = offset
+        while True:
+            chunk = os.pread(self._fd, 1 << 16, offset)
+            if not chunk:
+                return
+            offset += len(chunk)
+            buffer += chunk
+            while (end := buffer.find(b"\n")) >= 0:
+                line, buffer = buffer[:end], buffer[end + 1 :]
+                start += end + 1
+                yield line, start
+
+    def append(self, data: bytes) -> None:
+        """One write, as `Write.dumps` gives it."""
+        os.write(self._fd, data)
+        self.size += len(data)
+        self.count += 1
+
+    def peek(self) -> Write | None:
+        while self._head is None:
+            line = next(self._lines(self._read_at), None)
+            if line is None:
+                return None
+            try:
+                self._head = (Write.loads(line[0]), line[1])
+            except (ValueError, KeyError, TypeError):
+                self.unreadable += 1  # a torn or foreign line: skipped, counted
+                self._read_at, self.count = line[1], max(0, self.count - 1)
+        return self._head[0]
+
+    def pop(self) -> None:
+        if self._head is not None:
+            self._read_at = self._head[1]
+            self._head = None
+            self.count = max(0, self.count - 1)
+        if self._read_at >= self.size:  # all written: start the file afresh
+            os.ftruncate(self._fd, 0)
+            self.size = self._read_at = self.count = 0
+
+    def close(self) -> None:
+        """Delete the file if nothing waits in it; else keep only what waits, for the next start."""
+        with contextlib.suppress(OSError):
+            if self.count == 0 or self._read_at >= self.size:
+                self.path.unlink()
+            elif self._read_at > 0:
+                rest = self.path.with_suffix(".tmp")
+                with open(rest, "wb") as out:
+                    os.chmod(rest, 0o600)
+                    offset = self._read_at
+                    while chunk := os.pread(self._fd, 1 << 16, offset):
+                        out.write(chunk)
+                        offset += len(chunk)
+                os.replace(rest, self.path)
+        os.close(self._fd)
+
+
+class Spool:
+    """The writes waiting for the database, oldest first: files an earlier process left (adopted at start),
+    then up to `memory` writes in memory, then this process's file on disk, up to `max_bytes` in all. A
+    write that fits nowhere is refused (and dropped by the caller)."""
+
+    def __init__(self, memory: int, directory: Path | None, max_bytes: int) -> None:
+        self.memory = memory
+        self.directory = directory if max_bytes > 0 else None
+        self.max_bytes = max_bytes
+        self._adopted: list[SpoolFile] = []
+        self._memory: deque[Write] = deque()
+        self._own: SpoolFile | None = None
+        self._disk_failed = False
+
+    def adopt(self) -> int:
+        """Take over the spool files of processes that have ended; the number of writes they hold."""
+        if self.directory is None or not self.directory.is_dir():
+            return 0
+        paths = sorted(self.directory.glob("records-*.jsonl"), key=lambda p: p.stat().st_mtime)
+        for path in paths:
+            if (spool := SpoolFile.adopt(path)) is not None:
+                self._adopted.append(spool)
+        return sum(f.count for f in self._adopted)
+
+    def __len__(self) -> int:
+        return len(self._memory) + sum(f.count for f in self._files())
+
+    def _files(self) -> list[SpoolFile]:
+        return self._adopted + ([self._own] if self._own is not None else [])
+
+    @property
+    def on_disk(self) -> int:
+        return sum(f.count for f in self._files())
+
+    def put(self, write: Write) -> bool:
+        """Keep a write (in memory if there is room and nothing waits on disk after it); False if full."""
+        own_waiting = self._own is not None and self._own.count > 0
+        if not own_waiting and len(self._memory) < self.memory:
+            self._memory.append(write)
+            return True
+        return self._to_disk(write)
+
+    def _to_disk(self, write: Write) -> bool:
+        if self.directory is None or self._disk_failed:
+            return False
+        data = write.dumps()
+        if sum(f.size for f in self._files()) + len(data) > self.max_bytes:
+            return False
+        try:
+            if self._own is None:
+                self._own = SpoolFile.create(self.directory)
+                log.warning("records_spooled_to_disk", path=str(self._own.path), note="memory is full")
+            self._own.append(data)
+        except OSError as exc:
+            self._disk_failed = True  # a directory we cannot write: memory only, said once
+            log.error("records_spool_unavailable", path=str(self.directory), error=repr(exc),
+                      note="set RECORDS_SPOOL_DIR to a writable directory; writes that do not fit in memory "
+                      "are dropped")  # fmt: skip
+            return False
+        return True
+
+    def peek(self) -> Write | None:
+        for spool in self._adopted:
+            if (write := spool.peek()) is not None:
+                return write
+        if self._memory:
+            return self._memory[0]
+        return self._own.peek() if self._own is not None else None
+
+    def pop(self) -> None:
+        """The write `peek` gave is done (written or dropped)."""
+        for spool in list(self._adopted):
+            if spool.peek() is not None:
+                spool.pop()
+                if spool.count == 0:
+                    spool.close()
+                    self._adopted.remove(spool)
+                return
+            spool.close()
+            self._adopted.remove(spool)
+        if self._memory:
+            self._memory.popleft()
+        elif self._own is not None:
+            self._own.pop()
+
+    def close(self) -> list[Write]:
+        """At shutdown: what waits in memory goes to disk; the writes that could not be kept."""
+        lost = []
+        while self._memory:
+            write = self._memory.popleft()
+            if not self._to_disk(write):
+                lost.append(write)
+        for spool in self._files():
+            spool.close()
+        self._adopted, self._own = [], None
+        return lost
 
 
 class Records:
-    """What the web app and its calls use: non-blocking writes through a bounded queue, and reads."""
+    """What the web app and its calls use: writes that never wait (kept in a spool until the database takes
+    them), a handle lookup bounded in time, and the records store's health."""
 
-    def __init__(self, store: Store, *, queue_size: int = QUEUE_SIZE) -> None:
+    reconnect_delays_s: tuple[float, ...] = RECONNECT_DELAYS_S
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        queue_size: int = QUEUE_SIZE,
+        spool_dir: str | Path | None = None,
+        spool_max_bytes: int = SPOOL_MAX_BYTES,
+    ) -> None:
         self.store = store
-        self._queue: asyncio.Queue[Write] = asyncio.Queue(maxsize=queue_size)
+        self._spool = Spool(queue_size, Path(spool_dir) if spool_dir else None, spool_max_bytes)
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # a write was put in the spool
+        self._idle = asyncio.Event()  # nothing waits
+        self._idle.set()
+        self.available = False  # the store answered, and nothing it was asked since failed for its sake
+        self._down_since: float | None = None
+        self._last_reminder = 0.0
+        self._failures = 0  # in a row: the reconnect backoff
+        self._lookups = 0  # handle lookups running (waited for or given up on)
+        self._logged_line_drops: set[str] = set()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Records:
+        """The service's records: its DATABASE_URL and its spool (RECORDS_SPOOL_DIR, RECORDS_SPOOL_MAX_MB)."""
+        return cls(
+            open_store(settings.database_url),
+            spool_dir=settings.records_spool_dir or None,
+            spool_max_bytes=settings.records_spool_max_mb * 2**20,
+        )
+
+    # --- life -----------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.store.open()
+        """Open the database (for `OPEN_TIMEOUT_S` at most) and start the writer. Never raises for the
+        database's sake: without it the service starts degraded, and the writer keeps trying to reach it."""
+        if adopted := self._spool.adopt():
+            log.info("records_spool_adopted", count=adopted, note="left by an earlier run; written first")
+            self._idle.clear()
+        try:
+            await _within(OPEN_TIMEOUT_S, self.store.open())
+        except Exception as exc:
+            self.store.abort()
+            self._went_down(exc, at_start=True)
+        else:
+            self._came_up()
+        METRICS.records_waiting.set(len(self._spool))
         self._task = asyncio.create_task(self._writer(), name="records_writer")
 
     async def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """Write what is queued (bounded in time), then close the database."""
+        """Write what waits (bounded in time, and only to a database that answers), keep the rest on disk
+        for the next start, then close the database."""
         if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await self._queue.join()
+            if self.available:
+                with contextlib.suppress(TimeoutError):
+                    await self.flush(timeout_s)
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        if not self._queue.empty():
-            METRICS.records_dropped.labels(reason="shutdown").inc(self._queue.qsize())
-            log.warning("records_not_written_at_shutdown", count=self._queue.qsize())
-        await self.store.close()
-
-    def _submit(self, write: Write, what: str) -> None:
+        waiting = len(self._spool)
+        lost = self._spool.close()
+        for write in lost:
+            self._dropped(write, "shutdown")
+        if waiting:
+            log.warning(
+                "records_not_written_at_shutdown",
+                waiting=waiting,
+                kept_on_disk=waiting - len(lost),
+                spool_dir=str(self._spool.directory) if self._spool.directory else None,
+                note="the next start with this RECORDS_SPOOL_DIR writes what was kept",
+            )
+        METRICS.records_waiting.set(0)
         try:
-            self._queue.put_nowait(write)
-        except asyncio.QueueFull:
-            METRICS.records_dropped.labels(reason="queue_full").inc()
-            log.warning("record_dropped", what=what, reason="queue full: the database is too slow")
+            await _within(CLOSE_TIMEOUT_S, self.store.close())
+        except Exception:
+            self.store.abort()
+        self.available = False
+
+    async def flush(self, timeout_s: float) -> None:
+        """Until nothing waits (TimeoutError after `timeout_s`)."""
+        async with asyncio.timeout(timeout_s):
+            await self._idle.wait()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._spool)
+
+    def health(self) -> dict[str, Any] | None:
+        """None while the store is fine; else what `/healthz` says about it."""
+        if self.available:
+            return None
+        down = time.monotonic() - self._down_since if self._down_since is not None else 0.0
+        return {
+            "store": "unavailable",
+            "waiting": len(self._spool),
+            "on_disk": self._spool.on_disk,
+            "down_for_s": round(down, 1),
+        }
+
+    # --- what calls and the app call ------------------------------------------------------------------------
+
+    def call_ended(self, summary: CallSummary) -> None:
+        self.save(record_of(summary))
+
+    def save(self, record: CallRecord) -> None:
+        self._submit(Write(record.call_sid, record=record))
+
+    def transcript(self, call_sid: str, role: str, text: str) -> None:
+        self._submit(Write(call_sid, line=TranscriptLine(datetime.now(UTC), role, text)))
+
+    async def resumption_handle(self, call_sid: str) -> str:
+        """The handle stored for a call that another instance handed over; "" if none, or no quick answer
+        (`HANDLE_LOOKUP_TIMEOUT_S` at most, pool waits included), or the store is known to be down."""
+        if not self.available:
+            log.info("resumption_handle_not_looked_up", reason="the records store is unavailable")
+            return ""
+        if self._lookups >= LOOKUPS_IN_FLIGHT:
+            log.warning("resumption_handle_not_looked_up", reason="too many lookups waiting for the database")
+            return ""
+        self._lookups += 1
+        try:
+            return await _within(HANDLE_LOOKUP_TIMEOUT_S, self._counted(self.store.get_handle(call_sid)))
+        except Exception as exc:
+            log.warning("resumption_handle_lookup_failed", error=repr(exc))
+            if is_store_fault(exc):
+                self._went_down(exc)  # the calls after this one do not wait for it; the writer checks
+            return ""
+
+    async def _counted(self, lookup: Awaitable[str]) -> str:
+        try:
+            return await lookup
+        finally:
+            self._lookups -= 1
+
+    async def save_handle(self, call_sid: str, handle: str) -> None:
+        """Store a draining call's handle for the instance it moves to, within `HANDLE_SAVE_TIMEOUT_S`."""
+        if not self.available:
+            raise StoreUnavailable("the records store is unavailable")
+        try:
+            await _within(HANDLE_SAVE_TIMEOUT_S, self.store.save_handle(call_sid, handle))
+        except Exception as exc:
+            if is_store_fault(exc):
+                self._went_down(exc)
+            raise
+
+    async def get_call(self, call_sid: str) -> CallRecord | None:
+        """One call's record (for the API); StoreUnavailable at once while the store is known to be down."""
+        if not self.available:
+            raise StoreUnavailable("the records store is unavailable")
+        return await _within(WRITE_TIMEOUT_S, self.store.get_call(call_sid))
+
+    # --- the writer -----------------------------------------------------------------------------------------
+
+    def _submit(self, write: Write) -> None:
+        if not self._spool.put(write):
+            self._dropped(write, "spool_full" if self._spool.directory else "queue_full")
+            return
+        METRICS.records_waiting.set(len(self._spool))
+        self._idle.clear()
+        self._wake.set()
+
+    def _dropped(self, write: Write, reason: str, error: str | None = None) -> None:
+        METRICS.records_dropped.labels(reason=reason).inc()
+        if write.record is None:  # a transcript line: logged once per call, counted every time
+            if write.call_sid in self._logged_line_drops:
+                return
+            if len(self._logged_line_drops) > 10_000:
+                self._logged_line_drops.clear()
+            self._logged_line_drops.add(write.call_sid)
+        log.error("record_dropped", call_sid=write.call_sid, what=write.what, reason=reason, error=error)
+
+    def _went_down(self, exc: BaseException, *, at_start: bool = False) -> None:
+        self._wake.set()  # the writer reconnects, even if nothing waits to be written
+        if not self.available and not at_start:
+            return
+        self.available = False
+        self._down_since = self._last_reminder = time.monotonic()
+        METRICS.records_store_up.set(0)
+        log.error(
+            "records_store_unavailable",
+            setting="DATABASE_URL",
+            database=self.store.where,
+            error=repr(exc),
+            waiting=len(self._spool),
+            note="calls go on without it: records wait (in memory, then in RECORDS_SPOOL_DIR) and are "
+            "written when it is back; /healthz says degraded",
+        )
+
+    def _came_up(self) -> None:
+        if self._down_since is not None:
+            log.info(
+                "records_store_back",
+                database=self.store.where,
+                down_for_s=round(time.monotonic() - self._down_since, 1),
+                waiting=len(self._spool),
+            )
+        self.available = True
+        self._down_since = None
+        METRICS.records_store_up.set(1)
+
+    async def _answers(self) -> bool:
+        try:
+            await _within(PING_TIMEOUT_S, self.store.ping())
+        except Exception:
+            return False
+        return True
+
+    async def _reconnect(self) -> None:
+        """Until the database answers again: a fresh connection, with a backoff between attempts."""
+        while True:
+            delays = self.reconnect_delays_s
+            await asyncio.sleep(delays[min(self._failures, len(delays) - 1)])
+            self._failures += 1
+            try:
+                await _within(OPEN_TIMEOUT_S, self.store.open())
+                await _within(PING_TIMEOUT_S, self.store.ping())
+            except Exception as exc:
+                self.store.abort()
+                now = time.monotonic()
+                if now - self._last_reminder >= STILL_DOWN_LOG_S:
+                    self._last_reminder = now
+                    log.warning(
+                        "records_store_still_unavailable",
+                        database=self.store.where,
+                        error=repr(exc),
+                        down_for_s=round(now - (self._down_since or now)),
+                        waiting=len(self._spool),
+                    )
+                continue
+            self._came_up()
+            return
 
     async def _writer(self) -> None:
         while True:
-            write = await self._queue.get()
+            if not self.available:
+                await self._reconnect()
+                continue
+            write = self._spool.peek()
+            if write is None:
+                self._failures = 0
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             try:
-                await write(self.store)
-            except Exception as exc:  # a bad write must not stop the ones after it
-                METRICS.records_dropped.labels(reason="write_failed").inc()
-                log.error("record_write_failed", error=repr(exc))
-            finally:
-                self._queue.task_done()
-
-    # --- what calls and the app call ---
-
-    def call_ended(self, summary: CallSummary) -> None:
-        record = record_of(summary)
-        self._submit(lambda store: store.save_call(record), "call")
-
-    def transcript(self, call_sid: str, role: str, text: str) -> None:
-        line = TranscriptLine(datetime.now(UTC), role, text)
-        self._submit(lambda store: store.add_transcript(call_sid, line), "transcript")
-
-    async def resumption_handle(self, call_sid: str) -> str:
-        """The handle stored for a call that another instance handed over; "" if none (or no quick answer)."""
-        try:
-            async with asyncio.timeout(HANDLE_LOOKUP_TIMEOUT_S):
-                record = await self.store.get_call(call_sid)
-        except Exception as exc:
-            log.warning("resumption_handle_lookup_failed", error=repr(exc))
-            return ""
-        return record.resumption_handle if record else ""
+                await _within(WRITE_TIMEOUT_S, write.apply(self.store))
+            except Exception as exc:
+                if is_store_fault(exc) or not await self._answers():
+                    self.store.abort()  # what is stuck on the old connections ends
+                    self._went_down(exc)  # and the write stays first in line
+                    continue
+                write.attempts += 1
+                if write.attempts < MAX_ATTEMPTS:
+                    await asyncio.sleep(0.1 * write.attempts)
+                    continue
+                self._dropped(write, "write_failed", error=repr(exc))
+            else:
+                self._failures = 0
+            self._spool.pop()
+            METRICS.records_waiting.set(len(self._spool))
 
 
 # --- `gateway calls` ---------------------------------------------------------------------------------------
