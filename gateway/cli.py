@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import sys
 
+import structlog
+
 from gateway.config import ConfigError, load_settings
 from gateway.logs import configure_logging
 
@@ -14,7 +16,11 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve_forever
 
     settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, show_pii=settings.log_pii)
+    if settings.log_pii:
+        structlog.get_logger("gateway").warning(
+            "personal_data_in_logs", note="LOG_PII=true: callers' numbers and keys pressed are in the logs"
+        )
     serve_forever(settings, args.host, args.port or settings.port)
     return 0
 

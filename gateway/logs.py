@@ -1,7 +1,11 @@
 """structlog set-up: JSON lines in production, a readable console in development.
 
 Every line logged inside a call carries `call_sid` and `stream_sid` (bound as context variables by the Call),
-and a redacting processor keeps secrets out of every line whatever a caller of `log` passes.
+and a redacting processor keeps secrets out of every line whatever a caller of `log` passes. Another keeps
+personal data out unless `LOG_PII=true`: callers' numbers are masked (`+*********67`) in fields named for
+them and wherever a number-shaped string appears, keys pressed and recognised speech become their length.
+(Transcripts are never logged at all: they go to the call records.) Lines from the standard library's
+loggers (uvicorn, asyncio, websockets) go through the same processors, so every line is one JSON object.
 """
 
 from __future__ import annotations
@@ -18,6 +22,15 @@ from structlog.typing import EventDict, WrappedLogger
 _SECRET_KEYS = re.compile(r"(^|_)(api_?key|key|token|signature|secret|password|authorization)$", re.I)
 _SECRET_VALUES = re.compile(r"(AIza[0-9A-Za-z_\-]{20,}|([?&]key=)[^&\s]+)")
 _secrets: set[str] = set()
+
+# Personal data: fields that hold a phone number (or a SIP/client address), keys pressed, words spoken.
+_NUMBER_KEYS = frozenset({"caller", "called", "from", "to", "from_number", "to_number", "number", "target"})
+_DIGIT_KEYS = frozenset({"digit", "digits"})
+_SPEECH_KEYS = frozenset({"text", "heard", "transcript"})
+_NOT_PERSONAL = frozenset({"", "anonymous", "unknown", "restricted", "private", "unavailable"})
+# An E.164 number anywhere in a string (plain, or URL-encoded as in a form body).
+_NUMBER_VALUES = re.compile(r"(?<![\w+%])(\+|%2[Bb])([1-9]\d{6,14})(?!\d)")
+_show_pii = False
 
 
 def register_secret(value: str | None) -> None:
@@ -59,19 +72,94 @@ def redact(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     return event
 
 
-def configure_logging(fmt: str = "auto", level: str = "info") -> None:
+def mask_number(value: str) -> str:
+    """`+15551230067` -> `+*********67`: enough to tell two callers apart in an incident, not to call one."""
+    if value.strip().lower() in _NOT_PERSONAL:
+        return value
+    digits = value[1:] if value.startswith("+") else value
+    if digits.isdigit() and len(digits) > 4:
+        return ("+" if value.startswith("+") else "") + "*" * (len(digits) - 2) + digits[-2:]
+    return "[masked]"  # client:alice, sip:bob@example.com: an identity all the same
+
+
+def _mask_numbers(text: str) -> str:
+    return _NUMBER_VALUES.sub(lambda m: m.group(1) + "*" * (len(m.group(2)) - 2) + m.group(2)[-2:], text)
+
+
+def _private(key: Any, value: Any) -> Any:
+    if isinstance(key, str) and isinstance(value, str):
+        name = key.lower()
+        if name in _NUMBER_KEYS:
+            return mask_number(value)
+        if name in _DIGIT_KEYS:
+            return "*" * len(value)
+        if name in _SPEECH_KEYS:
+            return f"[{len(value)} chars]"
+    if isinstance(value, str):
+        return _mask_numbers(value)
+    if isinstance(value, dict):
+        return {k: _private(k, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_private(key, v) for v in value]
+    return value
+
+
+def mask_personal_data(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """The structlog processor that keeps callers' numbers, keys and words out of a line (unless LOG_PII)."""
+    if _show_pii:
+        return event
+    for key, value in event.items():
+        if key != "event":
+            event[key] = _private(key, value)
+    return event
+
+
+class _Stderr(logging.Handler):
+    """Writes to whatever sys.stderr is when a line is emitted (tests and daemons redirect it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging(fmt: str = "auto", level: str = "info", show_pii: bool = False) -> None:
+    """Set up structlog (and route the standard library's loggers through it). `show_pii`: LOG_PII."""
+    global _show_pii
+    _show_pii = show_pii
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    # uvicorn, asyncio, websockets: one line each too, a traceback inside it as `exception`.
+    handler = _Stderr()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.processors.add_log_level, stamp],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                mask_personal_data,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Stderr)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamp,
             structlog.processors.format_exc_info,
             redact,
+            mask_personal_data,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
