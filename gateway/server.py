@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 from collections.abc import AsyncIterator, Iterator
 
+import structlog
 import uvicorn
 from starlette.applications import Starlette
 
@@ -13,17 +15,31 @@ from gateway.app import create_app
 from gateway.call import TranscriptObserver
 from gateway.config import Settings
 from gateway.drain import DrainingServer
+from gateway.http_guard import HttpGuard, HttpLimits, connection_budget
+
+log = structlog.get_logger("gateway.server")
 
 
 def uvicorn_config(
-    app: Starlette, host: str, port: int, max_message_bytes: int = 64 * 1024
+    app: Starlette,
+    host: str,
+    port: int,
+    max_message_bytes: int = 64 * 1024,
+    http_limits: HttpLimits | None = None,
 ) -> uvicorn.Config:
     """How the gateway is served, the same for `gateway serve`, the demo, tests and benchmarks."""
+    # Deadlines for a request's headers and body, a budget of HTTP connections, one line per refusal
+    # (gateway.http_guard): uvicorn alone lets slow clients hold connections for ever.
+    guard = HttpGuard(http_limits)
     return uvicorn.Config(
-        app,
+        guard.wrap(app),
         host=host,
         port=port,
         lifespan="on",
+        http=guard.protocol_class(),
+        timeout_keep_alive=guard.limits.keep_alive_s,
+        # uvicorn's own lines (and asyncio's, websockets') go through the gateway's JSON logging (logs.py).
+        log_config=None,
         # Heroku's router and most proxies terminate TLS: trust X-Forwarded-Proto for derived URLs.
         proxy_headers=True,
         forwarded_allow_ips="*",
@@ -36,10 +52,26 @@ def uvicorn_config(
     )
 
 
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        header_timeout_s=settings.http_header_timeout_s,
+        body_timeout_s=settings.http_body_timeout_s,
+        max_connections=settings.http_max_connections,
+    )
+
+
 def serve_forever(settings: Settings, host: str, port: int) -> None:
     """`gateway serve`: uvicorn that drains calls on SIGTERM instead of cutting them off."""
     app = create_app(settings)
-    config = uvicorn_config(app, host, port, settings.max_message_bytes)
+    limits = http_limits(settings)
+    config = uvicorn_config(app, host, port, settings.max_message_bytes, limits)
+    log.info(
+        "http_limits",
+        header_timeout_s=limits.header_timeout_s,
+        body_timeout_s=limits.body_timeout_s,
+        max_connections=connection_budget(limits),
+        fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+    )
     DrainingServer(config, app.state.gateway.drain.run).run()
 
 
@@ -81,5 +113,6 @@ async def running_gateway(
 ) -> AsyncIterator[str]:
     """Serve the app (or `app`, to reach its state) until the block ends; yields its base URL."""
     app = app or create_app(settings, on_transcript=on_transcript)
-    async with serving(uvicorn_config(app, host, port, settings.max_message_bytes)) as url:
+    config = uvicorn_config(app, host, port, settings.max_message_bytes, http_limits(settings))
+    async with serving(config) as url:
         yield url

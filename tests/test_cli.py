@@ -47,6 +47,23 @@ def test_bad_configuration_fails_at_start_up_with_a_useful_message(tmp_path):
     assert "AGENT_LANGUAGE" in proc.stderr and "en-US" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("LOG_PII", "sometimes", "true or false"),
+        ("HTTP_HEADER_TIMEOUT_S", "0.1", "between 1 and 60"),
+        ("HTTP_MAX_CONNECTIONS", "3", "at least 16"),
+    ],
+)
+def test_log_and_slow_client_settings_are_checked_at_start_up(tmp_path, name, value, says):
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve"], env=clean_env(**{name: value}), cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert name in proc.stderr and says in proc.stderr
+
+
 def test_demo_runs_a_whole_call_offline(tmp_path):
     out = tmp_path / "call.wav"
     proc = subprocess.run(
