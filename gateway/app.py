@@ -124,6 +124,7 @@ class Gateway:
             voice_name=self.settings.live.voice,
             language=self.settings.live.language,
         )
+        self.drain.apology_s = len(self.apology_pcm) / 16000  # the drain plans for it to be heard whole
 
     async def apologise(self, call: Call) -> None:
         if self.apology_pcm and call.start is not None:

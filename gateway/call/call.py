@@ -280,6 +280,7 @@ class Call:
         tasks = [
             asyncio.create_task(self._caller_to_agent(), name="caller_to_agent"),
             asyncio.create_task(self._agent_to_caller(), name="agent_to_caller"),
+            asyncio.create_task(self._ended_from_outside(), name="ended_from_outside"),  # end_unmoved()
         ]
         try:
             done, _ = await asyncio.wait(
@@ -694,3 +695,23 @@ class Call:
             bad_line_messages=self.line.bad_messages,
         )
         structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
+
+    # --- ended from outside --------------------------------------------------------------------------------
+
+    _ending: asyncio.Event | None = None  # set by end_unmoved(): the bridge stops
+
+    def end_unmoved(self) -> None:
+        """A drain could not move this call to another instance (gateway.drain): end it as a call that Live
+        failed ends, with the failure message before the line closes, rather than leave the shutdown to cut
+        it off. Nothing to do if the call is already ending by itself."""
+        if self.stats.outcome is Outcome.UNKNOWN:
+            self.stats.outcome = Outcome.NOT_MOVED
+        self._ended_outside().set()
+
+    def _ended_outside(self) -> asyncio.Event:
+        if self._ending is None:
+            self._ending = asyncio.Event()
+        return self._ending
+
+    async def _ended_from_outside(self) -> None:
+        await self._ended_outside().wait()

@@ -25,12 +25,19 @@ class Outcome(StrEnum):
     LIVE_UNAVAILABLE = "live_unavailable"  # no Live session could be opened for the call
     LIVE_LOST = "live_lost"  # the Live session was lost and could not be brought back
     MOVED = "moved"  # handed to another instance during a drain
+    NOT_MOVED = "not_moved"  # a drain could not hand it to another instance (Twilio's API): ended, apologised
     ERROR = "error"  # a bug
 
     @property
     def is_failure(self) -> bool:
-        """Live failed the caller: they hear an apology rather than dead air."""
-        return self in (Outcome.LIVE_CONFIG_ERROR, Outcome.LIVE_UNAVAILABLE, Outcome.LIVE_LOST)
+        """The gateway failed the caller (Live could not carry the call, or a drain could not move it): they
+        hear an apology rather than dead air or a cut."""
+        return self in (
+            Outcome.LIVE_CONFIG_ERROR,
+            Outcome.LIVE_UNAVAILABLE,
+            Outcome.LIVE_LOST,
+            Outcome.NOT_MOVED,
+        )
 
 
 def live_failure(exc: LiveError, *, opening: bool) -> Outcome:
