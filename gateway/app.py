@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hmac
 import time
 from collections.abc import AsyncIterator
@@ -105,10 +104,7 @@ class Gateway:
         # A line that never started, or was refused before any Live session, has no verified CallSid (it is
         # the peer's word, not a call of ours): nothing to record but a metric.
         if call.start is not None and call.stats.outcome != Outcome.REFUSED:
-            summary = call.summary()
-            if call.call_sid in self.drain.moved:
-                summary = dataclasses.replace(summary, outcome=Outcome.MOVED)
-            self.records.call_ended(summary)
+            self.records.call_ended(call.summary())
         self.drain.call_ended()
 
     async def prepare_apology(self) -> None:

@@ -125,6 +125,9 @@ class Movable(Protocol):
     def end_unmoved(self) -> None:
         """End the call as one Live failed: the caller hears the failure message, then the line closes."""
 
+    def moved(self) -> None:
+        """The call was handed to another instance: the end of its line here is the move."""
+
 
 SaveHandle = Callable[[str, str], Awaitable[None]]  # (call_sid, handle): stored for the next instance
 
@@ -264,6 +267,7 @@ class Drain:
             METRICS.calls_moved.labels(result="moved" if moved else "already_ended").inc()
             if moved:
                 self.moved.add(sid)
+                call.moved()
             log.info(
                 "call_moved",
                 call_sid=sid,

@@ -286,3 +286,26 @@ async def test_a_live_endpoint_that_never_answers_ends_in_the_apology_within_the
         await task
     assert call.stats.outcome is Outcome.LIVE_UNAVAILABLE
     assert len(apologised) == 1 and apologised[0] - began < 0.3 + 0.2  # one budget, not two timeouts
+
+
+async def test_a_call_the_drain_moved_ends_as_moved_and_one_it_could_not_move_hears_the_apology():
+    line, live = MemoryLine(), ScriptedLive()
+    call, task = start_call(line, live)
+    await live.connection(0)
+    call.moved()  # the drain redirected it: Twilio ends this instance's stream
+    await hang_up(line, task)
+    assert call.stats.outcome is Outcome.MOVED
+
+    line, live = MemoryLine(), ScriptedLive()
+    apologised: list[Outcome] = []
+
+    async def apologise(call: Call) -> None:
+        apologised.append(call.stats.outcome)
+
+    call, task = start_call(line, live, on_failure=apologise)
+    await live.connection(0)
+    call.end_unmoved()
+    async with asyncio.timeout(2):
+        await task
+    assert call.stats.outcome is Outcome.NOT_MOVED and apologised == [Outcome.NOT_MOVED]
+    assert line.closed == ""

@@ -160,6 +160,8 @@ class Call:
         )
         self._speech_end = SpeechEnd()  # for the response latency metric
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
+        self._moved = False  # handed to another instance by the drain
+        self._ended_outside = asyncio.Event()  # end_unmoved(): the bridge stops
         # The agent loop's wait for Live's next message, and why to switch if it runs out: the caller loop
         # brings it forward when the caller speaks to a connection that may have stalled.
         self._live_wait: asyncio.Timeout | None = None
@@ -280,7 +282,7 @@ class Call:
         tasks = [
             asyncio.create_task(self._caller_to_agent(), name="caller_to_agent"),
             asyncio.create_task(self._agent_to_caller(), name="agent_to_caller"),
-            asyncio.create_task(self._ended_from_outside(), name="ended_from_outside"),  # end_unmoved()
+            asyncio.create_task(self._ended_outside.wait(), name="ended_from_outside"),  # end_unmoved()
         ]
         try:
             done, _ = await asyncio.wait(
@@ -335,7 +337,7 @@ class Call:
                     f"[The caller pressed the {event.digit} key on their phone keypad.]"
                 )
             elif isinstance(event, Ended):
-                stats.outcome = Outcome.CALLER_HUNG_UP
+                stats.outcome = Outcome.MOVED if self._moved else Outcome.CALLER_HUNG_UP
                 log.info("line_ended", how=event.how)
                 return
             else:
@@ -696,22 +698,16 @@ class Call:
         )
         structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
 
-    # --- ended from outside --------------------------------------------------------------------------------
+    # --- moved, or ended, by the drain (gateway.drain) ----------------------------------------------------
 
-    _ending: asyncio.Event | None = None  # set by end_unmoved(): the bridge stops
+    def moved(self) -> None:
+        """The drain handed this call to another instance: the end of its line here is the move."""
+        self._moved = True
 
     def end_unmoved(self) -> None:
-        """A drain could not move this call to another instance (gateway.drain): end it as a call that Live
-        failed ends, with the failure message before the line closes, rather than leave the shutdown to cut
-        it off. Nothing to do if the call is already ending by itself."""
+        """A drain could not move this call to another instance: end it as a call that Live failed ends,
+        with the failure message before the line closes, rather than leave the shutdown to cut it off.
+        Nothing to do if the call is already ending by itself."""
         if self.stats.outcome is Outcome.UNKNOWN:
             self.stats.outcome = Outcome.NOT_MOVED
-        self._ended_outside().set()
-
-    def _ended_outside(self) -> asyncio.Event:
-        if self._ending is None:
-            self._ending = asyncio.Event()
-        return self._ending
-
-    async def _ended_from_outside(self) -> None:
-        await self._ended_outside().wait()
+        self._ended_outside.set()
