@@ -37,9 +37,9 @@ async def measure(url: str) -> tuple[float, float]:
             for i in range(LINES):
                 records.transcript(sid, "caller" if i % 2 else "agent", "a line of about this length, said")
             record = CallRecord(sid, started_at=now, ended_at=now, outcome="caller_hung_up", total_tokens=900)
-            records._submit(lambda store, r=record: store.save_call(r), "call")
+            records.save(record)
             enqueue.append(time.perf_counter() - t0)
-        await records._queue.join()
+        await records.flush(600)
         wall = time.perf_counter() - began
     finally:
         await records.stop()

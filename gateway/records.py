@@ -641,11 +641,15 @@ class SpoolFile:
     """Writes waiting on disk: one JSON line each, appended at the end and read from the front. The file is
     locked (flock) while a process uses it, so another process adopts only files whose owner has gone."""
 
+    CHUNK = 1 << 16
+
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self._fd = fd
         self.size = os.fstat(fd).st_size
-        self._read_at = 0
+        self._read_at = 0  # where the next write's line starts
+        self._buffer = b""  # bytes of the file from `_buffer_at` on, read ahead
+        self._buffer_at = 0
         self._head: tuple[Write, int] | None = None  # the next write and where the line after it starts
         self.count = 0  # writes not read yet
         self.unreadable = 0
@@ -671,23 +675,27 @@ class SpoolFile:
             os.close(fd)
             return None
         spool = cls(path, fd)
-        spool.count = sum(1 for _ in spool._lines(0))
+        spool.count = sum(chunk.count(b"\n") for chunk in spool._chunks(0))
         return spool
 
-    def _lines(self, offset: int) -> Iterator[tuple[bytes, int]]:
-        """(line, offset of the next one) from `offset` on; an unfinished last line (a crash) is not one."""
-        buffer = b""
-        start = offset
-        while True:
-            chunk = os.pread(self._fd, 1 << 16, offset)
-            if not chunk:
-                return
+    def _chunks(self, offset: int) -> Iterator[bytes]:
+        while chunk := os.pread(self._fd, self.CHUNK, offset):
             offset += len(chunk)
-            buffer += chunk
-            while (end := buffer.find(b"\n")) >= 0:
-                line, buffer = buffer[:end], buffer[end + 1 :]
-                start += end + 1
-                yield line, start
+            yield chunk
+
+    def _next_line(self) -> tuple[bytes, int] | None:
+        """The line at `_read_at` and where the one after it starts; None at the end (an unfinished last
+        line, from a crash, is not a line)."""
+        while True:
+            start = self._read_at - self._buffer_at
+            end = self._buffer.find(b"\n", start)
+            if end >= 0:
+                return self._buffer[start:end], self._buffer_at + end + 1
+            self._buffer, self._buffer_at = self._buffer[start:], self._read_at
+            chunk = os.pread(self._fd, self.CHUNK, self._buffer_at + len(self._buffer))
+            if not chunk:
+                return None
+            self._buffer += chunk
 
     def append(self, data: bytes) -> None:
         """One write, as `Write.dumps` gives it."""
@@ -695,9 +703,17 @@ class SpoolFile:
         self.size += len(data)
         self.count += 1
 
+    def take_rest(self, into: SpoolFile) -> None:
+        """Move the writes not read yet to the end of another file (at shutdown, to keep the order)."""
+        for chunk in self._chunks(self._read_at):
+            os.write(into._fd, chunk)
+            into.size += len(chunk)
+        into.count += self.count
+        self._read_at, self.count = self.size, 0
+
     def peek(self) -> Write | None:
         while self._head is None:
-            line = next(self._lines(self._read_at), None)
+            line = self._next_line()
             if line is None:
                 return None
             try:
@@ -714,7 +730,8 @@ class SpoolFile:
             self.count = max(0, self.count - 1)
         if self._read_at >= self.size:  # all written: start the file afresh
             os.ftruncate(self._fd, 0)
-            self.size = self._read_at = self.count = 0
+            self.size = self._read_at = self.count = self._buffer_at = 0
+            self._buffer = b""
 
     def close(self) -> None:
         """Delete the file if nothing waits in it; else keep only what waits, for the next start."""
@@ -725,10 +742,8 @@ class SpoolFile:
                 rest = self.path.with_suffix(".tmp")
                 with open(rest, "wb") as out:
                     os.chmod(rest, 0o600)
-                    offset = self._read_at
-                    while chunk := os.pread(self._fd, 1 << 16, offset):
+                    for chunk in self._chunks(self._read_at):
                         out.write(chunk)
-                        offset += len(chunk)
                 os.replace(rest, self.path)
         os.close(self._fd)
 
@@ -746,6 +761,9 @@ class Spool:
         self._memory: deque[Write] = deque()
         self._own: SpoolFile | None = None
         self._disk_failed = False
+        # Full once a write found no room: later (smaller) writes are refused too until the disk spool has
+        # drained, so what is dropped is always the newest, never a gap in the middle of a call's writes.
+        self._full = False
 
     def adopt(self) -> int:
         """Take over the spool files of processes that have ended; the number of writes they hold."""
@@ -775,11 +793,13 @@ class Spool:
             return True
         return self._to_disk(write)
 
-    def _to_disk(self, write: Write) -> bool:
+    def _to_disk(self, write: Write, *, over_budget: bool = False) -> bool:
         if self.directory is None or self._disk_failed:
             return False
         data = write.dumps()
-        if sum(f.size for f in self._files()) + len(data) > self.max_bytes:
+        room = self.max_bytes - sum(f.size for f in self._files())
+        if not over_budget and (self._full or len(data) > room):
+            self._full = True
             return False
         try:
             if self._own is None:
@@ -817,14 +837,27 @@ class Spool:
             self._memory.popleft()
         elif self._own is not None:
             self._own.pop()
+        if not self._adopted and (self._own is None or self._own.count == 0):
+            self._full = False
 
     def close(self) -> list[Write]:
-        """At shutdown: what waits in memory goes to disk; the writes that could not be kept."""
+        """At shutdown: what waits in memory goes to disk, before what waits in this process's file (it is
+        newer), even past `max_bytes` (by what memory held at most: these are the oldest writes, and the
+        file's the newest); returns the writes that could not be kept (no disk)."""
         lost = []
+        own, self._own = self._own, None
+        if self._memory and own is not None and own.count:
+            # A new file: memory first, then the rest of the old one (the oldest are written first).
+            with contextlib.suppress(OSError):
+                self._own = SpoolFile.create(self.directory) if self.directory else None
         while self._memory:
             write = self._memory.popleft()
-            if not self._to_disk(write):
+            if not self._to_disk(write, over_budget=True):
                 lost.append(write)
+        if own is not None:
+            if self._own is not None and own.count:
+                own.take_rest(self._own)
+            own.close()
         for spool in self._files():
             spool.close()
         self._adopted, self._own = [], None
@@ -882,16 +915,19 @@ class Records:
             self._went_down(exc, at_start=True)
         else:
             self._came_up()
-        METRICS.records_waiting.set(len(self._spool))
+        # Read when /metrics is scraped: a write pays nothing for them.
+        METRICS.records_waiting.set_function(lambda: float(len(self._spool)))
+        METRICS.records_store_up.set_function(lambda: 1.0 if self.available else 0.0)
         self._task = asyncio.create_task(self._writer(), name="records_writer")
 
     async def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """Write what waits (bounded in time, and only to a database that answers), keep the rest on disk
-        for the next start, then close the database."""
+        """Write what waits (only to a database that answers), keep the rest on disk for the next start,
+        then close the database: `timeout_s` in all, at most."""
+        deadline = time.monotonic() + timeout_s
         if self._task is not None:
             if self.available:
                 with contextlib.suppress(TimeoutError):
-                    await self.flush(timeout_s)
+                    await self.flush(max(0.1, timeout_s - 0.5))  # the rest is for closing
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
@@ -907,9 +943,8 @@ class Records:
                 spool_dir=str(self._spool.directory) if self._spool.directory else None,
                 note="the next start with this RECORDS_SPOOL_DIR writes what was kept",
             )
-        METRICS.records_waiting.set(0)
         try:
-            await _within(CLOSE_TIMEOUT_S, self.store.close())
+            await _within(max(0.1, min(CLOSE_TIMEOUT_S, deadline - time.monotonic())), self.store.close())
         except Exception:
             self.store.abort()
         self.available = False
@@ -993,7 +1028,6 @@ class Records:
         if not self._spool.put(write):
             self._dropped(write, "spool_full" if self._spool.directory else "queue_full")
             return
-        METRICS.records_waiting.set(len(self._spool))
         self._idle.clear()
         self._wake.set()
 
@@ -1013,7 +1047,6 @@ class Records:
             return
         self.available = False
         self._down_since = self._last_reminder = time.monotonic()
-        METRICS.records_store_up.set(0)
         log.error(
             "records_store_unavailable",
             setting="DATABASE_URL",
@@ -1034,7 +1067,6 @@ class Records:
             )
         self.available = True
         self._down_since = None
-        METRICS.records_store_up.set(1)
 
     async def _answers(self) -> bool:
         try:
@@ -1095,7 +1127,6 @@ class Records:
             else:
                 self._failures = 0
             self._spool.pop()
-            METRICS.records_waiting.set(len(self._spool))
 
 
 # --- `gateway calls` ---------------------------------------------------------------------------------------
