@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime, timedelta
 
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
+from gateway.local_live.agent import LocalAgent
 from tests.support.audio import room_noise
 from tests.support.local_live import (
     MODEL,
@@ -66,9 +68,22 @@ async def test_setup_complete_in_binary_frame_and_404_elsewhere(server):
     assert info.value.response.status_code == 404
 
 
+# The agent answers "what is the time" with "It is HH:MM." from its clock; spoken, that lasts 0.86 to 1.89 s
+# depending on the minute, and 43 minutes of the day give 1.0 s or less (04:50: 0.99 s). This test needs more
+# than 1.0 s of reply, more than the audio the backend sends ahead of real time, to tell paced audio from a
+# burst, so the agent's clock is fixed at a minute that gives 1.39 s, whatever the time of day of the run.
+AGENT_TIME = datetime(2026, 1, 1, 12, 34)
+
+
+@pytest.fixture
+async def clocked_server():
+    async with LocalLiveServer(options=LocalLiveOptions(clock=lambda: AGENT_TIME)) as srv:
+        yield srv
+
+
 @pytest.mark.e2e
-async def test_audio_turn(server):
-    client = await LiveClient.connect(server.url(), setup_message())
+async def test_audio_turn(clocked_server):
+    client = await LiveClient.connect(clocked_server.url(), setup_message())
     await client.send_audio(caller_speech("what is the time"), pace=4.0)
     got = await client.until(is_turn_complete, timeout=20)
     heard = texts(got, "inputTranscription")
@@ -90,6 +105,14 @@ async def test_audio_turn(server):
     ]
     assert any(g.get("serverContent", {}).get("generationComplete") for g in got)
     await client.close()
+
+
+def test_the_agent_tells_the_time_of_its_clock_at_every_minute_of_the_day():
+    midnight = datetime(2026, 1, 1)
+    for minute in range(24 * 60):
+        now = midnight + timedelta(minutes=minute)
+        agent = LocalAgent(clock=lambda now=now: now)
+        assert agent.respond("what is the time", []).text == f"It is {now:%H:%M}."
 
 
 @pytest.mark.e2e

@@ -12,6 +12,7 @@ is derived from what the recogniser heard or from the clock; it invents nothing.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -67,8 +68,10 @@ class LocalAgent:
         can_end_call: bool = False,
         proactive: bool = False,
         tools: dict[str, dict[str, Any] | None] | None = None,
+        clock: Callable[[], datetime] = datetime.now,
     ) -> None:
         self.can_end_call = can_end_call
+        self.clock = clock  # what it reads when asked the time
         self.proactive = proactive
         self.tools = tools or {}  # declared functions other than end_call: name -> parameters schema
 
@@ -117,7 +120,7 @@ class LocalAgent:
                 return Reply(f"Before that, you said: {previous[-1]}.")
             return Reply("You have not said anything before this.")
         if _TIME.search(said):
-            return Reply(f"It is {datetime.now().strftime('%H:%M')}.")
+            return Reply(f"It is {self.clock().strftime('%H:%M')}.")
         if _GREET.search(said) or (source == "content" and _HELLO.search(said)):
             return Reply(f"Hello! You are speaking with {NAME}. How can I help you?")
         if _WHO.search(said):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass
@@ -28,3 +30,4 @@ class LocalLiveOptions:
     worker_threads: int = 6  # threads for VAD, recognition and synthesis
     ssl_context: ssl.SSLContext | None = None  # serve wss:// (the SDK insists on TLS when given an API key)
     record_connections: bool = False  # keep a ConnectionRecord per connection in server.connections (tests)
+    clock: Callable[[], datetime] = datetime.now  # the time the agent tells (tests fix it)

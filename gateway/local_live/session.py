@@ -77,7 +77,9 @@ class Session:
         self._log = log or structlog.get_logger("gateway.local_live")
         tools = {f.name: f.parameters for f in cfg.functions if f.name != "end_call"}
         can_end_call = any(f.name == "end_call" for f in cfg.functions)
-        self.agent = LocalAgent(can_end_call=can_end_call, proactive=cfg.proactive_audio, tools=tools)
+        self.agent = LocalAgent(
+            can_end_call=can_end_call, proactive=cfg.proactive_audio, tools=tools, clock=options.clock
+        )
         self._inbound = Inbound(cfg.vad, pool)
         self._inbound_lock = threading.Lock()  # a cancelled input task may leave its thread running
         self._queue: asyncio.Queue[p.ClientEvent] = asyncio.Queue()
