@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -146,3 +147,31 @@ def test_readme_documents_every_variable_and_command():
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     for command in commands:
         assert f"`gateway {command}" in readme, command
+
+
+def sh_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", markdown, re.S)
+
+
+def readme_section(title: str) -> str:
+    return (ROOT / "README.md").read_text().split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_quick_start_installs_in_a_venv_and_ci_runs_its_test_command_as_written():
+    section = readme_section("Quick start")
+    demo, tests = sh_blocks(section)[0].strip().splitlines()
+    for command in (demo, tests):
+        steps = [step.strip() for step in command.split("&&")]
+        # Debian's own python3 refuses `pip install` outside a virtual environment (externally managed)
+        assert steps[:3] == ["python3 -m venv .venv", ". .venv/bin/activate", steps[2]], steps
+        assert steps[2].startswith("pip install -e "), steps
+    assert demo.endswith("&& gateway demo") and build_parser().parse_args(["demo"]).command == "demo"
+    assert tests.endswith("&& pip install -e '.[test]' && pytest")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(dep.startswith("pytest") for dep in project["optional-dependencies"]["test"])
+    # the one line of what they assume names the Python they need
+    minimum = project["requires-python"].removeprefix(">=")
+    assert f"`python3` of {minimum} or newer" in " ".join(section.split())
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert any(line.startswith(tests + " ") or line == tests for line in ci), "CI runs the README's tests"
+
