@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -362,12 +363,12 @@ async def test_records_wait_in_memory_then_on_disk_across_a_restart_and_only_the
     await records.start()
     now = datetime.now(UTC)
     sids = [f"CA{i:032d}" for i in range(40)]
-    slowest = 0.0
+    took = []
     for sid in sids:  # a call's writes never wait, whatever the database does
         began = time.perf_counter()
         records.transcript(sid, "caller", "a line of about this length, said by the caller " * 2)
         records.save(CallRecord(sid, stream_sid="MZ" + sid[2:], started_at=now, ended_at=now, outcome="o"))
-        slowest = max(slowest, time.perf_counter() - began)
+        took.append(time.perf_counter() - began)
     on_disk = records.health()["on_disk"]
     await records.stop()  # the database is still away: what waits in memory joins what waits on disk
     lines = logged(capsys)
@@ -393,7 +394,8 @@ async def test_records_wait_in_memory_then_on_disk_across_a_restart_and_only_the
     finally:
         await store.close()
 
-    assert slowest < 0.005  # seconds, for a call's record and a line, with the database down
+    # A call's record and line, queued with the database down: microseconds (2 shared cores: a margin)
+    assert statistics.median(took) < 0.001 and max(took) < 0.1
     assert on_disk > 0 and lost > 0 and len(files) == 1  # memory (4 writes), then disk (6 kB), then dropped
     kept = [sid for sid in sids if sid in stored]
     assert kept == sids[: len(kept)]  # the oldest are kept; what is dropped is the newest writes
