@@ -79,7 +79,8 @@ METRICS = Metrics(
     records_dropped=Counter(
         "gateway_records_dropped",
         "Call records or transcript lines not stored: no room left to keep them while the database was away "
-        "(queue_full, spool_full, shutdown), or refused by a database that answers (write_failed)",
+        "(queue_full, spool_full, shutdown), refused by a database that answers (write_failed), or not "
+        "readable in the spool (unreadable)",
         ["reason"],
     ),
     records_waiting=Gauge(

@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -64,7 +65,10 @@ WRITE_TIMEOUT_S = 10.0  # one write; a database that takes longer is treated as 
 PING_TIMEOUT_S = 2.0  # "SELECT 1": does the database answer at all?
 CLOSE_TIMEOUT_S = 2.0  # a graceful close; then connections are dropped
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 5.0)  # between attempts to reach a database that is down; then every 5 s
-MAX_ATTEMPTS = 3  # a write the database refuses while it answers (bad data): tried this often, then dropped
+# A write that fails while the database answers "SELECT 1": tried this often, then dropped (so one bad write
+# cannot hold up the others for ever); more often when the error is the database's state (disk full).
+MAX_ATTEMPTS = 3
+MAX_ATTEMPTS_STORE_FAULT = 8  # with the backoff, some 20 s
 LOOKUPS_IN_FLIGHT = 16  # handle lookups still running (given up on or not); past it, calls do not look up
 STILL_DOWN_LOG_S = 60.0  # while the database is down, a reminder this often
 
@@ -200,6 +204,8 @@ def is_store_fault(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.Error):
         # locked, read-only, disk full, I/O error, cannot open: all the file's state, not the write's
         return isinstance(exc, sqlite3.OperationalError)
+    if isinstance(exc, ValueError | TypeError | OverflowError):  # a value the driver cannot send
+        return False
     state = getattr(exc, "sqlstate", None)
     if isinstance(state, str):  # asyncpg's PostgresError
         # connection, resources (disk full), operator intervention (shutdown), system, rollback
@@ -492,12 +498,13 @@ class PostgresStore:
             )
 
     async def add_transcript(self, call_sid: str, line: TranscriptLine) -> None:
+        text = line.text.replace("\x00", "")  # PostgreSQL's text cannot hold NUL; the rest of the line can
         await self.pool.execute(
             "INSERT INTO transcript_lines (call_sid, at, role, text) "
             "SELECT $1::text, $2::timestamptz, $3::text, $4::text WHERE NOT EXISTS (SELECT 1 FROM "
             "transcript_lines WHERE call_sid = $1::text AND at = $2::timestamptz AND role = $3::text "
             "AND text = $4::text)",
-            call_sid, line.at, line.role, line.text,
+            call_sid, line.at, line.role, text,
         )  # fmt: skip
 
     async def save_handle(self, call_sid: str, handle: str) -> None:
@@ -718,9 +725,13 @@ class SpoolFile:
                 return None
             try:
                 self._head = (Write.loads(line[0]), line[1])
-            except (ValueError, KeyError, TypeError):
-                self.unreadable += 1  # a torn or foreign line: skipped, counted
+            except (ValueError, KeyError, TypeError) as exc:  # a foreign line, or one of another version
+                self.unreadable += 1
                 self._read_at, self.count = line[1], max(0, self.count - 1)
+                sid = re.search(rb'"call_sid":"([^"]{1,64})"', line[0])
+                METRICS.records_dropped.labels(reason="unreadable").inc()
+                log.error("record_dropped", call_sid=sid[1].decode(errors="replace") if sid else None,
+                          reason="unreadable", path=str(self.path), error=repr(exc))  # fmt: skip
         return self._head[0]
 
     def pop(self) -> None:
@@ -905,7 +916,12 @@ class Records:
     async def start(self) -> None:
         """Open the database (for `OPEN_TIMEOUT_S` at most) and start the writer. Never raises for the
         database's sake: without it the service starts degraded, and the writer keeps trying to reach it."""
-        if adopted := self._spool.adopt():
+        try:
+            adopted = self._spool.adopt()
+        except OSError as exc:  # the spool is a help, never a reason not to start
+            adopted = 0
+            log.error("records_spool_unavailable", path=str(self._spool.directory), error=repr(exc))
+        if adopted:
             log.info("records_spool_adopted", count=adopted, note="left by an earlier run; written first")
             self._idle.clear()
         try:
@@ -932,7 +948,11 @@ class Records:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         waiting = len(self._spool)
-        lost = self._spool.close()
+        try:
+            lost = self._spool.close()
+        except OSError as exc:
+            lost = []
+            log.error("records_spool_unavailable", path=str(self._spool.directory), error=repr(exc))
         for write in lost:
             self._dropped(write, "shutdown")
         if waiting:
@@ -1115,13 +1135,15 @@ class Records:
             try:
                 await _within(WRITE_TIMEOUT_S, write.apply(self.store))
             except Exception as exc:
-                if is_store_fault(exc) or not await self._answers():
+                if not await self._answers():
                     self.store.abort()  # what is stuck on the old connections ends
                     self._went_down(exc)  # and the write stays first in line
                     continue
                 write.attempts += 1
-                if write.attempts < MAX_ATTEMPTS:
-                    await asyncio.sleep(0.1 * write.attempts)
+                if write.attempts < (MAX_ATTEMPTS_STORE_FAULT if is_store_fault(exc) else MAX_ATTEMPTS):
+                    log.warning("record_write_failed", call_sid=write.call_sid, what=write.what,
+                                attempt=write.attempts, error=repr(exc))  # fmt: skip
+                    await asyncio.sleep(min(5.0, 0.1 * 2**write.attempts))
                     continue
                 self._dropped(write, "write_failed", error=repr(exc))
             else:

@@ -406,6 +406,34 @@ async def test_records_wait_in_memory_then_on_disk_across_a_restart_and_only_the
     assert not list(spool.glob("*.jsonl"))  # all written: nothing left behind
 
 
+async def test_a_write_the_database_refuses_is_dropped_with_its_call_sid_and_holds_up_no_other(
+    tmp_path, capsys
+):
+    database_url = f"sqlite:///{tmp_path / 'calls.sqlite3'}"
+    records = Records(open_store(database_url), spool_dir=tmp_path / "spool")
+    await records.start()
+    now = datetime.now(UTC)
+    began = time.monotonic()
+    try:
+        records.save(CallRecord("CApoison", started_at=now, ended_at=now, total_tokens=2**70))  # no INTEGER
+        records.save(CallRecord("CAgood", started_at=now, ended_at=now, outcome="caller_hung_up"))
+        await records.flush(10)
+        took = time.monotonic() - began
+        healthy = records.health()
+    finally:
+        await records.stop()
+    drops = [line for line in logged(capsys) if line["event"] == "record_dropped"]
+    store = open_store(database_url)
+    await store.open()
+    try:
+        good, poison = await store.get_call("CAgood"), await store.get_call("CApoison")
+    finally:
+        await store.close()
+    assert good is not None and poison is None and healthy is None  # the store was never "down" for it
+    assert [(d["call_sid"], d["reason"]) for d in drops] == [("CApoison", "write_failed")]
+    assert took < 2.0  # three attempts, then the next write (0.6 s seen)
+
+
 def test_gateway_serve_with_the_database_down_starts_and_says_which_setting(tmp_path):
     """The symptom as reported: exit 3 and a raw traceback that never names DATABASE_URL."""
     port = free_port()
