@@ -175,3 +175,25 @@ def test_quick_start_installs_in_a_venv_and_ci_runs_its_test_command_as_written(
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert any(line.startswith(tests + " ") or line == tests for line in ci), "CI runs the README's tests"
 
+
+def test_heroku_route_uses_heroku_urls_and_dyno_types_that_keep_calls():
+    section = readme_section("Running it for real")
+    heroku = section[section.index("**Heroku.**") : section.index("**Container.**")]
+    app_json = (ROOT / "app.json").read_text()
+    app = json.loads(app_json)
+    # Apps created since 14 June 2023 live at APPNAME-<12 random characters>.herokuapp.com, known only once
+    # the app exists: no hint or example may promise APPNAME.herokuapp.com, and the button cannot ask for it.
+    for text in (heroku, app_json):
+        for host in re.findall(r"([^\s/\"'`(]+)\.herokuapp\.com", text):
+            assert re.fullmatch(r"[a-z0-9<>-]+-(<random>|[0-9a-f]{12})", host), host
+    assert app["env"]["PUBLIC_URL"].get("required") is not True
+    # A draining dyno's calls move to another one: Eco and Basic run one dyno per process type, no preboot.
+    one_dyno_only = {"eco", "basic"}
+    web = app["formation"]["web"]
+    assert web["quantity"] >= 2 and web["size"] not in one_dyno_only
+    commands = " ".join(sh_blocks(heroku))
+    for count, size in re.findall(r"heroku ps:scale web=(\d+)(?::([\w-]+))?", commands):
+        assert int(count) == 1 or size.lower() not in one_dyno_only | {""}, (count, size)
+    assert "heroku features:enable preboot" in commands
+    (plan,) = re.findall(r"heroku addons:create (\S+)", commands)
+    assert [a["plan"] for a in app["addons"]] == [plan]
