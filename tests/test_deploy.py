@@ -197,3 +197,17 @@ def test_heroku_route_uses_heroku_urls_and_dyno_types_that_keep_calls():
     assert "heroku features:enable preboot" in commands
     (plan,) = re.findall(r"heroku addons:create (\S+)", commands)
     assert [a["plan"] for a in app["addons"]] == [plan]
+
+
+def test_docs_and_docstrings_cite_only_files_in_the_repository():
+    sources = [*ROOT.glob("*.md"), *(ROOT / "docs").glob("*.md"), *(ROOT / "gateway").rglob("*.py")]
+    for source in sources:
+        text = source.read_text()
+        cited = re.findall(r"(?<![\w./])\.\./[\w./-]+", text)
+        if source.suffix == ".md":
+            cited += re.findall(r"\]\(([^)#\s]+)", text)  # relative links
+        for target in cited:
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            found = (source.parent / target).resolve()
+            assert found.is_relative_to(ROOT) and found.exists(), f"{source.relative_to(ROOT)} cites {target}"

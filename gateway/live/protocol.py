@@ -1,7 +1,8 @@
 """Gemini Live protocol core: build client messages, parse server messages. No I/O.
 
-Follows ../shared/reference/live-api.md. The server's parser is protobuf JSON, so we send camelCase and
-accept both spellings back; the server sends JSON in binary frames, so parsing takes bytes or str.
+Follows Google's Live API WebSockets reference (https://ai.google.dev/api/live). The server's parser is
+protobuf JSON, so we send camelCase and accept both spellings back; the server sends JSON in binary frames, so
+parsing takes bytes or str.
 """
 
 from __future__ import annotations
