@@ -27,7 +27,7 @@ from gateway.audio import resample_block
 from gateway.call import Call, CallAgent, CallLimits, Outcome, TranscriptObserver
 from gateway.call.line import Started
 from gateway.config import Settings
-from gateway.drain import Drain
+from gateway.drain import MOVED_QUERY, Drain
 from gateway.live import protocol as lp
 from gateway.live.session import LiveSession
 from gateway.logs import register_secret
@@ -201,8 +201,12 @@ async def voice(request: Request) -> Response:
         if params.get(name):
             stream.parameter(name=name, value=params[name][:200])
     stream.parameter(name=TOKEN_PARAMETER, value=gw.tokens.issue(call_sid))
+    moved = request.query_params.get(MOVED_QUERY) == "1"  # a drain sent it here: it resumes its session
+    if moved:
+        stream.parameter(name=MOVED_QUERY, value="1")
     response.hangup()
-    gw.prewarm_call(params)
+    if not moved:  # a moved call resumes its own session: one set up now would not know the conversation
+        gw.prewarm_call(params)
     log.info("call_answered", call_sid=call_sid)
     return Response(str(response), media_type="application/xml")
 

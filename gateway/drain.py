@@ -47,6 +47,7 @@ from gateway.twilio.rest import CallControl
 log = structlog.get_logger("gateway.drain")
 
 VOICE_PATH = "/twilio/voice"
+MOVED_QUERY = "moved"  # in the redirect of a moved call, and passed on to its stream as a <Parameter>
 FALLBACK_PAUSE_S = 1  # between redirects of a new call while instances drain: no tight webhook loop
 # The drain is over this long after the grace period at the latest: the moved calls' streams closed, the calls
 # that could not be moved apologised to. The deploy budget counts it (tests/test_deploy.py).
@@ -104,12 +105,14 @@ def worth_retrying(exc: BaseException) -> bool:
     return True
 
 
-def redirect_twiml(public_base: str, *, pause_s: int = 0) -> str:
-    """TwiML that sends a call to the voice webhook again, through the load balancer."""
+def redirect_twiml(public_base: str, *, pause_s: int = 0, moved: bool = False) -> str:
+    """TwiML that sends a call to the voice webhook again, through the load balancer. A `moved` call says
+    so in the URL (Twilio signs it): only such a call looks up a handle left by this instance."""
     response = VoiceResponse()
     if pause_s:
         response.pause(length=pause_s)
-    response.redirect(public_base.rstrip("/") + VOICE_PATH, method="POST")
+    query = f"?{MOVED_QUERY}=1" if moved else ""
+    response.redirect(public_base.rstrip("/") + VOICE_PATH + query, method="POST")
     return str(response)
 
 
@@ -251,7 +254,7 @@ class Drain:
                 async with asyncio.timeout(
                     min(MOVE_ATTEMPT_TIMEOUT_S, max(MIN_ATTEMPT_S, self._left(plan.give_up_s)))
                 ):
-                    moved = await control.update(sid, redirect_twiml(public_url))
+                    moved = await control.update(sid, redirect_twiml(public_url, moved=True))
             except Exception as exc:
                 delay = next(delays, MOVE_BACKOFF_S[-1])
                 if worth_retrying(exc) and self._left(plan.give_up_s) - delay >= MIN_ATTEMPT_S:

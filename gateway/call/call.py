@@ -166,6 +166,7 @@ class Call:
         # brings it forward when the caller speaks to a connection that may have stalled.
         self._live_wait: asyncio.Timeout | None = None
         self._live_wait_reason = ""
+        self._watched_at = 0.0  # the caller's sound the wait was last moved for
 
     @property
     def call_sid(self) -> str:
@@ -247,7 +248,8 @@ class Call:
         assert self.start is not None
         # First: was this call moved here by another instance? Then the session pre-warmed while it rang
         # here is not waited for (a fresh session would not know the conversation).
-        handle = await self.resume(self.call_sid) if self.resume is not None else ""
+        # Only a moved call has a handle to look up: a new call never waits on the records store.
+        handle = await self.resume(self.call_sid) if self.start.moved and self.resume is not None else ""
         self.state.resumption.handle = handle
         prewarmed: LiveSession | None = None
         if self.prepare is not None:
@@ -420,10 +422,11 @@ class Call:
         time of the caller's last sound; move the agent loop's wait to then (forward when it had none,
         later while the caller goes on talking: at most once a second, as this runs per loud frame, so the
         stall time counts from the caller's last sound give or take a second)."""
-        wait = self._live_wait
-        if wait is None:
-            return
-        wait_s, reason = self.state.resumption.wait(time.monotonic(), self._speech_end.last_voice)
+        wait, sound_at = self._live_wait, self._speech_end.last_voice
+        if wait is None or sound_at is None or sound_at - self._watched_at < 1.0:
+            return  # the common case, on most loud frames: nothing to compute
+        self._watched_at = sound_at
+        wait_s, reason = self.state.resumption.wait(time.monotonic(), sound_at)
         if wait_s is None:
             return
         when = asyncio.get_running_loop().time() + wait_s

@@ -33,10 +33,11 @@ class Started:
     account_sid: str = ""
     caller: str = ""  # the caller's number
     called: str = ""  # the number called: it chooses the agent
+    moved: bool = False  # handed over by another instance (a drain): its Live session is resumed here
     parameters: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: 50 a second per call, and a frozen __init__ costs a setattr per field
 class CallerAudio:
     """A frame of what the caller said: PCM16LE at the line's `in_rate`."""
 

@@ -110,15 +110,15 @@ class Resumption:
         that sound: it stopped reading or serving, whatever the buffers between us hold. (A connection
         that has said nothing yet is not judged: after a switch, the caller's noise alone does not make
         the new one look stalled.)"""
-        deadlines = []
-        if self.switch_by is not None:
-            deadlines.append((self.switch_by, "go_away_deadline"))
+        stall_at = None
         if self.heard_at is not None and caller_sound_at is not None and caller_sound_at > self.heard_at:
-            deadlines.append((caller_sound_at + self.stall_s, "stalled"))
-        if not deadlines:
-            return None, ""
-        at, reason = min(deadlines)
-        return max(0.0, at - now), reason
+            stall_at = caller_sound_at + self.stall_s
+        switch_by = self.switch_by
+        if switch_by is not None and (stall_at is None or switch_by <= stall_at):
+            return max(0.0, switch_by - now), "go_away_deadline"
+        if stall_at is not None:
+            return max(0.0, stall_at - now), "stalled"
+        return None, ""
 
     def connection_lost(self, heard_from_server: bool) -> bool:
         """A set-up connection broke. True when it is time to give up: too many connections in a row died

@@ -592,6 +592,7 @@ async def place_call(
     record: bool = True,
     http: httpx.AsyncClient | None = None,
     stream_delay_s: float = 0.0,
+    webhook_path: str = "/twilio/voice",
 ) -> CallResult:
     """Call the gateway at `url` (http(s)://host[:port]) as Twilio would, stream `script`, and report.
 
@@ -603,7 +604,8 @@ async def place_call(
     empty; on_event still sees them), for runs of hundreds of calls; turns, barge-ins and counters are
     measured either way. http: a client to post the webhook with (shared by many calls). stream_delay_s:
     Twilio's pause between the webhook's answer and opening the stream (TwiML processing, a TLS handshake
-    across the internet). Raises SimulatorError if the call cannot be set up.
+    across the internet). webhook_path: the voice webhook's path and query as Twilio was told it (a redirect
+    can carry a query, signed with it). Raises SimulatorError if the call cannot be set up.
     """
     call_sid = call_sid or _new_sid("CA")
     stream_sid = _new_sid("MZ")
@@ -616,8 +618,8 @@ async def place_call(
         if on_event is not None:
             on_event(event)
 
-    webhook_url = url.rstrip("/") + "/twilio/voice"
-    signed_url = (public_url or url).rstrip("/") + "/twilio/voice"
+    webhook_url = url.rstrip("/") + webhook_path
+    signed_url = (public_url or url).rstrip("/") + webhook_path
     params = {
         "CallSid": call_sid,
         "AccountSid": account_sid,

@@ -82,6 +82,7 @@ class TwilioLine:
                     event.account_sid,
                     caller=params.get("From", ""),
                     called=params.get("To", ""),
+                    moved=params.get("moved") == "1",
                     parameters=params,
                 )
             # `connected` opens every stream and says nothing the call needs; `clear` is ours, not Twilio's.

@@ -31,7 +31,7 @@ from prometheus_client import REGISTRY
 from gateway.app import create_app
 from gateway.devtools.simulator import CallResult, CallScript, place_call
 from gateway.drain import SAVE_HANDLE_TIMEOUT_S
-from gateway.records import CallRecord, Records, open_store
+from gateway.records import WRITE_TIMEOUT_S, CallRecord, Records, open_store
 from gateway.server import running_gateway
 from tests.support.audio import agent_tone, caller_tone
 from tests.support.gateway import json_lines, logged, settings_for
@@ -222,7 +222,11 @@ async def test_a_frozen_database_does_not_hold_up_the_greeting_and_its_records_a
             assert len(await written(_postgres_url(), [r.call_sid for r in healthy], WRITTEN_BOUND_S)) == 3
             db.freeze()  # as SIGSTOP: the pool's open connections and every new one hang
             first = await asyncio.gather(*(place_call(url, SCRIPT, call_sid=new_sid()) for _ in range(3)))
-            degraded = await health(url)
+            # New calls never wait on the store (only a moved call looks a handle up); the writer finds it
+            # down when a write runs out of time, and /healthz says so.
+            async with asyncio.timeout(WRITE_TIMEOUT_S + 5.0):
+                while (degraded := await health(url)).json()["status"] != "degraded":
+                    await asyncio.sleep(0.2)
             later = await place_call(url, SCRIPT, call_sid=new_sid())  # the store is known to be down now
             db.thaw()
             thawed_at = time.monotonic()
