@@ -300,12 +300,16 @@ class Call:
             await self._cancel_tools(list(self._tool_tasks), reason="call_ended")
         for task in done:
             exc = task.exception()
+            # Both loops can end in the same moment (the caller's `stop`, and a send that finds the line
+            # gone): what ended the call first is its outcome.
+            decided = self.stats.outcome is not Outcome.UNKNOWN
             if isinstance(exc, LiveError):
-                self.stats.outcome = live_failure(exc, opening=False)
                 log.error("live_session_ended", error=str(exc), code=exc.code)
-            elif isinstance(exc, LineClosed):
+                if not decided:
+                    self.stats.outcome = live_failure(exc, opening=False)
+            elif isinstance(exc, LineClosed) and not decided:
                 self.stats.outcome = Outcome.CALLER_GONE
-            elif exc is not None:
+            elif exc is not None and not isinstance(exc, LineClosed):
                 self.stats.outcome = Outcome.ERROR
                 log.error("call_failed", exc_info=exc)
 
