@@ -44,6 +44,11 @@ from gateway.twilio.rest import CallControl
 log = structlog.get_logger("gateway.app")
 
 MEDIA_PATH = "/twilio/media"
+# A rejected signature is logged with the URL it was checked against: Twilio signs the exact URL it requested.
+SIGNATURE_HINT = (
+    "Twilio signed the URL the number points at: PUBLIC_URL must be its base (`gateway twilio numbers` shows "
+    "it), and TWILIO_AUTH_TOKEN the account's"
+)
 
 
 class Gateway:
@@ -181,7 +186,7 @@ async def voice(request: Request) -> Response:
     params = {k: str(v) for k, v in form.items()}
     url = gw.public_base(request) + request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if not gw.signature_ok(url, params, request.headers.get("X-Twilio-Signature")):
-        log.warning("webhook_signature_rejected", path=request.url.path)
+        log.warning("webhook_signature_rejected", path=request.url.path, url=url, hint=SIGNATURE_HINT)
         return Response("invalid signature", status_code=403)
     call_sid = params.get("CallSid", "")
     if gw.drain.active:  # this instance is shutting down: the call goes to another one
@@ -217,6 +222,7 @@ async def status(request: Request) -> Response:
     params = {k: str(v) for k, v in form.items()}
     url = gw.public_base(request) + request.url.path
     if not gw.signature_ok(url, params, request.headers.get("X-Twilio-Signature")):
+        log.warning("status_signature_rejected", url=url, hint=SIGNATURE_HINT)
         return Response("invalid signature", status_code=403)
     log.info(
         "call_status",
@@ -232,7 +238,7 @@ async def media(ws: WebSocket) -> None:
     gw = _gateway(ws)
     # Both refusals come before accept, so the upgrade is answered with HTTP 403 and nothing is spent.
     if not gw.signature_ok(gw.stream_url(ws), {}, ws.headers.get("X-Twilio-Signature")):
-        log.warning("stream_signature_rejected")
+        log.warning("stream_signature_rejected", url=gw.stream_url(ws), hint=SIGNATURE_HINT)
         await ws.close(code=1008)
         return
     settings = gw.settings

@@ -5,7 +5,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from gateway.server import running_gateway
-from tests.support.gateway import settings_for
+from tests.support.gateway import logged, settings_for
 
 LIVE = "ws://127.0.0.1:9/unused"
 FORM = {
@@ -62,6 +62,15 @@ async def test_signature_is_checked_against_public_url_not_the_request():
     assert (await post_voice(env, {"X-Twilio-Signature": signature}))[1].status_code == 200
     assert (await post_voice(env, {"X-Twilio-Signature": "bad"}))[1].status_code == 403
     assert (await post_voice(env))[1].status_code == 403
+
+
+async def test_a_rejected_signature_is_logged_with_the_url_it_was_checked_against(capsys):
+    env = {"PUBLIC_URL": "https://old-host.example.com", "TWILIO_AUTH_TOKEN": "secret-token-42"}
+    capsys.readouterr()
+    assert (await post_voice(env, {"X-Twilio-Signature": "bad"}))[1].status_code == 403
+    (rejected,) = [e for e in logged(capsys) if e["event"] == "webhook_signature_rejected"]
+    assert rejected["url"] == "https://old-host.example.com/twilio/voice"
+    assert "PUBLIC_URL" in rejected["hint"] and "secret-token-42" not in str(rejected)
 
 
 async def test_health_metrics_and_status_callback():
