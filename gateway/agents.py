@@ -267,7 +267,9 @@ def _agent(
     try:
         live.validate()
     except LiveConfigError as exc:
-        raise src.error(str(exc).replace("AGENT_LANGUAGE=", "language = "), table, "language") from None
+        key = "voice" if str(exc).startswith("AGENT_VOICE=") else "language"
+        message = str(exc).replace("AGENT_LANGUAGE=", "language = ").replace("AGENT_VOICE=", "voice = ")
+        raise src.error(message, table, key) from None
     if "greeting" in raw:
         text = _text(src, raw["greeting"], table, "greeting")
         greeting = "" if text.strip().lower() in {"", "none", "off"} else text

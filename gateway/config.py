@@ -10,7 +10,15 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from gateway.agents import AgentBook, AgentsFileError, default_book, load_agents
-from gateway.live.protocol import API_HOST, DEFAULT_MODEL, LIVE_PATH, LiveConfig, LiveConfigError
+from gateway.live.protocol import (
+    API_HOST,
+    DEFAULT_MODEL,
+    KNOWN_MODELS,
+    LIVE_PATH,
+    LiveConfig,
+    LiveConfigError,
+    model_capabilities,
+)
 
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly, concise voice assistant answering a phone call. Keep replies short and natural; "
@@ -23,6 +31,7 @@ DEFAULT_FAILURE_MESSAGE = (
     "I'm sorry, we are having technical difficulties and cannot continue this call. Please call back in a "
     "few minutes. Goodbye."
 )
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 class ConfigError(ValueError):
@@ -132,13 +141,25 @@ def _optional_text(raw: str) -> str:
     return "" if raw.strip().lower() in {"", "none", "off", "false"} else raw
 
 
-def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
-    """Read and check every setting; a bad one raises ConfigError naming it and what would work."""
+def read_environment(
+    environ: dict[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> dict[str, str]:
+    """The `.env` file's settings, overridden by the environment's (or `environ`'s)."""
     env: dict[str, str] = {}
     if env_file and Path(env_file).is_file():
         env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     env.update(os.environ if environ is None else environ)
+    return env
 
+
+def _port(env: dict[str, str]) -> int:
+    port = _int(env, "PORT", 8080)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"PORT={port} is not a TCP port: use 1 to 65535 (default 8080)")
+    return port
+
+
+def _public_url(env: dict[str, str]) -> str | None:
     public_url = env.get("PUBLIC_URL") or None
     if public_url:
         parts = urlsplit(public_url)
@@ -146,9 +167,94 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
             raise ConfigError(
                 f"PUBLIC_URL={public_url!r} must be an http(s) base URL, e.g. https://example.com"
             )
+    return public_url.rstrip("/") if public_url else None
+
+
+def _live_url(env: dict[str, str]) -> str | None:
+    """GEMINI_LIVE_URL, if set: a ws(s) URL whose path is a Live endpoint's (anything else is a 404 or a
+    handshake refused on every call, found out only when the phone rings)."""
     live_url = env.get("GEMINI_LIVE_URL") or None
-    if live_url and urlsplit(live_url).scheme not in {"ws", "wss"}:
-        raise ConfigError(f"GEMINI_LIVE_URL={live_url!r} must be a ws:// or wss:// URL")
+    if not live_url:
+        return None
+    parts = urlsplit(live_url)
+    example = API_HOST + LIVE_PATH.format(version="v1alpha")
+    works = (
+        f"e.g. {example} (Google's, the default), or the same path on a proxy or on `gateway live-local` "
+        f"(ws://127.0.0.1:8765{LIVE_PATH.format(version='v1alpha')})"
+    )
+    if parts.scheme not in {"ws", "wss"} or not parts.netloc:
+        raise ConfigError(f"GEMINI_LIVE_URL={live_url!r} must be a ws:// or wss:// URL, {works}")
+    if not parts.path.rstrip("/").endswith("BidiGenerateContent"):
+        what = "has no path" if parts.path in {"", "/"} else f"has the path {parts.path!r}"
+        raise ConfigError(
+            f"GEMINI_LIVE_URL={live_url!r} {what}: Live is served at a path ending in BidiGenerateContent, "
+            f"{works}"
+        )
+    return live_url
+
+
+def _model(env: dict[str, str]) -> str:
+    """GEMINI_MODEL: one the capability table knows, or any name with GEMINI_MODEL_UNLISTED=true. A name Live
+    does not serve closes every call's session (1008) and the caller hears only the apology: refused here,
+    unless the operator says they mean it (a model newer than this release: the table cannot know it yet)."""
+    model = env.get("GEMINI_MODEL") or DEFAULT_MODEL
+    if not model_capabilities(model).known and not _bool(env, "GEMINI_MODEL_UNLISTED", False):
+        raise ConfigError(
+            f"GEMINI_MODEL={model!r} is not a Live model this gateway knows; use one of: "
+            f"{', '.join(KNOWN_MODELS)} (the default is {DEFAULT_MODEL}). For a Live model newer than this "
+            "release, also set GEMINI_MODEL_UNLISTED=true: every configured field is then sent as it is"
+        )
+    return model
+
+
+def _database_url(env: dict[str, str]) -> str:
+    database_url = env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    if not database_url.startswith(("postgres://", "postgresql://", "sqlite:///")):
+        raise ConfigError("DATABASE_URL must be a postgres:// or postgresql:// URL, or sqlite:///path.db")
+    return database_url
+
+
+def _twilio_api_base_url(env: dict[str, str]) -> str | None:
+    twilio_api_base_url = env.get("TWILIO_API_BASE_URL") or None
+    if twilio_api_base_url and urlsplit(twilio_api_base_url).scheme not in {"http", "https"}:
+        raise ConfigError(f"TWILIO_API_BASE_URL={twilio_api_base_url!r} must be an http(s) URL")
+    return twilio_api_base_url
+
+
+def load_database_url(environ: dict[str, str] | None = None, env_file: str | Path | None = ".env") -> str:
+    """DATABASE_URL alone, checked (`gateway calls` needs nothing else)."""
+    return _database_url(read_environment(environ, env_file))
+
+
+@dataclass(frozen=True)
+class TwilioAdminSettings:
+    """What `gateway twilio` uses: the account's credentials, the REST API's base URL, PUBLIC_URL."""
+
+    account_sid: str | None
+    auth_token: str | None = field(repr=False)
+    api_base_url: str | None
+    public_url: str | None
+
+
+def load_twilio_admin_settings(
+    environ: dict[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> TwilioAdminSettings:
+    """The settings `gateway twilio` uses, checked; a bad setting it does not use does not stop it."""
+    env = read_environment(environ, env_file)
+    return TwilioAdminSettings(
+        account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
+        auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+        api_base_url=_twilio_api_base_url(env),
+        public_url=_public_url(env),
+    )
+
+
+def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+    """Read and check every setting; a bad one raises ConfigError naming it and what would work."""
+    env = read_environment(environ, env_file)
+
+    public_url = _public_url(env)
+    live_url = _live_url(env)
     api_version = env.get("GEMINI_API_VERSION") or "v1alpha"
     if api_version not in {"v1alpha", "v1beta"}:
         raise ConfigError(
@@ -161,7 +267,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     failure_message = _optional_text(env.get("CALL_FAILURE_MESSAGE", DEFAULT_FAILURE_MESSAGE))
 
     live = LiveConfig(
-        model=env.get("GEMINI_MODEL") or DEFAULT_MODEL,
+        model=_model(env),
         voice=env.get("AGENT_VOICE") or "Kore",
         language=env.get("AGENT_LANGUAGE") or "en-US",
         instructions=env.get("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
@@ -183,6 +289,12 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         raise ConfigError(
             "proactive audio and affective dialog need GEMINI_API_VERSION=v1alpha; "
             "set AGENT_PROACTIVE_AUDIO=false and AGENT_AFFECTIVE_DIALOG=false to use v1beta"
+        )
+    if live_url and ".v1beta." in urlsplit(live_url).path and (live.proactive_audio or live.affective_dialog):
+        raise ConfigError(
+            f"GEMINI_LIVE_URL={live_url!r} is a v1beta endpoint, and proactive audio and affective dialog "
+            "need v1alpha: use the URL with v1alpha, or set AGENT_PROACTIVE_AUDIO=false and "
+            "AGENT_AFFECTIVE_DIALOG=false"
         )
     twilio_auth_token = env.get("TWILIO_AUTH_TOKEN") or None
     gemini_api_key = env.get("GEMINI_API_KEY") or None
@@ -216,6 +328,9 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     log_format = (env.get("LOG_FORMAT") or "auto").lower()
     if log_format not in {"auto", "json", "console"}:
         raise ConfigError("LOG_FORMAT must be json, console or auto")
+    log_level = (env.get("LOG_LEVEL") or "info").strip().lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL={log_level!r} must be one of {', '.join(LOG_LEVELS)} (default info)")
     http_header_timeout_s = _positive(env, "HTTP_HEADER_TIMEOUT_S", 5.0)
     if not 1 <= http_header_timeout_s <= 60:
         raise ConfigError(f"HTTP_HEADER_TIMEOUT_S={http_header_timeout_s} must be between 1 and 60 seconds")
@@ -225,9 +340,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     http_max_connections = _int(env, "HTTP_MAX_CONNECTIONS", 256)
     if http_max_connections < 16:
         raise ConfigError(f"HTTP_MAX_CONNECTIONS={http_max_connections} must be at least 16")
-    database_url = env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    if not database_url.startswith(("postgres://", "postgresql://", "sqlite:///")):
-        raise ConfigError("DATABASE_URL must be a postgres:// or postgresql:// URL, or sqlite:///path.db")
+    database_url = _database_url(env)
     records_spool_dir = env.get("RECORDS_SPOOL_DIR") or DEFAULT_RECORDS_SPOOL_DIR
     if Path(records_spool_dir).exists() and not Path(records_spool_dir).is_dir():
         raise ConfigError(f"RECORDS_SPOOL_DIR={records_spool_dir!r} is a file: it must be a directory")
@@ -245,12 +358,10 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     drain_grace_s = _int(env, "DRAIN_GRACE_SECONDS", 15)
     if drain_grace_s < 0:
         raise ConfigError(f"DRAIN_GRACE_SECONDS={drain_grace_s} must be 0 or more")
-    twilio_api_base_url = env.get("TWILIO_API_BASE_URL") or None
-    if twilio_api_base_url and urlsplit(twilio_api_base_url).scheme not in {"http", "https"}:
-        raise ConfigError(f"TWILIO_API_BASE_URL={twilio_api_base_url!r} must be an http(s) URL")
+    twilio_api_base_url = _twilio_api_base_url(env)
     return Settings(
-        port=_int(env, "PORT", 8080),
-        public_url=public_url.rstrip("/") if public_url else None,
+        port=_port(env),
+        public_url=public_url,
         twilio_auth_token=twilio_auth_token,
         twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
         gemini_api_key=gemini_api_key,
@@ -272,7 +383,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         tools_secret=tools_secret,
         prewarm_s=prewarm_s,
         log_format=log_format,
-        log_level=(env.get("LOG_LEVEL") or "info").lower(),
+        log_level=log_level,
         log_pii=_bool(env, "LOG_PII", False),
         http_header_timeout_s=http_header_timeout_s,
         http_body_timeout_s=http_body_timeout_s,

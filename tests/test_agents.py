@@ -68,6 +68,7 @@ def test_a_good_file_maps_numbers_to_agents_and_the_environment_fills_the_rest(t
         ("[agents.a]\nnumbers = [\n", 2, "not valid TOML"),
         ('[agents.a]\nvoice = "Puck"\nvoise = "Kore"\n', 3, "unknown key 'voise'"),
         ('[agents.a]\n\nlanguage = "xx-XX"\n', 3, "language = 'xx-XX'"),
+        ('[agents.a]\nnumbers = []\nvoice = "Nonsense"\n', 3, "voice = 'Nonsense' is not a Live API voice"),
         ('[agents.a]\nnumbers = ["5550001"]\n', 2, "not an E.164 number"),
         (
             '[agents.a]\nnumbers = ["+15005550001"]\n[agents.b]\nnumbers = ["+15005550001"]\n',

@@ -65,6 +65,19 @@ _CAPABILITIES: tuple[tuple[re.Pattern[str], ModelCapabilities], ...] = (
 )
 
 
+# Models the table above covers, by name (the local backend serves the same ones): what start-up suggests
+# when GEMINI_MODEL is not one of them.
+KNOWN_MODELS = (
+    "gemini-2.5-flash-native-audio-preview-12-2025",
+    "gemini-2.5-flash-native-audio-preview-09-2025",
+    "gemini-2.5-flash-native-audio-latest",
+    "gemini-live-2.5-flash-preview",
+    "gemini-2.0-flash-live-001",
+    "gemini-3.1-flash-live-preview",
+    "gemini-3.8-live",
+)
+
+
 def model_capabilities(model: str) -> ModelCapabilities:
     name = model.removeprefix("models/")
     for pattern, caps in _CAPABILITIES:
@@ -94,6 +107,27 @@ def check_language(language: str, caps: ModelCapabilities) -> None:
             f"AGENT_LANGUAGE={language!r} is not offered with native-audio models ({caps.family}); "
             f"use one of: {', '.join(ok)}, or a half-cascade model"
         )
+
+
+# The prebuilt voices (`speechConfig.voiceConfig.prebuiltVoiceConfig.voiceName`): the 30 Chirp 3 HD voices
+# Google's Live API configuration page lists ("Specify a response voice",
+# https://firebase.google.com/docs/ai-logic/live-api/configuration; demos at
+# https://cloud.google.com/text-to-speech/docs/chirp3-hd). Names are case-sensitive.
+VOICES = frozenset(
+    "Zephyr Kore Orus Autonoe Umbriel Erinome Laomedeia Schedar Achird Sadachbia "
+    "Puck Fenrir Aoede Enceladus Algieba Algenib Achernar Gacrux Zubenelgenubi Sadaltager "
+    "Charon Leda Callirrhoe Iapetus Despina Rasalgethi Alnilam Pulcherrima Vindemiatrix Sulafat".split()
+)
+
+
+def check_voice(voice: str) -> None:
+    if voice in VOICES:
+        return
+    same = [v for v in VOICES if v.lower() == voice.strip().lower()]
+    hint = f"did you mean {same[0]!r}? " if same else ""
+    raise LiveConfigError(
+        f"AGENT_VOICE={voice!r} is not a Live API voice; {hint}use one of: {', '.join(sorted(VOICES))}"
+    )
 
 
 # --- setup ----------------------------------------------------------------------------------------------
@@ -127,6 +161,7 @@ class LiveConfig:
         """Check everything that can be checked before dialling; returns the model's capabilities."""
         caps = model_capabilities(self.model)
         check_language(self.language, caps)
+        check_voice(self.voice)
         if self.vad_start_sensitivity not in START_SENSITIVITY:
             raise LiveConfigError(f"VAD start sensitivity must be one of {sorted(START_SENSITIVITY)}")
         if self.vad_end_sensitivity not in END_SENSITIVITY:

@@ -27,7 +27,7 @@ from gateway.devtools.simulator import CallScript, place_call
 from gateway.http_guard import HttpGuard
 from gateway.server import http_limits, serving, uvicorn_config
 from tests.support.audio import caller_tone
-from tests.support.gateway import json_lines, logged, settings_for
+from tests.support.gateway import UNUSED_LIVE_URL, json_lines, logged, settings_for
 from tests.support.live_peer import LivePeer
 from tests.support.processes import clean_env, free_port
 
@@ -101,7 +101,7 @@ async def test_slow_header_clients_near_the_fd_limit_leave_room_for_a_signed_web
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = clean_env(
-        PORT=str(port), PUBLIC_URL=url, TWILIO_AUTH_TOKEN=TOKEN, GEMINI_LIVE_URL="ws://127.0.0.1:9/live",
+        PORT=str(port), PUBLIC_URL=url, TWILIO_AUTH_TOKEN=TOKEN, GEMINI_LIVE_URL=UNUSED_LIVE_URL,
         LIVE_PREWARM_S="0", DRAIN_GRACE_SECONDS="0", DATABASE_URL=f"sqlite:///{tmp_path / 'calls.sqlite3'}",
     )  # fmt: skip
     log_path = tmp_path / "serve.log"

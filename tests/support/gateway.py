@@ -6,21 +6,33 @@ import json
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from gateway.config import Settings, load_settings
 from gateway.devtools.simulator import parse_twiml
+from gateway.live.protocol import LIVE_PATH
 
 # Call records of tests go to a throw-away SQLite file, not the working directory's default.
 _RECORDS_DIR = Path(tempfile.mkdtemp(prefix="gateway-test-records-"))
 
 
+# A Live URL nobody answers at, with the path GEMINI_LIVE_URL must have (for a gateway started in a process).
+UNUSED_LIVE_URL = "ws://127.0.0.1:9" + LIVE_PATH.format(version="v1alpha")
+
+
 def settings_for(live_url: str, **env: str) -> Settings:
     """Gateway settings pointed at a test Live peer; no .env file is read. Without a TWILIO_AUTH_TOKEN in
-    `env` the gateway runs in development mode (no signature checks; stream tokens are still required)."""
+    `env` the gateway runs in development mode (no signature checks; stream tokens are still required).
+
+    A placeholder URL nobody answers at (`ws://127.0.0.1:9/x`, a tarpit's `/ws`) gets Live's path, which
+    GEMINI_LIVE_URL must have; test peers serve any path."""
     env.setdefault("DATABASE_URL", f"sqlite:///{_RECORDS_DIR / 'calls.sqlite3'}")
+    parts = urlsplit(live_url)
+    if not parts.path.endswith("BidiGenerateContent"):
+        live_url = f"{parts.scheme}://{parts.netloc}{LIVE_PATH.format(version='v1alpha')}"
     return load_settings({"GEMINI_LIVE_URL": live_url, "DEVELOPMENT_MODE": "true", **env}, env_file=None)
 
 
