@@ -37,6 +37,7 @@ from gateway.devtools.simulator import (
     summarize,
     write_stereo_wav,
 )
+from gateway.devtools.wavfile import load_caller_wav
 from gateway.twilio.protocol import clear_message, mark_message, media_message
 
 RATE = 8000
@@ -611,6 +612,22 @@ def test_load_wav_mixes_to_mono_8k(tmp_path, rate: int, channels: int, dtype: An
     assert len(pcm) == 2 * RATE
     assert dominant_hz(pcm) == pytest.approx(1000, abs=2)
     assert rms_between(pcm, 0.1, 0.9) == pytest.approx(0.5 * 32768 / np.sqrt(2), rel=0.03)
+
+
+def test_a_stereo_recording_gives_the_caller_its_left_channel_only(tmp_path) -> None:
+    # `gateway demo` and --record-stereo write the caller left and what they heard right: mixed, the agent's
+    # own voice would go back to it as the caller's
+    t = np.arange(RATE) / RATE
+    caller, agent = 0.5 * np.sin(2 * np.pi * 1000 * t), 0.5 * np.sin(2 * np.pi * 600 * t)
+    path = tmp_path / "call.wav"
+    scipy.io.wavfile.write(path, RATE, (np.stack([caller, agent], axis=1) * 32767).astype(np.int16))
+
+    pcm, channels = load_caller_wav(path)
+    assert channels == 2 and dominant_hz(pcm) == pytest.approx(1000, abs=2)
+    assert rms_between(pcm, 0.1, 0.9) == pytest.approx(0.5 * 32768 / np.sqrt(2), rel=0.03)
+    mono = tmp_path / "mono.wav"
+    scipy.io.wavfile.write(mono, RATE, (caller * 32767).astype(np.int16))
+    assert load_caller_wav(mono)[1] == 1 and load_caller_wav(mono)[0] == load_wav(mono)
 
 
 def test_call_command_arguments() -> None:

@@ -31,7 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from gateway.devtools.wavfile import load_wav, write_stereo_wav, write_wav
+from gateway.devtools.wavfile import load_caller_wav, load_wav, write_stereo_wav, write_wav
 from gateway.twilio.protocol import Clear, Mark, Media, ProtocolError, TwilioSender, parse
 
 __all__ = [
@@ -785,7 +785,11 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
         help="the gateway's base URL (default: http://127.0.0.1:$PORT, PORT default 8080)",
     )
     parser.add_argument(
-        "--audio", "--wav", dest="audio", help="caller audio (any WAV); default: 3 s of silence"
+        "--audio",
+        "--wav",
+        dest="audio",
+        help="caller audio (any WAV; of a stereo one, the left channel: the caller's in `gateway demo`'s "
+        "and --record-stereo's recordings); default: 3 s of silence",
     )
     parser.add_argument("--leading-silence", type=float, default=0.0, metavar="S")
     parser.add_argument(
@@ -808,7 +812,19 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run_call_command(args: argparse.Namespace) -> int:
     url = args.url or f"http://127.0.0.1:{os.environ.get('PORT', '8080')}"
-    audio = load_wav(args.audio) if args.audio else bytes(3 * RATE * 2)
+    audio = bytes(3 * RATE * 2)
+    if args.audio:
+        try:
+            audio, channels = load_caller_wav(args.audio)
+        except (OSError, ValueError) as exc:
+            print(f"gateway call: cannot read --audio {args.audio}: {exc}", file=sys.stderr)
+            return 2
+        if channels > 1:
+            print(
+                f"gateway call: {args.audio} has {channels} channels: the caller says what is on the first "
+                "(left) one, where `gateway demo` and --record-stereo put the caller",
+                file=sys.stderr,
+            )
     script = CallScript(
         audio=audio,
         leading_silence_s=args.leading_silence,

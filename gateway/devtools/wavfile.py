@@ -30,12 +30,25 @@ def _to_float(data: np.ndarray) -> np.ndarray:
 
 def load_wav(path: PathLike) -> bytes:
     """Read a WAV file (8/16/24/32-bit PCM or float, any rate and channel count) as 8 kHz mono PCM16LE."""
+    return _load(path, channel=None)[0]
+
+
+def load_caller_wav(path: PathLike) -> tuple[bytes, int]:
+    """The caller's side of a recording as 8 kHz mono PCM16LE, and the file's channel count: a mono file as it
+    is, the first (left) channel of a stereo one, where `gateway demo` and `gateway call --record-stereo` put
+    the caller (the right one is what the caller heard: mixed in, the agent would talk to itself)."""
+    return _load(path, channel=0)
+
+
+def _load(path: PathLike, channel: int | None) -> tuple[bytes, int]:
     rate, data = scipy.io.wavfile.read(os.fspath(path))
     samples = _to_float(data)
-    if samples.ndim == 2:  # mix down: the average keeps the level of a mono source duplicated to stereo
-        samples = samples.mean(axis=1)
+    channels = samples.shape[1] if samples.ndim == 2 else 1
+    if samples.ndim == 2:
+        # one channel, or mixed down: the average keeps the level of a mono source duplicated to stereo
+        samples = samples[:, channel] if channel is not None else samples.mean(axis=1)
     pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
-    return resample_block(pcm, int(rate), TELEPHONY_RATE)
+    return resample_block(pcm, int(rate), TELEPHONY_RATE), channels
 
 
 def write_wav(path: PathLike, pcm: bytes, rate: int, channels: int = 1) -> None:
