@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 import structlog
 
-from gateway.config import ConfigError, load_settings
+from gateway.config import ConfigError, load_database_url, load_settings
 from gateway.logs import configure_logging
+
+
+def _port(text: str) -> int:
+    """argparse type of --port: a TCP port, refused otherwise (an int is taken modulo 65536 by the OS)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port: use 1 to 65535")
+    return port
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -17,40 +29,52 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level, show_pii=settings.log_pii)
+    log = structlog.get_logger("gateway")
     if settings.log_pii:
-        structlog.get_logger("gateway").warning(
+        log.warning(
             "personal_data_in_logs", note="LOG_PII=true: callers' numbers and keys pressed are in the logs"
+        )
+    if settings.twilio_auth_token and not settings.public_url:
+        # Not an error: a Heroku button deploys with PUBLIC_URL empty, since the app's URL exists only after.
+        log.warning(
+            "public_url_not_set",
+            note="TWILIO_AUTH_TOKEN is set but PUBLIC_URL is not: Twilio's signatures are checked against "
+            "the URL each request arrived at (its Host and X-Forwarded-Proto), which is what Twilio signed "
+            "only if every proxy in front passes both on unchanged, and calls cannot be moved to another "
+            "instance at shutdown; set PUBLIC_URL to the https:// base URL the number's webhook points at",
         )
     serve_forever(settings, args.host, args.port or settings.port)
     return 0
 
 
 def _calls(args: argparse.Namespace) -> int:
-    from gateway.records import list_calls_command, parse_since, register_secrets
+    from gateway.records import RecordsUnreadable, list_calls_command, parse_since, register_secrets
 
-    settings = load_settings()
-    register_secrets(settings.database_url)
+    database_url = load_database_url()  # only what it reads: a bad PORT or model is not its business
+    register_secrets(database_url)
     try:
         since = parse_since(args.since) if args.since else None
     except ValueError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
-    print(asyncio.run(list_calls_command(settings.database_url, since, args.limit, args.json)))
+    try:
+        print(asyncio.run(list_calls_command(database_url, since, args.limit, args.json)))
+    except RecordsUnreadable as exc:  # no database there, or it does not answer: one line, no traceback
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _twilio(args: argparse.Namespace) -> int:
-    from twilio.base.exceptions import TwilioRestException
-
-    from gateway.twilio.admin import AdminError, run_twilio_command
+    from gateway.twilio.admin import AdminError, TwilioApiError, run_twilio_command
 
     try:
         return run_twilio_command(args)
     except AdminError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
-    except TwilioRestException as exc:
-        print(f"gateway: Twilio answered HTTP {exc.status}: {exc.msg}", file=sys.stderr)
+    except TwilioApiError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
         return 1
 
 
@@ -73,6 +97,9 @@ def _call(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from gateway.devtools.demo import run_demo
 
+    # The demo serves on free loopback ports: a PORT meant for `gateway serve` (even a bad one, in the
+    # environment or .env) is not its business. Empty here means "the default" to every settings read.
+    os.environ["PORT"] = ""
     configure_logging(args.log_format, "warning")
     return asyncio.run(run_demo(args))
 
@@ -107,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the gateway (uvicorn) on $PORT")
     serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=None, help="default: $PORT or 8080")
+    serve.add_argument("--port", type=_port, default=None, help="default: $PORT or 8080")
     serve.set_defaults(func=_serve)
 
     calls = sub.add_parser("calls", help="list call records from the database (DATABASE_URL)")

@@ -1183,13 +1183,35 @@ def format_calls(records: list[CallRecord]) -> str:
     return "\n".join(lines)
 
 
+class RecordsUnreadable(RuntimeError):
+    """`gateway calls` cannot read records: no database where DATABASE_URL says, or it does not answer."""
+
+
 async def list_calls_command(database_url: str, since: datetime | None, limit: int, as_json: bool) -> str:
+    """`gateway calls`: the records as a table, or as JSON with their transcripts. It reads a database, never
+    creates one: a SQLite file that is not there means the service has not written records here."""
     store = open_store(database_url)
-    await store.open()
+    if isinstance(store, SqliteStore) and not await asyncio.to_thread(Path(store.path).is_file):
+        raise RecordsUnreadable(
+            f"no call records at {store.path} (DATABASE_URL={database_url}, relative to this directory): the "
+            "service creates it where `gateway serve` runs; run this there, or set DATABASE_URL to its file"
+        )
     try:
-        records = await store.list_calls(since, limit)
-    finally:
-        await store.close()
+        await store.open()
+        try:
+            records = await store.list_calls(since, limit)
+            if as_json:  # the listing leaves transcripts out; each call's comes with its record
+                for record in records:
+                    full = await store.get_call(record.call_sid)
+                    record.transcript = full.transcript if full else []
+        finally:
+            await store.close()
+    except (OSError, TimeoutError, sqlite3.Error) as exc:
+        raise RecordsUnreadable(f"cannot read the call records in the {store.where}: {exc}") from exc
+    except Exception as exc:
+        if not hasattr(exc, "sqlstate"):  # asyncpg's errors (a wrong password, no such database) have one
+            raise
+        raise RecordsUnreadable(f"cannot read the call records in the {store.where}: {exc}") from exc
     if as_json:
         return json.dumps([r.public() for r in records], indent=2)
     return format_calls(records)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 import structlog
@@ -72,7 +73,21 @@ def serve_forever(settings: Settings, host: str, port: int) -> None:
         max_connections=connection_budget(limits),
         fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
     )
-    DrainingServer(config, app.state.gateway.drain.run).run()
+    _Serving(config, app.state.gateway.drain.run).run()
+
+
+class _Serving(DrainingServer):
+    """`gateway serve`'s server: says where it listens once it does (the app started, the sockets bound)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        for server in self.servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                log.info("listening", url=f"http://{shown}:{port}", host=host, port=port)
 
 
 class _HostedServer(uvicorn.Server):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 import sys
 import time
 import wave
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
+from gateway.records import CallRecord, SqliteStore, TranscriptLine
 from tests.support.gateway import json_lines
 from tests.support.processes import clean_env, free_port
 
@@ -18,9 +22,10 @@ pytestmark = pytest.mark.e2e
 
 def test_serve_without_keys_starts_the_local_backend_and_says_so(tmp_path):
     port = free_port()
+    # An auth token without PUBLIC_URL is warned about, not refused (a Heroku button deploys like this).
+    env = clean_env(PORT=str(port), TWILIO_AUTH_TOKEN="tok3n-for-the-test")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve"], env=clean_env(PORT=str(port)), cwd=tmp_path,
-        stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "gateway", "serve"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -34,8 +39,15 @@ def test_serve_without_keys_starts_the_local_backend_and_says_so(tmp_path):
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=20)
-    events = [line["event"] for line in json_lines(err)]
+    lines = json_lines(err)
+    events = [line["event"] for line in lines]
     assert "using_local_live_backend" in events and "gateway_ready" in events
+    # once ready, it says where it listens
+    (listening,) = [line for line in lines if line["event"] == "listening"]
+    assert listening["port"] == port and listening["url"] == f"http://0.0.0.0:{port}"
+    assert events.index("gateway_ready") < events.index("listening")
+    (warning,) = [line for line in lines if line["event"] == "public_url_not_set"]
+    assert warning["level"] == "warning" and "PUBLIC_URL" in warning["note"]
 
 
 def test_bad_configuration_fails_at_start_up_with_a_useful_message(tmp_path):
@@ -64,10 +76,95 @@ def test_log_and_slow_client_settings_are_checked_at_start_up(tmp_path, name, va
     assert name in proc.stderr and says in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"PORT": "99999"}, "PORT=99999 is not a TCP port: use 1 to 65535"),  # it listened on 34463
+        ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL='verbose' must be one of debug, info"),  # was KeyError
+        ({"GEMINI_MODEL": "nonsense"}, "GEMINI_MODEL='nonsense' is not a Live model"),  # every call failed
+        ({"GEMINI_LIVE_URL": "wss://generativelanguage.googleapis.com", "TWILIO_AUTH_TOKEN": "tok3n-x"},
+         "has no path: Live is served at a path ending in BidiGenerateContent"),  # every call got 404
+        ({"AGENT_VOICE": "Nonsense"}, "AGENT_VOICE='Nonsense' is not a Live API voice"),
+    ],
+)  # fmt: skip
+def test_settings_that_would_fail_every_call_stop_start_up_in_one_line(tmp_path, env, says):
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve"], env=clean_env(**env), cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("gateway: configuration error: ") and says in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_port_flag_out_of_range_is_refused(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--port", "70000"], env=clean_env(), cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2  # it listened on 4464
+    assert "--port: 70000 is not a TCP port: use 1 to 65535" in proc.stderr
+
+
+def gateway_calls(cwd, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "calls", *args], env=clean_env(**env), cwd=cwd,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_calls_reads_a_database_and_never_makes_one(tmp_path):
+    # PORT is `gateway serve`'s: a bad one does not stop `gateway calls`
+    proc = gateway_calls(tmp_path, PORT="abc")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "no call records at gateway-calls.sqlite3" in proc.stderr and "DATABASE_URL" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # it created no empty database
+
+
+def test_calls_json_has_each_calls_transcript(tmp_path):
+    async def write() -> None:
+        store = SqliteStore(str(tmp_path / "gateway-calls.sqlite3"))
+        await store.open()
+        began = datetime.now(UTC)
+        await store.save_call(CallRecord("CA1", started_at=began, ended_at=began, outcome="caller_hung_up"))
+        await store.save_call(CallRecord("CA2", started_at=began, ended_at=began, outcome="caller_hung_up"))
+        await store.add_transcript("CA1", TranscriptLine(began, "agent", "Hello, how can I help?"))
+        await store.add_transcript("CA1", TranscriptLine(began, "caller", "What time is it?"))
+        await store.close()
+
+    asyncio.run(write())
+    proc = gateway_calls(tmp_path, "--json", PORT="abc")
+    assert proc.returncode == 0, proc.stderr
+    calls = {c["call_sid"]: c for c in json.loads(proc.stdout)}
+    assert [(line["role"], line["text"]) for line in calls["CA1"]["transcript"]] == [
+        ("agent", "Hello, how can I help?"),
+        ("caller", "What time is it?"),
+    ]
+    assert calls["CA2"]["transcript"] == []
+    table = gateway_calls(tmp_path)
+    assert table.returncode == 0 and "CA1" in table.stdout and "CA2" in table.stdout
+
+
+def test_call_with_a_stereo_recording_says_it_uses_the_left_channel(tmp_path):
+    stereo = tmp_path / "demo-call.wav"
+    with wave.open(str(stereo), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(bytes(4 * 8000))
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "call", "--url", f"http://127.0.0.1:{free_port()}",
+         "--audio", str(stereo)], env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "has 2 channels: the caller says what is on the first (left) one" in proc.stderr
+    assert proc.returncode == 1 and "unreachable" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_demo_runs_a_whole_call_offline(tmp_path):
     out = tmp_path / "call.wav"
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--out", str(out)], env=clean_env(), cwd=tmp_path,
+        # PORT is `gateway serve`'s: the demo serves on free loopback ports, and a bad PORT does not stop it
+        [sys.executable, "-m", "gateway", "demo", "--out", str(out)], env=clean_env(PORT="abc"), cwd=tmp_path,
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

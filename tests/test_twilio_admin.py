@@ -65,4 +65,29 @@ async def test_configure_points_the_number_at_the_service_and_says_what_changed(
 
     assert unknown.returncode == 2 and "+15559999999 is not a number of this account" in unknown.stderr
     assert no_creds.returncode == 2 and "TWILIO_ACCOUNT_SID" in no_creds.stderr
-    assert wrong.returncode == 1 and "401" in wrong.stderr and "wrong-token" not in wrong.stderr
+    # one line that says what to check, no traceback, and never the token
+    assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1, wrong.stderr
+    assert "HTTP 401" in wrong.stderr and "TWILIO_AUTH_TOKEN" in wrong.stderr
+    assert "wrong-token" not in wrong.stderr
+
+
+async def test_ordinary_failures_are_one_line_each_and_unrelated_settings_do_not_matter():
+    async with fake_twilio_api(ACCOUNT, TOKEN) as (api_url, api):
+        api.add_number("+15550001111")
+        # PORT and LOG_LEVEL are `gateway serve`'s: bad ones do not stop `gateway twilio`
+        creds = {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_API_BASE_URL": api_url,
+                 "PORT": "abc", "LOG_LEVEL": "verbose"}  # fmt: skip
+        plain = await gateway_twilio("configure", "--number", "+15550001111", "--url", "http://x.io", **creds)
+        wrong = await gateway_twilio(
+            "configure", "--number", "+15550001111", "--url", "https://x.io",
+            **{**creds, "TWILIO_AUTH_TOKEN": "wrong-token"},
+        )  # fmt: skip
+    gone = await gateway_twilio("numbers", **creds)  # the stand-in has stopped: nothing listens there
+
+    assert plain.returncode == 0, plain.stderr
+    assert "voice_url: (none) -> http://x.io/twilio/voice" in plain.stdout
+    assert "warning: http://x.io is not https" in plain.stderr and "wss://" in plain.stderr
+    assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1 and "HTTP 401" in wrong.stderr
+    assert gone.returncode == 1 and gone.stderr.count("\n") == 1, gone.stderr
+    assert f"cannot reach Twilio's REST API at {api_url}" in gone.stderr
+    assert "Connection refused" in gone.stderr and "Traceback" not in gone.stderr
