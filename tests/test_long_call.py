@@ -4,13 +4,17 @@ The caller must not notice. What is checked is what the gateway did, as the back
 connection, never what its recogniser made of the audio (PocketSphinx reads the same replayed words
 differently from one run to the next, and a busy machine changes where switches fall):
 
-- every caller frame reached a Live connection, in order and unaltered; on each new connection the gateway
-  replayed exactly the frames from where the previous one had stopped being covered by its handle, no more
-  than it may keep, and nothing the resumed session already had;
+- every caller frame reached a Live connection, in order and unaltered, with no gap between connections; on
+  each new connection the gateway replayed what it had sent since the handle it resumed from: never more
+  than it keeps, never anything the resumed session had already heard;
 - each connection resumed the session from a handle the connection before it had issued (one session, its
   history carried across every switch), and the gateway logged one switch per new connection;
 - the caller lines the gateway logged are Live's transcripts, in order, none of them twice; those it left
   out are replays at the start of a resumed connection or words cut off by a switch (and replayed).
+
+Printed with -s: how much caller audio a connection heard after the handle that the next one resumed from was
+issued, yet was not replayed there (the resumed session never heard it). The gateway takes a new connection's
+first handle as covering the audio it replayed there, though the server issued it before that audio arrived.
 """
 
 from __future__ import annotations
