@@ -245,7 +245,8 @@ async def test_the_redirect_is_retried_until_the_api_comes_back_and_the_call_mov
     print(figures)
     assert api.requests == 2, figures  # the 503 was retried too
     ((updated, form),) = api.updates
-    assert updated == sid and f'<Redirect method="POST">{PUBLIC}/twilio/voice?moved=1</Redirect>' in form["Twiml"]
+    assert updated == sid
+    assert f'<Redirect method="POST">{PUBLIC}/twilio/voice?moved=1</Redirect>' in form["Twiml"]
     assert gw.drain.moved == {sid}
     assert drain_s <= GRACE_S + MOVED_CALLS_WAIT_S, figures
     assert moved["attempts"] >= 3 and moved["resumable"] is True, figures
