@@ -198,7 +198,7 @@ def test_a_new_handle_means_nothing_before_it_is_replayed():
     state = CallState()
     state.caller_transcript("one")
     state.transcript.flush()
-    state.handle_update("h1", resumable=True)
+    state.handle_update("h1", resumable=True, now=0.0)
     state.begin_switch()
     state.caller_transcript("two")
     assert state.transcript.flush() == [("caller", "two")]
@@ -210,7 +210,7 @@ def test_a_new_handle_means_nothing_before_it_is_replayed():
 def test_audio_since_the_handle_is_replayed_then_audio_held_during_the_switch():
     res = Resumption()
     assert res.keep(b"a") and res.keep(b"b")
-    res.handle_update("h1", resumable=True)  # covers a and b
+    res.handle_update("h1", resumable=True, now=0.0)  # covers a and b
     assert res.keep(b"c")
     res.begin_switch()
     assert res.switching and not res.keep(b"d")  # the caller talks during the switch
@@ -224,10 +224,10 @@ def test_audio_since_the_handle_is_replayed_then_audio_held_during_the_switch():
 
 def test_a_non_resumable_update_keeps_the_old_handle_and_its_audio():
     res = Resumption()
-    res.handle_update("h1", resumable=True)
+    res.handle_update("h1", resumable=True, now=0.0)
     res.keep(b"x")
-    assert res.handle_update("", resumable=False) is False
-    assert res.handle_update("h2", resumable=False) is False
+    assert res.handle_update("", resumable=False, now=0.0) is False
+    assert res.handle_update("h2", resumable=False, now=0.0) is False
     assert res.handle == "h1" and list(res.since_handle) == [b"x"]
 
 
@@ -294,7 +294,7 @@ def test_a_rejected_handle_starts_afresh():
 
 def between_turns_state() -> CallState:
     state = CallState()
-    state.handle_update("h1", resumable=True)
+    state.handle_update("h1", resumable=True, now=0.0)
     assert state.between_turns
     return state
 
@@ -302,12 +302,12 @@ def between_turns_state() -> CallState:
 def test_no_moment_between_turns_without_a_handle_that_covers_the_conversation():
     state = CallState()
     assert not state.between_turns  # no handle at all
-    state.handle_update("h1", resumable=True)
+    state.handle_update("h1", resumable=True, now=0.0)
     speaking(state)
     state.turn_complete(now=1.0)
     state.turn_over(now=1.0)
     assert not state.between_turns  # the agent spoke after the handle: not covered yet
-    state.handle_update("h2", resumable=True)
+    state.handle_update("h2", resumable=True, now=0.0)
     assert state.between_turns
 
 
@@ -323,7 +323,7 @@ def test_a_go_away_switch_waits_while_either_side_is_mid_turn_or_a_tool_is_busy(
     state.resumption.go_away(time_left_s=30.0, now=0.0)
     if busy == "agent speaking":
         state.agent_transcript("let me")
-        state.handle_update("h2", resumable=True)  # even with a handle after the transcript began
+        state.handle_update("h2", resumable=True, now=0.0)  # even with a handle after the transcript began
     elif busy == "caller speaking":
         state.caller_transcript("I was")
     elif busy == "tool running":
@@ -357,3 +357,17 @@ def test_what_a_live_failure_means_for_the_call():
     failures = (Outcome.LIVE_LOST, Outcome.LIVE_UNAVAILABLE, Outcome.LIVE_CONFIG_ERROR)
     assert all(outcome.is_failure for outcome in failures)
     assert not Outcome.CALLER_HUNG_UP.is_failure and Outcome.MOVED == "moved"
+
+
+def test_a_handle_issued_before_the_replay_was_taken_in_does_not_cover_it():
+    res = Resumption()
+    res.handle_update("h1", resumable=True, now=0.0)
+    res.keep(b"said")  # after h1: replayed on the next connection
+    res.begin_switch()
+    assert res.handle_update("h2", resumable=True, now=1.0) is False  # mid-replay: not covered
+    assert res.next_held() == b"said" and res.next_held() is None
+    res.replayed(now=1.0)
+    assert res.handle_update("h3", resumable=True, now=2.0) is False  # too soon after it: still kept
+    assert res.handle == "h3" and list(res.since_handle) == [b"said"] and not res.handle_fresh
+    assert res.handle_update("h4", resumable=True, now=3.5) is True  # the server has had it
+    assert not res.since_handle and res.handle_fresh

@@ -459,7 +459,7 @@ class Call:
             self.stats.add_usage(event)
             METRICS.count_tokens(event.by_modality)
         elif isinstance(event, lp.ResumptionUpdate):
-            state.handle_update(event.handle, event.resumable)
+            state.handle_update(event.handle, event.resumable, time.monotonic())
         elif isinstance(event, lp.ToolCall):
             await self._start_tools(event)
         elif isinstance(event, lp.ToolCallCancellation):
@@ -486,6 +486,7 @@ class Call:
             raise LiveUnreachable(f"Live not back within {self.limits.live_setup_s * 2:.0f}s") from None
         while (frame := state.resumption.next_held()) is not None:  # frames held meanwhile go in order too
             await self.live.send_audio(self._to_live(frame), self.input_rate)
+        state.resumption.replayed(time.monotonic())
         for text in state.resumption.take_keys():
             await self._ask_agent(text)
         took = time.monotonic() - began

@@ -17,6 +17,9 @@ GO_AWAY_MARGIN_S = 5.0
 # A connection that has spoken, then says nothing at all for this long after the caller made a sound, has
 # stalled (a healthy Live transcribes or answers within a second or two).
 STALL_S = 8.0
+# After a switch, the new connection may issue a handle before it has taken in the audio replayed to it (the
+# local backend does so at once): a handle that comes this soon after the replay does not cover it.
+REPLAY_SETTLE_S = 2.0
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Resumption:
     held_keys: list[str] = field(default_factory=list)
     barren: int = 0  # connections in a row lost before the server said anything
     heard_at: float | None = None  # when the current connection last said anything (None: nothing yet)
+    replay_settles_at: float | None = None  # a handle before this does not cover the replay
     dropped: int = 0  # caller frames lost because a switch took longer than the hold allows
 
     def __post_init__(self) -> None:
@@ -81,12 +85,19 @@ class Resumption:
 
     # --- the server's side ---
 
-    def handle_update(self, handle: str, resumable: bool) -> bool:
-        """A resumption update. True when it gives a handle to resume from (it covers all said so far)."""
+    def handle_update(self, handle: str, resumable: bool, now: float) -> bool:
+        """A resumption update. True when its handle covers all said so far; a resumable handle that comes
+        while audio is being replayed to the connection, or just after, is kept to resume from, but the
+        replayed audio stays to be sent again (the server issued it before taking that audio in)."""
         if not (resumable and handle):
             return False
         self.handle = handle
-        self.handle_fresh = True
+        settling = self.held is not None or (
+            self.replay_settles_at is not None and now < self.replay_settles_at
+        )
+        self.handle_fresh = not settling
+        if settling:
+            return False
         self.since_handle.clear()
         return True
 
@@ -147,6 +158,10 @@ class Resumption:
             return self.held.popleft()
         self.held = None
         return None
+
+    def replayed(self, now: float) -> None:
+        """The held audio has all gone to the new connection."""
+        self.replay_settles_at = now + REPLAY_SETTLE_S
 
     def take_keys(self) -> list[str]:
         keys, self.held_keys = self.held_keys, []

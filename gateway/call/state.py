@@ -61,8 +61,8 @@ class CallState:
         self.transcript.heard("caller", text)
         return talked_over
 
-    def handle_update(self, handle: str, resumable: bool) -> None:
-        if self.resumption.handle_update(handle, resumable):
+    def handle_update(self, handle: str, resumable: bool, now: float) -> None:
+        if self.resumption.handle_update(handle, resumable, now):
             self.transcript.handle_updated()
 
     def interrupted(self) -> LineAction | None:

@@ -468,7 +468,10 @@ class _Call:
             pass  # abnormal close (no close frame): close_code says 1006
         finally:
             if self.closed_by is None:
-                self.closed_by = "caller" if self.hanging_up else "gateway"
+                # Who sent the first close frame. Not `hanging_up` alone: the clock can run into the gateway's
+                # close and "hang up" before this task has read that close (on a busy loop, it often does).
+                first = self.ws.protocol.close_rcvd_then_sent  # None: no closing handshake (a dropped socket)
+                self.closed_by = "gateway" if first or (first is None and not self.hanging_up) else "caller"
             self.emit("closed", by=self.closed_by, code=self.ws.close_code, reason=self.ws.close_reason)
             self.closed.set()
 
