@@ -28,10 +28,17 @@ from twilio.twiml.voice_response import VoiceResponse
 from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from gateway.devtools.simulator import (
     CallObserver,
+    CallResult,
     CallScript,
+    Event,
+    Overlap,
     SimulatorError,
+    Turn,
     add_call_arguments,
+    agent_speech,
+    caller_lines,
     load_wav,
+    overlaps,
     place_call,
     segment_speech,
     summarize,
@@ -396,6 +403,17 @@ async def test_clear_flushes_audio_and_echoes_pending_marks_at_once(serve) -> No
     assert clear.details["flushed_s"] == pytest.approx(1.5, abs=0.05)
     assert len(result.barge_ins) == 1 and result.barge_ins[0] == pytest.approx(0.2, abs=0.04)
     assert result.unanswered_barge_ins == []
+    # Read back from the events: the agent's speech as played, cut off by the clear, and the overlap's fate.
+    first, second = agent_speech(result)
+    assert (first.start, first.end) == (pytest.approx(0.3, abs=0.03), pytest.approx(0.8, abs=0.03))
+    assert first.cleared_at == pytest.approx(0.8, abs=0.03) and first.flushed_s == pytest.approx(
+        1.5, abs=0.05
+    )
+    assert first.cut_off and first.heard_s == pytest.approx(0.5, abs=0.04)
+    assert second.start == pytest.approx(1.0, abs=0.03) and not second.cut_off
+    (overlap,) = overlaps(result)
+    assert overlap.verdict() == "cleared" and overlap.cleared_after == pytest.approx(0.2, abs=0.04)
+    assert "cleared after" in summarize(result) and "NOT cleared" not in summarize(result)
 
 
 class Stamps(CallObserver):
@@ -563,6 +581,88 @@ async def test_no_hang_up_gives_up_after_max_duration(serve) -> None:
     assert result.closed_by == "caller" and result.media_frames_sent == 15
     assert any(e.kind == "timeout" for e in result.events)
     assert gateway.sessions[0].messages("stop")
+
+
+# --- reading a finished call ---
+
+
+def turn(index: int, start: float, end: float, latency: float | None) -> Turn:
+    return Turn(
+        index, start, end, latency, None if latency is None else latency + 0.01, 1.0 if latency else 0.0
+    )
+
+
+def recorded(
+    events: list[Event], turns: tuple[Turn, ...] | list[Turn] = (), duration_s: float = 10.0
+) -> CallResult:
+    return CallResult(
+        call_sid="CA1", stream_sid="MZ1", twiml="", stream_url="", custom_parameters={}, heard=b"", sent=b"",
+        events=events, turns=list(turns), barge_ins=[], unanswered_barge_ins=[], mark_round_trips=[],
+        close_code=1000, closed_by="caller", media_frames_sent=500, media_frames_received=0,
+        media_bytes_received=0, late_frames_sent=7, bad_messages=0, duration_s=duration_s,
+    )  # fmt: skip
+
+
+def media(t: float, seconds: float) -> Event:
+    return Event(t, "media", {"bytes": round(seconds * RATE)})
+
+
+def test_a_pause_the_agent_leaves_unanswered_is_inside_one_caller_line() -> None:
+    turns = [
+        turn(0, 1.0, 2.0, 0.8),
+        turn(1, 5.0, 6.0, None),  # a 0.56 s pause, unanswered: the same line goes on
+        turn(2, 6.56, 8.0, 0.7),
+        turn(3, 12.0, 13.0, None),  # a 2 s silence the agent left unanswered: a turn of its own
+        turn(4, 15.0, 16.0, 0.5),
+    ]
+    lines = caller_lines(turns)
+    assert [(line.start, line.end) for line in lines] == [(1.0, 2.0), (5.0, 8.0), (12.0, 13.0), (15.0, 16.0)]
+    assert lines[1].pauses == (pytest.approx(0.56),) and lines[1].response_latency == 0.7
+    assert lines[2].response_latency is None and lines[2].pauses == ()
+    text = summarize(recorded([], turns))
+    assert "caller line 2 (5.00-8.00 s, pause of 0.56 s inside (under 1.0 s)): response 700 ms" in text
+    assert "caller line 3 (12.00-13.00 s): response no answer" in text
+    assert "caller pacing: 7 of 500 frames late (1.4%" in text
+
+
+def test_the_agents_speech_is_rebuilt_as_played_cut_off_or_not() -> None:
+    events = [
+        media(0.51, 0.4),
+        media(0.6, 0.4),
+        media(0.7, 0.4),  # one greeting, arriving ahead of its playout
+        media(2.5, 1.0),
+        media(2.6, 1.0),  # an answer...
+        Event(2.9, "barge_in", {"buffered_s": 1.6}),
+        Event(3.1, "clear", {"flushed_s": 1.4}),  # ...cut off 0.58 s in
+        media(4.0, 0.2),
+        media(4.4, 0.2),  # a dry spell of 0.2 s inside one speech
+        Event(6.0, "barge_in", {"buffered_s": 0.2}),  # over the last 0.26 s of an answer: no clear needed
+        media(5.0, 1.26),
+        media(8.0, 3.0),
+        Event(8.5, "barge_in", {"buffered_s": 2.5}),  # talked over, never cleared; the call ends first
+    ]
+    result = recorded(sorted(events, key=lambda e: e.t), duration_s=10.0)
+    greeting, answer, dry, last, unended = agent_speech(result)
+    assert (greeting.start, greeting.end, greeting.received_s) == (
+        0.52,
+        pytest.approx(1.72),
+        pytest.approx(1.2),
+    )
+    assert not greeting.cut_off
+    assert (answer.start, answer.cleared_at, answer.flushed_s) == (2.5, 3.1, 1.4)
+    assert answer.heard_s == pytest.approx(0.6) and answer.cut_off
+    assert (dry.start, dry.end) == (4.0, pytest.approx(4.6))
+    assert (last.start, last.end) == (5.0, pytest.approx(6.26))
+    assert unended.call_ended and unended.heard_s == pytest.approx(2.0)
+    cleared, short, ignored = overlaps(result)
+    assert cleared.verdict() == "cleared" and cleared.cleared_after == pytest.approx(0.2)
+    assert short.verdict() == "ended by itself" and short.agent_went_on_s == pytest.approx(0.26)
+    assert ignored.verdict() == "not cleared" and ignored.agent_went_on_s == pytest.approx(1.5)
+    assert Overlap(1.0, 1.6, 1.6).verdict() == "not cleared"  # a clear, but too late
+    text = summarize(result)
+    assert "2.90 s: cleared after 200 ms" in text
+    assert "6.00 s: over the agent's last 0.26 s, which ended by itself" in text
+    assert "8.50 s: NOT cleared: the agent played on for 1.50 s" in text
 
 
 # --- caller speech segmentation ---

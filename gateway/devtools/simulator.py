@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import math
 import os
 import secrets
 import sys
@@ -20,7 +22,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -35,15 +37,26 @@ from gateway.devtools.wavfile import load_caller_wav, load_wav, write_stereo_wav
 from gateway.twilio.protocol import Clear, Mark, Media, ProtocolError, TwilioSender, parse
 
 __all__ = [
+    "CLEAR_BOUND_S",
+    "MIN_TURN_GAP_S",
+    "AgentSpeech",
     "CallObserver",
     "CallResult",
     "CallScript",
+    "CallerLine",
     "Event",
+    "Overlap",
+    "PlayoutTracker",
     "SimulatorError",
     "Turn",
     "add_call_arguments",
     "add_signing_arguments",
+    "agent_speech",
+    "caller_lines",
+    "describe_overlap",
     "load_wav",
+    "overlaps",
+    "pacing",
     "place_call",
     "run_call_command",
     "segment_speech",
@@ -706,10 +719,196 @@ async def place_call(
     )
 
 
+# --- reading a finished call: caller lines, the agent's speech as played, barge-ins ---
+
+MIN_TURN_GAP_S = 1.0  # an unanswered pause shorter than this is inside one caller line, not a turn of its own
+CLEAR_BOUND_S = (
+    1.0  # caller over agent audio: a `clear` is due within this; audio that ends sooner needs none
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CallerLine:
+    """What the caller said in one go: utterances (`Turn`s) joined across the pauses the agent left unanswered
+    that are shorter than `MIN_TURN_GAP_S` (a pause between two sentences is not the end of a turn)."""
+
+    index: int
+    start: float  # seconds since stream start (the simulator's own speech detection)
+    end: float
+    pauses: tuple[float, ...]  # the pauses inside it, s
+    response_latency: float | None  # end of the line -> first agent media of a new answer received
+    playout_latency: float | None  # end of the line -> that answer starts playing
+    agent_audio_s: float  # agent audio heard between the end of this line and the start of the next
+
+
+def caller_lines(turns: list[Turn], min_gap_s: float = MIN_TURN_GAP_S) -> list[CallerLine]:
+    """`turns` joined into caller lines: a turn the agent did not answer (no new answer before the caller
+    spoke again) is one line with the next when the pause between them is shorter than `min_gap_s`."""
+    groups: list[list[Turn]] = []
+    for turn in turns:
+        if groups:
+            last = groups[-1][-1]
+            if last.response_latency is None and turn.speech_start - last.speech_end < min_gap_s:
+                groups[-1].append(turn)
+                continue
+        groups.append([turn])
+    return [
+        CallerLine(
+            index=i,
+            start=group[0].speech_start,
+            end=group[-1].speech_end,
+            pauses=tuple(b.speech_start - a.speech_end for a, b in itertools.pairwise(group)),
+            response_latency=group[-1].response_latency,
+            playout_latency=group[-1].playout_latency,
+            agent_audio_s=sum(t.agent_audio_s for t in group),
+        )
+        for i, group in enumerate(groups)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpeech:
+    """A stretch of agent audio as the caller's playout played it: the greeting, or one answer."""
+
+    start: float  # its first frame began to play (seconds since stream start)
+    end: float  # its last frame finished playing, a `clear` flushed the rest, or the call ended
+    received_s: float  # agent audio received for it
+    cleared_at: float | None = None  # a `clear` cut it off then
+    flushed_s: float = 0.0  # the audio that `clear` dropped, never played
+    call_ended: bool = False  # the call ended while it was still playing
+
+    @property
+    def heard_s(self) -> float:
+        return self.end - self.start
+
+    @property
+    def cut_off(self) -> bool:
+        return self.cleared_at is not None or self.call_ended
+
+
+class PlayoutTracker:
+    """The agent's speech rebuilt from a call's events, as the simulator's playout model plays it: audio
+    received while nothing plays starts at the next 20 ms tick and plays for its length; a dry spell shorter
+    than RESPONSE_GAP_S with no `clear` stays inside one speech. Feed it live (from `place_call(on_event=)`)
+    or afterwards (`agent_speech`)."""
+
+    def __init__(self) -> None:
+        self.finished: list[AgentSpeech] = []
+        self.current: AgentSpeech | None = None
+
+    def feed(self, event: Event) -> AgentSpeech | None:
+        """Take one event; returns the speech it started or cut off, if it did either."""
+        if event.kind == "media":
+            length = event.details.get("bytes", 0) / RATE
+            tick = math.ceil(event.t / FRAME_S - 1e-6) * FRAME_S
+            cur = self.current
+            if cur is not None and cur.cleared_at is None and tick < cur.end + RESPONSE_GAP_S:
+                self.current = replace(
+                    cur, end=max(cur.end, tick) + length, received_s=cur.received_s + length
+                )
+                return None
+            if cur is not None:
+                self.finished.append(cur)
+            self.current = AgentSpeech(start=tick, end=tick + length, received_s=length)
+            return self.current
+        if event.kind == "clear" and self.current is not None and event.details.get("flushed_s", 0) > 0:
+            self.current = replace(
+                self.current,
+                end=min(self.current.end, max(self.current.start, event.t)),
+                cleared_at=event.t,
+                flushed_s=float(event.details["flushed_s"]),
+            )
+            return self.current
+        return None
+
+    def speeches(self, call_ended_at: float | None = None) -> list[AgentSpeech]:
+        """Every speech so far; the one still playing when the call ended (if given) is cut there."""
+        out = list(self.finished)
+        if self.current is not None:
+            cur = self.current
+            if call_ended_at is not None and cur.cleared_at is None and cur.end > call_ended_at:
+                cur = replace(cur, end=max(cur.start, call_ended_at), call_ended=True)
+            out.append(cur)
+        return out
+
+
+def agent_speech(result: CallResult) -> list[AgentSpeech]:
+    """The agent's speech on a recorded call (`place_call(record=True)`), in order."""
+    tracker = PlayoutTracker()
+    for event in result.events:
+        tracker.feed(event)
+    return tracker.speeches(call_ended_at=result.duration_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Overlap:
+    """The caller started speaking while agent audio was playing (a barge-in, or a brief overlap)."""
+
+    at: float  # seconds since stream start
+    cleared_after: float | None  # -> the `clear` that cut that agent audio (None: no clear cut it)
+    agent_went_on_s: float  # how long the agent's audio went on playing after `at`
+
+    def verdict(self, bound_s: float = CLEAR_BOUND_S) -> Literal["cleared", "ended by itself", "not cleared"]:
+        """cleared: a `clear` within `bound_s`; ended by itself: no clear, but the agent's audio ran out
+        within `bound_s` (too short an overlap to need one); not cleared: neither."""
+        if self.cleared_after is not None and self.cleared_after <= bound_s:
+            return "cleared"
+        if self.cleared_after is None and self.agent_went_on_s <= bound_s:
+            return "ended by itself"
+        return "not cleared"
+
+
+def overlaps(result: CallResult, speeches: list[AgentSpeech] | None = None) -> list[Overlap]:
+    """Each time the caller started speaking over agent audio on a recorded call, and what became of it."""
+    speeches = agent_speech(result) if speeches is None else speeches
+    out = []
+    for event in result.events:
+        if event.kind != "barge_in":
+            continue
+        playing = [s for s in speeches if s.start - FRAME_S <= event.t < s.end + FRAME_S]
+        if not playing:  # a frame's rounding away from the model: what the buffer held is the best we know
+            out.append(Overlap(event.t, None, float(event.details.get("buffered_s", 0.0))))
+            continue
+        speech = playing[-1]
+        cleared = speech.cleared_at - event.t if speech.cleared_at is not None else None
+        out.append(Overlap(event.t, cleared, max(0.0, speech.end - event.t)))
+    return out
+
+
+def describe_overlap(overlap: Overlap, bound_s: float = CLEAR_BOUND_S) -> str:
+    verdict = overlap.verdict(bound_s)
+    if verdict == "cleared":
+        assert overlap.cleared_after is not None
+        return f"{overlap.at:.2f} s: cleared after {overlap.cleared_after * 1000:.0f} ms"
+    if verdict == "ended by itself":
+        return (
+            f"{overlap.at:.2f} s: over the agent's last {overlap.agent_went_on_s:.2f} s, which ended "
+            "by itself (no clear needed)"
+        )
+    if overlap.cleared_after is not None:
+        return (
+            f"{overlap.at:.2f} s: NOT cleared within {bound_s:.1f} s "
+            f"(cleared after {overlap.cleared_after:.2f} s)"
+        )
+    return f"{overlap.at:.2f} s: NOT cleared: the agent played on for {overlap.agent_went_on_s:.2f} s"
+
+
+def pacing(result: CallResult) -> str:
+    """How well the caller kept Twilio's pace: the share of its frames sent late."""
+    sent = result.media_frames_sent
+    share = result.late_frames_sent / sent * 100 if sent else 0.0
+    return (
+        f"caller pacing: {result.late_frames_sent} of {sent} frames late ({share:.1f}%; late = sent more "
+        f"than {LATE_S * 1000:.0f} ms after its 20 ms deadline)"
+    )
+
+
 # --- `gateway call`: the command line around place_call ---
 
 
-def summarize(result: CallResult) -> str:
+def summarize(
+    result: CallResult, *, min_gap_s: float = MIN_TURN_GAP_S, clear_bound_s: float = CLEAR_BOUND_S
+) -> str:
     """A few human-readable lines about a finished call (also used by the demo)."""
 
     def ms(value: float | None) -> str:
@@ -718,19 +917,34 @@ def summarize(result: CallResult) -> str:
     lines = [
         f"call {result.call_sid} ({result.duration_s:.1f} s): closed by {result.closed_by}, "
         f"code {result.close_code}",
-        f"sent {result.media_frames_sent} frames ({result.late_frames_sent} late), received "
-        f"{result.media_frames_received} media messages ({result.media_bytes_received / RATE:.1f} s audio), "
-        f"{result.bad_messages} bad messages",
+        pacing(result),
+        f"received {result.media_frames_received} media messages ({result.media_bytes_received / RATE:.1f} s "
+        f"audio), {result.bad_messages} bad messages",
     ]
-    for turn in result.turns:
+    for line in caller_lines(result.turns, min_gap_s):
+        inside = ""
+        if line.pauses:
+            pauses = ", ".join(f"{p:.2f}" for p in line.pauses)
+            inside = (
+                f", pause{'s' if len(line.pauses) > 1 else ''} of {pauses} s inside (under {min_gap_s:.1f} s)"
+            )
         lines.append(
-            f"turn {turn.index + 1}: caller {turn.speech_start:.2f}-{turn.speech_end:.2f} s, response "
-            f"{ms(turn.response_latency)}, heard after {ms(turn.playout_latency)}, "
-            f"{turn.agent_audio_s:.1f} s of agent audio"
+            f"caller line {line.index + 1} ({line.start:.2f}-{line.end:.2f} s{inside}): response "
+            f"{ms(line.response_latency)}, heard after {ms(line.playout_latency)}, "
+            f"{line.agent_audio_s:.1f} s of agent audio"
         )
-    if result.barge_ins or result.unanswered_barge_ins:
+    if result.events:
+        found = overlaps(result)
+        if found:
+            lines.append(
+                f"caller over agent audio (a clear is due within {clear_bound_s:.1f} s): "
+                + "; ".join(describe_overlap(o, clear_bound_s) for o in found)
+            )
+    elif result.barge_ins or result.unanswered_barge_ins:  # an unrecorded call: only the simulator's counts
         cleared = ", ".join(ms(b) for b in result.barge_ins) or "none"
-        lines.append(f"barge-ins: cleared after {cleared}; {len(result.unanswered_barge_ins)} not cleared")
+        lines.append(
+            f"barge-ins: cleared after {cleared}; {len(result.unanswered_barge_ins)} without a clear"
+        )
     if result.mark_round_trips:
         longest = max(result.mark_round_trips)
         lines.append(f"marks echoed: {len(result.mark_round_trips)}, longest playback wait {longest:.2f} s")
