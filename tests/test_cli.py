@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -160,18 +163,89 @@ def test_call_with_a_stereo_recording_says_it_uses_the_left_channel(tmp_path):
     assert proc.returncode == 1 and "unreachable" in proc.stderr and "Traceback" not in proc.stderr
 
 
+LATE_SHARE_BOUND = 0.10  # the demo's caller shared a process with the gateway: 34-40% late on 2 busy cores
+STAMPED = re.compile(r"^ *(\d+\.\d\d)s  (caller|agent) +(.*)$")
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan whose new parent has not reaped it yet is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_demo_runs_a_whole_call_offline(tmp_path):
-    out = tmp_path / "call.wav"
+    out, tmp = tmp_path / "call.wav", tmp_path / "tmp"
+    tmp.mkdir()
     proc = subprocess.run(
         # PORT is `gateway serve`'s: the demo serves on free loopback ports, and a bad PORT does not stop it
-        [sys.executable, "-m", "gateway", "demo", "--out", str(out)], env=clean_env(PORT="abc"), cwd=tmp_path,
-        capture_output=True, text=True, timeout=180,
+        [sys.executable, "-m", "gateway", "demo", "--out", str(out)], cwd=tmp_path,
+        env=clean_env(PORT="abc", TMPDIR=str(tmp)), capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
-    assert any(" agent " in line and "local offline test agent" in line for line in lines)
-    assert any(" caller " in line for line in lines)
+
+    # The gateway was a process of its own, stopped at the end: nothing left running, nothing left behind.
+    pid = int(
+        re.search(r"^gateway serve \(pid (\d+)\) ready at http://127\.0\.0\.1:\d+ ", proc.stdout, re.M)[1]
+    )
+    assert not alive(pid)
+    assert f"gateway: a separate process, pid {pid}, stopped with SIGTERM (exit code 0)" in lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call.wav", "tmp"] and not any(tmp.iterdir())
+
+    # The caller kept Twilio's pace, and says how well.
+    late, sent = map(
+        int, re.search(r"^caller pacing: (\d+) of (\d+) frames late", proc.stdout, re.M).groups()
+    )
+    assert sent > 1500 and late / sent < LATE_SHARE_BOUND
+
+    # The conversation: lines stamped on the call's timeline, in order; the greeting first, then the
+    # script's three caller lines (the pause inside the second is not a turn of its own), whatever the
+    # recognizer made of them.
+    start = next(i for i, line in enumerate(lines) if line.startswith("the conversation"))
+    end = lines.index("", start)
+    said = [m.groups() for line in lines[start:end] if (m := STAMPED.match(line))]
+    stamps = [float(at) for at, _, _ in said]
+    assert stamps == sorted(stamps)
+    assert said[0][1] == "agent" and "local offline test agent" in said[0][2] and stamps[0] < 8.0
+    caller = [at for at, role, _ in said if role == "caller"]
+    assert len(caller) == 3 and all(float(at) >= 8.0 for at in caller)  # after the 8 s left for the greeting
+    assert [line for line in lines if line.startswith("caller line ")][-1].startswith("caller line 3 (")
+    assert sum(role == "agent" for _, role, _ in said) >= 2
     assert any(line.startswith("end of caller speech -> first agent audio:") for line in lines)
     with wave.open(str(out)) as wav:
         assert wav.getnchannels() == 2 and wav.getframerate() == 8000
         assert wav.getnframes() > 8000 * 20
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGKILL, -9)]
+)
+def test_demo_never_leaves_its_gateway_running(tmp_path, sig, code):
+    """Ctrl-C, a SIGTERM, even a SIGKILL (Linux then SIGTERMs the gateway) in the middle of the call."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--out", str(tmp_path / "call.wav")], env=clean_env(),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    pid = None
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if found := re.match(r"gateway serve \(pid (\d+)\) ready", line):
+                pid = int(found[1])
+                break
+        assert pid is not None and alive(pid)
+        time.sleep(1.0)  # the call is under way
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == code
+        deadline = time.monotonic() + 30
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGKILL)

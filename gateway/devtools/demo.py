@@ -1,30 +1,57 @@
 """`gateway demo`: the whole product on one machine with no keys.
 
-The local Live backend and the gateway start on free loopback ports; the caller simulator dials in as
-Twilio would with a caller recording synthesised offline (or a WAV you pass), and the conversation is
-printed as it happens. At the end: the response latency of each turn and a stereo WAV of the call.
+The gateway runs as it does in production, a process of its own (`gateway serve`, with its embedded local
+Live backend, on a free loopback port, in a clean environment: no keys, no settings of yours); this process
+is only the caller. The caller simulator dials in as Twilio would with a caller recording synthesised
+offline (or a WAV you pass) and paces it in real time, so the latencies it measures are the product's, not
+those of a simulator sharing an event loop with the gateway and its recognizer. The call is followed live,
+then printed as a conversation: each line stamped with when its speech started on the call's timeline (the
+caller's from the simulator's speech detection, the agent's from when its audio began to play to the
+caller), with the words from the gateway's own call record. At the end: each caller line's response
+latency, what became of each time the caller talked over the agent, how many of the caller's frames went
+out late, and a stereo WAV of the call. The gateway is stopped with SIGTERM however the demo ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
+import contextlib
 import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
-from gateway.config import load_settings
+import httpx
+
+import gateway
 from gateway.devtools.simulator import (
+    CLEAR_BOUND_S,
+    MIN_TURN_GAP_S,
     RATE,
+    AgentSpeech,
+    CallerLine,
+    CallObserver,
+    CallResult,
     CallScript,
     Event,
-    load_wav,
+    PlayoutTracker,
+    agent_speech,
+    caller_lines,
     place_call,
     summarize,
     write_stereo_wav,
 )
-from gateway.local_live import LocalLiveServer
-from gateway.server import running_gateway
+from gateway.devtools.wavfile import load_caller_wav
 
 # What the demo caller says, and how long it then waits for the agent to answer.
 CALLER_LINES: tuple[tuple[str, float], ...] = (
@@ -33,6 +60,24 @@ CALLER_LINES: tuple[tuple[str, float], ...] = (
     ("Goodbye.", 5.0),
 )
 GREETING_WAIT_S = 8.0
+
+READY_TIMEOUT_S = 120.0  # the gateway's start-up: imports, and the local backend loading its models
+STOP_TIMEOUT_S = 30.0  # SIGTERM -> exit: its drain with no call in progress takes well under a second
+RECORD_TIMEOUT_S = 10.0  # the call's record is written just after the call ends, off the call's path
+TRANSCRIPT_SLACK_S = 0.25  # a transcript line belongs to speech that started at most this long after it
+
+# Only what a Python process needs from this environment: none of the gateway's settings (keys, PORT, the
+# agent's voice...), which would make the demo something else than the product as it ships.
+_KEPT_ENV = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+        "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "SYSTEMROOT", "PYTHONPATH", "VIRTUAL_ENV",
+    }
+)  # fmt: skip
+
+
+class DemoError(RuntimeError):
+    """The demo could not run (the gateway did not start, the call could not be placed)."""
 
 
 def caller_recording() -> bytes:
@@ -58,37 +103,375 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def run_demo(args: argparse.Namespace) -> int:
-    audio = load_wav(args.audio) if args.audio else await asyncio.to_thread(caller_recording)
+# --- the gateway, a process of its own ---
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def gateway_env(calls_api_token: str) -> dict[str, str]:
+    """The gateway's environment: this one's basics, none of its settings; records in its working directory,
+    readable over HTTP with `calls_api_token` (the words of the conversation come from there)."""
+    env = {k: v for k, v in os.environ.items() if k in _KEPT_ENV or k.startswith("LC_")}
+    # It runs in a directory of its own (no .env there, its database too): make it import this gateway.
+    root = Path(gateway.__file__).resolve().parent.parent
+    if root.name not in {"site-packages", "dist-packages"}:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
+    env.update(
+        LOG_FORMAT="json",
+        LOG_LEVEL="info",
+        CALLS_API_TOKEN=calls_api_token,
+        DATABASE_URL="sqlite:///calls.sqlite3",
+        RECORDS_SPOOL_DIR="records-spool",
+    )
+    return env
+
+
+def _child_main(argv: list[str]) -> int:
+    """`python -m gateway.devtools.demo PARENT_PID serve ...`: `gateway serve` that Linux stops (SIGTERM) if
+    the demo dies without stopping it itself (SIGKILL, a crash), so the demo never leaves a gateway behind."""
+    parent = int(argv[0])
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the demo's own clean-up stops it
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        return 0  # the demo was gone before the line above took effect
+    from gateway.cli import main
+
+    return main(argv[1:])
+
+
+@dataclass
+class GatewayProcess:
+    """`gateway serve` started by the demo: where it listens, and how to read its call records."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    calls_api_token: str
+    log_path: Path
+    started_s: float = 0.0  # from spawn to /healthz answering
+    exit_code: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> int:
+        """SIGTERM, as a platform stops it (it drains, then exits), then wait; SIGKILL if it does not exit in
+        time or if the wait is interrupted (a second Ctrl-C). Blocking, and safe to call again."""
+        if self.exit_code is not None:
+            return self.exit_code
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+        finally:
+            if self.proc.poll() is None:  # interrupted while waiting: do not leave it behind
+                self.proc.kill()
+            self.exit_code = self.proc.wait()
+        return self.exit_code
+
+
+def _spawn(workdir: Path, port: int, token: str) -> GatewayProcess:
+    log_path = workdir / f"gateway-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            # Started from this (the main) thread: Linux's parent-death signal follows the thread that forked.
+            [sys.executable, "-m", "gateway.devtools.demo", str(os.getpid()), "serve", "--host", "127.0.0.1",
+             "--port", str(port)],
+            cwd=workdir, env=gateway_env(token), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True,  # the terminal's Ctrl-C is the demo's to handle: it stops the gateway
+        )  # fmt: skip
+    return GatewayProcess(proc, f"http://127.0.0.1:{port}", token, log_path)
+
+
+async def _wait_ready(gw: GatewayProcess, timeout_s: float) -> bool:
+    """True once /healthz answers 200; False if the process exits first."""
     started = time.monotonic()
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:
+        while time.monotonic() - started < timeout_s:
+            if gw.proc.poll() is not None:
+                return False
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(gw.url + "/healthz")).status_code == 200:
+                    gw.started_s = time.monotonic() - started
+                    return True
+            await asyncio.sleep(0.1)
+    raise DemoError(f"the gateway did not answer {gw.url}/healthz within {timeout_s:.0f} s")
 
-    def say(who: str, text: str) -> None:
-        print(f"{time.monotonic() - started:7.2f}s  {who:<7} {text}", flush=True)
 
-    def on_event(event: Event) -> None:
-        if event.kind == "clear":
-            say("gateway", "(caller talked over the agent: playback cleared)")
+@contextlib.asynccontextmanager
+async def gateway_process(
+    workdir: Path, ready_timeout_s: float = READY_TIMEOUT_S
+) -> AsyncIterator[GatewayProcess]:
+    """`gateway serve` on a free loopback port until the block ends, then stopped, whatever happens."""
+    token = secrets.token_urlsafe(24)
+    for _attempt in range(3):  # the free port may be taken between choosing it and the gateway binding it
+        gw = _spawn(workdir, _free_port(), token)
+        try:
+            if await _wait_ready(gw, ready_timeout_s):
+                break
+        except BaseException:
+            gw.stop()
+            raise
+        gw.stop()
+        if "address already in use" not in gw.log_tail().lower():
+            raise DemoError(f"the gateway exited at start-up (code {gw.exit_code}):\n{gw.log_tail()}")
+    else:
+        raise DemoError("no free loopback port for the gateway after 3 tries")
+    try:
+        yield gw
+    finally:
+        gw.stop()
 
-    print("starting the local Live backend (offline VAD, recognizer and synthesizer) and the gateway...")
-    async with LocalLiveServer() as live:
-        # The user's settings (voice, greeting, ...) but never their Gemini key: the demo is offline.
-        base = load_settings({**os.environ, "GEMINI_API_KEY": "", "GEMINI_LIVE_URL": ""})
-        settings = dataclasses.replace(base, gemini_live_url=live.url())
-        async with running_gateway(settings, on_transcript=lambda _sid, role, text: say(role, text)) as url:
-            print(f"gateway at {url}, Live backend at {live.url()}; placing a call\n")
-            started = time.monotonic()
-            result = await place_call(
-                url,
-                CallScript(audio=audio, leading_silence_s=GREETING_WAIT_S, trailing_silence_s=2.0),
-                on_event=on_event,
+
+async def _call_record(gw: GatewayProcess, call_sid: str) -> dict[str, Any] | None:
+    """The call's record from the gateway (`GET /calls/{sid}`), once it is written; None if it never is."""
+    headers = {"Authorization": f"Bearer {gw.calls_api_token}"}
+    deadline = time.monotonic() + RECORD_TIMEOUT_S
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError, ValueError):
+                response = await http.get(f"{gw.url}/calls/{call_sid}", headers=headers)
+                if response.status_code == 200:
+                    record: dict[str, Any] = response.json()
+                    if record.get("ended_at"):
+                        return record
+            await asyncio.sleep(0.2)
+    return None
+
+
+# --- following the call ---
+
+
+class _Clock(CallObserver):
+    """Where the stream's timeline starts on the wall clock (the records stamp transcript lines with it)."""
+
+    def __init__(self) -> None:
+        self.wall_t0: float | None = None
+
+    def stream_started(self, t0: float) -> None:
+        self.wall_t0 = time.time() - (time.monotonic() - t0)
+
+
+class _LiveFeed:
+    """One line per thing a listener would notice, stamped on the call's timeline, as it happens."""
+
+    def __init__(self) -> None:
+        self.playout = PlayoutTracker()
+        self.last_speech_end: float | None = None
+        self.agent_since = False
+
+    def __call__(self, event: Event) -> None:
+        speech = self.playout.feed(event)
+        if speech is not None:
+            if speech.cleared_at is None:
+                self.agent_since = True
+                _say(speech.start, "agent", "speaking")
+            else:
+                _say(event.t, "gateway", f"the caller talked over the agent: playback cleared "
+                     f"({speech.flushed_s:.1f} s of its audio dropped)")  # fmt: skip
+        elif event.kind == "speech_start":
+            gap = None if self.last_speech_end is None else event.t - self.last_speech_end
+            if gap is not None and gap < MIN_TURN_GAP_S and not self.agent_since:
+                _say(event.t, "caller", f"goes on after a {gap:.2f} s pause")
+            else:
+                _say(event.t, "caller", "speaking")
+        elif event.kind == "speech_end":
+            self.last_speech_end = event.t
+            self.agent_since = False
+
+
+def _say(t: float, who: str, text: str) -> None:
+    print(f"{t:7.2f}s  {who:<7} {text}", flush=True)
+
+
+# --- the conversation ---
+
+
+@dataclass
+class Said:
+    """One line of the conversation: who, when their speech started, their words (from the record)."""
+
+    at: float
+    role: str
+    texts: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+def _agent_note(speech: AgentSpeech) -> str:
+    if speech.cleared_at is not None:
+        return f"[cut off by the caller: {speech.heard_s:.1f} s heard, {speech.flushed_s:.1f} s never played]"
+    if speech.call_ended:
+        return f"[cut off by the end of the call: {speech.heard_s:.1f} s of {speech.received_s:.1f} s heard]"
+    return ""
+
+
+def _caller_note(line: CallerLine) -> str:
+    if not line.pauses:
+        return ""
+    pauses = ", ".join(f"{p:.2f} s" for p in line.pauses)
+    which = "the pause of" if len(line.pauses) == 1 else "the pauses of"
+    return f"[one line: the agent did not answer {which} {pauses} inside it]"
+
+
+def conversation(
+    lines: list[CallerLine],
+    speeches: list[AgentSpeech],
+    transcript: list[tuple[float, str, str]],
+) -> list[Said]:
+    """The caller's lines and the agent's speech in order, each with the words of the transcript lines
+    (call time, role, text) that belong to it: the speech of that role that started last before the line was
+    written (transcripts come as, or after, the speech starts). A transcript line that no speech can own
+    (an agent line whose audio never played) is kept, stamped with when it was written."""
+    said = [Said(line.start, "caller", note=_caller_note(line)) for line in lines]
+    said += [Said(speech.start, "agent", note=_agent_note(speech)) for speech in speeches]
+    said.sort(key=lambda s: s.at)
+    orphans = []
+    for at, role, text in transcript:
+        owners = [s for s in said if s.role == role and s.at <= at + TRANSCRIPT_SLACK_S]
+        if owners:
+            owners[-1].texts.append(text)
+        else:
+            orphans.append(Said(at, role, [text], note="[stamped when its transcript was written]"))
+    return sorted(said + orphans, key=lambda s: s.at)
+
+
+def _transcript_on_timeline(
+    record: dict[str, Any] | None, wall_t0: float | None
+) -> list[tuple[float, str, str]]:
+    if record is None or wall_t0 is None:
+        return []
+    out = []
+    for line in record.get("transcript", []):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            at = datetime.fromisoformat(line["at"]).timestamp() - wall_t0
+            out.append((at, str(line["role"]), str(line["text"])))
+    return out
+
+
+def _print_conversation(result: CallResult, record: dict[str, Any] | None, wall_t0: float | None) -> None:
+    lines = caller_lines(result.turns)
+    said = conversation(lines, agent_speech(result), _transcript_on_timeline(record, wall_t0))
+    print(
+        "\nthe conversation (each line stamped with when its speech started: the caller's as the simulator"
+        "\ndetected it, the agent's when its audio began to play to the caller; the words are the gateway's"
+        "\nrecord of what its recognizer heard and what the agent said):"
+    )
+    if record is None:
+        print("  (the gateway's call record could not be read: the words are missing)")
+    for s in said:
+        text = " ".join(s.texts) if s.texts else "(no transcript)"
+        print(f"{s.at:7.2f}s  {s.role:<7} {text}" + (f"  {s.note}" if s.note else ""))
+
+
+# --- the command ---
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    stopped_by: list[int] = []
+
+    def on_signal(signum: int) -> None:  # SIGTERM, SIGHUP: end as Ctrl-C does, stopping the gateway first
+        stopped_by.append(signum)
+        if task is not None:
+            task.cancel()
+
+    handled = []
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):  # not on Windows
+            loop.add_signal_handler(signum, on_signal, signum)
+            handled.append(signum)
+    try:
+        return await _run_demo(args)
+    except DemoError as exc:
+        print(f"gateway demo: {exc}", file=sys.stderr)
+        return 1
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise  # Ctrl-C: asyncio.run turns it back into KeyboardInterrupt
+        print(f"gateway demo: stopped by {signal.Signals(stopped_by[0]).name}", file=sys.stderr)
+        return 128 + stopped_by[0]
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+
+
+async def _run_demo(args: argparse.Namespace) -> int:
+    audio = b""
+    if args.audio:
+        try:
+            audio, channels = load_caller_wav(args.audio)
+        except (OSError, ValueError) as exc:
+            raise DemoError(f"cannot read --audio {args.audio}: {exc}") from exc
+        if channels > 1:
+            print(
+                f"{args.audio} has {channels} channels: the caller says the first (left) one", file=sys.stderr
             )
+    # The caller's recording is made while the gateway starts.
+    recording = None if args.audio else asyncio.ensure_future(asyncio.to_thread(caller_recording))
+    print(
+        "starting the gateway: `gateway serve`, a process of its own, with its local Live backend...",
+        flush=True,
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="gateway-demo-") as workdir:
+            async with gateway_process(Path(workdir)) as gw:
+                if recording is not None:
+                    audio = await recording
+                print(
+                    f"gateway serve (pid {gw.pid}) ready at {gw.url} in {gw.started_s:.1f} s; the caller "
+                    f"(this process) places a call of {len(audio) / 2 / RATE + GREETING_WAIT_S + 2:.0f} s\n",
+                    flush=True,
+                )
+                clock = _Clock()
+                try:
+                    result = await place_call(
+                        gw.url,
+                        CallScript(audio=audio, leading_silence_s=GREETING_WAIT_S, trailing_silence_s=2.0),
+                        on_event=_LiveFeed(),
+                        observer=clock,
+                    )
+                except Exception as exc:
+                    raise DemoError(f"the call failed: {exc!r}\n{gw.log_tail()}") from exc
+                record = await _call_record(gw, result.call_sid)
+            code = gw.stop()
+    finally:
+        if recording is not None and not recording.done():
+            recording.cancel()
+    _print_conversation(result, record, clock.wall_t0)
     print()
     print(summarize(result))
-    latencies = [t.response_latency for t in result.turns if t.response_latency is not None]
-    if latencies:
+    latencies = [line.response_latency for line in caller_lines(result.turns)]
+    if any(v is not None for v in latencies):
         print(
-            "end of caller speech -> first agent audio: " + ", ".join(f"{v * 1000:.0f} ms" for v in latencies)
+            "end of caller speech -> first agent audio: "
+            + ", ".join("no answer" if v is None else f"{v * 1000:.0f} ms" for v in latencies)
         )
+    print(
+        f"(a caller line joins what the caller said across pauses the agent left unanswered under "
+        f"{MIN_TURN_GAP_S:.1f} s; talking over the agent, a clear is due within {CLEAR_BOUND_S:.1f} s)"
+    )
+    print(f"gateway: a separate process, pid {gw.pid}, stopped with SIGTERM (exit code {code})")
     write_stereo_wav(args.out, result.sent, result.heard, RATE)
     print(f"recording: {args.out} (caller left, agent right, 8 kHz)")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))
