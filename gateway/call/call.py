@@ -415,11 +415,13 @@ class Call:
                     ) from None
                 return "connection_lost"
             heard_from_server = True
-            resumption.heard(time.monotonic())
             if events is None:
                 return "go_away" if resumption.switch_by is not None else None
             for event in events:
                 await self._on_live_event(event)
+            resumption.heard(
+                time.monotonic()
+            )  # after its events: a handle in the first one is judged as such
 
     def _watch_for_stall(self) -> None:
         """The caller made a sound: if Live has said nothing since, it must say something within the stall
@@ -486,7 +488,6 @@ class Call:
             raise LiveUnreachable(f"Live not back within {self.limits.live_setup_s * 2:.0f}s") from None
         while (frame := state.resumption.next_held()) is not None:  # frames held meanwhile go in order too
             await self.live.send_audio(self._to_live(frame), self.input_rate)
-        state.resumption.replayed(time.monotonic())
         for text in state.resumption.take_keys():
             await self._ask_agent(text)
         took = time.monotonic() - began

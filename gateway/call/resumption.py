@@ -17,9 +17,6 @@ GO_AWAY_MARGIN_S = 5.0
 # A connection that has spoken, then says nothing at all for this long after the caller made a sound, has
 # stalled (a healthy Live transcribes or answers within a second or two).
 STALL_S = 8.0
-# After a switch, the new connection may issue a handle before it has taken in the audio replayed to it (the
-# local backend does so at once): a handle that comes this soon after the replay does not cover it.
-REPLAY_SETTLE_S = 2.0
 
 
 @dataclass
@@ -44,7 +41,7 @@ class Resumption:
     held_keys: list[str] = field(default_factory=list)
     barren: int = 0  # connections in a row lost before the server said anything
     heard_at: float | None = None  # when the current connection last said anything (None: nothing yet)
-    replay_settles_at: float | None = None  # a handle before this does not cover the replay
+    after_switch: bool = False  # the current connection was switched to: audio was replayed to it
     dropped: int = 0  # caller frames lost because a switch took longer than the hold allows
 
     def __post_init__(self) -> None:
@@ -86,20 +83,17 @@ class Resumption:
     # --- the server's side ---
 
     def handle_update(self, handle: str, resumable: bool, now: float) -> bool:
-        """A resumption update. True when its handle covers all said so far; a resumable handle that comes
-        while audio is being replayed to the connection, or just after, is kept to resume from, but the
-        replayed audio stays to be sent again (the server issued it before taking that audio in)."""
+        """A resumption update. True when its handle covers all said so far. A handle in the first message
+        of a connection the call switched to is kept to resume from but covers no replayed audio: the
+        server issued it on setup, before it took the replay in (the local backend does so)."""
         if not (resumable and handle):
             return False
         self.handle = handle
-        settling = self.held is not None or (
-            self.replay_settles_at is not None and now < self.replay_settles_at
-        )
-        self.handle_fresh = not settling
-        if settling:
-            return False
-        self.since_handle.clear()
-        return True
+        covers = not (self.after_switch and self.heard_at is None)
+        self.handle_fresh = covers
+        if covers:
+            self.since_handle.clear()
+        return covers
 
     def agent_spoke(self) -> None:
         """The agent said something the handle does not cover yet."""
@@ -150,6 +144,7 @@ class Resumption:
         self.switch_by = None
         self.handle_fresh = False
         self.heard_at = None
+        self.after_switch = True
 
     def next_held(self) -> bytes | None:
         """The next frame to send on the new connection; None once there is none left (the switch is over,
@@ -158,10 +153,6 @@ class Resumption:
             return self.held.popleft()
         self.held = None
         return None
-
-    def replayed(self, now: float) -> None:
-        """The held audio has all gone to the new connection."""
-        self.replay_settles_at = now + REPLAY_SETTLE_S
 
     def take_keys(self) -> list[str]:
         keys, self.held_keys = self.held_keys, []
