@@ -226,8 +226,8 @@ def test_demo_runs_a_whole_call_offline(tmp_path):
 def test_demo_never_leaves_its_gateway_running(tmp_path, sig, code):
     """Ctrl-C, a SIGTERM, even a SIGKILL (Linux then SIGTERMs the gateway) in the middle of the call."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "demo", "--out", str(tmp_path / "call.wav")], env=clean_env(),
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [sys.executable, "-m", "gateway", "demo", "--out", str(tmp_path / "call.wav")], cwd=tmp_path,
+        env=clean_env(TMPDIR=str(tmp_path)), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     pid = None
     try:

@@ -393,10 +393,12 @@ async def run_demo(args: argparse.Namespace) -> int:
             task.cancel()
 
     handled = []
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):  # not on Windows
-            loop.add_signal_handler(signum, on_signal, signum)
-            handled.append(signum)
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)  # no SIGHUP on Windows, nor add_signal_handler
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            if signum is not None:
+                loop.add_signal_handler(signum, on_signal, signum)
+                handled.append(signum)
     try:
         return await _run_demo(args)
     except DemoError as exc:
