@@ -7,8 +7,12 @@ nothing. The key is derived from the Twilio auth token, so every instance behind
 tokens of every other; without an auth token (development) it is random per process.
 
 Tokens are single-use per process: the first stream to redeem one wins, a second stream with the same token
-is refused. No I/O here: the clock is passed in, and the state is a small dict of redeemed tokens that
-forgets each one when it would have expired anyway.
+is refused. One CallSid gets one token: Twilio's signature on a webhook has no timestamp, so a captured
+webhook can be replayed at will, and every replay must not be a new token (and a new pre-warmed Live
+session). The answer given to each CallSid is remembered (`REMEMBER_S`, at most `MAX_REMEMBERED` of them):
+asked again, the webhook gives the same answer while the token is still waiting for its stream, and refuses
+once it has been used or has expired (`previous`). No I/O here: the clock is passed in, and the state is
+small dicts that forget each entry once it can no longer matter.
 """
 
 from __future__ import annotations
@@ -19,13 +23,42 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 PARAMETER = "token"  # the <Parameter> name the token travels under
 DEFAULT_TTL_S = 60.0  # Twilio opens the stream within a second or two of reading the TwiML
 # How long an answered call holds a place in the call limit while its stream is on the way. Short: behind a
 # load balancer the stream may arrive at another instance, and this one never hears of it.
 DEFAULT_PENDING_S = 15.0
+# How long the answer given to a CallSid is remembered, so that a replay of its webhook cannot get a new token
+# (a call lasts at most MAX_CALL_DURATION_S; a replay after this gets a new token, whose stream then needs the
+# stream URL's signature too). At most MAX_REMEMBERED CallSids (the oldest forgotten first): under 20 MB.
+REMEMBER_S = 3600.0
+MAX_REMEMBERED = 50_000
 _KEY_LABEL = b"gateway stream token v1"
+
+AnswerState = Literal["waiting", "used", "expired", "busy"]
+
+
+@dataclass(slots=True)
+class _Answer:
+    token: str  # "" when the webhook answered busy
+    expires: float  # the token's expiry
+    forget_at: float
+    used: bool = False
+    moved: bool = False  # the answer to a call a drain moved here
+
+
+@dataclass(frozen=True, slots=True)
+class Previous:
+    """What a CallSid was answered before: its token still `waiting` for its stream (the same answer is
+    given again), `used` by a stream or `expired` (a replay: refused), or `busy` (the same refusal); and
+    whether that answer was to a call a drain moved here."""
+
+    state: AnswerState
+    token: str = ""
+    moved: bool = False
 
 
 def key_from_auth_token(auth_token: str | None) -> bytes:
@@ -52,16 +85,62 @@ class StreamTokens:
         self._clock = clock  # wall clock: another instance may check what this one issued
         self._redeemed: dict[str, float] = {}  # nonce -> expiry, forgotten once expired
         self._outstanding: dict[str, float] = {}  # call_sid -> until: answered, stream not yet here
+        self._answers: dict[str, _Answer] = {}  # call_sid -> what its webhook was answered, oldest first
 
     def _mac(self, call_sid: str, expires: int, nonce: str) -> str:
         digest = hmac.new(self._key, f"{call_sid}|{expires}|{nonce}".encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:24]).decode()
 
-    def issue(self, call_sid: str) -> str:
-        expires = int(self._clock() + self.ttl_s) + 1
+    def issue(self, call_sid: str, moved: bool = False) -> str:
+        """The stream token of this call: a new one, or the one already issued while it waits for its stream
+        (one CallSid, one token). The call holds a place in the limit until its stream arrives. `moved`: the
+        call comes back after a drain moved it (see `previous`)."""
+        now = self._clock()
+        self._forget_answers(now)
+        answer = self._answers.get(call_sid)
+        if answer is not None and answer.token and not answer.used and answer.expires >= now:
+            return answer.token
+        expires = int(now + self.ttl_s) + 1
         nonce = secrets.token_urlsafe(12)
-        self._outstanding[call_sid] = self._clock() + self.pending_s
-        return f"{expires}.{nonce}.{self._mac(call_sid, expires, nonce)}"
+        token = f"{expires}.{nonce}.{self._mac(call_sid, expires, nonce)}"
+        self._outstanding[call_sid] = now + self.pending_s
+        self._remember(call_sid, _Answer(token, expires, now + REMEMBER_S, moved=moved))
+        return token
+
+    def answered_busy(self, call_sid: str) -> None:
+        """The webhook refused this call (the limit): asked again, it refuses again."""
+        now = self._clock()
+        self._forget_answers(now)
+        self._remember(call_sid, _Answer("", now, now + REMEMBER_S))
+
+    def previous(self, call_sid: str) -> Previous | None:
+        """What this CallSid's webhook was answered before, if it was (within REMEMBER_S)."""
+        now = self._clock()
+        self._forget_answers(now)
+        answer = self._answers.get(call_sid)
+        if answer is None:
+            return None
+        if not answer.token:
+            return Previous("busy")
+        if answer.used:
+            return Previous("used", moved=answer.moved)
+        if answer.expires < now:
+            return Previous("expired", moved=answer.moved)
+        return Previous("waiting", answer.token, answer.moved)
+
+    def _remember(self, call_sid: str, answer: _Answer) -> None:
+        self._answers.pop(call_sid, None)  # to the end: the order is the order of forgetting
+        self._answers[call_sid] = answer
+        while len(self._answers) > MAX_REMEMBERED:
+            del self._answers[next(iter(self._answers))]
+
+    def _forget_answers(self, now: float) -> None:
+        answers = self._answers
+        while answers:
+            oldest = next(iter(answers))
+            if answers[oldest].forget_at >= now:
+                break
+            del answers[oldest]
 
     def redeem(self, call_sid: str, token: str | None) -> str | None:
         """Use the token for this call's stream. Returns why it is refused, or None if it is good."""
@@ -81,6 +160,8 @@ class StreamTokens:
             return "stream token already used"
         self._redeemed[nonce] = expires
         self._outstanding.pop(call_sid, None)
+        if (answer := self._answers.get(call_sid)) is not None and answer.token == token:
+            answer.used = True
         return None
 
     def outstanding(self) -> int:
