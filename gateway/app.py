@@ -2,16 +2,22 @@
 
 The lifespan owns what calls share: the settings, and the embedded local Live backend when no Gemini key or
 Live URL is configured.
+
+Admission (see gateway.admission): a media socket becomes a call, and takes a place in
+`MAX_CONCURRENT_CALLS`, only once its `start` carries a valid stream token; until then it waits in the small
+budget of unverified sockets. A webhook answers a CallSid once: asked again, it gives the same answer, or
+refuses a replay. Every refusal is one log line (rate-limited) and a metric.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import time
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
+from urllib.parse import urlparse, urlsplit
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,12 +26,13 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, add_port, remove_port
 from twilio.twiml.voice_response import VoiceResponse
 
+from gateway.admission import Pacer, RefusalLog, UnverifiedStreams
 from gateway.audio import resample_block
 from gateway.call import Call, CallAgent, CallLimits, Outcome, TranscriptObserver
-from gateway.call.line import Started
+from gateway.call.line import Ended, LineEvent, Started
 from gateway.config import Settings
 from gateway.drain import MOVED_QUERY, Drain
 from gateway.live import protocol as lp
@@ -36,7 +43,7 @@ from gateway.prewarm import Prewarmer
 from gateway.records import Records, StoreUnavailable
 from gateway.records import register_secrets as register_database_secrets
 from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
-from gateway.stream_tokens import StreamTokens, key_from_auth_token
+from gateway.stream_tokens import Previous, StreamTokens, key_from_auth_token
 from gateway.tools import Toolbox
 from gateway.twilio.line import TwilioLine
 from gateway.twilio.rest import CallControl
@@ -44,6 +51,8 @@ from gateway.twilio.rest import CallControl
 log = structlog.get_logger("gateway.app")
 
 MEDIA_PATH = "/twilio/media"
+# Why a media socket never became a call: the `reason` of its line and of gateway_admission_refused_total.
+NO_START, EVICTED, CLOSED_BEFORE_START = "no_start", "evicted", "closed_before_start"
 # A rejected signature is logged with the URL it was checked against: Twilio signs the exact URL it requested.
 SIGNATURE_HINT = (
     "Twilio signed the URL the number points at: PUBLIC_URL must be its base (`gateway twilio numbers` shows "
@@ -63,9 +72,15 @@ class Gateway:
         self.drain = Drain(settings, self.calls, self.records.save_handle)
         self.validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
         self.tokens = StreamTokens(key_from_auth_token(settings.twilio_auth_token))
+        self.refusals = RefusalLog()
+        self.pacer = Pacer()  # what unverified sockets cost: accepting one, refusing one
+        self.unverified = UnverifiedStreams(settings.max_unverified_streams)
+        self._stream_signatures: dict[str, tuple[str, ...]] = {}  # stream URL -> the signatures Twilio sends
         self.apology_pcm = b""  # 8 kHz; spoken when Live cannot be brought back, instead of dead air
         self.agents = settings.agent_book
-        self.prewarm = Prewarmer(self.open_live, settings.prewarm_s)
+        self.prewarm = Prewarmer(
+            self.open_live, settings.prewarm_s, settings.prewarm_max_sessions, refusals=self.refusals
+        )
         self.control: CallControl | None = None  # set in the lifespan when REST credentials are configured
         self.toolbox = Toolbox()
 
@@ -164,19 +179,132 @@ class Gateway:
             return True
         return bool(signature) and self.validator.validate(url, params, signature)
 
+    def stream_signature_ok(self, conn: HTTPConnection) -> bool:
+        """The media upgrade's signature. Twilio signs the stream URL with no parameters, so the signature is
+        the same for every stream: it is computed once per URL, and each upgrade costs one comparison."""
+        if self.validator is None:
+            return self.signature_ok("", {}, None)
+        url = self.stream_url(conn)
+        accepted = self._stream_signatures.get(url)
+        if accepted is None:
+            if len(self._stream_signatures) >= 16:  # without PUBLIC_URL the host comes from the request
+                self._stream_signatures.clear()
+            parsed = urlparse(url)  # Twilio's validator accepts the URL with and without its port: so do we
+            variants = (remove_port(parsed), add_port(parsed))
+            accepted = tuple(self.validator.compute_signature(variant, {}) for variant in variants)
+            self._stream_signatures[url] = accepted
+        given = (conn.headers.get("x-twilio-signature") or "").encode()
+        return any(hmac.compare_digest(given, signature.encode()) for signature in accepted)
+
     # --- admission ---
 
     def at_capacity(self) -> bool:
         """Calls in progress plus calls answered whose stream is on its way, against the limit."""
         return len(self.calls) + self.tokens.outstanding() >= self.settings.max_concurrent_calls
 
-    async def admit_stream(self, start: Started) -> str | None:
-        """A reason to refuse this stream (checked before any Live session is opened), or None."""
-        return self.tokens.redeem(start.call_sid, start.parameters.get(TOKEN_PARAMETER))
+    def admit_stream(self, start: Started) -> tuple[str, str] | None:
+        """Why this stream is refused, as (reason, detail), or None: it becomes a call. Checked before any
+        Live session is opened; unverified sockets hold no place among the calls, so the limit is checked
+        here (a stream for a token another instance issued may find this one full)."""
+        refusal = self.tokens.redeem(start.call_sid, start.parameters.get(TOKEN_PARAMETER))
+        if refusal is not None:
+            return "token", refusal
+        if len(self.calls) >= self.settings.max_concurrent_calls:
+            return "at_capacity", "the gateway is at MAX_CONCURRENT_CALLS"
+        return None
+
+    async def receive_start(self, ws: WebSocket, line: TwilioLine) -> Started | str:
+        """Accept a media socket and read its `start`, holding a place among the unverified sockets meanwhile
+        (never one among the calls). Returns the `start`, or why it never came: NO_START (the deadline
+        passed), EVICTED (its place went to a newer socket), CLOSED_BEFORE_START (the peer left)."""
+        place, _evicted = self.unverified.enter()
+        try:
+            try:
+                await ws.accept()
+            except Exception:  # the peer left during the handshake
+                return CLOSED_BEFORE_START
+            async with asyncio.timeout(self.settings.start_timeout_s) as deadline:
+                place.waiting(deadline)
+                while True:
+                    event = await line.receive()
+                    if isinstance(event, Started):
+                        return event
+                    if isinstance(event, Ended):
+                        return CLOSED_BEFORE_START
+                    # media, marks, keys before `start`: nobody to give them to yet
+        except TimeoutError:
+            return EVICTED if place.evicted else NO_START
+        finally:
+            self.unverified.leave(place)
+
+    async def refuse_stream(self, ws: WebSocket, line: TwilioLine, reason: str, detail: str = "") -> None:
+        """Close a media socket that did not become a call, with one log line (and a metric)."""
+        await self.pacer.turn()
+        settings = self.settings
+        METRICS.calls.labels(outcome=_OUTCOMES.get(reason, Outcome.REFUSED).value).inc()
+        if reason == NO_START:
+            self.refusals.refused("stream", reason, "no_start_event", timeout_s=settings.start_timeout_s)
+            await line.close()
+        elif reason == EVICTED:
+            self.refusals.refused(
+                "stream", reason, "stream_evicted", max_unverified=settings.max_unverified_streams
+            )
+            await _close(ws, 1013, "too many streams waiting for start")  # try again later
+        elif reason == CLOSED_BEFORE_START:
+            self.refusals.refused("stream", reason, "stream_closed_before_start")
+            await line.close()
+        else:
+            self.refusals.refused("stream", reason, "stream_refused", detail=detail)
+            await line.close(detail)
+
+    async def refuse_upgrade(self, ws: WebSocket, reason: str, event: str, **fields: object) -> None:
+        """Refuse a media upgrade before accepting it: HTTP 403, one log line, nothing else spent."""
+        await self.pacer.turn()
+        self.refusals.refused("stream", reason, event, **fields)
+        await ws.close(code=1008)
+
+    def refuse_again(self, call_sid: str, previous: Previous) -> Response:
+        """A CallSid this instance answered before, and whose answer cannot lead to a call any more: a replay
+        (its token was used, or has expired) is refused; a call refused busy is refused again."""
+        if previous.state == "busy":
+            self.refusals.refused("webhook", "busy", "call_rejected_busy", call_sid=call_sid, repeated=True)
+            response = VoiceResponse()
+            response.reject(reason="busy")
+            return Response(str(response), media_type="application/xml")
+        self.refusals.refused(
+            "webhook", "replayed", "webhook_replay_refused", call_sid=call_sid, state=previous.state
+        )
+        return Response("this call was answered already", status_code=409)
+
+
+_OUTCOMES = {NO_START: Outcome.NO_START, CLOSED_BEFORE_START: Outcome.CLOSED_BEFORE_START}
 
 
 def _gateway(conn: HTTPConnection) -> Gateway:
     return conn.app.state.gateway
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    """Close an accepted socket, giving up on a peer that does not read (the keepalive then drops it)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(10.0):
+            await ws.close(code=code, reason=reason)
+
+
+class _MediaLine(TwilioLine):
+    """The Twilio line of a media socket whose `start` the gateway reads (and checks) before it makes the
+    Call: the Call then receives that `start` first, as if it had read it itself."""
+
+    _started: Started | None = None
+
+    def replay(self, started: Started) -> None:
+        self._started = started
+
+    async def receive(self) -> LineEvent:
+        if self._started is not None:
+            started, self._started = self._started, None
+            return started
+        return await super().receive()
 
 
 async def voice(request: Request) -> Response:
@@ -186,7 +314,14 @@ async def voice(request: Request) -> Response:
     params = {k: str(v) for k, v in form.items()}
     url = gw.public_base(request) + request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if not gw.signature_ok(url, params, request.headers.get("X-Twilio-Signature")):
-        log.warning("webhook_signature_rejected", path=request.url.path, url=url, hint=SIGNATURE_HINT)
+        gw.refusals.refused(
+            "webhook",
+            "signature",
+            "webhook_signature_rejected",
+            path=request.url.path,
+            url=url,
+            hint=SIGNATURE_HINT,
+        )
         return Response("invalid signature", status_code=403)
     call_sid = params.get("CallSid", "")
     if gw.drain.active:  # this instance is shutting down: the call goes to another one
@@ -194,10 +329,20 @@ async def voice(request: Request) -> Response:
         return Response(gw.drain.fallback_twiml(gw.public_base(request)), media_type="application/xml")
     if not call_sid:
         return Response("CallSid is required", status_code=400)
+    moved = request.query_params.get(MOVED_QUERY) == "1"  # a drain sent it here: it resumes its session
+    # One CallSid, one answer: Twilio's signature has no timestamp, so a captured webhook can be replayed.
+    previous = gw.tokens.previous(call_sid)
+    if moved and previous is not None and previous.state in ("used", "expired") and not previous.moved:
+        # Answered here before, its stream went to another instance, and that one moved it here: once.
+        previous = None
+    if previous is not None and previous.state != "waiting":
+        return gw.refuse_again(call_sid, previous)
     response = VoiceResponse()
-    if gw.at_capacity():
+    if previous is None and gw.at_capacity():
         # Refusing before answering: the caller hears a busy tone and the call costs nothing.
-        log.warning("call_rejected_busy", call_sid=call_sid, max_calls=gw.settings.max_concurrent_calls)
+        gw.tokens.answered_busy(call_sid)
+        max_calls = gw.settings.max_concurrent_calls
+        gw.refusals.refused("webhook", "busy", "call_rejected_busy", call_sid=call_sid, max_calls=max_calls)
         response.reject(reason="busy")
         return Response(str(response), media_type="application/xml")
     stream = response.connect().stream(url=gw.stream_url(request))
@@ -205,11 +350,14 @@ async def voice(request: Request) -> Response:
     for name in ("From", "To"):
         if params.get(name):
             stream.parameter(name=name, value=params[name][:200])
-    stream.parameter(name=TOKEN_PARAMETER, value=gw.tokens.issue(call_sid))
-    moved = request.query_params.get(MOVED_QUERY) == "1"  # a drain sent it here: it resumes its session
+    token = previous.token if previous else gw.tokens.issue(call_sid, moved=moved)
+    stream.parameter(name=TOKEN_PARAMETER, value=token)
     if moved:
         stream.parameter(name=MOVED_QUERY, value="1")
     response.hangup()
+    if previous is not None:  # asked again while its stream is on the way (a retry): the same answer
+        gw.refusals.refused("webhook", "repeated", "webhook_repeated", call_sid=call_sid)
+        return Response(str(response), media_type="application/xml")
     if not moved:  # a moved call resumes its own session: one set up now would not know the conversation
         gw.prewarm_call(params)
     log.info("call_answered", call_sid=call_sid)
@@ -234,21 +382,30 @@ async def status(request: Request) -> Response:
 
 
 async def media(ws: WebSocket) -> None:
-    """One Media Streams WebSocket = one Call."""
+    """One Media Streams WebSocket: a Call once its `start` carries a valid stream token."""
     gw = _gateway(ws)
-    # Both refusals come before accept, so the upgrade is answered with HTTP 403 and nothing is spent.
-    if not gw.signature_ok(gw.stream_url(ws), {}, ws.headers.get("X-Twilio-Signature")):
-        log.warning("stream_signature_rejected", url=gw.stream_url(ws), hint=SIGNATURE_HINT)
-        await ws.close(code=1008)
-        return
     settings = gw.settings
-    if len(gw.calls) >= settings.max_concurrent_calls:
-        log.warning("stream_rejected_busy", max_calls=settings.max_concurrent_calls)
-        await ws.close(code=1013)
+    # Both refusals come before accept, so the upgrade is answered with HTTP 403 and nothing is spent.
+    if not gw.stream_signature_ok(ws):
+        await gw.refuse_upgrade(
+            ws, "signature", "stream_signature_rejected", url=gw.stream_url(ws), hint=SIGNATURE_HINT
+        )
         return
-    await ws.accept()
+    if len(gw.calls) >= settings.max_concurrent_calls:  # no stream could become a call now
+        await gw.refuse_upgrade(ws, "busy", "stream_rejected_busy", max_calls=settings.max_concurrent_calls)
+        return
+    # Until its `start` is checked the socket holds a place among the unverified ones, not among the calls.
+    line = _MediaLine(ws, gw.control)
+    start = await gw.receive_start(ws, line)
+    if isinstance(start, str):
+        await gw.refuse_stream(ws, line, start)
+        return
+    if (refusal := gw.admit_stream(start)) is not None:
+        await gw.refuse_stream(ws, line, *refusal)
+        return
+    line.replay(start)  # the Call reads the `start` as its first event
     call = Call(
-        TwilioLine(ws, gw.control),
+        line,
         gw.open_live,
         settings.live,
         greeting=settings.greeting,
@@ -260,7 +417,6 @@ async def media(ws: WebSocket) -> None:
             live_stall_s=settings.live_stall_s,
             max_duration_s=settings.max_call_duration_s,
         ),
-        admit=gw.admit_stream,
         on_transcript=gw.on_transcript,
         on_failure=gw.apologise,
         prepare=gw.prepare_call,
@@ -356,7 +512,14 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                     note="TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked, anyone who can "
                     "reach this service can place calls through it; never run it like this in production",
                 )
+            stack.callback(gateway.refusals.close)
             log.info("gateway_ready", live_url=gateway.live_url, model=settings.live.model)
+            # What start-up built (modules, the local backend's models, the agents) lives as long as the
+            # process: out of the collector's sight, a full collection scans only what calls and sockets
+            # made since, in milliseconds instead of a pause of 100 ms and more that stalls every call's
+            # audio (a burst of refused sockets, whose objects are freed only by the collector, brings one).
+            gc.freeze()
+            stack.callback(gc.unfreeze)
             yield
 
     app = Starlette(

@@ -61,6 +61,8 @@ class Settings:
     # No Twilio signature checks: only when asked for (DEVELOPMENT_MODE), or with no paid model behind it.
     development_mode: bool = False
     max_concurrent_calls: int = 500
+    # Media sockets not yet proven calls (no verified `start`): their own small budget, not call places.
+    max_unverified_streams: int = 64
     max_message_bytes: int = 64 * 1024  # Twilio's messages are under 1 kB; anything near this is hostile
     start_timeout_s: float = 10.0
     media_idle_timeout_s: float = 20.0
@@ -69,6 +71,7 @@ class Settings:
     agents: AgentBook | None = None
     tools_secret: str | None = field(default=None, repr=False)  # signs custom tool requests
     prewarm_s: float = 10.0  # a Live session opened while the phone rings waits this long for its stream
+    prewarm_max_sessions: int = 100  # Live sessions pre-warm may hold at once (each one is billed)
     log_format: str = "auto"
     log_level: str = "info"
     log_pii: bool = False  # callers' numbers (and keys pressed) in log lines in clear; transcripts never
@@ -308,6 +311,12 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     max_calls = _int(env, "MAX_CONCURRENT_CALLS", 500)
     if max_calls < 1:
         raise ConfigError(f"MAX_CONCURRENT_CALLS={max_calls} must be at least 1")
+    max_unverified = _int(env, "MAX_UNVERIFIED_STREAMS", 64)
+    if not 1 <= max_unverified <= 10_000:
+        raise ConfigError(
+            f"MAX_UNVERIFIED_STREAMS={max_unverified} must be between 1 and 10000: media sockets waiting "
+            "for a verified `start` (Twilio sends it within milliseconds: a few dozen is plenty)"
+        )
     max_message_bytes = _int(env, "MAX_MESSAGE_BYTES", 64 * 1024)
     if max_message_bytes < 4096:
         raise ConfigError(f"MAX_MESSAGE_BYTES={max_message_bytes} must be at least 4096 (a Twilio `start`)")
@@ -325,6 +334,12 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     prewarm_s = _float(env, "LIVE_PREWARM_S", 10.0)
     if not 0 <= prewarm_s <= 60:
         raise ConfigError(f"LIVE_PREWARM_S={prewarm_s} must be between 0 (off) and 60 seconds")
+    prewarm_max_sessions = _int(env, "LIVE_PREWARM_MAX_SESSIONS", 100)
+    if not 1 <= prewarm_max_sessions <= 10_000:
+        raise ConfigError(
+            f"LIVE_PREWARM_MAX_SESSIONS={prewarm_max_sessions} must be between 1 and 10000 (each pre-warmed "
+            "session is billed; LIVE_PREWARM_S=0 turns pre-warm off)"
+        )
     log_format = (env.get("LOG_FORMAT") or "auto").lower()
     if log_format not in {"auto", "json", "console"}:
         raise ConfigError("LOG_FORMAT must be json, console or auto")
@@ -375,6 +390,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         live_stall_s=live_stall_s,
         development_mode=not twilio_auth_token,
         max_concurrent_calls=max_calls,
+        max_unverified_streams=max_unverified,
         max_message_bytes=max_message_bytes,
         start_timeout_s=_positive(env, "STREAM_START_TIMEOUT_S", 10.0),
         media_idle_timeout_s=_positive(env, "MEDIA_IDLE_TIMEOUT_S", 20.0),
@@ -382,6 +398,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         agents=agents,
         tools_secret=tools_secret,
         prewarm_s=prewarm_s,
+        prewarm_max_sessions=prewarm_max_sessions,
         log_format=log_format,
         log_level=log_level,
         log_pii=_bool(env, "LOG_PII", False),

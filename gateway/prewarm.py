@@ -5,6 +5,12 @@ The voice webhook starts opening the session (keyed by CallSid) as it answers; w
 greeting. A session nobody takes within the deadline (the caller hung up while it rang, the stream never
 came) is closed. A session that failed to open is simply not there: the Call opens one the usual way and
 reports any error as it always does.
+
+A CallSid is pre-warmed once: asked again for a call it is already opening (or holding) a session for, it
+keeps that one. And pre-warm has a global budget (`LIVE_PREWARM_MAX_SESSIONS`): the sessions it holds, plus
+those it is still closing or cancelling, never exceed it; past it a call rings without a pre-warmed session
+(and opens its own when its stream starts). Each pre-warmed session is billed, so neither replayed webhooks
+nor a burst of calls can make it open sessions without bound.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from typing import Any
 
 import structlog
 
+from gateway.admission import RefusalLog
 from gateway.live import protocol as lp
 from gateway.live.session import LiveConfigRejected, LiveError, LiveSession
 
 log = structlog.get_logger("gateway.prewarm")
 
 Opener = Callable[[lp.LiveConfig, str | None], Coroutine[Any, Any, LiveSession]]
-MAX_PENDING = 100  # webhooks are signed, but a flood of them must not open unbounded Live sessions
+DEFAULT_MAX_SESSIONS = 100  # webhooks are signed, but a flood of them must not open unbounded Live sessions
 
 
 @dataclass
@@ -37,14 +44,31 @@ class Prewarmer:
     """Live sessions opened while the phone rings, keyed by CallSid: the call's stream takes its session, and
     one nobody takes within `deadline_s` is closed."""
 
-    def __init__(self, open_live: Opener, deadline_s: float) -> None:
+    def __init__(
+        self,
+        open_live: Opener,
+        deadline_s: float,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        refusals: RefusalLog | None = None,
+    ) -> None:
         self._open_live = open_live
         self.deadline_s = deadline_s
+        self.max_sessions = max_sessions
+        self._refusals = refusals or RefusalLog()
         self._pending: dict[str, _Pending] = {}
         self.opened = 0
         self.taken = 0
         self.discarded = 0
+        self.skipped = 0
+        # Sessions let go of but not gone yet: an open being cancelled, a close under way. They still hold a
+        # connection to Live (and maybe a session): they count in the budget.
+        self._leaving: set[asyncio.Task[Any]] = set()
         self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def sessions(self) -> int:
+        """Live connections pre-warm holds: waiting for their stream, or being let go of."""
+        return len(self._pending) + len(self._leaving) + len(self._closing)
 
     @property
     def enabled(self) -> bool:
@@ -52,14 +76,14 @@ class Prewarmer:
 
     def start(self, call_sid: str, config: lp.LiveConfig) -> None:
         """Begin opening a session for this call (the webhook does not wait for it)."""
-        if not self.enabled or not call_sid:
-            return
-        if len(self._pending) >= MAX_PENDING:
-            log.warning(
-                "prewarm_skipped", call_sid=call_sid, reason="too_many_pending", pending=len(self._pending)
+        if not self.enabled or not call_sid or call_sid in self._pending:
+            return  # off, or this call's session is on its way already: one pre-warm per call
+        if self.sessions >= self.max_sessions:
+            self.skipped += 1
+            self._refusals.refused(
+                "prewarm", "budget", "prewarm_skipped", call_sid=call_sid, sessions=self.sessions
             )
             return
-        self.discard(call_sid, "webhook_repeated")  # Twilio retried the webhook: one session per call
         task = asyncio.create_task(self._open_live(config, None), name=f"prewarm-{call_sid}")
         expiry = asyncio.get_running_loop().call_later(self.deadline_s, self.discard, call_sid, "no_stream")
         self._pending[call_sid] = _Pending(config, task, expiry)
@@ -98,9 +122,11 @@ class Prewarmer:
         log.info("prewarm_discarded", call_sid=call_sid, reason=reason)
         if not task.done():
             task.cancel()  # LiveSession.open closes its socket when cancelled mid-setup
+            self._leaving.add(task)
         task.add_done_callback(self._close_session)
 
     def _close_session(self, task: asyncio.Task[LiveSession]) -> None:
+        self._leaving.discard(task)
         if task.cancelled() or task.exception() is not None:
             return
         closing = asyncio.get_running_loop().create_task(task.result().close())
