@@ -420,15 +420,15 @@ async def test_refused_upgrades_cost_a_call_in_progress_no_late_frame(tmp_path):
             log = log_path.read_text()
 
     transit = [(arrivals.at[j] - sent[j], sent[j]) for j in range(min(len(sent), len(arrivals.at)))]
-    before = [delay for delay, at in transit if at < began]
+    # The floor: the half second before the attack (what the peer said while the phone rang came in a burst).
+    floor = max(delay for delay, at in transit if began - 0.5 <= at < began)
     during = [delay for delay, at in transit if began <= at <= ended + 1.5]
     assert ends == {"http 403": 1500, "1008": 1500}, ends  # every one refused, and how
     assert len(during) >= (ended - began + 1.5) / 0.02 - 5  # the call was carried all along, no frame lost
-    assert max(before) < 0.02  # the floor: the peer, the gateway and the caller on one machine
-    # The figure: the latest frame of the call, from the first refusal to a second after the last.
-    assert max(during) <= 0.030, (
-        f"a frame {max(during) * 1000:.0f} ms late (floor {max(before) * 1000:.0f} ms)"
-    )
+    assert floor < 0.03  # the peer, the gateway and the caller on one machine, no attack
+    # The figure: the latest frame of the call, from the first refusal to 1.5 s after the last.
+    late = max(during)
+    assert late <= 0.030, f"a frame {late * 1000:.0f} ms late (floor before the attack {floor * 1000:.0f} ms)"
     # One JSON line per refusal, at most 50 a second, then a count: no flood, no traceback.
     lines = log.splitlines()
     assert all(line.startswith("{") for line in lines), [x for x in lines if not x.startswith("{")][:3]
