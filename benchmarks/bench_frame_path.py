@@ -67,6 +67,22 @@ def inbound_path(live_wait: asyncio.Timeout) -> Callable[[str], str | None]:
     resampler = Resampler(NARROWBAND.in_rate, INPUT_RATE)
     state.resumption.heard(time.monotonic())  # Live has spoken (the greeting): the stall watch is on
     loop = asyncio.get_running_loop()
+    watched_at = 0.0  # Call._watched_at
+
+    def watch_for_stall() -> None:
+        """Call._watch_for_stall, line for line (a call per loud frame, as in the Call)."""
+        nonlocal watched_at
+        wait, sound_at = live_wait, speech_end.last_voice
+        if wait is None or sound_at is None or sound_at - watched_at < 1.0:
+            return  # on most loud frames
+        watched_at = sound_at
+        wait_s, _reason = state.resumption.wait(time.monotonic(), sound_at)
+        if wait_s is None:
+            return
+        when = loop.time() + wait_s
+        scheduled = wait.when()
+        if scheduled is None or when < scheduled or when - scheduled > 1.0:
+            wait.reschedule(when)
 
     def step(msg: str) -> str | None:
         # The line: parse, check the stream, decode mu-law to PCM at the line's rate.
@@ -81,12 +97,7 @@ def inbound_path(live_wait: asyncio.Timeout) -> Callable[[str], str | None]:
         assert isinstance(audio, CallerAudio)
         stats.frames_in += 1
         if speech_end.frame(audio.pcm):
-            wait_s, _reason = state.resumption.wait(time.monotonic(), speech_end.last_voice)
-            if wait_s is not None:
-                when = loop.time() + wait_s
-                scheduled = live_wait.when()
-                if scheduled is None or when < scheduled or when - scheduled > 1.0:
-                    live_wait.reschedule(when)
+            watch_for_stall()
         if state.resumption.keep(audio.pcm):
             return lp.audio_message(resampler.process(audio.pcm), INPUT_RATE)
         return None
