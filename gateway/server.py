@@ -48,6 +48,9 @@ def uvicorn_config(
         access_log=False,
         ws="websockets-sansio",  # measured: 16% less CPU per call than uvicorn's legacy websockets protocol
         ws_max_size=max_message_bytes,  # a bigger message closes the socket with 1009 before it is read
+        # Twilio never negotiates permessage-deflate, and audio does not deflate: an upgrade that asks for it
+        # would cost ~45 kB of compressor state, held before the app can refuse it (issue 12, scenario 9).
+        ws_per_message_deflate=False,
         # After the drain (gateway.drain), whatever is still connected gets this long to close.
         timeout_graceful_shutdown=5,
     )
