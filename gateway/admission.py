@@ -32,13 +32,14 @@ import ctypes.util
 import gc
 import os
 import time
-from collections import Counter as Tally
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 from prometheus_client import Counter
+
+from gateway.logs import RateLimitedLog
 
 log = structlog.get_logger("gateway.admission")
 
@@ -56,42 +57,21 @@ MIN_BURST = 32  # refusals that make a burst worth giving memory back for
 
 
 class RefusalLog:
-    """One JSON line per refusal, up to `per_second`; past that, one summary line a second. Tells
-    `memory` of each refusal."""
+    """Counts each refusal (metric, memory return) and logs it: one JSON line each, up to `per_second`;
+    past that, one `refusals_suppressed` line a second (`RateLimitedLog`)."""
 
     def __init__(self, per_second: int = LOG_LINES_PER_S, memory: MemoryReturn | None = None) -> None:
-        self.per_second = per_second
         self.memory = memory or MemoryReturn()
-        self._window_started = -1e9
-        self._logged = 0
-        self._suppressed: Tally[str] = Tally()
-        self._flush: asyncio.TimerHandle | None = None
+        self._log = RateLimitedLog(log, "refusals_suppressed", per_second)
 
     def refused(self, entry: str, reason: str, event: str, **fields: Any) -> None:
         """Count the refusal and log it as `event` (with `reason` and `fields`), unless over the rate."""
         REFUSED.labels(entry=entry, reason=reason).inc()
         self.memory.refused()
-        now = time.monotonic()
-        if now - self._window_started >= 1.0:
-            self._window_started, self._logged = now, 0
-        if self._logged < self.per_second:
-            self._logged += 1
-            log.warning(event, reason=reason, **fields)
-            return
-        self._suppressed[f"{entry}:{reason}"] += 1
-        if self._flush is None:
-            delay = max(0.0, self._window_started + 1.0 - now)
-            self._flush = asyncio.get_running_loop().call_later(delay, self._log_suppressed)
-
-    def _log_suppressed(self) -> None:
-        self._flush = None
-        counts, self._suppressed = dict(self._suppressed), Tally()
-        log.warning("refusals_suppressed", total=sum(counts.values()), by_reason=counts, window_s=1.0)
+        self._log.warning(f"{entry}:{reason}", event, reason=reason, **fields)
 
     def close(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-            self._log_suppressed()
+        self._log.close()
         self.memory.close()
 
 

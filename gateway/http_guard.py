@@ -29,7 +29,6 @@ import asyncio
 import http
 import resource
 import time
-from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -39,6 +38,8 @@ import structlog
 from prometheus_client import Counter
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.logs import RateLimitedLog
 
 log = structlog.get_logger("gateway.http")
 
@@ -82,39 +83,19 @@ def connection_budget(limits: HttpLimits) -> int:
 
 
 class RefusalLog:
-    """One JSON line per refusal, up to `per_second`; past that, one summary line a second."""
+    """Counts each HTTP refusal and logs it: one JSON line each, up to `per_second`; past that, one
+    `http_refusals_suppressed` line a second (`RateLimitedLog`)."""
 
     def __init__(self, per_second: int = LOG_LINES_PER_S) -> None:
-        self.per_second = per_second
-        self._window_started = 0.0
-        self._logged = 0
-        self._suppressed: Tally[str] = Tally()
-        self._flush: asyncio.TimerHandle | None = None
+        self._log = RateLimitedLog(log, "http_refusals_suppressed", per_second)
 
     def record(self, event: str, reason: str, **fields: Any) -> None:
         if event == "http_refused":
             REFUSED.labels(reason=reason).inc()
-        now = time.monotonic()
-        if now - self._window_started >= 1.0:
-            self._window_started, self._logged = now, 0
-        if self._logged < self.per_second:
-            self._logged += 1
-            log.warning(event, reason=reason, **fields)
-            return
-        self._suppressed[reason] += 1
-        if self._flush is None:
-            delay = max(0.0, self._window_started + 1.0 - now)
-            self._flush = asyncio.get_running_loop().call_later(delay, self._log_suppressed)
-
-    def _log_suppressed(self) -> None:
-        self._flush = None
-        counts, self._suppressed = dict(self._suppressed), Tally()
-        log.warning("http_refusals_suppressed", total=sum(counts.values()), by_reason=counts, window_s=1.0)
+        self._log.warning(reason, event, reason=reason, **fields)
 
     def close(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-            self._log_suppressed()
+        self._log.close()
 
 
 class HttpGuard:

@@ -10,9 +10,12 @@ loggers (uvicorn, asyncio, websockets) go through the same processors, so every 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
+import time
+from collections import Counter
 from typing import Any
 
 import structlog
@@ -167,3 +170,41 @@ def configure_logging(fmt: str = "auto", level: str = "info", show_pii: bool = F
         logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+class RateLimitedLog:
+    """One log line per occurrence, up to `per_second`; past that, one `summary_event` line a second with the
+    counts by key: a flood of refusals must not become a flood of log lines (nor fill the log drain)."""
+
+    def __init__(self, logger: Any, summary_event: str, per_second: int = 50) -> None:
+        self.logger = logger
+        self.summary_event = summary_event
+        self.per_second = per_second
+        self._window_started = -1e9
+        self._logged = 0
+        self._suppressed: Counter[str] = Counter()
+        self._flush: asyncio.TimerHandle | None = None
+
+    def warning(self, key: str, event: str, **fields: Any) -> None:
+        """Log `event` with `fields`, or count it under `key` when over the rate."""
+        now = time.monotonic()
+        if now - self._window_started >= 1.0:
+            self._window_started, self._logged = now, 0
+        if self._logged < self.per_second:
+            self._logged += 1
+            self.logger.warning(event, **fields)
+            return
+        self._suppressed[key] += 1
+        if self._flush is None:
+            delay = max(0.0, self._window_started + 1.0 - now)
+            self._flush = asyncio.get_running_loop().call_later(delay, self._log_suppressed)
+
+    def _log_suppressed(self) -> None:
+        self._flush = None
+        counts, self._suppressed = dict(self._suppressed), Counter()
+        self.logger.warning(self.summary_event, total=sum(counts.values()), by_reason=counts, window_s=1.0)
+
+    def close(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._log_suppressed()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -23,27 +22,18 @@ from gateway.devtools.simulator import CallScript, place_call
 from gateway.records import CallRecord, Records, SqliteStore, TranscriptLine, open_store, parse_since
 from gateway.server import running_gateway
 from tests.support.audio import agent_tone, caller_tone
-from tests.support.gateway import settings_for
+from tests.support.gateway import postgres_url, settings_for
 from tests.support.live_peer import LivePeer, PeerSession
 from tests.support.processes import clean_env
 
 TOKEN = "calls-api-token-for-tests"
 
 
-def _postgres_url() -> str:
-    url = os.environ.get("TEST_DATABASE_URL", "")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must test PostgreSQL: .ci/run exports TEST_DATABASE_URL")
-        pytest.skip("no PostgreSQL server: run `bash .ci/postgres.sh` and export TEST_DATABASE_URL")
-    return url
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'calls.sqlite3'}"
-    return _postgres_url()
+    return postgres_url()
 
 
 def new_sid() -> str:
@@ -192,7 +182,7 @@ async def old_database_url(request, tmp_path):
         return
     import asyncpg
 
-    url = _postgres_url()
+    url = postgres_url()
     schema = f"old_calls_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(url)
     try:

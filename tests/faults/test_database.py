@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import signal
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ from gateway.drain import SAVE_HANDLE_TIMEOUT_S
 from gateway.records import WRITE_TIMEOUT_S, CallRecord, Records, open_store
 from gateway.server import running_gateway
 from tests.support.audio import agent_tone, caller_tone
-from tests.support.gateway import json_lines, logged, settings_for
+from tests.support.gateway import json_lines, logged, postgres_url, settings_for
 from tests.support.live_peer import LivePeer, PeerSession
 from tests.support.processes import clean_env, free_port
 
@@ -47,15 +46,6 @@ START_UP_BOUND_S = 7.0  # a frozen database at start-up: OPEN_TIMEOUT_S (5 s) an
 WRITTEN_BOUND_S = (
     12.0  # the database back -> the records that waited are in it (reconnect backoff at most 5 s)
 )
-
-
-def _postgres_url() -> str:
-    url = os.environ.get("TEST_DATABASE_URL", "")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("CI must test PostgreSQL: .ci/run exports TEST_DATABASE_URL")
-        pytest.skip("no PostgreSQL server: run `bash .ci/postgres.sh` and export TEST_DATABASE_URL")
-    return url
 
 
 def _via(url: str, port: int) -> str:
@@ -200,7 +190,7 @@ async def written(database_url: str, sids: list[str], timeout_s: float) -> dict[
 
 @contextlib.asynccontextmanager
 async def proxied_postgres(port: int = 0, *, listening: bool = True) -> AsyncIterator[PostgresProxy]:
-    proxy = PostgresProxy(_postgres_url(), port)
+    proxy = PostgresProxy(postgres_url(), port)
     if listening:
         await proxy.start()
     try:
@@ -219,7 +209,7 @@ async def test_a_frozen_database_does_not_hold_up_the_greeting_and_its_records_a
         async with running_gateway(settings) as url:
             # Three at once, written: the pool holds three open connections, idle, when the database freezes.
             healthy = await asyncio.gather(*(place_call(url, SCRIPT, call_sid=new_sid()) for _ in range(3)))
-            assert len(await written(_postgres_url(), [r.call_sid for r in healthy], WRITTEN_BOUND_S)) == 3
+            assert len(await written(postgres_url(), [r.call_sid for r in healthy], WRITTEN_BOUND_S)) == 3
             db.freeze()  # as SIGSTOP: the pool's open connections and every new one hang
             first = await asyncio.gather(*(place_call(url, SCRIPT, call_sid=new_sid()) for _ in range(3)))
             # New calls never wait on the store (only a moved call looks a handle up); the writer finds it
@@ -231,7 +221,7 @@ async def test_a_frozen_database_does_not_hold_up_the_greeting_and_its_records_a
             db.thaw()
             thawed_at = time.monotonic()
             sids = [r.call_sid for r in (*first, later)]
-            records = await written(_postgres_url(), sids, WRITTEN_BOUND_S)
+            records = await written(postgres_url(), sids, WRITTEN_BOUND_S)
             written_after_s = time.monotonic() - thawed_at
             recovered = await health(url)
 
@@ -283,7 +273,7 @@ async def test_the_gateway_starts_without_postgres_carries_calls_and_writes_them
             await db.start()  # PostgreSQL is back on its port
             back_at = time.monotonic()
             sids = [r.call_sid for r in calls]
-            records = await written(_postgres_url(), sids, WRITTEN_BOUND_S)
+            records = await written(postgres_url(), sids, WRITTEN_BOUND_S)
             written_after_s = time.monotonic() - back_at
             recovered = await health(url)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -54,3 +55,13 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 def logged(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     """The gateway's JSON log lines written to stderr since the last capture."""
     return json_lines(capsys.readouterr().err)
+
+
+def postgres_url() -> str:
+    """The PostgreSQL server of the records tests (TEST_DATABASE_URL): required in CI, else the test skips."""
+    url = os.environ.get("TEST_DATABASE_URL", "")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must test PostgreSQL: .ci/run exports TEST_DATABASE_URL")
+        pytest.skip("no PostgreSQL server: run `bash .ci/postgres.sh` and export TEST_DATABASE_URL")
+    return url
