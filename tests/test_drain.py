@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
@@ -21,7 +19,7 @@ from gateway.server import running_gateway
 from tests.support.audio import caller_tone
 from tests.support.gateway import json_lines, logged, settings_for
 from tests.support.live_peer import LivePeer, PeerSession
-from tests.support.processes import clean_env, free_port
+from tests.support.processes import clean_env, free_port, start_gateway, wait_until_serving
 from tests.support.twilio_api import fake_twilio_api
 from tests.support.waiting import wait_for
 
@@ -112,11 +110,6 @@ async def test_a_drained_call_moves_to_another_instance_and_resumes_its_live_ses
     assert (record.ended_at - record.started_at).total_seconds() > 1.0  # both instances' parts
 
 
-def start_server(env: dict[str, str], cwd, log_path) -> subprocess.Popen:
-    with open(log_path, "w") as log_file:  # a file, not a pipe: nobody has to keep reading it
-        return subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=cwd, stderr=log_file)
-
-
 async def test_sigterm_drains_a_running_server_then_exits(tmp_path):
     port = free_port()
     public = f"http://127.0.0.1:{port}"
@@ -128,16 +121,11 @@ async def test_sigterm_drains_a_running_server_then_exits(tmp_path):
             DATABASE_URL=f"sqlite:///{tmp_path / 'calls.sqlite3'}",
         )  # fmt: skip
         log_path = tmp_path / "serve.log"
-        proc = start_server(env, tmp_path, log_path)
+        proc = start_gateway(env, tmp_path, log_path)
         caller: asyncio.Task | None = None
         try:
-            async with asyncio.timeout(90):  # the local backend loads its models first
-                while True:
-                    with contextlib.suppress(httpx.TransportError):
-                        if (await client.get(public + "/healthz")).status_code == 200:
-                            break
-                    assert proc.poll() is None, log_path.read_text()[-2000:]
-                    await asyncio.sleep(0.2)
+            # the local backend loads its models first
+            await wait_until_serving(client, public, proc, log_path, 90, poll_s=0.2)
             caller = asyncio.create_task(place_call(public, long_call(), auth_token=TOKEN))
             async with asyncio.timeout(20):
                 while (await client.get(public + "/healthz")).json()["active_calls"] != 1:

@@ -44,7 +44,7 @@ from gateway.twilio.protocol import TwilioSender
 from tests.support.audio import agent_tone, caller_tone
 from tests.support.gateway import json_lines, logged, settings_for
 from tests.support.live_peer import LivePeer, PeerSession
-from tests.support.processes import clean_env, free_port
+from tests.support.processes import clean_env, free_port, start_gateway, wait_until_serving
 
 TOKEN = "admission-auth-token-7c1f"
 PUBLIC = "https://voice.example.test"
@@ -339,11 +339,6 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def start_server(env: dict[str, str], cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    with open(log_path, "w") as log_file:  # a file, not a pipe: nobody has to keep reading it
-        return subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=cwd, stderr=log_file)
-
-
 @contextlib.asynccontextmanager
 async def gateway_process(live_url: str, tmp_path: Path, **env: str) -> AsyncIterator[tuple[str, int, Path]]:
     """`gateway serve` signed like production, its Live endpoint `live_url`: (base URL, pid, log file)."""
@@ -355,15 +350,10 @@ async def gateway_process(live_url: str, tmp_path: Path, **env: str) -> AsyncIte
         DATABASE_URL=f"sqlite:///{tmp_path / 'calls.sqlite3'}", **env,
     )  # fmt: skip
     log_path = tmp_path / "serve.log"
-    proc = start_server(environment, tmp_path, log_path)
+    proc = start_gateway(environment, tmp_path, log_path)
     try:
-        async with httpx.AsyncClient() as client, asyncio.timeout(60):
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get(url + "/healthz")).status_code == 200:
-                        break
-                assert proc.poll() is None, log_path.read_text()[-2000:]
-                await asyncio.sleep(0.1)
+        async with httpx.AsyncClient() as client:
+            await wait_until_serving(client, url, proc, log_path, 60)
         yield url, proc.pid, log_path
     finally:
         proc.terminate()

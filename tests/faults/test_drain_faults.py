@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -36,7 +34,7 @@ from gateway.server import running_gateway, serving
 from tests.support.audio import caller_tone, loud_seconds
 from tests.support.gateway import json_lines, logged, settings_for
 from tests.support.live_peer import LivePeer, PeerSession
-from tests.support.processes import clean_env, free_port
+from tests.support.processes import clean_env, free_port, start_gateway, wait_until_serving
 from tests.support.twilio_api import FakeTwilioApi
 from tests.support.waiting import wait_for
 
@@ -254,11 +252,6 @@ async def test_the_redirect_is_retried_until_the_api_comes_back_and_the_call_mov
     assert await record_outcome(database, sid) == "moved"
 
 
-def start_server(env: dict[str, str], cwd, log_path) -> subprocess.Popen:
-    with open(log_path, "w") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=cwd, stderr=log_file)
-
-
 async def test_sigterm_with_the_api_down_apologises_then_exits_within_the_budget(tmp_path):
     """The scenario as it was found: a real process, SIGTERM, Twilio's API refusing connections. Before,
     the call was cut at exit (close 1012, no apology) and recorded `caller_hung_up`."""
@@ -273,16 +266,10 @@ async def test_sigterm_with_the_api_down_apologises_then_exits_within_the_budget
             **{**gateway_env(database, f"http://127.0.0.1:{free_port()}"), "PUBLIC_URL": public},
         )  # fmt: skip
         log_path = tmp_path / "serve.log"
-        proc = start_server(env, tmp_path, log_path)
+        proc = start_gateway(env, tmp_path, log_path)
         caller: asyncio.Task[CallResult] | None = None
         try:
-            async with asyncio.timeout(30):
-                while True:
-                    with contextlib.suppress(httpx.TransportError):
-                        if (await client.get(public + "/healthz")).status_code == 200:
-                            break
-                    assert proc.poll() is None, log_path.read_text()[-2000:]
-                    await asyncio.sleep(0.1)
+            await wait_until_serving(client, public, proc, log_path, 30)
             caller = asyncio.create_task(place_call(public, long_call(), auth_token=TOKEN, call_sid=sid))
             async with asyncio.timeout(10):
                 while (await client.get(public + "/healthz")).json()["active_calls"] != 1:

@@ -14,7 +14,6 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from gateway.server import http_limits, serving, uvicorn_config
 from tests.support.audio import caller_tone
 from tests.support.gateway import UNUSED_LIVE_URL, json_lines, logged, settings_for
 from tests.support.live_peer import LivePeer
-from tests.support.processes import clean_env, free_port
+from tests.support.processes import clean_env, free_port, start_gateway, wait_until_serving
 
 TOKEN = "slowloris-test-auth-token"
 FD_LIMIT = 256  # the gateway process's descriptor limit: 300 slow clients would take every one
@@ -73,12 +72,8 @@ def _limit_descriptors() -> None:
 
 
 def start_server(env: dict[str, str], cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """`gateway serve` with FD_LIMIT file descriptors, logging to a file (nobody has to keep reading it)."""
-    with open(log_path, "w") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve"], env=env, cwd=cwd, stderr=log_file,
-            preexec_fn=_limit_descriptors,
-        )  # fmt: skip
+    """`gateway serve` with FD_LIMIT file descriptors."""
+    return start_gateway(env, cwd, log_path, preexec_fn=_limit_descriptors)
 
 
 def open_descriptors(pid: int) -> int:
@@ -107,13 +102,8 @@ async def test_slow_header_clients_near_the_fd_limit_leave_room_for_a_signed_web
     log_path = tmp_path / "serve.log"
     proc = start_server(env, tmp_path, log_path)
     try:
-        async with asyncio.timeout(30), httpx.AsyncClient() as client:
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get(url + "/healthz")).status_code == 200:
-                        break
-                assert proc.poll() is None, log_path.read_text()[-2000:]
-                await asyncio.sleep(0.1)
+        async with httpx.AsyncClient() as client:
+            await wait_until_serving(client, url, proc, log_path, 30)
         await asyncio.sleep(0.2)
         idle_fds = open_descriptors(proc.pid)
 
