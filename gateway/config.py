@@ -129,6 +129,14 @@ def _positive(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _seconds(env: dict[str, str], name: str, default: float, low: float, high: float) -> float:
+    """A positive number of seconds from `low` to `high`."""
+    value = _positive(env, name, default)
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} must be between {low:g} and {high:g} seconds")
+    return value
+
+
 def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -346,12 +354,8 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     log_level = (env.get("LOG_LEVEL") or "info").strip().lower()
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL={log_level!r} must be one of {', '.join(LOG_LEVELS)} (default info)")
-    http_header_timeout_s = _positive(env, "HTTP_HEADER_TIMEOUT_S", 5.0)
-    if not 1 <= http_header_timeout_s <= 60:
-        raise ConfigError(f"HTTP_HEADER_TIMEOUT_S={http_header_timeout_s} must be between 1 and 60 seconds")
-    http_body_timeout_s = _positive(env, "HTTP_BODY_TIMEOUT_S", 10.0)
-    if not 1 <= http_body_timeout_s <= 120:
-        raise ConfigError(f"HTTP_BODY_TIMEOUT_S={http_body_timeout_s} must be between 1 and 120 seconds")
+    http_header_timeout_s = _seconds(env, "HTTP_HEADER_TIMEOUT_S", 5.0, 1, 60)
+    http_body_timeout_s = _seconds(env, "HTTP_BODY_TIMEOUT_S", 10.0, 1, 120)
     http_max_connections = _int(env, "HTTP_MAX_CONNECTIONS", 256)
     if http_max_connections < 16:
         raise ConfigError(f"HTTP_MAX_CONNECTIONS={http_max_connections} must be at least 16")
@@ -364,12 +368,8 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         raise ConfigError(
             f"RECORDS_SPOOL_MAX_MB={records_spool_max_mb} must be between 0 (no spool on disk) and 100000"
         )
-    live_setup_timeout_s = _positive(env, "LIVE_SETUP_TIMEOUT_S", 6.0)
-    if not 1 <= live_setup_timeout_s <= 30:
-        raise ConfigError(f"LIVE_SETUP_TIMEOUT_S={live_setup_timeout_s} must be between 1 and 30 seconds")
-    live_stall_s = _positive(env, "LIVE_STALL_S", 8.0)
-    if not 2 <= live_stall_s <= 120:
-        raise ConfigError(f"LIVE_STALL_S={live_stall_s} must be between 2 and 120 seconds")
+    live_setup_timeout_s = _seconds(env, "LIVE_SETUP_TIMEOUT_S", 6.0, 1, 30)
+    live_stall_s = _seconds(env, "LIVE_STALL_S", 8.0, 2, 120)
     drain_grace_s = _int(env, "DRAIN_GRACE_SECONDS", 15)
     if drain_grace_s < 0:
         raise ConfigError(f"DRAIN_GRACE_SECONDS={drain_grace_s} must be 0 or more")
