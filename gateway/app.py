@@ -32,7 +32,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from gateway.admission import Pacer, RefusalLog, UnverifiedStreams
 from gateway.audio import resample_block
 from gateway.call import Call, CallAgent, CallLimits, Outcome, TranscriptObserver
-from gateway.call.line import Ended, LineEvent, Started
+from gateway.call.line import Ended, Started
 from gateway.config import Settings
 from gateway.drain import MOVED_QUERY, Drain
 from gateway.live import protocol as lp
@@ -121,10 +121,8 @@ class Gateway:
 
     def call_ended(self, call: Call) -> None:
         self.calls.discard(call)
-        # A line that never started, or was refused before any Live session, has no verified CallSid (it is
-        # the peer's word, not a call of ours): nothing to record but a metric.
-        if call.start is not None and call.stats.outcome != Outcome.REFUSED:
-            self.records.call_ended(call.summary())
+        # Only a verified stream becomes a Call (see `media`): a socket refused before has no record.
+        self.records.call_ended(call.summary())
         self.drain.call_ended()
 
     async def prepare_apology(self) -> None:
@@ -143,7 +141,7 @@ class Gateway:
         self.drain.apology_s = len(self.apology_pcm) / 16000  # the drain plans for it to be heard whole
 
     async def apologise(self, call: Call) -> None:
-        if self.apology_pcm and call.start is not None:
+        if self.apology_pcm:
             log.info("apologising_to_caller", outcome=call.stats.outcome.value)
             pcm = resample_block(self.apology_pcm, 8000, call.line.audio.out_rate)
             await call.play_and_wait(pcm, timeout_s=len(self.apology_pcm) / 16000 + 3.0)
@@ -291,22 +289,6 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
             await ws.close(code=code, reason=reason)
 
 
-class _MediaLine(TwilioLine):
-    """The Twilio line of a media socket whose `start` the gateway reads (and checks) before it makes the
-    Call: the Call then receives that `start` first, as if it had read it itself."""
-
-    _started: Started | None = None
-
-    def replay(self, started: Started) -> None:
-        self._started = started
-
-    async def receive(self) -> LineEvent:
-        if self._started is not None:
-            started, self._started = self._started, None
-            return started
-        return await super().receive()
-
-
 async def voice(request: Request) -> Response:
     """Twilio's voice webhook: answer TwiML that streams the call to us, then hangs up when we close."""
     gw = _gateway(request)
@@ -395,7 +377,7 @@ async def media(ws: WebSocket) -> None:
         await gw.refuse_upgrade(ws, "busy", "stream_rejected_busy", max_calls=settings.max_concurrent_calls)
         return
     # Until its `start` is checked the socket holds a place among the unverified ones, not among the calls.
-    line = _MediaLine(ws, gw.control)
+    line = TwilioLine(ws, gw.control)
     start = await gw.receive_start(ws, line)
     if isinstance(start, str):
         await gw.refuse_stream(ws, line, start)
@@ -403,15 +385,14 @@ async def media(ws: WebSocket) -> None:
     if (refusal := gw.admit_stream(start)) is not None:
         await gw.refuse_stream(ws, line, *refusal)
         return
-    line.replay(start)  # the Call reads the `start` as its first event
     call = Call(
         line,
+        start,
         gw.open_live,
         settings.live,
         greeting=settings.greeting,
         input_rate=settings.live_input_rate,
         limits=CallLimits(
-            start_timeout_s=settings.start_timeout_s,
             idle_timeout_s=settings.media_idle_timeout_s,
             live_setup_s=settings.live_setup_timeout_s,
             live_stall_s=settings.live_stall_s,

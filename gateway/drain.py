@@ -120,7 +120,7 @@ class Movable(Protocol):
     """What the drain needs of a call in progress (a `gateway.call.Call`)."""
 
     @property
-    def call_sid(self) -> str: ...  # "" until the line has started
+    def call_sid(self) -> str: ...
     @property
     def between_turns(self) -> bool: ...
     @property
@@ -187,7 +187,7 @@ class Drain:
             ends_by_s=round(plan.end_s, 2),
         )
         await self._wait_until(lambda: not calls, plan.start_s)
-        remaining = [call for call in calls if call.call_sid]
+        remaining = list(calls)
         if remaining:
             with contextlib.suppress(
                 TimeoutError

@@ -16,7 +16,7 @@ from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, Played, S
 from gateway.live import protocol as lp
 from gateway.live.session import LiveConfigRejected, LiveConnectionLost, LiveHandleRejected
 from gateway.tools import Toolbox
-from tests.support.call_doubles import MemoryLine, ScriptedConnection, ScriptedLive
+from tests.support.call_doubles import STARTED, MemoryLine, ScriptedConnection, ScriptedLive
 from tests.support.waiting import wait_for
 
 FRAME_8K = bytes(320)  # 20 ms of caller silence at 8 kHz
@@ -31,8 +31,7 @@ async def until(predicate, timeout: float = 2.0) -> None:
 
 def start_call(line: MemoryLine, live: ScriptedLive, **kwargs) -> tuple[Call, asyncio.Task[None]]:
     kwargs.setdefault("connect_retry_delays_s", NO_DELAYS)
-    call = Call(line, live.open, lp.LiveConfig(), **kwargs)
-    line.start()
+    call = Call(line, STARTED, live.open, lp.LiveConfig(), **kwargs)
     return call, asyncio.create_task(call.run())
 
 
@@ -163,19 +162,6 @@ async def test_a_rejected_handle_goes_on_in_a_fresh_session_and_a_rejected_confi
     async with asyncio.timeout(2):
         await task
     assert call.stats.outcome is Outcome.LIVE_CONFIG_ERROR and live.connections == []
-
-
-async def test_a_refused_line_opens_no_live_session():
-    line, live = MemoryLine(), ScriptedLive()
-
-    async def refuse(start: Started) -> str:
-        return "stream token already used"
-
-    call, task = start_call(line, live, admit=refuse)
-    async with asyncio.timeout(2):
-        await task
-    assert call.stats.outcome is Outcome.REFUSED and line.closed == "stream token already used"
-    assert live.connections == []
 
 
 def agent_with_tools():

@@ -9,7 +9,6 @@ from gateway.call.call import (
     CallStats,
     LiveOpener,
     ResumeLookup,
-    StreamAdmission,
     TranscriptObserver,
 )
 from gateway.call.outcome import Outcome
@@ -28,6 +27,5 @@ __all__ = [
     "LiveOpener",
     "Outcome",
     "ResumeLookup",
-    "StreamAdmission",
     "TranscriptObserver",
 ]

@@ -3,7 +3,8 @@
 This is the only place where the two sides meet. The rules of the call live in `CallState` (pure, unit
 tested); this module is the story, the awaits that carry them out:
 
-1. Wait for the line to start (who is calling whom) within a deadline, and admit it.
+1. The line has started (who is calling whom) and its stream token was checked: the app does both before it
+   makes the Call, so a socket that never becomes a call costs no Call.
 2. Choose the agent for the number called and take the Live session opened for this call while the phone
    rang (or open one now: setup from the agent's config); if there is a greeting, ask the agent to speak.
 3. Run two loops until either side ends:
@@ -53,7 +54,6 @@ from gateway.tools import CallIds, LineAction, Toolbox, ToolResult
 log = structlog.get_logger("gateway.call")
 
 LiveOpener = Callable[[lp.LiveConfig, str | None], Awaitable[LiveSession]]
-StreamAdmission = Callable[[Started], Awaitable[str | None]]  # a reason to refuse the line, or None
 TranscriptObserver = Callable[[str, str, str], None]  # (call_sid, role, text)
 FailureHandler = Callable[["Call"], Awaitable[None]]
 ResumeLookup = Callable[[str], Awaitable[str]]  # call_sid -> the Live handle another instance left, or ""
@@ -69,7 +69,6 @@ LIVE_OUTPUT_RATE = 24000
 class CallLimits:
     """Bounds on one call, so a stalled or hostile peer holds resources only for a bounded time."""
 
-    start_timeout_s: float = 10.0  # the line must start this soon after it opens
     idle_timeout_s: float = 20.0  # lines carry audio every 20 ms, silence too: this long without is dead
     max_duration_s: float = 4 * 3600.0
     # From the line's start to a set-up Live session, however it is had (pre-warmed, resumed or opened
@@ -121,13 +120,13 @@ class Call:
     def __init__(
         self,
         line: Line,
+        start: Started,
         open_live: LiveOpener,
         config: lp.LiveConfig,
         *,
         greeting: str = "",
         input_rate: int = 16000,
         limits: CallLimits = CallLimits(),
-        admit: StreamAdmission | None = None,
         on_transcript: TranscriptObserver | None = None,
         on_failure: FailureHandler | None = None,
         connect_retry_delays_s: tuple[float, ...] = CONNECT_RETRY_DELAYS_S,
@@ -141,14 +140,13 @@ class Call:
         self.greeting = greeting
         self.input_rate = input_rate
         self.limits = limits
-        self.admit = admit
         self.on_transcript = on_transcript
         self.on_failure = on_failure
         self.connect_retry_delays_s = connect_retry_delays_s
         self.prepare = prepare
         self.chosen: CallAgent | None = None
         self.resume = resume
-        self.start: Started | None = None
+        self.start = start
         self.live: LiveSession | None = None
         self.stats = CallStats()
         self.state = CallState(resumption=Resumption(stall_s=limits.live_stall_s))
@@ -170,7 +168,7 @@ class Call:
 
     @property
     def call_sid(self) -> str:
-        return self.start.call_sid if self.start else ""
+        return self.start.call_sid
 
     @property
     def resumption_handle(self) -> str:
@@ -191,18 +189,8 @@ class Call:
             self._log_summary()
 
     async def _run(self) -> None:
-        self.start = await self._wait_for_start()
-        if self.start is None:
-            await self.line.close()
-            return
         structlog.contextvars.bind_contextvars(call_sid=self.start.call_sid, stream_sid=self.start.stream_sid)
         log.info("call_started", caller=self.start.caller, called=self.start.called)
-        if self.admit is not None and (refusal := await self.admit(self.start)):
-            # Refused before any Live session exists: an unauthenticated stream costs nothing.
-            self.stats.outcome = Outcome.REFUSED
-            log.warning("stream_refused", reason=refusal)
-            await self.line.close(refusal)
-            return
         try:
             try:
                 try:
@@ -225,30 +213,13 @@ class Call:
                     await self.on_failure(self)
             await self.line.close()
 
-    async def _wait_for_start(self) -> Started | None:
-        try:
-            async with asyncio.timeout(self.limits.start_timeout_s):
-                while True:
-                    event = await self.line.receive()
-                    if isinstance(event, Started):
-                        return event
-                    if isinstance(event, Ended):
-                        self.stats.outcome = Outcome.CLOSED_BEFORE_START
-                        return None
-                    log.warning("event_before_start_skipped", kind=type(event).__name__)
-        except TimeoutError:
-            self.stats.outcome = Outcome.NO_START
-            log.warning("no_start_event", timeout_s=self.limits.start_timeout_s)
-            return None
-
     async def _first_live(self) -> LiveSession:
         """The agent for the number called, and its Live session: the one set up while the phone rang if
         there is one, so the greeting does not wait for a connect and setup round trip; but a call moved
         here by another instance (a deploy) resumes its own session instead, context and all."""
-        assert self.start is not None
-        # First: was this call moved here by another instance? Then the session pre-warmed while it rang
-        # here is not waited for (a fresh session would not know the conversation).
-        # Only a moved call has a handle to look up: a new call never waits on the records store.
+        # Was this call moved here by another instance? Only such a call has a handle to look up (a new call
+        # never waits on the records store), and then the session pre-warmed while it rang here is not
+        # waited for (a fresh session would not know the conversation).
         handle = await self.resume(self.call_sid) if self.start.moved and self.resume is not None else ""
         self.state.resumption.handle = handle
         prewarmed: LiveSession | None = None
@@ -576,7 +547,7 @@ class Call:
             self._tool_tasks[call.id] = asyncio.create_task(self._run_tool(call), name=f"tool-{call.name}")
 
     async def _run_tool(self, call: lp.FunctionCall) -> None:
-        assert self.chosen is not None and self.start is not None
+        assert self.chosen is not None
         start = self.start
         ids = CallIds(start.call_sid, start.stream_sid, start.caller, start.called)
         try:
@@ -669,10 +640,10 @@ class Call:
         s, start = self.stats, self.start
         return CallSummary(
             call_sid=self.call_sid,
-            stream_sid=start.stream_sid if start else "",
-            account_sid=start.account_sid if start else "",
-            caller=start.caller if start else "",
-            called=start.called if start else "",
+            stream_sid=start.stream_sid,
+            account_sid=start.account_sid,
+            caller=start.caller,
+            called=start.called,
             agent=self.config.model,
             started_at=s.started_at,
             ended_at=s.started_at + timedelta(seconds=time.monotonic() - s.started),

@@ -17,6 +17,9 @@ from gateway.live.session import LiveConnectionLost, LiveError
 CALL_SID = "CA" + "1" * 32
 
 
+STARTED = Started(CALL_SID, "MZ" + "2" * 32, "AC" + "3" * 32, caller="+15550001111", called="+15550002222")
+
+
 class MemoryLine:
     """A line whose events the test puts in and whose actions it reads back from `sent`."""
 
@@ -36,12 +39,6 @@ class MemoryLine:
     def put(self, *events: LineEvent) -> None:
         for event in events:
             self._events.put_nowait(event)
-
-    def start(self, **parameters: str) -> None:
-        sids = ("MZ" + "2" * 32, "AC" + "3" * 32)
-        self.put(
-            Started(CALL_SID, *sids, caller="+15550001111", called="+15550002222", parameters=parameters)
-        )
 
     async def receive(self) -> LineEvent:
         """As a line does: `Ended` again on every call once it has ended (or once we closed it)."""
