@@ -13,6 +13,15 @@ start-up with a message that names the line. The file looks like this:
     tools = ["end_call", "transfer_call", "order_status"]
     transfer_targets = ["+15005550009"]   # the only numbers transfer_call may dial
 
+An agent that places calls (`POST /calls`, `gateway dial`) may declare placeholders that each call fills:
+
+    [agents.reminders]
+    instructions = "You call {name} to confirm their appointment on {date}."
+    greeting = "Hello {name}, this is Acme about your appointment on {date}."
+    voicemail = "Hi {name}, this is Acme: your appointment is on {date}. Call us back to change it."
+    variables = ["name", "date"]          # every placeholder used, declared; a call gives each one
+    machine = "leave_message"             # an answering machine: hang_up (default) or leave_message
+
     [tools.order_status]                  # a custom tool, answered over HTTP (see gateway/tools.py)
     description = "Look up an order by its number."
     url = "https://tools.example.com/order-status"
@@ -40,7 +49,11 @@ DEFAULT_TOOL_TIMEOUT_S = 5.0
 
 _E164 = re.compile(r"^\+[1-9]\d{5,14}$")
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # what Gemini accepts as a function name
-_AGENT_KEYS = {"numbers", "instructions", "voice", "language", "greeting", "tools", "transfer_targets"}
+_AGENT_KEYS = {
+    "numbers", "instructions", "voice", "language", "greeting", "tools", "transfer_targets",
+    "variables", "voicemail", "machine",
+}  # fmt: skip
+MACHINE_POLICIES = ("hang_up", "leave_message")
 _TOOL_KEYS = {"description", "url", "timeout_s", "parameters"}
 
 
@@ -75,6 +88,11 @@ class Agent:
     tools: tuple[str, ...] = DEFAULT_TOOLS
     transfer_targets: tuple[str, ...] = ()
     custom_tools: dict[str, CustomTool] = field(default_factory=dict)
+    # Outbound calls (see gateway.outbound.variables): the placeholders a call fills, the voicemail text,
+    # and what to do when an answering machine picks up.
+    variables: tuple[str, ...] = ()
+    voicemail: str = ""
+    machine: str = "hang_up"
 
 
 @dataclass(frozen=True)
@@ -83,13 +101,21 @@ class AgentBook:
 
     default: Agent
     by_number: dict[str, Agent] = field(default_factory=dict)
+    by_name: dict[str, Agent] = field(default_factory=dict)  # every agent of the file, for outbound calls
 
     def for_number(self, called: str) -> Agent:
         return self.by_number.get(called.strip(), self.default)
 
+    def named(self, name: str | None) -> Agent | None:
+        """The agent called `name` (None or "default": the default agent); None if there is none."""
+        if not name:
+            return self.default
+        return self.by_name.get(name, self.default if name == self.default.name else None)
+
     @property
     def uses_http_tools(self) -> bool:
-        return any(a.custom_tools for a in (self.default, *self.by_number.values()))
+        agents = (self.default, *self.by_number.values(), *self.by_name.values())
+        return any(a.custom_tools for a in agents)
 
 
 def builtin_declaration(name: str, transfer_targets: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -298,7 +324,43 @@ def _agent(
         transfer_targets=targets,
         custom_tools={t: custom[t] for t in tools if t in custom},
     )
-    return agent, numbers
+    return _outbound_fields(src, raw, table, agent), numbers
+
+
+def _outbound_fields(src: _Source, raw: dict[str, Any], table: tuple[str, ...], agent: Agent) -> Agent:
+    """The outbound keys: declared placeholders (each used, each declared), voicemail text, machine policy."""
+    from gateway.outbound.variables import NAME, placeholders
+
+    declared = _strings(src, raw.get("variables", []), table, "variables")
+    for name in declared:
+        if not NAME.match(name):
+            raise src.error(
+                f"variable {name!r}: use lower-case letters, digits and _ (at most 32)", table, "variables"
+            )
+    if len(set(declared)) != len(declared):
+        raise src.error("a variable is declared twice", table, "variables")
+    voicemail = _text(src, raw.get("voicemail", ""), table, "voicemail").strip()
+    machine = _text(src, raw.get("machine", "hang_up"), table, "machine")
+    if machine not in MACHINE_POLICIES:
+        raise src.error(f"machine must be one of {', '.join(MACHINE_POLICIES)}", table, "machine")
+    if machine == "leave_message" and not voicemail:
+        raise src.error('machine = "leave_message" needs a voicemail text', table, "machine")
+    for key, text in (
+        ("instructions", agent.live.instructions),
+        ("greeting", agent.greeting),
+        ("voicemail", voicemail),
+    ):
+        if undeclared := sorted(placeholders(text) - set(declared)):
+            raise src.error(
+                f"{key} uses {{{undeclared[0]}}}, which is not declared: add it to variables",
+                table,
+                key if key in raw else "variables",
+            )
+    used = placeholders(agent.live.instructions, agent.greeting, voicemail)
+    unused = [n for n in declared if n not in used]
+    if unused:
+        raise src.error(f"variable {unused[0]!r} is declared but used nowhere", table, "variables")
+    return dataclasses.replace(agent, variables=declared, voicemail=voicemail, machine=machine)
 
 
 def _syntax_error_line(exc: tomllib.TOMLDecodeError, text: str) -> int:
@@ -337,9 +399,11 @@ def load_agents(path: str | Path, default: Agent) -> AgentBook:
     if not isinstance(raw_agents, dict):
         raise src.error("agents must be tables: [agents.NAME]", ("agents",))
     by_number: dict[str, Agent] = {}
+    by_name: dict[str, Agent] = {}
     owner: dict[str, str] = {}
     for name, raw in raw_agents.items():
         agent, numbers = _agent(src, name, raw, default.live, default.greeting, custom)
+        by_name[name] = agent
         for number in numbers:
             if number in owner:
                 raise src.error(
@@ -347,4 +411,4 @@ def load_agents(path: str | Path, default: Agent) -> AgentBook:
                 )
             owner[number] = name
             by_number[number] = agent
-    return AgentBook(default, by_number)
+    return AgentBook(default, by_number, by_name)

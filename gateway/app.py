@@ -17,6 +17,7 @@ import gc
 import hmac
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from urllib.parse import urlparse, urlsplit
 
 import structlog
@@ -26,10 +27,12 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
+from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator, add_port, remove_port
 from twilio.twiml.voice_response import VoiceResponse
 
 from gateway.admission import Pacer, RefusalLog, UnverifiedStreams
+from gateway.agents import Agent
 from gateway.audio import resample_block
 from gateway.call import Call, CallAgent, CallLimits, Outcome, TranscriptObserver
 from gateway.call.line import Ended, Started
@@ -39,8 +42,9 @@ from gateway.live import protocol as lp
 from gateway.live.session import LiveSession
 from gateway.logs import register_secret
 from gateway.metrics import METRICS
+from gateway.outbound.dialer import Outbound, Refused, plan_call
 from gateway.prewarm import Prewarmer
-from gateway.records import Records, StoreUnavailable
+from gateway.records import CallRecord, Records, StoreUnavailable
 from gateway.records import register_secrets as register_database_secrets
 from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
 from gateway.stream_tokens import Previous, StreamTokens, key_from_auth_token
@@ -83,6 +87,7 @@ class Gateway:
         )
         self.control: CallControl | None = None  # set in the lifespan when REST credentials are configured
         self.toolbox = Toolbox()
+        self.outbound = Outbound(settings.max_outbound_calls)  # the calls this instance placed
 
     async def start_tools(self, stack: contextlib.AsyncExitStack) -> None:
         """The shared HTTP client for custom tools and the REST client for transfers, closed at shutdown."""
@@ -102,17 +107,33 @@ class Gateway:
 
     def prewarm_call(self, params: dict[str, str]) -> None:
         """While the phone rings: start setting up the Live session of the agent for the number called."""
-        self.prewarm.start(params.get("CallSid", ""), self.agents.for_number(params.get("To", "")).live)
+        call_sid = params.get("CallSid", "")
+        self.prewarm.start(call_sid, self.agent_for(call_sid, params.get("To", "")).live)
+
+    def agent_for(self, call_sid: str, called: str) -> Agent:
+        """The agent of a call: the one an outbound call was placed with, else the number called's."""
+        plan = self.outbound.get(call_sid)
+        return plan.agent if plan is not None else self.agents.for_number(called)
 
     async def prepare_call(self, start: Started, take_prewarmed: bool = True) -> CallAgent:
         """Once the line starts: the agent for the number called, with the session set up while it rang."""
-        agent = self.agents.for_number(start.called)
+        agent = self.agent_for(start.call_sid, start.called)
         live = None
         if take_prewarmed:
             live = await self.prewarm.take(start.call_sid, agent.live)
         else:
             self.prewarm.discard(start.call_sid, "resumed")
         return CallAgent(agent, self.toolbox, live)
+
+    def outbound_status(self, params: dict[str, str]) -> None:
+        """A status callback of an outbound call (placed here, or by another instance): into its record. A
+        call that never connected ends here, with its status as its outcome (busy, no_answer, ...)."""
+        call_sid, status = params.get("CallSid", ""), params.get("CallStatus", "")
+        plan = self.outbound.status(call_sid, status)
+        if not call_sid or (plan is None and not params.get("Direction", "").startswith("outbound")):
+            return
+        outcome = _NOT_CONNECTED.get(status, "")
+        self.records.save(CallRecord(call_sid, direction="outbound", call_status=status, outcome=outcome))
 
     def on_transcript(self, call_sid: str, role: str, text: str) -> None:
         self.records.transcript(call_sid, role, text)
@@ -276,6 +297,8 @@ class Gateway:
 
 
 _OUTCOMES = {NO_START: Outcome.NO_START, CLOSED_BEFORE_START: Outcome.CLOSED_BEFORE_START}
+# Twilio's final statuses of an outbound call that never connected, and the outcome its record says.
+_NOT_CONNECTED = {"busy": "busy", "no-answer": "no_answer", "failed": "failed", "canceled": "canceled"}
 
 
 def _gateway(conn: HTTPConnection) -> Gateway:
@@ -360,6 +383,7 @@ async def status(request: Request) -> Response:
         status=params.get("CallStatus", ""),
         stream_event=params.get("StreamEvent", ""),
     )
+    gw.outbound_status(params)
     return Response(status_code=204)
 
 
@@ -385,6 +409,7 @@ async def media(ws: WebSocket) -> None:
     if (refusal := gw.admit_stream(start)) is not None:
         await gw.refuse_stream(ws, line, *refusal)
         return
+    plan = gw.outbound.get(start.call_sid)  # a call this instance placed: its agent waits for the callee
     call = Call(
         line,
         start,
@@ -402,7 +427,10 @@ async def media(ws: WebSocket) -> None:
         on_failure=gw.apologise,
         prepare=gw.prepare_call,
         resume=gw.records.resumption_handle,
+        outbound=plan.role if plan is not None else None,
     )
+    if plan is not None and plan.amd is not None:  # Twilio's AMD result came before the stream
+        call.answered_by(*plan.amd)
     gw.calls.add(call)
     try:
         await call.run()
@@ -419,17 +447,24 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "active_calls": len(gw.calls)})
 
 
-async def call_record(request: Request) -> Response:
-    """One call's record and transcript, for whoever holds CALLS_API_TOKEN."""
-    gw = _gateway(request)
+def _api_refusal(gw: Gateway, request: Request, what: str) -> Response | None:
+    """The answer to a calls API request without the CALLS_API_TOKEN bearer token; None when it has it."""
     token = gw.settings.calls_api_token
     if not token:
-        return JSONResponse({"error": "set CALLS_API_TOKEN to read call records over HTTP"}, status_code=403)
+        return JSONResponse({"error": f"set CALLS_API_TOKEN to {what} over HTTP"}, status_code=403)
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         return JSONResponse(
             {"error": "bearer token required"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
         )
+    return None
+
+
+async def call_record(request: Request) -> Response:
+    """One call's record and transcript, for whoever holds CALLS_API_TOKEN."""
+    gw = _gateway(request)
+    if (refusal := _api_refusal(gw, request, "read call records")) is not None:
+        return refusal
     try:
         record = await gw.records.get_call(request.path_params["sid"])
     except (StoreUnavailable, TimeoutError):
@@ -441,6 +476,112 @@ async def call_record(request: Request) -> Response:
     if record is None or record.started_at is None:
         return JSONResponse({"error": "no such call"}, status_code=404)
     return JSONResponse(record.public())
+
+
+async def place_call(request: Request) -> Response:
+    """`POST /calls`: the agent calls someone (see gateway.outbound). 201 with the CallSid once Twilio has
+    taken the call; every refusal says why, and nothing is dialled."""
+    gw = _gateway(request)
+    if (refusal := _api_refusal(gw, request, "place calls")) is not None:
+        return refusal
+    settings = gw.settings
+
+    def refused(status: int, reason: str, **headers: str) -> Response:
+        log.info("call_not_placed", status=status, why=reason)
+        return JSONResponse({"error": reason}, status_code=status, headers=headers or None)
+
+    if gw.drain.active:
+        return refused(503, "this instance is shutting down: place the call again", **{"Retry-After": "5"})
+    if gw.control is None or not settings.public_url:
+        return refused(
+            503,
+            "outbound calls need TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (Twilio's REST API) and PUBLIC_URL "
+            "(where Twilio fetches the call's webhook)",
+        )
+    try:
+        body = await request.json()
+    except ValueError:
+        return refused(400, "the body must be JSON")
+    try:
+        plan = plan_call(
+            body,
+            gw.agents,
+            from_number=settings.twilio_from_number,
+            countries=settings.outbound_countries,
+            amd_timeout_s=settings.amd_timeout_s,
+        )
+    except Refused as exc:
+        return refused(exc.status, exc.reason)
+    if gw.outbound.at_capacity(time.monotonic()):
+        return refused(
+            429,
+            f"MAX_OUTBOUND_CALLS ({settings.max_outbound_calls}) outbound calls are in progress",
+            **{"Retry-After": "5"},
+        )
+    gw.outbound.dialling += 1
+    try:
+        call_sid = await gw.control.create(
+            plan.to, plan.from_, settings.public_url, amd_timeout_s=settings.amd_timeout_s
+        )
+    except TwilioRestException as exc:  # Twilio refused it: a number the account may not call, say
+        status = 502 if (exc.status or 500) >= 500 else 422
+        return refused(status, f"Twilio refused the call ({exc.code}): {exc.msg}")
+    except Exception as exc:  # network: nothing is known to have been dialled
+        return refused(502, f"Twilio's API could not be reached: {type(exc).__name__}")
+    finally:
+        gw.outbound.dialling -= 1
+    gw.outbound.placed(plan, call_sid, time.monotonic())
+    gw.records.save(
+        CallRecord(
+            call_sid,
+            from_number=plan.from_,
+            to_number=plan.to,
+            agent=plan.agent.live.model,
+            started_at=datetime.now(UTC),
+            direction="outbound",
+            call_status="queued",
+            campaign=plan.campaign,
+        )
+    )
+    log.info("call_placed", call_sid=call_sid, to=plan.to, agent=plan.agent.name, machine=plan.role.machine)
+    return JSONResponse(
+        {
+            "call_sid": call_sid,
+            "to": plan.to,
+            "from": plan.from_,
+            "agent": plan.agent.name,
+            "machine": plan.role.machine,
+            "status": "queued",
+        },
+        status_code=201,
+    )
+
+
+async def amd_result(request: Request) -> Response:
+    """Twilio's asynchronous answering-machine detection result for an outbound call (signed like the
+    webhook): told to the call, or kept for it if its stream has not started yet."""
+    gw = _gateway(request)
+    form = await request.form()
+    params = {k: str(v) for k, v in form.items()}
+    url = gw.public_base(request) + request.url.path
+    if not gw.signature_ok(url, params, request.headers.get("X-Twilio-Signature")):
+        gw.refusals.refused("amd", "signature", "amd_signature_rejected", url=url, hint=SIGNATURE_HINT)
+        return Response("invalid signature", status_code=403)
+    call_sid, answered_by = params.get("CallSid", ""), params.get("AnsweredBy", "")
+    if not call_sid or not answered_by:
+        return Response("CallSid and AnsweredBy are required", status_code=400)
+    duration = params.get("MachineDetectionDuration", "")
+    duration_ms = int(duration) if duration.isdigit() else None
+    call = next((c for c in gw.calls if c.call_sid == call_sid), None)
+    plan = gw.outbound.get(call_sid)
+    if call is not None:
+        call.answered_by(answered_by, duration_ms)
+    elif plan is not None:
+        plan.amd = (answered_by, duration_ms)
+    log.info(
+        "amd_result", call_sid=call_sid, answered_by=answered_by, duration_ms=duration_ms, known=call or plan
+    )
+    return Response(status_code=204)
 
 
 async def metrics(request: Request) -> Response:
@@ -511,6 +652,8 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/calls/{sid}", call_record, methods=["GET"]),
+            Route("/calls", place_call, methods=["POST"]),
+            Route("/twilio/amd", amd_result, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

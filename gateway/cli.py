@@ -1,4 +1,5 @@
-"""The `gateway` command: serve, calls, twilio, live-local, call, load, live-scripted, demo."""
+"""The `gateway` command: serve, calls, twilio, live-local, call, load, live-scripted, dial, campaign,
+demo."""
 
 from __future__ import annotations
 
@@ -120,6 +121,18 @@ def _live_scripted(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dial(args: argparse.Namespace) -> int:
+    if args.simulate:
+        from gateway.devtools.dial import run_dial_simulation
+
+        os.environ["PORT"] = ""  # as the demo: it serves on free loopback ports
+        configure_logging(args.log_format, "warning")
+        return asyncio.run(run_dial_simulation(args))
+    from gateway.outbound.client import run_dial
+
+    return asyncio.run(run_dial(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway", description="Twilio Media Streams <-> Gemini Live gateway"
@@ -180,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_peer_arguments(scripted)
     scripted.set_defaults(func=_live_scripted)
+
+    dial = sub.add_parser("dial", help="the agent calls a number (POST /calls on a running gateway)")
+    from gateway.outbound.client import add_dial_arguments
+
+    add_dial_arguments(dial)
+    dial.set_defaults(func=_dial)
 
     demo = sub.add_parser("demo", help="everything on one machine, no keys: gateway + local backend + a call")
     from gateway.devtools.demo import add_demo_arguments

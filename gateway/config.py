@@ -85,6 +85,12 @@ class Settings:
     records_spool_dir: str = DEFAULT_RECORDS_SPOOL_DIR
     records_spool_max_mb: int = 64
     drain_grace_s: float = 15.0
+    # Outbound calls (gateway.outbound): the caller ID, where calls may go, how many at once, and how long to
+    # wait for answering-machine detection before taking the callee for a person.
+    twilio_from_number: str | None = None
+    outbound_countries: frozenset[str] = frozenset()
+    max_outbound_calls: int = 20
+    amd_timeout_s: int = 30
 
     @property
     def agent_book(self) -> AgentBook:
@@ -374,6 +380,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     if drain_grace_s < 0:
         raise ConfigError(f"DRAIN_GRACE_SECONDS={drain_grace_s} must be 0 or more")
     twilio_api_base_url = _twilio_api_base_url(env)
+    from_number, countries, max_outbound, amd_timeout = _outbound(env)
     return Settings(
         port=_port(env),
         public_url=public_url,
@@ -411,4 +418,36 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         records_spool_max_mb=records_spool_max_mb,
         drain_grace_s=float(drain_grace_s),
         twilio_api_base_url=twilio_api_base_url,
+        twilio_from_number=from_number,
+        outbound_countries=countries,
+        max_outbound_calls=max_outbound,
+        amd_timeout_s=amd_timeout,
     )
+
+
+def _outbound(env: dict[str, str]) -> tuple[str | None, frozenset[str], int, int]:
+    """TWILIO_FROM_NUMBER, OUTBOUND_COUNTRIES (default: the from number's country), MAX_OUTBOUND_CALLS,
+    AMD_TIMEOUT_S."""
+    from gateway.outbound.destinations import country_of, parse_countries
+
+    from_number = (env.get("TWILIO_FROM_NUMBER") or "").strip() or None
+    home = None
+    if from_number is not None:
+        home = country_of(from_number)
+        if home is None:
+            raise ConfigError(
+                f"TWILIO_FROM_NUMBER={from_number!r} must be a valid E.164 number like +12025550123 "
+                "(one of the account's numbers)"
+            )
+    raw = env.get("OUTBOUND_COUNTRIES", "").strip()
+    try:
+        countries = parse_countries(raw) if raw else frozenset({home} if home else ())
+    except ValueError as exc:
+        raise ConfigError(f"OUTBOUND_COUNTRIES={raw!r}: {exc}") from None
+    max_outbound = _int(env, "MAX_OUTBOUND_CALLS", 20)
+    if not 1 <= max_outbound <= 10_000:
+        raise ConfigError(f"MAX_OUTBOUND_CALLS={max_outbound} must be between 1 and 10000")
+    amd_timeout = _int(env, "AMD_TIMEOUT_S", 30)
+    if not 3 <= amd_timeout <= 59:
+        raise ConfigError(f"AMD_TIMEOUT_S={amd_timeout} must be between 3 and 59 seconds (Twilio's range)")
+    return from_number, countries, max_outbound, amd_timeout

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -76,8 +77,11 @@ _COLUMNS = (
     "call_sid", "stream_sid", "account_sid", "from_number", "to_number", "agent", "started_at", "ended_at",
     "outcome", "prompt_tokens", "response_tokens", "total_tokens", "tokens_by_modality", "switches",
     "resumption_handle",
+    # outbound calls (gateway.outbound): added later, so an older database gets them at open
+    "direction", "call_status", "answered_by", "amd_wait_ms", "amd_duration_ms", "machine_action", "campaign",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM calls"
+FINAL_CALL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
 
 @dataclass
@@ -110,13 +114,46 @@ class CallRecord:
     switches: int = 0  # Live connection switches
     resumption_handle: str = field(default="", repr=False)  # lets anyone holding it resume the conversation
     transcript: list[TranscriptLine] = field(default_factory=list)
+    # Outbound calls: who placed them and what came of them (Twilio's status callbacks and AMD).
+    direction: str = ""  # "outbound" for calls the gateway placed; "" for calls it answered
+    call_status: str = ""  # Twilio's latest CallStatus: queued, ringing, in-progress, completed, busy, ...
+    answered_by: str = ""  # Twilio's AnsweredBy (human, machine_end_beep, ...) or "timeout"
+    amd_wait_ms: int | None = None  # from the callee picking up to the gateway knowing who answered
+    amd_duration_ms: int | None = None  # Twilio's MachineDetectionDuration
+    machine_action: str = ""  # a machine answered: hung_up, message_left, message_not_finished
+    campaign: str = ""  # the campaign that placed it
 
     def merged_into(self, old: CallRecord | None) -> CallRecord:
-        """This instance's part of a call added to what another instance stored for it before."""
-        if old is None or old.started_at is None:
+        """This instance's part of a call added to what another instance stored for it before (or what the
+        gateway learnt of an outbound call from another source: its placing, Twilio's callbacks)."""
+        if old is None:
             return self
+        if old.started_at is None:
+            # (a handle stored by a drain, or what Twilio's callbacks said before the call's own record)
+            fields = self._outbound_fields(old)
+            fields.update(to_number=self.to_number or old.to_number, outcome=self.outcome or old.outcome)
+            return dataclasses.replace(self, **fields)
         if self.stream_sid and old.stream_sid == self.stream_sid and old.ended_at == self.ended_at:
             return old  # this part is in already: a write retried after the database's answer was lost
+        return dataclasses.replace(self._merged(old), **self._outbound_fields(old))
+
+    def _outbound_fields(self, old: CallRecord) -> dict[str, Any]:
+        """The outbound fields: what this part says, else what was stored; a final call status is never
+        replaced by an earlier one that arrived late."""
+        status = self.call_status or old.call_status
+        if old.call_status in FINAL_CALL_STATUSES and self.call_status not in FINAL_CALL_STATUSES:
+            status = old.call_status
+        return dict(
+            direction=self.direction or old.direction,
+            call_status=status,
+            answered_by=self.answered_by or old.answered_by,
+            amd_wait_ms=self.amd_wait_ms if self.amd_wait_ms is not None else old.amd_wait_ms,
+            amd_duration_ms=self.amd_duration_ms if self.amd_duration_ms is not None else old.amd_duration_ms,
+            machine_action=self.machine_action or old.machine_action,
+            campaign=self.campaign or old.campaign,
+        )
+
+    def _merged(self, old: CallRecord) -> CallRecord:
         later = self.ended_at is not None and (old.ended_at is None or self.ended_at >= old.ended_at)
         last, first = (self, old) if later else (old, self)
         modality = dict(old.tokens_by_modality)
@@ -128,10 +165,10 @@ class CallRecord:
             account_sid=self.account_sid or old.account_sid,
             from_number=self.from_number or old.from_number,
             to_number=self.to_number or old.to_number,
-            agent=last.agent,
+            agent=last.agent or first.agent,
             started_at=min(t for t in (old.started_at, self.started_at) if t is not None),
             ended_at=last.ended_at,
-            outcome=last.outcome,
+            outcome=last.outcome or first.outcome,
             prompt_tokens=old.prompt_tokens + self.prompt_tokens,
             response_tokens=old.response_tokens + self.response_tokens,
             total_tokens=old.total_tokens + self.total_tokens,
@@ -168,6 +205,11 @@ def record_of(summary: CallSummary) -> CallRecord:
         tokens_by_modality=dict(summary.tokens_by_modality),
         switches=summary.switches,
         resumption_handle=summary.resumption_handle,
+        direction=summary.direction,
+        answered_by=summary.answered_by,
+        amd_wait_ms=summary.amd_wait_ms,
+        amd_duration_ms=summary.amd_duration_ms,
+        machine_action=summary.machine_action,
     )
 
 
@@ -248,15 +290,28 @@ CREATE INDEX IF NOT EXISTS transcript_lines_call ON transcript_lines (call_sid, 
 """
 # Columns renamed since a database may have been created, (table, old name, new name): renamed at open.
 _RENAMED_COLUMNS = (("calls", "reconnects", "switches"),)
+# Columns added since a database may have been created, (table, name, type): added at open.
+_ADDED_COLUMNS = (
+    ("calls", "direction", "TEXT NOT NULL DEFAULT ''"),
+    ("calls", "call_status", "TEXT NOT NULL DEFAULT ''"),
+    ("calls", "answered_by", "TEXT NOT NULL DEFAULT ''"),
+    ("calls", "amd_wait_ms", "INTEGER"),
+    ("calls", "amd_duration_ms", "INTEGER"),
+    ("calls", "machine_action", "TEXT NOT NULL DEFAULT ''"),
+    ("calls", "campaign", "TEXT NOT NULL DEFAULT ''"),
+)
 
 
 def _renames(columns_of: Callable[[str], set[str]]) -> list[str]:
-    """The ALTER TABLE statements that bring an older database's column names up to date."""
+    """The ALTER TABLE statements that bring an older database's columns up to date: renamed, then added."""
     out = []
     for table, old, new in _RENAMED_COLUMNS:
         columns = columns_of(table)
         if old in columns and new not in columns:
             out.append(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")
+    for table, name, kind in _ADDED_COLUMNS:
+        if name not in columns_of(table):
+            out.append(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
     return out
 
 

@@ -8,6 +8,7 @@ from gateway.call.call import (
     CallPreparer,
     CallStats,
     LiveOpener,
+    OutboundRole,
     ResumeLookup,
     TranscriptObserver,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "CallStats",
     "CallSummary",
     "LiveOpener",
+    "OutboundRole",
     "Outcome",
     "ResumeLookup",
     "TranscriptObserver",

@@ -29,11 +29,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
 from gateway.agents import Agent
 from gateway.audio import Resampler
+from gateway.call.answering import Answering, MachinePolicy
 from gateway.call.line import CallerAudio, Ended, Keypress, Line, LineClosed, Played, Started
 from gateway.call.outcome import Outcome, live_failure
 from gateway.call.resumption import Resumption
@@ -49,6 +51,7 @@ from gateway.live.session import (
     LiveUnreachable,
 )
 from gateway.metrics import METRICS, SpeechEnd
+from gateway.outbound.variables import speak
 from gateway.tools import CallIds, LineAction, Toolbox, ToolResult
 
 log = structlog.get_logger("gateway.call")
@@ -76,6 +79,16 @@ class CallLimits:
     # bound holds for bringing a lost connection back during the call.
     live_setup_s: float = 6.0
     live_stall_s: float = 8.0  # Live silent this long after the caller made a sound: a stalled connection
+
+
+@dataclass(frozen=True)
+class OutboundRole:
+    """A call the gateway placed: its agent waits to know who answered (see gateway.call.answering)."""
+
+    machine: MachinePolicy = "hang_up"
+    opening: str = ""  # said when a person answered and nobody has spoken yet ("" for nothing)
+    voicemail: str = ""  # said after a machine's beep with the `leave_message` policy
+    wait_s: float = 32.0  # no answering-machine result this long after the line started: a person
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,7 @@ class Call:
         connect_retry_delays_s: tuple[float, ...] = CONNECT_RETRY_DELAYS_S,
         prepare: CallPreparer | None = None,
         resume: ResumeLookup | None = None,
+        outbound: OutboundRole | None = None,
     ) -> None:
         self.line = line
         self._open_live = open_live
@@ -165,6 +179,18 @@ class Call:
         self._live_wait: asyncio.Timeout | None = None
         self._live_wait_reason = ""
         self._watched_at = 0.0  # the caller's sound the wait was last moved for
+        # An outbound call: who answered (Twilio's AMD result, told by the app), and what came of it.
+        self.outbound = outbound
+        self.answering: Answering | None = None
+        if outbound is not None:
+            self.answering = Answering(
+                outbound.machine, outbound.wait_s, time.monotonic(), has_message=bool(outbound.voicemail)
+            )
+        self._amd_result: tuple[str, int | None] | None = None
+        self._amd_came = asyncio.Event()
+        self._callee_spoke = False
+        self._machine_action = ""
+        self._amd_duration_ms: int | None = None
 
     @property
     def call_sid(self) -> str:
@@ -252,6 +278,8 @@ class Call:
 
     async def _bridge(self) -> None:
         """Both directions at once; when either ends, the other is cancelled and nothing is left behind."""
+        # An outbound call also waits to know who answered; that task's end does not end the call.
+        answer = None if self.answering is None else asyncio.create_task(self._who_answered())
         tasks = [
             asyncio.create_task(self._caller_to_agent(), name="caller_to_agent"),
             asyncio.create_task(self._agent_to_caller(), name="agent_to_caller"),
@@ -265,9 +293,11 @@ class Call:
                 self.stats.outcome = Outcome.MAX_DURATION
                 log.warning("call_too_long", max_duration_s=self.limits.max_duration_s)
         finally:
-            for task in tasks:
+            for task in tasks if answer is None else [*tasks, answer]:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if answer is not None:
+                await asyncio.gather(answer, return_exceptions=True)
             await self._cancel_tools(list(self._tool_tasks), reason="call_ended")
         for task in done:
             exc = task.exception()
@@ -298,7 +328,10 @@ class Call:
                 return
             if isinstance(event, CallerAudio):
                 stats.frames_in += 1
+                if self.answering is not None and not self.answering.sends_caller_audio:
+                    continue  # a machine is recording: nobody there to hear (see gateway.call.answering)
                 if self._speech_end.frame(event.pcm):
+                    self._callee_spoke = True
                     self._watch_for_stall()
                 await self._send_caller_audio(event.pcm)
             elif isinstance(event, Played):
@@ -412,7 +445,9 @@ class Call:
             self._live_wait_reason = reason
             wait.reschedule(when)
 
-    async def _on_live_event(self, event: lp.LiveEvent) -> None:
+    async def _on_live_event(self, event: lp.LiveEvent, released: bool = False) -> None:
+        if not released and self.answering is not None and self.answering.holds(event):
+            return  # not for the line until it is known who answered (see `_who_answered`)
         state = self.state
         if isinstance(event, lp.AgentAudio):
             await self._play(event.pcm)
@@ -500,6 +535,9 @@ class Call:
                 self._speech_end.answered()
                 self._log_transcripts("caller")  # the caller's turn is over once the agent answers
                 log.debug("agent_audio_started", turn=turn)
+                if self.answering is not None and self.answering.turn_started():
+                    # The voicemail message is on the line: hang up once all of it has been heard.
+                    self.state.ask(LineAction("hang_up"), "voicemail", time.monotonic())
             self.stats.frames_out += 1
             self.stats.bytes_out += len(out)
             await self.line.play(out)
@@ -583,6 +621,8 @@ class Call:
     async def _carry_out(self, action: LineAction) -> bool:
         """Hang up or transfer now. True when the call is over for this line."""
         if action.kind == "hang_up":
+            if self.answering is not None and self.answering.message == "playing":
+                self._machine_action = "message_left"
             self.stats.outcome = Outcome.AGENT_HUNG_UP
             log.info("agent_hung_up")
             return True  # closing the line hangs up
@@ -599,6 +639,56 @@ class Call:
         self.stats.outcome = Outcome.TRANSFERRED if moved else Outcome.CALLER_GONE
         log.info("call_transferred" if moved else "transfer_after_call_ended", target=action.target)
         return True
+
+    # --- who answered an outbound call ---------------------------------------------------------------------
+
+    def answered_by(self, answered_by: str, duration_ms: int | None = None) -> None:
+        """Twilio's answering-machine detection result for this call (its AMD callback, or one that came
+        before the stream did). Only the first counts."""
+        if self.answering is not None and self._amd_result is None:
+            self._amd_result = (answered_by, duration_ms)
+            self._amd_came.set()
+
+    async def _who_answered(self) -> None:
+        """Wait for the AMD result (or its bound), then carry out what `Answering` decides: play what the
+        agent has said meanwhile, or hang up, or leave the voicemail message."""
+        answering, role = self.answering, self.outbound
+        assert answering is not None and role is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, answering.deadline - time.monotonic())):
+                await self._amd_came.wait()
+        now = time.monotonic()
+        if self._amd_result is not None:
+            answered_by, duration_ms = self._amd_result
+            decision = answering.result(answered_by, now, callee_spoke=self._callee_spoke)
+        else:
+            duration_ms = None
+            decision = answering.timed_out(now, callee_spoke=self._callee_spoke)
+        if decision is None:
+            return
+        self._amd_duration_ms = duration_ms
+        log.info(
+            "who_answered",
+            verdict=decision.verdict,
+            answered_by=decision.answered_by,
+            wait_ms=answering.wait_ms,
+            held_events=len(answering.held),
+        )
+        if decision.hang_up:
+            self._machine_action = "hung_up"
+            self.stats.outcome = Outcome.AGENT_HUNG_UP
+            self._ended_outside.set()  # the bridge ends and the line closes: a hang-up
+            return
+        try:
+            if decision.leave_message:
+                await self._ask_agent(speak(role.voicemail))
+                return
+            while (event := answering.next_released()) is not None:
+                await self._on_live_event(event, released=True)
+            if decision.greet and role.opening:
+                await self._ask_agent(speak(role.opening))
+        except LiveError as exc:  # the agent loop is bringing the connection back, or ending the call
+            log.warning("who_answered_not_carried_out", error=str(exc))
 
     async def _refuse_tools(self, event: lp.ToolCall) -> None:
         """No tools are declared by this agent: answer so the model is never left waiting."""
@@ -654,7 +744,23 @@ class Call:
             tokens_by_modality=dict(s.tokens_by_modality),
             switches=len(s.switches),
             resumption_handle=self.resumption_handle,
+            **self._outbound_summary(),
         )
+
+    def _outbound_summary(self) -> dict[str, Any]:
+        answering = self.answering
+        if answering is None:
+            return {}
+        action = self._machine_action
+        if answering.verdict == "machine" and not action:
+            action = "message_not_finished"  # the line ended before the message had been heard
+        return {
+            "direction": "outbound",
+            "answered_by": answering.answered_by,
+            "amd_wait_ms": answering.wait_ms,
+            "amd_duration_ms": self._amd_duration_ms,
+            "machine_action": action,
+        }
 
     def _log_summary(self) -> None:
         self._log_transcripts()

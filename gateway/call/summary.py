@@ -27,3 +27,10 @@ class CallSummary:
     tokens_by_modality: dict[str, int] = field(default_factory=dict)
     switches: int = 0  # Live connection switches
     resumption_handle: str = field(default="", repr=False)  # lets anyone holding it resume the conversation
+    # An outbound call (see gateway.call.answering): who answered, how long it took to know, and what the
+    # agent did about a machine.
+    direction: str = ""
+    answered_by: str = ""
+    amd_wait_ms: int | None = None
+    amd_duration_ms: int | None = None
+    machine_action: str = ""

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -186,14 +186,15 @@ class GatewayProcess:
         return self.exit_code
 
 
-def _spawn(workdir: Path, port: int, token: str) -> GatewayProcess:
+def _spawn(workdir: Path, port: int, token: str, extra_env: dict[str, str] | None = None) -> GatewayProcess:
     log_path = workdir / f"gateway-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             # Started from this (the main) thread: Linux's parent-death signal follows the thread that forked.
             [sys.executable, "-m", "gateway.devtools.demo", str(os.getpid()), "serve", "--host", "127.0.0.1",
              "--port", str(port)],
-            cwd=workdir, env=gateway_env(token), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            cwd=workdir, env={**gateway_env(token), **(extra_env or {})}, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=log,
             start_new_session=True,  # the terminal's Ctrl-C is the demo's to handle: it stops the gateway
         )  # fmt: skip
     return GatewayProcess(proc, f"http://127.0.0.1:{port}", token, log_path)
@@ -216,12 +217,16 @@ async def _wait_ready(gw: GatewayProcess, timeout_s: float) -> bool:
 
 @contextlib.asynccontextmanager
 async def gateway_process(
-    workdir: Path, ready_timeout_s: float = READY_TIMEOUT_S
+    workdir: Path,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+    env_for_port: Callable[[int], dict[str, str]] | None = None,
 ) -> AsyncIterator[GatewayProcess]:
-    """`gateway serve` on a free loopback port until the block ends, then stopped, whatever happens."""
+    """`gateway serve` on a free loopback port until the block ends, then stopped, whatever happens.
+    `env_for_port`: settings of its own, given the port it will serve on (PUBLIC_URL, say)."""
     token = secrets.token_urlsafe(24)
     for _attempt in range(3):  # the free port may be taken between choosing it and the gateway binding it
-        gw = _spawn(workdir, _free_port(), token)
+        port = _free_port()
+        gw = _spawn(workdir, port, token, env_for_port(port) if env_for_port else None)
         try:
             if await _wait_ready(gw, ready_timeout_s):
                 break

@@ -609,6 +609,7 @@ async def place_call(
     http: httpx.AsyncClient | None = None,
     stream_delay_s: float = 0.0,
     webhook_path: str = "/twilio/voice",
+    direction: str = "inbound",
 ) -> CallResult:
     """Call the gateway at `url` (http(s)://host[:port]) as Twilio would, stream `script`, and report.
 
@@ -621,7 +622,8 @@ async def place_call(
     measured either way. http: a client to post the webhook with (shared by many calls). stream_delay_s:
     Twilio's pause between the webhook's answer and opening the stream (TwiML processing, a TLS handshake
     across the internet). webhook_path: the voice webhook's path and query as Twilio was told it (a redirect
-    can carry a query, signed with it). Raises SimulatorError if the call cannot be set up.
+    can carry a query, signed with it). direction: Twilio's `Direction` (`outbound-api` for a call the gateway
+    placed: the simulator is then the callee). Raises SimulatorError if the call cannot be set up.
     """
     call_sid = call_sid or _new_sid("CA")
     stream_sid = _new_sid("MZ")
@@ -641,8 +643,8 @@ async def place_call(
         "AccountSid": account_sid,
         "From": from_,
         "To": to,
-        "CallStatus": "ringing",
-        "Direction": "inbound",
+        "CallStatus": "ringing" if direction == "inbound" else "in-progress",
+        "Direction": direction,
         "ApiVersion": "2010-04-01",
     }
     started = time.monotonic()

@@ -1,10 +1,10 @@
 """The local backend's agent: a handful of honest rules, NOT a language model.
 
-It repeats what it heard, tells the time, greets when asked to, says goodbye (and asks to end the call
-when the session declared an ``end_call`` tool), says which key was pressed when told of a keypress,
-transfers the caller when asked to (with a declared ``transfer_call``, to its first allowed target), calls a
-declared tool whose name the caller says (``order_status`` for "check the order status") and reads out its
-answer, recalls the previous thing the caller said (which is how
+It repeats what it heard (or a text it is asked to say word for word), tells the time, greets when asked to,
+says goodbye (and asks to end the call when the session declared an ``end_call`` tool), says which key was
+pressed when told of a keypress, transfers the caller when asked to (with a declared ``transfer_call``, to
+its first allowed target), calls a declared tool whose name the caller says (``order_status`` for "check
+the order status") and reads out its answer, recalls the previous thing the caller said (which is how
 tests prove that session resumption kept the history), and otherwise says what it is. Everything it says
 is derived from what the recogniser heard or from the clock; it invents nothing.
 """
@@ -51,6 +51,8 @@ _HELLO = re.compile(r"^(hello|hi|hey)\b")
 _WHO = re.compile(r"\b(who are you|your name|what are you)\b")
 _KEY = re.compile(r"pressed the (\S+) key")  # how the gateway tells the model about a keypress
 _TRANSFER = re.compile(r"\b(transfer|operator|real person|human)\b")
+# The gateway asking it to say a given text (an outbound call's opening or voicemail): it says that text.
+_VERBATIM = re.compile(r'word for word[^"]*"([^"]+)"', re.IGNORECASE)
 
 
 def _clean(text: str) -> str:
@@ -101,6 +103,8 @@ class LocalAgent:
     def respond(self, text: str, history: list[HistoryTurn], *, source: str = "audio") -> Reply | None:
         """The reply to the latest user turn ``text`` (``history`` excludes it), or None to stay silent."""
         said = _clean(text)
+        if source != "audio" and (verbatim := _VERBATIM.search(text)):
+            return Reply(verbatim.group(1).strip())
         if not said:
             # Proactive audio lets the model ignore noise and silence instead of answering it.
             return None if self.proactive else Reply("Sorry, I didn't catch that.")

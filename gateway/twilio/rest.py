@@ -1,4 +1,4 @@
-"""Twilio's REST API for a call in progress: hang up, or hand the call to other TwiML (a transfer).
+"""Twilio's REST API for calls: place one (outbound), hang up, or hand one to other TwiML (a transfer).
 
 twilio's own client over its aiohttp transport, so a REST round trip never blocks the event loop that carries
 every call's audio. Updating a call that has already ended (error 20404) is not a failure.
@@ -47,6 +47,29 @@ class CallControl:
         response = VoiceResponse()
         response.hangup()
         return await self.update(call_sid, str(response))
+
+    async def create(self, to: str, from_: str, public_url: str, *, amd_timeout_s: int = 30) -> str:
+        """Place an outbound call; its CallSid. Twilio fetches the voice webhook when the callee picks up (so
+        the signed webhook, stream token and pre-warm are the inbound ones), reports every status change,
+        and runs answering-machine detection alongside the call, reporting when a machine's greeting has
+        ended (`DetectMessageEnd`, asynchronous: the callee is connected at once, not after detection).
+        Raises TwilioRestException when Twilio refuses (a number it will not call, say)."""
+        base = public_url.rstrip("/")
+        call = await self._client.calls.create_async(
+            to=to,
+            from_=from_,
+            url=f"{base}/twilio/voice",
+            method="POST",
+            status_callback=f"{base}/twilio/status",
+            status_callback_method="POST",
+            status_callback_event=["initiated", "ringing", "answered", "completed"],
+            machine_detection="DetectMessageEnd",
+            machine_detection_timeout=amd_timeout_s,
+            async_amd="true",
+            async_amd_status_callback=f"{base}/twilio/amd",
+            async_amd_status_callback_method="POST",
+        )
+        return str(call.sid)
 
     async def close(self) -> None:
         await self._http.close()
