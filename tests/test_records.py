@@ -7,6 +7,7 @@ Without it the PostgreSQL cases skip, except in CI, where they must run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import subprocess
@@ -221,6 +222,46 @@ async def test_an_older_database_has_its_reconnects_column_renamed_to_switches(o
         await store.close()
     assert after is not None and after.switches == 5 and after.started_at == OLD_STARTED
     assert [r.call_sid for r in listed] == ["CAold"]
+    # The outbound columns were added, empty for a call that was answered, not placed.
+    assert (after.direction, after.call_status, after.amd_wait_ms, after.machine_action) == ("", "", None, "")
+
+
+async def test_an_outbound_call_s_parts_make_one_record_whatever_their_order(database_url):
+    """Placed (the API), Twilio's status callbacks (one of them late), the call's own record at its end."""
+    sid = new_sid()
+    t0 = datetime(2026, 1, 2, 10, 0, tzinfo=UTC)
+    placed = CallRecord(
+        sid, from_number="+12025550100", to_number="+12125550123", started_at=t0, direction="outbound",
+        call_status="queued", campaign="reminders-1",
+    )  # fmt: skip
+    call = CallRecord(
+        sid, stream_sid="MZ1", from_number="+12025550100", to_number="+12125550123", agent="m",
+        started_at=t0 + timedelta(seconds=9), ended_at=t0 + timedelta(seconds=40), outcome="agent_hung_up",
+        direction="outbound", answered_by="machine_end_beep", amd_wait_ms=8034, amd_duration_ms=8000,
+        machine_action="message_left",
+    )  # fmt: skip
+    completed = CallRecord(sid, direction="outbound", call_status="completed")
+    ringing_late = CallRecord(sid, direction="outbound", call_status="ringing")
+    busy = new_sid()
+    store = open_store(database_url)
+    await store.open()
+    try:
+        for part in (placed, completed, call, ringing_late):
+            await store.save_call(part)
+        record = await store.get_call(sid)
+        await store.save_call(CallRecord(busy, direction="outbound", call_status="busy", outcome="busy"))
+        await store.save_call(dataclasses.replace(placed, call_sid=busy))  # the API's write came last
+        never_answered = await store.get_call(busy)
+    finally:
+        await store.close()
+    assert record is not None
+    assert (record.started_at, record.ended_at, record.outcome) == (t0, call.ended_at, "agent_hung_up")
+    assert (record.call_status, record.answered_by) == ("completed", "machine_end_beep")
+    assert record.machine_action == "message_left"
+    assert (record.amd_wait_ms, record.amd_duration_ms, record.campaign) == (8034, 8000, "reminders-1")
+    assert never_answered is not None
+    assert (never_answered.call_status, never_answered.outcome) == ("busy", "busy")
+    assert never_answered.to_number == "+12125550123"
 
 
 class SlowStore(SqliteStore):
