@@ -133,6 +133,13 @@ def _dial(args: argparse.Namespace) -> int:
     return asyncio.run(run_dial(args))
 
 
+def _campaign(args: argparse.Namespace) -> int:
+    from gateway.outbound.campaign_run import run_campaign_command
+
+    configure_logging(args.log_format, "warning")
+    return asyncio.run(run_campaign_command(args, load_database_url()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway", description="Twilio Media Streams <-> Gemini Live gateway"
@@ -199,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dial_arguments(dial)
     dial.set_defaults(func=_dial)
+
+    campaign = sub.add_parser("campaign", help="call a list of numbers through a running gateway")
+    from gateway.outbound.campaign_run import add_campaign_arguments
+
+    add_campaign_arguments(campaign)
+    campaign.set_defaults(func=_campaign)
 
     demo = sub.add_parser("demo", help="everything on one machine, no keys: gateway + local backend + a call")
     from gateway.devtools.demo import add_demo_arguments

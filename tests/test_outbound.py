@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -18,11 +20,15 @@ import pytest
 import pytest_asyncio
 
 from gateway.app import create_app
+from gateway.cli import build_parser
 from gateway.devtools.callee import Callee
 from gateway.devtools.simulator import RATE, agent_speech
 from gateway.devtools.twilio_api import FakeTwilioApi, PlacedCall
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from gateway.local_live.tts import sentences, synthesize
+from gateway.outbound.campaign_run import CampaignRun, read_do_not_call, read_numbers, spec_from_args
+from gateway.outbound.campaign_store import open_campaign_store
+from gateway.outbound.client import CallsApi
 from gateway.server import running_gateway
 from tests.support.gateway import settings_for
 from tests.support.processes import free_port
@@ -33,6 +39,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 ACCOUNT, TOKEN, API_TOKEN = "AC" + "7" * 32, "outbound-auth-token", "calls-api-token"
 FROM = "+12025550100"
 PERSON, VOICEMAIL, MACHINE, BUSY, NO_ANSWER = (f"+1212555010{i}" for i in range(1, 6))
+# A campaign's numbers: a person, busy then a person, never answering, on the do-not-call list, and one
+# whose calling window is closed (its own time zone, 12 hours from UTC).
+C_PERSON, C_BUSY_ONCE, C_NEVER, C_DNC, C_LATER = (f"+1212555020{i}" for i in range(1, 6))
 MESSAGE = "Hi Ada, this is Acme. Your appointment is on Friday. Goodbye."
 AGENTS = """
 [agents.reminders]
@@ -52,6 +61,7 @@ class Outbound:
     api: FakeTwilioApi
     http: httpx.AsyncClient
     app: Any
+    database_url: str
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -69,6 +79,9 @@ async def outbound(tmp_path_factory) -> AsyncIterator[Outbound]:
             MACHINE: [Callee("voicemail", ring_s=0.2, greeting=SHORT_GREETING)],
             BUSY: [Callee("busy", ring_s=0.1)],
             NO_ANSWER: [Callee("no_answer", ring_s=0.1)],
+            C_PERSON: [Callee("person", ring_s=0.1, talk_s=2.0)],
+            C_BUSY_ONCE: [Callee("busy", ring_s=0.1), Callee("person", ring_s=0.1, talk_s=2.0)],
+            C_NEVER: [Callee("no_answer", ring_s=0.1)],
         }
         env = {
             "AGENTS_FILE": str(agents),
@@ -83,7 +96,7 @@ async def outbound(tmp_path_factory) -> AsyncIterator[Outbound]:
         async with running_gateway(settings, port=port, app=app) as url:
             headers = {"Authorization": f"Bearer {API_TOKEN}"}
             async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as http:
-                yield Outbound(url, api, http, app)
+                yield Outbound(url, api, http, app, settings.database_url)
 
 
 async def dial(ob: Outbound, to: str, **body: Any) -> tuple[PlacedCall, dict[str, Any]]:
@@ -183,3 +196,63 @@ async def test_refusals_dial_nothing_and_say_why(outbound):
         gateway.outbound.dialling = 0
     assert full.status_code == 429 and "MAX_OUTBOUND_CALLS" in full.json()["error"]
     assert len(outbound.api.calls) == before  # nothing was dialled
+
+
+async def test_a_campaign_retries_busy_and_no_answer_honours_its_window_and_never_calls_twice(
+    outbound, tmp_path
+):
+    now = datetime.now(UTC)
+    # A window open now in UTC and closed now twelve hours away (where C_LATER's callee lives).
+    window = "00:00-12:00" if now.hour < 12 else "12:00-24:00"
+    numbers = tmp_path / "reminders.csv"
+    numbers.write_text(
+        "number,name,date,tz\n"
+        + "".join(f"{n},Ada,Friday,{'Etc/GMT-12' if n == C_LATER else ''}\n" for n in
+                  (C_PERSON, C_BUSY_ONCE, C_NEVER, C_DNC, C_LATER))
+    )  # fmt: skip
+    dnc = tmp_path / "do-not-call.txt"
+    dnc.write_text(f"{C_DNC}\n")
+    args = build_parser().parse_args(
+        ["campaign", "run", str(numbers), "--agent", "reminders", "--concurrency", "2", "--rate", "10/s",
+         "--window", window, "--tz", "UTC", "--attempts", "2", "--retry-after", "1s",
+         "--do-not-call", str(dnc)]
+    )  # fmt: skip
+
+    async def run_once() -> CampaignRun:
+        spec = spec_from_args(args)
+        rows = read_numbers(numbers, spec.tz, read_do_not_call(dnc), spec.policy.window)
+        store = open_campaign_store(outbound.database_url)
+        await store.open()
+        try:
+            campaign = CampaignRun(spec, CallsApi(outbound.url, API_TOKEN), store, io.StringIO())
+            await campaign.prepare(rows)
+            async with campaign.api.client() as http:
+                await asyncio.wait_for(campaign.run(http), 60)
+        finally:
+            await store.close()
+        return campaign
+
+    before = len(outbound.api.calls)
+    first = await run_once()
+    dialled = [c.form["To"] for c in list(outbound.api.calls.values())[before:]]
+    assert sorted(dialled) == sorted(
+        [C_PERSON, C_BUSY_ONCE, C_BUSY_ONCE, C_NEVER, C_NEVER]
+    )  # retried once each
+    outcomes = {e.number: (e.status, e.outcome, e.attempts) for e in first.entries}
+    assert outcomes == {
+        C_PERSON: ("done", "person", 1),
+        C_BUSY_ONCE: ("done", "person", 2),  # busy, then answered
+        C_NEVER: ("done", "no_answer", 2),  # no answer twice: given up
+        C_DNC: ("skipped", "do_not_call", 0),
+        C_LATER: ("pending", "", 0),  # its window is closed: not called
+    }
+    assert first.waiting_for_window is not None and "run the same command again" in first.summary()
+    records = [
+        (await outbound.http.get(f"/calls/{c.sid}")).json()
+        for c in list(outbound.api.calls.values())[before:]
+    ]
+    assert {r["campaign"] for r in records} == {"reminders"}  # per-call results are in the call records
+
+    second = await run_once()  # the same campaign again: nobody is called twice
+    assert len(outbound.api.calls) == before + len(dialled)
+    assert {e.number: (e.status, e.outcome) for e in second.entries}[C_PERSON] == ("done", "person")

@@ -237,3 +237,91 @@ def test_a_machine_is_hung_up_on_unless_a_message_is_to_be_left(policy, answered
     answering = Answering(policy, wait_s=32.0, started=0.0, has_message=has_message)
     decision = answering.result(answered_by, 3.0, callee_spoke=False)
     assert decision is not None and decision.hang_up and not decision.leave_message
+
+
+# --- campaigns ---
+
+from datetime import UTC, datetime, timedelta  # noqa: E402
+
+from gateway.outbound import campaign as rules  # noqa: E402
+from gateway.outbound.campaign import Entry, Policy, Window  # noqa: E402
+from gateway.outbound.campaign_run import parse_duration, read_do_not_call, read_numbers  # noqa: E402
+
+NY = "America/New_York"
+NOON_UTC = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)  # 08:00 in New York (EDT)
+
+
+def test_no_call_starts_outside_the_window_in_the_callee_s_time_zone():
+    window = Window.parse("09:00-20:00")
+    policy = Policy(window=window)
+    ny, tokyo = Entry("+12125550101", tz=NY), Entry("+12125550102", tz="Asia/Tokyo")  # 21:00 in Tokyo
+    assert rules.to_call([ny, tokyo], NOON_UTC, policy) == []
+    assert rules.due(ny, NOON_UTC, policy) == NOON_UTC + timedelta(hours=1)  # 09:00 New York
+    assert rules.due(tokyo, NOON_UTC, policy) == datetime(2026, 6, 2, 0, 0, tzinfo=UTC)  # 09:00 next day
+    assert rules.to_call([ny, tokyo], NOON_UTC + timedelta(hours=1), policy) == [ny]
+    with pytest.raises(ValueError, match="09:00-20:00"):
+        Window.parse("9-20")
+    with pytest.raises(ValueError, match="before the end"):
+        Window.parse("20:00-09:00")
+
+
+def test_busy_and_no_answer_are_retried_spaced_and_bounded_and_nothing_else_is():
+    policy = Policy(max_attempts=2, retry_delay_s=600)
+    entry = Entry("+12125550101")
+    rules.dialing(entry, NOON_UTC)
+    rules.finished(entry, "busy", NOON_UTC, policy)
+    assert (entry.status, entry.next_at) == ("pending", NOON_UTC + timedelta(minutes=10))
+    assert rules.to_call([entry], NOON_UTC + timedelta(minutes=9), policy) == []
+    assert rules.to_call([entry], NOON_UTC + timedelta(minutes=10), policy) == [entry]
+    rules.dialing(entry, NOON_UTC)
+    rules.finished(entry, "no_answer", NOON_UTC, policy)
+    assert (entry.status, entry.attempts, entry.outcome) == ("done", 2, "no_answer")  # no third call
+    for outcome in ("person", "voicemail_left", "machine", "failed", "refused"):
+        other = Entry("+12125550102")
+        rules.dialing(other, NOON_UTC)
+        rules.finished(other, outcome, NOON_UTC, policy)
+        assert other.status == "done"
+    assert rules.next_due([entry, other], NOON_UTC, policy) is None  # the campaign is over
+
+
+def test_a_call_whose_request_may_have_gone_out_before_a_crash_is_never_made_again():
+    entry = Entry("+12125550101")
+    rules.dialing(entry, NOON_UTC)  # written before the request; then the runner died
+    rules.interrupted(entry)
+    assert (entry.status, entry.outcome) == ("done", "unknown")
+    assert rules.to_call([entry], NOON_UTC, Policy()) == []
+
+
+def test_outcomes_come_from_the_record_and_the_pacer_spaces_calls_evenly():
+    assert rules.call_outcome("busy", "", "") == "busy"
+    assert rules.call_outcome("no-answer", "", "") == "no_answer"
+    assert rules.call_outcome("in-progress", "human", "") is None
+    assert rules.call_outcome("completed", "human", "") == "person"
+    assert rules.call_outcome("completed", "machine_end_beep", "message_left") == "voicemail_left"
+    assert rules.call_outcome("completed", "machine_end_silence", "hung_up") == "machine"
+    pacer = rules.Pacer(rules.parse_rate("2/s"))
+    assert [pacer.wait(10.0) for _ in range(3)] == [0.0, 0.5, 1.0]
+    assert pacer.wait(20.0) == 0.0  # no burst after a pause
+    assert rules.parse_rate("30/m") == 0.5 and parse_duration("10m") == 600
+    with pytest.raises(ValueError):
+        rules.parse_rate("fast")
+
+
+def test_the_csv_s_rows_become_entries_and_those_not_to_call_are_skipped_with_why(tmp_path):
+    csv_path = tmp_path / "numbers.csv"
+    csv_path.write_text(
+        "number,name,date,tz\n+12125550101,Ada,Friday,\n+12125550102,Bob,Monday,Asia/Tokyo\n"
+        "+12125550101,Ada,Friday,\n+12125550103,Cy,Sunday,\n+447911123456,Di,Monday,\n"
+    )
+    dnc = tmp_path / "dnc.txt"
+    dnc.write_text("# opted out\n+12125550103\n")
+    entries = read_numbers(csv_path, "", read_do_not_call(dnc), Window.parse("09:00-20:00"))
+    assert [(e.number, e.status, e.outcome) for e in entries] == [
+        ("+12125550101", "pending", ""),
+        ("+12125550102", "pending", ""),
+        ("+12125550101", "skipped", "duplicate"),
+        ("+12125550103", "skipped", "do_not_call"),
+        ("+447911123456", "skipped", "invalid"),  # its plan spans several zones and no tz: not guessed
+    ]
+    assert entries[0].variables == {"name": "Ada", "date": "Friday"} and entries[0].tz == NY
+    assert entries[1].tz == "Asia/Tokyo" and "no time zone" in entries[4].detail

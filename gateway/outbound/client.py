@@ -21,9 +21,10 @@ FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "cancele
 class ApiError(RuntimeError):
     """The gateway refused, or could not be reached; the message says so in one line."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, *, not_sent: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.not_sent = not_sent  # the request never reached the gateway (nothing can have been dialled)
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,10 @@ class CallsApi:
         """`POST /calls`: the gateway's answer (call_sid, ...), or ApiError with its reason and status."""
         try:
             response = await http.post("/calls", json=body)
+        except httpx.ConnectError as exc:
+            raise ApiError(f"the gateway at {self.url} cannot be reached: {exc!r}", not_sent=True) from None
         except httpx.HTTPError as exc:
-            raise ApiError(f"the gateway at {self.url} cannot be reached: {exc!r}") from None
+            raise ApiError(f"no answer from the gateway at {self.url}: {exc!r}") from None
         if response.status_code != 201:
             raise ApiError(_reason(response), response.status_code)
         answer: dict[str, Any] = response.json()
