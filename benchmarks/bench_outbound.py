@@ -1,0 +1,149 @@
+"""Outbound calls on one machine: `gateway serve` (local backend) as a process of its own, this process
+playing Twilio (the REST stand-in) and the callees (the caller simulator), as `gateway dial --simulate` does.
+
+1. Person and voicemail calls, interleaved: the callee's hello to the agent's first audio, split into what
+   Twilio's detector takes (the stand-in's model of it: 1.2 s of silence after the hello) and what the
+   gateway adds once it knows; the end of the beep to the start of the voicemail message, split the same way.
+2. A campaign of `--campaign` simulated calls at `--concurrency`: a mix of people, voicemails, busy lines and
+   numbers nobody answers (each one's callee is known, so every outcome is checked against it), through
+   `gateway campaign run`'s own runner.
+
+    python benchmarks/bench_outbound.py [--pairs 5] [--campaign 50] [--concurrency 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+from gateway.devtools.callee import Callee
+from gateway.devtools.demo import gateway_process
+from gateway.devtools.dial import AGENTS, _simulation_env, figures
+from gateway.devtools.twilio_api import PlacedCall, fake_twilio_api
+from gateway.logs import configure_logging
+from gateway.outbound.campaign import Policy
+from gateway.outbound.campaign_run import CampaignRun, CampaignSpec, read_numbers
+from gateway.outbound.campaign_store import open_campaign_store
+from gateway.outbound.client import CallsApi
+
+ACCOUNT, AUTH_TOKEN = "AC" + "5" * 32, "simulated-auth-token"
+VARS = {"name": "Ada", "date": "Friday"}
+SHORT_GREETING = "Please leave a message after the tone."
+# What each kind of callee comes to in the campaign.
+EXPECTED = {"person": "person", "voicemail": "voicemail_left", "busy": "busy", "no_answer": "no_answer"}
+MIX = (
+    "person",
+    "voicemail",
+    "person",
+    "busy",
+    "person",
+    "voicemail",
+    "no_answer",
+    "person",
+    "voicemail",
+    "busy",
+)
+
+
+def ms(values: list[float]) -> str:
+    if not values:
+        return "-"
+    median, low, high = (round(x * 1000) for x in (statistics.median(values), min(values), max(values)))
+    return f"median {median} ms (min {low}, max {high})"
+
+
+async def place(calls: CallsApi, api, http, to: str) -> PlacedCall:
+    answer = await calls.place(http, {"to": to, "agent": "reminders", "variables": VARS})
+    call = api.calls[answer["call_sid"]]
+    async with asyncio.timeout(120):
+        await call.done.wait()
+    return call
+
+
+async def main(args: argparse.Namespace) -> int:
+    configure_logging("console", "warning")
+    with tempfile.TemporaryDirectory(prefix="bench-outbound-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "agents.toml").write_text(textwrap.dedent(AGENTS))
+        async with (
+            fake_twilio_api(ACCOUNT, AUTH_TOKEN) as (api_url, api),
+            gateway_process(workdir, env_for_port=_simulation_env(workdir, api_url)) as gw,
+        ):
+            calls = CallsApi(gw.url, gw.calls_api_token)
+            async with calls.client() as http:
+                # 1. person and voicemail, interleaved
+                hello, hello_gw, beep, beep_gw = [], [], [], []
+                for i in range(args.pairs):
+                    person, voicemail = f"+1212555{3000 + 2 * i:04d}", f"+1212555{3001 + 2 * i:04d}"
+                    api.callees[person] = [Callee("person", ring_s=0.3, talk_s=4.0)]
+                    api.callees[voicemail] = [Callee("voicemail", ring_s=0.3, greeting=SHORT_GREETING)]
+                    for number in (person, voicemail):
+                        f = figures(await place(calls, api, http, number))
+                        if f.hello_to_agent_s is not None and f.amd_at_s is not None:
+                            hello.append(f.hello_to_agent_s)
+                            hello_gw.append(f.agent_first_audio_s - f.amd_at_s)  # type: ignore[operator]
+                        if f.beep_to_message_s is not None and f.amd_at_s is not None:
+                            beep.append(f.beep_to_message_s)
+                            beep_gw.append(f.agent_first_audio_s - f.amd_at_s)  # type: ignore[operator]
+                print(f"person: hello -> agent's first audio  {ms(hello)}  over {len(hello)} calls")
+                print(f"        of which after Twilio's AMD said human: {ms(hello_gw)}")
+                print(f"voicemail: beep -> message start       {ms(beep)}  over {len(beep)} calls")
+                print(f"        of which after Twilio's AMD said machine: {ms(beep_gw)}")
+
+                # 2. a campaign
+                numbers = workdir / "campaign.csv"
+                kinds = {}
+                lines = ["number,name,date"]
+                for i in range(args.campaign):
+                    number = f"+1212555{4000 + i:04d}"
+                    kind = MIX[i % len(MIX)]
+                    kinds[number] = kind
+                    api.callees[number] = [Callee(kind, ring_s=0.5, talk_s=3.0, greeting=SHORT_GREETING)]  # type: ignore[arg-type]
+                    lines.append(f"{number},Ada,Friday")
+                numbers.write_text("\n".join(lines) + "\n")
+                spec = CampaignSpec(
+                    "bench", "reminders", args.concurrency, args.rate, Policy(max_attempts=1), tz=""
+                )
+                store = open_campaign_store(f"sqlite:///{workdir / 'calls.sqlite3'}")
+                await store.open()
+                try:
+                    run = CampaignRun(spec, calls, store, io.StringIO())
+                    await run.prepare(read_numbers(numbers, "", set(), None))
+                    began = time.monotonic()
+                    await run.run(http)
+                    took = time.monotonic() - began
+                finally:
+                    await store.close()
+                outcomes = Counter(e.outcome for e in run.entries)
+                wrong = [e for e in run.entries if e.outcome != EXPECTED[kinds[e.number]]]
+                recorded = 0
+                for e in run.entries:
+                    record = await calls.record(http, e.call_sid)
+                    recorded += record is not None and record.get("campaign") == "bench"
+                print(
+                    f"campaign: {len(run.entries)} calls at concurrency {args.concurrency}, {args.rate:g}/s: "
+                    f"{took:.1f} s; outcomes {dict(outcomes)}; {len(wrong)} not what the callee did; "
+                    f"{recorded}/{len(run.entries)} call records carry the campaign"
+                )
+                for e in wrong[:5]:
+                    print(f"  {e.number}: {kinds[e.number]} -> {e.outcome} {e.detail}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pairs", type=int, default=5, help="person and voicemail calls, interleaved")
+    parser.add_argument("--campaign", type=int, default=50, help="calls in the campaign")
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=5.0, help="campaign calls started per second")
+    sys.exit(asyncio.run(main(parser.parse_args())))
