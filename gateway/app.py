@@ -488,6 +488,7 @@ async def place_call(request: Request) -> Response:
 
     def refused(status: int, reason: str, **headers: str) -> Response:
         log.info("call_not_placed", status=status, why=reason)
+        METRICS.outbound_calls.labels(result=str(status)).inc()
         return JSONResponse({"error": reason}, status_code=status, headers=headers or None)
 
     if gw.drain.active:
@@ -544,6 +545,7 @@ async def place_call(request: Request) -> Response:
         )
     )
     log.info("call_placed", call_sid=call_sid, to=plan.to, agent=plan.agent.name, machine=plan.role.machine)
+    METRICS.outbound_calls.labels(result="placed").inc()
     return JSONResponse(
         {
             "call_sid": call_sid,

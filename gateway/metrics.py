@@ -35,6 +35,8 @@ class Metrics:
     records_store_up: Gauge
     draining: Gauge
     calls_moved: Counter
+    outbound_calls: Counter
+    answered_by: Counter
 
     def count_tokens(self, by_modality: dict[str, int]) -> None:
         """Keys as `gateway.live.protocol.Usage` has them: `prompt_audio`, `response_text`, ..."""
@@ -93,6 +95,12 @@ METRICS = Metrics(
     draining=Gauge("gateway_draining", "1 while this instance drains (takes no new calls)"),
     calls_moved=Counter(
         "gateway_calls_moved", "Calls moved to another instance at shutdown, by result", ["result"]
+    ),
+    outbound_calls=Counter(
+        "gateway_outbound_calls", "POST /calls: placed, or the HTTP status it was refused with", ["result"]
+    ),
+    answered_by=Counter(
+        "gateway_answered_by", "Outbound calls by who answered (person, machine, fax)", ["verdict"]
     ),
 )
 

@@ -28,7 +28,7 @@ from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from gateway.local_live.tts import sentences, synthesize
 from gateway.outbound.campaign_run import CampaignRun, read_do_not_call, read_numbers, spec_from_args
 from gateway.outbound.campaign_store import open_campaign_store
-from gateway.outbound.client import CallsApi
+from gateway.outbound.client import CallsApi, run_dial
 from gateway.server import running_gateway
 from tests.support.gateway import settings_for
 from tests.support.processes import free_port
@@ -256,3 +256,16 @@ async def test_a_campaign_retries_busy_and_no_answer_honours_its_window_and_neve
     second = await run_once()  # the same campaign again: nobody is called twice
     assert len(outbound.api.calls) == before + len(dialled)
     assert {e.number: (e.status, e.outcome) for e in second.entries}[C_PERSON] == ("done", "person")
+
+
+async def test_gateway_dial_places_a_call_through_the_api_and_waits_for_its_record(
+    outbound, monkeypatch, capsys
+):
+    monkeypatch.setenv("CALLS_API_TOKEN", API_TOKEN)
+    args = build_parser().parse_args(["dial", "--to", BUSY, "--url", outbound.url, "--wait"])
+    assert await run_dial(args) == 0
+    out = capsys.readouterr().out
+    assert f"{BUSY} from {FROM}, agent default, machine hang_up" in out and '"call_status": "busy"' in out
+    monkeypatch.setenv("CALLS_API_TOKEN", "wrong")
+    assert await run_dial(build_parser().parse_args(["dial", "--to", BUSY, "--url", outbound.url])) == 1
+    assert "HTTP 401: bearer token required" in capsys.readouterr().err

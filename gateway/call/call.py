@@ -667,6 +667,7 @@ class Call:
         if decision is None:
             return
         self._amd_duration_ms = duration_ms
+        METRICS.answered_by.labels(verdict=decision.verdict).inc()
         log.info(
             "who_answered",
             verdict=decision.verdict,
