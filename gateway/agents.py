@@ -10,6 +10,8 @@ start-up with a message that names the line. The file looks like this:
     voice = "Puck"
     language = "en-US"
     greeting = "Greet the caller as Acme support."   # "none": wait for the caller
+    barge_in = "local"                    # or "server" (BARGE_IN)
+    turn_detection = "server"             # or "local" (TURN_DETECTION)
     tools = ["end_call", "transfer_call", "order_status"]
     transfer_targets = ["+15005550009"]   # the only numbers transfer_call may dial
 
@@ -51,9 +53,10 @@ _E164 = re.compile(r"^\+[1-9]\d{5,14}$")
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # what Gemini accepts as a function name
 _AGENT_KEYS = {
     "numbers", "instructions", "voice", "language", "greeting", "tools", "transfer_targets",
-    "variables", "voicemail", "machine",
+    "variables", "voicemail", "machine", "barge_in", "turn_detection",
 }  # fmt: skip
 MACHINE_POLICIES = ("hang_up", "leave_message")
+BARGE_IN_MODES = ("local", "server")  # BARGE_IN: who clears the line when the caller talks over the agent
 _TOOL_KEYS = {"description", "url", "timeout_s", "parameters"}
 
 
@@ -93,6 +96,7 @@ class Agent:
     variables: tuple[str, ...] = ()
     voicemail: str = ""
     machine: str = "hang_up"
+    barge_in: str = "local"  # BARGE_IN: the gateway's own detector clears the line (local), or Live (server)
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,7 @@ def make_agent(
     tools: tuple[str, ...] = DEFAULT_TOOLS,
     transfer_targets: tuple[str, ...] = (),
     custom_tools: dict[str, CustomTool] | None = None,
+    barge_in: str = "local",
 ) -> Agent:
     """An agent whose `setup` declares its tools (built-in ones first, then custom ones, in file order)."""
     custom = custom_tools or {}
@@ -165,11 +170,12 @@ def make_agent(
         tools=tools,
         transfer_targets=transfer_targets,
         custom_tools=custom,
+        barge_in=barge_in,
     )
 
 
-def default_book(live: LiveConfig, greeting: str) -> AgentBook:
-    return AgentBook(make_agent("default", live, greeting))
+def default_book(live: LiveConfig, greeting: str, barge_in: str = "local") -> AgentBook:
+    return AgentBook(make_agent("default", live, greeting, barge_in=barge_in))
 
 
 # --- the file ---------------------------------------------------------------------------------------------
@@ -271,6 +277,7 @@ def _agent(
     base: LiveConfig,
     greeting: str,
     custom: dict[str, CustomTool],
+    default_barge_in: str = "local",
 ) -> tuple[Agent, tuple[str, ...]]:
     table = ("agents", name)
     if not isinstance(raw, dict):
@@ -284,11 +291,20 @@ def _agent(
     def text_or(key: str, default: str) -> str:
         return _text(src, raw[key], table, key) if key in raw else default
 
+    barge_in = text_or("barge_in", default_barge_in)
+    if barge_in not in BARGE_IN_MODES:
+        raise src.error(f"barge_in = {barge_in!r} must be local or server", table, "barge_in")
+    turn_detection = text_or("turn_detection", base.turn_detection)
+    if turn_detection not in ("server", "local"):
+        raise src.error(
+            f"turn_detection = {turn_detection!r} must be server or local", table, "turn_detection"
+        )
     live = dataclasses.replace(
         base,
         instructions=text_or("instructions", base.instructions),
         voice=text_or("voice", base.voice),
         language=text_or("language", base.language),
+        turn_detection=turn_detection,
     )
     try:
         live.validate()
@@ -323,6 +339,7 @@ def _agent(
         tools=tools,
         transfer_targets=targets,
         custom_tools={t: custom[t] for t in tools if t in custom},
+        barge_in=barge_in,
     )
     return _outbound_fields(src, raw, table, agent), numbers
 
@@ -402,7 +419,7 @@ def load_agents(path: str | Path, default: Agent) -> AgentBook:
     by_name: dict[str, Agent] = {}
     owner: dict[str, str] = {}
     for name, raw in raw_agents.items():
-        agent, numbers = _agent(src, name, raw, default.live, default.greeting, custom)
+        agent, numbers = _agent(src, name, raw, default.live, default.greeting, custom, default.barge_in)
         by_name[name] = agent
         for number in numbers:
             if number in owner:

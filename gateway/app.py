@@ -36,6 +36,7 @@ from gateway.agents import Agent
 from gateway.audio import resample_block
 from gateway.call import Call, CallAgent, CallLimits, Outcome, TranscriptObserver
 from gateway.call.line import Ended, Started
+from gateway.call.turns import TurnRules
 from gateway.config import Settings
 from gateway.drain import MOVED_QUERY, Drain
 from gateway.live import protocol as lp
@@ -423,6 +424,7 @@ async def media(ws: WebSocket) -> None:
             live_stall_s=settings.live_stall_s,
             max_duration_s=settings.max_call_duration_s,
         ),
+        turns=TurnRules(barge_in=settings.barge_in, stall_timeout_s=settings.stall_timeout_s),
         on_transcript=gw.on_transcript,
         on_failure=gw.apologise,
         prepare=gw.prepare_call,

@@ -91,6 +91,11 @@ class Settings:
     outbound_countries: frozenset[str] = frozenset()
     max_outbound_calls: int = 20
     amd_timeout_s: int = 30
+    # Turn-taking (gateway.call.turns): who clears the line when the caller talks over the agent, and how long
+    # the agent may leave the caller's turn unanswered before the stall watchdog steps in. TURN_DETECTION is
+    # `live.turn_detection` (it changes the setup).
+    barge_in: str = "local"
+    stall_timeout_s: float = 5.0
 
     @property
     def agent_book(self) -> AgentBook:
@@ -152,6 +157,13 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     if raw in {"0", "false", "no", "off"}:
         return False
     raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={env.get(name)!r} must be one of {', '.join(choices)} (default {default})")
+    return value
 
 
 def _optional_text(raw: str) -> str:
@@ -294,6 +306,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         vad_end_sensitivity=(env.get("LIVE_VAD_END_SENSITIVITY") or "low").lower(),
         vad_prefix_padding_ms=_int(env, "LIVE_VAD_PREFIX_PADDING_MS", 20),
         vad_silence_ms=_int(env, "LIVE_VAD_SILENCE_MS", 500),
+        turn_detection=_choice(env, "TURN_DETECTION", ("server", "local"), "server"),
         compression_trigger_tokens=_int(env, "LIVE_COMPRESSION_TRIGGER_TOKENS", 25600),
         compression_target_tokens=_int(env, "LIVE_COMPRESSION_TARGET_TOKENS", 12800),
         tools=(),
@@ -334,7 +347,9 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     max_message_bytes = _int(env, "MAX_MESSAGE_BYTES", 64 * 1024)
     if max_message_bytes < 4096:
         raise ConfigError(f"MAX_MESSAGE_BYTES={max_message_bytes} must be at least 4096 (a Twilio `start`)")
-    agents = default_book(live, greeting)
+    barge_in = _choice(env, "BARGE_IN", ("local", "server"), "local")
+    stall_timeout_s = _seconds(env, "STALL_TIMEOUT_S", 5.0, 1, 60)
+    agents = default_book(live, greeting, barge_in)
     if agents_file := env.get("AGENTS_FILE"):
         try:
             agents = load_agents(agents_file, agents.default)
@@ -422,6 +437,8 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         outbound_countries=countries,
         max_outbound_calls=max_outbound,
         amd_timeout_s=amd_timeout,
+        barge_in=barge_in,
+        stall_timeout_s=stall_timeout_s,
     )
 
 

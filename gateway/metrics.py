@@ -37,6 +37,9 @@ class Metrics:
     calls_moved: Counter
     outbound_calls: Counter
     answered_by: Counter
+    barge_in_guarded: Counter
+    stalls: Counter
+    stall_recoveries: Counter
 
     def count_tokens(self, by_modality: dict[str, int]) -> None:
         """Keys as `gateway.live.protocol.Usage` has them: `prompt_audio`, `response_text`, ..."""
@@ -51,7 +54,12 @@ class Metrics:
 METRICS = Metrics(
     active_calls=Gauge("gateway_active_calls", "Calls in progress"),
     calls=Counter("gateway_calls", "Calls ended, by outcome", ["outcome"]),
-    barge_ins=Counter("gateway_barge_ins", "Times the caller talked over the agent"),
+    barge_ins=Counter(
+        "gateway_barge_ins",
+        "Times the caller talked over the agent and the line was cleared, by who detected it: the gateway's "
+        "own detector (local) or Live (server)",
+        ["source"],
+    ),
     live_switches=Counter("gateway_live_switches", "Live connection switches, by reason", ["reason"]),
     live_connect=Histogram(
         "gateway_live_connect_seconds",
@@ -101,6 +109,20 @@ METRICS = Metrics(
     ),
     answered_by=Counter(
         "gateway_answered_by", "Outbound calls by who answered (person, machine, fax)", ["verdict"]
+    ),
+    barge_in_guarded=Counter(
+        "gateway_barge_in_guarded",
+        "Sounds on the caller's side that a guard kept from counting as speech: the agent's echo, or what "
+        "the speech model did not confirm (music, noise)",
+    ),
+    stalls=Counter(
+        "gateway_stalls",
+        "Steps the stall watchdog took when the agent left the caller's turn unanswered: nudge, switch "
+        "(a new Live connection), give_up (apology and hang-up)",
+        ["step"],
+    ),
+    stall_recoveries=Counter(
+        "gateway_stall_recoveries", "Stalls after which the agent answered (after a nudge or a switch)"
     ),
 )
 

@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,11 +37,13 @@ import structlog
 from gateway.agents import Agent
 from gateway.audio import Resampler
 from gateway.call.answering import Answering, MachinePolicy
-from gateway.call.line import CallerAudio, Ended, Keypress, Line, LineClosed, Played, Started
+from gateway.call.line import CallerAudio, Ended, Keypress, Line, LineClosed, LineEvent, Played, Started
 from gateway.call.outcome import Outcome, live_failure
 from gateway.call.resumption import Resumption
 from gateway.call.state import CallState
 from gateway.call.summary import CallSummary
+from gateway.call.turns import NOTHING, CallerSpeech, Heard, StallWatchdog, TurnRules
+from gateway.call.voice import VoiceMeter, hear, level_dbfs
 from gateway.live import protocol as lp
 from gateway.live.session import (
     LiveConfigRejected,
@@ -66,6 +69,19 @@ CallPreparer = Callable[[Started, bool], Awaitable["CallAgent"]]
 # Attempts to bring a broken Live connection back: bounded, so a dead service ends in an apology, not a hang.
 CONNECT_RETRY_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0)
 LIVE_OUTPUT_RATE = 24000
+# Said to the model when it leaves the caller's turn unanswered (the stall watchdog's first step). It asks for
+# speech, so even a model that chose silence (proactive audio) answers; it is sent only between turns (no
+# generation to interrupt, no tool waiting), in brackets like the other notes the gateway gives the model.
+STALL_NUDGE = (
+    "[The caller has finished speaking and is still waiting for your answer. Answer them now; if they asked "
+    "you to wait, tell them briefly that you are still here.]"
+)
+DEFAULT_TURNS = TurnRules()
+# With automatic activity detection, a pause in the caller's audio this long is told to Live (audioStreamEnd).
+AUDIO_PAUSE_S = 1.0
+# TURN_DETECTION=local: audio Live received before activityStart is discarded; this much is sent again after
+# it, so the first syllable (heard before the onset was confirmed) is not lost.
+ACTIVITY_PREROLL_FRAMES = 15
 
 
 @dataclass(frozen=True)
@@ -110,6 +126,8 @@ class CallStats:
     frames_out: int = 0
     bytes_out: int = 0  # agent audio sent to the line, PCM16 at its rate
     barge_ins: int = 0
+    barge_ins_local: int = 0  # the gateway's own detector cleared the line
+    barge_ins_server: int = 0  # Live's `interrupted` (or its transcript over a finished reply) cleared it
     late_chunks_dropped: int = 0
     dtmf: str = ""
     prompt_tokens: int = 0
@@ -146,6 +164,8 @@ class Call:
         prepare: CallPreparer | None = None,
         resume: ResumeLookup | None = None,
         outbound: OutboundRole | None = None,
+        turns: TurnRules = DEFAULT_TURNS,
+        barge_in: str | None = None,
     ) -> None:
         self.line = line
         self._open_live = open_live
@@ -163,7 +183,15 @@ class Call:
         self.start = start
         self.live: LiveSession | None = None
         self.stats = CallStats()
-        self.state = CallState(resumption=Resumption(stall_s=limits.live_stall_s))
+        self.state = CallState(
+            resumption=Resumption(stall_s=limits.live_stall_s),
+            watchdog=StallWatchdog(turns.stall_timeout_s),
+        )
+        self.turns = turns
+        self._meter: VoiceMeter | None = None
+        self._use_turn_rules(config, barge_in or turns.barge_in)
+        self._recent_audio: deque[bytes] = deque(maxlen=ACTIVITY_PREROLL_FRAMES)
+        self._stream_paused = False  # audioStreamEnd sent for the pause in progress
         # Resample only where the line's rate is not Live's (a wideband line may need neither).
         rates = line.audio
         self._inbound = Resampler(rates.in_rate, input_rate) if rates.in_rate != input_rate else None
@@ -196,6 +224,24 @@ class Call:
     def call_sid(self) -> str:
         return self.start.call_sid
 
+    def _use_turn_rules(self, config: lp.LiveConfig, barge_in: str) -> None:
+        """The agent's turn-taking: barge-in and turn detection as it says; the local detector runs only
+        when one of them needs it."""
+        rules = replace(
+            self.turns,
+            barge_in="local" if barge_in == "local" else "server",
+            turn_detection="local" if config.turn_detection == "local" else "server",
+            end_silence_s=config.vad_silence_ms / 1000,
+        )
+        self.turns = rules
+        self.state.speech = CallerSpeech(rules)
+        rate = self.line.audio.in_rate
+        self._meter = VoiceMeter(rate) if rules.listens and rate in (8000, 16000) else None
+
+    @property
+    def _local_turns(self) -> bool:
+        return self.turns.turn_detection == "local"
+
     @property
     def resumption_handle(self) -> str:
         return self.state.resumption.handle
@@ -212,6 +258,8 @@ class Call:
         finally:
             METRICS.active_calls.dec()
             METRICS.calls.labels(outcome=self.stats.outcome.value).inc()
+            METRICS.barge_in_guarded.inc(self.state.speech.guarded)
+            METRICS.stall_recoveries.inc(self.state.watchdog.recoveries)
             self._log_summary()
 
     async def _run(self) -> None:
@@ -253,6 +301,7 @@ class Call:
             self.chosen = chosen = await self.prepare(self.start, not handle)
             self.config, self.greeting = chosen.agent.live, chosen.agent.greeting
             self.caps = lp.model_capabilities(self.config.model)
+            self._use_turn_rules(self.config, chosen.agent.barge_in)
             log.info("agent_chosen", agent=chosen.agent.name, prewarmed=chosen.live is not None)
             prewarmed = chosen.live
         if handle:
@@ -319,10 +368,8 @@ class Call:
     async def _caller_to_agent(self) -> None:
         stats = self.stats
         while True:
-            try:
-                async with asyncio.timeout(self.limits.idle_timeout_s):
-                    event = await self.line.receive()
-            except TimeoutError:
+            event = await self._next_line_event()
+            if event is None:
                 stats.outcome = Outcome.MEDIA_IDLE
                 log.warning("no_media", idle_timeout_s=self.limits.idle_timeout_s)
                 return
@@ -330,10 +377,24 @@ class Call:
                 stats.frames_in += 1
                 if self.answering is not None and not self.answering.sends_caller_audio:
                     continue  # a machine is recording: nobody there to hear (see gateway.call.answering)
+                now = time.monotonic()
+                heard = self._hear(event.pcm, now)
+                if self.state.caller_heard(heard, now):  # talking over the agent: stop it now, here
+                    await self._clear_line(self.state.barged_in(now), source="local")
+                    self._log_transcripts()
+                    log.info("barge_in", turn=self.state.playout.turn, source="local")
+                if heard.onset:
+                    self._watch_for_stall(now_armed=True)  # an answer is due: wake the agent loop for it
+                    if self._local_turns:
+                        await self._activity_start()
                 if self._speech_end.frame(event.pcm):
                     self._callee_spoke = True
+                    if self._meter is None and not self.state.playout.playing:
+                        self.state.watchdog.caller_sound(now)  # no detector: the line's level says
                     self._watch_for_stall()
                 await self._send_caller_audio(event.pcm)
+                if heard.end and self._local_turns:
+                    await self._send_activity(lp.activity_end_message())
             elif isinstance(event, Played):
                 took, action = self.state.played(event.name, time.monotonic())
                 if took is not None:
@@ -353,12 +414,63 @@ class Call:
             else:
                 log.warning("unexpected_line_event", kind=type(event).__name__)
 
+    async def _next_line_event(self) -> LineEvent | None:
+        """The line's next event; None when it has been silent for the idle timeout (a dead line). A pause in
+        the caller's audio is told to Live (audioStreamEnd) where the reference says so: only with Live's
+        automatic activity detection."""
+        idle_s = self.limits.idle_timeout_s
+        if not self._local_turns and not self._stream_paused and idle_s > AUDIO_PAUSE_S:
+            try:
+                async with asyncio.timeout(AUDIO_PAUSE_S):
+                    return await self.line.receive()
+            except TimeoutError:
+                self._stream_paused = True
+                if self.live is not None and not self.state.resumption.switching:
+                    with contextlib.suppress(LiveError):
+                        await self.live.send(lp.audio_stream_end_message())
+                idle_s -= AUDIO_PAUSE_S
+        try:
+            async with asyncio.timeout(idle_s):
+                event = await self.line.receive()
+        except TimeoutError:
+            return None
+        if isinstance(event, CallerAudio):
+            self._stream_paused = False
+        return event
+
+    def _hear(self, pcm: bytes, now: float) -> Heard:
+        """The caller's frame measured (`gateway.call.voice`) and judged (`gateway.call.turns`)."""
+        return NOTHING if self._meter is None else hear(self._meter, self.state.speech, pcm, now)
+
+    async def _activity_start(self) -> None:
+        """TURN_DETECTION=local: the caller started speaking. Live discarded what it got of this speech
+        before now (outside any activity), so the frames since just before the onset go again."""
+        await self._send_activity(lp.activity_start_message())
+        if self.live is None or self.state.resumption.switching:
+            return
+        try:
+            for audio in self._recent_audio:
+                await self.live.send_audio(audio, self.input_rate)
+        except LiveError:
+            self.state.resumption.broke()
+
+    async def _send_activity(self, message: str) -> None:
+        if self.live is None or self.state.resumption.switching:
+            return  # the new connection learns the caller's speech from the replay
+        try:
+            await self.live.send(message)
+        except LiveError:
+            self.state.resumption.broke()
+
     async def _send_caller_audio(self, pcm: bytes) -> None:
         resumption = self.state.resumption
         if resumption.keep(pcm):
             assert self.live is not None
             try:
-                await self.live.send_audio(self._to_live(pcm), self.input_rate)
+                audio = self._to_live(pcm)
+                await self.live.send_audio(audio, self.input_rate)
+                if self._local_turns:
+                    self._recent_audio.append(audio)
                 return
             except LiveError:
                 # The connection broke under us; the agent loop is bringing it back. Keep the words.
@@ -400,12 +512,16 @@ class Call:
         while True:
             if self.state.switch_now():
                 return "go_away"  # switch now, well before the deadline
-            wait_s, self._live_wait_reason = resumption.wait(time.monotonic(), self._speech_end.last_voice)
+            wait_s, self._live_wait_reason = self._next_wait(time.monotonic())
             try:
                 async with asyncio.timeout(wait_s) as self._live_wait:
                     events = await live.receive()
             except TimeoutError:
                 then = self._live_wait_reason
+                if then == "unanswered":
+                    if await self._unstall(live):
+                        return then
+                    continue
                 if then == "stalled":  # no word since the caller spoke: Live stopped reading or serving
                     log.warning("live_stalled", stall_s=resumption.stall_s)
                     live.abort()
@@ -427,16 +543,46 @@ class Call:
                 time.monotonic()
             )  # after its events: a handle in the first one is judged as such
 
-    def _watch_for_stall(self) -> None:
+    def _next_wait(self, now: float) -> tuple[float | None, str]:
+        """How long the agent loop waits for Live's next message, and why it stops waiting: a goAway deadline
+        or a stalled connection (`Resumption.wait`), or the caller's turn left unanswered (the watchdog)."""
+        wait_s, reason = self.state.resumption.wait(now, self._speech_end.last_voice)
+        stall_s = self.state.watchdog.wait(now, self.state.tools.busy)
+        if stall_s is not None and (wait_s is None or stall_s < wait_s):
+            return stall_s, "unanswered"
+        return wait_s, reason
+
+    async def _unstall(self, live: LiveSession) -> bool:
+        """The caller's turn has gone unanswered for STALL_TIMEOUT_S: the watchdog's next step. True when it
+        is a switch to a new connection (this one is aborted); raises when Live is given up on."""
+        step = self.state.watchdog.take_step(time.monotonic(), self.state.tools.busy)
+        if step is None:
+            return False  # not due after all (the caller spoke again, or a tool started)
+        log.warning("agent_stalled", step=step, stall_timeout_s=self.state.watchdog.timeout_s)
+        METRICS.stalls.labels(step=step).inc()
+        if step == "nudge":
+            with contextlib.suppress(LiveConnectionLost):  # a broken connection shows in the receive
+                await self._ask_agent(STALL_NUDGE)
+            return False
+        if step == "switch":
+            live.abort()
+            return True
+        raise LiveConnectionLost("the agent left the caller unanswered after a nudge and a new connection")
+
+    def _watch_for_stall(self, now_armed: bool = False) -> None:
         """The caller made a sound: if Live has said nothing since, it must say something within the stall
         time of the caller's last sound; move the agent loop's wait to then (forward when it had none,
         later while the caller goes on talking: at most once a second, as this runs per loud frame, so the
-        stall time counts from the caller's last sound give or take a second)."""
+        stall time counts from the caller's last sound give or take a second). `now_armed`: the caller's
+        speech just began, so the stall watchdog waits for an answer: move the wait at once."""
         wait, sound_at = self._live_wait, self._speech_end.last_voice
-        if wait is None or sound_at is None or sound_at - self._watched_at < 1.0:
+        if not now_armed and (wait is None or sound_at is None or sound_at - self._watched_at < 1.0):
             return  # the common case, on most loud frames: nothing to compute
-        self._watched_at = sound_at
-        wait_s, reason = self.state.resumption.wait(time.monotonic(), sound_at)
+        if wait is None:
+            return
+        if sound_at is not None:
+            self._watched_at = sound_at
+        wait_s, reason = self._next_wait(time.monotonic())
         if wait_s is None:
             return
         when = asyncio.get_running_loop().time() + wait_s
@@ -459,8 +605,8 @@ class Call:
             if state.caller_transcript(event.text):
                 # Live has finished this reply, so it sends no `interrupted`, but the line is still playing
                 # it out: the caller is talking over it, so stop it here.
-                await self._clear_line(state.cleared())
-                log.info("barge_in", turn=state.playout.turn, during="playout")
+                await self._clear_line(state.cleared(time.monotonic()), source="server")
+                log.info("barge_in", turn=state.playout.turn, during="playout", source="server")
         elif isinstance(event, lp.OutputTranscript):
             state.agent_transcript(event.text)
         elif isinstance(event, lp.Usage):
@@ -494,8 +640,12 @@ class Call:
             raise LiveUnreachable(f"Live not back within {self.limits.live_setup_s * 2:.0f}s") from None
         while (frame := state.resumption.next_held()) is not None:  # frames held meanwhile go in order too
             await self.live.send_audio(self._to_live(frame), self.input_rate)
+        if self._local_turns and state.speech.speaking:
+            await self.live.send(lp.activity_start_message())  # the replay is the caller's speech in progress
         for text in state.resumption.take_keys():
             await self._ask_agent(text)
+        if reason == "unanswered":
+            await self._ask_agent(STALL_NUDGE)  # the new connection is asked too
         took = time.monotonic() - began
         self.stats.switches.append(took)
         METRICS.live_switches.labels(reason=reason).inc()
@@ -528,7 +678,9 @@ class Call:
             return
         out = pcm if self._outbound is None else self._outbound.process(pcm)
         if out:
-            if state.playout.audio_sent():
+            state.speech.agent_played(level_dbfs(out))  # its echo may come back from the caller's side
+            seconds = len(out) / (2 * self.line.audio.out_rate)
+            if state.playout.audio_sent(seconds, time.monotonic()):
                 turn = state.playout.turn
                 if turn == 1:
                     METRICS.first_agent_audio.observe(time.monotonic() - self.stats.started)
@@ -544,12 +696,17 @@ class Call:
 
     async def _barge_in(self) -> None:
         """Live says the caller talked over the agent: silence the line, drop the rest of the turn."""
+        state = self.state
+        if state.cut_off:  # the gateway's own barge-in was first: the line is clear already
+            state.interrupted(time.monotonic())
+            log.info("barge_in_confirmed", turn=state.playout.turn)
+            return
         # The state first: a mark echoed while the clear is on its way proves nothing either.
-        await self._clear_line(self.state.interrupted())
+        await self._clear_line(state.interrupted(time.monotonic()), source="server")
         self._log_transcripts()
-        log.info("barge_in", turn=self.state.playout.turn)
+        log.info("barge_in", turn=state.playout.turn, source="server")
 
-    async def _clear_line(self, withdrawn: LineAction | None) -> None:
+    async def _clear_line(self, withdrawn: LineAction | None, source: str) -> None:
         """Empty the line's playout buffer now and forget what was queued (flushed marks echo too)."""
         await self.line.clear()
         if self._outbound is not None:
@@ -557,7 +714,11 @@ class Call:
         if withdrawn is not None:  # "wait, one more thing": the agent may ask again
             log.info("line_action_withdrawn", action=withdrawn.kind, reason="caller_talked_over_it")
         self.stats.barge_ins += 1
-        METRICS.barge_ins.inc()
+        if source == "local":
+            self.stats.barge_ins_local += 1
+        else:
+            self.stats.barge_ins_server += 1
+        METRICS.barge_ins.labels(source=source).inc()
 
     async def _end_agent_turn(self) -> None:
         turn_mark = self.state.turn_complete(time.monotonic())
@@ -580,6 +741,7 @@ class Call:
         if self.chosen is None:
             await self._refuse_tools(event)
             return
+        self.state.watchdog.agent_answered()  # the model acts on the caller's turn
         for call in event.calls:
             self.state.tools.started(call.id)
             self._tool_tasks[call.id] = asyncio.create_task(self._run_tool(call), name=f"tool-{call.name}")
@@ -746,6 +908,11 @@ class Call:
             switches=len(s.switches),
             resumption_handle=self.resumption_handle,
             **self._outbound_summary(),
+            barge_ins_local=s.barge_ins_local,
+            barge_ins_server=s.barge_ins_server,
+            barge_ins_guarded=self.state.speech.guarded,
+            stalls=self.state.watchdog.stalls,
+            stall_recoveries=self.state.watchdog.recoveries,
         )
 
     def _outbound_summary(self) -> dict[str, Any]:
@@ -773,6 +940,11 @@ class Call:
             frames_in=s.frames_in,
             frames_out=s.frames_out,
             barge_ins=s.barge_ins,
+            barge_ins_local=s.barge_ins_local,
+            barge_ins_server=s.barge_ins_server,
+            barge_ins_guarded=self.state.speech.guarded,
+            stalls=self.state.watchdog.stalls,
+            stall_recoveries=self.state.watchdog.recoveries,
             late_chunks_dropped=s.late_chunks_dropped,
             caller_frames_dropped=self.state.resumption.dropped,
             live_switches=len(s.switches),

@@ -20,6 +20,21 @@ class Playout:
     sending: bool = False  # audio of the current turn has gone to the line
     discarding: bool = False  # the turn was interrupted: its late audio is dropped until its turnComplete
     marks: dict[str, float] = field(default_factory=dict)  # name -> when sent, for marks not yet echoed
+    sent_s: float = 0.0  # seconds of the current turn's audio sent to the line
+    started_at: float | None = None  # when the current turn's first audio went to the line
+
+    @property
+    def playing(self) -> bool:
+        """Agent audio may be playing out on the caller's line: a turn is being sent, or a mark sent after
+        audio has not come back yet (the line is still playing what preceded it)."""
+        return self.sending or bool(self.marks)
+
+    def heard_s(self, now: float) -> float:
+        """How much of the current turn's audio the caller has heard by `now` (the line plays it out in
+        real time from its first chunk)."""
+        if self.started_at is None:
+            return 0.0
+        return max(0.0, min(self.sent_s, now - self.started_at))
 
     @property
     def in_turn(self) -> bool:
@@ -37,12 +52,15 @@ class Playout:
         """Live sent a transcript of the agent's speech: a turn is under way even before its audio."""
         self.generating = True
 
-    def audio_sent(self) -> bool:
-        """Audio of the current turn went to the line. True for the turn's first: a new turn is heard."""
+    def audio_sent(self, seconds: float = 0.0, now: float = 0.0) -> bool:
+        """`seconds` of the current turn's audio went to the line at `now`. True for the turn's first: a new
+        turn is heard."""
         if self.sending:
+            self.sent_s += seconds
             return False
         self.sending = True
         self.turn += 1
+        self.sent_s, self.started_at = seconds, now
         return True
 
     def interrupted(self) -> None:

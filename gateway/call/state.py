@@ -8,6 +8,7 @@ from gateway.call.playout import Playout
 from gateway.call.resumption import Resumption
 from gateway.call.tool_calls import ToolCalls
 from gateway.call.transcript import Transcript
+from gateway.call.turns import CallerSpeech, Heard, StallWatchdog
 from gateway.tools import LineAction
 
 
@@ -23,6 +24,8 @@ class CallState:
     resumption: Resumption = field(default_factory=Resumption)
     tools: ToolCalls = field(default_factory=ToolCalls)
     transcript: Transcript = field(default_factory=Transcript)
+    speech: CallerSpeech = field(default_factory=CallerSpeech)
+    watchdog: StallWatchdog = field(default_factory=StallWatchdog)
 
     @property
     def between_turns(self) -> bool:
@@ -47,12 +50,16 @@ class CallState:
         if not self.playout.agent_audio():
             return False
         self.resumption.agent_spoke()
+        self.watchdog.agent_answered()
         return True
 
     def agent_transcript(self, text: str) -> None:
+        if self.playout.discarding:
+            return  # the rest of a turn the caller cut off: never heard, so never said
         self.playout.agent_transcript()
         self.resumption.agent_spoke()
-        self.transcript.heard("agent", text)
+        self.watchdog.agent_answered()
+        self.transcript.heard("agent", text, self.playout.sent_s)
 
     def caller_transcript(self, text: str) -> bool:
         """Live transcribed the caller. True: the caller talks over a finished reply still playing out, so
@@ -65,15 +72,49 @@ class CallState:
         if self.resumption.handle_update(handle, resumable, now):
             self.transcript.handle_updated()
 
-    def interrupted(self) -> LineAction | None:
+    @property
+    def cut_off(self) -> bool:
+        """The current turn was cut off already (its late audio is being dropped): Live's `interrupted` for
+        it needs no second clear (the gateway's own barge-in was first)."""
+        return self.playout.discarding
+
+    def interrupted(self, now: float = 0.0) -> LineAction | None:
         """Live says the caller talked over the agent (the line is being cleared). The line action this
         withdraws ("wait, one more thing": the agent may ask again), if any."""
+        if self.playout.sending and not self.playout.discarding:
+            self.transcript.cut(self.playout.heard_s(now))
         self.playout.interrupted()
         return self.tools.withdraw()
 
-    def cleared(self) -> LineAction | None:
+    def cleared(self, now: float = 0.0) -> LineAction | None:
         """The line's playout was cleared because the caller talked over it; the line action withdrawn."""
+        if self.playout.sending:
+            self.transcript.cut(self.playout.heard_s(now))
         self.playout.cleared()
+        return self.tools.withdraw()
+
+    # --- the caller's speech (local detection) ---
+
+    def caller_heard(self, heard: Heard, now: float) -> bool:
+        """What a caller frame meant for the call. True: the caller started talking over the agent's audio
+        playing out on the line, and barge-in is the gateway's: clear the line now (then `barged_in`)."""
+        if heard.speaking:
+            self.watchdog.caller_sound(now)
+        if not self.playout.playing:
+            self.speech.agent_quiet()
+        return heard.onset and self.playout.playing and self.speech.rules.barge_in == "local"
+
+    def barged_in(self, now: float) -> LineAction | None:
+        """The gateway cleared the line for the caller's speech: the rest of a turn still being generated is
+        dropped (Live's own `interrupted` will follow, or its turn ends unheard); what the caller never heard
+        is cut from the transcript. The line action withdrawn, if any."""
+        if self.playout.sending or self.playout.generating:
+            if self.playout.sending:
+                self.transcript.cut(self.playout.heard_s(now))
+            self.playout.interrupted()
+        else:
+            self.playout.cleared()
+        self.speech.agent_quiet()
         return self.tools.withdraw()
 
     def turn_complete(self, now: float) -> str | None:

@@ -34,3 +34,8 @@ class CallSummary:
     amd_wait_ms: int | None = None
     amd_duration_ms: int | None = None
     machine_action: str = ""
+    barge_ins_local: int = 0  # the caller talked over the agent and the gateway's detector cleared the line
+    barge_ins_server: int = 0  # ... and Live's `interrupted` did
+    barge_ins_guarded: int = 0  # sounds a guard kept from counting as barge-ins (echo, music, noise)
+    stalls: int = 0  # caller turns the agent left unanswered past STALL_TIMEOUT_S
+    stall_recoveries: int = 0  # of which the agent answered after a nudge or a new connection

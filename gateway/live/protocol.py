@@ -156,6 +156,9 @@ class LiveConfig:
     compression_target_tokens: int = 12800
     tools: tuple[dict[str, Any], ...] = ()
     temperature: float | None = None
+    # TURN_DETECTION: "server" (Live's automatic activity detection) or "local" (it is disabled in the setup,
+    # and the gateway marks the caller's speech with activityStart/activityEnd; see gateway.call.turns).
+    turn_detection: str = "server"
 
     def validate(self) -> ModelCapabilities:
         """Check everything that can be checked before dialling; returns the model's capabilities."""
@@ -171,6 +174,8 @@ class LiveConfig:
                 "context window compression needs 0 < LIVE_COMPRESSION_TARGET_TOKENS < "
                 "LIVE_COMPRESSION_TRIGGER_TOKENS (defaults 12800 and 25600)"
             )
+        if self.turn_detection not in ("server", "local"):
+            raise LiveConfigError(f"TURN_DETECTION={self.turn_detection!r} must be server or local")
         if caps.proactive_audio == "always" and not self.proactive_audio:
             raise LiveConfigError(f"{self.model} always uses proactive audio; it cannot be turned off")
         return caps
@@ -206,6 +211,8 @@ def build_setup(config: LiveConfig, resumption_handle: str | None = None) -> dic
         },
         "activityHandling": "START_OF_ACTIVITY_INTERRUPTS",
     }
+    if config.turn_detection == "local":  # the gateway sends activityStart/activityEnd instead
+        setup["realtimeInputConfig"]["automaticActivityDetection"] = {"disabled": True}
     if config.input_transcription:
         setup["inputAudioTranscription"] = {}
     if config.output_transcription:
@@ -230,7 +237,18 @@ def audio_message(pcm: bytes, rate: int) -> str:
 
 
 def audio_stream_end_message() -> str:
+    """The caller's audio paused (automatic activity detection only: never sent with it disabled)."""
     return '{"realtimeInput":{"audioStreamEnd":true}}'
+
+
+def activity_start_message() -> str:
+    """The caller started speaking (automatic activity detection disabled): Live interrupts the agent."""
+    return '{"realtimeInput":{"activityStart":{}}}'
+
+
+def activity_end_message() -> str:
+    """The caller's turn is over (automatic activity detection disabled): Live answers it."""
+    return '{"realtimeInput":{"activityEnd":{}}}'
 
 
 def text_input_message(text: str) -> str:
