@@ -73,13 +73,16 @@ MAX_ATTEMPTS_STORE_FAULT = 8  # with the backoff, some 20 s
 LOOKUPS_IN_FLIGHT = 16  # handle lookups still running (given up on or not); past it, calls do not look up
 STILL_DOWN_LOG_S = 60.0  # while the database is down, a reminder this often
 
-_COLUMNS = (
+_COLUMNS: tuple[str, ...] = (
     "call_sid", "stream_sid", "account_sid", "from_number", "to_number", "agent", "started_at", "ended_at",
     "outcome", "prompt_tokens", "response_tokens", "total_tokens", "tokens_by_modality", "switches",
     "resumption_handle",
     # outbound calls (gateway.outbound): added later, so an older database gets them at open
     "direction", "call_status", "answered_by", "amd_wait_ms", "amd_duration_ms", "machine_action", "campaign",
 )  # fmt: skip
+# Turn-taking counts (gateway.call.turns), added to databases made before them (_ADDED_COLUMNS).
+_TURN_COLUMNS = ("barge_ins_local", "barge_ins_server", "barge_ins_guarded", "stalls", "stall_recoveries")
+_COLUMNS = (*_COLUMNS, *_TURN_COLUMNS)
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM calls"
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
@@ -122,6 +125,11 @@ class CallRecord:
     amd_duration_ms: int | None = None  # Twilio's MachineDetectionDuration
     machine_action: str = ""  # a machine answered: hung_up, message_left, message_not_finished
     campaign: str = ""  # the campaign that placed it
+    barge_ins_local: int = 0  # the caller talked over the agent and the gateway's detector cleared the line
+    barge_ins_server: int = 0  # ... and Live's `interrupted` did
+    barge_ins_guarded: int = 0  # sounds a guard kept from counting as barge-ins (echo, music, noise)
+    stalls: int = 0  # caller turns the agent left unanswered past STALL_TIMEOUT_S
+    stall_recoveries: int = 0  # of which the agent answered after a nudge or a new connection
 
     def merged_into(self, old: CallRecord | None) -> CallRecord:
         """This instance's part of a call added to what another instance stored for it before (or what the
@@ -175,6 +183,7 @@ class CallRecord:
             tokens_by_modality=modality,
             switches=old.switches + self.switches,
             resumption_handle=last.resumption_handle or first.resumption_handle,
+            **{name: getattr(old, name) + getattr(self, name) for name in _TURN_COLUMNS},
         )
 
     def public(self) -> dict[str, Any]:
@@ -210,6 +219,7 @@ def record_of(summary: CallSummary) -> CallRecord:
         amd_wait_ms=summary.amd_wait_ms,
         amd_duration_ms=summary.amd_duration_ms,
         machine_action=summary.machine_action,
+        **{name: getattr(summary, name) for name in _TURN_COLUMNS},
     )
 
 
@@ -299,6 +309,7 @@ _ADDED_COLUMNS = (
     ("calls", "amd_duration_ms", "INTEGER"),
     ("calls", "machine_action", "TEXT NOT NULL DEFAULT ''"),
     ("calls", "campaign", "TEXT NOT NULL DEFAULT ''"),
+    *(("calls", name, "INTEGER NOT NULL DEFAULT 0") for name in _TURN_COLUMNS),
 )
 
 

@@ -264,6 +264,27 @@ async def test_an_outbound_call_s_parts_make_one_record_whatever_their_order(dat
     assert never_answered.to_number == "+12125550123"
 
 
+async def test_an_older_database_gains_the_turn_taking_counts_and_they_add_up(old_database_url):
+    later = CallRecord(
+        "CAold", started_at=OLD_STARTED + timedelta(minutes=5), ended_at=OLD_STARTED + timedelta(minutes=9),
+        outcome="caller_hung_up", barge_ins_local=2, barge_ins_server=1, barge_ins_guarded=3, stalls=1,
+        stall_recoveries=1,
+    )  # fmt: skip
+    store = open_store(old_database_url)
+    await store.open()  # the columns are added, zero for the calls already there
+    try:
+        before = await store.get_call("CAold")
+        await store.save_call(later)
+        await store.save_call(dataclasses.replace(later, stream_sid="MZ2", barge_ins_local=1))
+        after = await store.get_call("CAold")
+    finally:
+        await store.close()
+    assert before is not None and (before.barge_ins_local, before.stalls, before.switches) == (0, 0, 4)
+    assert after is not None
+    counts = (after.barge_ins_local, after.barge_ins_server, after.barge_ins_guarded, after.stalls)
+    assert counts == (3, 2, 6, 2) and after.stall_recoveries == 2
+
+
 class SlowStore(SqliteStore):
     """A database that takes its time: writes wait until the test lets them through."""
 

@@ -40,8 +40,8 @@ class TurnRules:
     gate_db: float = 9.0  # above the noise floor, for a frame to be looked at
     echo_margin_db: float = 15.0  # while the agent plays out: below its loudest frame by at most this much
     speech_probability: float = 0.5  # the model's verdict that confirms an onset
-    confirm_window_s: float = 0.4  # an unconfirmed candidate is given up after this long
-    confirm_backoff_s: float = 1.0  # and the model rests this long before the next one
+    confirm_window_s: float = 0.3  # an unconfirmed candidate is given up after this long
+    confirm_backoff_s: float = 1.5  # and the model rests this long before the next one
     stall_timeout_s: float = 5.0  # STALL_TIMEOUT_S: the agent silent this long after the caller's turn
 
     @property

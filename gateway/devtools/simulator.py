@@ -98,6 +98,10 @@ class CallScript:
     dtmf: list[tuple[float, str]] = field(default_factory=list)  # (seconds from stream start, digit)
     hang_up: bool = True  # send `stop` and close at the end; False = wait for the gateway to close
     max_duration_s: float = 600.0  # safety net for hang_up=False: the caller gives up after this long
+    # The agent's audio coming back on the caller's side (a line's echo), this many dB below what played,
+    # this long after it played (None: no echo).
+    echo_db: float | None = None
+    echo_delay_s: float = 0.12
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +208,12 @@ def _no_event(kind: str, **details: Any) -> None:
 
 
 # --- caller speech segmentation ---
+
+
+def _mixed(pcm: bytes, echo: bytes, gain: float) -> bytes:
+    """The caller's frame with the line's echo of an agent frame added."""
+    both = np.frombuffer(pcm, "<i2").astype(np.float32) + np.frombuffer(echo, "<i2").astype(np.float32) * gain
+    return np.clip(both, -32768, 32767).astype("<i2").tobytes()
 
 
 def segment_speech(
@@ -366,6 +376,11 @@ class _Call:
         self.barge_ins: list[float] = []
         self.bad_messages = 0
 
+        # The line's echo: frames played, replayed into what the caller sends after the echo delay.
+        delay = max(1, round(script.echo_delay_s / FRAME_S))
+        self.echo: deque[bytes] | None = deque(maxlen=delay) if script.echo_db is not None else None
+        self.echo_gain = 10 ** ((script.echo_db or 0.0) / 20)
+
         self.hanging_up = False
         self.closed = asyncio.Event()
         self.closed_by: Literal["caller", "gateway"] | None = None
@@ -419,6 +434,8 @@ class _Call:
             self.emit("dtmf", digit=digit)
         # Past the script, Twilio keeps sending (silence) frames while the line is open.
         pcm = self.timeline[n * FRAME_PCM_BYTES : (n + 1) * FRAME_PCM_BYTES] or SILENT_PCM_FRAME
+        if self.echo is not None and len(self.echo) == self.echo.maxlen:
+            pcm = _mixed(pcm, self.echo[0], self.echo_gain)
         message = self.sender.media(pcm16_to_ulaw(pcm), timestamp_ms=n * 20)
         if self.observer is not None:
             self.observer.media_sent(n, time.monotonic())
@@ -452,6 +469,8 @@ class _Call:
         del self.buffer[:FRAME_PCM_BYTES]
         self.in_flight = len(frame)
         self.heard += frame + bytes(FRAME_PCM_BYTES - len(frame))
+        if self.echo is not None:
+            self.echo.append(frame + bytes(FRAME_PCM_BYTES - len(frame)))
         self.agent_frames.append(1 if frame else 0)
 
     async def _echo_marks(self, due: Callable[[int], bool]) -> None:
