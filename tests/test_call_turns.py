@@ -19,6 +19,7 @@ from gateway.call.transcript import CUT
 from gateway.call.turns import TurnRules
 from gateway.devtools import turn_corpus as tc
 from gateway.live import protocol as lp
+from gateway.live.session import LiveConnectionLost
 from tests.support.call_doubles import STARTED, MemoryLine, ScriptedConnection, ScriptedLive
 from tests.support.waiting import wait_for
 
@@ -128,6 +129,22 @@ async def test_local_turn_detection_marks_the_callers_speech_and_resends_its_sta
     assert len(conn.audio) > len(caller_speech)
     await hang_up(line, task)
     assert call.stats.barge_ins == 0  # the agent was not speaking: a turn, not a barge-in
+
+
+async def test_with_local_turn_detection_the_replay_on_a_new_connection_is_an_activity(caller_speech):
+    line, live = MemoryLine(), ScriptedLive()
+    call, task = start_call(line, live, config=lp.LiveConfig(turn_detection="local"))
+    first = await live.connection(0)
+    first.say(lp.ResumptionUpdate("h1", True))
+    await until(lambda: call.resumption_handle == "h1")
+    line.put(*(CallerAudio(f) for f in caller_speech))
+    await until(lambda: "activityEnd" in sent_kinds(first))
+    first.lose(LiveConnectionLost("gone", 1011))  # before Live answered: the new one must hear it all
+    second = await live.connection(1)
+    await until(lambda: "activityEnd" in sent_kinds(second))
+    assert sent_kinds(second) == ["activityStart", "activityEnd"]
+    assert len(second.audio) == len(caller_speech)  # the whole utterance, inside the activity
+    await hang_up(line, task)
 
 
 @pytest.mark.parametrize("turn_detection, expected", [("server", ["audioStreamEnd"]), ("local", [])])

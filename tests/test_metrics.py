@@ -25,7 +25,7 @@ WATCHED = {
     "first_audio": ("gateway_first_agent_audio_seconds_count", {}),
     "responses": ("gateway_response_latency_seconds_count", {}),
     "response_s": ("gateway_response_latency_seconds_sum", {}),
-    "barge_ins": ("gateway_barge_ins_total", {}),
+    "barge_ins": ("gateway_barge_ins_total", {"source": "server"}),
     "switches": ("gateway_live_switches_total", {"reason": "connection_lost"}),
     "agent_dropped": ("gateway_frames_dropped_total", {"direction": "agent"}),
     "audio_tokens": ("gateway_tokens_total", {"direction": "response", "modality": "audio"}),

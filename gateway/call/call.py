@@ -517,6 +517,7 @@ class Call:
                 async with asyncio.timeout(wait_s) as self._live_wait:
                     events = await live.receive()
             except TimeoutError:
+                self._live_wait = None  # over: the caller loop must not move it any more
                 then = self._live_wait_reason
                 if then == "unanswered":
                     if await self._unstall(live):
@@ -527,6 +528,7 @@ class Call:
                     live.abort()
                 return then  # or the goAway deadline: the server may go quiet after goAway
             except LiveConnectionLost as exc:
+                self._live_wait = None
                 log.warning("live_connection_lost", error=str(exc), code=exc.code)
                 if resumption.connection_lost(heard_from_server):
                     # Live accepts the setup but cannot serve the session: no configuration error, a loss.
@@ -534,6 +536,7 @@ class Call:
                         f"Live keeps dropping new connections: {exc}", exc.code, exc.reason
                     ) from None
                 return "connection_lost"
+            self._live_wait = None
             heard_from_server = True
             if events is None:
                 return "go_away" if resumption.switch_by is not None else None
@@ -638,10 +641,14 @@ class Call:
                 self.live = await self._connect_again()
         except TimeoutError:
             raise LiveUnreachable(f"Live not back within {self.limits.live_setup_s * 2:.0f}s") from None
+        # TURN_DETECTION=local: Live takes audio only inside an activity, so the replay is one.
+        marked = self._local_turns and bool(state.resumption.held)
+        if marked:
+            await self.live.send(lp.activity_start_message())
         while (frame := state.resumption.next_held()) is not None:  # frames held meanwhile go in order too
             await self.live.send_audio(self._to_live(frame), self.input_rate)
-        if self._local_turns and state.speech.speaking:
-            await self.live.send(lp.activity_start_message())  # the replay is the caller's speech in progress
+        if marked and not state.speech.speaking:  # else the caller's activityEnd closes it
+            await self.live.send(lp.activity_end_message())
         for text in state.resumption.take_keys():
             await self._ask_agent(text)
         if reason == "unanswered":

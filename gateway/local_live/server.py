@@ -40,6 +40,12 @@ log = structlog.get_logger("gateway.local_live")
 _conn_ids = itertools.count(1)
 
 
+ACTIVITY_SIGNALS = (p.ActivityStart, p.ActivityEnd, p.AudioStreamEnd)
+ACTIVITY_SIGNALS_NAMES: dict[type, str] = {
+    p.ActivityStart: "activityStart", p.ActivityEnd: "activityEnd", p.AudioStreamEnd: "audioStreamEnd"
+}  # fmt: skip
+
+
 @dataclass
 class ConnectionRecord:
     """What one set-up connection carried, kept when ``LocalLiveOptions.record_connections`` is on, so a
@@ -53,6 +59,8 @@ class ConnectionRecord:
     # the handle or the text, the bytes of audio received by then).
     sent: list[tuple[str, str, int]] = field(default_factory=list)
     dropped: bool = False  # cut on purpose (``drop_rate_per_s``)
+    # The client's activity signals in order: "activityStart", "activityEnd", "audioStreamEnd".
+    activity: list[str] = field(default_factory=list)
 
     @property
     def handles(self) -> list[str]:
@@ -204,6 +212,8 @@ class LocalLiveServer:
                         self.audio_bytes_received += len(event.pcm)
                         if record is not None:
                             record.audio += event.pcm
+                    elif record is not None and isinstance(event, ACTIVITY_SIGNALS):
+                        record.activity.append(ACTIVITY_SIGNALS_NAMES[type(event)])
                     await session.handle(event)
         except p.ProtocolError as exc:
             clog.info("local_live.closed_invalid", code=exc.code, reason=exc.reason)
