@@ -17,6 +17,11 @@ tested); this module is the story, the awaits that carry them out:
    is held and then replayed on the new connection, so nothing the caller says is lost.
    Tool calls run in their own tasks (see gateway.tools); `end_call` and `transfer_call` act on the line only
    once what the agent is saying has been heard: a mark after its turn comes back without a `clear`.
+   Turn-taking (see gateway.call.turns): the caller loop hears the caller on the line itself, so talking
+   over the agent's audio clears the line without waiting for Live's `interrupted` (BARGE_IN=local), and
+   with TURN_DETECTION=local it marks the caller's speech for Live with activityStart/activityEnd. A caller's
+   turn left unanswered wakes the agent loop's stall watchdog: a nudge, then a new connection, then the
+   apology.
 4. If Live cannot be brought back, apologise to the caller rather than leave dead air. Close both sides
    (closing the line hangs up: a Twilio stream runs the TwiML after </Connect>) and log a summary.
 """
@@ -378,15 +383,7 @@ class Call:
                 if self.answering is not None and not self.answering.sends_caller_audio:
                     continue  # a machine is recording: nobody there to hear (see gateway.call.answering)
                 now = time.monotonic()
-                heard = self._hear(event.pcm, now)
-                if self.state.caller_heard(heard, now):  # talking over the agent: stop it now, here
-                    await self._clear_line(self.state.barged_in(now), source="local")
-                    self._log_transcripts()
-                    log.info("barge_in", turn=self.state.playout.turn, source="local")
-                if heard.onset:
-                    self._watch_for_stall(now_armed=True)  # an answer is due: wake the agent loop for it
-                    if self._local_turns:
-                        await self._activity_start()
+                heard = await self._caller_speech(event.pcm, now)
                 if self._speech_end.frame(event.pcm):
                     self._callee_spoke = True
                     if self._meter is None and not self.state.playout.playing:
@@ -438,9 +435,22 @@ class Call:
             self._stream_paused = False
         return event
 
-    def _hear(self, pcm: bytes, now: float) -> Heard:
-        """The caller's frame measured (`gateway.call.voice`) and judged (`gateway.call.turns`)."""
-        return NOTHING if self._meter is None else hear(self._meter, self.state.speech, pcm, now)
+    async def _caller_speech(self, pcm: bytes, now: float) -> Heard:
+        """The caller's frame through the gateway's own detector (`gateway.call.voice`, judged by
+        `gateway.call.turns`): talking over the agent clears the line here, at once; the start of the
+        caller's speech wakes the stall watchdog and, with TURN_DETECTION=local, opens Live's activity."""
+        if self._meter is None:
+            return NOTHING
+        heard = hear(self._meter, self.state.speech, pcm, now)
+        if self.state.caller_heard(heard, now):
+            await self._clear_line(self.state.barged_in(now), source="local")
+            self._log_transcripts()
+            log.info("barge_in", turn=self.state.playout.turn, source="local")
+        if heard.onset:
+            self._watch_for_stall(now_armed=True)  # an answer is due: wake the agent loop for it
+            if self._local_turns:
+                await self._activity_start()
+        return heard
 
     async def _activity_start(self) -> None:
         """TURN_DETECTION=local: the caller started speaking. Live discarded what it got of this speech
