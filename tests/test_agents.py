@@ -84,11 +84,24 @@ def test_a_good_file_maps_numbers_to_agents_and_the_environment_fills_the_rest(t
         ("[tools.end_call]\nurl = 'http://x'\n", 1, "cannot name a custom tool"),
         ('[agent.a]\nvoice = "Puck"\n', 1, "unknown table 'agent'"),
         ("# comment\n\n[agents.a]\ngreeting = 3\n", 4, "greeting must be a string"),
+        ('[agents.a]\nvoice = "Puck"\nbarge_in = "never"\n', 3, "barge_in = 'never' must be local or server"),
+        ('[agents.a]\nturn_detection = "client"\n', 2, "turn_detection = 'client' must be server or local"),
     ],
 )
 def test_every_mistake_names_its_line(tmp_path, text, line, words):
     message = error_of(tmp_path, text)
     assert f"agents.toml, line {line}:" in message and words in message, message
+
+
+def test_turn_taking_per_agent_and_from_the_environment(tmp_path):
+    text = '[agents.loud]\nnumbers = ["+15005550001"]\nbarge_in = "server"\nturn_detection = "local"\n'
+    book = settings_with(tmp_path, text, BARGE_IN="local", TURN_DETECTION="server").agent_book
+    loud, default = book.for_number("+15005550001"), book.for_number("+19995550000")
+    assert (loud.barge_in, loud.live.turn_detection) == ("server", "local")
+    assert (default.barge_in, default.live.turn_detection) == ("local", "server")
+    quiet = '[agents.quiet]\nnumbers = ["+15005550001"]\n'
+    book = settings_with(tmp_path, quiet, BARGE_IN="server").agent_book
+    assert book.for_number("+15005550001").barge_in == "server"  # not in the file: the environment's
 
 
 def test_http_tools_need_the_signing_secret_and_a_missing_file_is_named(tmp_path):

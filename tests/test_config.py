@@ -58,6 +58,9 @@ def test_env_file_is_read_and_environment_wins(tmp_path):
         ({"GEMINI_LIVE_URL": GOOGLE.replace("v1alpha", "v1beta")}, "v1beta endpoint.*AGENT_PROACTIVE_AUDIO"),
         ({"AGENT_VOICE": "Nonsense"}, "AGENT_VOICE='Nonsense' is not a Live API voice.*Kore.*Zephyr"),
         ({"AGENT_VOICE": "puck"}, "did you mean 'Puck'"),
+        ({"BARGE_IN": "sometimes"}, "BARGE_IN='sometimes' must be one of local, server"),
+        ({"TURN_DETECTION": "client"}, "TURN_DETECTION='client' must be one of server, local"),
+        ({"STALL_TIMEOUT_S": "0.2"}, "STALL_TIMEOUT_S=0.2 must be between 1 and 60"),
     ],
 )
 def test_bad_settings_fail_with_a_message_that_says_what_works(env, message):
