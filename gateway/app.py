@@ -40,7 +40,8 @@ from gateway.call.turns import TurnRules
 from gateway.config import Settings
 from gateway.drain import MOVED_QUERY, Drain
 from gateway.live import protocol as lp
-from gateway.live.session import LiveSession
+from gateway.live.session import LiveSession, LiveUnreachable
+from gateway.live.vertex_auth import CredentialsError, VertexAuth
 from gateway.logs import register_secret
 from gateway.metrics import METRICS
 from gateway.outbound.dialer import Outbound, Refused, plan_call
@@ -89,6 +90,8 @@ class Gateway:
         self.control: CallControl | None = None  # set in the lifespan when REST credentials are configured
         self.toolbox = Toolbox()
         self.outbound = Outbound(settings.max_outbound_calls)  # the calls this instance placed
+        # Set in the lifespan on Vertex AI (GEMINI_PLATFORM=vertex).
+        self.vertex_auth: VertexAuth | None = None
 
     async def start_tools(self, stack: contextlib.AsyncExitStack) -> None:
         """The shared HTTP client for custom tools and the REST client for transfers, closed at shutdown."""
@@ -170,10 +173,17 @@ class Gateway:
 
     async def open_live(self, config: lp.LiveConfig, resumption_handle: str | None = None) -> LiveSession:
         began = time.monotonic()
+        headers = None
+        if self.vertex_auth is not None:
+            try:
+                headers = await self.vertex_auth.headers()
+            except CredentialsError as exc:
+                raise LiveUnreachable(str(exc)) from None
         session = await LiveSession.open(
             self.live_url,
             lp.build_setup(config, resumption_handle),
-            api_key=self.settings.gemini_api_key,
+            api_key=None if self.vertex_auth is not None else self.settings.gemini_api_key,
+            headers=headers,
             timeout_s=self.settings.live_setup_timeout_s,
         )
         resumed = "true" if resumption_handle else "false"
@@ -618,6 +628,15 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                 )
             await gateway.prepare_apology()
             await gateway.start_tools(stack)
+            if settings.live.platform == "vertex":
+                gateway.vertex_auth = VertexAuth.load(settings.google_credentials_file)
+                stack.push_async_callback(gateway.vertex_auth.close)
+                log.info(
+                    "using_vertex_ai",
+                    project=settings.live.project,
+                    location=settings.live.location,
+                    credentials="key file" if settings.google_credentials_file else "google-auth default",
+                )
             if "transfer_call" in {t for a in gateway.agents.by_number.values() for t in a.tools}:
                 if gateway.control is None:
                     log.warning(
@@ -625,7 +644,7 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                         note="TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not both set: transfer_call"
                         " answers an error the agent can tell the caller",
                     )
-            caps = lp.model_capabilities(settings.live.model)
+            caps = settings.live.caps
             if not caps.known:
                 log.warning(
                     "unknown_model",

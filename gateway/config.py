@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -12,12 +13,14 @@ from dotenv import dotenv_values
 from gateway.agents import AgentBook, AgentsFileError, default_book, load_agents
 from gateway.live.protocol import (
     API_HOST,
-    DEFAULT_MODEL,
-    KNOWN_MODELS,
+    DEFAULT_MODELS,
     LIVE_PATH,
+    PLATFORMS,
     LiveConfig,
     LiveConfigError,
+    check_model,
     model_capabilities,
+    vertex_url,
 )
 
 DEFAULT_INSTRUCTIONS = (
@@ -96,6 +99,9 @@ class Settings:
     # `live.turn_detection` (it changes the setup).
     barge_in: str = "local"
     stall_timeout_s: float = 5.0
+    # Vertex AI (GEMINI_PLATFORM=vertex): a service-account key file, else google-auth's own search (the
+    # metadata server on Google Cloud). The platform, project and location are in `live`.
+    google_credentials_file: str | None = None
 
     @property
     def agent_book(self) -> AgentBook:
@@ -104,12 +110,14 @@ class Settings:
     @property
     def uses_local_backend(self) -> bool:
         """No key and no URL: the embedded local Live backend answers (development, tests, demo)."""
-        return not self.gemini_api_key and not self.gemini_live_url
+        return not self.gemini_api_key and not self.gemini_live_url and self.live.platform != "vertex"
 
     def live_url(self) -> str:
         """The Live endpoint, never with a key in it (the key travels in the x-goog-api-key header)."""
         if self.gemini_live_url:
             return self.gemini_live_url
+        if self.live.platform == "vertex":
+            return vertex_url(self.live.location)
         return API_HOST + LIVE_PATH.format(version=self.gemini_api_version)
 
 
@@ -222,18 +230,49 @@ def _live_url(env: dict[str, str]) -> str | None:
     return live_url
 
 
-def _model(env: dict[str, str]) -> str:
-    """GEMINI_MODEL: one the capability table knows, or any name with GEMINI_MODEL_UNLISTED=true. A name Live
-    does not serve closes every call's session (1008) and the caller hears only the apology: refused here,
-    unless the operator says they mean it (a model newer than this release: the table cannot know it yet)."""
-    model = env.get("GEMINI_MODEL") or DEFAULT_MODEL
-    if not model_capabilities(model).known and not _bool(env, "GEMINI_MODEL_UNLISTED", False):
+def _platform(env: dict[str, str]) -> str:
+    platform = (env.get("GEMINI_PLATFORM") or "developer").strip().lower()
+    if platform not in PLATFORMS:
         raise ConfigError(
-            f"GEMINI_MODEL={model!r} is not a Live model this gateway knows; use one of: "
-            f"{', '.join(KNOWN_MODELS)} (the default is {DEFAULT_MODEL}). For a Live model newer than this "
-            "release, also set GEMINI_MODEL_UNLISTED=true: every configured field is then sent as it is"
+            f"GEMINI_PLATFORM={platform!r} must be developer (the Gemini Developer API, GEMINI_API_KEY) or "
+            "vertex (Vertex AI: GOOGLE_CLOUD_PROJECT, GOOGLE_CLOUD_LOCATION and Google credentials)"
         )
+    return platform
+
+
+def _platform_model(env: dict[str, str], platform: str) -> str:
+    """GEMINI_MODEL for the platform: one the table lists there (a name of the other platform, or a model
+    shut down, is refused naming what would work), or any name with GEMINI_MODEL_UNLISTED=true."""
+    model = env.get("GEMINI_MODEL") or DEFAULT_MODELS[platform]  # type: ignore[index]
+    try:
+        check_model(model, platform, unlisted_ok=_bool(env, "GEMINI_MODEL_UNLISTED", False))  # type: ignore[arg-type]
+    except LiveConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return model
+
+
+def _vertex(env: dict[str, str]) -> tuple[str, str, str | None]:
+    """GOOGLE_CLOUD_PROJECT, GOOGLE_CLOUD_LOCATION and GOOGLE_APPLICATION_CREDENTIALS (optional: without it
+    google-auth finds the credentials itself, the metadata server on Google Cloud)."""
+    project = (env.get("GOOGLE_CLOUD_PROJECT") or "").strip()
+    location = (env.get("GOOGLE_CLOUD_LOCATION") or "").strip()
+    if not project:
+        raise ConfigError("GEMINI_PLATFORM=vertex needs GOOGLE_CLOUD_PROJECT, the project Live is billed to")
+    if not location or not re.fullmatch(r"[a-z]+(-[a-z0-9]+)*", location):
+        raise ConfigError(
+            "GEMINI_PLATFORM=vertex needs GOOGLE_CLOUD_LOCATION, a region that serves Live such as "
+            f"us-central1 "
+            f"(got {location!r})"
+        )
+    credentials = env.get("GOOGLE_APPLICATION_CREDENTIALS") or None
+    if credentials is not None:
+        from gateway.live.vertex_auth import CredentialsError, check_credentials_file
+
+        try:
+            check_credentials_file(credentials)
+        except CredentialsError as exc:
+            raise ConfigError(f"GOOGLE_APPLICATION_CREDENTIALS: {exc}") from None
+    return project, location, credentials
 
 
 def _database_url(env: dict[str, str]) -> str:
@@ -295,13 +334,18 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     greeting = _optional_text(env.get("AGENT_GREETING", DEFAULT_GREETING))
     failure_message = _optional_text(env.get("CALL_FAILURE_MESSAGE", DEFAULT_FAILURE_MESSAGE))
 
+    platform = _platform(env)
+    project, location, credentials_file = _vertex(env) if platform == "vertex" else ("", "", None)
+    model = _platform_model(env, platform)
+    caps = model_capabilities(model, platform)  # type: ignore[arg-type]
     live = LiveConfig(
-        model=_model(env),
+        model=model,
         voice=env.get("AGENT_VOICE") or "Kore",
         language=env.get("AGENT_LANGUAGE") or "en-US",
         instructions=env.get("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
-        proactive_audio=_bool(env, "AGENT_PROACTIVE_AUDIO", True),
-        affective_dialog=_bool(env, "AGENT_AFFECTIVE_DIALOG", True),
+        # Unset: what the model does (on where it can be, off where it cannot); set: a promise checked below.
+        proactive_audio=_bool(env, "AGENT_PROACTIVE_AUDIO", caps.proactive_audio != "no"),
+        affective_dialog=_bool(env, "AGENT_AFFECTIVE_DIALOG", caps.affective_dialog or caps.affective_always),
         vad_start_sensitivity=(env.get("LIVE_VAD_START_SENSITIVITY") or "high").lower(),
         vad_end_sensitivity=(env.get("LIVE_VAD_END_SENSITIVITY") or "low").lower(),
         vad_prefix_padding_ms=_int(env, "LIVE_VAD_PREFIX_PADDING_MS", 20),
@@ -310,17 +354,28 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         compression_trigger_tokens=_int(env, "LIVE_COMPRESSION_TRIGGER_TOKENS", 25600),
         compression_target_tokens=_int(env, "LIVE_COMPRESSION_TARGET_TOKENS", 12800),
         tools=(),
+        platform=platform,  # type: ignore[arg-type]
+        project=project,
+        location=location,
+        thinking_level=(env.get("LIVE_THINKING_LEVEL") or "").strip().lower(),
+        thinking_budget=_int(env, "LIVE_THINKING_BUDGET", 0) if env.get("LIVE_THINKING_BUDGET") else None,
+        transparent_resumption=_bool(env, "LIVE_TRANSPARENT_RESUMPTION", platform == "vertex"),
     )
     try:
         live.validate()
     except LiveConfigError as exc:
         raise ConfigError(str(exc)) from None
-    if api_version == "v1beta" and (live.proactive_audio or live.affective_dialog):
+    # API versions are the Developer API's: Vertex takes proactive audio and affective dialog on v1beta1.
+    v1beta_ok = platform == "vertex" or not (
+        (live.proactive_audio and caps.proactive_audio == "optional")
+        or (live.affective_dialog and caps.affective_dialog)
+    )
+    if api_version == "v1beta" and not v1beta_ok:
         raise ConfigError(
             "proactive audio and affective dialog need GEMINI_API_VERSION=v1alpha; "
             "set AGENT_PROACTIVE_AUDIO=false and AGENT_AFFECTIVE_DIALOG=false to use v1beta"
         )
-    if live_url and ".v1beta." in urlsplit(live_url).path and (live.proactive_audio or live.affective_dialog):
+    if live_url and ".v1beta." in urlsplit(live_url).path and not v1beta_ok:
         raise ConfigError(
             f"GEMINI_LIVE_URL={live_url!r} is a v1beta endpoint, and proactive audio and affective dialog "
             "need v1alpha: use the URL with v1alpha, or set AGENT_PROACTIVE_AUDIO=false and "
@@ -329,7 +384,11 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     twilio_auth_token = env.get("TWILIO_AUTH_TOKEN") or None
     gemini_api_key = env.get("GEMINI_API_KEY") or None
     development_mode = _bool(env, "DEVELOPMENT_MODE", False)
-    if not twilio_auth_token and not development_mode and (gemini_api_key or live_url):
+    if (
+        not twilio_auth_token
+        and not development_mode
+        and (gemini_api_key or live_url or platform == "vertex")
+    ):
         # An unauthenticated webhook and media stream in front of a paid model is an open door to the bill.
         raise ConfigError(
             "TWILIO_AUTH_TOKEN is not set, so nobody's Twilio signatures can be checked: set it to the "
@@ -439,6 +498,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         amd_timeout_s=amd_timeout,
         barge_in=barge_in,
         stall_timeout_s=stall_timeout_s,
+        google_credentials_file=credentials_file,
     )
 
 

@@ -23,7 +23,10 @@ from structlog.typing import EventDict, WrappedLogger
 
 # Keys whose values are secrets; and key-shaped strings that must never reach a log line.
 _SECRET_KEYS = re.compile(r"(^|_)(api_?key|key|token|signature|secret|password|authorization)$", re.I)
-_SECRET_VALUES = re.compile(r"(AIza[0-9A-Za-z_\-]{20,}|([?&]key=)[^&\s]+)")
+# (Google OAuth access tokens start `ya29.`; a bearer token is masked whatever its shape.)
+_SECRET_VALUES = re.compile(
+    r"(AIza[0-9A-Za-z_\-]{20,}|ya29\.[0-9A-Za-z_\-.]+|([?&]key=|Bearer\s+)[^&\s\"']+)"
+)
 _secrets: set[str] = set()
 
 # Personal data: fields that hold a phone number (or a SIP/client address), keys pressed, words spoken.

@@ -40,7 +40,7 @@ def test_models_without_the_features_never_get_the_fields(model):
 def test_always_proactive_model_gets_no_proactivity_field_and_cannot_turn_it_off():
     assert "proactivity" not in setup_of(model="gemini-3.8-live")
     with pytest.raises(lp.LiveConfigError, match="always"):
-        lp.LiveConfig(model="gemini-3.8-live", proactive_audio=False).validate()
+        lp.LiveConfig(model="gemini-3.8-live", proactive_audio=False, affective_dialog=False).validate()
 
 
 def test_unknown_model_gets_configured_fields():
@@ -64,7 +64,10 @@ def test_language_checks_say_what_would_work():
         lp.LiveConfig(language="en-GB").validate()
     with pytest.raises(lp.LiveConfigError, match="en-US"):
         lp.LiveConfig(language="xx-XX").validate()
-    lp.LiveConfig(model="gemini-live-2.5-flash-preview", language="en-GB").validate()
+    half_cascade = lp.LiveConfig(
+        model="gemini-live-2.5-flash-preview", language="en-GB", proactive_audio=False, affective_dialog=False
+    )
+    half_cascade.validate()
 
 
 def test_audio_message_is_valid_json_with_the_rate():

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 
 import pytest
 
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from tests.support.local_live import MODEL, caller_speech
+from tests.support.tls import loopback_tls
 
 pytestmark = pytest.mark.e2e
 
@@ -21,19 +20,7 @@ from google.genai import errors, types  # noqa: E402
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A throwaway self-signed certificate for 127.0.0.1: (server context, client context)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(cert, key)
-    client_ctx = ssl.create_default_context(cafile=str(cert))
-    return server_ctx, client_ctx
+    return loopback_tls(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

@@ -175,7 +175,7 @@ class Call:
         self.line = line
         self._open_live = open_live
         self.config = config
-        self.caps = lp.model_capabilities(config.model)
+        self.caps = config.caps
         self.greeting = greeting
         self.input_rate = input_rate
         self.limits = limits
@@ -305,7 +305,7 @@ class Call:
         if self.prepare is not None:
             self.chosen = chosen = await self.prepare(self.start, not handle)
             self.config, self.greeting = chosen.agent.live, chosen.agent.greeting
-            self.caps = lp.model_capabilities(self.config.model)
+            self.caps = self.config.caps
             self._use_turn_rules(self.config, chosen.agent.barge_in)
             log.info("agent_chosen", agent=chosen.agent.name, prewarmed=chosen.live is not None)
             prewarmed = chosen.live

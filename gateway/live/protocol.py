@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
@@ -18,6 +20,27 @@ from typing import Any, Literal
 DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 API_HOST = "wss://generativelanguage.googleapis.com"
 LIVE_PATH = "/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent"
+
+# Where the Live API is served: the Gemini Developer API (an API key) or Vertex AI, now also called the Gemini
+# Enterprise Agent Platform (OAuth bearer tokens, a project and a location). Model names, and what a model
+# takes, differ between the two (docs/live-models.md).
+Platform = Literal["developer", "vertex"]
+PLATFORMS: tuple[Platform, ...] = ("developer", "vertex")
+# The default per platform: one that takes both proactive audio and affective dialog there (and lets either be
+# turned off), with the immediate barge-in the gateway's playout is built around.
+DEFAULT_MODELS: dict[Platform, str] = {
+    "developer": DEFAULT_MODEL,
+    "vertex": "gemini-live-2.5-flash-native-audio",
+}
+VERTEX_HOST = "wss://{location}-aiplatform.googleapis.com"
+VERTEX_GLOBAL_HOST = "wss://aiplatform.googleapis.com"  # location "global"
+VERTEX_PATH = "/ws/google.cloud.aiplatform.{version}.LlmBidiService/BidiGenerateContent"
+VERTEX_API_VERSION = "v1beta1"  # what google-genai dials for Live on Vertex
+
+
+def vertex_url(location: str, version: str = VERTEX_API_VERSION) -> str:
+    host = VERTEX_GLOBAL_HOST if location == "global" else VERTEX_HOST.format(location=location)
+    return host + VERTEX_PATH.format(version=version)
 
 
 class LiveProtocolError(ValueError):
@@ -43,24 +66,80 @@ class ModelCapabilities:
     # 3.x models take clientContent only to seed history; mid-session it is a 1007 close.
     client_content_mid_session: bool = True
     known: bool = True
+    # On without a field, and cannot be turned off (3.8 Live on Vertex: "default-enabled").
+    affective_always: bool = False
+    # `generationConfig.thinkingConfig`: none, `thinkingBudget` (2.5 native audio) or `thinkingLevel` (3.x).
+    thinking: Literal["none", "budget", "level"] = "none"
+    # Which function `behavior` the model takes: synchronous only (the field is never sent), both, or
+    # asynchronous only; and what it does for a declaration that says nothing.
+    tool_behaviors: Literal["blocking", "both", "non_blocking"] = "blocking"
+    default_behavior: Literal["BLOCKING", "NON_BLOCKING"] = "BLOCKING"
+    # `historyConfig.initialHistoryInClientContent`: history seeded with clientContent before the first turn.
+    history_in_client_content: bool = False
+    platform: Platform = "developer"
+    retired: str = ""  # shut down: since when, and what to use instead
+
+    @property
+    def non_blocking_tools(self) -> bool:
+        return self.tool_behaviors != "blocking"
 
 
-_NATIVE = ModelCapabilities("gemini-2.5 native audio", True, "optional", True)
+_NATIVE = ModelCapabilities(
+    "gemini-2.5 native audio", True, "optional", True, thinking="budget", tool_behaviors="both"
+)
+_HALF_CASCADE = ModelCapabilities(
+    "half-cascade", False, "no", False, retired="shut down on 2025-12-09; use " + DEFAULT_MODEL
+)
+_LIVE_31 = ModelCapabilities(
+    "gemini-3.1 live",
+    False,
+    "no",
+    True,
+    client_content_mid_session=False,
+    thinking="level",
+    history_in_client_content=True,
+)
+# 3.8 Live, Developer API (model page, "Migrating from Gemini 3.1 Flash Live", September 2026): affective
+# dialog removed, proactive audio always on, no thinking configuration, tools NON_BLOCKING by default,
+# clientContent with roles through the whole session.
+_LIVE_38 = ModelCapabilities(
+    "gemini-3.8 live",
+    False,
+    "always",
+    True,
+    thinking="none",
+    tool_behaviors="both",
+    default_behavior="NON_BLOCKING",
+)
+_LIVE_38_THINKING = ModelCapabilities(
+    "gemini-3.8 live extended thinking",
+    False,
+    "always",
+    True,
+    thinking="level",
+    tool_behaviors="non_blocking",
+    default_behavior="NON_BLOCKING",
+)
 _CAPABILITIES: tuple[tuple[re.Pattern[str], ModelCapabilities], ...] = (
     (re.compile(r"gemini-2\.5-flash-native-audio-"), _NATIVE),
     (re.compile(r"gemini-2\.5-flash-preview-native-audio-dialog"), _NATIVE),
     (re.compile(r"gemini-2\.5-flash-exp-native-audio-thinking-dialog"), _NATIVE),
+    (re.compile(r"gemini-live-2\.5-flash-preview$|gemini-2\.0-flash-live-001"), _HALF_CASCADE),
+    (re.compile(r"gemini-3\.1-flash-live"), _LIVE_31),
+    (re.compile(r"gemini-3\.8-live-extended-thinking"), _LIVE_38_THINKING),
+    (re.compile(r"gemini-3\.8-live$"), _LIVE_38),
+)
+# Vertex AI names its models differently (a Developer API name there is a 1008 close), and 3.8 Live differs:
+# its Vertex guide has affective dialog and proactive audio on by default (the Developer API removed affective
+# dialog). Only what the Vertex model pages list is here.
+_VERTEX_CAPABILITIES: tuple[tuple[re.Pattern[str], ModelCapabilities], ...] = (
     (
-        re.compile(r"gemini-live-2\.5-flash-preview|gemini-2\.0-flash-live-001"),
-        ModelCapabilities("half-cascade", False, "no", False),
+        re.compile(r"gemini-live-2\.5-flash-native-audio$|gemini-live-2\.5-flash-preview-native-audio-"),
+        dataclasses.replace(_NATIVE, platform="vertex"),
     ),
     (
-        re.compile(r"gemini-3\.1-flash-live"),
-        ModelCapabilities("gemini-3.1 live", False, "no", True, client_content_mid_session=False),
-    ),
-    (
-        re.compile(r"gemini-3\.8-live"),
-        ModelCapabilities("gemini-3.8 live", False, "always", True, client_content_mid_session=False),
+        re.compile(r"gemini-3\.8-live$"),
+        dataclasses.replace(_LIVE_38, affective_always=True, platform="vertex"),
     ),
 )
 
@@ -71,20 +150,74 @@ KNOWN_MODELS = (
     "gemini-2.5-flash-native-audio-preview-12-2025",
     "gemini-2.5-flash-native-audio-preview-09-2025",
     "gemini-2.5-flash-native-audio-latest",
-    "gemini-live-2.5-flash-preview",
-    "gemini-2.0-flash-live-001",
+    "gemini-2.5-flash-exp-native-audio-thinking-dialog",
     "gemini-3.1-flash-live-preview",
     "gemini-3.8-live",
+    "gemini-3.8-live-extended-thinking",
 )
+KNOWN_VERTEX_MODELS = (
+    "gemini-live-2.5-flash-native-audio",
+    "gemini-live-2.5-flash-preview-native-audio-09-2025",
+    "gemini-3.8-live",
+)
+MODELS_BY_PLATFORM: dict[Platform, tuple[str, ...]] = {
+    "developer": KNOWN_MODELS,
+    "vertex": KNOWN_VERTEX_MODELS,
+}
 
 
-def model_capabilities(model: str) -> ModelCapabilities:
-    name = model.removeprefix("models/")
-    for pattern, caps in _CAPABILITIES:
+def model_id(model: str) -> str:
+    """The bare model id of any spelling: `models/x`, `publishers/google/models/x`, a full Vertex path."""
+    return model.rsplit("/", 1)[-1]
+
+
+def model_capabilities(model: str, platform: Platform = "developer") -> ModelCapabilities:
+    name = model_id(model) if platform == "vertex" else model.removeprefix("models/")
+    for pattern, caps in _VERTEX_CAPABILITIES if platform == "vertex" else _CAPABILITIES:
         if pattern.match(name):
             return caps
     # Unknown: send what was configured and let the server decide (the caller is warned).
-    return ModelCapabilities("unknown", True, "optional", True, known=False)
+    return ModelCapabilities(
+        "unknown",
+        True,
+        "optional",
+        True,
+        known=False,
+        thinking="level",
+        tool_behaviors="both",
+        platform=platform,
+    )
+
+
+def check_model(model: str, platform: Platform, *, unlisted_ok: bool = False) -> ModelCapabilities:
+    """The model's capabilities on `platform`, or a LiveConfigError saying what would work: a retired model, a
+    name of the other platform (a 1008 close), or an unknown one (unless `unlisted_ok`)."""
+    caps = model_capabilities(model, platform)
+    listed = ", ".join(MODELS_BY_PLATFORM[platform])
+    if caps.retired:
+        raise LiveConfigError(f"GEMINI_MODEL={model!r} was {caps.retired}")
+    if caps.known:
+        return caps
+    other: Platform = "vertex" if platform == "developer" else "developer"
+    if model_capabilities(model, other).known:
+        where = {"developer": "the Gemini Developer API", "vertex": "Vertex AI"}
+        raise LiveConfigError(
+            f"GEMINI_MODEL={model!r} is a model name of {where[other]}, not of {where[platform]} "
+            f"(GEMINI_PLATFORM={platform}); use one of: {listed} (the default is {DEFAULT_MODELS[platform]})"
+        )
+    if not unlisted_ok:
+        raise LiveConfigError(
+            f"GEMINI_MODEL={model!r} is not a Live model this gateway knows on {platform}; use one of: "
+            f"{listed} (the default is {DEFAULT_MODELS[platform]}). For a Live model newer than this "
+            "release, also set GEMINI_MODEL_UNLISTED=true: every configured field is then sent as it is"
+        )
+    return caps
+
+
+def models_with(platform: Platform, test: Callable[[ModelCapabilities], bool]) -> str:
+    """The listed models of `platform` whose capabilities pass `test`, for an error message."""
+    names = [m for m in MODELS_BY_PLATFORM[platform] if test(model_capabilities(m, platform))]
+    return ", ".join(names) or "none on this platform"
 
 
 # BCP-47 codes the Live API takes; those marked * in the reference are not offered with native audio.
@@ -159,10 +292,36 @@ class LiveConfig:
     # TURN_DETECTION: "server" (Live's automatic activity detection) or "local" (it is disabled in the setup,
     # and the gateway marks the caller's speech with activityStart/activityEnd; see gateway.call.turns).
     turn_detection: str = "server"
+    # Where Live is served, and on Vertex the project and location the model path names.
+    platform: Platform = "developer"
+    project: str = ""
+    location: str = ""
+    # `thinkingConfig`: a level ("low", "medium", "high") for models that take thinkingLevel, a budget in
+    # tokens (-1 dynamic, 0 off) for those that take thinkingBudget; unset: the model's own default.
+    thinking_level: str = ""
+    thinking_budget: int | None = None
+    # Vertex only: the server then says which client message each handle covers
+    # (`lastConsumedClientMessageIndex`), so a switch replays exactly what it lacks.
+    transparent_resumption: bool = False
+
+    @property
+    def caps(self) -> ModelCapabilities:
+        return model_capabilities(self.model, self.platform)
+
+    def model_path(self) -> str:
+        """The `setup.model` value: `models/{id}` on the Developer API; on Vertex the full resource name
+        `projects/{p}/locations/{l}/publishers/google/models/{id}` (as google-genai builds it)."""
+        if self.platform == "vertex":
+            if self.model.startswith("projects/"):
+                return self.model
+            where = f"projects/{self.project}/locations/{self.location}"
+            return f"{where}/publishers/google/models/{model_id(self.model)}"
+        return self.model if self.model.startswith("models/") else f"models/{self.model}"
 
     def validate(self) -> ModelCapabilities:
         """Check everything that can be checked before dialling; returns the model's capabilities."""
-        caps = model_capabilities(self.model)
+        caps = model_capabilities(self.model, self.platform)
+        self._check_platform_features(caps)
         check_language(self.language, caps)
         check_voice(self.voice)
         if self.vad_start_sensitivity not in START_SENSITIVITY:
@@ -180,11 +339,97 @@ class LiveConfig:
             raise LiveConfigError(f"{self.model} always uses proactive audio; it cannot be turned off")
         return caps
 
+    def _check_platform_features(self, caps: ModelCapabilities) -> None:
+        """A setting this model cannot take on this platform is an error naming what would work (sent anyway,
+        it would be a 1007 close on the first call)."""
+        where = f"{self.model} on {self.platform}"
+        if caps.proactive_audio == "no" and self.proactive_audio:
+            ok = models_with(self.platform, lambda c: c.proactive_audio != "no")
+            raise LiveConfigError(
+                f"{where} does not take proactive audio: set AGENT_PROACTIVE_AUDIO=false, or use one of: {ok}"
+            )
+        if self.affective_dialog and not (caps.affective_dialog or caps.affective_always):
+            ok = models_with(self.platform, lambda c: c.affective_dialog or c.affective_always)
+            raise LiveConfigError(
+                f"{where} does not take affective dialog: set AGENT_AFFECTIVE_DIALOG=false, "
+                f"or use one of: {ok}"
+            )
+        if caps.affective_always and not self.affective_dialog:
+            ok = models_with(self.platform, lambda c: c.affective_dialog)
+            raise LiveConfigError(f"{where} always uses affective dialog; to turn it off use one of: {ok}")
+        if self.thinking_level:
+            if self.thinking_level not in THINKING_LEVELS:
+                raise LiveConfigError(
+                    f"LIVE_THINKING_LEVEL={self.thinking_level!r} must be one of {', '.join(THINKING_LEVELS)}"
+                )
+            if caps.thinking != "level":
+                hint = "; it takes LIVE_THINKING_BUDGET" if caps.thinking == "budget" else ""
+                ok = models_with(self.platform, lambda c: c.thinking == "level")
+                raise LiveConfigError(
+                    f"{where} takes no thinking level{hint}: unset LIVE_THINKING_LEVEL, or use one of: {ok}"
+                )
+        if self.thinking_budget is not None:
+            if self.thinking_budget < -1:
+                raise LiveConfigError(
+                    f"LIVE_THINKING_BUDGET={self.thinking_budget} must be -1 (dynamic), 0 (off) or a number "
+                    "of tokens"
+                )
+            if caps.thinking != "budget":
+                hint = "; it takes LIVE_THINKING_LEVEL" if caps.thinking == "level" else ""
+                ok = models_with(self.platform, lambda c: c.thinking == "budget")
+                raise LiveConfigError(
+                    f"{where} takes no thinking budget{hint}: unset LIVE_THINKING_BUDGET, or use one of: {ok}"
+                )
+        if self.transparent_resumption and self.platform != "vertex":
+            raise LiveConfigError(
+                "transparent session resumption (LIVE_TRANSPARENT_RESUMPTION) is offered on Vertex AI only: "
+                "set GEMINI_PLATFORM=vertex, or leave it off"
+            )
+        if (
+            self.platform == "vertex"
+            and not (self.project and self.location)
+            and not self.model.startswith("projects/")
+        ):
+            raise LiveConfigError("Vertex AI needs GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_LOCATION")
+        for decl in self.tools:
+            behavior = decl.get("behavior")
+            name = decl.get("name", "?")
+            if behavior not in (None, "BLOCKING", "NON_BLOCKING"):
+                raise LiveConfigError(f"tool {name}: behavior must be blocking or non_blocking")
+            if behavior == "NON_BLOCKING" and caps.tool_behaviors == "blocking":
+                ok = models_with(self.platform, lambda c: c.non_blocking_tools)
+                raise LiveConfigError(
+                    f"tool {name} is non_blocking, and {where} calls functions synchronously only: "
+                    f"make it blocking, or use one of: {ok}"
+                )
+            if behavior == "BLOCKING" and caps.tool_behaviors == "non_blocking":
+                ok = models_with(self.platform, lambda c: c.tool_behaviors != "non_blocking")
+                raise LiveConfigError(
+                    f"tool {name} is blocking, and {where} calls functions asynchronously only: "
+                    f"make it non_blocking, or use one of: {ok}"
+                )
+
+    def tool_behavior(self, name: str) -> Literal["BLOCKING", "NON_BLOCKING"]:
+        """How the model runs the tool called `name`: as declared, else the model's default."""
+        caps = self.caps
+        if caps.tool_behaviors == "blocking":
+            return "BLOCKING"
+        for decl in self.tools:
+            if decl.get("name") == name and decl.get("behavior") in ("BLOCKING", "NON_BLOCKING"):
+                return decl["behavior"]  # type: ignore[no-any-return]
+        return caps.default_behavior
+
+
+THINKING_LEVELS = ("minimal", "low", "medium", "high")
+# FunctionResponse.scheduling for a non-blocking tool's answer: speak it at once (interrupting), once the
+# agent is idle, or add it to the context without a word.
+SCHEDULINGS = {"interrupt": "INTERRUPT", "when_idle": "WHEN_IDLE", "silent": "SILENT"}
+
 
 def build_setup(config: LiveConfig, resumption_handle: str | None = None) -> dict[str, Any]:
     """The `setup` message for this config, leaving out every field the model would reject."""
-    caps = model_capabilities(config.model)
-    model = config.model if config.model.startswith("models/") else f"models/{config.model}"
+    caps = model_capabilities(config.model, config.platform)
+    model = config.model_path()
     generation: dict[str, Any] = {
         "responseModalities": ["AUDIO"],
         "speechConfig": {
@@ -196,11 +441,13 @@ def build_setup(config: LiveConfig, resumption_handle: str | None = None) -> dic
         generation["temperature"] = config.temperature
     if config.affective_dialog and caps.affective_dialog:
         generation["enableAffectiveDialog"] = True
+    if thinking := _thinking_config(config, caps):
+        generation["thinkingConfig"] = thinking
     setup: dict[str, Any] = {"model": model, "generationConfig": generation}
     if config.instructions:
         setup["systemInstruction"] = {"parts": [{"text": config.instructions}]}
     if config.tools:
-        setup["tools"] = [{"functionDeclarations": list(config.tools)}]
+        setup["tools"] = [{"functionDeclarations": [_declaration(d, caps) for d in config.tools]}]
     setup["realtimeInputConfig"] = {
         "automaticActivityDetection": {
             "disabled": False,
@@ -218,6 +465,8 @@ def build_setup(config: LiveConfig, resumption_handle: str | None = None) -> dic
     if config.output_transcription:
         setup["outputAudioTranscription"] = {}
     setup["sessionResumption"] = {"handle": resumption_handle} if resumption_handle else {}
+    if config.transparent_resumption and config.platform == "vertex":
+        setup["sessionResumption"]["transparent"] = True
     setup["contextWindowCompression"] = {
         "triggerTokens": config.compression_trigger_tokens,
         "slidingWindow": {"targetTokens": config.compression_target_tokens},
@@ -225,6 +474,24 @@ def build_setup(config: LiveConfig, resumption_handle: str | None = None) -> dic
     if caps.proactive_audio == "optional" and config.proactive_audio:
         setup["proactivity"] = {"proactiveAudio": True}
     return {"setup": setup}
+
+
+def _thinking_config(config: LiveConfig, caps: ModelCapabilities) -> dict[str, Any]:
+    if config.thinking_level and caps.thinking == "level":
+        return {"thinkingLevel": config.thinking_level.upper()}
+    if config.thinking_budget is not None and caps.thinking == "budget":
+        return {"thinkingBudget": config.thinking_budget}
+    return {}
+
+
+def _declaration(decl: dict[str, Any], caps: ModelCapabilities) -> dict[str, Any]:
+    """A function declaration as this model takes it: `behavior` always spelled out for a model that takes the
+    field (3.8 changed the default to NON_BLOCKING, so an unstated one would change with the model), and
+    never sent to one that calls functions synchronously only."""
+    out = {k: v for k, v in decl.items() if k != "behavior"}
+    if caps.non_blocking_tools:
+        out["behavior"] = decl.get("behavior") or caps.default_behavior
+    return out
 
 
 # --- client messages ------------------------------------------------------------------------------------

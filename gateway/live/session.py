@@ -86,6 +86,7 @@ class LiveSession:
         setup: dict[str, Any],
         *,
         api_key: str | None = None,
+        headers: dict[str, str] | None = None,
         timeout_s: float = 15.0,
     ) -> LiveSession:
         """Connect, send `setup` and wait for `setupComplete`.
@@ -94,7 +95,8 @@ class LiveSession:
         handle) or `LiveUnreachable`.
         """
         resuming = bool(setup.get("setup", {}).get("sessionResumption", {}).get("handle"))
-        headers = {"x-goog-api-key": api_key} if api_key else {}
+        # The Developer API takes the key in a header; Vertex AI a bearer token (`headers`, from VertexAuth).
+        headers = {**({"x-goog-api-key": api_key} if api_key else {}), **(headers or {})}
         try:
             async with asyncio.timeout(timeout_s):
                 ws = await connect(
