@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.live.protocol import LiveConfig, LiveConfigError
+from gateway.live.protocol import SCHEDULINGS, LiveConfig, LiveConfigError
 
 END_CALL = "end_call"
 TRANSFER_CALL = "transfer_call"
@@ -57,7 +57,8 @@ _AGENT_KEYS = {
 }  # fmt: skip
 MACHINE_POLICIES = ("hang_up", "leave_message")
 BARGE_IN_MODES = ("local", "server")  # BARGE_IN: who clears the line when the caller talks over the agent
-_TOOL_KEYS = {"description", "url", "timeout_s", "parameters"}
+_TOOL_KEYS = {"description", "url", "timeout_s", "parameters", "behavior", "scheduling"}
+_BEHAVIORS = {"blocking": "BLOCKING", "non_blocking": "NON_BLOCKING"}
 
 
 class AgentsFileError(ValueError):
@@ -73,11 +74,17 @@ class CustomTool:
     url: str
     timeout_s: float = DEFAULT_TOOL_TIMEOUT_S
     parameters: dict[str, Any] | None = None
+    # How the model runs it: "BLOCKING" (the conversation waits for the answer), "NON_BLOCKING" (the agent
+    # keeps talking and the answer is spoken per `scheduling`), "" the model's default (3.8: non-blocking).
+    behavior: str = ""
+    scheduling: str = "when_idle"  # a non-blocking answer: interrupt, when_idle or silent
 
     def declaration(self) -> dict[str, Any]:
         decl: dict[str, Any] = {"name": self.name, "description": self.description}
         if self.parameters:
             decl["parameters"] = self.parameters
+        if self.behavior:
+            decl["behavior"] = self.behavior
         return decl
 
 
@@ -267,7 +274,21 @@ def _custom_tool(src: _Source, name: str, raw: Any) -> CustomTool:
             "parameters must be a table (an OpenAPI schema of the arguments)", table, "parameters"
         )
     description = _text(src, raw.get("description", ""), table, "description")
-    return CustomTool(name, description, url, float(timeout), parameters)
+    behavior = raw.get("behavior", "")
+    if behavior and behavior not in _BEHAVIORS:
+        raise src.error(
+            "behavior must be blocking or non_blocking (unset: the model's default)", table, "behavior"
+        )
+    scheduling = raw.get("scheduling", "when_idle")
+    if scheduling not in SCHEDULINGS:
+        raise src.error(f"scheduling must be one of {', '.join(SCHEDULINGS)}", table, "scheduling")
+    if "scheduling" in raw and behavior == "blocking":
+        raise src.error(
+            "scheduling is for non_blocking tools: a blocking tool's answer is awaited", table, "scheduling"
+        )
+    return CustomTool(
+        name, description, url, float(timeout), parameters, _BEHAVIORS.get(behavior, ""), scheduling
+    )
 
 
 def _agent(
@@ -341,6 +362,10 @@ def _agent(
         custom_tools={t: custom[t] for t in tools if t in custom},
         barge_in=barge_in,
     )
+    try:
+        agent.live.validate()  # the tools' behaviours against the model
+    except LiveConfigError as exc:
+        raise src.error(str(exc), table, "tools") from None
     return _outbound_fields(src, raw, table, agent), numbers
 
 

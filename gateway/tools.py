@@ -25,7 +25,7 @@ import httpx
 import structlog
 
 from gateway.agents import END_CALL, TRANSFER_CALL, Agent, CustomTool
-from gateway.live.protocol import FunctionCall
+from gateway.live.protocol import SCHEDULINGS, FunctionCall
 
 log = structlog.get_logger("gateway.tools")
 
@@ -59,6 +59,18 @@ class ToolResult:
 
     response: dict[str, Any]
     action: LineAction | None = None
+
+
+def function_response(agent: Agent, call: FunctionCall, response: dict[str, Any]) -> dict[str, Any]:
+    """The `functionResponses` entry answering `call`. A non-blocking call's answer says how the model
+    should take it (`scheduling`): the tool's own, and for the built-in line tools SILENT (the goodbye or
+    the transfer notice was said when the tool was called; a word after it would be cut off by the line
+    action)."""
+    entry: dict[str, Any] = {"id": call.id, "name": call.name, "response": response}
+    if agent.live.tool_behavior(call.name) == "NON_BLOCKING":
+        tool = agent.custom_tools.get(call.name)
+        entry["scheduling"] = SCHEDULINGS[tool.scheduling if tool is not None else "silent"]
+    return entry
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

@@ -12,8 +12,9 @@ import pytest
 
 from gateway.agents import Agent, default_book, load_agents
 from gateway.config import ConfigError, load_settings
+from gateway.live import protocol as lp
 from gateway.live.protocol import FunctionCall, LiveConfig
-from gateway.tools import SIGNATURE_HEADER, TIMESTAMP_HEADER, CallIds, Toolbox, sign
+from gateway.tools import SIGNATURE_HEADER, TIMESTAMP_HEADER, CallIds, Toolbox, function_response, sign
 from tests.support.tool_server import ToolService, tool_service
 
 GOOD = """\
@@ -157,3 +158,56 @@ async def test_an_unreachable_tool_service_and_a_non_object_reply(tmp_path):
         async with tool_service(ToolService(reply=["a", "b"])) as url:
             result = await toolbox.run(shop_agent(tmp_path, url), FunctionCall("c2", "order_status", {}), IDS)
     assert result.response == {"result": ["a", "b"]}
+
+
+ASYNC_TOOL = """\
+[agents.shop]
+numbers = ["+15005550001"]
+tools = ["end_call", "order_status"]
+
+[tools.order_status]
+url = "https://tools.example.com/order"
+"""
+
+
+def test_tool_behavior_and_scheduling_reach_the_setup_and_the_response(tmp_path):
+    text = ASYNC_TOOL + 'behavior = "non_blocking"\nscheduling = "interrupt"\n'
+    agent = settings_with(tmp_path, text).agent_book.for_number("+15005550001")
+    decls = {d["name"]: d for d in lp.build_setup(agent.live)["setup"]["tools"][0]["functionDeclarations"]}
+    assert decls["order_status"]["behavior"] == "NON_BLOCKING" and decls["end_call"]["behavior"] == "BLOCKING"
+    lookup = function_response(agent, FunctionCall("c1", "order_status", {}), {"status": "shipped"})
+    assert lookup == {
+        "id": "c1",
+        "name": "order_status",
+        "response": {"status": "shipped"},
+        "scheduling": "INTERRUPT",
+    }
+    assert "scheduling" not in function_response(agent, FunctionCall("c2", "end_call", {}), {})  # blocking
+    # On 3.8 Live every tool is non-blocking unless it says otherwise; the line tools' answers are silent.
+    agent = settings_with(tmp_path, ASYNC_TOOL, GEMINI_MODEL="gemini-3.8-live").agent_book.for_number(
+        "+15005550001"
+    )
+    assert function_response(agent, FunctionCall("c3", "end_call", {}), {})["scheduling"] == "SILENT"
+    assert function_response(agent, FunctionCall("c4", "order_status", {}), {})["scheduling"] == "WHEN_IDLE"
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "words"),
+    [
+        ('behavior = "later"\n', {}, "behavior must be blocking or non_blocking"),
+        ('scheduling = "soon"\n', {}, "scheduling must be one of interrupt, when_idle, silent"),
+        ('behavior = "blocking"\nscheduling = "silent"\n', {}, "scheduling is for non_blocking tools"),
+        (
+            'behavior = "non_blocking"\n',
+            {"GEMINI_MODEL": "gemini-3.1-flash-live-preview"},
+            "synchronously only: make it blocking, or use one of",
+        ),
+        (
+            'behavior = "blocking"\n',
+            {"GEMINI_MODEL": "gemini-3.8-live-extended-thinking"},
+            "asynchronously only",
+        ),
+    ],
+)
+def test_tool_behavior_mistakes_stop_start_up(tmp_path, extra, env, words):
+    assert words in error_of(tmp_path, ASYNC_TOOL + extra, **env)

@@ -264,6 +264,34 @@ async def test_a_custom_tool_is_answered_by_a_signed_http_request(live, tmp_path
     assert request["call"]["call_sid"] == result.call_sid and request["call"]["to"] == NUMBER
 
 
+async def test_a_slow_non_blocking_tool_does_not_freeze_the_conversation(live, tmp_path):
+    # The tool service answers only once the agent's turn that asked for it is over: the conversation
+    # cannot have waited for it. Its answer is then spoken in a turn of its own (scheduling when_idle).
+    service = ToolService(reply={"status": "shipped"}, release=asyncio.Event())
+    agent_lines: list[str] = []
+
+    def on_transcript(_sid: str, role: str, text: str) -> None:
+        if role == "agent":
+            agent_lines.append(text)
+            if "check order status" in text.lower():
+                service.release.set()  # type: ignore[union-attr]
+
+    agents = shop_agent("{url}", timeout_s=30) + 'behavior = "non_blocking"\nscheduling = "when_idle"\n'
+    async with tool_service(service) as tool_url:
+        env = {
+            "AGENTS_FILE": write_agents(tmp_path, agents.replace("{url}", tool_url)),
+            "TOOLS_SECRET": SECRET,
+        }
+        async with running_gateway(settings_for(live.url(), **env), on_transcript=on_transcript) as url:
+            result = await place_call(url, CallScript(audio=SILENCE, trailing_silence_s=10.0))
+
+    assert result.closed_by == "caller"
+    assert len(service.requests) == 1
+    asked = next(i for i, line in enumerate(agent_lines) if "check order status" in line.lower())
+    assert any("shipped" in line for line in agent_lines[asked + 1 :]), agent_lines
+    assert "shipped" not in agent_lines[asked]
+
+
 async def test_a_cancelled_tool_call_gets_no_response(tmp_path, capsys):
     service = ToolService(delay_s=1.0)
 

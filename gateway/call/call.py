@@ -60,7 +60,7 @@ from gateway.live.session import (
 )
 from gateway.metrics import METRICS, SpeechEnd
 from gateway.outbound.variables import speak
-from gateway.tools import CallIds, LineAction, Toolbox, ToolResult
+from gateway.tools import CallIds, LineAction, Toolbox, ToolResult, function_response
 
 log = structlog.get_logger("gateway.call")
 
@@ -779,7 +779,7 @@ class Call:
             if mark is not None:  # no turn in progress: only the audio already queued is waited for
                 with contextlib.suppress(LineClosed):  # the caller is gone: nothing left to hang up or move
                     await self.line.mark(mark)
-        response = {"id": call.id, "name": call.name, "response": result.response}
+        response = function_response(self.chosen.agent, call, result.response)
         try:
             assert self.live is not None
             await self.live.send(lp.tool_response_message([response]))

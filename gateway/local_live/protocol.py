@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -59,6 +60,11 @@ class ModelCaps:
     audio_only: bool
     media_chunks: bool  # deprecated realtimeInput.mediaChunks still accepted
     client_content_mid_session: bool
+    # thinkingConfig form taken ("none", "budget", "level"), function `behavior`s taken ("blocking":
+    # synchronous only, "both", "non_blocking": asynchronous only), and the default for an unstated one.
+    thinking: str = "none"
+    tool_behaviors: str = "blocking"
+    default_behavior: str = "BLOCKING"
 
 
 _NATIVE_AUDIO = (
@@ -78,6 +84,23 @@ MODELS: dict[str, ModelCaps] = {
     ),
     "gemini-3.8-live": ModelCaps("gemini-3.8-live", False, "always", True, False, True),
 }
+# The same families as the gateway's table (gateway/live/protocol.py, docs/live-models.md): thinking, function
+# behaviours, and the 3.8 extended-thinking model. (The retired half-cascade names are still served here: the
+# local backend's own tests of what a model without proactive audio refuses use them.)
+for _name in _NATIVE_AUDIO:
+    MODELS[_name] = dataclasses.replace(MODELS[_name], thinking="budget", tool_behaviors="both")
+MODELS["gemini-3.1-flash-live-preview"] = dataclasses.replace(
+    MODELS["gemini-3.1-flash-live-preview"], thinking="level"
+)
+MODELS["gemini-3.8-live"] = dataclasses.replace(
+    MODELS["gemini-3.8-live"], tool_behaviors="both", default_behavior="NON_BLOCKING"
+)
+MODELS["gemini-3.8-live-extended-thinking"] = dataclasses.replace(
+    MODELS["gemini-3.8-live"],
+    name="gemini-3.8-live-extended-thinking",
+    thinking="level",
+    tool_behaviors="non_blocking",
+)
 DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
 
@@ -301,6 +324,7 @@ class FunctionDecl:
     name: str
     description: str = ""
     parameters: dict[str, Any] | None = None
+    behavior: str = "BLOCKING"  # as the model runs it: declared, or the model's default
 
 
 @dataclass(slots=True)
@@ -397,7 +421,11 @@ def parse_setup(raw_setup: Any, version: str) -> SessionConfig:
             if not isinstance(decl.get("name"), str) or not decl["name"]:
                 raise ProtocolError(CLOSE_INVALID, "Invalid setup: a function declaration needs a name.")
             params = decl.get("parameters") if isinstance(decl.get("parameters"), dict) else None
-            cfg.functions.append(FunctionDecl(decl["name"], str(decl.get("description") or ""), params))
+            behavior = _behavior(decl.get("behavior"), caps)
+            cfg.functions.append(
+                FunctionDecl(decl["name"], str(decl.get("description") or ""), params, behavior)
+            )
+    _check_thinking(gen.get("thinkingConfig") or {}, caps)
 
     ric = setup.get("realtimeInputConfig") or {}
     aad = ric.get("automaticActivityDetection") or {}
@@ -438,6 +466,32 @@ def parse_setup(raw_setup: Any, version: str) -> SessionConfig:
         (setup.get("historyConfig") or {}).get("initialHistoryInClientContent", False)
     )
     return cfg
+
+
+def _behavior(value: Any, caps: ModelCaps) -> str:
+    """A declaration's `behavior` as the model takes it (1007 for one it does not)."""
+    if value in (None, "", "UNSPECIFIED"):
+        return caps.default_behavior if caps.tool_behaviors != "blocking" else "BLOCKING"
+    if value not in ("BLOCKING", "NON_BLOCKING"):
+        raise ProtocolError(
+            CLOSE_INVALID, f"Invalid value at 'setup.tools[0].function_declarations[0].behavior', {value!r}"
+        )
+    if caps.tool_behaviors == "blocking":
+        raise ProtocolError(
+            CLOSE_INVALID,
+            f"Invalid setup: function behavior is not supported by {caps.name} (synchronous only).",
+        )
+    if caps.tool_behaviors == "non_blocking" and value == "BLOCKING":
+        raise ProtocolError(
+            CLOSE_INVALID, f"Invalid setup: BLOCKING function calling is not supported by {caps.name}."
+        )
+    return str(value)
+
+
+def _check_thinking(thinking: dict[str, Any], caps: ModelCaps) -> None:
+    for key, form in (("thinkingLevel", "level"), ("thinkingBudget", "budget")):
+        if key in thinking and caps.thinking != form:
+            raise ProtocolError(CLOSE_INVALID, f"Invalid setup: {key} is not supported by {caps.name}.")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -497,6 +551,7 @@ class FunctionResponse:
     id: str
     name: str
     response: Any
+    scheduling: str = ""  # a NON_BLOCKING call's: INTERRUPT, WHEN_IDLE (the default) or SILENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,7 +632,12 @@ def _client_events(name: str, body: Any, caps: ModelCaps) -> list[ClientEvent]:
         events.append(ClientContent(turns, bool(body.get("turnComplete", False))))
     else:
         responses = tuple(
-            FunctionResponse(str(r.get("id") or ""), str(r.get("name") or ""), r.get("response"))
+            FunctionResponse(
+                str(r.get("id") or ""),
+                str(r.get("name") or ""),
+                r.get("response"),
+                str(r.get("scheduling") or ""),
+            )
             for r in body.get("functionResponses") or []
         )
         events.append(ToolResponse(responses))

@@ -88,6 +88,10 @@ class Session:
         self._pending_tools: dict[str, str] = {}
         self._tool_responses: dict[str, Any] = {}
         self._tools_answered = asyncio.Event()
+        # NON_BLOCKING calls: the turn went on without them; each answer is spoken per its scheduling.
+        self._behaviors = {f.name: f.behavior for f in cfg.functions}
+        self._async_tools: dict[str, str] = {}
+        self._answer_tasks: set[asyncio.Task[None]] = set()
         self._saw_realtime_input = False
         self._closed = False
         self._input_task = asyncio.create_task(self._input_loop(), name="local-live-input")
@@ -99,7 +103,9 @@ class Session:
             await self._client_content(event)
         elif isinstance(event, p.ToolResponse):
             for response in event.responses:
-                if self._pending_tools.pop(response.id, None) is not None:
+                if (name := self._async_tools.pop(response.id, None)) is not None:
+                    self._answer_later(name, response)
+                elif self._pending_tools.pop(response.id, None) is not None:
                     self._tool_responses[response.id] = response.response
             if not self._pending_tools:
                 self._tools_answered.set()
@@ -214,7 +220,13 @@ class Session:
                 await self._send(p.resumption_update(None))  # not resumable while generating
             start = loop.time()
             await self._speak(state.sentences, state, start)
-            if reply.tool:
+            if reply.tool and self._behaviors.get(reply.tool) == "NON_BLOCKING":
+                # The conversation does not wait: the call goes out and the turn ends ("let me check"); the
+                # answer is spoken when it comes (see `_answer_later`).
+                call_id = f"call-{uuid.uuid4().hex[:16]}"
+                self._async_tools[call_id] = reply.tool
+                await self._send(p.tool_call([(call_id, reply.tool, reply.args)]))
+            elif reply.tool:
                 # The service asks for the call mid-turn and finishes the turn once it is answered.
                 call_id = f"call-{uuid.uuid4().hex[:16]}"
                 self._pending_tools[call_id] = reply.tool
@@ -235,6 +247,27 @@ class Session:
             raise
         except Exception as exc:  # the connection went away mid-reply, most likely
             self._log.debug("local_live.reply_aborted", error=repr(exc))
+
+    def _answer_later(self, name: str, response: p.FunctionResponse) -> None:
+        task = asyncio.create_task(self._answer(name, response), name="local-live-async-answer")
+        self._answer_tasks.add(task)
+        task.add_done_callback(self._answer_tasks.discard)
+
+    async def _answer(self, name: str, response: p.FunctionResponse) -> None:
+        """A NON_BLOCKING call's answer, as its `scheduling` asks: SILENT only adds it to the context,
+        WHEN_IDLE (the default) waits for the reply in progress to end, INTERRUPT cuts it off."""
+        scheduling = response.scheduling or "WHEN_IDLE"
+        self._log.info("local_live.async_tool_answered", tool=name, scheduling=scheduling)
+        if scheduling == "SILENT" or name in ("end_call", "transfer_call"):
+            self.history.append(HistoryTurn("user", f"[{name} answered]", 0.0, "tool"))
+            return
+        if scheduling == "INTERRUPT":
+            await self._interrupt()
+        else:
+            while self._reply_task is not None and not self._reply_task.done():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.shield(self._reply_task)
+        self._start_reply(Reply(self.agent.after_tool(name, response.response)))
 
     async def _speak(self, sentences: list[str], state: _ReplyState, start: float) -> None:
         loop = asyncio.get_running_loop()
@@ -315,7 +348,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        tasks = [t for t in (self._input_task, self._reply_task) if t is not None]
+        tasks = [t for t in (self._input_task, self._reply_task, *self._answer_tasks) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -24,10 +24,13 @@ class ToolService:
     delay_s: float = 0.0
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     received: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event | None = None  # set: answer only once the test sets it (a tool slow on cue)
 
     async def handle(self, request: Request) -> Response:
         self.requests.append((dict(request.headers), await request.body()))
         self.received.set()
+        if self.release is not None:
+            await self.release.wait()
         await asyncio.sleep(self.delay_s)
         if isinstance(self.reply, bytes):
             return Response(self.reply, status_code=self.status, media_type="text/plain")
