@@ -189,7 +189,7 @@ class Call:
         self.live: LiveSession | None = None
         self.stats = CallStats()
         self.state = CallState(
-            resumption=Resumption(stall_s=limits.live_stall_s),
+            resumption=Resumption(stall_s=limits.live_stall_s, transparent=config.transparent_resumption),
             watchdog=StallWatchdog(turns.stall_timeout_s),
         )
         self.turns = turns
@@ -307,6 +307,7 @@ class Call:
             self.config, self.greeting = chosen.agent.live, chosen.agent.greeting
             self.caps = self.config.caps
             self._use_turn_rules(self.config, chosen.agent.barge_in)
+            self.state.resumption.transparent = self.config.transparent_resumption
             log.info("agent_chosen", agent=chosen.agent.name, prewarmed=chosen.live is not None)
             prewarmed = chosen.live
         if handle:
@@ -478,7 +479,8 @@ class Call:
             assert self.live is not None
             try:
                 audio = self._to_live(pcm)
-                await self.live.send_audio(audio, self.input_rate)
+                index = await self.live.send_audio(audio, self.input_rate)
+                resumption.frame_sent(index, resumption.last_kept_seq)
                 if self._local_turns:
                     self._recent_audio.append(audio)
                 return
@@ -613,7 +615,22 @@ class Call:
         elif isinstance(event, lp.Interrupted):
             await self._barge_in()
         elif isinstance(event, lp.TurnComplete):
+            if event.reason and event.reason != "NEED_MORE_INPUT":
+                # Live refused the turn (a blocked input, a rejected response, a malformed function call):
+                # the caller heard nothing for it, which the operator should be able to see.
+                log.warning("live_turn_refused", reason=event.reason)
             await self._end_agent_turn()
+        elif isinstance(event, lp.GenerationComplete):
+            # Live has generated the whole turn; on 3.x its turnComplete may wait for the playout. End the
+            # turn on the line now: its mark follows its last audio (a hang-up after it is not held up), and
+            # a caller talking over the rest of the playout is cleared here (no `interrupted` comes for it).
+            await self._end_agent_turn()
+        elif isinstance(event, lp.InterimInputTranscript):
+            if state.caller_interim():
+                # The earliest sign the caller talks over a finished reply still playing out: clear it now,
+                # not a final transcript later.
+                await self._clear_line(state.cleared())
+                log.info("barge_in", turn=state.playout.turn, during="playout", signal="interim_transcript")
         elif isinstance(event, lp.InputTranscript):
             if state.caller_transcript(event.text):
                 # Live has finished this reply, so it sends no `interrupted`, but the line is still playing
@@ -626,7 +643,7 @@ class Call:
             self.stats.add_usage(event)
             METRICS.count_tokens(event.by_modality)
         elif isinstance(event, lp.ResumptionUpdate):
-            state.handle_update(event.handle, event.resumable, time.monotonic())
+            state.handle_update(event.handle, event.resumable, time.monotonic(), event.consumed_index)
         elif isinstance(event, lp.ToolCall):
             await self._start_tools(event)
         elif isinstance(event, lp.ToolCallCancellation):
@@ -656,7 +673,8 @@ class Call:
         if marked:
             await self.live.send(lp.activity_start_message())
         while (frame := state.resumption.next_held()) is not None:  # frames held meanwhile go in order too
-            await self.live.send_audio(self._to_live(frame), self.input_rate)
+            index = await self.live.send_audio(self._to_live(frame), self.input_rate)
+            state.resumption.frame_sent(index, state.resumption.replayed_seq)
         if marked and not state.speech.speaking:  # else the caller's activityEnd closes it
             await self.live.send(lp.activity_end_message())
         for text in state.resumption.take_keys():

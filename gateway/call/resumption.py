@@ -43,9 +43,24 @@ class Resumption:
     heard_at: float | None = None  # when the current connection last said anything (None: nothing yet)
     after_switch: bool = False  # the current connection was switched to: audio was replayed to it
     dropped: int = 0  # caller frames lost because a switch took longer than the hold allows
+    # Transparent resumption (Vertex AI): each handle says which client message of the current connection it
+    # covers (`lastConsumedClientMessageIndex`). Caller frames are numbered in the order kept (`first_seq` is
+    # since_handle[0]'s), the message index each was sent in is noted, and exactly the frames after the one
+    # the server consumed stay to be replayed. (Without it, a handle covers everything sent before it.)
+    transparent: bool = False
+    first_seq: int = 0
+    held_first_seq: int = 0  # the number of held[0]
+    replayed_seq: int = -1  # the number of the frame `next_held` returned last
+    sent: deque[tuple[int, int]] = field(default_factory=deque)  # (message index, frame number), in order
 
     def __post_init__(self) -> None:
         self.since_handle = deque(self.since_handle, maxlen=self.max_frames)
+        self.sent = deque(self.sent, maxlen=self.max_frames)
+
+    @property
+    def last_kept_seq(self) -> int:
+        """The number of the frame `keep` took last."""
+        return self.first_seq + len(self.since_handle) - 1
 
     @property
     def switching(self) -> bool:
@@ -55,13 +70,32 @@ class Resumption:
 
     def keep(self, frame: bytes) -> bool:
         """Keep a caller frame for replay. True: send it now; False: a switch is under way, `hold` it."""
+        if len(self.since_handle) == self.since_handle.maxlen:
+            self.first_seq += 1  # the oldest goes: past the bound, it is not replayed
         self.since_handle.append(frame)
         return self.held is None
+
+    def frame_sent(self, index: int, seq: int) -> None:
+        """Frame number `seq` went out as client message `index` of the current connection (setup is 0)."""
+        if self.transparent:
+            self.sent.append((index, seq))
+
+    def consumed(self, index: int) -> None:
+        """The server's state includes this connection's client messages up to `index`: the frames sent in
+        them need no replay. Frames sent after it, and frames not sent yet, stay."""
+        last = -1
+        while self.sent and self.sent[0][0] <= index:
+            last = self.sent.popleft()[1]
+        drop = min(last - self.first_seq + 1, len(self.since_handle))
+        for _ in range(drop):
+            self.since_handle.popleft()
+        self.first_seq += max(drop, 0)
 
     def broke(self) -> None:
         """A send found the connection broken: hold the caller's audio until the new one is up."""
         if self.held is None:
             self.held = deque()
+            self.held_first_seq = self.last_kept_seq + 1
 
     def hold(self, frame: bytes) -> bool:
         """Hold a frame for the new connection. False when the oldest held frame had to be dropped."""
@@ -69,6 +103,7 @@ class Resumption:
         full = len(self.held) >= self.max_frames
         if full:
             self.held.popleft()
+            self.held_first_seq += 1
             self.dropped += 1
         self.held.append(frame)
         return not full
@@ -82,13 +117,20 @@ class Resumption:
 
     # --- the server's side ---
 
-    def handle_update(self, handle: str, resumable: bool, now: float) -> bool:
+    def handle_update(
+        self, handle: str, resumable: bool, now: float, consumed_index: int | None = None
+    ) -> bool:
         """A resumption update. True when its handle covers all said so far. A handle in the first message
         of a connection the call switched to is kept to resume from but covers no replayed audio: the
-        server issued it on setup, before it took the replay in (the local backend does so)."""
+        server issued it on setup, before it took the replay in (the local backend does so). With
+        transparent resumption the server says which message it covers: exactly the frames after it stay."""
         if not (resumable and handle):
             return False
         self.handle = handle
+        if self.transparent and consumed_index is not None:
+            self.consumed(consumed_index)
+            self.handle_fresh = not self.since_handle
+            return self.handle_fresh
         covers = not (self.after_switch and self.heard_at is None)
         self.handle_fresh = covers
         if covers:
@@ -141,6 +183,8 @@ class Resumption:
         """The old connection is closed: everything said since the handle will be sent to the new one,
         followed by anything that arrives meanwhile."""
         self.held = deque(self.since_handle)
+        self.held_first_seq = self.first_seq
+        self.sent.clear()  # message indices are the old connection's
         self.switch_by = None
         self.handle_fresh = False
         self.heard_at = None
@@ -150,6 +194,8 @@ class Resumption:
         """The next frame to send on the new connection; None once there is none left (the switch is over,
         and the caller's audio goes straight to the connection again)."""
         if self.held:
+            self.replayed_seq = self.held_first_seq
+            self.held_first_seq += 1
             return self.held.popleft()
         self.held = None
         return None

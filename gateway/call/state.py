@@ -68,8 +68,15 @@ class CallState:
         self.transcript.heard("caller", text)
         return talked_over
 
-    def handle_update(self, handle: str, resumable: bool, now: float) -> None:
-        if self.resumption.handle_update(handle, resumable, now):
+    def caller_interim(self) -> bool:
+        """An interim (provisional) transcript of the caller: not recorded, but, like a final one, True when
+        the caller talks over a finished reply still playing out (clear the line, then `cleared`)."""
+        return self.playout.talked_over()
+
+    def handle_update(
+        self, handle: str, resumable: bool, now: float, consumed_index: int | None = None
+    ) -> None:
+        if self.resumption.handle_update(handle, resumable, now, consumed_index):
             self.transcript.handle_updated()
 
     @property

@@ -588,7 +588,24 @@ class GenerationComplete:
 
 @dataclass(frozen=True, slots=True)
 class TurnComplete:
-    """`turnComplete`: the agent's turn is over (after `interrupted` too)."""
+    """`turnComplete`: the agent's turn is over (after `interrupted` too). `reason` is `turnCompleteReason`
+    when the server gives one (NEED_MORE_INPUT; or a refusal: RESPONSE_REJECTED, PROHIBITED_INPUT_CONTENT,
+    MALFORMED_FUNCTION_CALL, ...)."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InterimInputTranscript:
+    """`interimInputTranscription`: a low-latency, provisional transcription while the caller speaks (not
+    for the record: the final `inputTranscription` follows); early evidence that the caller is talking."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingForInput:
+    """`waitingForInput`: the model is not generating because it expects the caller to go on talking."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -629,6 +646,8 @@ class ResumptionUpdate:
 
     handle: str
     resumable: bool
+    # Transparent resumption (Vertex AI): the last client message of this connection the handle covers.
+    consumed_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -651,6 +670,8 @@ LiveEvent = (
     | Interrupted
     | GenerationComplete
     | TurnComplete
+    | InterimInputTranscript
+    | WaitingForInput
     | ToolCall
     | ToolCallCancellation
     | GoAway
@@ -738,10 +759,16 @@ def _server_content(content: dict[str, Any]) -> list[LiveEvent]:
         transcript = _get(content, key)
         if isinstance(transcript, dict) and transcript.get("text"):
             events.append(kind(str(transcript["text"])))
+    interim = _get(content, "interimInputTranscription")
+    if isinstance(interim, dict) and interim.get("text"):
+        events.append(InterimInputTranscript(str(interim["text"])))
+    if _get(content, "waitingForInput"):
+        events.append(WaitingForInput())
     if _get(content, "generationComplete"):
         events.append(GenerationComplete())
     if _get(content, "turnComplete"):
-        events.append(TurnComplete())
+        reason = str(_get(content, "turnCompleteReason") or "")
+        events.append(TurnComplete("" if reason == "TURN_COMPLETE_REASON_UNSPECIFIED" else reason))
     return events
 
 
@@ -775,8 +802,13 @@ def parse_server_message(data: str | bytes) -> list[LiveEvent]:
             events.append(GoAway(parse_duration(_get(go_away, "timeLeft") or 0)))
         update = _get(msg, "sessionResumptionUpdate")
         if isinstance(update, dict):
+            consumed = _get(update, "lastConsumedClientMessageIndex")  # int64: a string in protobuf JSON
             events.append(
-                ResumptionUpdate(str(_get(update, "newHandle") or ""), bool(update.get("resumable")))
+                ResumptionUpdate(
+                    str(_get(update, "newHandle") or ""),
+                    bool(update.get("resumable")),
+                    int(consumed) if consumed is not None else None,
+                )
             )
         meta = _get(msg, "usageMetadata")
         if isinstance(meta, dict):

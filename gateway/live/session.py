@@ -73,6 +73,9 @@ class LiveSession:
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
+        # Client messages sent on this connection, setup included (it is message 0): the index the next one
+        # gets, as transparent resumption's `lastConsumedClientMessageIndex` counts them.
+        self.next_index = 1
         transport = ws.transport
         self._high_water = transport.get_write_buffer_limits()[1]
         sock = transport.get_extra_info("socket")
@@ -131,26 +134,31 @@ class LiveSession:
         except lp.LiveProtocolError as exc:
             raise LiveUnreachable(f"Live sent something unreadable during setup: {exc}") from None
 
-    async def send(self, message: str) -> None:
-        """Send one client message; raises `LiveConnectionLost` or `LiveConfigRejected` once closed, and
-        `LiveConnectionLost` when the peer has stopped reading (the connection is then aborted)."""
+    async def send(self, message: str) -> int:
+        """Send one client message; returns its index on this connection. Raises `LiveConnectionLost` or
+        `LiveConfigRejected` once closed, and `LiveConnectionLost` when the peer has stopped reading (the
+        connection is then aborted)."""
         try:
             # Nothing is left in our buffer while the kernel takes every write: then a small message cannot
             # make the send wait, and no deadline is armed (the usual case, every frame of a healthy call).
             if not self._ws.transport.get_write_buffer_size() and len(message) < self._high_water // 2:
                 await self._ws.send(message)
-                return
-            try:
-                async with asyncio.timeout(SEND_STALL_S):
-                    await self._ws.send(message)
-            except TimeoutError:
-                self.abort()
-                raise LiveConnectionLost(f"Live stopped reading: a send waited {SEND_STALL_S:.0f}s") from None
+            else:
+                try:
+                    async with asyncio.timeout(SEND_STALL_S):
+                        await self._ws.send(message)
+                except TimeoutError:
+                    self.abort()
+                    raise LiveConnectionLost(
+                        f"Live stopped reading: a send waited {SEND_STALL_S:.0f}s"
+                    ) from None
         except ConnectionClosed as exc:
             raise _running_error(exc) from None
+        self.next_index += 1
+        return self.next_index - 1
 
-    async def send_audio(self, pcm: bytes, rate: int) -> None:
-        await self.send(lp.audio_message(pcm, rate))
+    async def send_audio(self, pcm: bytes, rate: int) -> int:
+        return await self.send(lp.audio_message(pcm, rate))
 
     async def receive(self) -> list[lp.LiveEvent] | None:
         """The events of the next server message; None once the server has closed normally.

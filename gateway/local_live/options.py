@@ -31,3 +31,6 @@ class LocalLiveOptions:
     ssl_context: ssl.SSLContext | None = None  # serve wss:// (the SDK insists on TLS when given an API key)
     record_connections: bool = False  # keep a ConnectionRecord per connection in server.connections (tests)
     clock: Callable[[], datetime] = datetime.now  # the time the agent tells (tests fix it)
+    # The Vertex path takes any `Authorization: Bearer <token>`, or only the tokens this accepts (a test's
+    # token endpoint issued them).
+    bearer_check: Callable[[str], bool] | None = None

@@ -23,6 +23,11 @@ CLOSE_INTERNAL = 1011  # deadline after goAway, resume while the old connection 
 PATH_TEMPLATE = "/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent"
 VERSIONS = ("v1alpha", "v1beta")
 PATHS = {PATH_TEMPLATE.format(version=v): v for v in VERSIONS}
+# Vertex AI's Live path (google-genai dials v1beta1); its "version" here is "vertex": the setup takes the
+# Vertex-only fields (sessionResumption.transparent, explicitVadSignal) and the Vertex model names.
+VERTEX_PATH_TEMPLATE = "/ws/google.cloud.aiplatform.{version}.LlmBidiService/BidiGenerateContent"
+VERTEX = "vertex"
+PATHS.update({VERTEX_PATH_TEMPLATE.format(version=v): VERTEX for v in ("v1beta1", "v1")})
 
 OUTPUT_RATE = 24000
 INPUT_RATE = 16000
@@ -104,7 +109,27 @@ MODELS["gemini-3.8-live-extended-thinking"] = dataclasses.replace(
 DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 
 
+# Vertex AI's names for the same families (a Developer API name there is a 1008, as on the service).
+VERTEX_MODELS: dict[str, ModelCaps] = {
+    "gemini-live-2.5-flash-native-audio": dataclasses.replace(
+        MODELS[DEFAULT_MODEL], name="gemini-live-2.5-flash-native-audio"
+    ),
+    "gemini-live-2.5-flash-preview-native-audio-09-2025": dataclasses.replace(
+        MODELS[DEFAULT_MODEL], name="gemini-live-2.5-flash-preview-native-audio-09-2025"
+    ),
+    "gemini-3.8-live": dataclasses.replace(MODELS["gemini-3.8-live"], affective_dialog=True),
+}
+
+
 def lookup_model(model: str, version: str) -> ModelCaps:
+    if version == VERTEX:  # projects/P/locations/L/publishers/google/models/ID (or a shorter form)
+        vertex = VERTEX_MODELS.get(model.rsplit("/", 1)[-1])
+        if vertex is None:
+            raise ProtocolError(
+                CLOSE_POLICY,
+                f"Publisher model {model} is not found or not supported for BidiGenerateContent.",
+            )
+        return vertex
     name = model.removeprefix("models/")
     caps = MODELS.get(name)
     if caps is None:
@@ -210,6 +235,11 @@ _SETUP_V1BETA = {
     **{k: v for k, v in _SETUP.items() if k != "proactivity"},
     "generationConfig": {k: v for k, v in _GENERATION.items() if k != "enableAffectiveDialog"},
 }
+# Vertex takes what v1alpha does plus its own fields; `transparent` is Vertex-only (google-genai refuses it
+# for the Developer API), so the Developer API schemas leave it out.
+_SETUP_VERTEX = {**_SETUP, "explicitVadSignal": None}
+_SETUP = {**_SETUP, "sessionResumption": {"handle": None}}
+_SETUP_V1BETA = {**_SETUP_V1BETA, "sessionResumption": {"handle": None}}
 _REALTIME_INPUT = {
     "mediaChunks": _BLOB,
     "audio": _BLOB,
@@ -346,6 +376,7 @@ class SessionConfig:
     proactive_audio: bool = False
     affective_dialog: bool = False
     initial_history_in_client_content: bool = False
+    transparent: bool = False  # Vertex: say lastConsumedClientMessageIndex with every handle
 
 
 def _int(value: Any, path: str) -> int:
@@ -382,7 +413,7 @@ def _enum(value: Any, name: str, path: str) -> str:
 
 def parse_setup(raw_setup: Any, version: str) -> SessionConfig:
     """Validate a ``setup`` message body as the real service does and extract what the backend uses."""
-    schema = _SETUP if version == "v1alpha" else _SETUP_V1BETA
+    schema = _SETUP_VERTEX if version == VERTEX else _SETUP if version == "v1alpha" else _SETUP_V1BETA
     setup = normalize(raw_setup, schema, "setup")
     model_name = setup.get("model")
     if not isinstance(model_name, str) or not model_name:
@@ -450,6 +481,7 @@ def parse_setup(raw_setup: Any, version: str) -> SessionConfig:
         cfg.resumption = True
         handle = (setup["sessionResumption"] or {}).get("handle")
         cfg.resume_handle = handle or None
+        cfg.transparent = bool((setup["sessionResumption"] or {}).get("transparent", False))
 
     if "proactivity" in setup:
         if caps.proactivity == "no":
@@ -710,11 +742,15 @@ def go_away(time_left_s: float) -> dict[str, Any]:
     return {"goAway": {"timeLeft": duration(time_left_s)}}
 
 
-def resumption_update(handle: str | None) -> dict[str, Any]:
-    """While generating the service sends an update without a handle; protobuf JSON omits the defaults."""
+def resumption_update(handle: str | None, consumed: int | None = None) -> dict[str, Any]:
+    """While generating the service sends an update without a handle; protobuf JSON omits the defaults. With
+    transparent resumption a handle says the last client message it covers (an int64: a string in JSON)."""
     if not handle:
         return {"sessionResumptionUpdate": {}}
-    return {"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}}
+    update: dict[str, Any] = {"newHandle": handle, "resumable": True}
+    if consumed is not None:
+        update["lastConsumedClientMessageIndex"] = str(consumed)
+    return {"sessionResumptionUpdate": update}
 
 
 AUDIO_TOKENS_PER_S = 25.0

@@ -61,6 +61,11 @@ class ConnectionRecord:
     dropped: bool = False  # cut on purpose (``drop_rate_per_s``)
     # The client's activity signals in order: "activityStart", "activityEnd", "audioStreamEnd".
     activity: list[str] = field(default_factory=list)
+    # Transparent resumption: bytes of audio received by the end of each audio message, by its index (the
+    # setup is 0); and each handle with the last client message it said it covers.
+    audio_at: dict[int, int] = field(default_factory=dict)
+    consumed: dict[str, int] = field(default_factory=dict)
+    authorization: str = ""  # the Authorization header's scheme ("Bearer" on the Vertex path)
 
     @property
     def handles(self) -> list[str]:
@@ -73,6 +78,10 @@ class ConnectionRecord:
     def sending(self, message: dict[str, Any]) -> None:
         if handle := message.get("sessionResumptionUpdate", {}).get("newHandle"):
             self.sent.append(("handle", handle, len(self.audio)))
+            if (
+                index := message["sessionResumptionUpdate"].get("lastConsumedClientMessageIndex")
+            ) is not None:
+                self.consumed[handle] = int(index)
         if text := message.get("serverContent", {}).get("inputTranscription", {}).get("text"):
             self.sent.append(("transcript", text, len(self.audio)))
 
@@ -94,6 +103,7 @@ class LocalLiveServer:
         self._executor: ThreadPoolExecutor | None = None
         self._server: Server | None = None
         self._port = 0
+        self._go_aways: set[asyncio.Task[None]] = set()  # go_away(): connections being sent away
 
     # -- lifetime ----------------------------------------------------------------------------------------
 
@@ -123,6 +133,8 @@ class LocalLiveServer:
         FrameVad()
 
     async def close(self) -> None:
+        for task in list(self._go_aways):
+            task.cancel()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -146,6 +158,11 @@ class LocalLiveServer:
         scheme = "wss" if self.options.ssl_context is not None else "ws"
         return f"{scheme}://{self.host}:{self._port}" + p.PATH_TEMPLATE.format(version=version)
 
+    def vertex_url(self, version: str = "v1beta1") -> str:
+        """Vertex AI's Live path: a bearer token is required there, and the Vertex model names."""
+        scheme = "wss" if self.options.ssl_context is not None else "ws"
+        return f"{scheme}://{self.host}:{self._port}" + p.VERTEX_PATH_TEMPLATE.format(version=version)
+
     # -- connections ---------------------------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -154,6 +171,15 @@ class LocalLiveServer:
         if path not in p.PATHS:
             log.info("local_live.not_found", path=path)
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        if p.PATHS[path] == p.VERTEX:
+            # Vertex takes an OAuth access token, never an API key; the token itself is never logged.
+            scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+            check = self.options.bearer_check
+            if scheme != "Bearer" or not token.strip() or (check is not None and not check(token.strip())):
+                log.info("local_live.unauthenticated", path=path, scheme=scheme or None)
+                return connection.respond(
+                    HTTPStatus.UNAUTHORIZED, "Request had invalid authentication credentials.\n"
+                )
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -183,6 +209,7 @@ class LocalLiveServer:
         self.store.connected(session_id)
         if self.options.record_connections:
             record = ConnectionRecord(session_id, cfg.resume_handle or None)
+            record.authorization = (ws.request.headers.get("Authorization") or "").partition(" ")[0]
             self.connections.append(record)
         session: Session | None = None
         lifetime: asyncio.Task[None] | None = None
@@ -201,17 +228,20 @@ class LocalLiveServer:
                 history=history, on_turn_boundary=on_turn_boundary, log=clog,
             )  # fmt: skip
             if cfg.resumption:
-                await send(p.resumption_update(self.store.issue(session_id, history)))
+                consumed = 0 if cfg.transparent else None  # the setup: all this connection has had
+                await send(p.resumption_update(self.store.issue(session_id, history), consumed))
             if self.options.goaway_after_s is not None:
                 lifetime = asyncio.create_task(self._lifetime(ws, clog))
             if self.options.drop_rate_per_s > 0:
                 chaos = asyncio.create_task(self._drop_at_random(ws, clog, record))
             async for raw in ws:
+                session.message_index += 1  # the setup was message 0
                 for event in p.parse_client_message(raw, cfg.model):
                     if isinstance(event, p.AudioIn):
                         self.audio_bytes_received += len(event.pcm)
                         if record is not None:
                             record.audio += event.pcm
+                            record.audio_at[session.message_index] = len(record.audio)
                     elif record is not None and isinstance(event, ACTIVITY_SIGNALS):
                         record.activity.append(ACTIVITY_SIGNALS_NAMES[type(event)])
                     await session.handle(event)
@@ -268,7 +298,18 @@ class LocalLiveServer:
     async def _lifetime(self, ws: ServerConnection, clog: Any) -> None:
         assert self.options.goaway_after_s is not None
         await asyncio.sleep(self.options.goaway_after_s)
-        left = self.options.goaway_time_left_s
+        await self._go_away(ws, clog, self.options.goaway_time_left_s)
+
+    def go_away(self, time_left_s: float) -> None:
+        """Send goAway on every open connection now, and close each `time_left_s` later: the end of a
+        connection's life when a test decides it (`goaway_after_s` is the same on a timer)."""
+        assert self._server is not None
+        for ws in list(self._server.connections):
+            task = asyncio.create_task(self._go_away(ws, log, time_left_s))
+            self._go_aways.add(task)
+            task.add_done_callback(self._go_aways.discard)
+
+    async def _go_away(self, ws: ServerConnection, clog: Any, left: float) -> None:
         clog.info("local_live.go_away", time_left_s=left)
         with contextlib.suppress(ConnectionClosed):
             await ws.send(p.encode(p.go_away(left)))

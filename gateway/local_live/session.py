@@ -23,7 +23,8 @@ from . import protocol as p
 from . import tts
 from .agent import HistoryTurn, LocalAgent, Reply
 from .asr import RecognizerPool
-from .inbound import Inbound, InboundEvent, SpeechEnded, SpeechStarted
+from .consumed import ConsumedLedger
+from .inbound import PREROLL_MS, Inbound, InboundEvent, SpeechEnded, SpeechStarted
 from .options import LocalLiveOptions
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -82,7 +83,10 @@ class Session:
         )
         self._inbound = Inbound(cfg.vad, pool)
         self._inbound_lock = threading.Lock()  # a cancelled input task may leave its thread running
-        self._queue: asyncio.Queue[p.ClientEvent] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[int, p.ClientEvent]] = asyncio.Queue()
+        # Transparent resumption: the server sets `message_index` before each `handle` (the setup is 0).
+        self.message_index = 0
+        self._ledger = ConsumedLedger(PREROLL_MS / 1000)
         self._reply_task: asyncio.Task[None] | None = None
         self._reply_state: _ReplyState | None = None
         self._pending_tools: dict[str, str] = {}
@@ -93,6 +97,7 @@ class Session:
         self._async_tools: dict[str, str] = {}
         self._answer_tasks: set[asyncio.Task[None]] = set()
         self._saw_realtime_input = False
+        self._seeding = cfg.initial_history_in_client_content and not history  # a resumed session has its own
         self._closed = False
         self._input_task = asyncio.create_task(self._input_loop(), name="local-live-input")
 
@@ -111,20 +116,23 @@ class Session:
                 self._tools_answered.set()
         else:
             self._saw_realtime_input = True
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((self.message_index, event))
 
     async def _client_content(self, event: p.ClientContent) -> None:
-        if not self.cfg.model.client_content_mid_session:
-            seeding = self.cfg.initial_history_in_client_content and not self._saw_realtime_input
-            seeding = seeding and not any(t.role == "model" for t in self.history)
-            if not seeding:
-                raise p.ProtocolError(
-                    p.CLOSE_INVALID,
-                    f"client_content is only accepted to seed the initial history on {self.cfg.model.name}.",
-                )
+        # historyConfig.initialHistoryInClientContent: until the first turnComplete (and before any realtime
+        # input), clientContent is history. It may end with the model's turn, and it starts no reply.
+        seeding = self._seeding and not self._saw_realtime_input
+        if not self.cfg.model.client_content_mid_session and not seeding:
+            raise p.ProtocolError(
+                p.CLOSE_INVALID,
+                f"client_content is only accepted to seed the initial history on {self.cfg.model.name}.",
+            )
         for turn in event.turns:
             role = "model" if turn.role == "model" else "user"
             self.history.append(HistoryTurn(role, turn.text, source="content"))
+        if seeding:
+            self._seeding = not event.turn_complete
+            return
         if event.turn_complete:
             await self._interrupt()
             user = [t for t in event.turns if t.role != "model"]
@@ -135,13 +143,18 @@ class Session:
 
     # -- input path -----------------------------------------------------------------------------------------
 
-    def _process(self, batch: list[p.ClientEvent]) -> list[InboundEvent | p.TextIn]:
+    def _process(self, batch: list[tuple[int, p.ClientEvent]]) -> list[InboundEvent | p.TextIn]:
         """Runs in a worker thread: the session's audio through VAD and recognition, in order."""
         out: list[InboundEvent | p.TextIn] = []
         with self._inbound_lock:
             if self._closed:
                 return out
-            self._process_locked(batch, out)
+            for index, event in batch:  # one by one, to note which message each speech event came from
+                before_s, first = self._inbound.audio_in_s, len(out)
+                self._process_locked([event], out)
+                if any(isinstance(e, SpeechStarted) for e in out[first:]):
+                    self._ledger.speech_started(before_s)
+                self._ledger.processed(index, self._inbound.audio_in_s)
         return out
 
     def _process_locked(self, batch: list[p.ClientEvent], out: list[InboundEvent | p.TextIn]) -> None:
@@ -181,10 +194,27 @@ class Session:
             self._log.info("local_live.speech_ended", text=event.text, audio_s=round(event.audio_s, 2))
             if event.text and self.cfg.input_transcription:
                 await self._send(p.input_transcription(event.text))
+            self._ledger.speech_ended()  # in the history from here on (before any handle below)
             await self._user_turn(event.text, event.audio_s, "audio")
+            return
+        if not event.text.strip():
+            await self._nudged()
             return
         await self._interrupt()  # new text input supersedes the reply in progress
         await self._user_turn(event.text, 0.0, "text")
+
+    async def _nudged(self) -> None:
+        """A blank `realtimeInput.text`: clients send one after seeding history, to have the model take its
+        turn. It is no new turn: a reply under way goes on (the opening turn is not cut off), and with none
+        the model answers the conversation as it stands (the seeded user turn, if it ends with one)."""
+        if self._reply_task is not None and not self._reply_task.done():
+            return
+        if self.history and self.history[-1].role == "user":
+            reply = self.agent.respond(self.history[-1].text, self.history[:-1], source="content")
+        else:
+            reply = self.agent.respond("", self.history, source="text")
+        if reply is not None:
+            self._start_reply(reply)
 
     async def _user_turn(self, text: str, audio_s: float, source: str) -> None:
         previous = list(self.history)
@@ -195,7 +225,7 @@ class Session:
         elif self.cfg.resumption and (self._reply_task is None or self._reply_task.done()):
             # The state changed with no reply to wait for (proactive audio ignored it): a fresh handle now,
             # as the service gives, so a resume does not lose this turn.
-            await self._send(p.resumption_update(self._on_turn_boundary(self.history)))
+            await self._send(self._resumption_update(self._on_turn_boundary(self.history)))
 
     # -- replies --------------------------------------------------------------------------------------------
 
@@ -307,7 +337,11 @@ class Session:
         self._log.info("local_live.turn_complete", reply=spoken, audio_s=round(state.audio_s, 2))
         if self.cfg.resumption:
             handle = self._on_turn_boundary(self.history)
-            await self._send(p.resumption_update(handle))
+            await self._send(self._resumption_update(handle))
+
+    def _resumption_update(self, handle: str | None) -> dict[str, Any]:
+        consumed = self._ledger.consumed(self._inbound.audio_in_s) if self.cfg.transparent else None
+        return p.resumption_update(handle, consumed)
 
     async def _interrupt(self) -> None:
         task, state = self._reply_task, self._reply_state

@@ -88,6 +88,7 @@ class ScriptedConnection:
     audio: list[bytes] = field(default_factory=list)
     closed: bool = False
     broken: LiveError | None = None
+    indices: list[tuple[str, object]] = field(default_factory=list)  # message i + 1 (setup is 0), in order
     _inbox: asyncio.Queue[list[lp.LiveEvent] | LiveError | None] = field(default_factory=asyncio.Queue)
 
     def say(self, *events: lp.LiveEvent) -> None:
@@ -108,15 +109,20 @@ class ScriptedConnection:
             raise item
         return item
 
-    async def send(self, message: str) -> None:
+    async def send(self, message: str) -> int:
+        """Returns the message's index on this connection (setup is 0), as `LiveSession.send` does."""
         if self.broken is not None:
             raise self.broken
         self.sent.append(message)
+        self.indices.append(("message", message))
+        return len(self.indices)
 
-    async def send_audio(self, pcm: bytes, rate: int) -> None:
+    async def send_audio(self, pcm: bytes, rate: int) -> int:
         if self.broken is not None:
             raise self.broken
         self.audio.append(pcm)
+        self.indices.append(("audio", pcm))
+        return len(self.indices)
 
     async def close(self) -> None:
         self.closed = True
