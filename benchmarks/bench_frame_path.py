@@ -68,6 +68,7 @@ def inbound_path(live_wait: asyncio.Timeout) -> Callable[[str], str | None]:
     state.resumption.heard(time.monotonic())  # Live has spoken (the greeting): the stall watch is on
     loop = asyncio.get_running_loop()
     watched_at = 0.0  # Call._watched_at
+    sent = [0]  # client messages sent on the connection (LiveSession.next_index - 1)
 
     def watch_for_stall() -> None:
         """Call._watch_for_stall, line for line (a call per loud frame, as in the Call)."""
@@ -99,7 +100,10 @@ def inbound_path(live_wait: asyncio.Timeout) -> Callable[[str], str | None]:
         if speech_end.frame(audio.pcm):
             watch_for_stall()
         if state.resumption.keep(audio.pcm):
-            return lp.audio_message(resampler.process(audio.pcm), INPUT_RATE)
+            message = lp.audio_message(resampler.process(audio.pcm), INPUT_RATE)
+            sent[0] += 1  # LiveSession.send numbers it; the Call notes which frame went in it
+            state.resumption.frame_sent(sent[0], state.resumption.last_kept_seq)
+            return message
         return None
 
     return step

@@ -49,7 +49,7 @@ class Resumption:
     # the server consumed stay to be replayed. (Without it, a handle covers everything sent before it.)
     transparent: bool = False
     first_seq: int = 0
-    held_first_seq: int = 0  # the number of held[0]
+    held_first_seq: int = 0  # the number of held[0], from begin_switch on
     replayed_seq: int = -1  # the number of the frame `next_held` returned last
     sent: deque[tuple[int, int]] = field(default_factory=deque)  # (message index, frame number), in order
 
@@ -94,8 +94,7 @@ class Resumption:
     def broke(self) -> None:
         """A send found the connection broken: hold the caller's audio until the new one is up."""
         if self.held is None:
-            self.held = deque()
-            self.held_first_seq = self.last_kept_seq + 1
+            self.held = deque()  # (numbered by begin_switch, which takes the replay from since_handle)
 
     def hold(self, frame: bytes) -> bool:
         """Hold a frame for the new connection. False when the oldest held frame had to be dropped."""

@@ -329,7 +329,12 @@ def run_local_live(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         async with LocalLiveServer(host, port, options) as server:
-            log.info("local_live.serving", url=server.url(), v1beta=server.url("v1beta"))
+            log.info(
+                "local_live.serving",
+                url=server.url(),
+                v1beta=server.url("v1beta"),
+                vertex=server.vertex_url(),
+            )
             await stop.wait()
 
     asyncio.run(main())
