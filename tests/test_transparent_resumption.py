@@ -71,6 +71,19 @@ def test_the_replay_bound_still_holds_and_numbers_stay_aligned():
     assert list(r.since_handle) == FRAMES[3:5]
 
 
+def test_a_frame_sent_again_is_covered_only_once_its_later_copy_is():
+    # TURN_DETECTION=local: the speech onset (frames 3 and 4) goes again inside the activity (messages 6, 7);
+    # Live discarded the first copies, so a handle covering them but not the second copies keeps them.
+    r = Resumption(transparent=True)
+    sent_in_order(r, FRAMES[:5])  # messages 1..5
+    r.frame_sent(6, 2)  # activityStart was message 6 in reality; the re-sends are numbered as sent
+    r.frame_sent(7, 3)
+    r.handle_update("h1", True, 0.0, consumed_index=5)
+    assert list(r.since_handle) == FRAMES[2:5]
+    r.handle_update("h2", True, 0.0, consumed_index=7)
+    assert not r.since_handle
+
+
 def test_without_transparency_a_handle_covers_everything_sent_before_it():
     r = Resumption()
     sent_in_order(r, FRAMES[:3])

@@ -196,6 +196,7 @@ class Call:
         self._meter: VoiceMeter | None = None
         self._use_turn_rules(config, barge_in or turns.barge_in)
         self._recent_audio: deque[bytes] = deque(maxlen=ACTIVITY_PREROLL_FRAMES)
+        self._recent_seqs: deque[int] = deque(maxlen=ACTIVITY_PREROLL_FRAMES)  # their numbers for replay
         self._stream_paused = False  # audioStreamEnd sent for the pause in progress
         # Resample only where the line's rate is not Live's (a wideband line may need neither).
         rates = line.audio
@@ -460,8 +461,9 @@ class Call:
         if self.live is None or self.state.resumption.switching:
             return
         try:
-            for audio in self._recent_audio:
-                await self.live.send_audio(audio, self.input_rate)
+            for audio, seq in zip(self._recent_audio, self._recent_seqs, strict=True):
+                index = await self.live.send_audio(audio, self.input_rate)
+                self.state.resumption.frame_sent(index, seq)  # sent again: only this copy is in an activity
         except LiveError:
             self.state.resumption.broke()
 
@@ -483,6 +485,7 @@ class Call:
                 resumption.frame_sent(index, resumption.last_kept_seq)
                 if self._local_turns:
                     self._recent_audio.append(audio)
+                    self._recent_seqs.append(resumption.last_kept_seq)
                 return
             except LiveError:
                 # The connection broke under us; the agent loop is bringing it back. Keep the words.
@@ -629,8 +632,8 @@ class Call:
             if state.caller_interim():
                 # The earliest sign the caller talks over a finished reply still playing out: clear it now,
                 # not a final transcript later.
-                await self._clear_line(state.cleared())
-                log.info("barge_in", turn=state.playout.turn, during="playout", signal="interim_transcript")
+                await self._clear_line(state.cleared(time.monotonic()), source="server")
+                log.info("barge_in", turn=state.playout.turn, during="playout", source="interim_transcript")
         elif isinstance(event, lp.InputTranscript):
             if state.caller_transcript(event.text):
                 # Live has finished this reply, so it sends no `interrupted`, but the line is still playing

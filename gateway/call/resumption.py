@@ -52,6 +52,7 @@ class Resumption:
     held_first_seq: int = 0  # the number of held[0], from begin_switch on
     replayed_seq: int = -1  # the number of the frame `next_held` returned last
     sent: deque[tuple[int, int]] = field(default_factory=deque)  # (message index, frame number), in order
+    covered: int = -1  # the newest frame number the current connection's handles have covered
 
     def __post_init__(self) -> None:
         self.since_handle = deque(self.since_handle, maxlen=self.max_frames)
@@ -82,10 +83,14 @@ class Resumption:
 
     def consumed(self, index: int) -> None:
         """The server's state includes this connection's client messages up to `index`: the frames sent in
-        them need no replay. Frames sent after it, and frames not sent yet, stay."""
-        last = -1
+        them need no replay. Frames sent after it, and frames not sent yet, stay; so does a frame sent again
+        later (with TURN_DETECTION=local the speech onset goes again inside the activity: only that copy
+        counts) until its later copy is covered."""
         while self.sent and self.sent[0][0] <= index:
-            last = self.sent.popleft()[1]
+            self.covered = max(self.covered, self.sent.popleft()[1])
+        last = self.covered
+        if self.sent:
+            last = min(last, min(seq for _, seq in self.sent) - 1)
         drop = min(last - self.first_seq + 1, len(self.since_handle))
         for _ in range(drop):
             self.since_handle.popleft()
@@ -184,6 +189,7 @@ class Resumption:
         self.held = deque(self.since_handle)
         self.held_first_seq = self.first_seq
         self.sent.clear()  # message indices are the old connection's
+        self.covered = -1
         self.switch_by = None
         self.handle_fresh = False
         self.heard_at = None
