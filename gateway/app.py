@@ -637,6 +637,12 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                     location=settings.live.location,
                     credentials="key file" if settings.google_credentials_file else "google-auth default",
                 )
+                if settings.gemini_api_key:
+                    log.warning(
+                        "gemini_api_key_ignored",
+                        note="GEMINI_PLATFORM=vertex authenticates with Google credentials: the Developer API"
+                        " key is never sent; unset GEMINI_API_KEY",
+                    )
             if "transfer_call" in {t for a in gateway.agents.by_number.values() for t in a.tools}:
                 if gateway.control is None:
                     log.warning(

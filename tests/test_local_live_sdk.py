@@ -120,3 +120,48 @@ async def test_sdk_reports_unknown_model_as_1008(sdk):
             async for _ in session.receive():
                 pass
     assert info.value.code == 1008
+
+
+async def test_sdk_on_vertex_talks_to_the_local_vertex_path_with_transparent_resumption(tls):
+    from google.oauth2.credentials import Credentials
+
+    options = LocalLiveOptions(audio_lead_s=60.0, ssl_context=tls[0], bearer_check=lambda t: t == "ya29.sdk")
+    async with LocalLiveServer(options=options) as server:
+        client = genai.Client(
+            vertexai=True,
+            project="phone-line-1",
+            location="us-central1",
+            credentials=Credentials(token="ya29.sdk"),
+            http_options={
+                "api_version": "v1beta1",
+                "base_url": f"https://127.0.0.1:{server.port}",
+                "async_client_args": {"ssl": tls[1]},
+            },
+        )
+        config = types.LiveConnectConfig(
+            response_modalities=[types.Modality.AUDIO],
+            session_resumption=types.SessionResumptionConfig(transparent=True),
+            output_audio_transcription=types.AudioTranscriptionConfig(),
+        )
+        consumed: list[int | None] = []
+        said = ""
+        async with client.aio.live.connect(
+            model="gemini-live-2.5-flash-native-audio", config=config
+        ) as session:
+            await session.send_realtime_input(text="what time is it")
+
+            async def collect() -> None:
+                nonlocal said
+                async for message in session.receive():
+                    update = message.session_resumption_update
+                    if update is not None and update.new_handle:
+                        consumed.append(update.last_consumed_client_message_index)
+                    content = message.server_content
+                    if content is not None and content.output_transcription is not None:
+                        said += content.output_transcription.text or ""
+                    if content is not None and content.turn_complete:
+                        return
+
+            await asyncio.wait_for(collect(), 20)
+    assert said.startswith("It is"), said
+    assert consumed and all(index is not None for index in consumed)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 
 import pytest
 
 from gateway.devtools.simulator import CallScript, place_call
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from gateway.server import running_gateway
-from tests.support.gateway import settings_for
+from tests.support.gateway import logged, settings_for
 from tests.support.google_oauth import google_credentials
 from tests.support.local_live import caller_speech
 from tests.support.waiting import wait_for
@@ -21,7 +22,7 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.e2e
 
 
-async def test_a_vertex_call_switches_connections_and_replays_exactly_what_the_handle_lacks(tmp_path):
+async def test_a_vertex_call_switches_connections_and_replays_exactly_what_the_handle_lacks(tmp_path, capsys):
     async with google_credentials(tmp_path) as (key_file, endpoint):
         # Replies sent at once (audio_lead_s): the turn, and the handle after it, come early.
         options = LocalLiveOptions(record_connections=True, bearer_check=endpoint.accepts, audio_lead_s=60.0)
@@ -35,6 +36,7 @@ async def test_a_vertex_call_switches_connections_and_replays_exactly_what_the_h
                 AGENT_GREETING="none",
                 LIVE_INPUT_RATE="8000",  # no resampler on the way in: replayed frames are byte for byte
                 LIVE_PREWARM_S="0",
+                GEMINI_API_KEY="AIzaSyNotForVertex-0000000000000000000",  # left over: never sent
             )
             # Speech, then room noise: every 20 ms frame differs, so a frame replayed twice or missed shows.
             audio = caller_speech("what time is it", rate=8000, tail_s=30.0)
@@ -60,6 +62,11 @@ async def test_a_vertex_call_switches_connections_and_replays_exactly_what_the_h
 
     first, second = live.connections[:2]
     assert first.authorization == second.authorization == "Bearer"
+    lines = logged(capsys)
+    assert any(line["event"] == "gemini_api_key_ignored" for line in lines)
+    assert not [
+        line for line in lines if "ya29." in json.dumps(line) or "AIzaSyNotForVertex" in json.dumps(line)
+    ]
     assert endpoint.issued  # the token the connects carried came from the key file's token endpoint
     # The second connection resumed from a handle of the first that covered some of the caller's audio...
     assert second.resumed_from in first.consumed
