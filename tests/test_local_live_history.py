@@ -5,6 +5,8 @@ non-blocking function calls let the turn end, and their answers are spoken per t
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
@@ -91,3 +93,25 @@ async def test_a_non_blocking_call_ends_its_turn_and_the_answer_is_spoken_when_i
             turns = await until_turn(client, "It is")
             assert len(turns) == 1, turns  # nothing was said about the order before it
     await client.close()
+
+
+async def test_an_interrupting_answer_cuts_off_the_reply_in_progress():
+    setup = setup_message(
+        model="models/gemini-3.8-live",
+        tools=[{"functionDeclarations": [{"name": "order_status", "description": "Look up an order."}]}],
+    )
+    async with LocalLiveServer(options=LocalLiveOptions()) as server:  # replies paced: one takes seconds
+        client = await LiveClient.connect(server.url(), setup)
+        await client.send({"realtimeInput": {"text": "check the order status"}})
+        got = await client.until(lambda m: "toolCall" in m)
+        (call,) = got[-1]["toolCall"]["functionCalls"]
+        await client.until(is_turn_complete)
+        await client.send(
+            {"realtimeInput": {"text": "hello there, I am calling about my order from last week"}}
+        )
+        got = await client.until(lambda m: "inlineData" in json.dumps(m))  # that reply is playing now
+        response = {"id": call["id"], "name": call["name"], "response": {"status": "shipped"}}
+        await client.send({"toolResponse": {"functionResponses": [{**response, "scheduling": "INTERRUPT"}]}})
+        turns = await until_turn(client, "The order status answer is")
+        await client.close()
+    assert turns[0].endswith("[interrupted]") and "shipped" in turns[-1], turns
