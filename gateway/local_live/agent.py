@@ -1,12 +1,14 @@
 """The local backend's agent: a handful of honest rules, NOT a language model.
 
-It repeats what it heard (or a text it is asked to say word for word), tells the time, greets when asked to,
-says goodbye (and asks to end the call when the session declared an ``end_call`` tool), says which key was
-pressed when told of a keypress, transfers the caller when asked to (with a declared ``transfer_call``, to
-its first allowed target), calls a declared tool whose name the caller says (``order_status`` for "check
-the order status") and reads out its answer, recalls the previous thing the caller said (which is how
-tests prove that session resumption kept the history), and otherwise says what it is. Everything it says
-is derived from what the recogniser heard or from the clock; it invents nothing.
+It tells the time, greets, says a text it is asked to say word for word, repeats after the caller ("repeat
+after me ..."), says goodbye to a goodbye or a request to hang up (and asks to end the call when the
+session declared an ``end_call`` tool), greets a caller who gives their name, reads back a yes, a no or a
+number, says which key was pressed when told of a keypress, transfers the caller when asked to (with a
+declared ``transfer_call``, to its first allowed target), calls a declared tool whose name the caller says
+(``order_status`` for "check the order status") and reads out its answer, recalls the previous thing the
+caller said (which is how tests prove that session resumption kept the history), and otherwise says that
+it did not catch that, what it heard, and what it can do. Everything it says is derived from what the
+recogniser heard or from the clock; it invents nothing.
 """
 
 from __future__ import annotations
@@ -43,20 +45,54 @@ class Reply:
         return self.tool == "end_call"
 
 
-_GOODBYE = re.compile(r"\b(good ?bye|bye|hang up|end the call)\b")
+_GOODBYE = re.compile(
+    r"\b(good ?bye|bye|hang up|end (the|this) call|that'?s all|that is all|i'?m done|i am done)\b"
+)
 _TIME = re.compile(r"\b(what time|the time|time is it)\b")
 _RECALL = re.compile(r"\b(what did i (just )?say|say before|said before|previous|repeat that)\b")
 _GREET = re.compile(r"\b(greet|introduce yourself|say hello)\b")
 _HELLO = re.compile(r"^(hello|hi|hey)\b")
 _WHO = re.compile(r"\b(who are you|your name|what are you)\b")
 _KEY = re.compile(r"pressed the (\S+) key")  # how the gateway tells the model about a keypress
-_TRANSFER = re.compile(r"\b(transfer|operator|real person|human)\b")
+_TRANSFER = re.compile(
+    r"\b(transfer|operator|real person|human|representative|an agent"
+    r"|(speak|talk) (to|with) (a|an|some) ?(one|body|person)|put me through|connect me)\b"
+)
+_REPEAT_AFTER_ME = re.compile(r"\brepeat after me\b[ ,.:]*(?P<rest>.*)$")
+_NAME = re.compile(
+    r"^(?:my name is|this is|it is|it's) (?P<name>[a-z]+)(?: (?P<surname>[a-z]+))?(?: calling)?$"
+)
+_YES = re.compile(r"^(yes|yeah|yep|sure|correct|that is (right|correct)|right)\b")
+_NO = re.compile(r"^(no|nope|that is (wrong|not right))\b")
+_NUMBER_WORDS = frozenset(
+    "zero oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred "
+    "thousand".split()
+)
+REPEAT_PROMPT = "Go ahead: I will repeat what you say next."
+NOT_CAUGHT = "Sorry, I didn't catch that."
+# What the agent can do, said when it did not understand (so that a caller knows what to try).
+CAN_DO = "You can ask me the time, say repeat after me, ask for a person, or say goodbye."
 # The gateway asking it to say a given text (an outbound call's opening or voicemail): it says that text.
 _VERBATIM = re.compile(r'word for word[^"]*"([^"]+)"', re.IGNORECASE)
 
 
 def _clean(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
+def _numbers_said(said: str) -> str | None:
+    """The numbers in an utterance made of number words (and a few words around them), or None."""
+    words = said.split()
+    numbers = [w for w in words if w in _NUMBER_WORDS]
+    if not numbers or len(numbers) * 2 < len(words):
+        return None
+    return " ".join(numbers)
 
 
 class LocalAgent:
@@ -107,13 +143,18 @@ class LocalAgent:
             return Reply(verbatim.group(1).strip())
         if not said:
             # Proactive audio lets the model ignore noise and silence instead of answering it.
-            return None if self.proactive else Reply("Sorry, I didn't catch that.")
+            return None if self.proactive else Reply(NOT_CAUGHT)
         if key := _KEY.search(said):
             return Reply(f"You pressed {key.group(1)}.")
+        if source == "audio" and (repeat := self._repeat(text, said, history)) is not None:
+            return repeat
         if _GOODBYE.search(said):
             return Reply("Goodbye, and thank you for calling.", tool="end_call" if self.can_end_call else "")
-        if _TRANSFER.search(said) and (target := self._transfer_target()) is not None:
-            return Reply("I will transfer you now.", tool="transfer_call", args={"target": target})
+        if _TRANSFER.search(said):
+            if (target := self._transfer_target()) is not None:
+                return Reply("I will transfer you now.", tool="transfer_call", args={"target": target})
+            if source == "audio":
+                return Reply("Sorry, I cannot transfer this call: no transfer is set up for this line.")
         if tool := self._named_tool(said):
             return Reply(f"Let me check {tool.replace('_', ' ')}.", tool=tool, args={"request": text.strip()})
         if _RECALL.search(said):
@@ -132,6 +173,24 @@ class LocalAgent:
         if source == "content":
             # An instruction it cannot follow: say so instead of pretending.
             return Reply(f"I am {NAME}. I can repeat what you say, tell the time, and say goodbye.")
-        if _HELLO.search(said):
-            return Reply(f"Hello! You are speaking with {NAME}. I heard you say: {text.strip()}.")
-        return Reply(f"I heard you say: {text.strip()}. I am {NAME}, so that is all I can do.")
+        if _HELLO.search(said) or said in ("good morning", "good afternoon", "good evening"):
+            return Reply(f"Hello! You are speaking with {NAME}. How can I help you?")
+        if name := _NAME.match(said):
+            return Reply(f"Nice to meet you, {name.group('name').capitalize()}.")
+        if _YES.match(said):
+            return Reply("You said yes.")
+        if _NO.match(said):
+            return Reply("You said no.")
+        if (numbers := _numbers_said(said)) is not None:
+            return Reply(f"I heard the number {numbers}.")
+        return Reply(f"{NOT_CAUGHT} I heard: {text.strip()}. {CAN_DO}")
+
+    @staticmethod
+    def _repeat(text: str, said: str, history: list[HistoryTurn]) -> Reply | None:
+        """Repeat-after-me: the words after it, or, when it came alone, the caller's next utterance."""
+        if history and history[-1].role == "model" and history[-1].text.strip() == REPEAT_PROMPT:
+            return Reply(_sentence(text))
+        if match := _REPEAT_AFTER_ME.search(said):
+            rest = match.group("rest").strip()
+            return Reply(_sentence(rest) if rest else REPEAT_PROMPT)
+        return None

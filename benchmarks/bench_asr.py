@@ -1,0 +1,158 @@
+"""Word error rate of the local backend's recognizer on phone audio, before and after; prints Markdown.
+
+The utterances come from `asr_eval_set.py` (held-out ``test`` set by default; ``--set tune`` is the one
+parameters were chosen on). Each utterance is decoded by both recognizers in turn (interleaved, so the
+machine's drift affects both alike), streamed in 40 ms pieces as the backend feeds them:
+
+- before: PocketSphinx's own general language model, calibrated on wide-band speech (the backend until
+  issue 16);
+- after: `gateway.local_live.asr` as it is (the agent's language model, phone-band calibration, high-band
+  noise), through its `Utterance`.
+
+Also: which intent the local agent takes from each transcript (every goodbye or hang-up request must end
+the call), and the real-time factor of each (CPU seconds per second of audio, one thread).
+
+Run: python benchmarks/bench_asr.py [--set test|tune] [--full] [--show]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pocketsphinx  # noqa: E402
+from asr_eval_set import GENERAL, INTENT_CATEGORIES, phone_16k, utterances  # noqa: E402
+from machine import describe  # noqa: E402
+
+from gateway.local_live import asr  # noqa: E402
+from gateway.local_live.agent import LocalAgent  # noqa: E402
+from gateway.local_live.tts import synthesize  # noqa: E402
+
+_SAME = {"ok": "okay", "what's": "what is", "that's": "that is", "it's": "it is", "i'm": "i am"}
+
+
+def words(text: str) -> list[str]:
+    out: list[str] = []
+    for w in re.sub(r"[^a-z' ]", " ", text.lower()).split():
+        out += _SAME.get(w, w).split()
+    return out
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    row = list(range(len(hyp) + 1))
+    for i in range(1, len(ref) + 1):
+        diagonal, row[0] = row[0], i
+        for j in range(1, len(hyp) + 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (ref[i - 1] != hyp[j - 1]))
+    return row[len(hyp)]
+
+
+def before_decoder() -> pocketsphinx.Decoder:
+    """The recognizer as it was: the general model, calibrated on wide-band espeak speech."""
+    decoder = pocketsphinx.Decoder(loglevel="FATAL")
+    pcm = synthesize(asr._CALIBRATION, rate=16000, variant="m3")
+    decoder.start_utt()
+    for i in range(0, len(pcm), 1280):
+        decoder.process_raw(pcm[i : i + 1280], False, False)
+    decoder.end_utt()
+    return decoder
+
+
+def decode_before(decoder: pocketsphinx.Decoder, pcm: bytes) -> str:
+    decoder.start_utt()
+    for i in range(0, len(pcm), 1280):
+        decoder.process_raw(pcm[i : i + 1280], False, False)
+    decoder.end_utt()
+    hyp = decoder.hyp()
+    return hyp.hypstr if hyp is not None else ""
+
+
+def decode_after(pool: asr.RecognizerPool, pcm: bytes) -> str:
+    utterance = asr.Utterance(pool)
+    for i in range(0, len(pcm), 640):  # 20 ms frames, as the line delivers them
+        utterance.add(pcm[i : i + 640])
+    return utterance.finish()
+
+
+def intent(agent: LocalAgent, text: str) -> str:
+    reply = agent.respond(text, [])
+    return reply.tool if reply is not None and reply.tool else ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--set", default="test", choices=("test", "tune"))
+    parser.add_argument("--full", action="store_true", help="every voice x speed x noise for every phrase")
+    parser.add_argument("--show", action="store_true", help="print every transcript")
+    args = parser.parse_args()
+    items = utterances(args.set, full=args.full)
+    audio = [phone_16k(u) for u in items]
+    seconds = sum(len(a) for a in audio) / 32000
+    old = before_decoder()
+    pool = asr.RecognizerPool(preload=1, limit=1)
+    pool.warm()
+    agent = LocalAgent(can_end_call=True, tools={"transfer_call": None})
+    errors: dict[str, dict[str, int]] = {"before": defaultdict(int), "after": defaultdict(int)}
+    ref_words: dict[str, int] = defaultdict(int)
+    cpu = {"before": 0.0, "after": 0.0}
+    ended = {"before": 0, "after": 0}
+    transferred = {"before": 0, "after": 0}
+    false_end = {"before": 0, "after": 0}
+    shown = []
+    for u, pcm in zip(items, audio, strict=True):
+        ref = words(u.text)
+        ref_words[u.category] += len(ref)
+        for which in ("before", "after"):  # interleaved
+            t = time.process_time()
+            text = decode_before(old, pcm) if which == "before" else decode_after(pool, pcm)
+            cpu[which] += time.process_time() - t
+            errors[which][u.category] += edit_distance(ref, words(text))
+            tool = intent(agent, text)
+            if u.category == "goodbyes":
+                ended[which] += tool == "end_call"
+            elif tool == "end_call":
+                false_end[which] += 1
+            if u.category == "transfers":
+                transferred[which] += tool == "transfer_call"
+            if which == "after":
+                shown.append(f"| {u.category} | {u.condition} | {u.text} | {text} | {tool or '-'} |")
+
+    def rate(which: str, cats: tuple[str, ...]) -> str:
+        return f"{100 * sum(errors[which][c] for c in cats) / max(1, sum(ref_words[c] for c in cats)):.0f}%"
+
+    goodbyes = sum(u.category == "goodbyes" for u in items)
+    transfers = sum(u.category == "transfers" for u in items)
+    print(f"## Recognition of phone audio ({args.set} set{', full' if args.full else ''})\n")
+    print(f"Machine: {describe('pocketsphinx')}.\n")
+    print(f"{len(items)} utterances, {seconds:.0f} s of audio; word error rate (lower is better):\n")
+    print("| category | before | after |")
+    print("|---|---|---|")
+    for cat in (*INTENT_CATEGORIES, GENERAL):
+        print(f"| {cat} | {rate('before', (cat,))} | {rate('after', (cat,))} |")
+    print(f"| **the agent's intent phrases** | {rate('before', INTENT_CATEGORIES)} | "
+          f"{rate('after', INTENT_CATEGORIES)} |")  # fmt: skip
+    print(f"| **general sentences** | {rate('before', (GENERAL,))} | {rate('after', (GENERAL,))} |")
+    print()
+    print("| | before | after |")
+    print("|---|---|---|")
+    print(f"| goodbyes and hang-up requests that end the call | {ended['before']}/{goodbyes} | "
+          f"{ended['after']}/{goodbyes} |")  # fmt: skip
+    print(f"| transfer requests that transfer | {transferred['before']}/{transfers} | "
+          f"{transferred['after']}/{transfers} |")  # fmt: skip
+    print(f"| other utterances that ended the call | {false_end['before']} | {false_end['after']} |")
+    print(f"| real-time factor (CPU s per audio s) | {cpu['before'] / seconds:.3f} | "
+          f"{cpu['after'] / seconds:.3f} |")  # fmt: skip
+    if args.show:
+        print("\n| category | voice | said | heard (after) | tool |\n|---|---|---|---|---|")
+        print("\n".join(shown))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The recognizer's language model: what the local agent understands, with everyday English behind it.
+
+PocketSphinx's own model (a 130,000-word general trigram model, in the wheel) lets phone-band speech turn
+into anything ("please hang up" -> "leave and eleven"). The local agent understands a few things: greetings,
+names, the time, goodbyes and hang-up requests, transfer requests, yes and no, numbers, "repeat after me".
+So the recognizer is given a trigram model built here, at start-up and in milliseconds, from:
+
+- ``domain_corpus()``: sentences of what the agent understands, expanded from templates (names from lists
+  of common first names and surnames, numbers from their words);
+- the ``GENERAL_WORDS`` most frequent words of PocketSphinx's general model, as unigrams with their own
+  probabilities, so that anything else can still be heard (roughly: the general words have no context);
+- interpolated: P(w | h) = discounted domain trigram, backing off to domain bigram, backing off to
+  ``DOMAIN_WEIGHT`` x domain unigram + (1 - ``DOMAIN_WEIGHT``) x general unigram.
+
+Chosen by measurement on the tuning set of `benchmarks/asr_eval_set.py` (never on its held-out set):
+see `benchmarks/bench_asr.py` and BENCHMARKS.md. Pure functions apart from reading the wheel's model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+GENERAL_WORDS = 3000  # the most frequent words of the general model kept as the fallback vocabulary
+DOMAIN_WEIGHT = 0.5  # share of the domain in the unigram mixture
+DISCOUNT = 0.5  # absolute discount of the domain's bigram and trigram counts
+
+# What the agent understands, as templates: "{name}" and "{number}" are expanded from the lists below, and
+# "(a|b)" alternatives are expanded in full.
+_TEMPLATES = (
+    # greetings
+    "(hello|hi|hey|hi there|hello there|good morning|good afternoon|good evening)",
+    "(hello|hi) (how are you|can you hear me|is anyone there|are you there)",
+    "how are you (today|doing)",
+    # names
+    "(my name is|this is|it is|it's) {name}",
+    "(my name is|this is|it is) {name} {surname}",
+    "{name} (here|speaking|calling)",
+    "this is {name} calling",
+    # the time
+    "what time is it",
+    "what time is it (now|please|there)",
+    "what is the time( please|)",
+    "what's the time",
+    "(can|could) you tell me (the time|what time it is)",
+    "do you know (the time|what time it is)",
+    "tell me the time( please|)",
+    "the time please",
+    # goodbyes and hang-up requests
+    "(goodbye|bye|bye bye|bye now|ok bye|okay bye)",
+    "(thank you|thanks|that is all|that's all|i am done|i'm done|that is it) (goodbye|bye)",
+    "(please |)hang up( please| now|)",
+    "(you can|can you|please) hang up( now| the call|)",
+    "hang up the (call|phone)",
+    "end the call( please| now|)",
+    "(please |)end (the|this) call",
+    "i want to hang up",
+    # transfer requests
+    "transfer me( please| now|)",
+    "transfer (me|my call|this call) to (an operator|a person|a human|someone|an agent|a representative)",
+    "transfer my call( please|)",
+    "(can|could|may) i (speak|talk) to (an operator|a real person|a person|a human|someone|an agent)",
+    "i (want|would like|need) to (speak|talk) to (an operator|a real person|a person|a human|someone)",
+    "(put|get) me through to (an operator|a person|a human|someone|an agent)",
+    "connect me (to|with) (an operator|a person|a human|someone|an agent)( please|)",
+    "(i need|get me) (an operator|a person|a human|a real person|an agent)",
+    "(operator|agent|representative|a real person)( please|)",
+    # yes and no
+    "(yes|no|yeah|yep|nope|sure|okay|ok|correct|right)",
+    "(yes|no) (please|thanks|thank you)",
+    "(yes|yeah) (that is|that's|it is) (right|correct)",
+    "(no|nope) (that is|that's|it is) not (right|correct)",
+    "(no|yes) it (is|is not|isn't)",
+    "that is (right|correct|wrong)",
+    "(yes|no) that is (right|correct|wrong)",
+    # numbers
+    "{number}",
+    "{digits}",
+    "(my|the) (number|code|account number|phone number|order number) is {digits}",
+    "(my|the) (number|code) is {number}",
+    # repeat after me, recall, who
+    "(please |)repeat after me",
+    "(please |)repeat (this|that)",
+    "say (this|that) again",
+    "what did i (just |)say",
+    "what did i say before",
+    "(who|what) are you",
+    "what is your name",
+    "(thank you|thanks)( very much|)",
+    "i (need|want|would like) (help|some help)",
+    "can you help me( please|)",
+)
+
+FIRST_NAMES = (
+    "james john robert michael william david richard joseph thomas charles christopher daniel matthew "
+    "anthony mark paul steven andrew kenneth joshua kevin brian george timothy ronald jason edward "
+    "jeffrey ryan jacob gary nicholas eric jonathan stephen larry justin scott brandon benjamin "
+    "samuel frank gregory raymond patrick jack dennis peter tom tim mike dave chris sam alex max ben "
+    "mary patricia jennifer linda elizabeth barbara susan jessica sarah karen lisa nancy betty "
+    "margaret sandra ashley kimberly emily donna michelle carol amanda melissa deborah stephanie "
+    "rebecca sharon laura cynthia kathleen amy angela helen anna brenda pamela nicole emma samantha "
+    "katherine christine rachel maria julia sophia olivia grace alice kate jane lucy"
+).split()
+SURNAMES = (
+    "smith johnson williams brown jones garcia miller davis rodriguez martinez wilson anderson taylor "
+    "thomas moore jackson martin lee thompson white harris clark lewis robinson walker young allen "
+    "king wright scott hill green adams baker nelson carter mitchell roberts turner phillips campbell "
+    "parker evans edwards collins stewart morris murphy cook rogers"
+).split()
+_DIGITS = "zero one two three four five six seven eight nine".split()
+_TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def _numbers() -> list[str]:
+    out = _DIGITS + _TEENS + _TENS + [f"{t} {d}" for t in _TENS for d in _DIGITS[1:]]
+    out += [f"{d} hundred" for d in ["one", "two", "three", "five"]] + [
+        "a hundred",
+        "one hundred",
+        "thousand",
+    ]
+    return out
+
+
+def _digit_strings() -> list[str]:
+    # Deterministic spread of digit sequences of 3 to 7 digits (phone numbers, codes).
+    out = []
+    for n in range(3, 8):
+        for k in range(12):
+            out.append(" ".join(_DIGITS[(k * 7 + i * (k + 3)) % 10] for i in range(n)))
+    return out
+
+
+def _alternatives(template: str) -> Iterator[str]:
+    parts = re.split(r"\(([^()]*)\)", template)
+    choices = [[p] if i % 2 == 0 else p.split("|") for i, p in enumerate(parts)]
+    for combo in itertools.product(*choices):
+        yield re.sub(r"\s+", " ", "".join(combo)).strip()
+
+
+SENTENCE_WEIGHT = 20  # counts per template alternative, shared by its slot fillings (at least 1 each)
+
+
+def domain_corpus() -> list[tuple[str, int]]:
+    """Every sentence of what the agent understands, with its count: a template alternative weighs
+    ``SENTENCE_WEIGHT``, shared by the names or numbers it is filled with (at least 1 each), so that a slot
+    with a hundred fillers does not drown the sentences without one."""
+    fills = {
+        "{name}": FIRST_NAMES,
+        "{surname}": SURNAMES,
+        "{number}": _numbers(),
+        "{digits}": _digit_strings(),
+    }
+    out: list[tuple[str, int]] = []
+    for template in _TEMPLATES:
+        for text in _alternatives(template):
+            slots = [values for slot, values in fills.items() if slot in text]
+            n = max((len(values) for values in slots), default=1)
+            count = max(1, round(SENTENCE_WEIGHT / n))
+            for i in range(n):
+                sentence = text
+                for slot, values in fills.items():
+                    sentence = sentence.replace(slot, values[i % len(values)])
+                out.append((sentence, count))
+    return out
+
+
+def general_unigrams(vocabulary: Iterable[str], log_prob: dict[str, float], limit: int) -> dict[str, float]:
+    """The ``limit`` most probable words of the general model that the dictionary can say, as
+    probabilities that sum to 1."""
+    ranked = sorted((w for w in vocabulary if w in log_prob), key=lambda w: -log_prob[w])[:limit]
+    total = sum(10 ** log_prob[w] for w in ranked)
+    return {w: 10 ** log_prob[w] / total for w in ranked}
+
+
+def build_arpa(
+    corpus: Iterable[tuple[str, int]],
+    general: dict[str, float],
+    *,
+    domain_weight: float = DOMAIN_WEIGHT,
+    discount: float = DISCOUNT,
+) -> str:
+    """A trigram model in ARPA format: the domain's sentences, discounted and backed off to a unigram
+    mixture of the domain and the general words. Every probability is normalised (each history's
+    probabilities and backoff mass sum to 1)."""
+    uni: Counter[str] = Counter()
+    bi: Counter[tuple[str, ...]] = Counter()
+    tri: Counter[tuple[str, ...]] = Counter()
+    for sentence, count in corpus:
+        words = ["<s>", *sentence.split(), "</s>"]
+        for w in words[1:]:
+            uni[w] += count
+        for b in itertools.pairwise(words):
+            bi[b] += count
+        for t in zip(words, words[1:], words[2:], strict=False):
+            tri[t] += count
+    n_domain = sum(uni.values())
+    vocab = sorted(set(uni) | set(general))
+    p1 = {
+        w: domain_weight * uni[w] / n_domain + (1 - domain_weight) * general.get(w, 0.0)
+        for w in vocab
+        if w != "<s>"
+    }
+    norm = sum(p1.values())
+    p1 = {w: p / norm for w, p in p1.items()}
+
+    def discounted(
+        counts: dict[tuple[str, ...], int], lower: dict[tuple[str, ...], float]
+    ) -> tuple[dict[tuple[str, ...], float], dict[tuple[str, ...], float]]:
+        """Interpolated absolute discounting: probabilities of seen n-grams, backoff weight per history."""
+        by_history: dict[tuple[str, ...], list[tuple[str, int]]] = {}
+        for gram, c in counts.items():
+            by_history.setdefault(gram[:-1], []).append((gram[-1], c))
+        probs: dict[tuple[str, ...], float] = {}
+        backoff: dict[tuple[str, ...], float] = {}
+        for history, seen in by_history.items():
+            total = sum(c for _, c in seen)
+            left = discount * len(seen) / total  # mass given to the lower order
+            seen_lower = 0.0
+            seen_prob = 0.0
+            for w, c in seen:
+                low = lower[(*history[1:], w)]
+                p = (c - discount) / total + left * low
+                probs[(*history, w)] = p
+                seen_prob += p
+                seen_lower += low
+            backoff[history] = (1 - seen_prob) / max(1e-12, 1 - seen_lower)
+        return probs, backoff
+
+    unigram_probs: dict[tuple[str, ...], float] = {(w,): p for w, p in p1.items()}
+    p2, bo1 = discounted(dict(bi), unigram_probs)
+    # a trigram backs off to the bigram model (seen bigram, or backoff x unigram)
+    bigram_full = {**{k: v for k, v in p2.items()}}
+
+    def p_bigram(u: str, w: str) -> float:
+        if (u, w) in bigram_full:
+            return bigram_full[(u, w)]
+        return bo1.get((u,), 1.0) * p1[w]
+
+    lower2: dict[tuple[str, ...], float] = {(g[1], g[2]): p_bigram(g[1], g[2]) for g in tri}
+    p3, bo2 = discounted(dict(tri), lower2)
+
+    lines = [
+        "\\data\\",
+        f"ngram 1={len(p1) + 1}",
+        f"ngram 2={len(p2)}",
+        f"ngram 3={len(p3)}",
+        "",
+        "\\1-grams:",
+    ]
+    lines.append(f"-99.0 <s> {math.log10(bo1.get(('<s>',), 1.0)):.5f}")
+    for w in sorted(p1):
+        bo = bo1.get((w,))
+        lines.append(f"{math.log10(p1[w]):.5f} {w}" + (f" {math.log10(bo):.5f}" if bo else ""))
+    lines += ["", "\\2-grams:"]
+    for (u, w), p in sorted(p2.items()):
+        bo = bo2.get((u, w))
+        lines.append(f"{math.log10(p):.5f} {u} {w}" + (f" {math.log10(bo):.5f}" if bo else ""))
+    lines += ["", "\\3-grams:"]
+    for (u, v, w), p in sorted(p3.items()):
+        lines.append(f"{math.log10(p):.5f} {u} {v} {w}")
+    lines += ["", "\\end\\", ""]
+    return "\n".join(lines)
