@@ -12,13 +12,16 @@ machine's drift affects both alike), streamed in 40 ms pieces as the backend fee
 Also: which intent the local agent takes from each transcript (every goodbye or hang-up request must end
 the call), and the real-time factor of each (CPU seconds per second of audio, one thread).
 
-Run: python benchmarks/bench_asr.py [--set test|tune] [--full] [--show]
+``--demo``: the demo caller's lines (`gateway demo`) in its voice at three speeds, clean and with line
+noise, each series one caller (the recognizer adapts to them as in a call): what is heard, what the agent
+does. The demo and its end-to-end test rely on these.
+
+Run: python benchmarks/bench_asr.py [--set test|tune] [--full] [--show] [--demo]
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from collections import defaultdict
@@ -31,27 +34,10 @@ import pocketsphinx  # noqa: E402
 from asr_eval_set import GENERAL, INTENT_CATEGORIES, phone_16k, utterances  # noqa: E402
 from machine import describe  # noqa: E402
 
+from gateway.devtools.word_errors import word_errors, words  # noqa: E402
 from gateway.local_live import asr  # noqa: E402
 from gateway.local_live.agent import LocalAgent  # noqa: E402
 from gateway.local_live.tts import synthesize  # noqa: E402
-
-_SAME = {"ok": "okay", "what's": "what is", "that's": "that is", "it's": "it is", "i'm": "i am"}
-
-
-def words(text: str) -> list[str]:
-    out: list[str] = []
-    for w in re.sub(r"[^a-z' ]", " ", text.lower()).split():
-        out += _SAME.get(w, w).split()
-    return out
-
-
-def edit_distance(ref: list[str], hyp: list[str]) -> int:
-    row = list(range(len(hyp) + 1))
-    for i in range(1, len(ref) + 1):
-        diagonal, row[0] = row[0], i
-        for j in range(1, len(hyp) + 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (ref[i - 1] != hyp[j - 1]))
-    return row[len(hyp)]
 
 
 def before_decoder() -> pocketsphinx.Decoder:
@@ -86,12 +72,45 @@ def intent(agent: LocalAgent, text: str) -> str:
     return reply.tool if reply is not None and reply.tool else ""
 
 
+def demo_lines() -> None:
+    from asr_eval_set import Utterance
+
+    from gateway.devtools.demo import CALLER_LINES, CALLER_VARIANT, CALLER_WPM
+
+    pool = asr.RecognizerPool(preload=1, limit=1)
+    pool.warm()
+    agent = LocalAgent(can_end_call=True)
+    print("## The demo caller's lines\n")
+    print("| voice | said | heard | the agent |\n|---|---|---|---|")
+    errors = total = 0
+    for wpm in (CALLER_WPM - 10, CALLER_WPM, CALLER_WPM + 10):
+        for noise in ("clean", "line noise"):
+            caller = asr.CallerAdaptation()
+            for text, _ in CALLER_LINES:
+                u = Utterance("demo", text, CALLER_VARIANT, wpm, noise)
+                pcm = phone_16k(u)
+                utterance = asr.Utterance(pool, caller)
+                for i in range(0, len(pcm), 640):
+                    utterance.add(pcm[i : i + 640])
+                heard = utterance.finish()
+                e, n = word_errors(text, heard)
+                errors, total = errors + e, total + n
+                reply = agent.respond(heard, [])
+                does = "" if reply is None else (reply.tool or reply.text[:40])
+                print(f"| {u.condition} | {text} | {heard} | {does} |")
+    print(f"\nword error rate {100 * errors / total:.0f}% over {total} words")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--set", default="test", choices=("test", "tune"))
     parser.add_argument("--full", action="store_true", help="every voice x speed x noise for every phrase")
     parser.add_argument("--show", action="store_true", help="print every transcript")
+    parser.add_argument("--demo", action="store_true", help="the demo caller's lines instead")
     args = parser.parse_args()
+    if args.demo:
+        demo_lines()
+        return
     items = utterances(args.set, full=args.full)
     audio = [phone_16k(u) for u in items]
     seconds = sum(len(a) for a in audio) / 32000
@@ -107,13 +126,12 @@ def main() -> None:
     false_end = {"before": 0, "after": 0}
     shown = []
     for u, pcm in zip(items, audio, strict=True):
-        ref = words(u.text)
-        ref_words[u.category] += len(ref)
+        ref_words[u.category] += len(words(u.text))
         for which in ("before", "after"):  # interleaved
             t = time.process_time()
             text = decode_before(old, pcm) if which == "before" else decode_after(pool, pcm)
             cpu[which] += time.process_time() - t
-            errors[which][u.category] += edit_distance(ref, words(text))
+            errors[which][u.category] += word_errors(u.text, text)[0]
             tool = intent(agent, text)
             if u.category == "goodbyes":
                 ended[which] += tool == "end_call"

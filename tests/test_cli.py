@@ -202,8 +202,8 @@ def test_demo_runs_a_whole_call_offline(tmp_path):
     assert sent > 1500 and late / sent < LATE_SHARE_BOUND
 
     # The conversation: lines stamped on the call's timeline, in order; the greeting first, then the
-    # script's three caller lines (the pause inside the second is not a turn of its own), whatever the
-    # recognizer made of them.
+    # script's five caller lines (the pause inside the third is not a turn of its own), each with what was
+    # said under what was heard.
     start = next(i for i, line in enumerate(lines) if line.startswith("the conversation"))
     end = lines.index("", start)
     said = [m.groups() for line in lines[start:end] if (m := STAMPED.match(line))]
@@ -211,8 +211,14 @@ def test_demo_runs_a_whole_call_offline(tmp_path):
     assert stamps == sorted(stamps)
     assert said[0][1] == "agent" and "local offline test agent" in said[0][2] and stamps[0] < 8.0
     caller = [at for at, role, _ in said if role == "caller"]
-    assert len(caller) == 3 and all(float(at) >= 8.0 for at in caller)  # after the 8 s left for the greeting
-    assert [line for line in lines if line.startswith("caller line ")][-1].startswith("caller line 3 (")
+    assert len(caller) == 5 and all(float(at) >= 8.0 for at in caller)  # after the 8 s left for the greeting
+    assert [line for line in lines if line.startswith("caller line ")][-1].startswith("caller line 5 (")
+    assert sum(line.strip().startswith("(said: ") for line in lines[start:end]) == 5
+    assert re.search(r"^word accuracy of the local recognizer: \d+% of 26 words", proc.stdout, re.M)
+    # The last line is a goodbye over the agent's answer (its voice and words are measured to be heard:
+    # benchmarks/bench_asr.py --demo): the agent hangs up.
+    assert "caller over agent audio" in proc.stdout
+    assert "how the call ended: the agent said goodbye and hung up (end_call)" in proc.stdout
     assert sum(role == "agent" for _, role, _ in said) >= 2
     assert any(line.startswith("end of caller speech -> first agent audio:") for line in lines)
     with wave.open(str(out)) as wav:

@@ -136,3 +136,59 @@ def test_other_intents_and_what_it_did_not_catch():
         unclear.startswith(NOT_CAUGHT) and "the weather is lovely today" in unclear and "goodbye" in unclear
     )
     assert agent.respond("", []).text == NOT_CAUGHT
+
+
+class _Decoder:
+    """A stand-in decoder: records the cepstral mean it was given, and moves it as audio comes."""
+
+    def __init__(self) -> None:
+        self.cmn = "calibrated"
+        self.given: list[str] = []
+
+    def set_cmn(self, cmn: str) -> None:
+        self.given.append(cmn)
+        self.cmn = cmn
+
+    def get_cmn(self) -> str:
+        return self.cmn
+
+    def start_utt(self) -> None: ...
+
+    def process_raw(self, pcm: bytes, no_search: bool, full_utt: bool) -> None:
+        self.cmn += "+"
+
+    def end_utt(self) -> None: ...
+
+    def hyp(self) -> None:
+        return None
+
+
+class _Pool:
+    calibrated_cmn = "calibrated"
+
+    def __init__(self) -> None:
+        self.decoders = [_Decoder(), _Decoder()]
+
+    def try_acquire(self) -> _Decoder:
+        return self.decoders.pop(0)
+
+    def acquire(self, timeout: float | None = None) -> _Decoder:
+        return self.try_acquire()
+
+    def release(self, decoder: _Decoder) -> None:
+        self.decoders.append(decoder)
+
+
+def test_each_caller_keeps_their_own_adaptation_whichever_decoder_serves_them():
+    from gateway.local_live.asr import CallerAdaptation, Utterance
+
+    pool = _Pool()
+    alice, bob = CallerAdaptation(), CallerAdaptation()
+    for caller in (alice, bob, alice):
+        utterance = Utterance(pool, caller)  # type: ignore[arg-type]
+        utterance.add(bytes(1280))
+        utterance.finish()
+    # a new caller starts from the calibrated mean; a known one from where their last utterance left it
+    given = [g for d in pool.decoders for g in d.given]
+    assert sorted(given) == ["calibrated", "calibrated", "calibrated+"]
+    assert alice.cmn == "calibrated++" and bob.cmn == "calibrated+"

@@ -52,13 +52,21 @@ from gateway.devtools.simulator import (
     write_stereo_wav,
 )
 from gateway.devtools.wavfile import load_caller_wav
+from gateway.devtools.word_errors import word_errors
 
-# What the demo caller says, and how long it then waits for the agent to answer.
+# What the demo caller says, and how long it then waits before its next line: the story of a call. The
+# agent answers each line; the last one talks over the agent's answer to the one before it (barge-in),
+# and its goodbye ends the call (`end_call`). The lines and the voice are ones the local recognizer was
+# measured to hear (`benchmarks/bench_asr.py` measures it on other voices and phrases).
 CALLER_LINES: tuple[tuple[str, float], ...] = (
-    ("Hello, what time is it?", 8.0),
-    ("Please repeat this. The weather is lovely today.", 10.0),
-    ("Goodbye.", 5.0),
+    ("Hello, my name is John.", 4.5),
+    ("What time is it?", 4.5),
+    ("Repeat after me: the weather is lovely today.", 6.0),
+    ("I want to talk to a human.", 1.8),  # the answer (~4 s) is still playing when the next line starts
+    ("Okay, goodbye.", 6.0),
 )
+CALLER_VARIANT = "m6"  # espeak-ng's voice for the caller (the agent speaks with m3 or f3)
+CALLER_WPM = 150
 GREETING_WAIT_S = 8.0
 
 READY_TIMEOUT_S = 120.0  # the gateway's start-up: imports, and the local backend loading its models
@@ -82,11 +90,11 @@ class DemoError(RuntimeError):
 
 def caller_recording() -> bytes:
     """The demo caller's audio at 8 kHz, made offline with the same synthesiser in another voice."""
-    from gateway.local_live.tts import MALE_VARIANT, synthesize
+    from gateway.local_live.tts import synthesize
 
     parts = []
     for text, pause_s in CALLER_LINES:
-        parts.append(synthesize(text, rate=RATE, variant=MALE_VARIANT, wpm=150))
+        parts.append(synthesize(text, rate=RATE, variant=CALLER_VARIANT, wpm=CALLER_WPM))
         parts.append(bytes(int(pause_s * RATE) * 2))
     return b"".join(parts)
 
@@ -369,19 +377,54 @@ def _transcript_on_timeline(
     return out
 
 
-def _print_conversation(result: CallResult, record: dict[str, Any] | None, wall_t0: float | None) -> None:
+def _print_conversation(
+    result: CallResult, record: dict[str, Any] | None, wall_t0: float | None, script: list[str] | None
+) -> list[tuple[str, str]]:
+    """Print the conversation; return (said, heard) for each caller line of ``script`` (what the demo caller
+    was made to say, in order; None for a recording of the user's own)."""
     lines = caller_lines(result.turns)
     said = conversation(lines, agent_speech(result), _transcript_on_timeline(record, wall_t0))
     print(
         "\nthe conversation (each line stamped with when its speech started: the caller's as the simulator"
         "\ndetected it, the agent's when its audio began to play to the caller; the words are the gateway's"
-        "\nrecord of what its recognizer heard and what the agent said):"
+        "\nrecord of what its recognizer heard and what the agent said"
+        + ("; under each caller line, what was said):" if script else "):")
     )
     if record is None:
         print("  (the gateway's call record could not be read: the words are missing)")
+    pairs: list[tuple[str, str]] = []
+    caller_index = 0
     for s in said:
         text = " ".join(s.texts) if s.texts else "(no transcript)"
         print(f"{s.at:7.2f}s  {s.role:<7} {text}" + (f"  {s.note}" if s.note else ""))
+        if s.role == "caller" and script is not None and not s.note.startswith("[stamped"):
+            if caller_index < len(script):
+                print(f"{'':9}{'':8}(said: {script[caller_index]})")
+                pairs.append((script[caller_index], " ".join(s.texts)))
+            caller_index += 1
+    return pairs
+
+
+def word_accuracy(pairs: list[tuple[str, str]]) -> tuple[float, int] | None:
+    """1 - word error rate over the caller's lines, and how many words were said (None: nothing said)."""
+    errors = total = 0
+    for said, heard in pairs:
+        e, n = word_errors(said, heard)
+        errors, total = errors + e, total + n
+    return (max(0.0, 1 - errors / total), total) if total else None
+
+
+def _write_recording(path: str, result: CallResult) -> str:
+    """The call as a stereo WAV (caller left, agent right); where it is."""
+    write_stereo_wav(path, result.sent, result.heard, RATE)
+    return os.path.abspath(path)
+
+
+def _how_it_ended(result: CallResult, record: dict[str, Any] | None) -> str:
+    outcome = (record or {}).get("outcome", "")
+    if outcome == "agent_hung_up":
+        return "the agent said goodbye and hung up (end_call), and the gateway closed the line"
+    return f"closed by the {result.closed_by or 'nobody'}" + (f" (outcome: {outcome})" if outcome else "")
 
 
 # --- the command ---
@@ -461,7 +504,8 @@ async def _run_demo(args: argparse.Namespace) -> int:
     finally:
         if recording is not None and not recording.done():
             recording.cancel()
-    _print_conversation(result, record, clock.wall_t0)
+    script = None if args.audio else [text for text, _ in CALLER_LINES]
+    pairs = _print_conversation(result, record, clock.wall_t0, script)
     print()
     print(summarize(result))
     latencies = [line.response_latency for line in caller_lines(result.turns)]
@@ -470,13 +514,19 @@ async def _run_demo(args: argparse.Namespace) -> int:
             "end of caller speech -> first agent audio: "
             + ", ".join("no answer" if v is None else f"{v * 1000:.0f} ms" for v in latencies)
         )
+    accuracy = word_accuracy(pairs)
+    if accuracy is not None:
+        print(
+            f"word accuracy of the local recognizer: {accuracy[0]:.0%} of {accuracy[1]} words "
+            "(phone audio, 8 kHz mu-law; what was heard vs what was said, above)"
+        )
+    print(f"how the call ended: {_how_it_ended(result, record)}")
     print(
         f"(a caller line joins what the caller said across pauses the agent left unanswered under "
         f"{MIN_TURN_GAP_S:.1f} s; talking over the agent, a clear is due within {CLEAR_BOUND_S:.1f} s)"
     )
     print(f"gateway: a separate process, pid {gw.pid}, stopped with SIGTERM (exit code {code})")
-    write_stereo_wav(args.out, result.sent, result.heard, RATE)
-    print(f"recording: {args.out} (caller left, agent right, 8 kHz)")
+    print(f"recording: {_write_recording(args.out, result)} (caller left, agent right, 8 kHz)")
     return 0
 
 

@@ -24,6 +24,14 @@ _FEED_BYTES = 2 * 640  # 40 ms per call: the GIL is held for ~6 ms at a time
 
 
 _CALIBRATION = "Hello, thank you for calling. How can I help you today? It is a quarter past nine."
+# What a decoder hears before its first caller (see new_decoder): the agent's two voices, as the phone line
+# carries them. Neither voice is in the evaluation set.
+CALIBRATION = (
+    ("f3", _CALIBRATION),
+    ("m3", "I would like to know the time, and then I will say goodbye."),
+    ("f3", "My name is Robert and my number is five five five, one two three."),
+    ("m3", _CALIBRATION),
+)
 LANGUAGE_WEIGHT = 9.0  # the language model's weight against the acoustic scores (PocketSphinx's default 6.5)
 HIGH_BAND_NOISE = 30.0  # RMS of the noise added above 4.2 kHz (see _HighBand)
 
@@ -83,33 +91,36 @@ def _language_model() -> str:
 _LOG_ZERO = -536870912  # what PocketSphinx answers for a word its model does not have
 
 
-def _phone_speech(text: str) -> bytes:
+def _phone_speech(text: str, variant: str = "m3") -> bytes:
     """Speech as a phone call brings it to the recognizer: 8 kHz mu-law, upsampled by the gateway."""
     from gateway.audio import InboundAudio, pcm16_to_ulaw
 
     from .tts import synthesize  # late: keeps this module importable without espeak for unit tests
 
-    ulaw = pcm16_to_ulaw(synthesize(text, rate=8000, variant="m3"))
+    ulaw = pcm16_to_ulaw(synthesize(text, rate=8000, variant=variant))
     return InboundAudio(SAMPLE_RATE).convert(ulaw)
 
 
-def new_decoder() -> pocketsphinx.Decoder:
+def new_decoder(*, calibrate: bool = True) -> pocketsphinx.Decoder:
     """A decoder with the agent's language model (US English acoustic model, 16 kHz), calibrated before use.
 
     PocketSphinx normalises features with a running cepstral mean; a fresh decoder starts from a generic
     guess and misrecognises its first utterance badly (measured: "please hang up" -> "please any other").
-    Decoding one synthetic sentence first, as the phone line carries it (espeak-ng's male voice), gives it
-    a realistic starting mean; afterwards the mean keeps adapting to the audio of the calls it serves.
+    Decoding a few synthetic sentences first, as the phone line carries them, gives it a realistic starting
+    mean (`CALIBRATION`: on the tuning set, word error rate on the agent's phrases 53% after one sentence
+    in one voice, 36% after four in two). Each caller then gets their own mean (`CallerAdaptation`), so
+    the pool calibrates only its first decoder and starts every new caller from that one's mean.
     """
     with tempfile.TemporaryDirectory(prefix="gateway-asr-") as folder:
         path = Path(folder) / "agent.lm"
         path.write_text(_language_model(), encoding="utf-8")
         decoder = pocketsphinx.Decoder(lm=str(path), lw=LANGUAGE_WEIGHT, loglevel="FATAL")
-    pcm = _HighBand().add(_phone_speech(_CALIBRATION))
-    decoder.start_utt()
-    for i in range(0, len(pcm), _FEED_BYTES):
-        decoder.process_raw(pcm[i : i + _FEED_BYTES], False, False)
-    decoder.end_utt()
+    for variant, text in CALIBRATION if calibrate else ():
+        pcm = _HighBand().add(_phone_speech(text, variant))
+        decoder.start_utt()
+        for i in range(0, len(pcm), _FEED_BYTES):
+            decoder.process_raw(pcm[i : i + _FEED_BYTES], False, False)
+        decoder.end_utt()
     return decoder
 
 
@@ -122,6 +133,7 @@ class RecognizerPool:
         self._limit = max(1, limit)
         self._cond = threading.Condition()
         self._preload = preload
+        self.calibrated_cmn = ""  # a new caller's cepstral mean: set by the first decoder loaded
 
     def warm(self) -> None:
         """Load the first decoders (call off the event loop)."""
@@ -130,7 +142,7 @@ class RecognizerPool:
                 if self._count >= min(self._preload, self._limit):
                     return
                 self._count += 1
-            decoder = new_decoder()
+            decoder = self._new_decoder()
             with self._cond:
                 self._free.append(decoder)
                 self._cond.notify()
@@ -144,7 +156,7 @@ class RecognizerPool:
                 return None
             self._count += 1
         try:
-            return new_decoder()
+            return self._new_decoder()
         except Exception:
             with self._cond:
                 self._count -= 1
@@ -163,6 +175,13 @@ class RecognizerPool:
         with self._cond:
             self._free.append(decoder)
             self._cond.notify()
+
+    def _new_decoder(self) -> pocketsphinx.Decoder:
+        if self.calibrated_cmn:  # every utterance starts from a caller's mean: no need to calibrate again
+            return new_decoder(calibrate=False)
+        decoder = new_decoder()
+        self.calibrated_cmn = decoder.get_cmn()
+        return decoder
 
     @property
     def loaded(self) -> int:
@@ -189,14 +208,24 @@ def shared_pool(preload: int, limit: int) -> RecognizerPool:
         return _shared
 
 
+class CallerAdaptation:
+    """One caller's cepstral mean, carried from one utterance to the next whichever pooled decoder serves
+    it: the recognizer adapts to this caller's voice and line, never to another call's, and a call is
+    recognised the same way however busy the pool is."""
+
+    def __init__(self) -> None:
+        self.cmn: str | None = None  # None: the calibrated mean
+
+
 class Utterance:
     """One utterance being recognised as it is spoken; the text is ready soon after the last audio.
 
     When every decoder is busy the audio is kept and decoded once one frees up (late but not lost).
     """
 
-    def __init__(self, pool: RecognizerPool) -> None:
+    def __init__(self, pool: RecognizerPool, caller: CallerAdaptation | None = None) -> None:
         self._pool = pool
+        self._caller = caller or CallerAdaptation()
         self._decoder: pocketsphinx.Decoder | None = None
         self._backlog: list[bytes] = []
         self._high_band = _HighBand()
@@ -207,6 +236,7 @@ class Utterance:
             decoder = self._pool.acquire(timeout=30.0) if block else self._pool.try_acquire()
             if decoder is None:
                 return False
+            decoder.set_cmn(self._caller.cmn or self._pool.calibrated_cmn)
             decoder.start_utt()
             self._decoder = decoder
             backlog, self._backlog = self._backlog, []
@@ -236,6 +266,7 @@ class Utterance:
         self._decoder = None
         try:
             decoder.end_utt()
+            self._caller.cmn = decoder.get_cmn()
             hyp = decoder.hyp()
             return hyp.hypstr.strip() if hyp is not None else ""
         finally:

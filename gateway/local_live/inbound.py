@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gateway.audio import Resampler, resample_block
 
-from .asr import RecognizerPool, Utterance
+from .asr import CallerAdaptation, RecognizerPool, Utterance
 from .protocol import VadSettings
 from .vad import FRAME_MS, FrameVad, Segmenter, VadParams
 
@@ -67,6 +67,7 @@ class Inbound:
         self._utterance: Utterance | None = None
         self.audio_in_s = 0.0
         self._to_16k = To16k()
+        self._caller = CallerAdaptation()  # the recognizer's adaptation to this caller, across utterances
 
     def audio(self, pcm: bytes, rate: int) -> list[InboundEvent]:
         pcm = self._to_16k(pcm, rate)
@@ -83,7 +84,7 @@ class Inbound:
             if self._utterance is None:
                 self._preroll.append(frame)
                 if decision == "start":
-                    self._utterance = Utterance(self._pool)
+                    self._utterance = Utterance(self._pool, self._caller)
                     for buffered in self._preroll:
                         self._utterance.add(buffered)
                     self._preroll.clear()
@@ -103,7 +104,7 @@ class Inbound:
     def activity_start(self) -> list[InboundEvent]:
         if self.automatic or self._utterance is not None:
             return []  # the real service ignores (or rejects) these with automatic VAD; be lenient
-        self._utterance = Utterance(self._pool)
+        self._utterance = Utterance(self._pool, self._caller)
         return [SpeechStarted()]
 
     def activity_end(self) -> list[InboundEvent]:

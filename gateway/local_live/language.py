@@ -52,6 +52,7 @@ _TEMPLATES = (
     # goodbyes and hang-up requests
     "(goodbye|bye|bye bye|bye now|ok bye|okay bye)",
     "(thank you|thanks|that is all|that's all|i am done|i'm done|that is it) (goodbye|bye)",
+    "(goodbye|bye|bye bye) (thank you|thanks)",
     "(please |)hang up( please| now|)",
     "(you can|can you|please) hang up( now| the call|)",
     "hang up the (call|phone)",
