@@ -25,7 +25,7 @@ class LocalLiveOptions:
     max_frame_bytes: int = 4 * 1024 * 1024  # bigger frames are closed with 1009 by websockets
     setup_timeout_s: float = 30.0  # no setup by then: close
     tool_response_timeout_s: float = 60.0  # a turn waiting on a toolResponse completes anyway after this
-    recognizers_preload: int = 1  # PocketSphinx decoders loaded at start (0.25 s and ~90 MB each)
+    recognizers_preload: int = 1  # PocketSphinx decoders loaded at start (first ~2 s and 75 MB, then 26 MB)
     recognizers_limit: int = 4  # at most this many utterances are decoded at once; others queue
     worker_threads: int = 6  # threads for VAD, recognition and synthesis
     ssl_context: ssl.SSLContext | None = None  # serve wss:// (the SDK insists on TLS when given an API key)
