@@ -371,3 +371,18 @@ def test_a_handle_issued_on_setup_of_a_switched_connection_does_not_cover_the_re
     res.heard(now=1.0)
     assert res.handle_update("h3", resumable=True, now=2.0) is True  # a later one covers it
     assert not res.since_handle and res.handle_fresh
+
+
+def test_a_turn_whose_words_come_before_its_audio_keeps_them_when_cut():
+    # The local backend sends a sentence's transcript before its audio: after a first turn of 3 s, the
+    # second turn's words must not be stamped at 3 s (where nothing of the second turn was heard yet).
+    state = CallState()
+    state.agent_transcript("First answer. ")
+    state.playout.audio_sent(3.0, now=0.0)
+    state.turn_complete(now=1.0)
+    state.turn_over(now=1.0)
+    state.transcript.flush("agent")
+    state.agent_transcript("Sorry, I cannot transfer this call.")
+    state.playout.audio_sent(2.0, now=10.0)
+    state.barged_in(now=11.0)  # the caller heard 1 s of it
+    assert state.transcript.flush("agent") == [("agent", "Sorry, I cannot transfer this call. [cut]")]

@@ -59,7 +59,10 @@ class CallState:
         self.playout.agent_transcript()
         self.resumption.agent_spoke()
         self.watchdog.agent_answered()
-        self.transcript.heard("agent", text, self.playout.sent_s)
+        # Stamped with the turn's audio sent so far; a transcript that comes before the turn's first
+        # audio (the local backend sends each sentence's words first) belongs at the turn's start, not
+        # where the previous turn ended.
+        self.transcript.heard("agent", text, self.playout.sent_s if self.playout.sending else 0.0)
 
     def caller_transcript(self, text: str) -> bool:
         """Live transcribed the caller. True: the caller talks over a finished reply still playing out, so
