@@ -79,6 +79,23 @@ def test_the_agents_echo_is_held_back_and_a_caller_speaking_up_is_not():
     assert speech.threshold_db() < -35  # the agent is done: a quieter caller counts again
 
 
+def test_a_line_with_loud_echo_raises_the_bar_for_itself():
+    speech = CallerSpeech(TurnRules(echo_margin_db=15, echo_headroom_db=10))
+    speech.agent_played(-12.0)
+    assert speech.threshold_db() == -27.0  # nothing learnt yet: the agent's level less the margin
+    # The line carries the agent's echo only 10 dB down (a loud speakerphone): over that first bar.
+    echo = [-24.0, -22.0, -26.0] * 20
+    assert speech.gate(echo[0])
+    for level in echo[1:]:
+        speech.gate(level)
+    # A second of it heard while the agent played out: only what clears the line's echo by 10 dB counts.
+    assert speech.echo_db == -24.0 and speech.threshold_db() == -14.0
+    assert onsets(feed(speech, [(level, True, 0.95) for level in echo], t0=2.0)) == []
+    assert onsets(feed(speech, [(-10.0, True, 0.95)] * 6, t0=4.0)) == [3]  # a caller who speaks up
+    speech.agent_quiet()
+    assert speech.threshold_db() < -30  # the agent is done: no echo to clear
+
+
 def test_the_turn_ends_after_the_configured_silence():
     speech = CallerSpeech(TurnRules(end_silence_s=0.1))
     heard = feed(speech, [(-25.0, True, 0.9)] * 5 + [(-60.0, False, None)] * 8)

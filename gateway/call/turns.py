@@ -11,8 +11,10 @@ Why each guard is there (a false barge-in cuts the agent off mid-sentence, which
   looked at, so hiss, hum and a click never start a turn;
 - while the agent's audio plays out on the line, the caller's side also carries its **echo**: a frame counts
   only if it is louder than the agent's loudest frame less `echo_margin_db`. Echo returns at least that far
-  below what was played on any line worth the name (-20 dB is typical), so it never passes; a caller who
-  speaks up does. A caller quieter than that is left to Live's own barge-in, which still works;
+  below what was played on a normal line (-20 dB is typical), so it never passes; a caller who speaks up
+  does. A line with louder echo (a speakerphone, no echo cancelling) is learnt: what it carries while the
+  agent plays out is mostly that echo, and a frame must also clear its median by `echo_headroom_db`. A
+  caller quieter than the bar is left to Live's own barge-in, which still works;
 - a **minimum speech duration**, and a speech model that must agree before an onset counts (music on hold
   and noise bursts are voiced to a cheap detector, not to the model). A candidate the model does not
   confirm within `confirm_window_s` is given up, and the model rests for `confirm_backoff_s`, so music
@@ -21,12 +23,16 @@ Why each guard is there (a false barge-in cuts the agent off mid-sentence, which
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Literal
 
 FRAME_S = 0.02
 FLOOR_RISE_DB_PER_S = 3.0  # the floor follows a louder line this slowly, so speech never becomes "noise"
 QUIETEST_SPEECH_DBFS = -50.0  # nothing quieter is a caller's voice on a phone line
+ECHO_WINDOW_FRAMES = 250  # the line's last 5 s while the agent played out: what its echo sounds like there
+ECHO_EVIDENCE_FRAMES = 50  # a second of it before the line's own echo level is trusted
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class TurnRules:
     end_silence_s: float = 0.5  # TURN_DETECTION=local: this much silence ends the caller's turn
     gate_db: float = 9.0  # above the noise floor, for a frame to be looked at
     echo_margin_db: float = 15.0  # while the agent plays out: below its loudest frame by at most this much
+    echo_headroom_db: float = 10.0  # ... and above the echo the line was heard to carry by at least this
     speech_probability: float = 0.5  # the model's verdict that confirms an onset
     confirm_window_s: float = 0.3  # an unconfirmed candidate is given up after this long
     confirm_backoff_s: float = 1.5  # and the model rests this long before the next one
@@ -76,6 +83,9 @@ class CallerSpeech:
     candidate_age_s: float = 0.0
     rest_until: float = 0.0  # the model rests until then (a candidate was given up)
     echo_held: bool = False  # the current burst was held back by the echo guard (counted once)
+    echo_db: float | None = None  # the line's typical level while the agent plays out (None: not known yet)
+    echo_levels: deque[float] = field(default_factory=lambda: deque(maxlen=ECHO_WINDOW_FRAMES))
+    echo_heard: int = 0  # frames that went into echo_levels
     onsets: int = 0
     guarded: int = 0  # bursts that would have been onsets without a guard (echo, or the model said no)
 
@@ -98,6 +108,8 @@ class CallerSpeech:
         threshold = max(floor + self.rules.gate_db, QUIETEST_SPEECH_DBFS)
         if self.agent_db is not None:
             threshold = max(threshold, self.agent_db - self.rules.echo_margin_db)
+            if self.echo_db is not None:
+                threshold = max(threshold, self.echo_db + self.rules.echo_headroom_db)
         return threshold
 
     def gate(self, level_db: float) -> bool:
@@ -108,6 +120,8 @@ class CallerSpeech:
         else:
             floor = min(level_db, floor + FLOOR_RISE_DB_PER_S * FRAME_S)
         self.floor_db = floor
+        if self.agent_db is not None and not self.speaking:
+            self._learn_echo(level_db, floor)
         open_ = level_db >= self.threshold_db()
         if not open_ and self.agent_db is not None and not self.speaking:
             # Loud enough to be speech on a quiet line, but not over the agent's echo: held back.
@@ -118,6 +132,18 @@ class CallerSpeech:
             else:
                 self.echo_held = False
         return open_
+
+    def _learn_echo(self, level_db: float, floor: float) -> None:
+        """While the agent plays out, what the line carries above its noise is mostly the agent's own echo
+        (a caller rarely talks for long over it): its median is the line's echo level, which a caller's
+        voice must clear by `echo_headroom_db`. Lines with strong echo (a loud speakerphone, no echo
+        cancelling) so raise the bar for themselves; the median is recomputed twice a second."""
+        if level_db < floor + self.rules.gate_db:
+            return
+        self.echo_levels.append(level_db)
+        self.echo_heard += 1
+        if self.echo_heard % 25 == 0 and len(self.echo_levels) >= ECHO_EVIDENCE_FRAMES:
+            self.echo_db = statistics.median(self.echo_levels)
 
     def wants_probability(self, voiced: bool, now: float) -> bool:
         """Must the speech model score this frame? Only while an onset is being confirmed: a candidate has
