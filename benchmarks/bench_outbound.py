@@ -134,7 +134,14 @@ async def main(args: argparse.Namespace) -> int:
                     f"{recorded}/{len(run.entries)} call records carry the campaign"
                 )
                 for e in wrong[:5]:
-                    print(f"  {e.number}: {kinds[e.number]} -> {e.outcome} {e.detail}")
+                    record = await calls.record(http, e.call_sid) or {}
+                    what = {k: record.get(k) for k in ("outcome", "answered_by", "machine_action", "amd_wait_ms")}
+                    print(f"  {e.number}: {kinds[e.number]} -> {e.outcome} {e.detail} {what}")
+                    call = api.calls[e.call_sid]
+                    print(f"    callee side: error={call.error!r} amd_sent={call.amd_sent!r} "
+                          f"closed_by={call.result.closed_by if call.result else None}")
+                if wrong and args.keep_log:
+                    Path(args.keep_log).write_text(gw.log_path.read_text())
     return 0
 
 
@@ -146,4 +153,5 @@ if __name__ == "__main__":
     parser.add_argument("--campaign", type=int, default=50, help="calls in the campaign")
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--rate", type=float, default=5.0, help="campaign calls started per second")
+    parser.add_argument("--keep-log", metavar="FILE", help="the gateway's log, if an outcome was wrong")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -60,14 +60,18 @@ async def test_a_machine_hears_the_message_after_the_beep_and_the_call_hangs_up_
     conn.say(lp.AgentAudio(AGENT_24K))  # the agent answers the greeting: held, then dropped
     await asyncio.sleep(0.01)
     call.answered_by("machine_end_beep", 5200)
-    await until(lambda: conn.sent)
-    assert said(conn) == [speak(MESSAGE)]
+    message = await live.connection(1)  # a session of its own, which heard neither greeting nor beep
+    await until(lambda: message.sent)
+    assert said(message) == [speak(MESSAGE)] and said(conn) == []
     line.put(CallerAudio(LOUD_8K))  # the machine records: nothing of it goes to Live any more
-    conn.say(lp.AgentAudio(AGENT_24K), lp.TurnComplete())  # the rest of the interrupted turn: dropped
-    conn.say(lp.AgentAudio(AGENT_24K), lp.AgentAudio(AGENT_24K), lp.TurnComplete())  # the message
+    conn.say(
+        lp.Interrupted(), lp.AgentAudio(AGENT_24K), lp.TurnComplete()
+    )  # the call's session, late: dropped
+    message.say(lp.AgentAudio(AGENT_24K), lp.AgentAudio(AGENT_24K), lp.TurnComplete())
     await until(lambda: len(line.actions("mark")) == 2)
     assert line.actions("mark") == ["turn-1", "hang_up-1"] and line.closed is None
-    assert len(conn.audio) == 0
+    assert "clear" not in [kind for kind, _ in line.sent] and len(line.actions("play")) >= 2
+    assert len(conn.audio) == 0 and message.closed
     line.put(Played("turn-1"), Played("hang_up-1"))  # the message has been heard whole
     await asyncio.wait_for(task, 2)
     assert call.stats.outcome is Outcome.AGENT_HUNG_UP and line.closed == ""

@@ -8,11 +8,12 @@ beep, then records. So an outbound call's agent talks to nobody until it is know
 - Twilio's answering-machine detection (asynchronous, `DetectMessageEnd`) says who answered:
   - a person (or `unknown`): the held speech is played, in order, and the conversation goes on; if the
     callee said nothing and the agent had nothing to say, the agent is asked to open (its greeting);
-  - a machine, once its greeting has ended (after the beep): the held speech is dropped, and the agent's
-    `machine` policy applies: `hang_up` at once, or `leave_message`: the agent is asked to say its voicemail
-    text, the callee's audio is no longer sent (a recording machine has nothing to say, and its noise must
-    not interrupt the message), and the call hangs up once the message has been heard (the mark echo rule of
-    `end_call`);
+  - a machine, once its greeting has ended (after the beep): the held speech is dropped, and so is all the
+    call's own session says from then on (it heard the greeting and the beep, and may still answer them:
+    a model's VAD catches up with audio already sent, and the beep itself can sound like speech). The
+    agent's `machine` policy applies: `hang_up` at once, or `leave_message`: the voicemail text is said by
+    a Live connection of its own that heard none of it (the `Call` opens it), the callee's audio is no
+    longer sent, and the call hangs up once the message has been heard (the mark echo rule of `end_call`);
   - a fax: hang up, whatever the policy.
 - a result that never comes within `wait_s` of the line's start is taken as a person: a caller left in
   silence is worse than a message cut short.
@@ -75,8 +76,6 @@ class Answering:
     held: deque[lp.LiveEvent] = field(default_factory=deque)
     held_dropped: int = 0  # held events dropped past HELD_MAX
     agent_spoke: bool = False  # the agent produced speech while held
-    _open_turn: bool = False  # held speech of a turn whose TurnComplete has not come
-    _discarding: bool = False  # a machine answered mid-turn: that turn's speech is dropped until it ends
     _releasing: bool = False  # a person answered: the held speech goes out first, in order
     message: Literal["", "asked", "playing"] = ""  # the voicemail message: asked for, then on the line
 
@@ -102,26 +101,17 @@ class Answering:
         """Live said `event`. True: it is not for the line now (held, or dropped); False: carry it out."""
         if not isinstance(event, _SPEECH):
             return False
-        if self._discarding:
-            if isinstance(event, lp.TurnComplete):
-                self._discarding = False
-            return True
+        if self.verdict in ("machine", "fax"):
+            return True  # the call's own session answers what the machine played: never for the line
         if self.verdict is None or self._releasing:
-            if self.verdict is None:
-                self._note(event)
+            if isinstance(event, lp.AgentAudio | lp.OutputTranscript):
+                self.agent_spoke = True
             if len(self.held) >= HELD_MAX:
                 self.held_dropped += 1
                 return True
             self.held.append(event)
             return True
         return False
-
-    def _note(self, event: lp.LiveEvent) -> None:
-        if isinstance(event, lp.AgentAudio | lp.OutputTranscript):
-            self.agent_spoke = True
-            self._open_turn = True
-        elif isinstance(event, lp.TurnComplete):
-            self._open_turn = False
 
     def result(self, answered_by: str, now: float, *, callee_spoke: bool) -> Decision | None:
         """Twilio's AMD result came. The decision, or None if it was decided already (a late or repeated
@@ -142,7 +132,6 @@ class Answering:
             self._releasing = bool(self.held)
             return Decision(verdict, answered_by, greet=not callee_spoke and not self.agent_spoke)
         self.held.clear()
-        self._discarding = self._open_turn  # the rest of that turn never reaches the line
         if verdict == "machine" and self.policy == "leave_message" and self.has_message:
             self.message = "asked"
             return Decision(verdict, answered_by, leave_message=True)
@@ -157,8 +146,8 @@ class Answering:
         return None
 
     def turn_started(self) -> bool:
-        """A new agent turn reached the line. True once: it is the voicemail message, so the hang-up is asked
-        for now, to follow the end of this turn."""
+        """A new agent turn reached the line. True once: it is the voicemail message (nothing else reaches
+        the line once a machine answered), so the hang-up is asked for now, to follow the end of this turn."""
         if self.message == "asked":
             self.message = "playing"
             return True

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -877,12 +878,11 @@ class Call:
         )
         if decision.hang_up:
             self._machine_action = "hung_up"
-            self.stats.outcome = Outcome.AGENT_HUNG_UP
-            self._ended_outside.set()  # the bridge ends and the line closes: a hang-up
+            self._end_from_here(Outcome.AGENT_HUNG_UP)
             return
         try:
             if decision.leave_message:
-                await self._ask_agent(speak(role.voicemail))
+                await self._leave_message(role.voicemail)
                 return
             while (event := answering.next_released()) is not None:
                 await self._on_live_event(event, released=True)
@@ -890,6 +890,39 @@ class Call:
                 await self._ask_agent(speak(role.opening))
         except LiveError as exc:  # the agent loop is bringing the connection back, or ending the call
             log.warning("who_answered_not_carried_out", error=str(exc))
+
+    async def _leave_message(self, text: str) -> None:
+        """Say the voicemail text through a Live connection of its own, opened now: the call's session heard
+        the greeting and the beep and may still answer them (see gateway.call.answering), this one heard
+        nothing but the text to say. Its audio goes to the line like any turn's; the hang-up waits for the
+        mark after it. If it cannot be said, the call hangs up without it."""
+        config = dataclasses.replace(self.config, tools=())  # a message to say, nothing to call
+        try:
+            async with asyncio.timeout(self.limits.live_setup_s):
+                live = await self._open_live(config, None)
+        except (LiveError, TimeoutError) as exc:
+            log.error("voicemail_not_left", error=str(exc) or "no Live session in time")
+            self._end_from_here(Outcome.AGENT_HUNG_UP)
+            return
+        try:
+            caps = lp.model_capabilities(config.model)
+            turn = lp.client_turn_message if caps.client_content_mid_session else lp.text_input_message
+            await live.send(turn(speak(text)))
+            while (events := await live.receive()) is not None:
+                for event in events:
+                    await self._on_live_event(event, released=True)
+                    if isinstance(event, lp.TurnComplete):
+                        return  # the message and its hang-up mark are on the line
+        except LiveError as exc:
+            log.error("voicemail_not_left", error=str(exc))
+            self._end_from_here(Outcome.AGENT_HUNG_UP)
+        finally:
+            await live.close()
+
+    def _end_from_here(self, outcome: Outcome) -> None:
+        """End the call now (the bridge stops and the line closes), with this outcome."""
+        self.stats.outcome = outcome
+        self._ended_outside.set()
 
     async def _refuse_tools(self, event: lp.ToolCall) -> None:
         """No tools are declared by this agent: answer so the model is never left waiting."""
