@@ -135,13 +135,15 @@ async def main(args: argparse.Namespace) -> int:
                 )
                 for e in wrong[:5]:
                     record = await calls.record(http, e.call_sid) or {}
-                    what = {k: record.get(k) for k in ("outcome", "answered_by", "machine_action", "amd_wait_ms")}
+                    keys = ("outcome", "answered_by", "machine_action", "amd_wait_ms")
+                    what = {k: record.get(k) for k in keys}
                     print(f"  {e.number}: {kinds[e.number]} -> {e.outcome} {e.detail} {what}")
                     call = api.calls[e.call_sid]
                     print(f"    callee side: error={call.error!r} amd_sent={call.amd_sent!r} "
                           f"closed_by={call.result.closed_by if call.result else None}")
                 if wrong and args.keep_log:
-                    Path(args.keep_log).write_text(gw.log_path.read_text())
+                    log_text = await asyncio.to_thread(gw.log_path.read_text)
+                    await asyncio.to_thread(Path(args.keep_log).write_text, log_text)
     return 0
 
 

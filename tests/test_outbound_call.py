@@ -64,12 +64,19 @@ async def test_a_machine_hears_the_message_after_the_beep_and_the_call_hangs_up_
     await until(lambda: message.sent)
     assert said(message) == [speak(MESSAGE)] and said(conn) == []
     line.put(CallerAudio(LOUD_8K))  # the machine records: nothing of it goes to Live any more
-    conn.say(
-        lp.Interrupted(), lp.AgentAudio(AGENT_24K), lp.TurnComplete()
-    )  # the call's session, late: dropped
     message.say(lp.AgentAudio(AGENT_24K), lp.AgentAudio(AGENT_24K), lp.TurnComplete())
     await until(lambda: len(line.actions("mark")) == 2)
     assert line.actions("mark") == ["turn-1", "hang_up-1"] and line.closed is None
+    # While the message plays, the call's session catches up with the greeting it heard: its transcript
+    # would look like the callee talking over the message, its answer would be recorded. Both dropped.
+    late = (
+        lp.InputTranscript("after the tone"),
+        lp.Interrupted(),
+        lp.AgentAudio(AGENT_24K),
+        lp.TurnComplete(),
+    )
+    conn.say(*late)
+    await asyncio.sleep(0.02)
     assert "clear" not in [kind for kind, _ in line.sent] and len(line.actions("play")) >= 2
     assert len(conn.audio) == 0 and message.closed
     line.put(Played("turn-1"), Played("hang_up-1"))  # the message has been heard whole

@@ -222,6 +222,9 @@ def test_a_machine_with_leave_message_never_hears_what_the_call_s_session_says_a
     assert not answering.held and not answering.sends_caller_audio  # nothing for Live to hear either
     # The call's session heard the greeting and the beep; whatever it says about them, late, is dropped.
     assert answering.holds(AUDIO) and answering.holds(lp.Interrupted()) and answering.holds(lp.TurnComplete())
+    assert answering.holds(lp.InputTranscript("leave a message")) and not answering.holds(
+        lp.Usage(1, 1, 2, {})
+    )
     assert answering.turn_started() and not answering.turn_started()  # the message: its hang-up asked once
 
 

@@ -9,8 +9,9 @@ beep, then records. So an outbound call's agent talks to nobody until it is know
   - a person (or `unknown`): the held speech is played, in order, and the conversation goes on; if the
     callee said nothing and the agent had nothing to say, the agent is asked to open (its greeting);
   - a machine, once its greeting has ended (after the beep): the held speech is dropped, and so is all the
-    call's own session says from then on (it heard the greeting and the beep, and may still answer them:
-    a model's VAD catches up with audio already sent, and the beep itself can sound like speech). The
+    call's own session says from then on but its token usage (it heard the greeting and the beep, and may
+    still answer them: a model's VAD catches up with audio already sent, and a beep can sound like speech,
+    and its late transcript of the greeting would look like the callee talking over the message). The
     agent's `machine` policy applies: `hang_up` at once, or `leave_message`: the voicemail text is said by
     a Live connection of its own that heard none of it (the `Call` opens it), the callee's audio is no
     longer sent, and the call hangs up once the message has been heard (the mark echo rule of `end_call`);
@@ -99,10 +100,12 @@ class Answering:
 
     def holds(self, event: lp.LiveEvent) -> bool:
         """Live said `event`. True: it is not for the line now (held, or dropped); False: carry it out."""
+        if self.verdict in ("machine", "fax"):
+            # The call's own session answers what the machine played (its words, its tool calls, a late
+            # transcript that looks like the callee talking over the message): only its bill is kept.
+            return not isinstance(event, lp.Usage)
         if not isinstance(event, _SPEECH):
             return False
-        if self.verdict in ("machine", "fax"):
-            return True  # the call's own session answers what the machine played: never for the line
         if self.verdict is None or self._releasing:
             if isinstance(event, lp.AgentAudio | lp.OutputTranscript):
                 self.agent_spoke = True
