@@ -35,8 +35,9 @@ def outbound_call(line: MemoryLine, live: ScriptedLive, **role) -> tuple[Call, a
 
 async def test_what_the_agent_says_before_a_person_is_known_reaches_the_line_then_in_order():
     line, live = MemoryLine(), ScriptedLive()
-    call, task = outbound_call(line, live, opening="Hello Ada")
+    call, task = outbound_call(line, live, opening="Hello Ada", machine="leave_message")
     conn = await live.connection(0)
+    voicemail = await live.connection(1)  # opened while the detector listens, in case it is a machine
     line.put(CallerAudio(LOUD_8K))  # "hello?"
     await until(lambda: conn.audio)
     conn.say(lp.AgentAudio(AGENT_24K), lp.TurnComplete())
@@ -46,6 +47,8 @@ async def test_what_the_agent_says_before_a_person_is_known_reaches_the_line_the
     await until(lambda: line.actions("mark"))
     assert [kind for kind, _ in line.sent][-1] == "mark" and line.actions("play")
     assert conn.sent == []  # the callee spoke and the agent answered: no opening asked for
+    await until(lambda: voicemail.closed)
+    assert voicemail.sent == []  # a person: the voicemail's connection is closed unused
     line.put(Ended("stop"))
     await task
     summary = call.summary()

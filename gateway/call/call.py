@@ -855,6 +855,28 @@ class Call:
         agent has said meanwhile, or hang up, or leave the voicemail message."""
         answering, role = self.answering, self.outbound
         assert answering is not None and role is not None
+        # The voicemail's own Live connection is opened while the detector listens, so that its set-up
+        # round trip is not heard after the beep; closed unused if a person answers.
+        message_live = None
+        if answering.policy == "leave_message" and answering.has_message:
+            message_live = asyncio.create_task(self._open_message_live(), name="voicemail_live")
+        try:
+            await self._decide_who_answered(answering, role, message_live)
+        finally:
+            if message_live is not None:  # unused (a person), or used: closed either way
+                message_live.cancel()
+                await asyncio.gather(message_live, return_exceptions=True)
+                if not message_live.cancelled() and message_live.exception() is None:
+                    await message_live.result().close()
+
+    async def _open_message_live(self) -> LiveSession:
+        config = dataclasses.replace(self.config, tools=())  # a message to say, nothing to call
+        async with asyncio.timeout(self.limits.live_setup_s):
+            return await self._open_live(config, None)
+
+    async def _decide_who_answered(
+        self, answering: Answering, role: OutboundRole, message_live: asyncio.Task[LiveSession] | None
+    ) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, answering.deadline - time.monotonic())):
                 await self._amd_came.wait()
@@ -881,8 +903,8 @@ class Call:
             self._end_from_here(Outcome.AGENT_HUNG_UP)
             return
         try:
-            if decision.leave_message:
-                await self._leave_message(role.voicemail)
+            if decision.leave_message and message_live is not None:
+                await self._leave_message(role.voicemail, message_live)
                 return
             while (event := answering.next_released()) is not None:
                 await self._on_live_event(event, released=True)
@@ -891,21 +913,19 @@ class Call:
         except LiveError as exc:  # the agent loop is bringing the connection back, or ending the call
             log.warning("who_answered_not_carried_out", error=str(exc))
 
-    async def _leave_message(self, text: str) -> None:
-        """Say the voicemail text through a Live connection of its own, opened now: the call's session heard
-        the greeting and the beep and may still answer them (see gateway.call.answering), this one heard
-        nothing but the text to say. Its audio goes to the line like any turn's; the hang-up waits for the
-        mark after it. If it cannot be said, the call hangs up without it."""
-        config = dataclasses.replace(self.config, tools=())  # a message to say, nothing to call
+    async def _leave_message(self, text: str, opening: asyncio.Task[LiveSession]) -> None:
+        """Say the voicemail text through a Live connection of its own (opened while the detector listened):
+        the call's session heard the greeting and the beep and may still answer them (see
+        gateway.call.answering), this one heard nothing but the text to say. Its audio goes to the line like
+        any turn's; the hang-up waits for the mark after it. If it cannot be said, the call hangs up."""
         try:
-            async with asyncio.timeout(self.limits.live_setup_s):
-                live = await self._open_live(config, None)
+            live = await opening
         except (LiveError, TimeoutError) as exc:
             log.error("voicemail_not_left", error=str(exc) or "no Live session in time")
             self._end_from_here(Outcome.AGENT_HUNG_UP)
             return
         try:
-            caps = lp.model_capabilities(config.model)
+            caps = lp.model_capabilities(self.config.model)
             turn = lp.client_turn_message if caps.client_content_mid_session else lp.text_input_message
             await live.send(turn(speak(text)))
             while (events := await live.receive()) is not None:
