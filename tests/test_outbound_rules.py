@@ -328,3 +328,15 @@ def test_the_csv_s_rows_become_entries_and_those_not_to_call_are_skipped_with_wh
     ]
     assert entries[0].variables == {"name": "Ada", "date": "Friday"} and entries[0].tz == NY
     assert entries[1].tz == "Asia/Tokyo" and "no time zone" in entries[4].detail
+
+
+def test_a_call_is_over_when_twilio_says_so_or_a_minute_after_its_stream_ended_without_a_word():
+    from gateway.outbound.client import final_status
+
+    ended = "2026-06-01T12:00:00+00:00"
+    assert final_status({"call_status": "busy"}) == "busy"
+    assert final_status({"call_status": "completed"}) is None  # its own record is on its way
+    assert final_status({"call_status": "completed", "ended_at": ended}) == "completed"
+    assert final_status({"call_status": "in-progress", "ended_at": ended}, NOON_UTC) is None
+    late = NOON_UTC + timedelta(seconds=61)  # the final callback was lost
+    assert final_status({"call_status": "in-progress", "ended_at": ended}, late) == "completed"

@@ -85,7 +85,9 @@ class FakeTwilioApi:
     async def create_call(self, request: Request) -> JSONResponse:
         if refused := self._refused(request):
             return refused
-        form = {k: str(v) for k, v in (await request.form()).items()}
+        raw = await request.form()
+        form = {k: str(v) for k, v in raw.items()}
+        form["StatusCallbackEvent"] = " ".join(str(v) for v in raw.getlist("StatusCallbackEvent"))
         if self.refuse_create is not None:
             status, code, message = self.refuse_create
             return JSONResponse({"code": code, "message": message, "status": status}, status_code=status)
@@ -106,24 +108,29 @@ class FakeTwilioApi:
         )  # fmt: skip
 
     async def _carry(self, call: PlacedCall) -> None:
-        """The call's life as Twilio would carry it out."""
-        try:
-            async with httpx.AsyncClient(timeout=10.0, trust_env=False) as http:
+        """The call's life as Twilio would carry it out: it always ends with a final status callback."""
+        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as http:
+            final = "failed"
+            try:
                 await self._status(http, call, "initiated")
                 await self._status(http, call, "ringing")
                 await asyncio.sleep(call.callee.ring_s)
                 if not call.callee.answers:
-                    await self._status(http, call, NOT_ANSWERED[call.callee.kind])
+                    final = NOT_ANSWERED[call.callee.kind]
                     return
                 await self._status(http, call, "in-progress")
-                began = time.monotonic()
+                final = "completed"
                 await self._pick_up(http, call)
-                await self._status(http, call, "completed", CallDuration=str(round(time.monotonic() - began)))
-        except Exception as exc:  # a stand-in: say what went wrong, do not raise into the void
-            call.error = repr(exc)
-            log.warning("simulated_call_failed", call_sid=call.sid, error=repr(exc))
-        finally:
-            call.done.set()
+            except Exception as exc:  # a stand-in: say what went wrong, do not raise into the void
+                call.error = repr(exc)
+                log.warning("simulated_call_failed", call_sid=call.sid, error=repr(exc))
+            finally:
+                try:
+                    await self._status(http, call, final)
+                except Exception as exc:
+                    call.error = call.error or repr(exc)
+                    log.warning("simulated_status_not_sent", call_sid=call.sid, error=repr(exc))
+                call.done.set()
 
     async def _pick_up(self, http: httpx.AsyncClient, call: PlacedCall) -> None:
         line = call.pickup = pickup(call.callee)
@@ -181,8 +188,17 @@ class FakeTwilioApi:
         await self._post(http, url, params)
 
     async def _post(self, http: httpx.AsyncClient, url: str, params: dict[str, str]) -> None:
+        """A signed callback; a connection that fails (a kept-alive one the server closed meanwhile) is
+        tried again, as Twilio's HTTP client does."""
         signature = RequestValidator(self.auth_token).compute_signature(url, params)
-        response = await http.post(url, data=params, headers={"X-Twilio-Signature": signature})
+        for attempt in range(3):
+            try:
+                response = await http.post(url, data=params, headers={"X-Twilio-Signature": signature})
+                break
+            except httpx.TransportError:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.1)
         if response.status_code >= 300:
             log.warning("simulated_callback_refused", url=url, status=response.status_code)
 

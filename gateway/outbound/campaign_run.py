@@ -28,7 +28,7 @@ import httpx
 from gateway.outbound import campaign as rules
 from gateway.outbound.campaign import Entry, Policy, Window
 from gateway.outbound.campaign_store import CampaignStore, open_campaign_store
-from gateway.outbound.client import ApiError, CallsApi
+from gateway.outbound.client import ApiError, CallsApi, final_status
 from gateway.outbound.destinations import check_destination, country_of
 
 NUMBER_COLUMNS = ("number", "to", "phone")
@@ -246,7 +246,7 @@ class CampaignRun:
             rules.finished(entry, "unknown", datetime.now(UTC), self.spec.policy, detail=str(exc))
         else:
             outcome = rules.call_outcome(
-                record.get("call_status", ""), record.get("answered_by", ""), record.get("machine_action", "")
+                final_status(record) or "", record.get("answered_by", ""), record.get("machine_action", "")
             )
             rules.finished(entry, outcome or "unknown", datetime.now(UTC), self.spec.policy)
         await self._save(entry)

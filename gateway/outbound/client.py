@@ -9,6 +9,7 @@ import asyncio
 import json
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ import httpx
 from gateway.config import read_environment
 
 FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+STATUS_GRACE_S = 60.0  # a call whose stream has ended is over this long after, final callback or not
 
 
 class ApiError(RuntimeError):
@@ -88,10 +90,23 @@ class CallsApi:
                 await asyncio.sleep(poll_s)
 
 
-def is_over(record: dict[str, Any]) -> bool:
-    """Twilio reported the call's end, and a call that connected has its outcome recorded too."""
+def final_status(record: dict[str, Any], now: datetime | None = None) -> str | None:
+    """The call's final status once it is over, else None: Twilio reported its end (and a call that
+    connected has its outcome recorded too), or its stream ended `STATUS_GRACE_S` ago and Twilio's final
+    callback never came (it went to an instance that was down, say): then it was `completed`."""
     status = record.get("call_status", "")
-    return status in FINAL_STATUSES and (status != "completed" or bool(record.get("ended_at")))
+    ended = record.get("ended_at")
+    if status in FINAL_STATUSES:
+        return status if status != "completed" or ended else None
+    if ended and (now or datetime.now(UTC)) - datetime.fromisoformat(ended) > timedelta(
+        seconds=STATUS_GRACE_S
+    ):
+        return "completed"
+    return None
+
+
+def is_over(record: dict[str, Any]) -> bool:
+    return final_status(record) is not None
 
 
 def _reason(response: httpx.Response) -> str:
