@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import sys
 import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from gateway.outbound.campaign_store import open_campaign_store
 from gateway.outbound.client import CallsApi, run_dial
 from gateway.server import running_gateway
 from tests.support.gateway import settings_for
-from tests.support.processes import free_port
+from tests.support.processes import clean_env, free_port
 from tests.support.twilio_api import fake_twilio_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -74,7 +75,7 @@ async def outbound(tmp_path_factory) -> AsyncIterator[Outbound]:
         fake_twilio_api(ACCOUNT, TOKEN) as (api_url, api),
     ):
         api.callees = {
-            PERSON: [Callee("person", ring_s=0.2, talk_s=5.0)],
+            PERSON: [Callee("person", ring_s=0.2, talk_s=3.5)],
             VOICEMAIL: [Callee("voicemail", ring_s=0.2, greeting=SHORT_GREETING)],
             MACHINE: [Callee("voicemail", ring_s=0.2, greeting=SHORT_GREETING)],
             BUSY: [Callee("busy", ring_s=0.1)],
@@ -269,3 +270,17 @@ async def test_gateway_dial_places_a_call_through_the_api_and_waits_for_its_reco
     monkeypatch.setenv("CALLS_API_TOKEN", "wrong")
     assert await run_dial(build_parser().parse_args(["dial", "--to", BUSY, "--url", outbound.url])) == 1
     assert "HTTP 401: bearer token required" in capsys.readouterr().err
+
+
+async def test_gateway_dial_simulate_shows_an_outbound_call_on_one_machine(tmp_path):
+    """Its own gateway process and Twilio stand-in, no keys: here a busy line (the shortest call)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "dial", "--to", "+12125550123", "--simulate", "busy",
+        cwd=tmp_path, env=clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(120):
+        out, _ = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "POST /calls -> 201" in text and "twilio: busy" in text
+    assert "call_status=busy, outcome=busy" in text
