@@ -78,9 +78,15 @@ def _serve_with(ws: str, port: int) -> None:
     )
 
 
+NAIVE_BRIDGE = Path(__file__).with_name("naive_bridge.py")
+
+
 @contextlib.asynccontextmanager
-async def gateway_process(live_url: str, ws: str | None = None) -> AsyncIterator[tuple[str, int]]:
-    """A gateway in its own process; yields (base URL, pid)."""
+async def gateway_process(
+    live_url: str, ws: str | None = None, *, naive: bool = False, processes: int = 1
+) -> AsyncIterator[tuple[str, int]]:
+    """A gateway (or, naive=True, the naive bridge) in its own process; yields (base URL, pid). With
+    processes > 1 the gateway runs that many processes (WEB_CONCURRENCY); the pid is their parent's."""
     port = _free_port()
     env = {
         **os.environ,
@@ -89,10 +95,13 @@ async def gateway_process(live_url: str, ws: str | None = None) -> AsyncIterator
         "LOG_LEVEL": "warning",
         "DEVELOPMENT_MODE": "true",  # the harness signs nothing; stream tokens are still issued and checked
         "MAX_CONCURRENT_CALLS": "10000",  # measure capacity, not the admission limit
+        "WEB_CONCURRENCY": str(processes),
     }
     env.pop("GEMINI_API_KEY", None)
     env.pop("TWILIO_AUTH_TOKEN", None)
-    if ws is None:
+    if naive:
+        cmd = [sys.executable, str(NAIVE_BRIDGE), "--port", str(port)]
+    elif ws is None:
         cmd = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)]
     else:
         cmd = [sys.executable, __file__, "--serve-ws", ws, "--port", str(port)]
@@ -265,10 +274,122 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
+# --- the gateway beside the naive bridge -----------------------------------------------------------------
+
+TARGET_RATIO = 0.7  # gateway / naive CPU per call-second
+TARGET_RSS_PER_CALL_VS = 200 * 1024
+
+
+@dataclass
+class Pair:
+    """One round at one level: the gateway and the naive bridge, run one after the other."""
+
+    calls: int
+    gateway: Figures
+    naive: Figures
+
+    @property
+    def ratio(self) -> float:
+        return self.gateway.gateway_ms_per_call_s / self.naive.gateway_ms_per_call_s
+
+
+async def run_versus(
+    peer: ChildProcessPeer, levels: list[int], rounds: int, duration: float, processes: int = 1
+) -> list[Pair]:
+    """Rounds of every level, the gateway and the naive bridge alternating which goes first (A B, B A, ...):
+    the machine's drift then falls on both sides alike."""
+    pairs: list[Pair] = []
+    for r in range(rounds):
+        for calls in levels:
+            ramp = min(5.0, max(1.0, calls / 20))
+            got: dict[bool, Figures] = {}
+            for naive in (False, True) if r % 2 == 0 else (True, False):
+                async with gateway_process(peer.url, naive=naive, processes=processes) as (url, pid):
+                    options = LoadOptions(url, calls, duration_s=duration, ramp_s=ramp, gateway_pid=pid)
+                    got[naive] = analyze(await run_load(options, peer))
+                name = "naive" if naive else "gateway"
+                text = report(got[naive])
+                print(f"<!-- round {r + 1}, {calls} calls, {name}:\n{text}\n-->", file=sys.stderr, flush=True)
+            pairs.append(Pair(calls, got[False], got[True]))
+    return pairs
+
+
+def _median_spread(values: list[float], fmt: str = ".2f") -> str:
+    if not values:
+        return "n/a"
+    med = float(np.median(values))
+    if len(values) == 1:
+        return format(med, fmt)
+    return f"{med:{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def versus_markdown(pairs: list[Pair], rounds: int, duration: float) -> str:
+    levels = sorted({pr.calls for pr in pairs})
+    lines = [
+        "| calls | gateway / naive CPU per call-s | gateway ms CPU per call-s | naive ms CPU per call-s "
+        "| gateway / naive KiB per call | held (gateway / naive) |",
+        "|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for calls in levels:
+        at = [pr for pr in pairs if pr.calls == calls]
+        ratio = _median_spread([pr.ratio for pr in at])
+        g = _median_spread([pr.gateway.gateway_ms_per_call_s for pr in at])
+        n = _median_spread([pr.naive.gateway_ms_per_call_s for pr in at])
+        kib = (
+            f"{np.median([pr.gateway.rss_per_call for pr in at]) / 1024:.0f} / "
+            f"{np.median([pr.naive.rss_per_call for pr in at]) / 1024:.0f}"
+        )
+        held = f"{sum(holds(pr.gateway) for pr in at)} / {sum(holds(pr.naive) for pr in at)} of {len(at)}"
+        lines.append(f"| {calls} | {ratio} | {g} | {n} | {kib} | {held} |")
+    lines += [
+        "",
+        "Latency, every round of a level together (ms; late = more than 20 ms; missing = sent and never "
+        "received):",
+        "",
+        "| calls | side | inbound p50 / p99 | outbound p50 / p99 | barge-in p50 / p99 | late in / out "
+        "| missing in / out |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for calls in levels:
+        at = [pr for pr in pairs if pr.calls == calls]
+        for side in ("gateway", "naive"):
+            figs = [getattr(pr, side) for pr in at]
+            inbound = [x for f in figs for x in f.inbound]
+            outbound = [x for f in figs for x in f.outbound]
+            barge = [x for f in figs for x in f.barge_in]
+            late = f"{sum(f.late_inbound for f in figs)} / {sum(f.late_outbound for f in figs)}"
+            missing = (
+                f"{sum(f.caller_frames_missing for f in figs)} / {sum(f.agent_frames_missing for f in figs)}"
+            )
+            lines.append(
+                f"| {calls} | {side} | {p(inbound, 50)} / {p(inbound, 99)} | {p(outbound, 50)} / "
+                f"{p(outbound, 99)} | {p(barge, 50)} / {p(barge, 99)} | {late} | {missing} |"
+            )
+    ratios = [pr.ratio for pr in pairs]
+    worst = max(float(np.median([pr.ratio for pr in pairs if pr.calls == c])) for c in levels)
+    kib = [pr.gateway.rss_per_call for pr in pairs if pr.gateway.rss_per_call == pr.gateway.rss_per_call]
+    lines += [
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+        f"| gateway / naive CPU per call-second <= {TARGET_RATIO} | median {np.median(ratios):.2f} over "
+        f"{len(ratios)} pairs, worst level's median {worst:.2f} | {verdict(worst <= TARGET_RATIO)} |",
+        f"| <= 200 KiB per call | median {np.median(kib) / 1024:.0f} KiB (steady RSS minus idle, per call) | "
+        f"{verdict(float(np.median(kib)) <= TARGET_RSS_PER_CALL_VS)} |",
+    ]
+    return "\n".join(lines)
+
+
 # --- main -----------------------------------------------------------------------------------------------
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.versus_naive:
+        levels = [int(x) for x in args.versus_naive.split(",")]
+        async with ChildProcessPeer() as peer:
+            pairs = await run_versus(peer, levels, args.rounds, args.duration)
+        print(versus_markdown(pairs, args.rounds, args.duration))
+        return
     levels_wanted = [int(x) for x in args.levels.split(",")]
     out: list[str] = []
     async with ChildProcessPeer() as peer:
@@ -394,6 +515,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compare-at", type=int, default=100)
     parser.add_argument("--stop-on-fail", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--quick", action="store_true", help="10 and 50 calls, 12 s: a smoke run")
+    parser.add_argument(
+        "--versus-naive",
+        default=None,
+        metavar="LEVELS",
+        help="the gateway beside benchmarks/naive_bridge.py at these levels (e.g. 25,50,100), interleaved",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --versus-naive")
     parser.add_argument("--serve-ws", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

