@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import os
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from urllib.parse import urlparse, urlsplit
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
@@ -31,6 +32,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator, add_port, remove_port
 from twilio.twiml.voice_response import VoiceResponse
 
+from gateway import machine
 from gateway.admission import Pacer, RefusalLog, UnverifiedStreams
 from gateway.agents import Agent
 from gateway.audio import resample_block
@@ -77,7 +79,12 @@ class Gateway:
         self.calls: set[Call] = set()
         self.drain = Drain(settings, self.calls, self.records.save_handle)
         self.validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
-        self.tokens = StreamTokens(key_from_auth_token(settings.twilio_auth_token))
+        # Several processes on one port (WEB_CONCURRENCY) share a key, the redeemed tokens and the call limit.
+        self.machine = machine.current()
+        key = key_from_auth_token(settings.twilio_auth_token)
+        if self.machine is not None and not settings.twilio_auth_token:
+            key = self.machine.key  # development: a random key, but the same on every process
+        self.tokens = StreamTokens(key, shared=self.machine)
         self.refusals = RefusalLog()
         self.pacer = Pacer()  # what unverified sockets cost: accepting one, refusing one
         self.unverified = UnverifiedStreams(settings.max_unverified_streams)
@@ -146,6 +153,8 @@ class Gateway:
 
     def call_ended(self, call: Call) -> None:
         self.calls.discard(call)
+        if self.machine is not None:
+            self.machine.publish(len(self.calls))
         # Only a verified stream becomes a Call (see `media`): a socket refused before has no record.
         self.records.call_ended(call.summary())
         self.drain.call_ended()
@@ -228,9 +237,18 @@ class Gateway:
 
     # --- admission ---
 
-    def at_capacity(self) -> bool:
-        """Calls in progress plus calls answered whose stream is on its way, against the limit."""
+    def at_capacity(self, call_sid: str = "") -> bool:
+        """Calls in progress plus calls answered whose stream is on its way, against the limit. On one of
+        several processes, the machine's: a place is then held for `call_sid` at once, or the answer is no."""
+        if self.machine is not None:
+            now = self.tokens.now()
+            limit = self.settings.max_concurrent_calls
+            return not self.machine.reserve(call_sid, now + self.tokens.pending_s, now, limit)
         return len(self.calls) + self.tokens.outstanding() >= self.settings.max_concurrent_calls
+
+    def calls_in_progress(self) -> int:
+        """This process's calls, or the machine's on one of several processes."""
+        return self.machine.calls() if self.machine is not None else len(self.calls)
 
     def admit_stream(self, start: Started) -> tuple[str, str] | None:
         """Why this stream is refused, as (reason, detail), or None: it becomes a call. Checked before any
@@ -239,7 +257,11 @@ class Gateway:
         refusal = self.tokens.redeem(start.call_sid, start.parameters.get(TOKEN_PARAMETER))
         if refusal is not None:
             return "token", refusal
-        if len(self.calls) >= self.settings.max_concurrent_calls:
+        limit = self.settings.max_concurrent_calls
+        if self.machine is not None:  # the machine's calls; the call is counted at once if it is admitted
+            if not self.machine.start_call(start.call_sid, len(self.calls), limit):
+                return "at_capacity", "the machine is at MAX_CONCURRENT_CALLS"
+        elif len(self.calls) >= limit:
             return "at_capacity", "the gateway is at MAX_CONCURRENT_CALLS"
         return None
 
@@ -354,7 +376,7 @@ async def voice(request: Request) -> Response:
     if previous is not None and previous.state != "waiting":
         return gw.refuse_again(call_sid, previous)
     response = VoiceResponse()
-    if previous is None and gw.at_capacity():
+    if previous is None and gw.at_capacity(call_sid):
         # Refusing before answering: the caller hears a busy tone and the call costs nothing.
         gw.tokens.answered_busy(call_sid)
         max_calls = gw.settings.max_concurrent_calls
@@ -408,7 +430,7 @@ async def media(ws: WebSocket) -> None:
             ws, "signature", "stream_signature_rejected", url=gw.stream_url(ws), hint=SIGNATURE_HINT
         )
         return
-    if len(gw.calls) >= settings.max_concurrent_calls:  # no stream could become a call now
+    if gw.calls_in_progress() >= settings.max_concurrent_calls:  # no stream could become a call now
         await gw.refuse_upgrade(ws, "busy", "stream_rejected_busy", max_calls=settings.max_concurrent_calls)
         return
     # Until its `start` is checked the socket holds a place among the unverified ones, not among the calls.
@@ -453,10 +475,17 @@ async def media(ws: WebSocket) -> None:
 async def healthz(request: Request) -> Response:
     gw = _gateway(request)
     if gw.drain.active:  # readiness fails, so load balancers stop sending calls here
-        return JSONResponse({"status": "draining", "active_calls": len(gw.calls)}, status_code=503)
+        return JSONResponse({"status": "draining", **_load(gw)}, status_code=503)
     if (records := gw.records.health()) is not None:  # still 200: calls are carried without the database
-        return JSONResponse({"status": "degraded", "active_calls": len(gw.calls), "records": records})
-    return JSONResponse({"status": "ok", "active_calls": len(gw.calls)})
+        return JSONResponse({"status": "degraded", **_load(gw), "records": records})
+    return JSONResponse({"status": "ok", **_load(gw)})
+
+
+def _load(gw: Gateway) -> dict[str, int]:
+    """The calls in progress: the machine's, and which process answered, when several serve the port."""
+    if gw.machine is None:
+        return {"active_calls": len(gw.calls)}
+    return {"active_calls": gw.calls_in_progress(), "process": gw.machine.slot}
 
 
 def _api_refusal(gw: Gateway, request: Request, what: str) -> Response | None:
@@ -599,6 +628,10 @@ async def amd_result(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several processes: every process's metrics, added up
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

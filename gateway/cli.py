@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 
@@ -12,6 +13,22 @@ import structlog
 
 from gateway.config import ConfigError, load_database_url, load_settings
 from gateway.logs import configure_logging
+
+
+def _metrics_for_processes() -> None:
+    """Several gateway processes (WEB_CONCURRENCY): Prometheus's multiprocess mode, every process's metrics
+    added up at /metrics, in PROMETHEUS_MULTIPROC_DIR (a fresh temporary directory unless it is set; a set one
+    is emptied of the previous run's files, as the client's documentation asks)."""
+    import tempfile
+    from pathlib import Path
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+        return
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for old in Path(directory).glob("*.db"):
+        old.unlink(missing_ok=True)
 
 
 def _port(text: str) -> int:
@@ -222,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (argv if argv is not None else sys.argv[1:])[:1] == ["serve"]:
+        with contextlib.suppress(ConfigError):  # reported by `serve` itself
+            if load_settings().web_concurrency > 1:
+                # Before prometheus_client is imported (the parser imports it): it picks its mode then.
+                _metrics_for_processes()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -98,6 +98,8 @@ class Settings:
     # the agent may leave the caller's turn unanswered before the stall watchdog steps in. TURN_DETECTION is
     # `live.turn_detection` (it changes the setup).
     barge_in: str = "local"
+    # Gateway processes on one port (WEB_CONCURRENCY, which Heroku sets): default one per core.
+    web_concurrency: int = 1
     stall_timeout_s: float = 5.0
     # Vertex AI (GEMINI_PLATFORM=vertex): a service-account key file, else google-auth's own search (the
     # metadata server on Google Cloud). The platform, project and location are in `live`.
@@ -499,7 +501,18 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         barge_in=barge_in,
         stall_timeout_s=stall_timeout_s,
         google_credentials_file=credentials_file,
+        web_concurrency=_web_concurrency(env),
     )
+
+
+def _web_concurrency(env: dict[str, str]) -> int:
+    """WEB_CONCURRENCY: gateway processes on one port; default one per core this process may run on."""
+    processes = _int(env, "WEB_CONCURRENCY", usable_cores())
+    if not 1 <= processes <= 256:
+        raise ConfigError(
+            f"WEB_CONCURRENCY={processes} must be between 1 and 256 (gateway processes on one port)"
+        )
+    return processes
 
 
 def _outbound(env: dict[str, str]) -> tuple[str | None, frozenset[str], int, int]:
@@ -528,3 +541,16 @@ def _outbound(env: dict[str, str]) -> tuple[str | None, frozenset[str], int, int
     if not 3 <= amd_timeout <= 59:
         raise ConfigError(f"AMD_TIMEOUT_S={amd_timeout} must be between 3 and 59 seconds (Twilio's range)")
     return from_number, countries, max_outbound, amd_timeout
+
+
+def usable_cores(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The cores this process may use: its CPU affinity, capped by a container's CPU quota (cgroup v2), which
+    a pod or a dyno sets while the affinity still shows every core of the host."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path(cpu_max).read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))  # a quota of 1.5 cores: 2 processes
+    except (OSError, ValueError):
+        pass
+    return cores

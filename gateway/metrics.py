@@ -40,6 +40,7 @@ class Metrics:
     barge_in_guarded: Counter
     stalls: Counter
     stall_recoveries: Counter
+    prewarm: Counter
 
     def count_tokens(self, by_modality: dict[str, int]) -> None:
         """Keys as `gateway.live.protocol.Usage` has them: `prompt_audio`, `response_text`, ..."""
@@ -52,7 +53,8 @@ class Metrics:
 
 
 METRICS = Metrics(
-    active_calls=Gauge("gateway_active_calls", "Calls in progress"),
+    # multiprocess_mode: how processes' values add up under WEB_CONCURRENCY (ignored in one process).
+    active_calls=Gauge("gateway_active_calls", "Calls in progress", multiprocess_mode="livesum"),
     calls=Counter("gateway_calls", "Calls ended, by outcome", ["outcome"]),
     barge_ins=Counter(
         "gateway_barge_ins",
@@ -96,11 +98,16 @@ METRICS = Metrics(
     records_waiting=Gauge(
         "gateway_records_waiting",
         "Call records and transcript lines waiting for the database (memory and disk)",
+        multiprocess_mode="livesum",
     ),
     records_store_up=Gauge(
-        "gateway_records_store_up", "1 while the records database answers; 0 while it is down"
+        "gateway_records_store_up",
+        "1 while the records database answers; 0 while it is down",
+        multiprocess_mode="livemin",
     ),
-    draining=Gauge("gateway_draining", "1 while this instance drains (takes no new calls)"),
+    draining=Gauge(
+        "gateway_draining", "1 while this instance drains (takes no new calls)", multiprocess_mode="livemax"
+    ),
     calls_moved=Counter(
         "gateway_calls_moved", "Calls moved to another instance at shutdown, by result", ["result"]
     ),
@@ -123,6 +130,12 @@ METRICS = Metrics(
     ),
     stall_recoveries=Counter(
         "gateway_stall_recoveries", "Stalls after which the agent answered (after a nudge or a switch)"
+    ),
+    prewarm=Counter(
+        "gateway_prewarm",
+        "Pre-warmed Live sessions by what became of them: taken by their call's stream, or discarded "
+        "(no_stream: the stream never came here, e.g. it went to another process or instance)",
+        ["result"],
     ),
 )
 

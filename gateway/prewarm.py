@@ -26,6 +26,7 @@ import structlog
 from gateway.admission import RefusalLog
 from gateway.live import protocol as lp
 from gateway.live.session import LiveConfigRejected, LiveError, LiveSession
+from gateway.metrics import METRICS
 
 log = structlog.get_logger("gateway.prewarm")
 
@@ -108,6 +109,7 @@ class Prewarmer:
             log.warning("prewarm_failed", call_sid=call_sid, error=str(exc), code=exc.code)
             return None
         self.taken += 1
+        METRICS.prewarm.labels(result="taken").inc()
         log.info("prewarm_taken", call_sid=call_sid)
         return session
 
@@ -119,6 +121,7 @@ class Prewarmer:
 
     def _close_when_open(self, task: asyncio.Task[LiveSession], call_sid: str, reason: str) -> None:
         self.discarded += 1
+        METRICS.prewarm.labels(result=reason).inc()  # reasons are this module's and the app's few words
         log.info("prewarm_discarded", call_sid=call_sid, reason=reason)
         if not task.done():
             task.cancel()  # LiveSession.open closes its socket when cancelled mid-setup

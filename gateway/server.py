@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
 import resource
+import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
+from types import FrameType
 
 import structlog
 import uvicorn
+from prometheus_client import multiprocess
 from starlette.applications import Starlette
 
+from gateway import machine
 from gateway.app import create_app
 from gateway.call import TranscriptObserver
 from gateway.config import Settings
@@ -64,8 +72,14 @@ def http_limits(settings: Settings) -> HttpLimits:
     )
 
 
-def serve_forever(settings: Settings, host: str, port: int) -> None:
-    """`gateway serve`: uvicorn that drains calls on SIGTERM instead of cutting them off."""
+def serve_forever(
+    settings: Settings, host: str, port: int, sockets: list[socket.socket] | None = None
+) -> None:
+    """`gateway serve`: uvicorn that drains calls on SIGTERM instead of cutting them off; with
+    WEB_CONCURRENCY > 1, that many such processes on one port (`serve_processes`)."""
+    if settings.web_concurrency > 1 and sockets is None:
+        serve_processes(settings, host, port, settings.web_concurrency)
+        return
     app = create_app(settings)
     limits = http_limits(settings)
     config = uvicorn_config(app, host, port, settings.max_message_bytes, limits)
@@ -76,7 +90,90 @@ def serve_forever(settings: Settings, host: str, port: int) -> None:
         max_connections=connection_budget(limits),
         fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
     )
-    _Serving(config, app.state.gateway.drain.run).run()
+    _Serving(config, app.state.gateway.drain.run).run(sockets=sockets)
+
+
+# --- several processes on one port ------------------------------------------------------------------------
+
+RESTART_PAUSE_S = 1.0  # between a worker's death and its successor: a crash loop must not spin a core
+EARLY_DEATH_S = 10.0  # a worker dead this soon after it started could not start: stop, do not loop
+
+
+def serve_processes(settings: Settings, host: str, port: int, processes: int) -> None:
+    """WEB_CONCURRENCY: a supervisor binds the port once and forks `processes` full gateways that accept on
+    it (the kernel gives each connection to a process that is waiting; a busy one waits less). Their shared
+    state (`gateway.machine`: stream tokens, the call limit) is made before the fork. SIGTERM (or Ctrl-C) is
+    passed on once: every process drains its own calls, and the supervisor exits when the last has. A worker
+    that dies is replaced (its calls are gone: its place in the limit is emptied first)."""
+    sock = _listen(host, port)
+    shared = machine.Machine.create(processes)
+    workers: dict[int, multiprocessing.process.BaseProcess] = {}
+    started: dict[int, float] = {}
+    stopping = False
+
+    def stop(sig: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            log.info("processes_stopping", signal=signal.Signals(sig).name, processes=len(workers))
+            for worker in workers.values():
+                if worker.pid is not None and worker.is_alive():
+                    os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    ctx = multiprocessing.get_context("fork")  # the modules are imported once; the app is made per process
+
+    def start(slot: int) -> None:
+        worker = ctx.Process(target=_worker, args=(settings, sock, shared, slot), name=f"gateway-{slot}")
+        worker.start()
+        workers[slot], started[slot] = worker, time.monotonic()
+
+    log.info("processes", processes=processes, pid=os.getpid())
+    for slot in range(processes):
+        start(slot)
+    exit_code = 0
+    while workers:
+        multiprocessing.connection.wait([w.sentinel for w in workers.values()], timeout=0.5)
+        for slot, worker in list(workers.items()):
+            if worker.is_alive():
+                continue
+            del workers[slot]
+            shared.release(slot)
+            if worker.pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                multiprocess.mark_process_dead(worker.pid)
+            if stopping:
+                continue
+            if time.monotonic() - started[slot] < EARLY_DEATH_S:
+                log.error("worker_failed_to_start", slot=slot, exitcode=worker.exitcode)
+                exit_code = 1
+                stop(signal.SIGTERM, None)
+                continue
+            log.error("worker_died", slot=slot, exitcode=worker.exitcode)
+            time.sleep(RESTART_PAUSE_S)
+            start(slot)
+    sock.close()
+    if exit_code:
+        raise SystemExit(exit_code)
+
+
+def _worker(settings: Settings, sock: socket.socket, shared: machine.Machine, slot: int) -> None:
+    """One of the supervisor's processes: a whole gateway on the shared socket."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # uvicorn (DrainingServer) installs its own while it serves
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    machine.join(shared, slot)
+    serve_forever(settings, "", 0, sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The port, bound once for every process (as uvicorn's own workers do)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 class _Serving(DrainingServer):

@@ -4,15 +4,18 @@ The webhook hands Twilio a short-lived token bound to the CallSid as a `<Paramet
 stream's `start.customParameters`. A stream without a valid, unexpired, unused token for its CallSid is closed
 before any Live session is opened, so a socket that got past (or around) the signature check still costs
 nothing. The key is derived from the Twilio auth token, so every instance behind a load balancer accepts the
-tokens of every other; without an auth token (development) it is random per process.
+tokens of every other; without an auth token (development) it is random per machine.
 
-Tokens are single-use per process: the first stream to redeem one wins, a second stream with the same token
-is refused. One CallSid gets one token: Twilio's signature on a webhook has no timestamp, so a captured
+Tokens are single-use per machine: the first stream to redeem one wins, a second stream with the same token
+is refused, on any of the machine's gateway processes (`WEB_CONCURRENCY`, `gateway.machine`).
+One CallSid gets one token: Twilio's signature on a webhook has no timestamp, so a captured
 webhook can be replayed at will, and every replay must not be a new token (and a new pre-warmed Live
 session). The answer given to each CallSid is remembered (`REMEMBER_S`, at most `MAX_REMEMBERED` of them):
 asked again, the webhook gives the same answer while the token is still waiting for its stream, and refuses
 once it has been used or has expired (`previous`). No I/O here: the clock is passed in, and the state is
-small dicts that forget each entry once it can no longer matter.
+small dicts that forget each entry once it can no longer matter. The answers are remembered per process:
+a replayed webhook that lands on another process of the machine gets a fresh token, as it would on another
+instance; its stream still needs the stream URL's signature, and a CallSid's stream is one call at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 PARAMETER = "token"  # the <Parameter> name the token travels under
 DEFAULT_TTL_S = 60.0  # Twilio opens the stream within a second or two of reading the TwiML
@@ -68,6 +71,12 @@ def key_from_auth_token(auth_token: str | None) -> bytes:
     return hmac.new(auth_token.encode(), _KEY_LABEL, hashlib.sha256).digest()
 
 
+class Redeemed(Protocol):
+    """Tokens redeemed by every process of the machine (`gateway.machine.Machine`)."""
+
+    def redeem(self, nonce: str, expires: float, now: float) -> str | None: ...
+
+
 class StreamTokens:
     """Issues the webhook's stream tokens and redeems them on `start`; also counts the calls answered whose
     stream has not arrived yet, so they hold a place in the call limit."""
@@ -78,14 +87,20 @@ class StreamTokens:
         ttl_s: float = DEFAULT_TTL_S,
         clock: Callable[[], float] = time.time,
         pending_s: float = DEFAULT_PENDING_S,
+        shared: Redeemed | None = None,
     ) -> None:
         self._key = key
+        self._shared = shared  # the machine's redeemed tokens, when several processes serve one port
         self.ttl_s = ttl_s
         self.pending_s = min(pending_s, ttl_s)
         self._clock = clock  # wall clock: another instance may check what this one issued
         self._redeemed: dict[str, float] = {}  # nonce -> expiry, forgotten once expired
         self._outstanding: dict[str, float] = {}  # call_sid -> until: answered, stream not yet here
         self._answers: dict[str, _Answer] = {}  # call_sid -> what its webhook was answered, oldest first
+
+    def now(self) -> float:
+        """The tokens' clock (wall time: another instance may check what this one issued)."""
+        return self._clock()
 
     def _mac(self, call_sid: str, expires: int, nonce: str) -> str:
         digest = hmac.new(self._key, f"{call_sid}|{expires}|{nonce}".encode(), hashlib.sha256).digest()
@@ -158,6 +173,8 @@ class StreamTokens:
             return "stream token expired"
         if nonce in self._redeemed:
             return "stream token already used"
+        if self._shared is not None and (refusal := self._shared.redeem(nonce, expires, now)) is not None:
+            return refusal
         self._redeemed[nonce] = expires
         self._outstanding.pop(call_sid, None)
         if (answer := self._answers.get(call_sid)) is not None and answer.token == token:

@@ -25,11 +25,12 @@ def free_port() -> int:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without the gateway's own settings, plus `extra`, for a child process."""
-    ours = ("GEMINI_", "TWILIO_", "AGENT_", "PUBLIC_", "DATABASE_URL", "CALLS_API_", "DRAIN_")
+    ours = ("GEMINI_", "TWILIO_", "AGENT_", "PUBLIC_", "DATABASE_URL", "CALLS_API_", "DRAIN_", "PROMETHEUS_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     # The processes run elsewhere (a temporary directory): make them import this checkout's gateway.
     path = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
-    return {**env, "LOG_FORMAT": "json", "PYTHONPATH": path, **extra}
+    # One gateway process unless a test asks for more (WEB_CONCURRENCY defaults to one per core).
+    return {**env, "LOG_FORMAT": "json", "PYTHONPATH": path, "WEB_CONCURRENCY": "1", **extra}
 
 
 def start_gateway(

@@ -1,0 +1,156 @@
+"""What the gateway processes of one machine share (`WEB_CONCURRENCY` > 1): each a full gateway on one port.
+
+Made by the supervisor (`gateway.server.serve_processes`) before it forks its workers, in shared memory (no
+I/O, no server, a lock held for microseconds), so that what was per process is per machine:
+
+* the stream tokens' key when there is no Twilio auth token (development): a token issued by the process that
+  answered the webhook must verify on the process the stream lands on;
+* the redeemed tokens: a token used on one process is refused on every other (a table of the nonces' digests
+  and expiries; a full table of unexpired tokens refuses a stream rather than forget one: 16384 streams within
+  a token's minute, far beyond one machine);
+* the call limit: each process publishes its own count (calls in progress plus calls answered whose stream is
+  on its way) in its slot, and a process admits a call only while the sum is under MAX_CONCURRENT_CALLS. A
+  worker that dies has its slot emptied by the supervisor before its successor takes it.
+
+One process (the default on one core, and every test that does not ask for more) has no `Machine`: the
+gateway then keeps all of this in its own memory, as it always did. The rules (`redeem_in`) are pure
+functions over arrays, tested without processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+TOKEN_TABLE = 16384  # redeemed tokens held at once (each lives about a minute): 256 KiB of shared memory
+
+
+def digest(text: str) -> int:
+    """A token nonce as a nonzero signed 64-bit integer (0 marks a free entry)."""
+    value = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
+    return value or 1
+
+
+def _put(digests: np.ndarray, expiries: np.ndarray, key: int, expires: float, now: float) -> bool:
+    """Write (key, expires) over an expired or empty entry; False if every entry is still live."""
+    free = int(np.argmin(expiries))  # empty entries are 0, expired ones are in the past: the least is free
+    if expiries[free] > now:
+        return False
+    digests[free], expiries[free] = key, expires
+    return True
+
+
+def redeem_in(
+    digests: np.ndarray, expiries: np.ndarray, nonce: int, expires: float, now: float
+) -> str | None:
+    """Record a token as used in the table; why it is refused, or None. Pure: the arrays are the table."""
+    if bool(np.any((digests == nonce) & (expiries > now))):
+        return "stream token already used"
+    if not _put(digests, expiries, nonce, expires, now):
+        return "too many stream tokens in use on this machine"
+    return None
+
+
+def reserve_in(
+    waiting: tuple[np.ndarray, np.ndarray], calls: np.ndarray, call: int, until: float, now: float, limit: int
+) -> bool:
+    """The webhook answers a call: a place in the limit until `until` or its stream, if the machine has one
+    (calls in progress on every process, plus calls answered whose stream is on its way)."""
+    digests, untils = waiting
+    live = untils > now
+    if bool(np.any((digests == call) & live)):
+        return True  # asked again while its stream is on the way: it holds its place already
+    if int(np.count_nonzero(live)) + int(calls.sum()) + 1 > limit:
+        return False
+    return _put(digests, untils, call, until, now)
+
+
+def start_in(
+    waiting: tuple[np.ndarray, np.ndarray], calls: np.ndarray, slot: int, call: int, own: int, limit: int
+) -> bool:
+    """A verified stream becomes a call on process `slot` (which has `own` calls) if the machine's calls in
+    progress leave a place; its place among the answered calls is given up either way."""
+    digests, untils = waiting
+    untils[digests == call] = 0.0
+    calls[slot] = own
+    if int(calls.sum()) + 1 > limit:
+        return False
+    calls[slot] = own + 1
+    return True
+
+
+@dataclass
+class Machine:
+    """The shared memory of one machine's gateway processes, and which slot this process has."""
+
+    processes: int
+    key: bytes
+    _lock: Any
+    _tables: tuple[Any, ...]  # redeemed digests, expiries; waiting digests, untils; calls per slot
+    slot: int = 0
+
+    @classmethod
+    def create(cls, processes: int) -> Machine:
+        ctx = multiprocessing.get_context("fork")
+        tables = (
+            ctx.RawArray("q", TOKEN_TABLE),
+            ctx.RawArray("d", TOKEN_TABLE),
+            ctx.RawArray("q", TOKEN_TABLE),
+            ctx.RawArray("d", TOKEN_TABLE),
+            ctx.RawArray("q", processes),
+        )
+        return cls(processes, secrets.token_bytes(32), ctx.Lock(), tables)
+
+    def _views(self) -> tuple[np.ndarray, ...]:
+        return tuple(
+            np.frombuffer(t, dtype=np.int64 if t._type_ == "q" else np.float64) for t in self._tables
+        )
+
+    def redeem(self, nonce: str, expires: float, now: float) -> str | None:
+        with self._lock:
+            digests, expiries, *_ = self._views()
+            return redeem_in(digests, expiries, digest(nonce), expires, now)
+
+    def reserve(self, call_sid: str, until: float, now: float, limit: int) -> bool:
+        with self._lock:
+            _, _, digests, untils, calls = self._views()
+            return reserve_in((digests, untils), calls, digest(call_sid), until, now, limit)
+
+    def start_call(self, call_sid: str, own: int, limit: int) -> bool:
+        with self._lock:
+            _, _, digests, untils, calls = self._views()
+            return start_in((digests, untils), calls, self.slot, digest(call_sid), own, limit)
+
+    def publish(self, own: int) -> None:
+        """This process's calls in progress, after one ended."""
+        with self._lock:
+            self._views()[4][self.slot] = own
+
+    def calls(self) -> int:
+        with self._lock:
+            return int(self._views()[4].sum())
+
+    def release(self, slot: int) -> None:
+        """A worker died: its calls died with it."""
+        with self._lock:
+            self._views()[4][slot] = 0
+
+
+_current: Machine | None = None
+
+
+def current() -> Machine | None:
+    """This process's machine, if it is one of several gateway processes."""
+    return _current
+
+
+def join(machine: Machine, slot: int) -> None:
+    """In a worker, right after the fork: this process is `slot` of `machine`."""
+    global _current
+    machine.slot = slot
+    _current = machine
