@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import shutil
 import socket
@@ -83,7 +84,12 @@ NAIVE_BRIDGE = Path(__file__).with_name("naive_bridge.py")
 
 @contextlib.asynccontextmanager
 async def gateway_process(
-    live_url: str, ws: str | None = None, *, naive: bool = False, processes: int = 1
+    live_url: str,
+    ws: str | None = None,
+    *,
+    naive: bool = False,
+    processes: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[str, int]]:
     """A gateway (or, naive=True, the naive bridge) in its own process; yields (base URL, pid). With
     processes > 1 the gateway runs that many processes (WEB_CONCURRENCY); the pid is their parent's."""
@@ -96,6 +102,7 @@ async def gateway_process(
         "DEVELOPMENT_MODE": "true",  # the harness signs nothing; stream tokens are still issued and checked
         "MAX_CONCURRENT_CALLS": "10000",  # measure capacity, not the admission limit
         "WEB_CONCURRENCY": str(processes),
+        **(extra_env or {}),
     }
     env.pop("GEMINI_API_KEY", None)
     env.pop("TWILIO_AUTH_TOKEN", None)
@@ -287,14 +294,21 @@ class Pair:
     calls: int
     gateway: Figures
     naive: Figures
+    server: Figures | None = None  # the gateway with BARGE_IN=server: no caller-side speech detector
 
     @property
     def ratio(self) -> float:
         return self.gateway.gateway_ms_per_call_s / self.naive.gateway_ms_per_call_s
 
+    @property
+    def server_ratio(self) -> float:
+        return (
+            self.server.gateway_ms_per_call_s / self.naive.gateway_ms_per_call_s if self.server else math.nan
+        )
+
 
 async def run_versus(
-    peer: ChildProcessPeer, levels: list[int], rounds: int, duration: float, processes: int = 1
+    peer: ChildProcessPeer, levels: list[int], rounds: int, duration: float, server_side: bool = False
 ) -> list[Pair]:
     """Rounds of every level, the gateway and the naive bridge alternating which goes first (A B, B A, ...):
     the machine's drift then falls on both sides alike."""
@@ -302,15 +316,16 @@ async def run_versus(
     for r in range(rounds):
         for calls in levels:
             ramp = min(5.0, max(1.0, calls / 20))
-            got: dict[bool, Figures] = {}
-            for naive in (False, True) if r % 2 == 0 else (True, False):
-                async with gateway_process(peer.url, naive=naive, processes=processes) as (url, pid):
+            got: dict[str, Figures] = {}
+            sides = ["gateway", "naive"] + (["server"] if server_side else [])
+            for name in sides if r % 2 == 0 else sides[::-1]:
+                env = {"BARGE_IN": "server"} if name == "server" else None
+                async with gateway_process(peer.url, naive=name == "naive", extra_env=env) as (url, pid):
                     options = LoadOptions(url, calls, duration_s=duration, ramp_s=ramp, gateway_pid=pid)
-                    got[naive] = analyze(await run_load(options, peer))
-                name = "naive" if naive else "gateway"
-                text = report(got[naive])
+                    got[name] = analyze(await run_load(options, peer))
+                text = report(got[name])
                 print(f"<!-- round {r + 1}, {calls} calls, {name}:\n{text}\n-->", file=sys.stderr, flush=True)
-            pairs.append(Pair(calls, got[False], got[True]))
+            pairs.append(Pair(calls, got["gateway"], got["naive"], got.get("server")))
     return pairs
 
 
@@ -327,8 +342,8 @@ def versus_markdown(pairs: list[Pair], rounds: int, duration: float) -> str:
     levels = sorted({pr.calls for pr in pairs})
     lines = [
         "| calls | gateway / naive CPU per call-s | gateway ms CPU per call-s | naive ms CPU per call-s "
-        "| gateway / naive KiB per call | held (gateway / naive) |",
-        "|---:|---:|---:|---:|---:|:---:|",
+        "| gateway (BARGE_IN=server) / naive | gateway / naive KiB per call | held (gateway / naive) |",
+        "|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     for calls in levels:
         at = [pr for pr in pairs if pr.calls == calls]
@@ -340,7 +355,8 @@ def versus_markdown(pairs: list[Pair], rounds: int, duration: float) -> str:
             f"{np.median([pr.naive.rss_per_call for pr in at]) / 1024:.0f}"
         )
         held = f"{sum(holds(pr.gateway) for pr in at)} / {sum(holds(pr.naive) for pr in at)} of {len(at)}"
-        lines.append(f"| {calls} | {ratio} | {g} | {n} | {kib} | {held} |")
+        server = _median_spread([pr.server_ratio for pr in at if pr.server is not None])
+        lines.append(f"| {calls} | {ratio} | {g} | {n} | {server} | {kib} | {held} |")
     lines += [
         "",
         "Latency, every round of a level together (ms; late = more than 20 ms; missing = sent and never "
@@ -380,14 +396,91 @@ def versus_markdown(pairs: list[Pair], rounds: int, duration: float) -> str:
     return "\n".join(lines)
 
 
+# --- calls held with several processes ---------------------------------------------------------------
+
+
+@dataclass
+class Held:
+    processes: int
+    calls: int
+    figures: Figures
+    prewarm: dict[str, float]
+
+
+async def _prewarm_counts(url: str) -> dict[str, float]:
+    """gateway_prewarm_total by result, from /metrics (every process's, added up)."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(url + "/metrics")).text
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("gateway_prewarm_total{"):
+            result = line.split('result="', 1)[1].split('"', 1)[0]
+            counts[result] = counts.get(result, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+async def run_capacity(peer: ChildProcessPeer, levels: list[int], duration: float) -> list[Held]:
+    """WEB_CONCURRENCY=1 and 2 side by side at each level (which goes first alternates), up the ladder until
+    neither holds."""
+    runs: list[Held] = []
+    for i, calls in enumerate(levels):
+        ramp = min(10.0, max(1.0, calls / 20))
+        for processes in (1, 2) if i % 2 == 0 else (2, 1):
+            async with gateway_process(peer.url, processes=processes) as (url, pid):
+                options = LoadOptions(url, calls, duration_s=duration, ramp_s=ramp, gateway_pid=pid)
+                figures = analyze(await run_load(options, peer))
+                prewarm = await _prewarm_counts(url)
+            runs.append(Held(processes, calls, figures, prewarm))
+            text = report(figures)
+            print(
+                f"<!-- {calls} calls, {processes} processes:\n{text}\n{prewarm}\n-->",
+                file=sys.stderr,
+                flush=True,
+            )
+        if not any(holds(r.figures) for r in runs if r.calls == calls):
+            break
+    return runs
+
+
+def capacity_markdown(runs: list[Held]) -> str:
+    lines = [
+        "| calls | processes | held | gateway CPU (cores) | late in / out | missing in / out "
+        "| harness late sends | harness / peer CPU | pre-warm taken / no stream |",
+        "|---:|---:|:---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        f = r.figures
+        lines.append(
+            f"| {r.calls} | {r.processes} | {'yes' if holds(f) else 'no'} | {f.gateway_cpu_pct / 100:.2f} | "
+            f"{f.late_inbound} / {f.late_outbound} | {f.caller_frames_missing} / {f.agent_frames_missing} | "
+            f"{f.harness_late_in_window * 100:.2f}% | {f.harness_cpu_pct:.0f}% / {f.peer_cpu_pct:.0f}% | "
+            f"{r.prewarm.get('taken', 0):.0f} / {r.prewarm.get('no_stream', 0):.0f} |"
+        )
+    most = {
+        n: max((r.calls for r in runs if r.processes == n and holds(r.figures)), default=0) for n in (1, 2)
+    }
+    ratio = most[2] / most[1] if most[1] else float("nan")
+    lines += [
+        "",
+        f"Most calls held: {most[1]} with one process, {most[2]} with two: {ratio:.2f}x.",
+    ]
+    return "\n".join(lines)
+
+
 # --- main -----------------------------------------------------------------------------------------------
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.capacity:
+        levels = [int(x) for x in args.capacity.split(",")]
+        async with ChildProcessPeer() as peer:
+            runs = await run_capacity(peer, levels, args.duration)
+        print(capacity_markdown(runs))
+        return
     if args.versus_naive:
         levels = [int(x) for x in args.versus_naive.split(",")]
         async with ChildProcessPeer() as peer:
-            pairs = await run_versus(peer, levels, args.rounds, args.duration)
+            pairs = await run_versus(peer, levels, args.rounds, args.duration, args.server_side)
         print(versus_markdown(pairs, args.rounds, args.duration))
         return
     levels_wanted = [int(x) for x in args.levels.split(",")]
@@ -522,6 +615,17 @@ def parse_args() -> argparse.Namespace:
         help="the gateway beside benchmarks/naive_bridge.py at these levels (e.g. 25,50,100), interleaved",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --versus-naive")
+    parser.add_argument(
+        "--server-side",
+        action="store_true",
+        help="--versus-naive also runs the gateway with BARGE_IN=server (no caller-side speech detector)",
+    )
+    parser.add_argument(
+        "--capacity",
+        default=None,
+        metavar="LEVELS",
+        help="WEB_CONCURRENCY=1 and 2 side by side up these levels (e.g. 150,200,300) until neither holds",
+    )
     parser.add_argument("--serve-ws", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
