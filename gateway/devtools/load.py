@@ -498,6 +498,7 @@ class Figures:
     inbound: list[float] = field(default_factory=list)
     agent_frames_sent: int = 0  # by the peer
     agent_frames_missing: int = 0
+    agent_frames_cleared: int = 0  # of turns ended by a `clear`: dropped after the barge-in, by design
     outbound: list[float] = field(default_factory=list)
     barge_in: list[float] = field(default_factory=list)  # peer `interrupted` -> harness `clear`
     barge_in_unanswered: int = 0
@@ -625,9 +626,12 @@ def _match_outbound(trace: CallTrace, record: PeerSessionRecord, fig: Figures) -
         chunks, media = turn.chunk_times, segment.media
         fig.agent_frames_sent += len(chunks)
         # A turn the gateway cleared itself (local barge-in: before the peer's `interrupted`) drops, by
-        # design, the chunks that reach it after the clear: only those sent before it were owed.
-        owed = len(chunks) if segment.end != "clear" else sum(c < segment.end_at for c in chunks)
-        fig.agent_frames_missing += max(0, owed - len(media))
+        # design, the chunks that reach it after its decision: counted apart, not as missing.
+        short = max(0, len(chunks) - len(media))
+        if segment.end == "clear":
+            fig.agent_frames_cleared += short
+        else:
+            fig.agent_frames_missing += short
         lo, hi = fig.window_s
         fig.outbound += [
             media[j] - chunks[j] for j in range(min(len(chunks), len(media))) if lo <= chunks[j] <= hi
@@ -700,7 +704,8 @@ def report(fig: Figures) -> str:
             f"caller frames at the peer: {fig.caller_frames_received} received, "
             f"{fig.caller_frames_missing} missing, {pct(fig.late_inbound, len(fig.inbound))} late (>20 ms)",
             f"  inbound latency (harness -> gateway -> peer): {percentiles(fig.inbound)}",
-            f"agent frames: {fig.agent_frames_sent} sent by the peer, {fig.agent_frames_missing} missing, "
+            f"agent frames: {fig.agent_frames_sent} sent by the peer, {fig.agent_frames_missing} missing "
+            f"({fig.agent_frames_cleared} more dropped in turns the caller talked over), "
             f"{pct(fig.late_outbound, len(fig.outbound))} late (>20 ms)",
             f"  outbound latency (peer -> gateway -> harness): {percentiles(fig.outbound)}",
             f"barge-in (peer interrupted -> harness clear): {percentiles(fig.barge_in)}, "
