@@ -50,6 +50,7 @@ from gateway.call.state import CallState
 from gateway.call.summary import CallSummary
 from gateway.call.turns import NOTHING, CallerSpeech, Heard, StallWatchdog, TurnRules
 from gateway.call.voice import VoiceMeter, hear, level_dbfs
+from gateway.deadline import Deadline
 from gateway.live import protocol as lp
 from gateway.live.session import (
     LiveConfigRejected,
@@ -199,6 +200,7 @@ class Call:
         self._recent_audio: deque[bytes] = deque(maxlen=ACTIVITY_PREROLL_FRAMES)
         self._recent_seqs: deque[int] = deque(maxlen=ACTIVITY_PREROLL_FRAMES)  # their numbers for replay
         self._stream_paused = False  # audioStreamEnd sent for the pause in progress
+        self._line_deadline = Deadline()  # bounds every wait for the line's next event, one timer for all
         # Resample only where the line's rate is not Live's (a wideband line may need neither).
         rates = line.audio
         self._inbound = Resampler(rates.in_rate, input_rate) if rates.in_rate != input_rate else None
@@ -421,8 +423,7 @@ class Call:
         idle_s = self.limits.idle_timeout_s
         if not self._local_turns and not self._stream_paused and idle_s > AUDIO_PAUSE_S:
             try:
-                async with asyncio.timeout(AUDIO_PAUSE_S):
-                    return await self.line.receive()
+                return await self._line_deadline.wait(self.line.receive(), AUDIO_PAUSE_S)
             except TimeoutError:
                 self._stream_paused = True
                 if self.live is not None and not self.state.resumption.switching:
@@ -430,8 +431,7 @@ class Call:
                         await self.live.send(lp.audio_stream_end_message())
                 idle_s -= AUDIO_PAUSE_S
         try:
-            async with asyncio.timeout(idle_s):
-                event = await self.line.receive()
+            event = await self._line_deadline.wait(self.line.receive(), idle_s)
         except TimeoutError:
             return None
         if isinstance(event, CallerAudio):

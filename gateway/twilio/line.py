@@ -17,6 +17,7 @@ from websockets.frames import CloseCode
 
 from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineClosed, LineEvent, Played, Started
+from gateway.deadline import Deadline
 from gateway.twilio import protocol as tp
 from gateway.twilio.rest import CallControl
 
@@ -41,6 +42,7 @@ class TwilioLine:
         self.call_sid = ""
         self.bad_messages = 0
         self._ended: Ended | None = None
+        self._send_deadline = Deadline()  # bounds every send (a peer that stopped reading), one timer for all
 
     async def receive(self) -> LineEvent:
         """The next event from Twilio; `Ended` once the stream has stopped or the socket closed. Never
@@ -96,8 +98,7 @@ class TwilioLine:
 
     async def _send(self, text: str) -> None:
         try:
-            async with asyncio.timeout(SEND_STALL_S):
-                await self._ws.send_text(text)
+            await self._send_deadline.wait(self._ws.send_text(text), SEND_STALL_S)
         except TimeoutError:
             log.warning("twilio_peer_not_reading", stalled_s=SEND_STALL_S)
             raise LineClosed("the peer stopped reading") from None
