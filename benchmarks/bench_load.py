@@ -421,7 +421,7 @@ async def _prewarm_counts(url: str) -> dict[str, float]:
 
 async def run_capacity(peer: ChildProcessPeer, levels: list[int], duration: float) -> list[Held]:
     """WEB_CONCURRENCY=1 and 2 side by side at each level (which goes first alternates), up the ladder until
-    neither holds."""
+    neither holds two levels in a row."""
     runs: list[Held] = []
     for i, calls in enumerate(levels):
         ramp = min(10.0, max(1.0, calls / 20))
@@ -437,8 +437,8 @@ async def run_capacity(peer: ChildProcessPeer, levels: list[int], duration: floa
                 file=sys.stderr,
                 flush=True,
             )
-        if not any(holds(r.figures) for r in runs if r.calls == calls):
-            break
+        if not any(holds(r.figures) for r in runs if r.calls in levels[max(0, i - 1) : i + 1]):
+            break  # two levels in a row that neither held
     return runs
 
 
