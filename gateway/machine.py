@@ -8,25 +8,33 @@ I/O, no server, a lock held for microseconds), so that what was per process is p
 * the redeemed tokens: a token used on one process is refused on every other (a table of the nonces' digests
   and expiries; a full table of unexpired tokens refuses a stream rather than forget one: 16384 streams within
   a token's minute, far beyond one machine);
-* the call limit: each process publishes its own count (calls in progress plus calls answered whose stream is
-  on its way) in its slot, and a process admits a call only while the sum is under MAX_CONCURRENT_CALLS. A
-  worker that dies has its slot emptied by the supervisor before its successor takes it.
+* the call limit: each process keeps its calls in progress in its slot, and the calls answered whose stream is
+  on its way are a table keyed by CallSid (the webhook reserves a place there, wherever the stream then
+  lands; the stream's process turns it into one of its calls; an unused place lapses after the token's
+  pending time). A webhook answers only while calls plus places are under MAX_CONCURRENT_CALLS; a stream
+  becomes a call only while the calls are. A worker that dies has its slot emptied by the supervisor.
 
 One process (the default on one core, and every test that does not ask for more) has no `Machine`: the
-gateway then keeps all of this in its own memory, as it always did. The rules (`redeem_in`) are pure
-functions over arrays, tested without processes.
+gateway then keeps all of this in its own memory, as it always did. The rules (`redeem_in`, `reserve_in`,
+`start_in`) are pure functions over arrays, tested without processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import structlog
 
+log = structlog.get_logger("gateway.machine")
+
+LOCK_WAIT_S = 0.5  # the lock is held for microseconds: waiting this long means its holder died holding it
 TOKEN_TABLE = 16384  # redeemed tokens held at once (each lives about a minute): 256 KiB of shared memory
 
 
@@ -106,38 +114,52 @@ class Machine:
         )
         return cls(processes, secrets.token_bytes(32), ctx.Lock(), tables)
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The lock, held for microseconds. A worker killed while holding it (SIGKILL, the OOM killer) would
+        leave it held for ever: after LOCK_WAIT_S the tables are used without it (the worst that comes of it
+        is a call over the limit in a race), rather than every process of the machine hanging."""
+        locked = self._lock.acquire(timeout=LOCK_WAIT_S)
+        if not locked:
+            log.error("machine_lock_abandoned", waited_s=LOCK_WAIT_S)
+        try:
+            yield
+        finally:
+            if locked:
+                self._lock.release()
+
     def _views(self) -> tuple[np.ndarray, ...]:
         return tuple(
             np.frombuffer(t, dtype=np.int64 if t._type_ == "q" else np.float64) for t in self._tables
         )
 
     def redeem(self, nonce: str, expires: float, now: float) -> str | None:
-        with self._lock:
+        with self._locked():
             digests, expiries, *_ = self._views()
             return redeem_in(digests, expiries, digest(nonce), expires, now)
 
     def reserve(self, call_sid: str, until: float, now: float, limit: int) -> bool:
-        with self._lock:
+        with self._locked():
             _, _, digests, untils, calls = self._views()
             return reserve_in((digests, untils), calls, digest(call_sid), until, now, limit)
 
     def start_call(self, call_sid: str, own: int, limit: int) -> bool:
-        with self._lock:
+        with self._locked():
             _, _, digests, untils, calls = self._views()
             return start_in((digests, untils), calls, self.slot, digest(call_sid), own, limit)
 
     def publish(self, own: int) -> None:
         """This process's calls in progress, after one ended."""
-        with self._lock:
+        with self._locked():
             self._views()[4][self.slot] = own
 
     def calls(self) -> int:
-        with self._lock:
+        with self._locked():
             return int(self._views()[4].sum())
 
     def release(self, slot: int) -> None:
         """A worker died: its calls died with it."""
-        with self._lock:
+        with self._locked():
             self._views()[4][slot] = 0
 
 
