@@ -19,12 +19,16 @@ def _metrics_for_processes() -> None:
     """Several gateway processes (WEB_CONCURRENCY): Prometheus's multiprocess mode, every process's metrics
     added up at /metrics, in PROMETHEUS_MULTIPROC_DIR (a fresh temporary directory unless it is set; a set one
     is emptied of the previous run's files, as the client's documentation asks)."""
+    import atexit
+    import shutil
     import tempfile
     from pathlib import Path
 
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+        made = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+        atexit.register(shutil.rmtree, made, ignore_errors=True)  # at the supervisor's exit, not a worker's
         return
     Path(directory).mkdir(parents=True, exist_ok=True)
     for old in Path(directory).glob("*.db"):

@@ -131,6 +131,7 @@ def gateway_env(calls_api_token: str) -> dict[str, str]:
     env.update(
         LOG_FORMAT="json",
         LOG_LEVEL="info",
+        WEB_CONCURRENCY="1",  # one call: one process (the default is one per core)
         CALLS_API_TOKEN=calls_api_token,
         DATABASE_URL="sqlite:///calls.sqlite3",
         RECORDS_SPOOL_DIR="records-spool",
