@@ -170,7 +170,9 @@ def test_gateway_serve_runs_the_draining_server_with_the_settings_limits(monkeyp
     from gateway.drain import Drain
 
     made: list[tuple[object, object]] = []
-    monkeypatch.setattr(server.DrainingServer, "run", lambda self: made.append((self.config, self._drain)))
+    monkeypatch.setattr(
+        server.DrainingServer, "run", lambda self, sockets=None: made.append((self.config, self._drain))
+    )
     server.serve_forever(settings_for("ws://127.0.0.1:9/live", MAX_MESSAGE_BYTES="5000"), "127.0.0.1", 0)
     ((config, drain),) = made
     assert config.ws_max_size == 5000 and config.timeout_graceful_shutdown == 5

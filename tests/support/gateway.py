@@ -31,6 +31,7 @@ def settings_for(live_url: str, **env: str) -> Settings:
     A placeholder URL nobody answers at (`ws://127.0.0.1:9/x`, a tarpit's `/ws`) gets Live's path, which
     GEMINI_LIVE_URL must have; test peers serve any path."""
     env.setdefault("DATABASE_URL", f"sqlite:///{_RECORDS_DIR / 'calls.sqlite3'}")
+    env.setdefault("WEB_CONCURRENCY", "1")  # one process, whatever the machine's cores
     parts = urlsplit(live_url)
     if not parts.path.endswith("BidiGenerateContent"):
         live_url = f"{parts.scheme}://{parts.netloc}{LIVE_PATH.format(version='v1alpha')}"
