@@ -472,9 +472,8 @@ def capacity_markdown(runs: list[Held]) -> str:
             f"{f.harness_late_in_window * 100:.2f}% | {f.harness_cpu_pct:.0f}% / {f.peer_cpu_pct:.0f}% | "
             f"{r.prewarm.get('taken', 0):.0f} / {r.prewarm.get('no_stream', 0):.0f} |"
         )
-    most = {
-        n: max((r.calls for r in runs if r.processes == n and holds(r.figures)), default=0) for n in (1, 2)
-    }
+    held = [r for r in runs if in_real_time(r.figures)]
+    most = {n: max((r.calls for r in held if r.processes == n), default=0) for n in (1, 2)}
     ratio = most[2] / most[1] if most[1] else float("nan")
     lines += [
         "",
