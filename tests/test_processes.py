@@ -74,6 +74,8 @@ def test_a_token_issued_by_one_process_is_good_once_on_the_machine():
 def test_web_concurrency_defaults_to_one_process_per_core_and_refuses_nonsense():
     assert load_settings({}, env_file=None).web_concurrency >= 1
     assert load_settings({"WEB_CONCURRENCY": "3"}, env_file=None).web_concurrency == 3
+    # Outbound calls' plans are per process: one process unless asked otherwise.
+    assert load_settings({"TWILIO_FROM_NUMBER": "+12025550123"}, env_file=None).web_concurrency == 1
     for bad in ("0", "two", "1000"):
         with pytest.raises(ConfigError, match="WEB_CONCURRENCY"):
             load_settings({"WEB_CONCURRENCY": bad}, env_file=None)
