@@ -83,3 +83,25 @@ async def test_health_metrics_and_status_callback():
                 url + "/twilio/status", data={"CallSid": "CA1", "CallStatus": "completed"}
             )
             assert status.status_code == 204
+
+
+async def test_the_amd_callback_is_signed_like_the_webhook(capsys):
+    """Twilio's answering-machine result steers an outbound call (a machine -> hang up or a voicemail): an
+    unsigned or mis-signed one is refused and logged, and a signed one taken."""
+    token, public = "secret-token-42", "https://gw.example.com"
+    form = {"CallSid": "CA123", "AccountSid": "AC1", "AnsweredBy": "machine_end_beep"}
+    signature = RequestValidator(token).compute_signature(public + "/twilio/amd", form)
+    settings = settings_for(LIVE, PUBLIC_URL=public, TWILIO_AUTH_TOKEN=token)
+    capsys.readouterr()
+    async with running_gateway(settings) as url:
+        async with httpx.AsyncClient() as client:
+            for headers in ({}, {"X-Twilio-Signature": "bad"}):
+                refused = await client.post(url + "/twilio/amd", data=form, headers=headers)
+                assert refused.status_code == 403
+            signed = await client.post(
+                url + "/twilio/amd", data=form, headers={"X-Twilio-Signature": signature}
+            )
+            assert signed.status_code == 204
+    events = [e["event"] for e in logged(capsys)]
+    assert events.count("amd_signature_rejected") == 2
+    assert events.count("amd_result") == 1
