@@ -37,7 +37,7 @@ from gateway.admission import Pacer, RefusalLog, UnverifiedStreams
 from gateway.agents import Agent
 from gateway.audio import resample_block
 from gateway.call import Call, CallAgent, CallLimits, Outcome, TranscriptObserver
-from gateway.call.line import Ended, Started
+from gateway.call.line import Ended, Line, Started
 from gateway.call.turns import TurnRules
 from gateway.config import Settings
 from gateway.drain import MOVED_QUERY, Drain
@@ -315,6 +315,38 @@ class Gateway:
         self.refusals.refused("stream", reason, event, **fields)
         await ws.close(code=1008)
 
+    async def run_call(self, line: Line, start: Started) -> None:
+        """Carry one admitted call on `line` (any carrier's, the browser's) until it ends; record it."""
+        settings = self.settings
+        plan = self.outbound.get(start.call_sid)  # placed by this instance: waits for the callee
+        call = Call(
+            line,
+            start,
+            self.open_live,
+            settings.live,
+            greeting=settings.greeting,
+            input_rate=settings.live_input_rate,
+            limits=CallLimits(
+                idle_timeout_s=settings.media_idle_timeout_s,
+                live_setup_s=settings.live_setup_timeout_s,
+                live_stall_s=settings.live_stall_s,
+                max_duration_s=settings.max_call_duration_s,
+            ),
+            turns=TurnRules(barge_in=settings.barge_in, stall_timeout_s=settings.stall_timeout_s),
+            on_transcript=self.on_transcript,
+            on_failure=self.apologise,
+            prepare=self.prepare_call,
+            resume=self.records.resumption_handle,
+            outbound=plan.role if plan is not None else None,
+        )
+        if plan is not None and plan.amd is not None:  # Twilio's AMD result came before the stream
+            call.answered_by(*plan.amd)
+        self.calls.add(call)
+        try:
+            await call.run()
+        finally:
+            self.call_ended(call)
+
     def refuse_again(self, call_sid: str, previous: Previous) -> Response:
         """A CallSid this instance answered before, and whose answer cannot lead to a call any more: a replay
         (its token was used, or has expired) is refused; a call refused busy is refused again."""
@@ -442,34 +474,7 @@ async def media(ws: WebSocket) -> None:
     if (refusal := gw.admit_stream(start)) is not None:
         await gw.refuse_stream(ws, line, *refusal)
         return
-    plan = gw.outbound.get(start.call_sid)  # a call this instance placed: its agent waits for the callee
-    call = Call(
-        line,
-        start,
-        gw.open_live,
-        settings.live,
-        greeting=settings.greeting,
-        input_rate=settings.live_input_rate,
-        limits=CallLimits(
-            idle_timeout_s=settings.media_idle_timeout_s,
-            live_setup_s=settings.live_setup_timeout_s,
-            live_stall_s=settings.live_stall_s,
-            max_duration_s=settings.max_call_duration_s,
-        ),
-        turns=TurnRules(barge_in=settings.barge_in, stall_timeout_s=settings.stall_timeout_s),
-        on_transcript=gw.on_transcript,
-        on_failure=gw.apologise,
-        prepare=gw.prepare_call,
-        resume=gw.records.resumption_handle,
-        outbound=plan.role if plan is not None else None,
-    )
-    if plan is not None and plan.amd is not None:  # Twilio's AMD result came before the stream
-        call.answered_by(*plan.amd)
-    gw.calls.add(call)
-    try:
-        await call.run()
-    finally:
-        gw.call_ended(call)
+    await gw.run_call(line, start)
 
 
 async def healthz(request: Request) -> Response:

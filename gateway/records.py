@@ -82,7 +82,7 @@ _COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 # Turn-taking counts (gateway.call.turns), added to databases made before them (_ADDED_COLUMNS).
 _TURN_COLUMNS = ("barge_ins_local", "barge_ins_server", "barge_ins_guarded", "stalls", "stall_recoveries")
-_COLUMNS = (*_COLUMNS, *_TURN_COLUMNS)
+_COLUMNS = (*_COLUMNS, *_TURN_COLUMNS, "carrier")
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM calls"
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
@@ -130,6 +130,7 @@ class CallRecord:
     barge_ins_guarded: int = 0  # sounds a guard kept from counting as barge-ins (echo, music, noise)
     stalls: int = 0  # caller turns the agent left unanswered past STALL_TIMEOUT_S
     stall_recoveries: int = 0  # of which the agent answered after a nudge or a new connection
+    carrier: str = "twilio"  # which line carried the call: twilio, telnyx, vonage, plivo, signalwire, browser
 
     def merged_into(self, old: CallRecord | None) -> CallRecord:
         """This instance's part of a call added to what another instance stored for it before (or what the
@@ -184,6 +185,7 @@ class CallRecord:
             switches=old.switches + self.switches,
             resumption_handle=last.resumption_handle or first.resumption_handle,
             **{name: getattr(old, name) + getattr(self, name) for name in _TURN_COLUMNS},
+            carrier=first.carrier,
         )
 
     def public(self) -> dict[str, Any]:
@@ -220,6 +222,7 @@ def record_of(summary: CallSummary) -> CallRecord:
         amd_duration_ms=summary.amd_duration_ms,
         machine_action=summary.machine_action,
         **{name: getattr(summary, name) for name in _TURN_COLUMNS},
+        carrier=summary.carrier,
     )
 
 
@@ -310,6 +313,7 @@ _ADDED_COLUMNS = (
     ("calls", "machine_action", "TEXT NOT NULL DEFAULT ''"),
     ("calls", "campaign", "TEXT NOT NULL DEFAULT ''"),
     *(("calls", name, "INTEGER NOT NULL DEFAULT 0") for name in _TURN_COLUMNS),
+    ("calls", "carrier", "TEXT NOT NULL DEFAULT 'twilio'"),
 )
 
 

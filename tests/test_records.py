@@ -224,6 +224,27 @@ async def test_an_older_database_has_its_reconnects_column_renamed_to_switches(o
     assert [r.call_sid for r in listed] == ["CAold"]
     # The outbound columns were added, empty for a call that was answered, not placed.
     assert (after.direction, after.call_status, after.amd_wait_ms, after.machine_action) == ("", "", None, "")
+    assert before.carrier == "twilio"  # calls stored before other lines existed came through Twilio
+
+
+async def test_a_call_keeps_the_carrier_of_the_line_it_started_on(database_url):
+    store = open_store(database_url)
+    await store.open()
+    try:
+        first = CallRecord("CAline", started_at=OLD_STARTED, ended_at=OLD_STARTED + timedelta(minutes=1),
+                           outcome="moved", carrier="telnyx")  # fmt: skip
+        await store.save_call(first)
+        assert first.ended_at is not None
+        later = dataclasses.replace(
+            first, started_at=first.ended_at, ended_at=first.ended_at + timedelta(minutes=1),
+            outcome="caller_hung_up", carrier="browser",
+        )  # fmt: skip
+        await store.save_call(later)
+        stored = await store.get_call("CAline")
+    finally:
+        await store.close()
+    assert stored is not None and stored.carrier == "telnyx" and stored.outcome == "caller_hung_up"
+    assert stored.public()["carrier"] == "telnyx"
 
 
 async def test_an_outbound_call_s_parts_make_one_record_whatever_their_order(database_url):

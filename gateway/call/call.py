@@ -1004,6 +1004,7 @@ class Call:
             barge_ins_guarded=self.state.speech.guarded,
             stalls=self.state.watchdog.stalls,
             stall_recoveries=self.state.watchdog.recoveries,
+            carrier=start.carrier,
         )
 
     def _outbound_summary(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class Started:
     called: str = ""  # the number called: it chooses the agent
     moved: bool = False  # handed over by another instance (a drain): its Live session is resumed here
     parameters: dict[str, str] = field(default_factory=dict)
+    carrier: str = "twilio"  # which line carried the call (twilio, telnyx, ..., browser): kept on its record
 
 
 @dataclass(slots=True)  # not frozen: 50 a second per call, and a frozen __init__ costs a setattr per field

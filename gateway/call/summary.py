@@ -39,3 +39,4 @@ class CallSummary:
     barge_ins_guarded: int = 0  # sounds a guard kept from counting as barge-ins (echo, music, noise)
     stalls: int = 0  # caller turns the agent left unanswered past STALL_TIMEOUT_S
     stall_recoveries: int = 0  # of which the agent answered after a nudge or a new connection
+    carrier: str = "twilio"  # which line carried the call (see gateway.call.line.Started)
