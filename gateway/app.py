@@ -40,6 +40,8 @@ from gateway.call import Call, CallAgent, CallLimits, Outcome, TranscriptObserve
 from gateway.call.line import Ended, Line, Started
 from gateway.call.turns import TurnRules
 from gateway.config import Settings
+from gateway.console import pages as console_pages
+from gateway.console.auth import ConsoleAuth, session_of
 from gateway.drain import MOVED_QUERY, Drain
 from gateway.live import protocol as lp
 from gateway.live.session import LiveSession, LiveUnreachable
@@ -494,7 +496,10 @@ def _load(gw: Gateway) -> dict[str, int]:
 
 
 def _api_refusal(gw: Gateway, request: Request, what: str) -> Response | None:
-    """The answer to a calls API request without the CALLS_API_TOKEN bearer token; None when it has it."""
+    """The answer to a calls API request without the CALLS_API_TOKEN bearer token; None when it has it. A
+    GET (reading a record, a recording) also takes a signed-in console session."""
+    if request.method == "GET" and session_of(request) is not None:
+        return None
     token = gw.settings.calls_api_token
     if not token:
         return JSONResponse({"error": f"set CALLS_API_TOKEN to {what} over HTTP"}, status_code=403)
@@ -647,6 +652,7 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
     register_secret(settings.calls_api_token)
     register_database_secrets(settings.database_url)
     register_secret(settings.tools_secret)
+    register_secret(settings.console_password)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -721,8 +727,12 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
             Route("/calls/{sid}", call_record, methods=["GET"]),
             Route("/calls", place_call, methods=["POST"]),
             Route("/twilio/amd", amd_result, methods=["POST"]),
+            *console_pages.routes(),
         ],
         lifespan=lifespan,
     )
     app.state.gateway = gateway  # before start-up too: the server's drain needs it
+    if settings.console_secret:  # else the console is off (404)
+        secure = (settings.public_url or "").startswith("https://")
+        app.state.console_auth = ConsoleAuth(settings.console_secret, secure_cookie=secure)
     return app

@@ -104,6 +104,14 @@ class Settings:
     # Vertex AI (GEMINI_PLATFORM=vertex): a service-account key file, else google-auth's own search (the
     # metadata server on Google Cloud). The platform, project and location are in `live`.
     google_credentials_file: str | None = None
+    # The web console (gateway.console): its password; without one it falls back to CALLS_API_TOKEN, and
+    # with neither the console is off.
+    console_password: str | None = field(default=None, repr=False)
+
+    @property
+    def console_secret(self) -> str | None:
+        """What signs in to the console: CONSOLE_PASSWORD, else CALLS_API_TOKEN; None: the console is off."""
+        return self.console_password or self.calls_api_token
 
     @property
     def agent_book(self) -> AgentBook:
@@ -502,7 +510,17 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         stall_timeout_s=stall_timeout_s,
         google_credentials_file=credentials_file,
         web_concurrency=_web_concurrency(env),
+        console_password=_console_password(env),
     )
+
+
+def _console_password(env: dict[str, str]) -> str | None:
+    password = env.get("CONSOLE_PASSWORD") or None
+    if password is not None and len(password) < 12:
+        raise ConfigError(
+            "CONSOLE_PASSWORD must be at least 12 characters: it signs in to every call's transcript"
+        )
+    return password
 
 
 def _web_concurrency(env: dict[str, str]) -> int:

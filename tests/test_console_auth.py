@@ -1,0 +1,152 @@
+"""The console's sign-in: the session cookie, CSRF tokens, the rate limit, and the calls API taking a session.
+
+The rules (`SessionKey`, `SignInLimiter`) are tested with times passed in; the routes in-process with
+Starlette's test client (the app's own lifespan, a throw-away records file)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from starlette.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.console.auth import COOKIE, SESSION_S, SessionKey, SignInLimiter
+from gateway.records import CallRecord
+from tests.support.gateway import UNUSED_LIVE_URL, settings_for
+
+PASSWORD = "correct horse battery"
+
+
+def test_a_cookie_is_read_back_until_it_expires() -> None:
+    key = SessionKey(PASSWORD)
+    session, cookie = key.new(now=1000.0)
+    assert key.read(cookie, 1000.0 + SESSION_S - 1) == session
+    assert key.read(cookie, 1000.0 + SESSION_S) is None
+    assert session.csrf and session.csrf != session.id
+
+
+def test_a_forged_or_altered_cookie_is_refused() -> None:
+    key = SessionKey(PASSWORD)
+    _, cookie = key.new(now=1000.0)
+    session_id, expires, mac = cookie.split(".")
+    assert key.read(f"{session_id}.{int(expires) + 3600}.{mac}", 1000.0) is None  # a longer life
+    assert key.read(f"other.{expires}.{mac}", 1000.0) is None
+    assert SessionKey("another password!").read(cookie, 1000.0) is None  # the password changed
+    for junk in ("", "a.b", "a.b.c", "a.1.c.d", cookie + "x"):
+        assert key.read(junk, 1000.0) is None
+
+
+def test_the_password_check() -> None:
+    key = SessionKey(PASSWORD)
+    assert key.password_ok(PASSWORD)
+    assert not key.password_ok(PASSWORD[:-1])
+    assert not key.password_ok("")
+
+
+def test_sign_in_is_limited_per_client_until_the_window_passes() -> None:
+    limiter = SignInLimiter(max_failures=3, window_s=60.0)
+    for t in (0.0, 1.0, 2.0):
+        assert limiter.retry_after("a", t) is None
+        limiter.failed("a", t)
+    assert limiter.retry_after("a", 3.0) == pytest.approx(57.0)
+    assert limiter.retry_after("b", 3.0) is None  # another client is not held up
+    assert limiter.retry_after("a", 60.5) is None  # the first failure has left the window
+    limiter.failed("a", 61.0)
+    limiter.failed("a", 61.5)  # with the one at 2.0: three within the window again
+    assert limiter.retry_after("a", 61.5) == 1.0  # the one at 2.0 leaves in 0.5 s: told at least a second
+    limiter.succeeded("a")
+    assert limiter.retry_after("a", 61.5) is None
+
+
+@pytest.fixture
+def client(tmp_path: object) -> Iterator[TestClient]:
+    settings = settings_for(UNUSED_LIVE_URL, CONSOLE_PASSWORD=PASSWORD, CALLS_API_TOKEN="api-token-1234")
+    with TestClient(create_app(settings), base_url="http://gateway.test") as test_client:
+        yield test_client
+
+
+def sign_in(client: TestClient) -> str:
+    """Sign in; the session's CSRF token (as the pages carry it)."""
+    response = client.post("/console/login", data={"password": PASSWORD}, follow_redirects=False)
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"]
+    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+    assert "secure" not in cookie.lower()  # PUBLIC_URL is not https here
+    page = client.get("/console/calls")
+    found = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+    assert found
+    return found.group(1)
+
+
+def test_signing_in_and_out(client: TestClient) -> None:
+    assert (
+        client.get("/console/calls", follow_redirects=False)
+        .headers["location"]
+        .startswith("/console/login?next=/console/calls")
+    )
+    wrong = client.post("/console/login", data={"password": "nope"}, follow_redirects=False)
+    assert wrong.status_code == 401 and COOKIE not in wrong.cookies
+    csrf = sign_in(client)
+    assert client.get("/console/calls").status_code == 200
+    # Signing out needs the CSRF token too (a page elsewhere cannot sign the operator out).
+    assert client.post("/console/logout", data={"csrf": "forged"}).status_code == 403
+    cookie = client.cookies[COOKIE]
+    out = client.post("/console/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert out.status_code == 303
+    assert client.get("/console/calls", follow_redirects=False).status_code == 303
+    client.cookies.set(COOKIE, cookie)  # a copy of the signed-out cookie is refused too
+    assert client.get("/console/calls", follow_redirects=False).status_code == 303
+
+
+def test_sign_in_goes_back_only_to_a_console_page(client: TestClient) -> None:
+    for target, lands in (("/console/live", "/console/live"), ("https://evil.example/", "/console"),
+                          ("//evil.example", "/console")):  # fmt: skip
+        client.cookies.clear()
+        response = client.post(
+            "/console/login", data={"password": PASSWORD, "next": target}, follow_redirects=False
+        )
+        assert response.headers["location"] == lands
+
+
+def test_sign_in_is_rate_limited(client: TestClient) -> None:
+    for _ in range(5):
+        assert client.post("/console/login", data={"password": "guess"}).status_code == 401
+    limited = client.post("/console/login", data={"password": PASSWORD}, follow_redirects=False)
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+    assert COOKIE not in limited.cookies  # not even the right password, until the window passes
+
+
+def test_the_calls_api_takes_a_console_session_for_reading_only(client: TestClient) -> None:
+    gateway = client.app.state.gateway  # type: ignore[attr-defined]
+    gateway.records.save(CallRecord("CAconsole1", started_at=datetime.now(UTC)))
+    client.portal.call(gateway.records.flush, 5.0)  # type: ignore[union-attr]
+    assert client.get("/calls/CAconsole1").status_code == 401
+    sign_in(client)
+    assert client.get("/calls/CAconsole1").json()["call_sid"] == "CAconsole1"
+    # Placing a call is not for a browser session: the bearer token only.
+    assert client.post("/calls", json={"to": "+15550001111"}).status_code == 401
+
+
+def test_the_console_is_off_without_a_password() -> None:
+    settings = settings_for(UNUSED_LIVE_URL)
+    with TestClient(create_app(settings)) as client:
+        for path in ("/console", "/console/login", "/console/calls"):
+            assert client.get(path).status_code == 404
+        assert client.post("/console/login", data={"password": "x"}).status_code == 404
+
+
+def test_the_api_token_signs_in_when_there_is_no_console_password() -> None:
+    settings = settings_for(UNUSED_LIVE_URL, CALLS_API_TOKEN="api-token-1234")
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/console/login", data={"password": "api-token-1234"}, follow_redirects=False)
+        assert response.status_code == 303
+
+
+def test_a_short_console_password_is_refused_at_start_up() -> None:
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError, match="CONSOLE_PASSWORD"):
+        settings_for(UNUSED_LIVE_URL, CONSOLE_PASSWORD="short")
