@@ -36,7 +36,8 @@ from gateway import machine
 from gateway.admission import Pacer, RefusalLog, UnverifiedStreams
 from gateway.agents import Agent
 from gateway.audio import resample_block
-from gateway.call import Call, CallAgent, CallLimits, Outcome, TranscriptObserver
+from gateway.browser.phone import routes as phone_routes
+from gateway.call import Call, CallAgent, CallLimits, CallWatcher, Outcome, TranscriptObserver
 from gateway.call.line import Ended, Line, Started
 from gateway.call.turns import TurnRules
 from gateway.config import Settings
@@ -267,6 +268,19 @@ class Gateway:
             return "at_capacity", "the gateway is at MAX_CONCURRENT_CALLS"
         return None
 
+    def admit_call(self, start: Started) -> str | None:
+        """Why a call on a line without a stream token (the browser's: the console session is its
+        credential) is refused, or None: it becomes a call. The same limit as any call's, counting the calls
+        answered whose stream is on its way; none while this instance drains."""
+        if self.drain.active:
+            return "this instance is shutting down: call again"
+        if self.at_capacity(start.call_sid):
+            return "the gateway is at MAX_CONCURRENT_CALLS"
+        limit = self.settings.max_concurrent_calls
+        if self.machine is not None and not self.machine.start_call(start.call_sid, len(self.calls), limit):
+            return "the machine is at MAX_CONCURRENT_CALLS"
+        return None
+
     async def receive_start(self, ws: WebSocket, line: TwilioLine) -> Started | str:
         """Accept a media socket and read its `start`, holding a place among the unverified sockets meanwhile
         (never one among the calls). Returns the `start`, or why it never came: NO_START (the deadline
@@ -311,14 +325,17 @@ class Gateway:
             self.refusals.refused("stream", reason, "stream_refused", detail=detail)
             await line.close(detail)
 
-    async def refuse_upgrade(self, ws: WebSocket, reason: str, event: str, **fields: object) -> None:
+    async def refuse_upgrade(
+        self, ws: WebSocket, reason: str, event: str, entry: str = "stream", **fields: object
+    ) -> None:
         """Refuse a media upgrade before accepting it: HTTP 403, one log line, nothing else spent."""
         await self.pacer.turn()
-        self.refusals.refused("stream", reason, event, **fields)
+        self.refusals.refused(entry, reason, event, **fields)
         await ws.close(code=1008)
 
-    async def run_call(self, line: Line, start: Started) -> None:
-        """Carry one admitted call on `line` (any carrier's, the browser's) until it ends; record it."""
+    async def run_call(self, line: Line, start: Started, watcher: CallWatcher | None = None) -> Call:
+        """Carry one admitted call on `line` (any carrier's, the browser's) until it ends; record it. A
+        `watcher` follows it as it goes (the browser softphone's page)."""
         settings = self.settings
         plan = self.outbound.get(start.call_sid)  # placed by this instance: waits for the callee
         call = Call(
@@ -340,6 +357,7 @@ class Gateway:
             prepare=self.prepare_call,
             resume=self.records.resumption_handle,
             outbound=plan.role if plan is not None else None,
+            watcher=watcher,
         )
         if plan is not None and plan.amd is not None:  # Twilio's AMD result came before the stream
             call.answered_by(*plan.amd)
@@ -348,6 +366,7 @@ class Gateway:
             await call.run()
         finally:
             self.call_ended(call)
+        return call
 
     def refuse_again(self, call_sid: str, previous: Previous) -> Response:
         """A CallSid this instance answered before, and whose answer cannot lead to a call any more: a replay
@@ -728,6 +747,7 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
             Route("/calls", place_call, methods=["POST"]),
             Route("/twilio/amd", amd_result, methods=["POST"]),
             *console_pages.routes(),
+            *phone_routes(),
         ],
         lifespan=lifespan,
     )

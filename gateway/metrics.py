@@ -156,8 +156,11 @@ class SpeechEnd:
             return True
         return False
 
-    def answered(self) -> None:
-        """The agent started answering: observe the latency once per caller utterance."""
-        if self.last_voice is not None:
-            METRICS.response_latency.observe(time.monotonic() - self.last_voice)
-            self.last_voice = None
+    def answered(self) -> float | None:
+        """The agent started answering: observe the latency once per caller utterance, and return it."""
+        if self.last_voice is None:
+            return None
+        latency = time.monotonic() - self.last_voice
+        METRICS.response_latency.observe(latency)
+        self.last_voice = None
+        return latency

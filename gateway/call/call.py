@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -72,6 +72,18 @@ FailureHandler = Callable[["Call"], Awaitable[None]]
 ResumeLookup = Callable[[str], Awaitable[str]]  # call_sid -> the Live handle another instance left, or ""
 # (started, take the pre-warmed session?) -> the agent; False when the call resumes its own session instead.
 CallPreparer = Callable[[Started, bool], Awaitable["CallAgent"]]
+
+
+
+class CallWatcher(Protocol):
+    """Someone following one call as it happens (the browser softphone's page): never awaited."""
+
+    def transcript(self, role: str, text: str) -> None:
+        """A finished transcript line, as the call's record gets it."""
+
+    def response(self, latency_s: float) -> None:
+        """A turn's response latency: the caller's last sound to the agent's first audio sent to the line."""
+
 
 # Attempts to bring a broken Live connection back: bounded, so a dead service ends in an apology, not a hang.
 CONNECT_RETRY_DELAYS_S = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -173,8 +185,10 @@ class Call:
         outbound: OutboundRole | None = None,
         turns: TurnRules = DEFAULT_TURNS,
         barge_in: str | None = None,
+        watcher: CallWatcher | None = None,
     ) -> None:
         self.line = line
+        self.watcher = watcher
         self._open_live = open_live
         self.config = config
         self.caps = config.caps
@@ -723,7 +737,9 @@ class Call:
                 turn = state.playout.turn
                 if turn == 1:
                     METRICS.first_agent_audio.observe(time.monotonic() - self.stats.started)
-                self._speech_end.answered()
+                latency = self._speech_end.answered()
+                if latency is not None and self.watcher is not None:
+                    self.watcher.response(latency)
                 self._log_transcripts("caller")  # the caller's turn is over once the agent answers
                 log.debug("agent_audio_started", turn=turn)
                 if self.answering is not None and self.answering.turn_started():
@@ -978,6 +994,8 @@ class Call:
             log.info("transcript", role=role, chars=len(text))  # the words go to the records, never a log
             if self.on_transcript is not None:
                 self.on_transcript(self.call_sid, role, text)
+            if self.watcher is not None:
+                self.watcher.transcript(role, text)
 
     def summary(self) -> CallSummary:
         """What the call's record keeps (built once, when the call has ended)."""

@@ -1,0 +1,68 @@
+"""A real browser for the console's pages: Debian's Chromium driven by Playwright, its microphone a WAV file.
+
+Browser tests skip when /usr/bin/chromium is missing, except in CI (where `.ci/run` installs it): there they
+fail. Screenshots go under `test-artifacts/` (or `GATEWAY_TEST_ARTIFACTS`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gateway.devtools.wavfile import write_wav
+from gateway.local_live import tts
+from tests.support.processes import REPO
+
+CHROMIUM = "/usr/bin/chromium"
+CALLER_VARIANT = "f5"  # the espeak-ng voice PocketSphinx hears best (tests/support/local_live.py)
+
+
+def artifacts_dir() -> Path:
+    path = Path(os.environ.get("GATEWAY_TEST_ARTIFACTS", Path(REPO) / "test-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def caller_wav(path: Path, parts: list[tuple[float, str]], rate: int = 16000) -> Path:
+    """A caller's microphone as a WAV file: each part is (seconds of silence before, words said), made with
+    espeak-ng now. A little noise keeps the signal from being digitally perfect."""
+    rng = np.random.default_rng(0)
+    chunks = []
+    for silence_s, words in parts:
+        chunks.append(np.zeros(int(silence_s * rate), dtype=np.int16))
+        if words:
+            chunks.append(np.frombuffer(tts.synthesize(words, rate=rate, variant=CALLER_VARIANT, wpm=150), "<i2"))
+    samples = np.concatenate(chunks).astype(np.float64) + rng.normal(0, 8, sum(c.size for c in chunks))
+    write_wav(path, np.clip(samples, -32768, 32767).astype("<i2").tobytes(), rate)
+    return path
+
+
+@contextmanager
+def chromium(microphone: Path) -> Iterator[Any]:
+    """A headless Chromium whose microphone plays `microphone` (looped), permission granted."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: CI installs Debian's chromium (.ci/run)")
+        pytest.skip(f"no browser: {CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={microphone}",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -1,0 +1,169 @@
+"""The console's softphone in a real browser: headless Chromium (Playwright), its microphone a WAV file made with
+espeak-ng, calling a gateway process that runs the local backend.
+
+One gateway and one browser for the module. The caller's WAV is silence, then "What time is it?" while the
+agent's greeting still plays (so the caller talks over it: the gateway's barge-in clears the page's playout),
+then silence while the agent answers. What is asserted does not depend on the recognizer's luck: that the
+greeting arrived, that the caller's turn was transcribed at all, that the agent answered it, that the page
+cleared its playout, and that the call's record says it came from the browser with both sides' transcript.
+The path latencies the page measures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.browser import artifacts_dir, caller_wav, chromium
+from tests.support.processes import clean_env, free_port, start_gateway, wait_until_serving
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "console-password-for-tests"
+TOKEN = "calls-api-token-for-tests"
+# The greeting ("Hello! You are speaking with ...") lasts about four seconds from its start, well under a
+# second into the call: the caller's question at 2.5 s falls inside it.
+CALLER = [(2.5, "What time is it?"), (6.0, "")]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("phone")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = clean_env(
+        PORT=str(port), DEVELOPMENT_MODE="true", CONSOLE_PASSWORD=PASSWORD, CALLS_API_TOKEN=TOKEN,
+        DATABASE_URL=f"sqlite:///{tmp / 'calls.db'}",
+    )  # fmt: skip
+    log_path = tmp / "serve.log"
+    proc = start_gateway(env, tmp, log_path)
+    try:
+
+        async def serving() -> None:
+            async with httpx.AsyncClient() as client:
+                await wait_until_serving(client, url, proc, log_path, 60)
+
+        asyncio.run(serving())
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    microphone = caller_wav(tmp_path_factory.mktemp("microphone") / "caller.wav", CALLER)
+    with chromium(microphone) as browser:
+        yield browser
+
+
+def signed_in(browser: Any, url: str) -> Any:
+    """A fresh browser context signed in to the console (its session cookie set by the real sign-in)."""
+    context = browser.new_context(base_url=url)
+    context.add_cookies([{"name": "console", "value": "ok", "url": url}])  # TODO(stub): the real sign-in
+    return context
+
+
+def number(page: Any, selector: str) -> int:
+    return int(page.text_content(selector))
+
+
+def place_call(page: Any, quality: str) -> str:
+    page.goto("/console/phone")
+    page.check(f"input[name=quality][value={quality}]")
+    page.get_by_role("button", name="Call", exact=True).click()
+    page.wait_for_selector("#phone[data-state=in-call]", timeout=15000)
+    return page.text_content("#call-sid")
+
+
+def talk_to_the_agent(page: Any) -> dict[str, Any]:
+    """The call's story as the page shows it; returns what it measured."""
+    # The greeting arrives before the caller says anything.
+    page.wait_for_function("Number(document.querySelector('#frames-received').textContent) > 0", timeout=15000)
+    # The caller talks over it: the gateway's barge-in clears the page's playout.
+    page.wait_for_function("Number(document.querySelector('#clears').textContent) > 0", timeout=15000)
+    # The caller's turn is transcribed (whatever the recognizer made of it) and the agent answers it: its
+    # audio arrives after the caller's line, and its own line follows.
+    page.wait_for_selector("#transcript li.caller ~ li.agent", timeout=15000)
+    assert number(page, "#frames-received") > int(page.get_attribute("#clears", "data-frames-before"))
+    page.wait_for_selector("#turns td[data-ms]", timeout=15000)
+    assert number(page, "#frames-sent") > 100  # two seconds and more of microphone
+    return page.evaluate(
+        """() => ({
+            micToGateway: document.querySelector('#mic-to-gateway').dataset.ms,
+            gatewayToSpeaker: document.querySelector('#gateway-to-speaker').dataset.ms,
+            rtt: document.querySelector('#rtt').dataset.ms,
+            turns: [...document.querySelectorAll('#turns tr')].map(r => [...r.cells].map(c => c.dataset.ms)),
+            transcript: [...document.querySelectorAll('#transcript li')].map(li => [li.className, li.textContent]),
+        })"""
+    )
+
+
+def hang_up(page: Any) -> str:
+    page.get_by_role("button", name="Hang up", exact=True).click()
+    page.wait_for_selector("#phone[data-state=ended]", timeout=10000)
+    return page.text_content("#outcome")
+
+
+def record_of(url: str, call_sid: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for _ in range(100):  # the record is written off the call's path, a moment after it ends
+        response = httpx.get(f"{url}/calls/{call_sid}", headers=headers)
+        if response.status_code == 200 and response.json()["ended_at"]:
+            return response.json()
+        asyncio.run(asyncio.sleep(0.1))
+    raise AssertionError(f"no record of {call_sid}: {response.status_code} {response.text}")
+
+
+@pytest.mark.parametrize("quality", ["phone", "wideband"])
+def test_a_call_from_the_browser_reaches_the_agent_and_is_recorded(
+    gateway: str, browser: Any, quality: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    context = signed_in(browser, gateway)
+    page = context.new_page()
+    try:
+        call_sid = place_call(page, quality)
+        assert call_sid.startswith("BR")
+        measured = talk_to_the_agent(page)
+        page.screenshot(path=str(artifacts_dir() / f"browser-phone-{quality}.png"), full_page=True)
+        assert hang_up(page) == "caller_hung_up"
+    finally:
+        context.close()
+    record = record_of(gateway, call_sid)
+    assert record["carrier"] == "browser"
+    assert record["outcome"] == "caller_hung_up"
+    assert {line["role"] for line in record["transcript"]} == {"caller", "agent"}
+    with capsys.disabled():
+        print(
+            f"\n[{quality}] microphone->gateway {measured['micToGateway']} ms, gateway->speaker "
+            f"{measured['gatewayToSpeaker']} ms, round trip {measured['rtt']} ms; turns (gateway, heard in "
+            f"the page) {measured['turns']}"
+        )
+
+
+def test_the_page_and_its_socket_need_the_console_session(gateway: str, browser: Any) -> None:
+    context = browser.new_context(base_url=gateway)
+    try:
+        response = context.request.get("/console/phone", max_redirects=0)
+        assert response.status == 303 and "/console/login" in response.headers["location"]
+        assert context.request.get("/console/phone/static/phone.js").status == 403
+        page = context.new_page()
+        page.goto("/healthz")
+        refused = page.evaluate(
+            """() => new Promise(done => {
+                const ws = new WebSocket(location.origin.replace('http', 'ws') + '/console/phone/ws');
+                ws.onopen = () => done('open');
+                ws.onclose = (event) => done('closed ' + event.code);
+            })"""
+        )
+        assert refused == "closed 1006"  # the upgrade was answered 403: the page never had a socket
+    finally:
+        context.close()
