@@ -1,5 +1,5 @@
-"""The console's softphone in a real browser: headless Chromium (Playwright), its microphone a WAV file made with
-espeak-ng, calling a gateway process that runs the local backend.
+"""The console's softphone in a real browser: headless Chromium (Playwright), its microphone a WAV file made
+with espeak-ng, calling a gateway process that runs the local backend.
 
 One gateway and one browser for the module. The caller's WAV is silence, then "What time is it?" while the
 agent's greeting still plays (so the caller talks over it: the gateway's barge-in clears the page's playout),
@@ -17,8 +17,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
+from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from tests.support.browser import artifacts_dir, caller_wav, chromium
 from tests.support.processes import clean_env, free_port, start_gateway, wait_until_serving
 
@@ -29,6 +31,29 @@ TOKEN = "calls-api-token-for-tests"
 # The greeting ("Hello! You are speaking with ...") lasts about four seconds from its start, well under a
 # second into the call: the caller's question at 2.5 s falls inside it.
 CALLER = [(2.5, "What time is it?"), (6.0, "")]
+POSITIVE = "(selector) => Number(document.querySelector(selector).textContent) > 0"
+# audio.js, run in the page: its codec over every sample, and its resampler on tones.
+AUDIO_CHECK = """async () => {
+    const a = await import('/console/phone/static/audio.js');
+    const samples = Int16Array.from({length: 65536}, (_, i) => i - 32768);
+    const tone = (freq, n, rate) =>
+        Float32Array.from({length: n}, (_, i) => 0.5 * Math.sin(2 * Math.PI * freq * i / rate));
+    const rms = (x) => Math.sqrt(x.reduce((s, v) => s + v * v, 0) / x.length);
+    const down = (freq) => rms(new a.Resampler(48000, 8000).process(tone(freq, 48000, 48000)).slice(400));
+    const input = tone(300, 800, 8000);
+    const whole = new a.Resampler(8000, 48000).process(input);
+    const chunked = new a.Resampler(8000, 48000);
+    const parts = [];
+    for (let i = 0; i < input.length; i += 37) parts.push(...chunked.process(input.slice(i, i + 37)));
+    return {
+        encoded: Array.from(a.ulawEncode(samples)),
+        decoded: Array.from(a.ulawDecode(Uint8Array.from({length: 256}, (_, i) => i))),
+        inBand: down(1000),
+        folded: down(6000),
+        chunkingMatters: Math.abs(whole.length - parts.length) > 1
+            || parts.some((v, i) => i < whole.length && Math.abs(v - whole[i]) > 1e-6),
+    };
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +112,9 @@ def place_call(page: Any, quality: str) -> str:
 def talk_to_the_agent(page: Any) -> dict[str, Any]:
     """The call's story as the page shows it; returns what it measured."""
     # The greeting arrives before the caller says anything.
-    page.wait_for_function("Number(document.querySelector('#frames-received').textContent) > 0", timeout=15000)
+    page.wait_for_function(POSITIVE, arg="#frames-received", timeout=15000)
     # The caller talks over it: the gateway's barge-in clears the page's playout.
-    page.wait_for_function("Number(document.querySelector('#clears').textContent) > 0", timeout=15000)
+    page.wait_for_function(POSITIVE, arg="#clears", timeout=15000)
     # The caller's turn is transcribed (whatever the recognizer made of it) and the agent answers it: its
     # audio arrives after the caller's line, and its own line follows.
     page.wait_for_selector("#transcript li.caller ~ li.agent", timeout=15000)
@@ -101,8 +126,8 @@ def talk_to_the_agent(page: Any) -> dict[str, Any]:
             micToGateway: document.querySelector('#mic-to-gateway').dataset.ms,
             gatewayToSpeaker: document.querySelector('#gateway-to-speaker').dataset.ms,
             rtt: document.querySelector('#rtt').dataset.ms,
-            turns: [...document.querySelectorAll('#turns tr')].map(r => [...r.cells].map(c => c.dataset.ms)),
-            transcript: [...document.querySelectorAll('#transcript li')].map(li => [li.className, li.textContent]),
+            turns: [...document.querySelectorAll('#turns tr')]
+                .map(row => [...row.cells].map(cell => cell.dataset.ms)),
         })"""
     )
 
@@ -167,3 +192,21 @@ def test_the_page_and_its_socket_need_the_console_session(gateway: str, browser:
         assert refused == "closed 1006"  # the upgrade was answered 403: the page never had a socket
     finally:
         context.close()
+
+
+def test_the_page_s_codec_and_resampler_are_the_gateway_s(gateway: str, browser: Any) -> None:
+    """audio.js, run in the browser: its mu-law is bit-exact with the gateway's, and its resampler keeps
+    what is in band, removes what would fold into it, and does not depend on how its input is chunked."""
+    context = signed_in(browser, gateway)
+    page = context.new_page()
+    try:
+        page.goto("/console/phone")
+        result = page.evaluate(AUDIO_CHECK)
+    finally:
+        context.close()
+    every_sample = np.arange(-32768, 32768, dtype="<i2").tobytes()
+    assert bytes(result["encoded"]) == pcm16_to_ulaw(every_sample)
+    assert np.array_equal(result["decoded"], np.frombuffer(ulaw_to_pcm16(bytes(range(256))), "<i2"))
+    assert result["inBand"] > 0.3  # a 1 kHz tone of amplitude 0.5 (rms 0.35) goes through
+    assert result["folded"] < 0.35 * 10 ** (-60 / 20)  # 6 kHz would fold to 2 kHz: 60 dB down at least
+    assert not result["chunkingMatters"]

@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.browser import protocol as bp
 from gateway.live import protocol as lp
 from gateway.local_live import protocol as local
 from gateway.twilio import protocol as tp
@@ -121,3 +122,41 @@ def test_local_backend_parser_returns_events_or_a_close_reason(message: str | by
         assert exc.code in {1007, 1008, 1009} and exc.reason
         return
     assert isinstance(events, list)
+
+
+BROWSER_SHAPES = [
+    {"type": "start", "agent": "support", "quality": "phone"},
+    {"type": "mark", "name": "turn-1"},
+    {"type": "dtmf", "digit": "5"},
+    {"type": "hangup"},
+    {"type": "ping", "id": 3},
+]
+
+
+@FUZZ
+@given(st.sampled_from(BROWSER_SHAPES).flatmap(_mutations) | json_values)
+def test_browser_parser_returns_events_or_its_protocol_error(message: Any) -> None:
+    try:
+        event = bp.parse(json.dumps(message))
+    except bp.ProtocolError:
+        return
+    assert isinstance(event, bp.Start | bp.Mark | bp.Dtmf | bp.Hangup | bp.Ping)
+
+
+@FUZZ
+@given(st.text(max_size=200) | st.binary(max_size=200).map(lambda b: b.decode("latin-1")))
+def test_browser_parser_takes_any_text(text: str) -> None:
+    try:
+        bp.parse(text)
+    except bp.ProtocolError:
+        pass
+
+
+@FUZZ
+@given(st.binary(max_size=8000), st.sampled_from(["phone", "wideband"]))
+def test_browser_audio_frames_decode_or_raise_the_protocol_error(data: bytes, quality: str) -> None:
+    try:
+        pcm = bp.QUALITIES[quality].decode(data)
+    except bp.ProtocolError:
+        return
+    assert len(pcm) % 2 == 0

@@ -37,7 +37,8 @@ def caller_wav(path: Path, parts: list[tuple[float, str]], rate: int = 16000) ->
     for silence_s, words in parts:
         chunks.append(np.zeros(int(silence_s * rate), dtype=np.int16))
         if words:
-            chunks.append(np.frombuffer(tts.synthesize(words, rate=rate, variant=CALLER_VARIANT, wpm=150), "<i2"))
+            speech = tts.synthesize(words, rate=rate, variant=CALLER_VARIANT, wpm=150)
+            chunks.append(np.frombuffer(speech, "<i2"))
     samples = np.concatenate(chunks).astype(np.float64) + rng.normal(0, 8, sum(c.size for c in chunks))
     write_wav(path, np.clip(samples, -32768, 32767).astype("<i2").tobytes(), rate)
     return path

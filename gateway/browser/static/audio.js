@@ -2,21 +2,21 @@
 // Pure functions and one small class, no Web Audio: node runs them in tests/test_browser_audio.py.
 
 const BIAS = 0x84;
-const CLIP = 32635;
+const SEGMENT_ENDS = [0x3f, 0x7f, 0xff, 0x1ff, 0x3ff, 0x7ff, 0xfff, 0x1fff];
 
-/** One PCM16 sample as a mu-law byte (G.711, as gateway/audio.py and Twilio). */
+/** One PCM16 sample as a mu-law byte: G.711 on the top 14 bits, bit-exact with the gateway's (audioop). */
 export function ulawEncodeSample(sample) {
-  let sign = 0;
-  if (sample < 0) {
-    sample = -sample;
-    sign = 0x80;
+  let value = sample >> 2;
+  let mask = 0xff;
+  if (value < 0) {
+    value = -value;
+    mask = 0x7f;
   }
-  if (sample > CLIP) sample = CLIP;
-  sample += BIAS;
-  let exponent = 7;
-  for (let mask = 0x4000; (sample & mask) === 0 && exponent > 0; mask >>= 1) exponent--;
-  const mantissa = (sample >> (exponent + 3)) & 0x0f;
-  return ~(sign | (exponent << 4) | mantissa) & 0xff;
+  value = Math.min(value, 8159) + (BIAS >> 2);
+  let segment = 0;
+  while (segment < 8 && value > SEGMENT_ENDS[segment]) segment++;
+  if (segment >= 8) return 0x7f ^ mask;
+  return ((segment << 4) | ((value >> (segment + 1)) & 0x0f)) ^ mask;
 }
 
 const DECODE = new Int16Array(256);
@@ -78,7 +78,8 @@ export class Resampler {
   kernel(t) {
     if (t === 0) return this.cutoff;
     const x = Math.PI * t;
-    const window = 0.5 + 0.5 * Math.cos(x / (this.half + 1)); // Hann, over the kernel's width
+    // Hann, zero at the kernel's edges: a tap there weighs nothing, whichever side of it a position falls.
+    const window = 0.5 + 0.5 * Math.cos(x / this.half);
     return (Math.sin(this.cutoff * x) / x) * window;
   }
 
