@@ -182,13 +182,18 @@ def test_the_page_offers_the_default_agent_and_each_agent_that_answers_a_number(
 # --- the routes, in process (no lifespan: nothing here reaches a call) ---
 
 
+PASSWORD = "console password for tests"
+ORIGIN = {"origin": "http://testserver"}  # the page's own origin: a WebSocket from elsewhere is refused
+
+
 def client(**env: str) -> TestClient:
-    settings = settings_for(UNUSED_LIVE_URL, CONSOLE_PASSWORD="pw", **env)
-    return TestClient(create_app(settings), base_url="http://gateway.test")
+    settings = settings_for(UNUSED_LIVE_URL, CONSOLE_PASSWORD=PASSWORD, **env)
+    return TestClient(create_app(settings))
 
 
 def sign_in(test_client: TestClient) -> None:
-    test_client.cookies.set("console", "ok")  # TODO(stub): the real sign-in
+    signed_in = test_client.post("/console/login", data={"password": PASSWORD}, follow_redirects=False)
+    assert signed_in.status_code == 303
 
 
 def test_the_page_its_files_and_its_socket_are_refused_without_the_console_session():
@@ -197,9 +202,27 @@ def test_the_page_its_files_and_its_socket_are_refused_without_the_console_sessi
     assert page.status_code == 303 and page.headers["location"].startswith("/console/login")
     assert c.get("/console/phone/static/phone.js").status_code == 403
     with pytest.raises(WebSocketDisconnect) as refused:
-        with c.websocket_connect("/console/phone/ws"):
+        with c.websocket_connect("/console/phone/ws", headers=ORIGIN):
             pass
     assert refused.value.code == 1008
+
+
+def test_a_socket_from_another_site_s_page_is_refused_even_with_the_cookie():
+    c = client()
+    sign_in(c)
+    with pytest.raises(WebSocketDisconnect) as refused:
+        with c.websocket_connect("/console/phone/ws", headers={"origin": "https://elsewhere.example"}):
+            pass
+    assert refused.value.code == 1008
+
+
+def test_the_phone_is_off_with_the_console():
+    c = TestClient(create_app(settings_for(UNUSED_LIVE_URL)))
+    assert c.get("/console/phone").status_code == 404
+    assert c.get("/console/phone/static/phone.js").status_code == 404
+    with pytest.raises(WebSocketDisconnect):
+        with c.websocket_connect("/console/phone/ws", headers=ORIGIN):
+            pass
 
 
 def test_signed_in_the_page_lists_the_agents_and_serves_only_its_own_files():
@@ -208,6 +231,7 @@ def test_signed_in_the_page_lists_the_agents_and_serves_only_its_own_files():
     page = c.get("/console/phone")
     assert page.status_code == 200
     assert '<option value="default">default</option>' in page.text
+    assert '<a href="/console/phone" class="here">Phone</a>' in page.text
     assert ">Call</button>" in page.text and ">Hang up</button>" in page.text
     worklet = c.get("/console/phone/static/playout-worklet.js")
     assert worklet.headers["content-type"].startswith("text/javascript")
@@ -218,7 +242,7 @@ def test_signed_in_the_page_lists_the_agents_and_serves_only_its_own_files():
 def test_a_call_to_an_agent_that_does_not_answer_here_is_refused_with_the_reason():
     c = client()
     sign_in(c)
-    with c.websocket_connect("/console/phone/ws") as ws:
+    with c.websocket_connect("/console/phone/ws", headers=ORIGIN) as ws:
         ws.send_text(json.dumps({"type": "start", "agent": "nobody"}))
         with pytest.raises(WebSocketDisconnect) as refused:
             ws.receive_text()
@@ -230,12 +254,12 @@ def test_a_browser_call_counts_against_the_call_limit():
     sign_in(c)
     c.app.state.gateway.calls.add(object())  # one call in progress: the limit is reached
     with pytest.raises(WebSocketDisconnect) as refused:
-        with c.websocket_connect("/console/phone/ws"):
+        with c.websocket_connect("/console/phone/ws", headers=ORIGIN):
             pass
     assert refused.value.code == 1008
     c.app.state.gateway.calls.clear()
     c.app.state.gateway.tokens.issue("CA1")  # an answered call whose stream is on its way holds the place
-    with c.websocket_connect("/console/phone/ws") as ws:
+    with c.websocket_connect("/console/phone/ws", headers=ORIGIN) as ws:
         ws.send_text(json.dumps({"type": "start"}))
         with pytest.raises(WebSocketDisconnect) as refused:
             ws.receive_text()
@@ -245,7 +269,7 @@ def test_a_browser_call_counts_against_the_call_limit():
 def test_a_socket_that_never_says_start_is_closed():
     c = client(STREAM_START_TIMEOUT_S="0.2")
     sign_in(c)
-    with c.websocket_connect("/console/phone/ws") as ws:
+    with c.websocket_connect("/console/phone/ws", headers=ORIGIN) as ws:
         with pytest.raises(WebSocketDisconnect) as refused:
             ws.receive_text()
     assert (refused.value.code, refused.value.reason) == (1008, "no start message")

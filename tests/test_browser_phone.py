@@ -93,7 +93,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def signed_in(browser: Any, url: str) -> Any:
     """A fresh browser context signed in to the console (its session cookie set by the real sign-in)."""
     context = browser.new_context(base_url=url)
-    context.add_cookies([{"name": "console", "value": "ok", "url": url}])  # TODO(stub): the real sign-in
+    response = context.request.post("/console/login", form={"password": PASSWORD}, max_redirects=0)
+    assert response.status == 303, response.status
     return context
 
 
@@ -121,6 +122,7 @@ def talk_to_the_agent(page: Any) -> dict[str, Any]:
     assert number(page, "#frames-received") > int(page.get_attribute("#clears", "data-frames-before"))
     page.wait_for_selector("#turns td[data-ms]", timeout=15000)
     assert number(page, "#frames-sent") > 100  # two seconds and more of microphone
+    assert number(page, "#bytes-received") > 0 and number(page, "#bytes-sent") > 0
     return page.evaluate(
         """() => ({
             micToGateway: document.querySelector('#mic-to-gateway').dataset.ms,

@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import html
 from dataclasses import dataclass
 from pathlib import Path
-from string import Template
 
 import structlog
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway.agents import AgentBook
 from gateway.browser.line import BrowserLine
 from gateway.call.line import Ended, Started
-from gateway.console.auth import session_of
+from gateway.console.auth import ConsoleSession, console_auth, session_of
+from gateway.console.pages import gateway_of, page, render
 
 log = structlog.get_logger("gateway.browser")
 
@@ -63,36 +62,22 @@ def phone_agents(book: AgentBook) -> list[PhoneAgent]:
     return [PhoneAgent(book.default.name, ""), *named]
 
 
-def render_page(agents: list[PhoneAgent]) -> str:
-    options = "".join(
-        f'<option value="{html.escape(a.name)}">{html.escape(a.name)}'
-        f"{html.escape(f' ({a.number})') if a.number else ''}</option>"
-        for a in agents
-    )
-    keys = "".join(f'<button type="button" data-digit="{k}">{k}</button>' for k in KEYS)
-    body = Template((STATIC_DIR / "phone.html").read_text()).substitute(
-        agents=options, keys=keys, static=STATIC_PATH
-    )
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Phone · gateway console</title>'
-        f'<link rel="stylesheet" href="{STATIC_PATH}/phone.css"></head><body>{body}</body></html>'
-    )
-
-
-async def phone_page(request: Request) -> Response:
-    if session_of(request) is None:
-        return RedirectResponse("/console/login?next=/console/phone", status_code=303)
-    return HTMLResponse(render_page(phone_agents(request.app.state.gateway.agents)))
+async def phone_page(request: Request, session: ConsoleSession) -> Response:
+    agents = phone_agents(gateway_of(request).agents)
+    return render(request, session, "phone.html", nav="phone", agents=agents, keys=KEYS, static=STATIC_PATH)
 
 
 async def phone_static(request: Request) -> Response:
+    """The page's scripts and style, for a signed-in operator only (nothing else under the directory)."""
+    if console_auth(request) is None:
+        return Response("Not Found", status_code=404)
     if session_of(request) is None:
         return Response("sign in to the console first", status_code=403)
-    name = request.path_params["name"]
-    media_type = STATIC_FILES.get(name)
+    media_type = STATIC_FILES.get(request.path_params["name"])
     if media_type is None:
-        return Response("not found", status_code=404)
-    return FileResponse(STATIC_DIR / name, media_type=media_type, headers={"Cache-Control": "no-cache"})
+        return Response("Not Found", status_code=404)
+    path = STATIC_DIR / request.path_params["name"]
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
 
 async def phone_socket(ws: WebSocket) -> None:
@@ -147,7 +132,7 @@ async def _first_start(line: BrowserLine, timeout_s: float) -> Started | None:
 
 def routes() -> list[BaseRoute]:
     return [
-        Route(PAGE_PATH, phone_page, methods=["GET"]),
+        Route(PAGE_PATH, page(phone_page), methods=["GET"]),
         Route(STATIC_PATH + "/{name}", phone_static, methods=["GET"]),
         WebSocketRoute(SOCKET_PATH, phone_socket),
     ]

@@ -117,10 +117,10 @@ class PhoneCall {
   fromGateway(data) {
     if (data instanceof ArrayBuffer) {
       if (this.firstArrival === null) this.firstArrival = performance.now();
+      count("frames-received");
+      count("bytes-received", data.byteLength); // before the buffer moves to the worklet
       const pcm = this.mulaw ? ulawDecode(new Uint8Array(data)) : new Int16Array(data);
       this.playout.port.postMessage({ audio: pcm.buffer, rate: this.line.out_rate }, [pcm.buffer]);
-      count("frames-received");
-      count("bytes-received", data.byteLength);
       return;
     }
     const message = JSON.parse(data);
