@@ -74,7 +74,6 @@ ResumeLookup = Callable[[str], Awaitable[str]]  # call_sid -> the Live handle an
 CallPreparer = Callable[[Started, bool], Awaitable["CallAgent"]]
 
 
-
 class CallWatcher(Protocol):
     """Someone following one call as it happens (the browser softphone's page): never awaited."""
 
