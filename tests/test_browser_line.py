@@ -17,9 +17,10 @@ from gateway.audio import pcm16_to_ulaw
 from gateway.browser import protocol as bp
 from gateway.browser.line import BrowserLine
 from gateway.browser.phone import PhoneAgent, phone_agents
-from gateway.call import Call
+from gateway.call import Call, CallAgent, Outcome
 from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineClosed, Played, Started
 from gateway.live import protocol as lp
+from gateway.tools import Toolbox
 from tests.support.call_doubles import STARTED, MemoryLine, ScriptedLive
 from tests.support.gateway import UNUSED_LIVE_URL, settings_for
 from tests.support.waiting import wait_for
@@ -273,3 +274,32 @@ def test_a_socket_that_never_says_start_is_closed():
         with pytest.raises(WebSocketDisconnect) as refused:
             ws.receive_text()
     assert (refused.value.code, refused.value.reason) == (1008, "no start message")
+
+
+async def test_the_agent_hangs_up_a_browser_call_once_the_page_has_played_its_goodbye():
+    """The Call over a real BrowserLine: the page's mark acknowledgement carries out end_call."""
+    ws, live = PageSocket(), ScriptedLive()
+    line = line_on(ws)
+    ws.says(type="start", quality="wideband")
+    start = await line.receive()
+    assert isinstance(start, Started)
+    agent = Agent("test", lp.LiveConfig(), "", tools=("end_call",))
+
+    async def prepare(start: Started, take_prewarmed: bool) -> CallAgent:
+        return CallAgent(agent, Toolbox())
+
+    call = Call(line, start, live.open, lp.LiveConfig(), prepare=prepare, watcher=line)
+    task = asyncio.create_task(call.run())
+    connection = await live.connection(0)
+    goodbye = lp.ToolCall((lp.FunctionCall("t1", "end_call", {}),))
+    connection.say(lp.AgentAudio(bytes(960)), goodbye, lp.TurnComplete())
+    await wait_for(lambda: [m for m in ws.sent if isinstance(m, dict) and m["type"] == "mark"])
+    assert ws.sent[0] == bytes(960)  # wideband: the agent's 24 kHz PCM as it came, no resampler, no codec
+    assert not task.done()  # not before the page has played it
+    for mark in [m["name"] for m in ws.sent if isinstance(m, dict) and m["type"] == "mark"]:
+        ws.says(type="mark", name=mark)
+    async with asyncio.timeout(2):
+        await task
+    assert call.stats.outcome is Outcome.AGENT_HUNG_UP
+    await line.end(call.stats.outcome.value)
+    assert ws.sent[-1] == {"type": "ended", "outcome": "agent_hung_up"} and ws.closed == (1000, "")

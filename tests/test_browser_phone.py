@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from tests.support.browser import artifacts_dir, caller_wav, chromium
 from tests.support.processes import clean_env, free_port, start_gateway, wait_until_serving
+from tests.support.softphone import artifacts_dir, caller_wav, chromium
 
 pytestmark = pytest.mark.e2e
 

@@ -268,6 +268,8 @@ $("call").addEventListener("click", async () => {
   for (const id of ["transcript", "turns"]) $(id).replaceChildren();
   $("digits").textContent = "";
   $("outcome").textContent = "";
+  $("mute").textContent = "Mute";
+  $("mute").setAttribute("aria-pressed", "false");
   for (const name of Object.keys(counters)) count(name, -counters[name]);
   const quality = document.querySelector("input[name=quality]:checked").value;
   call = new PhoneCall($("agent").value, quality);

@@ -1,4 +1,4 @@
-"""A real browser for the console's pages: Debian's Chromium driven by Playwright, its microphone a WAV file.
+"""The softphone's browser: Debian's Chromium driven by Playwright (sync), its microphone a WAV file.
 
 Browser tests skip when /usr/bin/chromium is missing, except in CI (where `.ci/run` installs it): there they
 fail. Screenshots go under `test-artifacts/` (or `GATEWAY_TEST_ARTIFACTS`).
