@@ -12,6 +12,7 @@ start-up with a message that names the line. The file looks like this:
     greeting = "Greet the caller as Acme support."   # "none": wait for the caller
     barge_in = "local"                    # or "server" (BARGE_IN)
     turn_detection = "server"             # or "local" (TURN_DETECTION)
+    recording = "gateway"                 # or "twilio", "off" (RECORDING)
     tools = ["end_call", "transfer_call", "order_status"]
     transfer_targets = ["+15005550009"]   # the only numbers transfer_call may dial
 
@@ -53,10 +54,11 @@ _E164 = re.compile(r"^\+[1-9]\d{5,14}$")
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # what Gemini accepts as a function name
 _AGENT_KEYS = {
     "numbers", "instructions", "voice", "language", "greeting", "tools", "transfer_targets",
-    "variables", "voicemail", "machine", "barge_in", "turn_detection",
+    "variables", "voicemail", "machine", "barge_in", "turn_detection", "recording",
 }  # fmt: skip
 MACHINE_POLICIES = ("hang_up", "leave_message")
 BARGE_IN_MODES = ("local", "server")  # BARGE_IN: who clears the line when the caller talks over the agent
+RECORDING_MODES = ("off", "gateway", "twilio")  # RECORDING: who records the call (see gateway.recording)
 _TOOL_KEYS = {"description", "url", "timeout_s", "parameters", "behavior", "scheduling"}
 _BEHAVIORS = {"blocking": "BLOCKING", "non_blocking": "NON_BLOCKING"}
 
@@ -104,6 +106,7 @@ class Agent:
     voicemail: str = ""
     machine: str = "hang_up"
     barge_in: str = "local"  # BARGE_IN: the gateway's own detector clears the line (local), or Live (server)
+    recording: str = ""  # off, gateway or twilio (see gateway.recording); "" for RECORDING's
 
 
 @dataclass(frozen=True)
@@ -366,6 +369,10 @@ def _agent(
         agent.live.validate()  # the tools' behaviours against the model
     except LiveConfigError as exc:
         raise src.error(str(exc), table, "tools") from None
+    recording = text_or("recording", "")
+    if recording not in ("", *RECORDING_MODES):
+        raise src.error(f"recording = {recording!r} must be off, gateway or twilio", table, "recording")
+    agent = dataclasses.replace(agent, recording=recording)
     return _outbound_fields(src, raw, table, agent), numbers
 
 

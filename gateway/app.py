@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import hmac
 import os
@@ -38,6 +39,7 @@ from gateway.agents import Agent
 from gateway.audio import resample_block
 from gateway.browser.phone import routes as phone_routes
 from gateway.call import Call, CallAgent, CallLimits, CallWatcher, Outcome, TranscriptObserver
+from gateway.call.call import CallPreparer, OutboundRole
 from gateway.call.line import Ended, Line, Started
 from gateway.call.turns import TurnRules
 from gateway.config import Settings
@@ -51,6 +53,8 @@ from gateway.logs import register_secret
 from gateway.metrics import METRICS
 from gateway.outbound.dialer import Outbound, Refused, plan_call
 from gateway.prewarm import Prewarmer
+from gateway.recording.notice import with_notice
+from gateway.recording.recordings import RECORDING_CALLBACK_PATH, Recordings
 from gateway.records import CallRecord, Records, StoreUnavailable
 from gateway.records import register_secrets as register_database_secrets
 from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
@@ -102,6 +106,7 @@ class Gateway:
         self.outbound = Outbound(settings.max_outbound_calls)  # the calls this instance placed
         # Set in the lifespan on Vertex AI (GEMINI_PLATFORM=vertex).
         self.vertex_auth: VertexAuth | None = None
+        self.recordings = Recordings(settings, self.records)  # RECORDING: see gateway.recording
 
     async def start_tools(self, stack: contextlib.AsyncExitStack) -> None:
         """The shared HTTP client for custom tools and the REST client for transfers, closed at shutdown."""
@@ -159,7 +164,7 @@ class Gateway:
         if self.machine is not None:
             self.machine.publish(len(self.calls))
         # Only a verified stream becomes a Call (see `media`): a socket refused before has no record.
-        self.records.call_ended(call.summary())
+        self.records.call_ended(self.recordings.call_ended(call.line, call.summary()))
         self.drain.call_ended()
 
     async def prepare_apology(self) -> None:
@@ -338,6 +343,7 @@ class Gateway:
         `watcher` follows it as it goes (the browser softphone's page)."""
         settings = self.settings
         plan = self.outbound.get(start.call_sid)  # placed by this instance: waits for the callee
+        line, prepare, role = await self.recorded(line, start, plan.role if plan is not None else None)
         call = Call(
             line,
             start,
@@ -354,9 +360,9 @@ class Gateway:
             turns=TurnRules(barge_in=settings.barge_in, stall_timeout_s=settings.stall_timeout_s),
             on_transcript=self.on_transcript,
             on_failure=self.apologise,
-            prepare=self.prepare_call,
+            prepare=prepare,
             resume=self.records.resumption_handle,
-            outbound=plan.role if plan is not None else None,
+            outbound=role,
             watcher=watcher,
         )
         if plan is not None and plan.amd is not None:  # Twilio's AMD result came before the stream
@@ -367,6 +373,34 @@ class Gateway:
         finally:
             self.call_ended(call)
         return call
+
+    async def recorded(
+        self, line: Line, start: Started, role: OutboundRole | None
+    ) -> tuple[Line, CallPreparer, OutboundRole | None]:
+        """A recorded call's line, and its notice (see gateway.recording): this instance's recording part
+        when the gateway records; the notice before the agent speaks when anyone does, unless the call was
+        moved here by a drain (it was told already)."""
+        mode = self.recordings.mode_for(self.agent_for(start.call_sid, start.called).recording)
+        if mode == "gateway":
+            line = self.recordings.record(line, start, datetime.now(UTC))
+        notice = self.recordings.notice_text()
+        if mode == "off" or start.moved:
+            return line, self.prepare_call, role
+        if pcm := self.recordings.notice_audio(line.audio.out_rate):
+            await line.play(pcm)  # queued first: the agent's first words follow it on the line
+            return line, self.prepare_call, role
+        if not notice:
+            return line, self.prepare_call, role
+        if role is not None:  # an outbound call: said to whoever answers, before the opening
+            opening = f"{notice} {role.opening}".strip()
+            return line, self.prepare_call, dataclasses.replace(role, opening=opening)
+
+        async def prepare(start: Started, take_prewarmed: bool = True) -> CallAgent:
+            chosen = await self.prepare_call(start, take_prewarmed)
+            agent = dataclasses.replace(chosen.agent, greeting=with_notice(notice, chosen.agent.greeting))
+            return dataclasses.replace(chosen, agent=agent)
+
+        return line, prepare, role
 
     def refuse_again(self, call_sid: str, previous: Previous) -> Response:
         """A CallSid this instance answered before, and whose answer cannot lead to a call any more: a replay
@@ -436,6 +470,15 @@ async def voice(request: Request) -> Response:
         gw.refusals.refused("webhook", "busy", "call_rejected_busy", call_sid=call_sid, max_calls=max_calls)
         response.reject(reason="busy")
         return Response(str(response), media_type="application/xml")
+    recording = gw.recordings.mode_for(gw.agent_for(call_sid, params.get("To", "")).recording)
+    if recording == "twilio" and not moved:
+        # RECORDING=twilio: Twilio records the whole call (not the stream), so a call a drain moves keeps one
+        # recording and is not started again; its status callback brings the URL to the record.
+        response.start().recording(
+            channels="dual",
+            recording_status_callback=gw.public_base(request).rstrip("/") + RECORDING_CALLBACK_PATH,
+            recording_status_callback_event="completed absent",
+        )
     stream = response.connect().stream(url=gw.stream_url(request))
     # Per-call values travel as <Parameter>s: Twilio forbids a query string on the stream URL.
     for name in ("From", "To"):
@@ -656,6 +699,38 @@ async def amd_result(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def call_recording(request: Request) -> Response:
+    """`GET /calls/{sid}/recording[?part=N]`: a call's recording in its stored format, for whoever may read
+    call records (see gateway.recording.recordings)."""
+    gw = _gateway(request)
+    if (refusal := _api_refusal(gw, request, "listen to recordings")) is not None:
+        return refusal
+    return await gw.recordings.response(request.path_params["sid"], request.query_params.get("part"))
+
+
+async def recording_status(request: Request) -> Response:
+    """Twilio's recording status callback (RECORDING=twilio), signed like the webhook: the recording's URL
+    and duration go to the call's record."""
+    gw = _gateway(request)
+    form = await request.form()
+    params = {k: str(v) for k, v in form.items()}
+    url = gw.public_base(request) + request.url.path
+    if not gw.signature_ok(url, params, request.headers.get("X-Twilio-Signature")):
+        gw.refusals.refused(
+            "recording", "signature", "recording_signature_rejected", url=url, hint=SIGNATURE_HINT
+        )
+        return Response("invalid signature", status_code=403)
+    call_sid, status = params.get("CallSid", ""), params.get("RecordingStatus", "")
+    media, duration = params.get("RecordingUrl", ""), params.get("RecordingDuration", "")
+    if not call_sid or not status:
+        return Response("CallSid and RecordingStatus are required", status_code=400)
+    log.info("recording_status", call_sid=call_sid, status=status, recording=params.get("RecordingSid", ""))
+    if status == "completed" and media.startswith("https://"):
+        seconds = float(duration) if duration.isdigit() else None
+        gw.records.save(CallRecord(call_sid, recording_url=media, recording_s=seconds, recording_parts=1))
+    return Response(status_code=204)
+
+
 async def metrics(request: Request) -> Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several processes: every process's metrics, added up
         registry = CollectorRegistry()
@@ -679,6 +754,7 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
         async with contextlib.AsyncExitStack() as stack:
             await gateway.records.start()  # bounded; a database that is away leaves the service degraded
             stack.push_async_callback(gateway.records.stop)
+            await gateway.recordings.start(stack, settings)
             if settings.uses_local_backend:
                 from gateway.local_live import LocalLiveServer
 
@@ -748,6 +824,8 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
             Route("/twilio/amd", amd_result, methods=["POST"]),
             *console_pages.routes(),
             *phone_routes(),
+            Route("/calls/{sid}/recording", call_recording, methods=["GET"]),
+            Route(RECORDING_CALLBACK_PATH, recording_status, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

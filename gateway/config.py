@@ -6,11 +6,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from gateway.agents import AgentBook, AgentsFileError, default_book, load_agents
+from gateway.agents import RECORDING_MODES, AgentBook, AgentsFileError, default_book, load_agents
 from gateway.live.protocol import (
     API_HOST,
     DEFAULT_MODELS,
@@ -107,6 +108,11 @@ class Settings:
     # The web console (gateway.console): its password; without one it falls back to CALLS_API_TOKEN, and
     # with neither the console is off.
     console_password: str | None = field(default=None, repr=False)
+    # Recordings (gateway.recording): who records (per agent too), where, the notice, how long they are kept.
+    recording: str = "off"
+    recordings_url: str = "./recordings"
+    recording_notice: str = ""
+    recording_retention_days: float = 0.0  # 0: kept until deleted by hand
 
     @property
     def console_secret(self) -> str | None:
@@ -511,6 +517,36 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         google_credentials_file=credentials_file,
         web_concurrency=_web_concurrency(env),
         console_password=_console_password(env),
+        **_recording(env),
+    )
+
+
+def _recording(env: dict[str, str]) -> dict[str, Any]:
+    """RECORDING, RECORDINGS_URL, RECORDING_NOTICE and RECORDING_RETENTION_DAYS, checked."""
+    from gateway.recording.notice import is_prompt_file, read_prompt
+    from gateway.recording.storage import DEFAULT_RECORDINGS_URL, StorageError, parse_recordings_url
+
+    recording = _choice(env, "RECORDING", RECORDING_MODES, "off")
+    url = env.get("RECORDINGS_URL", "").strip() or DEFAULT_RECORDINGS_URL
+    try:
+        parse_recordings_url(url)
+    except StorageError as exc:
+        raise ConfigError(str(exc)) from None
+    notice = env.get("RECORDING_NOTICE", "").strip()
+    if notice.lower() in ("none", "off"):
+        notice = ""
+    if is_prompt_file(notice):
+        try:
+            read_prompt(notice)
+        except ValueError as exc:
+            raise ConfigError(f"RECORDING_NOTICE: {exc}") from None
+    elif '"' in notice or len(notice) > 500:
+        raise ConfigError("RECORDING_NOTICE must be a text (500 characters, no '\"') or a .wav file")
+    days = _float(env, "RECORDING_RETENTION_DAYS", 0.0)
+    if days < 0:
+        raise ConfigError(f"RECORDING_RETENTION_DAYS={days:g} must be 0 (keep them) or a number of days")
+    return dict(
+        recording=recording, recordings_url=url, recording_notice=notice, recording_retention_days=days
     )
 
 

@@ -83,6 +83,9 @@ _COLUMNS: tuple[str, ...] = (
 # Turn-taking counts (gateway.call.turns), added to databases made before them (_ADDED_COLUMNS).
 _TURN_COLUMNS = ("barge_ins_local", "barge_ins_server", "barge_ins_guarded", "stalls", "stall_recoveries")
 _COLUMNS = (*_COLUMNS, *_TURN_COLUMNS, "carrier")
+# Recordings (gateway.recording): where the call's recording is, how long it is, in how many parts.
+_RECORDING_COLUMNS = ("recording_url", "recording_s", "recording_parts")
+_COLUMNS = (*_COLUMNS, *_RECORDING_COLUMNS)
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM calls"
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
@@ -131,6 +134,11 @@ class CallRecord:
     stalls: int = 0  # caller turns the agent left unanswered past STALL_TIMEOUT_S
     stall_recoveries: int = 0  # of which the agent answered after a nudge or a new connection
     carrier: str = "twilio"  # which line carried the call: twilio, telnyx, vonage, plivo, signalwire, browser
+    # Its recording (RECORDING): the first part's URL (file://, s3://, or Twilio's https:// one), the length
+    # of all its parts, and how many there are (a call a drain moved has one part per instance).
+    recording_url: str = ""
+    recording_s: float | None = None
+    recording_parts: int = 0
 
     def merged_into(self, old: CallRecord | None) -> CallRecord:
         """This instance's part of a call added to what another instance stored for it before (or what the
@@ -141,6 +149,7 @@ class CallRecord:
             # (a handle stored by a drain, or what Twilio's callbacks said before the call's own record)
             fields = self._outbound_fields(old)
             fields.update(to_number=self.to_number or old.to_number, outcome=self.outcome or old.outcome)
+            fields.update(self._recording_fields(old))
             return dataclasses.replace(self, **fields)
         if self.stream_sid and old.stream_sid == self.stream_sid and old.ended_at == self.ended_at:
             return old  # this part is in already: a write retried after the database's answer was lost
@@ -186,6 +195,28 @@ class CallRecord:
             resumption_handle=last.resumption_handle or first.resumption_handle,
             **{name: getattr(old, name) + getattr(self, name) for name in _TURN_COLUMNS},
             carrier=first.carrier,
+            **(first._recording_fields(last)),
+        )
+
+    def _recording_fields(self, other: CallRecord) -> dict[str, Any]:
+        """This record's recording with another record's of the same call: parts add up, the URL is this
+        one's (the earlier part's), else the other's. The same recording told twice counts once."""
+        if not other.recording_url or other.recording_url == self.recording_url:
+            return dict(
+                recording_url=self.recording_url or other.recording_url,
+                recording_s=self.recording_s if self.recording_s is not None else other.recording_s,
+                recording_parts=max(self.recording_parts, other.recording_parts),
+            )
+        if not self.recording_url:
+            return dict(
+                recording_url=other.recording_url,
+                recording_s=other.recording_s,
+                recording_parts=other.recording_parts,
+            )
+        return dict(
+            recording_url=self.recording_url,
+            recording_s=(self.recording_s or 0.0) + (other.recording_s or 0.0),
+            recording_parts=self.recording_parts + other.recording_parts,
         )
 
     def public(self) -> dict[str, Any]:
@@ -223,6 +254,9 @@ def record_of(summary: CallSummary) -> CallRecord:
         machine_action=summary.machine_action,
         **{name: getattr(summary, name) for name in _TURN_COLUMNS},
         carrier=summary.carrier,
+        recording_url=summary.recording_url,
+        recording_s=summary.recording_s,
+        recording_parts=1 if summary.recording_url else 0,
     )
 
 
@@ -247,6 +281,7 @@ class Store(Protocol):
     async def get_handle(self, call_sid: str) -> str: ...
     async def get_call(self, call_sid: str) -> CallRecord | None: ...
     async def list_calls(self, since: datetime | None = None, limit: int = 100) -> list[CallRecord]: ...
+    async def clear_recording(self, call_sid: str) -> None: ...
 
 
 class StoreUnavailable(ConnectionError):
@@ -314,6 +349,9 @@ _ADDED_COLUMNS = (
     ("calls", "campaign", "TEXT NOT NULL DEFAULT ''"),
     *(("calls", name, "INTEGER NOT NULL DEFAULT 0") for name in _TURN_COLUMNS),
     ("calls", "carrier", "TEXT NOT NULL DEFAULT 'twilio'"),
+    ("calls", "recording_url", "TEXT NOT NULL DEFAULT ''"),
+    ("calls", "recording_s", "DOUBLE PRECISION"),
+    ("calls", "recording_parts", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -483,6 +521,12 @@ class SqliteStore:
 
         return await self._run(list_)
 
+    async def clear_recording(self, call_sid: str) -> None:
+        await self._run(lambda db: db.execute(
+            "UPDATE calls SET recording_url = '', recording_s = NULL, recording_parts = 0 WHERE call_sid = ?",
+            (call_sid,),
+        ))  # fmt: skip
+
 
 class PostgresStore:
     """asyncpg with a small pool (the writer uses one connection at a time; handle lookups and API reads the
@@ -606,6 +650,13 @@ class PostgresStore:
             since or datetime(1970, 1, 1, tzinfo=UTC), limit,
         )  # fmt: skip
         return [_row_to_record(dict(r), self._time) for r in rows]
+
+    async def clear_recording(self, call_sid: str) -> None:
+        await self.pool.execute(
+            "UPDATE calls SET recording_url = '', recording_s = NULL, recording_parts = 0 "
+            "WHERE call_sid = $1",
+            call_sid,
+        )
 
 
 def register_secrets(database_url: str) -> None:
@@ -1111,6 +1162,18 @@ class Records:
         if not self.available:
             raise StoreUnavailable("the records store is unavailable")
         return await _within(WRITE_TIMEOUT_S, self.store.get_call(call_sid))
+
+    async def clear_recording(self, call_sid: str) -> None:
+        """The call's recording was deleted (RECORDING_RETENTION_DAYS): its record no longer points at it.
+        Not spooled: the retention job deletes a recording only once its record has let go of it."""
+        if not self.available:
+            raise StoreUnavailable("the records store is unavailable")
+        try:
+            await _within(WRITE_TIMEOUT_S, self.store.clear_recording(call_sid))
+        except Exception as exc:
+            if is_store_fault(exc):
+                self._went_down(exc)
+            raise
 
     # --- the writer -----------------------------------------------------------------------------------------
 

@@ -40,3 +40,5 @@ class CallSummary:
     stalls: int = 0  # caller turns the agent left unanswered past STALL_TIMEOUT_S
     stall_recoveries: int = 0  # of which the agent answered after a nudge or a new connection
     carrier: str = "twilio"  # which line carried the call (see gateway.call.line.Started)
+    recording_url: str = ""  # this part's recording (RECORDING=gateway), told by the app once the line ended
+    recording_s: float | None = None
