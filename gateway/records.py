@@ -200,14 +200,16 @@ class CallRecord:
 
     def _recording_fields(self, other: CallRecord) -> dict[str, Any]:
         """This record's recording with another record's of the same call: parts add up, the URL is this
-        one's (the earlier part's), else the other's. The same recording told twice counts once."""
-        if not other.recording_url or other.recording_url == self.recording_url:
+        one's (the earlier part's), else the other's. The same first part told twice counts once (the
+        record that has more parts after it knows the whole)."""
+        same = other.recording_url == self.recording_url
+        if not other.recording_url or (same and self.recording_parts >= other.recording_parts):
             return dict(
-                recording_url=self.recording_url or other.recording_url,
-                recording_s=self.recording_s if self.recording_s is not None else other.recording_s,
-                recording_parts=max(self.recording_parts, other.recording_parts),
+                recording_url=self.recording_url,
+                recording_s=self.recording_s,
+                recording_parts=self.recording_parts,
             )
-        if not self.recording_url:
+        if not self.recording_url or same:
             return dict(
                 recording_url=other.recording_url,
                 recording_s=other.recording_s,

@@ -418,3 +418,56 @@ async def test_a_stream_refused_at_admission_leaves_no_record(tmp_path):
     finally:
         await store.close()
     assert not peer.sessions[1:]  # no Live session for the refused stream
+
+
+async def test_recordings_in_the_record_parts_of_a_moved_call_and_twilios_callback(old_database_url):
+    """An older database gains the recording columns. A call moved by a drain has a part per instance: the
+    record keeps the first part's URL, the parts' count and their total length. Twilio's callback, before
+    or after the call's own record and told twice, sets the recording once; retention clears it."""
+    t0 = OLD_STARTED + timedelta(minutes=10)
+    first = CallRecord(
+        "CAold", stream_sid="MZa", started_at=t0, ended_at=t0 + timedelta(seconds=30), outcome="moved",
+        recording_url="file:///r/CAold/a.flac", recording_s=30.0, recording_parts=1,
+    )  # fmt: skip
+    second = dataclasses.replace(
+        first, stream_sid="MZb", started_at=first.ended_at, ended_at=t0 + timedelta(seconds=50),
+        outcome="caller_hung_up", recording_url="file:///r/CAold/b.flac", recording_s=20.0,
+    )  # fmt: skip
+    twilio = CallRecord(
+        "CAtw", recording_url="https://api.twilio.com/RE1", recording_s=42.0, recording_parts=1
+    )
+    call = CallRecord("CAtw", stream_sid="MZc", started_at=t0, ended_at=t0 + timedelta(seconds=42))
+    store = open_store(old_database_url)
+    await store.open()
+    try:
+        before = await store.get_call("CAold")
+        for part in (second, first, first):  # in any order, and a retried write counted once
+            await store.save_call(part)
+        moved = await store.get_call("CAold")
+        for part in (twilio, call, twilio):
+            await store.save_call(part)
+        recorded_by_twilio = await store.get_call("CAtw")
+        await store.clear_recording("CAold")
+        cleared = await store.get_call("CAold")
+    finally:
+        await store.close()
+    assert before is not None and (before.recording_url, before.recording_s, before.recording_parts) == (
+        "",
+        None,
+        0,
+    )
+    assert moved is not None
+    assert (moved.recording_url, moved.recording_s, moved.recording_parts) == (
+        "file:///r/CAold/a.flac",
+        50.0,
+        2,
+    )
+    assert moved.public()["recording_url"] == "file:///r/CAold/a.flac"
+    assert recorded_by_twilio is not None and recorded_by_twilio.started_at == t0
+    assert (recorded_by_twilio.recording_url, recorded_by_twilio.recording_s) == (
+        "https://api.twilio.com/RE1",
+        42.0,
+    )
+    assert recorded_by_twilio.recording_parts == 1
+    assert cleared is not None and (cleared.recording_url, cleared.recording_parts) == ("", 0)
+    assert cleared.outcome == "caller_hung_up"

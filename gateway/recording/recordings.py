@@ -91,7 +91,7 @@ class Recordings:
             sid = re.sub(r"[^A-Za-z0-9_-]", "_", sid)[:64] or "unknown"
         key = part_key(sid, started_at)
         recorder = Recorder(key, self.storage.url(key), self.storage.scratch(key), line.audio, now_ms())
-        log.info("recording_started", key=key)
+        log.info("recording_started", recording=key)
         return RecordingLine(line, recorder)
 
     def notice_text(self) -> str:
@@ -122,9 +122,9 @@ class Recordings:
             if recorder.failed is not None:
                 raise recorder.failed
             await self.storage.store(self.storage.scratch(recorder.key), recorder.key)
-            log.info("recording_stored", key=recorder.key, url=recorder.url)
+            log.info("recording_stored", recording=recorder.key, url=recorder.url)
         except Exception as exc:
-            log.error("recording_not_stored", key=recorder.key, error=str(exc) or type(exc).__name__)
+            log.error("recording_not_stored", recording=recorder.key, error=str(exc) or type(exc).__name__)
 
     async def close(self) -> None:
         """At shutdown: recordings still being encoded or uploaded get `STORE_TIMEOUT_S` to finish."""

@@ -57,11 +57,11 @@ class Retention:
             try:
                 await self.records.clear_recording(call_sid)
             except Exception as exc:  # the records database is away: keep the part for the next sweep
-                log.warning("recording_kept", key=part.key, reason="record_not_updated", error=str(exc))
+                log.warning("recording_kept", recording=part.key, reason="record_not_updated", error=str(exc))
                 continue
             await self.storage.delete(part.key)
             age_days = round((now - part.modified).total_seconds() / 86400, 2)
-            log.info("recording_deleted", key=part.key, call_sid=call_sid, age_days=age_days)
+            log.info("recording_deleted", recording=part.key, call_sid=call_sid, age_days=age_days)
             deleted.append(part.key)
         return deleted
 
