@@ -45,6 +45,7 @@ from gateway.call.turns import TurnRules
 from gateway.config import Settings
 from gateway.console import pages as console_pages
 from gateway.console.auth import ConsoleAuth, session_of
+from gateway.console.live import LiveFeed
 from gateway.drain import MOVED_QUERY, Drain
 from gateway.live import protocol as lp
 from gateway.live.session import LiveSession, LiveUnreachable
@@ -107,6 +108,7 @@ class Gateway:
         # Set in the lifespan on Vertex AI (GEMINI_PLATFORM=vertex).
         self.vertex_auth: VertexAuth | None = None
         self.recordings = Recordings(settings, self.records)  # RECORDING: see gateway.recording
+        self.live_feed = LiveFeed()  # the console's live view: calls in progress, transcripts as they grow
 
     async def start_tools(self, stack: contextlib.AsyncExitStack) -> None:
         """The shared HTTP client for custom tools and the REST client for transfers, closed at shutdown."""
@@ -156,6 +158,7 @@ class Gateway:
 
     def on_transcript(self, call_sid: str, role: str, text: str) -> None:
         self.records.transcript(call_sid, role, text)
+        self.live_feed.line(call_sid, role, text)
         if self._observer is not None:
             self._observer(call_sid, role, text)
 
@@ -164,7 +167,13 @@ class Gateway:
         if self.machine is not None:
             self.machine.publish(len(self.calls))
         # Only a verified stream becomes a Call (see `media`): a socket refused before has no record.
-        self.records.call_ended(self.recordings.call_ended(call.line, call.summary()))
+        summary = self.recordings.call_ended(call.line, call.summary())
+        cost = self.settings.live_prices.cost_usd(
+            summary.prompt_tokens, summary.response_tokens, summary.tokens_by_modality
+        )
+        METRICS.cost.inc(cost)
+        self.records.call_ended(summary, cost_usd=cost)
+        self.live_feed.ended(call.call_sid, summary.outcome.value)
         self.drain.call_ended()
 
     async def prepare_apology(self) -> None:
@@ -368,6 +377,7 @@ class Gateway:
         if plan is not None and plan.amd is not None:  # Twilio's AMD result came before the stream
             call.answered_by(*plan.amd)
         self.calls.add(call)
+        self.live_feed.started(start.call_sid, start.caller, start.called, start.carrier)
         try:
             await call.run()
         finally:
@@ -803,6 +813,7 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                     "reach this service can place calls through it; never run it like this in production",
                 )
             stack.callback(gateway.refusals.close)
+            stack.callback(gateway.live_feed.close)
             log.info("gateway_ready", live_url=gateway.live_url, model=settings.live.model)
             # What start-up built (modules, the local backend's models, the agents) lives as long as the
             # process: out of the collector's sight, a full collection scans only what calls and sockets

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from gateway.agents import RECORDING_MODES, AgentBook, AgentsFileError, default_book, load_agents
+from gateway.cost import Prices, PricesError
 from gateway.live.protocol import (
     API_HOST,
     DEFAULT_MODELS,
@@ -113,6 +114,8 @@ class Settings:
     recordings_url: str = "./recordings"
     recording_notice: str = ""
     recording_retention_days: float = 0.0  # 0: kept until deleted by hand
+    # USD per million Live tokens (LIVE_PRICES, gateway.cost): each call's estimated cost.
+    live_prices: Prices = field(default_factory=Prices)
 
     @property
     def console_secret(self) -> str | None:
@@ -517,6 +520,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         google_credentials_file=credentials_file,
         web_concurrency=_web_concurrency(env),
         console_password=_console_password(env),
+        live_prices=_live_prices(env),
         **_recording(env),
     )
 
@@ -548,6 +552,13 @@ def _recording(env: dict[str, str]) -> dict[str, Any]:
     return dict(
         recording=recording, recordings_url=url, recording_notice=notice, recording_retention_days=days
     )
+
+
+def _live_prices(env: dict[str, str]) -> Prices:
+    try:
+        return Prices.parse(env.get("LIVE_PRICES") or "")
+    except PricesError as exc:
+        raise ConfigError(f"LIVE_PRICES: {exc}") from None
 
 
 def _console_password(env: dict[str, str]) -> str | None:

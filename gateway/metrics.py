@@ -41,6 +41,7 @@ class Metrics:
     stalls: Counter
     stall_recoveries: Counter
     prewarm: Counter
+    cost: Counter
 
     def count_tokens(self, by_modality: dict[str, int]) -> None:
         """Keys as `gateway.live.protocol.Usage` has them: `prompt_audio`, `response_text`, ..."""
@@ -136,6 +137,10 @@ METRICS = Metrics(
         "Pre-warmed Live sessions by what became of them: taken by their call's stream, or discarded "
         "(no_stream: the stream never came here, e.g. it went to another process or instance)",
         ["result"],
+    ),
+    cost=Counter(
+        "gateway_cost_usd",
+        "Estimated cost of the calls' Live tokens, in US dollars (LIVE_PRICES), counted when each call ends",
     ),
 )
 

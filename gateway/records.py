@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from gateway.call.events import CallEvent
 from gateway.logs import register_secret
 from gateway.metrics import METRICS
 
@@ -86,6 +87,7 @@ _COLUMNS = (*_COLUMNS, *_TURN_COLUMNS, "carrier")
 # Recordings (gateway.recording): where the call's recording is, how long it is, in how many parts.
 _RECORDING_COLUMNS = ("recording_url", "recording_s", "recording_parts")
 _COLUMNS = (*_COLUMNS, *_RECORDING_COLUMNS)
+_COLUMNS = (*_COLUMNS, "cost_usd")  # gateway.cost: the call's estimated price (LIVE_PRICES)
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM calls"
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
@@ -139,6 +141,9 @@ class CallRecord:
     recording_url: str = ""
     recording_s: float | None = None
     recording_parts: int = 0
+    cost_usd: float = 0.0  # the Live tokens at LIVE_PRICES (gateway.cost): an estimate
+    # What happened when (gateway.call.events), seconds since `started_at`; kept in the call_events table.
+    events: list[CallEvent] = field(default_factory=list)
 
     def merged_into(self, old: CallRecord | None) -> CallRecord:
         """This instance's part of a call added to what another instance stored for it before (or what the
@@ -195,6 +200,7 @@ class CallRecord:
             resumption_handle=last.resumption_handle or first.resumption_handle,
             **{name: getattr(old, name) + getattr(self, name) for name in _TURN_COLUMNS},
             carrier=first.carrier,
+            cost_usd=old.cost_usd + self.cost_usd,
             **(first._recording_fields(last)),
         )
 
@@ -228,10 +234,17 @@ class CallRecord:
         for key in ("started_at", "ended_at"):
             out[key] = out[key].isoformat() if out[key] else None
         out["transcript"] = [{**line, "at": line["at"].isoformat()} for line in out["transcript"]]
+        out["events"] = [event.public() for event in self.events]
         return out
 
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
 
-def record_of(summary: CallSummary) -> CallRecord:
+
+def record_of(summary: CallSummary, cost_usd: float = 0.0) -> CallRecord:
     """The record of a call that has just ended (built off the audio path, once, from the web app)."""
     return CallRecord(
         call_sid=summary.call_sid,
@@ -259,7 +272,87 @@ def record_of(summary: CallSummary) -> CallRecord:
         recording_url=summary.recording_url,
         recording_s=summary.recording_s,
         recording_parts=1 if summary.recording_url else 0,
+        cost_usd=cost_usd,
+        events=list(summary.events),
     )
+
+
+@dataclass(frozen=True)
+class CallQuery:
+    """Which calls the console lists: every filter optional; newest first, a page at a time."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    number: str = ""  # part of the caller's or the called number
+    agent: str = ""  # part of the agent (the Live model)
+    outcome: str = ""
+    carrier: str = ""
+    min_duration_s: float | None = None
+    max_duration_s: float | None = None
+    text: str = ""  # part of the call sid, a number, or any line of the transcript
+    offset: int = 0
+    limit: int = 50
+
+    def where(self, mark: Callable[[], str], like: str, duration: str) -> tuple[str, list[Any]]:
+        """The WHERE clause and its arguments, for a database whose placeholders `mark` makes, whose
+        case-insensitive match is `like` and whose expression for a call's seconds is `duration`."""
+        clauses: list[str] = ["started_at IS NOT NULL"]
+        args: list[Any] = []
+
+        def add(sql: str, *values: Any) -> None:
+            clauses.append(sql.format(*(mark() for _ in values)))
+            args.extend(values)
+
+        if self.since is not None:
+            add("started_at >= {}", self.since)
+        if self.until is not None:
+            add("started_at < {}", self.until)
+
+        def matches(*columns: str) -> str:  # any of the columns holds the text (LIKE's wildcards escaped)
+            return "(" + " OR ".join(f"{c} {like} {{}} ESCAPE '\\'" for c in columns) + ")"
+
+        if self.number:
+            pattern = f"%{_escape_like(self.number)}%"
+            add(matches("from_number", "to_number"), pattern, pattern)
+        if self.agent:
+            add(matches("agent"), f"%{_escape_like(self.agent)}%")
+        if self.outcome:
+            add("outcome = {}", self.outcome)
+        if self.carrier:
+            add("carrier = {}", self.carrier)
+        if self.min_duration_s is not None:
+            add(f"{duration} >= {{}}", self.min_duration_s)
+        if self.max_duration_s is not None:
+            add(f"{duration} <= {{}}", self.max_duration_s)
+        if self.text:
+            pattern = f"%{_escape_like(self.text)}%"
+            in_transcript = (
+                "EXISTS (SELECT 1 FROM transcript_lines t WHERE t.call_sid = calls.call_sid AND "
+                + matches("t.text")
+                + ")"
+            )
+            sid_or_numbers = matches("call_sid", "from_number", "to_number")
+            add(f"({sid_or_numbers} OR {in_transcript})", *[pattern] * 4)
+        return " AND ".join(clauses), args
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _event_rows(record: CallRecord) -> list[tuple[int, str, float | None, str]]:
+    """A part's events as rows: (epoch milliseconds, kind, value, data as JSON)."""
+    assert record.started_at is not None
+    base_ms = record.started_at.timestamp() * 1000
+    return [
+        (round(base_ms + e.t * 1000), e.kind, e.data.get("latency_ms"), json.dumps(e.data, sort_keys=True))
+        for e in record.events
+    ]
+
+
+def _event_of(at_ms: int, kind: str, data: str, started_at: datetime | None) -> CallEvent:
+    base_ms = started_at.timestamp() * 1000 if started_at else at_ms
+    return CallEvent((at_ms - base_ms) / 1000, kind, json.loads(data or "{}"))
 
 
 # --- stores ----------------------------------------------------------------------------------------------
@@ -284,6 +377,8 @@ class Store(Protocol):
     async def get_call(self, call_sid: str) -> CallRecord | None: ...
     async def list_calls(self, since: datetime | None = None, limit: int = 100) -> list[CallRecord]: ...
     async def clear_recording(self, call_sid: str) -> None: ...
+    async def search_calls(self, query: CallQuery) -> list[CallRecord]: ...
+    async def response_latencies(self, since: datetime, until: datetime) -> list[tuple[datetime, float]]: ...
 
 
 class StoreUnavailable(ConnectionError):
@@ -337,6 +432,12 @@ CREATE TABLE IF NOT EXISTS transcript_lines (
     role TEXT NOT NULL, text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transcript_lines_call ON transcript_lines (call_sid, id);
+CREATE TABLE IF NOT EXISTS call_events (
+    id {serial} PRIMARY KEY, call_sid TEXT NOT NULL, part TEXT NOT NULL DEFAULT '', at_ms BIGINT NOT NULL,
+    kind TEXT NOT NULL, value DOUBLE PRECISION, data TEXT NOT NULL DEFAULT '{{}}'
+);
+CREATE INDEX IF NOT EXISTS call_events_call ON call_events (call_sid, at_ms);
+CREATE INDEX IF NOT EXISTS call_events_kind ON call_events (kind, at_ms);
 """
 # Columns renamed since a database may have been created, (table, old name, new name): renamed at open.
 _RENAMED_COLUMNS = (("calls", "reconnects", "switches"),)
@@ -354,6 +455,7 @@ _ADDED_COLUMNS = (
     ("calls", "recording_url", "TEXT NOT NULL DEFAULT ''"),
     ("calls", "recording_s", "DOUBLE PRECISION"),
     ("calls", "recording_parts", "INTEGER NOT NULL DEFAULT 0"),
+    ("calls", "cost_usd", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
 )
 
 
@@ -476,6 +578,14 @@ class SqliteStore:
             marks = ", ".join("?" * len(_COLUMNS))
             db.execute(f"INSERT OR REPLACE INTO calls ({', '.join(_COLUMNS)}) VALUES ({marks})",
                        _values(merged, self._time))  # fmt: skip
+            if record.events and record.started_at is not None:  # this part's, once (a retry replaces them)
+                db.execute("DELETE FROM call_events WHERE call_sid = ? AND part = ?",
+                           (record.call_sid, record.stream_sid))  # fmt: skip
+                db.executemany(
+                    "INSERT INTO call_events (call_sid, part, at_ms, kind, value, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(record.call_sid, record.stream_sid, *row) for row in _event_rows(record)],
+                )
 
         await self._run(save)
 
@@ -509,6 +619,11 @@ class SqliteStore:
                     "SELECT at, role, text FROM transcript_lines WHERE call_sid = ? ORDER BY id", (call_sid,)
                 ).fetchall()
                 record.transcript = [TranscriptLine(self._parse(r[0]), r[1], r[2]) for r in rows]  # type: ignore[arg-type]
+                events = db.execute(
+                    "SELECT at_ms, kind, data FROM call_events WHERE call_sid = ? ORDER BY at_ms, id",
+                    (call_sid,),
+                ).fetchall()
+                record.events = [_event_of(r[0], r[1], r[2], record.started_at) for r in events]
             return record
 
         return await self._run(get)
@@ -528,6 +643,31 @@ class SqliteStore:
             "UPDATE calls SET recording_url = '', recording_s = NULL, recording_parts = 0 WHERE call_sid = ?",
             (call_sid,),
         ))  # fmt: skip
+    _DURATION = "((julianday(ended_at) - julianday(started_at)) * 86400.0)"
+
+    async def search_calls(self, query: CallQuery) -> list[CallRecord]:
+        where, args = query.where(lambda: "?", "LIKE", self._DURATION)
+        args = [self._time(a) if isinstance(a, datetime) else a for a in args]
+
+        def search(db: sqlite3.Connection) -> list[CallRecord]:
+            rows = db.execute(
+                f"{_SELECT} WHERE {where} ORDER BY started_at DESC, call_sid LIMIT ? OFFSET ?",
+                (*args, query.limit, query.offset),
+            ).fetchall()
+            return [_row_to_record(dict(r), self._parse) for r in rows]
+
+        return await self._run(search)
+
+    async def response_latencies(self, since: datetime, until: datetime) -> list[tuple[datetime, float]]:
+        def get(db: sqlite3.Connection) -> list[tuple[datetime, float]]:
+            rows = db.execute(
+                "SELECT at_ms, value FROM call_events WHERE kind = 'response' AND at_ms >= ? AND at_ms < ? "
+                "ORDER BY at_ms LIMIT 200000",
+                (since.timestamp() * 1000, until.timestamp() * 1000),
+            ).fetchall()
+            return [(datetime.fromtimestamp(r[0] / 1000, UTC), float(r[1])) for r in rows if r[1] is not None]
+
+        return await self._run(get)
 
 
 class PostgresStore:
@@ -612,6 +752,14 @@ class PostgresStore:
                 f"ON CONFLICT (call_sid) DO UPDATE SET {updates}",
                 *_values(merged, self._time),
             )
+            if record.events and record.started_at is not None:  # this part's, once (a retry replaces them)
+                await db.execute("DELETE FROM call_events WHERE call_sid = $1 AND part = $2",
+                                 record.call_sid, record.stream_sid)  # fmt: skip
+                await db.executemany(
+                    "INSERT INTO call_events (call_sid, part, at_ms, kind, value, data) "
+                    "VALUES ($1, $2, $3, $4, $5, $6)",
+                    [(record.call_sid, record.stream_sid, *row) for row in _event_rows(record)],
+                )
 
     async def add_transcript(self, call_sid: str, line: TranscriptLine) -> None:
         text = line.text.replace("\x00", "")  # PostgreSQL's text cannot hold NUL; the rest of the line can
@@ -643,7 +791,11 @@ class PostgresStore:
             lines = await db.fetch(
                 "SELECT at, role, text FROM transcript_lines WHERE call_sid = $1 ORDER BY id", call_sid
             )
+            events = await db.fetch(
+                "SELECT at_ms, kind, data FROM call_events WHERE call_sid = $1 ORDER BY at_ms, id", call_sid
+            )
         record.transcript = [TranscriptLine(r["at"], r["role"], r["text"]) for r in lines]
+        record.events = [_event_of(r["at_ms"], r["kind"], r["data"], record.started_at) for r in events]
         return record
 
     async def list_calls(self, since: datetime | None = None, limit: int = 100) -> list[CallRecord]:
@@ -659,6 +811,30 @@ class PostgresStore:
             "WHERE call_sid = $1",
             call_sid,
         )
+    async def search_calls(self, query: CallQuery) -> list[CallRecord]:
+        count = 0
+
+        def mark() -> str:
+            nonlocal count
+            count += 1
+            return f"${count}"
+
+        where, args = query.where(mark, "ILIKE", "EXTRACT(EPOCH FROM ended_at - started_at)")
+        rows = await self.pool.fetch(
+            f"{_SELECT} WHERE {where} ORDER BY started_at DESC, call_sid LIMIT {int(query.limit)} "
+            f"OFFSET {int(query.offset)}",
+            *args,
+        )
+        return [_row_to_record(dict(r), self._time) for r in rows]
+
+    async def response_latencies(self, since: datetime, until: datetime) -> list[tuple[datetime, float]]:
+        rows = await self.pool.fetch(
+            "SELECT at_ms, value FROM call_events WHERE kind = 'response' AND at_ms >= $1 AND at_ms < $2 "
+            "ORDER BY at_ms LIMIT 200000",
+            round(since.timestamp() * 1000), round(until.timestamp() * 1000),
+        )  # fmt: skip
+        return [(datetime.fromtimestamp(r["at_ms"] / 1000, UTC), float(r["value"])) for r in rows
+                if r["value"] is not None]  # fmt: skip
 
 
 def register_secrets(database_url: str) -> None:
@@ -760,6 +936,7 @@ class Write:
             values = data["call"]
             for key in ("started_at", "ended_at"):
                 values[key] = _from_iso(values[key])
+            values["events"] = [CallEvent(**event) for event in values.get("events", ())]
             record = CallRecord(**values)
             return cls(record.call_sid, record=record)
         line = data["line"]
@@ -1115,8 +1292,8 @@ class Records:
 
     # --- what calls and the app call ------------------------------------------------------------------------
 
-    def call_ended(self, summary: CallSummary) -> None:
-        self.save(record_of(summary))
+    def call_ended(self, summary: CallSummary, cost_usd: float = 0.0) -> None:
+        self.save(record_of(summary, cost_usd))
 
     def save(self, record: CallRecord) -> None:
         self._submit(Write(record.call_sid, record=record))
@@ -1176,6 +1353,17 @@ class Records:
             if is_store_fault(exc):
                 self._went_down(exc)
             raise
+    async def search_calls(self, query: CallQuery) -> list[CallRecord]:
+        """The calls the console lists (bounded like `get_call`)."""
+        if not self.available:
+            raise StoreUnavailable("the records store is unavailable")
+        return await _within(WRITE_TIMEOUT_S, self.store.search_calls(query))
+
+    async def response_latencies(self, since: datetime, until: datetime) -> list[tuple[datetime, float]]:
+        """Each answered turn's response latency (ms) in a time range, for the console's overview."""
+        if not self.available:
+            raise StoreUnavailable("the records store is unavailable")
+        return await _within(WRITE_TIMEOUT_S, self.store.response_latencies(since, until))
 
     # --- the writer -----------------------------------------------------------------------------------------
 
@@ -1306,16 +1494,26 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
 
 def format_calls(records: list[CallRecord]) -> str:
     header = f"{'started (UTC)':<20} {'secs':>6}  {'call sid':<34} {'from':<16} {'to':<16} "
-    header += f"{'outcome':<16} {'tokens':>7} {'switch':>6}"
+    header += f"{'outcome':<16} {'tokens':>7} {'switch':>6} {'cost $':>8}"
     lines = [header]
     for r in records:
-        took = (r.ended_at - r.started_at).total_seconds() if r.ended_at and r.started_at else 0.0
+        took = r.duration_s or 0.0
         started = r.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-"
         lines.append(
             f"{started:<20} {took:>6.1f}  {r.call_sid:<34} {r.from_number:<16} {r.to_number:<16} "
-            f"{r.outcome:<16} {r.total_tokens:>7} {r.switches:>6}"
+            f"{r.outcome:<16} {r.total_tokens:>7} {r.switches:>6} {r.cost_usd:>8.4f}"
         )
+    lines.append(format_totals(records))
     return "\n".join(lines)
+
+
+def format_totals(records: list[CallRecord]) -> str:
+    """The listing's totals: calls, minutes, tokens and the estimated cost (LIVE_PRICES)."""
+    minutes = sum(r.duration_s or 0.0 for r in records) / 60
+    tokens = sum(r.total_tokens for r in records)
+    cost = sum(r.cost_usd for r in records)
+    per_minute = f", ${cost / minutes:.4f} a minute" if minutes else ""
+    return f"{len(records)} calls, {minutes:.1f} min, {tokens} tokens, ${cost:.4f} estimated{per_minute}"
 
 
 class RecordsUnreadable(RuntimeError):

@@ -43,6 +43,7 @@ import structlog
 from gateway.agents import Agent
 from gateway.audio import Resampler
 from gateway.call.answering import Answering, MachinePolicy
+from gateway.call.events import CallEvents
 from gateway.call.line import CallerAudio, Ended, Keypress, Line, LineClosed, LineEvent, Played, Started
 from gateway.call.outcome import Outcome, live_failure
 from gateway.call.resumption import Resumption
@@ -203,6 +204,7 @@ class Call:
         self.start = start
         self.live: LiveSession | None = None
         self.stats = CallStats()
+        self.events = CallEvents(self.stats.started)  # the console's timeline: what happened, when
         self.state = CallState(
             resumption=Resumption(stall_s=limits.live_stall_s, transparent=config.transparent_resumption),
             watchdog=StallWatchdog(turns.stall_timeout_s),
@@ -402,11 +404,13 @@ class Call:
                     continue  # a machine is recording: nobody there to hear (see gateway.call.answering)
                 now = time.monotonic()
                 heard = await self._caller_speech(event.pcm, now)
-                if self._speech_end.frame(event.pcm):
+                loud = self._speech_end.frame(event.pcm)
+                if loud:
                     self._callee_spoke = True
                     if self._meter is None and not self.state.playout.playing:
                         self.state.watchdog.caller_sound(now)  # no detector: the line's level says
                     self._watch_for_stall()
+                self.events.caller_frame(now, heard.speaking if self._meter is not None else loud)
                 await self._send_caller_audio(event.pcm)
                 if heard.end and self._local_turns:
                     await self._send_activity(lp.activity_end_message())
@@ -414,11 +418,13 @@ class Call:
                 took, action = self.state.played(event.name, time.monotonic())
                 if took is not None:
                     log.info("agent_turn_played", mark=event.name, playback_s=round(took, 3))
+                    self.events.agent_played(event.name, time.monotonic())
                 if action is not None and await self._carry_out(action):
                     return
             elif isinstance(event, Keypress):
                 stats.dtmf += event.digit
                 log.info("dtmf", digit=event.digit)
+                self.events.dtmf(time.monotonic(), event.digit)
                 await self._send_keypress(
                     f"[The caller pressed the {event.digit} key on their phone keypad.]"
                 )
@@ -591,6 +597,7 @@ class Call:
         if step is None:
             return False  # not due after all (the caller spoke again, or a tool started)
         log.warning("agent_stalled", step=step, stall_timeout_s=self.state.watchdog.timeout_s)
+        self.events.stall(time.monotonic(), step)
         METRICS.stalls.labels(step=step).inc()
         if step == "nudge":
             with contextlib.suppress(LiveConnectionLost):  # a broken connection shows in the receive
@@ -700,6 +707,7 @@ class Call:
             await self._ask_agent(STALL_NUDGE)  # the new connection is asked too
         took = time.monotonic() - began
         self.stats.switches.append(took)
+        self.events.switch(began, reason, took)
         METRICS.live_switches.labels(reason=reason).inc()
         log.info("live_switched", reason=reason, took_s=round(took, 3), resumed=bool(self.resumption_handle))
 
@@ -732,7 +740,9 @@ class Call:
         if out:
             state.speech.agent_played(level_dbfs(out))  # its echo may come back from the caller's side
             seconds = len(out) / (2 * self.line.audio.out_rate)
-            if state.playout.audio_sent(seconds, time.monotonic()):
+            first = state.playout.audio_sent(seconds, time.monotonic())
+            self.events.agent_audio(time.monotonic(), seconds, state.playout.turn, first)
+            if first:
                 turn = state.playout.turn
                 if turn == 1:
                     METRICS.first_agent_audio.observe(time.monotonic() - self.stats.started)
@@ -768,6 +778,7 @@ class Call:
         if withdrawn is not None:  # "wait, one more thing": the agent may ask again
             log.info("line_action_withdrawn", action=withdrawn.kind, reason="caller_talked_over_it")
         self.stats.barge_ins += 1
+        self.events.barge_in(time.monotonic(), source)
         if source == "local":
             self.stats.barge_ins_local += 1
         else:
@@ -797,6 +808,7 @@ class Call:
             return
         self.state.watchdog.agent_answered()  # the model acts on the caller's turn
         for call in event.calls:
+            self.events.tool_call(time.monotonic(), call.name)
             self.state.tools.started(call.id)
             self._tool_tasks[call.id] = asyncio.create_task(self._run_tool(call), name=f"tool-{call.name}")
 
@@ -836,6 +848,7 @@ class Call:
 
     async def _carry_out(self, action: LineAction) -> bool:
         """Hang up or transfer now. True when the call is over for this line."""
+        self.events.line_action(time.monotonic(), action.kind, action.target)
         if action.kind == "hang_up":
             if self.answering is not None and self.answering.message == "playing":
                 self._machine_action = "message_left"
@@ -954,6 +967,13 @@ class Call:
         finally:
             await live.close()
 
+    def hang_up_by_operator(self) -> None:
+        """Someone hung this call up from the console: the line closes now (no apology: a person decided)."""
+        if self.stats.outcome is Outcome.UNKNOWN:
+            self.events.line_action(time.monotonic(), "operator_hang_up")
+            log.info("operator_hung_up")
+            self._end_from_here(Outcome.OPERATOR_HUNG_UP)
+
     def _end_from_here(self, outcome: Outcome) -> None:
         """End the call now (the bridge stops and the line closes), with this outcome."""
         self.stats.outcome = outcome
@@ -1022,6 +1042,7 @@ class Call:
             stalls=self.state.watchdog.stalls,
             stall_recoveries=self.state.watchdog.recoveries,
             carrier=start.carrier,
+            events=tuple(self.events.finish(time.monotonic())),
         )
 
     def _outbound_summary(self) -> dict[str, Any]:

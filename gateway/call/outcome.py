@@ -26,6 +26,7 @@ class Outcome(StrEnum):
     LIVE_LOST = "live_lost"  # the Live session was lost and could not be brought back
     MOVED = "moved"  # handed to another instance during a drain
     NOT_MOVED = "not_moved"  # a drain could not hand it to another instance (Twilio's API): ended, apologised
+    OPERATOR_HUNG_UP = "operator_hung_up"  # someone hung it up from the console
     ERROR = "error"  # a bug
 
     @property

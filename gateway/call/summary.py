@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from gateway.call.events import CallEvent
 from gateway.call.outcome import Outcome
 
 
@@ -42,3 +43,4 @@ class CallSummary:
     carrier: str = "twilio"  # which line carried the call (see gateway.call.line.Started)
     recording_url: str = ""  # this part's recording (RECORDING=gateway), told by the app once the line ended
     recording_s: float | None = None
+    events: tuple[CallEvent, ...] = ()  # what happened when (gateway.call.events), for the console
