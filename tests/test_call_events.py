@@ -23,7 +23,7 @@ def speak(events: CallEvents, start: float, end: float) -> None:
     """The caller speaks from `start` to `end`, then is quiet for a second, frame by frame."""
     t = start
     while t < end + 1.0 - 1e-9:
-        events.caller_frame(t, t < end - 1e-9)
+        events.caller_frame(t, t < end - 1e-9, t < end - 1e-9)
         t += FRAME
 
 
@@ -73,7 +73,7 @@ def test_a_barge_in_cuts_the_agent_where_the_caller_heard_it_stop() -> None:
 def test_an_unfinished_turn_ends_with_its_audio_and_a_caller_still_speaking_at_the_end() -> None:
     events = CallEvents(origin=0.0)
     events.agent_audio(1.0, 2.0, turn=1, first=True)
-    events.caller_frame(5.0, True)
+    events.caller_frame(5.0, True, True)
     assert kinds(events, now=5.5) == [(1.0, "agent_start"), (3.0, "agent_end"), (5.0, "caller_start"),
                                       (5.02, "caller_end")]  # fmt: skip
 
@@ -84,6 +84,20 @@ def test_marks_that_are_not_the_turn_s_do_not_end_it() -> None:
     events.agent_played("hang_up-1", 1.5)
     events.agent_played("turn-1", 1.6)
     assert kinds(events, now=3.0) == [(1.0, "agent_start"), (3.0, "agent_end")]
+
+
+def test_the_caller_s_speech_ends_with_its_last_voiced_frame_not_the_detector_s_hangover() -> None:
+    events = CallEvents(origin=0.0)
+    for i in range(25):  # voiced for 0.5 s, then the detector holds on for 0.5 s of quiet
+        events.caller_frame(1.0 + i * FRAME, True, True)
+    for i in range(25):
+        events.caller_frame(1.5 + i * FRAME, True, False)
+    for i in range(30):
+        events.caller_frame(2.0 + i * FRAME, False, False)
+    events.agent_audio(2.7, 1.0, turn=1, first=True)
+    out = events.finish(5.0)
+    assert [(round(e.t, 2), e.kind) for e in out][:2] == [(1.0, "caller_start"), (1.5, "caller_end")]
+    assert out[3].data["latency_ms"] == 1200
 
 
 def test_events_are_bounded() -> None:

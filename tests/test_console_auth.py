@@ -150,3 +150,58 @@ def test_a_short_console_password_is_refused_at_start_up() -> None:
 
     with pytest.raises(ConfigError, match="CONSOLE_PASSWORD"):
         settings_for(UNUSED_LIVE_URL, CONSOLE_PASSWORD="short")
+
+
+PAGES = ("/console", "/console/overview", "/console/calls", "/console/calls/CAnone", "/console/live")
+
+
+def test_every_console_page_and_api_refuses_without_a_session(client: TestClient) -> None:
+    for path in PAGES:
+        response = client.get(path, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"].startswith("/console/login"), path
+    assert client.get("/console/live/events").status_code == 401
+    for path in ("/console/calls/CAnone/hangup", "/console/logout"):
+        assert client.post(path).status_code == 401, path
+    client.cookies.set(COOKIE, "forged.99999999999.signature")
+    assert client.get("/console/calls", follow_redirects=False).status_code == 303
+    assert client.post("/console/calls/CAnone/hangup").status_code == 401
+
+
+def test_a_hang_up_needs_the_csrf_token(client: TestClient) -> None:
+    csrf = sign_in(client)
+    assert client.post("/console/calls/CAnone/hangup").status_code == 403
+    wrong = {"X-CSRF-Token": "x" + csrf}
+    assert client.post("/console/calls/CAnone/hangup", headers=wrong).status_code == 403
+    assert client.post("/console/calls/CAnone/hangup", data={"csrf": "forged"}).status_code == 403
+    right = client.post("/console/calls/CAnone/hangup", headers={"X-CSRF-Token": csrf})
+    assert right.status_code == 404 and "no such call" in right.json()["error"]  # past the check
+
+
+def test_bad_filters_and_unknown_calls_are_said_so(client: TestClient) -> None:
+    sign_in(client)
+    for query, says in (("min_s=soon", "min_s"), ("since=yesterday", "since"), ("outcome=won", "outcome"),
+                        ("page=0", "page"), ("carrier=pigeon", "carrier")):  # fmt: skip
+        response = client.get(f"/console/calls?{query}")
+        assert response.status_code == 400 and says in response.text, query
+    assert client.get("/console/calls/CAnone").status_code == 404
+
+
+def test_a_websocket_takes_a_session_only_from_the_gateway_s_own_origin(client: TestClient) -> None:
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    from gateway.console.auth import session_of
+
+    async def whoami(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_json({"signed_in": session_of(ws) is not None})
+        await ws.close()
+
+    client.app.router.routes.append(WebSocketRoute("/test/whoami", whoami))  # type: ignore[attr-defined]
+    sign_in(client)
+    cookie = {"cookie": f"{COOKIE}={client.cookies[COOKIE]}"}
+    # (the test client's WebSocket goes to host `testserver`, whatever its base URL)
+    for origin, signed_in in (("http://testserver", True), ("https://evil.example", False), (None, False)):
+        headers = {**cookie, **({"origin": origin} if origin else {})}
+        with client.websocket_connect("/test/whoami", headers=headers) as ws:
+            assert ws.receive_json() == {"signed_in": signed_in}, origin

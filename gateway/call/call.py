@@ -410,7 +410,7 @@ class Call:
                     if self._meter is None and not self.state.playout.playing:
                         self.state.watchdog.caller_sound(now)  # no detector: the line's level says
                     self._watch_for_stall()
-                self.events.caller_frame(now, heard.speaking if self._meter is not None else loud)
+                self.events.caller_frame(now, heard.speaking if self._meter is not None else loud, loud)
                 await self._send_caller_audio(event.pcm)
                 if heard.end and self._local_turns:
                     await self._send_activity(lp.activity_end_message())

@@ -62,15 +62,19 @@ class CallEvents:
 
     # --- the caller ---
 
-    def caller_frame(self, now: float, speaking: bool, frame_s: float = 0.02) -> None:
-        """One frame of the caller's line: were they speaking in it? (Every frame: cheap when nothing
-        changes.)"""
-        if speaking:
-            if self._caller_since is None:
-                self._caller_since = now
+    def caller_frame(self, now: float, speaking: bool, voiced: bool, frame_s: float = 0.02) -> None:
+        """One frame of the caller's line: is their speech in progress (the detector's verdict, which holds on
+        through a short pause), and is this frame itself voiced (loud)? The speech ends where its last voiced
+        frame ended, not where the detector's hangover let go, so a response's latency is not understated.
+        (Every frame: cheap when nothing changes.)"""
+        if self._caller_since is None:
+            if speaking:
+                self._caller_since, self._caller_last = now, now + frame_s
                 self._add(now, "caller_start")
+            return
+        if voiced:
             self._caller_last = now + frame_s
-        elif self._caller_since is not None and now - self._caller_last >= CALLER_END_GAP_S:
+        elif not speaking and now - self._caller_last >= CALLER_END_GAP_S:
             self._end_caller()
 
     def _end_caller(self) -> None:

@@ -45,8 +45,11 @@ def gateway_of(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-def render(request: Request, session: ConsoleSession | None, template: str, **context: Any) -> Response:
-    return TEMPLATES.TemplateResponse(request, template, {"session": session, **context})
+def render(
+    request: Request, session: ConsoleSession | None, template: str, status_code: int = 200, **context: Any
+) -> Response:
+    context = {"session": session, **context}
+    return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
 
 
 def _not_found() -> Response:
