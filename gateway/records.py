@@ -1537,6 +1537,7 @@ async def list_calls_command(database_url: str, since: datetime | None, limit: i
                 for record in records:
                     full = await store.get_call(record.call_sid)
                     record.transcript = full.transcript if full else []
+                    record.events = full.events if full else []
         finally:
             await store.close()
     except (OSError, TimeoutError, sqlite3.Error) as exc:

@@ -171,3 +171,21 @@ async def test_the_caller_s_speech_is_recorded_from_the_line() -> None:
     assert [e.kind for e in events][:4] == ["caller_start", "caller_end", "agent_start", "response"]
     response = next(e for e in events if e.kind == "response")
     assert response.data["latency_ms"] >= 0
+
+
+async def test_a_tool_call_and_the_hang_up_it_asks_for_are_recorded() -> None:
+    from tests.test_call import agent_with_tools, tool_call
+
+    line, live = MemoryLine(), ScriptedLive()
+    call = Call(line, STARTED, live.open, lp.LiveConfig(), connect_retry_delays_s=(0.0,),
+                prepare=agent_with_tools())  # fmt: skip
+    task = asyncio.create_task(call.run())
+    conn = await live.connection(0)
+    conn.say(lp.AgentAudio(AGENT_24K), tool_call("end_call"), lp.TurnComplete())
+    await until(lambda: line.actions("mark") == ["turn-1", "hang_up-1"])
+    line.put(Played("turn-1"), Played("hang_up-1"))
+    async with asyncio.timeout(2):
+        await task
+    events = call.summary().events
+    assert [e.kind for e in events] == ["agent_start", "tool_call", "agent_end", "hang_up"]
+    assert events[1].data == {"name": "end_call"}
