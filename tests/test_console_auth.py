@@ -208,7 +208,9 @@ def test_a_websocket_takes_a_session_only_from_the_gateway_s_own_origin(client: 
 
 
 def test_the_cookie_is_secure_behind_an_https_public_url() -> None:
-    settings = settings_for(UNUSED_LIVE_URL, CONSOLE_PASSWORD=PASSWORD, PUBLIC_URL="https://voice.example.com")
+    settings = settings_for(
+        UNUSED_LIVE_URL, CONSOLE_PASSWORD=PASSWORD, PUBLIC_URL="https://voice.example.com"
+    )
     with TestClient(create_app(settings), base_url="https://voice.example.com") as client:
         response = client.post("/console/login", data={"password": PASSWORD}, follow_redirects=False)
         assert "secure" in response.headers["set-cookie"].lower()

@@ -13,6 +13,7 @@ import asyncio
 import statistics
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -55,15 +56,19 @@ def caller_audio() -> bytes:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def console() -> AsyncIterator[Console]:
+async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Console]:
     async with chromium() as browser, LocalLiveServer() as live:
-        settings = settings_for(live.url(), CONSOLE_PASSWORD=PASSWORD, CALLS_API_TOKEN=TOKEN)
+        settings = settings_for(
+            live.url(), CONSOLE_PASSWORD=PASSWORD, CALLS_API_TOKEN=TOKEN, RECORDING="gateway",
+            RECORDINGS_URL=str(tmp_path_factory.mktemp("recordings")), RECORDING_NOTICE="off",
+        )  # fmt: skip
         from gateway.app import create_app
 
         app = create_app(settings)
-        async with running_gateway(settings, app=app) as url, httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as http:
+        async with (
+            running_gateway(settings, app=app) as url,
+            httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+        ):
             context = await browser.new_context(viewport={"width": 1280, "height": 900})
             page = await context.new_page()
             yield Console(url, app.state.gateway, page, http)
@@ -157,6 +162,34 @@ async def test_the_call_page_shows_the_record_s_transcript_latencies_and_picture
     box = await page.locator("#picture").bounding_box()
     assert box is not None and box["width"] > 600 and box["height"] > 50
     await screenshot(page, SHOTS, "3-call")
+
+
+async def test_the_call_s_recording_plays_and_lasts_as_long_as_the_call(console: Console) -> None:
+    record = await record_of(console)
+    assert record["recording_url"] and record["recording_parts"] == 1
+    page = console.page
+    audio = page.locator("audio#recording")
+    assert await audio.get_attribute("src") == f"/calls/{console.call_sid}/recording?part=1"
+    # The browser fetches it with the console session (no bearer token), decodes it, and plays it.
+    heard = await page.evaluate(
+        """async () => {
+            const audio = document.getElementById("recording");
+            audio.muted = true;
+            if (audio.readyState < 1) await new Promise((ok, no) => {
+                audio.addEventListener("loadedmetadata", ok, { once: true });
+                const failed = () => no(new Error("cannot load the recording"));
+                audio.addEventListener("error", failed, { once: true });
+            });
+            await audio.play();
+            await new Promise((ok) => setTimeout(ok, 600));
+            audio.pause();
+            return { duration: audio.duration, played: audio.currentTime };
+        }"""
+    )
+    call_s = datetime.fromisoformat(record["ended_at"]) - datetime.fromisoformat(record["started_at"])
+    assert heard["duration"] == pytest.approx(record["recording_s"], abs=0.05)
+    assert heard["duration"] == pytest.approx(call_s.total_seconds(), abs=0.5)
+    assert heard["played"] > 0.1
 
 
 async def test_the_overview_draws_its_charts(console: Console) -> None:
