@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 from starlette.websockets import WebSocket
 from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator, add_port, remove_port
@@ -42,6 +42,8 @@ from gateway.call import Call, CallAgent, CallLimits, CallWatcher, Outcome, Tran
 from gateway.call.call import CallPreparer, OutboundRole
 from gateway.call.line import Ended, Line, Started
 from gateway.call.turns import TurnRules
+from gateway.carriers import CallControl as CarrierControl
+from gateway.carriers import Carrier, UpgradeRefusal, media_endpoint, more_carriers
 from gateway.config import Settings
 from gateway.console import pages as console_pages
 from gateway.console.auth import ConsoleAuth, session_of
@@ -89,8 +91,8 @@ class Gateway:
         self.validator = RequestValidator(settings.twilio_auth_token) if settings.twilio_auth_token else None
         # Several processes on one port (WEB_CONCURRENCY) share a key, the redeemed tokens and the call limit.
         self.machine = machine.current()
-        key = key_from_auth_token(settings.twilio_auth_token)
-        if self.machine is not None and not settings.twilio_auth_token:
+        key = key_from_auth_token(settings.stream_token_secret)
+        if self.machine is not None and not settings.stream_token_secret:
             key = self.machine.key  # development: a random key, but the same on every process
         self.tokens = StreamTokens(key, shared=self.machine)
         self.refusals = RefusalLog()
@@ -103,6 +105,8 @@ class Gateway:
             self.open_live, settings.prewarm_s, settings.prewarm_max_sessions, refusals=self.refusals
         )
         self.control: CallControl | None = None  # set in the lifespan when REST credentials are configured
+        self.carriers: tuple[Carrier, ...] = (TWILIO, *more_carriers())
+        self.controls: dict[str, CarrierControl] = {}  # the other carriers' REST clients, by carrier name
         self.toolbox = Toolbox()
         self.outbound = Outbound(settings.max_outbound_calls)  # the calls this instance placed
         # Set in the lifespan on Vertex AI (GEMINI_PLATFORM=vertex).
@@ -123,7 +127,13 @@ class Gateway:
                 settings.twilio_account_sid, settings.twilio_auth_token, base_url=settings.twilio_api_base_url
             )
             stack.push_async_callback(self.control.close)
-        self.toolbox = Toolbox(http=http, secret=settings.tools_secret, can_transfer=self.control is not None)
+        for carrier in self.carriers:
+            if carrier.name != TWILIO.name and (control := carrier.control(settings)) is not None:
+                self.controls[carrier.name] = control
+                stack.push_async_callback(control.close)
+        # A line transfers through its own carrier's API: one without credentials answers the agent an error.
+        can_transfer = self.control is not None or bool(self.controls)
+        self.toolbox = Toolbox(http=http, secret=settings.tools_secret, can_transfer=can_transfer)
         stack.push_async_callback(self.prewarm.close)
 
     def prewarm_call(self, params: dict[str, str]) -> None:
@@ -229,17 +239,24 @@ class Gateway:
         scheme = "wss" if base.scheme == "https" else "ws"
         return f"{scheme}://{base.netloc}{base.path.rstrip('/')}{MEDIA_PATH}"
 
+    def unsigned_ok(self, carrier: str, variable: str) -> bool:
+        """A carrier whose signing secret (`variable`) is not set: its requests are taken unsigned in
+        development (no carrier's secret set at all), and refused once any carrier's is (production)."""
+        if self.settings.signs_requests:
+            return False
+        log.warning(f"{carrier}_signature_not_checked", note=f"development mode: {variable} is not set")
+        return True
+
     def signature_ok(self, url: str, params: dict[str, str], signature: str | None) -> bool:
         if self.validator is None:
-            log.warning("twilio_signature_not_checked", note="development mode: TWILIO_AUTH_TOKEN is not set")
-            return True
+            return self.unsigned_ok("twilio", "TWILIO_AUTH_TOKEN")
         return bool(signature) and self.validator.validate(url, params, signature)
 
     def stream_signature_ok(self, conn: HTTPConnection) -> bool:
         """The media upgrade's signature. Twilio signs the stream URL with no parameters, so the signature is
         the same for every stream: it is computed once per URL, and each upgrade costs one comparison."""
         if self.validator is None:
-            return self.signature_ok("", {}, None)
+            return self.unsigned_ok("twilio", "TWILIO_AUTH_TOKEN")
         url = self.stream_url(conn)
         accepted = self._stream_signatures.get(url)
         if accepted is None:
@@ -295,7 +312,7 @@ class Gateway:
             return "the machine is at MAX_CONCURRENT_CALLS"
         return None
 
-    async def receive_start(self, ws: WebSocket, line: TwilioLine) -> Started | str:
+    async def receive_start(self, ws: WebSocket, line: Line) -> Started | str:
         """Accept a media socket and read its `start`, holding a place among the unverified sockets meanwhile
         (never one among the calls). Returns the `start`, or why it never came: NO_START (the deadline
         passed), EVICTED (its place went to a newer socket), CLOSED_BEFORE_START (the peer left)."""
@@ -319,7 +336,7 @@ class Gateway:
         finally:
             self.unverified.leave(place)
 
-    async def refuse_stream(self, ws: WebSocket, line: TwilioLine, reason: str, detail: str = "") -> None:
+    async def refuse_stream(self, ws: WebSocket, line: Line, reason: str, detail: str = "") -> None:
         """Close a media socket that did not become a call, with one log line (and a metric)."""
         await self.pacer.turn()
         settings = self.settings
@@ -526,29 +543,12 @@ async def status(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def media(ws: WebSocket) -> None:
-    """One Media Streams WebSocket: a Call once its `start` carries a valid stream token."""
-    gw = _gateway(ws)
-    settings = gw.settings
-    # Both refusals come before accept, so the upgrade is answered with HTTP 403 and nothing is spent.
-    if not gw.stream_signature_ok(ws):
-        await gw.refuse_upgrade(
-            ws, "signature", "stream_signature_rejected", url=gw.stream_url(ws), hint=SIGNATURE_HINT
-        )
-        return
-    if gw.calls_in_progress() >= settings.max_concurrent_calls:  # no stream could become a call now
-        await gw.refuse_upgrade(ws, "busy", "stream_rejected_busy", max_calls=settings.max_concurrent_calls)
-        return
-    # Until its `start` is checked the socket holds a place among the unverified ones, not among the calls.
-    line = TwilioLine(ws, gw.control)
-    start = await gw.receive_start(ws, line)
-    if isinstance(start, str):
-        await gw.refuse_stream(ws, line, start)
-        return
-    if (refusal := gw.admit_stream(start)) is not None:
-        await gw.refuse_stream(ws, line, *refusal)
-        return
-    await gw.run_call(line, start)
+def twilio_upgrade_refusal(gw: Gateway, ws: WebSocket) -> UpgradeRefusal | None:
+    """Twilio signs the media upgrade (X-Twilio-Signature over the stream URL): unsigned, it is refused."""
+    if gw.stream_signature_ok(ws):
+        return None
+    fields = {"url": gw.stream_url(ws), "hint": SIGNATURE_HINT}
+    return UpgradeRefusal("signature", "stream_signature_rejected", fields)
 
 
 async def healthz(request: Request) -> Response:
@@ -741,6 +741,21 @@ async def recording_status(request: Request) -> Response:
     return Response(status_code=204)
 
 
+TWILIO = Carrier(
+    name="twilio",
+    answer_path="/twilio/voice",
+    answer=voice,
+    media_path=MEDIA_PATH,
+    line=lambda ws, gw: TwilioLine(ws, gw.control),
+    upgrade_refusal=twilio_upgrade_refusal,
+    routes=(
+        Route("/twilio/status", status, methods=["POST"]),
+        Route("/twilio/amd", amd_result, methods=["POST"]),
+    ),
+)
+media = media_endpoint(TWILIO)  # one Media Streams WebSocket: a Call once its `start` carries a valid token
+
+
 async def metrics(request: Request) -> Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several processes: every process's metrics, added up
         registry = CollectorRegistry()
@@ -757,6 +772,8 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
     register_database_secrets(settings.database_url)
     register_secret(settings.tools_secret)
     register_secret(settings.console_password)
+    for secret in settings.carrier_secrets:
+        register_secret(secret)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -793,11 +810,12 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                         " key is never sent; unset GEMINI_API_KEY",
                     )
             if "transfer_call" in {t for a in gateway.agents.by_number.values() for t in a.tools}:
-                if gateway.control is None:
+                if gateway.control is None and not gateway.controls:
                     log.warning(
                         "transfers_unavailable",
-                        note="TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not both set: transfer_call"
-                        " answers an error the agent can tell the caller",
+                        note="no carrier's REST credentials are set (TWILIO_ACCOUNT_SID and "
+                        "TWILIO_AUTH_TOKEN, TELNYX_API_KEY, ...): transfer_call answers an error the agent "
+                        "can tell the caller",
                     )
             caps = settings.live.caps
             if not caps.known:
@@ -806,11 +824,19 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                     model=settings.live.model,
                     note="not in the capability table: sending the configured fields as they are",
                 )
-            if gateway.validator is None:
+            if not settings.signs_requests:
                 log.warning(
                     "development_mode",
-                    note="TWILIO_AUTH_TOKEN is not set: Twilio signatures are NOT checked, anyone who can "
-                    "reach this service can place calls through it; never run it like this in production",
+                    note="no carrier's signing secret is set (TWILIO_AUTH_TOKEN, TELNYX_PUBLIC_KEY, ...): "
+                    "signatures are NOT checked, anyone who can reach this service can place calls through "
+                    "it; never run it like this in production",
+                )
+            if settings.signs_requests and not settings.stream_token_secret:
+                log.warning(
+                    "stream_tokens_per_instance",
+                    note="no carrier secret to key stream tokens with (TWILIO_AUTH_TOKEN, TELNYX_API_KEY or "
+                    "SIGNALWIRE_SIGNING_KEY): a stream that reaches another instance than its webhook's is "
+                    "refused",
                 )
             stack.callback(gateway.refusals.close)
             stack.callback(gateway.live_feed.close)
@@ -825,14 +851,11 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
 
     app = Starlette(
         routes=[
-            Route("/twilio/voice", voice, methods=["POST"]),
-            Route("/twilio/status", status, methods=["POST"]),
-            WebSocketRoute(MEDIA_PATH, media),
+            *(route for carrier in gateway.carriers for route in carrier.all_routes()),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/calls/{sid}", call_record, methods=["GET"]),
             Route("/calls", place_call, methods=["POST"]),
-            Route("/twilio/amd", amd_result, methods=["POST"]),
             *console_pages.routes(),
             *phone_routes(),
             Route("/calls/{sid}/recording", call_recording, methods=["GET"]),

@@ -166,9 +166,11 @@ def _design(in_rate: int, out_rate: int) -> _Plan:
     )
 
 
-# The two ratios every call uses: design them at import, not on the first frame of the first call.
+# The two ratios every narrowband call uses, and the one a wideband (16 kHz) line needs out: design them at
+# import, not on the first frame of the first call.
 _design(8000, 16000)
 _design(24000, 8000)
+_design(24000, 16000)
 
 _SCALE = 2.0**-_TAP_BITS
 

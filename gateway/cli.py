@@ -1,5 +1,5 @@
-"""The `gateway` command: serve, calls, twilio, live-local, call, load, live-scripted, dial, campaign,
-demo."""
+"""The `gateway` command: serve, calls, twilio, telnyx, signalwire, live-local, call, load, live-scripted,
+dial, campaign, demo."""
 
 from __future__ import annotations
 
@@ -94,6 +94,33 @@ def _calls(args: argparse.Namespace) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _telnyx(args: argparse.Namespace) -> int:
+    from gateway.telnyx.admin import TelnyxAdminError, TelnyxApiError, run_telnyx_command
+
+    try:
+        return run_telnyx_command(args)
+    except (TelnyxAdminError, ValueError) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except TelnyxApiError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+
+
+def _signalwire(args: argparse.Namespace) -> int:
+    from gateway.signalwire.admin import run_signalwire_command
+    from gateway.twilio.admin import AdminError, TwilioApiError
+
+    try:
+        return run_signalwire_command(args)
+    except (AdminError, ValueError) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except TwilioApiError as exc:  # SignalWire's Compatibility API answers as Twilio's does
+        print(f"gateway: {str(exc).replace('Twilio', 'SignalWire')}", file=sys.stderr)
+        return 1
 
 
 def _twilio(args: argparse.Namespace) -> int:
@@ -198,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_twilio_arguments(twilio)
     twilio.set_defaults(func=_twilio)
+
+    telnyx = sub.add_parser("telnyx", help="point Telnyx numbers at this service (REST API)")
+    from gateway.telnyx.admin import add_telnyx_arguments
+
+    add_telnyx_arguments(telnyx)
+    telnyx.set_defaults(func=_telnyx)
+
+    signalwire = sub.add_parser("signalwire", help="point SignalWire numbers at this service (REST API)")
+    from gateway.signalwire.admin import add_signalwire_arguments
+
+    add_signalwire_arguments(signalwire)
+    signalwire.set_defaults(func=_signalwire)
 
     live = sub.add_parser("live-local", help="run the offline local Live backend alone")
     live.add_argument("--host", default="127.0.0.1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from dataclasses import dataclass, field
@@ -121,6 +122,31 @@ class Settings:
     def console_secret(self) -> str | None:
         """What signs in to the console: CONSOLE_PASSWORD, else CALLS_API_TOKEN; None: the console is off."""
         return self.console_password or self.calls_api_token
+    # Carriers beside Twilio (see gateway.carriers): each one's signing secret and REST credentials.
+    telnyx_api_key: str | None = field(default=None, repr=False)
+    telnyx_public_key: str | None = None  # Ed25519, base64: checks Telnyx's webhook signatures
+    telnyx_api_base_url: str | None = None  # Telnyx's API (https://api.telnyx.com/v2) unless a stand-in
+    signalwire_project_id: str | None = None
+    signalwire_api_token: str | None = field(default=None, repr=False)
+    signalwire_space_url: str | None = None  # https://<space>.signalwire.com
+    signalwire_signing_key: str | None = field(default=None, repr=False)
+
+    @property
+    def carrier_secrets(self) -> tuple[str, ...]:
+        """Every carrier credential that must never be logged."""
+        secrets = (self.telnyx_api_key, self.signalwire_api_token, self.signalwire_signing_key)
+        return tuple(secret for secret in secrets if secret)
+
+    @property
+    def signs_requests(self) -> bool:
+        """Some carrier's signatures are checked (production): a carrier whose signing secret is not set is
+        then refused, never open. With none set, every carrier is taken unsigned (development)."""
+        return bool(self.twilio_auth_token or self.telnyx_public_key or self.signalwire_signing_key)
+
+    @property
+    def stream_token_secret(self) -> str | None:
+        """The secret stream tokens are keyed from, alike on every instance: the first carrier secret set."""
+        return self.twilio_auth_token or self.telnyx_api_key or self.signalwire_signing_key
 
     @property
     def agent_book(self) -> AgentBook:
@@ -336,6 +362,22 @@ def load_twilio_admin_settings(
     )
 
 
+@dataclass(frozen=True)
+class CarrierAdminSettings:
+    """What `gateway telnyx` and `gateway signalwire` use: PUBLIC_URL and the carriers' settings."""
+
+    public_url: str | None
+    carriers: dict[str, str | None] = field(repr=False)
+
+
+def load_carrier_admin_settings(
+    environ: dict[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> CarrierAdminSettings:
+    """The settings the carriers' commands use, checked; a bad setting they do not use does not stop them."""
+    env = read_environment(environ, env_file)
+    return CarrierAdminSettings(public_url=_public_url(env), carriers=_carriers(env))
+
+
 def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
     """Read and check every setting; a bad one raises ConfigError naming it and what would work."""
     env = read_environment(environ, env_file)
@@ -403,15 +445,15 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     twilio_auth_token = env.get("TWILIO_AUTH_TOKEN") or None
     gemini_api_key = env.get("GEMINI_API_KEY") or None
     development_mode = _bool(env, "DEVELOPMENT_MODE", False)
-    if (
-        not twilio_auth_token
-        and not development_mode
-        and (gemini_api_key or live_url or platform == "vertex")
-    ):
+    carriers = _carriers(env)
+    signed = bool(twilio_auth_token or carriers["telnyx_public_key"] or carriers["signalwire_signing_key"])
+    if not signed and not development_mode and (gemini_api_key or live_url or platform == "vertex"):
         # An unauthenticated webhook and media stream in front of a paid model is an open door to the bill.
         raise ConfigError(
             "TWILIO_AUTH_TOKEN is not set, so nobody's Twilio signatures can be checked: set it to the "
-            "account's auth token, or set DEVELOPMENT_MODE=true to run unauthenticated (never in production)"
+            "account's auth token (or another carrier's signing secret: TELNYX_PUBLIC_KEY, "
+            "SIGNALWIRE_SIGNING_KEY), or set DEVELOPMENT_MODE=true to run unauthenticated (never in "
+            "production)"
         )
     max_calls = _int(env, "MAX_CONCURRENT_CALLS", 500)
     if max_calls < 1:
@@ -488,7 +530,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         live_input_rate=input_rate,
         live_setup_timeout_s=live_setup_timeout_s,
         live_stall_s=live_stall_s,
-        development_mode=not twilio_auth_token,
+        development_mode=not signed,
         max_concurrent_calls=max_calls,
         max_unverified_streams=max_unverified,
         max_message_bytes=max_message_bytes,
@@ -522,6 +564,13 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         console_password=_console_password(env),
         live_prices=_live_prices(env),
         **_recording(env),
+        telnyx_api_key=carriers["telnyx_api_key"],
+        telnyx_public_key=carriers["telnyx_public_key"],
+        telnyx_api_base_url=carriers["telnyx_api_base_url"],
+        signalwire_project_id=carriers["signalwire_project_id"],
+        signalwire_api_token=carriers["signalwire_api_token"],
+        signalwire_space_url=carriers["signalwire_space_url"],
+        signalwire_signing_key=carriers["signalwire_signing_key"],
     )
 
 
@@ -568,6 +617,47 @@ def _console_password(env: dict[str, str]) -> str | None:
             "CONSOLE_PASSWORD must be at least 12 characters: it signs in to every call's transcript"
         )
     return password
+
+
+def _carriers(env: dict[str, str]) -> dict[str, str | None]:
+    """The settings of the carriers beside Twilio, checked: a pair that must come together, a key that
+    must be a key, a URL that must be a URL."""
+    public_key = (env.get("TELNYX_PUBLIC_KEY") or "").strip() or None
+    if public_key is not None:
+        try:
+            raw = base64.b64decode(public_key, validate=True)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(
+                "TELNYX_PUBLIC_KEY must be the account's Ed25519 public key as Telnyx shows it (base64 of "
+                "32 bytes: Mission Control > Keys & Credentials > Public Key)"
+            )
+    telnyx_base = env.get("TELNYX_API_BASE_URL") or None
+    if telnyx_base and urlsplit(telnyx_base).scheme not in {"http", "https"}:
+        raise ConfigError(f"TELNYX_API_BASE_URL={telnyx_base!r} must be an http(s) URL")
+    project, token = env.get("SIGNALWIRE_PROJECT_ID") or None, env.get("SIGNALWIRE_API_TOKEN") or None
+    space = (env.get("SIGNALWIRE_SPACE_URL") or "").strip().rstrip("/") or None
+    if bool(project) != bool(token):
+        raise ConfigError("SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN go together: set both or neither")
+    if project and not space:
+        raise ConfigError(
+            "SIGNALWIRE_SPACE_URL is required with SIGNALWIRE_PROJECT_ID (your-space.signalwire.com)"
+        )
+    if space is not None:
+        if "://" not in space:
+            space = "https://" + space
+        if urlsplit(space).scheme not in {"http", "https"} or not urlsplit(space).netloc:
+            raise ConfigError(f"SIGNALWIRE_SPACE_URL={space!r} must be your space's host or https:// URL")
+    return {
+        "telnyx_api_key": env.get("TELNYX_API_KEY") or None,
+        "telnyx_public_key": public_key,
+        "telnyx_api_base_url": telnyx_base.rstrip("/") if telnyx_base else None,
+        "signalwire_project_id": project,
+        "signalwire_api_token": token,
+        "signalwire_space_url": space,
+        "signalwire_signing_key": env.get("SIGNALWIRE_SIGNING_KEY") or None,
+    }
 
 
 def _web_concurrency(env: dict[str, str]) -> int:

@@ -116,6 +116,11 @@ def redirect_twiml(public_base: str, *, pause_s: int = 0, moved: bool = False) -
     return str(response)
 
 
+def _carrier(call: object) -> str:
+    """Which carrier carries a call (a `Call`'s start says; a stand-in without one is Twilio's)."""
+    return str(getattr(getattr(call, "start", None), "carrier", "twilio"))
+
+
 class Movable(Protocol):
     """What the drain needs of a call in progress (a `gateway.call.Call`)."""
 
@@ -210,6 +215,19 @@ class Drain:
         """Move each call (at its first moment between turns, or from `plan.force_s` whatever its state);
         retry a failed redirect until `plan.give_up_s`; then end each call still here and not moved with
         the apology. Returns once every call has been moved, has ended, or is ending with the apology."""
+        # Only a Twilio call can be redirected through Twilio's REST API to another instance; a call another
+        # carrier carries goes on until the moves are given up, then hears the failure message.
+        others = [call for call in calls if _carrier(call) != "twilio"]
+        if others:
+            log.warning("calls_not_moved", count=len(others), note="only Twilio's calls are moved")
+        await asyncio.gather(
+            self._move_twilio_calls([call for call in calls if call not in others], plan),
+            *(self._end_unmoved(call, plan, attempts=0) for call in others),
+        )
+
+    async def _move_twilio_calls(self, calls: list[Movable], plan: DrainPlan) -> None:
+        if not calls:
+            return
         settings = self.settings
         if not (settings.twilio_account_sid and settings.twilio_auth_token and settings.public_url):
             log.warning(

@@ -157,20 +157,45 @@ class StreamTokens:
                 break
             del answers[oldest]
 
+    def bearer(self, purpose: str) -> str:
+        """A secret for `purpose`, derived from the tokens' key (alike on every instance): for carriers that
+        present a fixed bearer token on their media upgrade (SignalWire's `authBearerToken`)."""
+        digest = hmac.new(self._key, f"bearer|{purpose}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:24]).decode()
+
+    def check(self, call_sid: str, token: str | None) -> str | None:
+        """Why this token could not be redeemed for this call, or None; nothing is used up. For carriers
+        whose media upgrade carries the token (in the stream URL) but no signature: checked before the
+        upgrade is accepted, then redeemed on the stream's start."""
+        now = self._clock()
+        self._forget_expired(now)
+        refusal, nonce = self._verify(call_sid, token, now)
+        if refusal is None and nonce in self._redeemed:
+            return "stream token already used"
+        return refusal
+
+    def _verify(self, call_sid: str, token: str | None, now: float) -> tuple[str | None, str]:
+        """(why the token is not this call's and unexpired, or None; its nonce)."""
+        if not token:
+            return "no stream token", ""
+        parts = token.split(".")
+        if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit() and len(parts[0]) <= 12):
+            return "malformed stream token", ""
+        expires, nonce, mac = int(parts[0]), parts[1], parts[2]
+        if not hmac.compare_digest(mac, self._mac(call_sid, expires, nonce)):
+            return "stream token does not match this call", nonce
+        if expires < now:
+            return "stream token expired", nonce
+        return None, nonce
+
     def redeem(self, call_sid: str, token: str | None) -> str | None:
         """Use the token for this call's stream. Returns why it is refused, or None if it is good."""
         now = self._clock()
         self._forget_expired(now)
-        if not token:
-            return "no stream token"
-        parts = token.split(".")
-        if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit() and len(parts[0]) <= 12):
-            return "malformed stream token"
-        expires, nonce, mac = int(parts[0]), parts[1], parts[2]
-        if not hmac.compare_digest(mac, self._mac(call_sid, expires, nonce)):
-            return "stream token does not match this call"
-        if expires < now:
-            return "stream token expired"
+        refusal, nonce = self._verify(call_sid, token, now)
+        if refusal is not None:
+            return refusal
+        expires = int((token or "").split(".")[0])
         if nonce in self._redeemed:
             return "stream token already used"
         if self._shared is not None and (refusal := self._shared.redeem(nonce, expires, now)) is not None:

@@ -358,3 +358,25 @@ def test_resample_block_edge_cases() -> None:
     assert resample_block(b"\x01\x02", 8000, 8000) == b"\x01\x02"
     with pytest.raises(ValueError):
         resample_block(b"\x01", 8000, 16000)
+
+
+# --- the wideband path (a 16 kHz line, Telnyx's L16): Live's 24 kHz -> 16 kHz is its only resampler ---------
+
+WIDE_BAND = [*range(100, 6801, 300), 6800]  # the pass band: 0.85 of the 8 kHz Nyquist rate
+
+
+def test_24k_to_16k_rejects_9k_to_12k_by_60_db() -> None:
+    stop_band = range(9000, 12000, 100)
+    worst = min(rejection_db(Resampler(24000, 16000).process, 24000, 16000, f) for f in stop_band)
+    assert worst >= 60
+
+
+def test_24k_to_16k_keeps_the_wide_band_at_50_db_snr_flat_and_within_1_ms() -> None:
+    assert min(tone_snr_db(Resampler(24000, 16000).process, 24000, 16000, f) for f in WIDE_BAND) >= 50
+    gains = []
+    for f in WIDE_BAND:
+        y = samples(stream(Resampler(24000, 16000).process, tone(f, 24000, 0.3), 24000))
+        amplitude, _ = fit_tone(y[320:].astype(np.float64), 16000, f)
+        gains.append(20 * math.log10(amplitude / (0.5 * 32767)))
+    assert max(gains) - min(gains) < 0.1
+    assert measured_delay_ms(Resampler(24000, 16000).process, 24000, 16000) <= 1.0

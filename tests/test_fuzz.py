@@ -160,3 +160,29 @@ def test_browser_audio_frames_decode_or_raise_the_protocol_error(data: bytes, qu
     except bp.ProtocolError:
         return
     assert len(pcm) % 2 == 0
+
+
+TELNYX_SHAPES = [
+    {"event": "media", "sequence_number": "4", "stream_id": "32de0dea-53cb", "media": {"track": "inbound",
+     "chunk": "2", "timestamp": "5", "payload": "AAAAAA=="}},
+    {"event": "start", "sequence_number": "1", "stream_id": "32de0dea-53cb", "start": {"user_id": "u1",
+     "call_control_id": "v3:abc", "client_state": None, "from": "+1555", "to": "+1666",
+     "media_format": {"encoding": "L16", "sample_rate": 16000, "channels": 1}}},
+    {"event": "mark", "stream_id": "32de0dea-53cb", "mark": {"name": "turn-1"}},
+    {"event": "dtmf", "stream_id": "32de0dea-53cb", "dtmf": {"digit": "1"}},
+    {"event": "error", "stream_id": "32de0dea-53cb", "payload": {"code": 100002, "title": "bad"}},
+    {"event": "stop", "stream_id": "32de0dea-53cb", "stop": {"call_control_id": "v3:abc"}},
+]  # fmt: skip
+
+
+@FUZZ
+@given(_any_message(TELNYX_SHAPES))
+def test_telnyx_parser_returns_an_event_or_a_protocol_error(message: str | bytes) -> None:
+    from gateway.telnyx import protocol as telnyx
+
+    try:
+        event = telnyx.parse(message)
+    except telnyx.ProtocolError as exc:
+        assert len(str(exc)) < 200  # errors quote the peer briefly, so junk cannot flood the logs
+        return
+    assert isinstance(event, telnyx.TelnyxEvent)

@@ -17,11 +17,11 @@ import websockets
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import connect
 
+from gateway import socket_line
 from gateway.app import Gateway
 from gateway.devtools.simulator import CallScript, place_call
 from gateway.server import running_gateway
 from gateway.stream_tokens import StreamTokens, key_from_auth_token
-from gateway.twilio import line as twilio_stream
 from gateway.twilio.protocol import TwilioSender
 from tests.support.audio import agent_tone, caller_tone
 from tests.support.gateway import logged, settings_for, stream_token
@@ -271,7 +271,7 @@ class NeverReadingPeer:
 async def test_hostile_peers_cost_nothing_and_a_concurrent_call_completes_with_correct_audio(
     monkeypatch, capsys
 ):
-    monkeypatch.setattr(twilio_stream, "SEND_STALL_S", 1.0)
+    monkeypatch.setattr(socket_line, "SEND_STALL_S", 1.0)
     stalled_session: list[PeerSession] = []
 
     async def script(session: PeerSession) -> None:

@@ -1,9 +1,11 @@
 """Caller simulator: dial the gateway the way Twilio does and measure what the caller experiences.
 
 One call = the voice webhook (signed like Twilio), then a Media Stream WebSocket that carries the caller's
-audio as real-time 20 ms mu-law frames. Audio the gateway sends back goes through a model of Twilio's
-playout buffer (drained at 8 kHz, ``mark`` echoed once the audio before it has played, ``clear`` flushes),
-so ``CallResult.heard`` is what a caller would actually have heard, on the same timeline as ``sent``.
+audio as real-time 20 ms mu-law frames; or the same in another carrier's words (`place_call(dialect=...)`,
+`gateway call --carrier`: gateway.devtools.dialects, e.g. Telnyx's TeXML and L16 at 16 kHz), at that
+carrier's rate. Audio the gateway sends back goes through a model of the carrier's playout buffer (drained
+in real time, ``mark`` echoed once the audio before it has played, ``clear`` flushes), so
+``CallResult.heard`` is what a caller would actually have heard, on the same timeline as ``sent``.
 
 Used by the end-to-end tests, by ``gateway demo``, by ``gateway call`` and by the load harness
 (``gateway load``), which watches its calls through a ``CallObserver`` and runs them with ``record=False``.
@@ -19,22 +21,31 @@ import os
 import secrets
 import sys
 import time
-import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import numpy as np
-from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from gateway.audio import resample_block
+from gateway.devtools.dialects import (
+    SIGNING_VARIABLES,
+    Cleared,
+    Dialect,
+    DialectError,
+    DialectStream,
+    Heard,
+    MarkSent,
+    dialects,
+)
+from gateway.devtools.dialects.twilio import TwilioDialect, http_to_ws
+from gateway.devtools.dialects.twilio import connect_stream as _connect_stream
 from gateway.devtools.wavfile import load_caller_wav, load_wav, write_stereo_wav, write_wav
-from gateway.twilio.protocol import Clear, Mark, Media, ProtocolError, TwilioSender, parse
 
 __all__ = [
     "CLEAR_BOUND_S",
@@ -74,10 +85,6 @@ LATE_S = 0.005  # a frame sent more than this after its deadline counts as late
 RESPONSE_GAP_S = 0.3  # media arriving after a pause this long starts a new agent answer
 SILENT_PCM_FRAME = bytes(FRAME_PCM_BYTES)
 
-# What Twilio's HTTP client and its media-stream client call themselves.
-WEBHOOK_USER_AGENT = "TwilioProxy/1.1"
-STREAM_USER_AGENT = "Twilio.TmeWs/1.0"
-
 
 class SimulatorError(RuntimeError):
     """The call could not be set up: webhook refused, no <Connect><Stream> in the TwiML, handshake refused."""
@@ -92,7 +99,7 @@ class CallScript:
     """What the simulated caller does: the audio it says, silence around it, keys it presses, and whether it
     hangs up."""
 
-    audio: bytes  # caller audio, PCM16LE mono 8 kHz (load_wav() reads any WAV into this)
+    audio: bytes  # caller audio, PCM16LE mono at `rate` (load_wav() reads any WAV into this, at 8 kHz)
     leading_silence_s: float = 0.0
     trailing_silence_s: float = 3.0  # silence streamed after the audio, before `stop`
     dtmf: list[tuple[float, str]] = field(default_factory=list)  # (seconds from stream start, digit)
@@ -102,6 +109,7 @@ class CallScript:
     # this long after it played (None: no echo).
     echo_db: float | None = None
     echo_delay_s: float = 0.12
+    rate: int = 8000  # of `audio`: resampled to the carrier's rate where that differs
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +148,8 @@ class CallResult:
     twiml: str
     stream_url: str
     custom_parameters: dict[str, str]
-    heard: bytes  # PCM16LE 8 kHz of what was played to the caller, one 20 ms frame per tick
-    sent: bytes  # PCM16LE 8 kHz of what the caller sent, same timeline as heard
+    heard: bytes  # PCM16LE at `rate` of what was played to the caller, one 20 ms frame per tick
+    sent: bytes  # PCM16LE at `rate` of what the caller sent, same timeline as heard
     events: list[Event]
     turns: list[Turn]
     barge_ins: list[float]  # caller started over agent audio -> `clear` received (s)
@@ -151,10 +159,12 @@ class CallResult:
     closed_by: Literal["caller", "gateway"] | None
     media_frames_sent: int
     media_frames_received: int
-    media_bytes_received: int  # mu-law bytes, i.e. samples
+    media_bytes_received: int  # samples of agent audio received (on Twilio, its mu-law bytes)
     late_frames_sent: int
     bad_messages: int
     duration_s: float
+    rate: int = RATE  # of `heard` and `sent`: the carrier's (8 kHz on Twilio, 16 kHz on Telnyx)
+    carrier: str = "twilio"
 
 
 class CallObserver:
@@ -174,7 +184,8 @@ class CallObserver:
         """Caller media frame `frame` (0, 1, ...; silence past the script too) is about to be written."""
 
     def media_received(self, payload: bytes, at: float) -> None:
-        """A `media` message from the gateway (its mu-law payload); `at` was stamped before parsing."""
+        """A `media` message from the gateway (its payload as the carrier sent it: mu-law on Twilio); `at`
+        was stamped before parsing."""
 
     def mark_received(self, name: str, at: float) -> None:
         """A `mark` from the gateway; it is echoed once the audio queued before it has played."""
@@ -224,18 +235,20 @@ def segment_speech(
     floor_rms: float = 100.0,
     hangover_s: float = 0.3,
     min_speech_s: float = 0.06,
+    rate: int = RATE,
 ) -> list[tuple[float, float]]:
-    """Split PCM16 8 kHz into (start, end) utterances, in seconds (+offset_s), by frame energy.
+    """Split PCM16 (8 kHz, or `rate`) into (start, end) utterances, in seconds (+offset_s), by frame energy.
 
     A frame is speech when its RMS exceeds rel_threshold x the loudest frame (and an absolute floor, so a
     silent script finds nothing); pauses shorter than hangover_s stay inside an utterance, as a person
     pausing mid-sentence does not hand over the turn.
     """
     samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float64)
-    n = len(samples) // FRAME_SAMPLES
+    frame = round(rate * FRAME_S)
+    n = len(samples) // frame
     if n == 0:
         return []
-    rms = np.sqrt(np.mean(samples[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES) ** 2, axis=1))
+    rms = np.sqrt(np.mean(samples[: n * frame].reshape(n, frame) ** 2, axis=1))
     voiced = rms > max(rms.max() * rel_threshold, floor_rms)
     hangover = round(hangover_s / FRAME_S)
     segments: list[tuple[int, int]] = []  # frame index ranges [start, end)
@@ -256,23 +269,16 @@ def _new_sid(prefix: str) -> str:
 
 
 def _http_to_ws(url: str) -> str:
-    parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, *parts[1:]))
+    return http_to_ws(url)
 
 
 def parse_twiml(twiml: str, base_url: str) -> tuple[str, dict[str, str]]:
     """The <Connect><Stream> URL (relative ones resolved against base_url) and its <Parameter>s."""
     try:
-        root = ET.fromstring(twiml)
-    except ET.ParseError as exc:
-        raise SimulatorError(f"webhook answered invalid TwiML ({exc}): {twiml[:300]!r}") from None
-    stream = root.find("./Connect/Stream")
-    if stream is None or not stream.get("url"):
-        raise SimulatorError(f"TwiML has no <Connect><Stream url=...>: {twiml[:300]!r}")
-    url = _http_to_ws(urljoin(base_url, stream.get("url", "")))
-    params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-    return url, params
+        answered = _connect_stream(twiml, base_url)
+    except DialectError as exc:
+        raise SimulatorError(str(exc)) from None
+    return answered.stream_url, answered.parameters
 
 
 def _connect_url(stream_url: str, url: str, public_url: str | None) -> str:
@@ -288,18 +294,27 @@ def _connect_url(stream_url: str, url: str, public_url: str | None) -> str:
 
 
 async def _post_webhook(
-    url: str, signed_url: str, params: dict[str, str], auth_token: str | None, http: httpx.AsyncClient | None
+    dialect: Dialect, url: str, signed_url: str, params: dict[str, str], http: httpx.AsyncClient | None
 ) -> str:
-    headers = {"User-Agent": WEBHOOK_USER_AGENT}
-    if auth_token:
-        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(signed_url, params)
+    request = dialect.webhook(url, signed_url, params)
+
+    async def send(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            data=request.data,
+            content=request.content,
+            params=request.params,
+        )
+
     try:
         if http is not None:
-            response = await http.post(url, data=params, headers=headers)
+            response = await send(http)
         else:
             # A client per call costs ~18 ms of TLS set-up: load runs pass one shared client instead.
             async with httpx.AsyncClient(timeout=15.0) as client:
-                response = await client.post(url, data=params, headers=headers)
+                response = await send(client)
     except httpx.HTTPError as exc:
         raise SimulatorError(f"voice webhook {url} unreachable: {exc!r}") from exc
     if response.status_code != 200:
@@ -320,20 +335,19 @@ class _Call:
         self,
         ws: ClientConnection,
         script: CallScript,
-        stream_sid: str,
-        call_sid: str,
-        account_sid: str,
+        stream: DialectStream,
+        rate: int,
         on_event: Callable[[Event], None] | None,
         events: list[Event],
         observer: CallObserver | None,
         record: bool,
     ) -> None:
         self.ws = ws
-        self.call_sid = call_sid
-        self.account_sid = account_sid
         self.script = script
-        self.stream_sid = stream_sid
-        self.sender = TwilioSender(stream_sid)
+        self.stream = stream  # the carrier's words for what the caller's side sends and receives
+        self.stream_sid = stream.stream_sid
+        self.rate = rate
+        self.frame_bytes = frame_bytes = round(rate * FRAME_S) * 2
         self.on_event = on_event
         self.events: list[Event] | _Discarded = events if record else _Discarded()
         self.observer = observer
@@ -343,13 +357,15 @@ class _Call:
             self.emit = _no_event  # type: ignore[method-assign]
 
         # Caller side: the whole timeline, frame-aligned, computed up front so the clock loop stays cheap.
-        lead = round(script.leading_silence_s / FRAME_S) * FRAME_PCM_BYTES
+        lead = round(script.leading_silence_s / FRAME_S) * frame_bytes
         audio = script.audio[: len(script.audio) // 2 * 2]
-        audio += bytes(-len(audio) % FRAME_PCM_BYTES)
+        if script.rate != rate:
+            audio = resample_block(audio, script.rate, rate)
+        audio += bytes(-len(audio) % frame_bytes)
         self.timeline = bytes(lead) + audio
-        self.audio_frames = len(self.timeline) // FRAME_PCM_BYTES
+        self.audio_frames = len(self.timeline) // frame_bytes
         self.trailing_frames = round(script.trailing_silence_s / FRAME_S)
-        self.utterances = segment_speech(audio, offset_s=lead / 2 / RATE)
+        self.utterances = segment_speech(audio, offset_s=lead / 2 / rate, rate=rate)
         self.utterance_marks: dict[int, tuple[str, int]] = {}  # frame -> (speech_start|speech_end, index)
         for i, (start, end) in enumerate(self.utterances):
             self.utterance_marks[round(start / FRAME_S)] = ("speech_start", i)
@@ -394,8 +410,9 @@ class _Call:
         if self.on_event is not None:
             self.on_event(event)
 
-    async def send(self, text: str) -> None:
-        await self.ws.send(text)
+    async def send(self, message: str | bytes | None) -> None:
+        if message is not None:  # None: the carrier has no such message
+            await self.ws.send(message)
 
     # --- caller -> gateway ---
 
@@ -430,13 +447,14 @@ class _Call:
     async def _send_tick(self, n: int) -> None:
         while self.dtmf and self.dtmf[0][0] <= n * FRAME_S + 1e-9:
             _, digit = self.dtmf.popleft()
-            await self.send(self.sender.dtmf(digit))
+            await self.send(self.stream.dtmf(digit))
             self.emit("dtmf", digit=digit)
         # Past the script, Twilio keeps sending (silence) frames while the line is open.
-        pcm = self.timeline[n * FRAME_PCM_BYTES : (n + 1) * FRAME_PCM_BYTES] or SILENT_PCM_FRAME
+        step = self.frame_bytes
+        pcm = self.timeline[n * step : (n + 1) * step] or bytes(step)
         if self.echo is not None and len(self.echo) == self.echo.maxlen:
             pcm = _mixed(pcm, self.echo[0], self.echo_gain)
-        message = self.sender.media(pcm16_to_ulaw(pcm), timestamp_ms=n * 20)
+        message = self.stream.media(pcm, timestamp_ms=n * 20)
         if self.observer is not None:
             self.observer.media_sent(n, time.monotonic())
         await self.send(message)
@@ -447,12 +465,12 @@ class _Call:
             self.emit(kind, utterance=index)
             if kind == "speech_start" and self.buffer:  # caller talks over agent audio still to play
                 self.pending_barge_ins.append(self.now())
-                self.emit("barge_in", utterance=index, buffered_s=len(self.buffer) / 2 / RATE)
+                self.emit("barge_in", utterance=index, buffered_s=len(self.buffer) / 2 / self.rate)
 
     async def hang_up(self) -> None:
         self.hanging_up = True
         try:
-            await self.send(self.sender.stop(self.call_sid, self.account_sid))
+            await self.send(self.stream.stop())
             self.emit("stop")
             await self.ws.close()
         except ConnectionClosed:
@@ -465,12 +483,13 @@ class _Call:
         self.played += self.in_flight
         self.in_flight = 0
         await self._echo_marks(lambda pos: pos <= self.played)
-        frame = bytes(self.buffer[:FRAME_PCM_BYTES])
-        del self.buffer[:FRAME_PCM_BYTES]
+        step = self.frame_bytes
+        frame = bytes(self.buffer[:step])
+        del self.buffer[:step]
         self.in_flight = len(frame)
-        self.heard += frame + bytes(FRAME_PCM_BYTES - len(frame))
+        self.heard += frame + bytes(step - len(frame))
         if self.echo is not None:
-            self.echo.append(frame + bytes(FRAME_PCM_BYTES - len(frame)))
+            self.echo.append(frame + bytes(step - len(frame)))
         self.agent_frames.append(1 if frame else 0)
 
     async def _echo_marks(self, due: Callable[[int], bool]) -> None:
@@ -487,7 +506,7 @@ class _Call:
             self.observer.mark_echoed(name, at)
         # websockets writes a text message synchronously when send() is called, so building the message
         # and sending it without an await in between keeps sequence numbers in order on the wire.
-        await self.send(self.sender.mark(name))
+        await self.send(self.stream.mark(name))
 
     # --- gateway -> caller ---
 
@@ -509,53 +528,56 @@ class _Call:
 
     async def _on_message(self, raw: str | bytes, at: float) -> None:
         try:
-            event = parse(raw)
-        except ProtocolError as exc:
+            message = self.stream.parse(raw)
+        except DialectError as exc:
             self._bad(str(exc), raw)
             return
-        if isinstance(event, Media | Mark | Clear) and event.stream_sid != self.stream_sid:
-            self._bad(f"wrong streamSid {event.stream_sid!r}", raw)
-        elif isinstance(event, Media):
-            self._on_media(event, at)
-        elif isinstance(event, Mark):
-            await self._on_mark(event, at)
-        elif isinstance(event, Clear):
+        if isinstance(message, Heard):
+            self._on_media(message, at)
+        elif isinstance(message, MarkSent):
+            await self._on_mark(message.name, at)
+        elif isinstance(message, Cleared):
             await self._on_clear(at)
-        else:  # Twilio-to-app messages (start, stop...) have no business coming from the app
+        else:  # carrier-to-app messages (start, stop...) have no business coming from the app
             self.bad_messages += 1
-            self.emit("unexpected", event=type(event).__name__)
+            self.emit("unexpected", event=message.kind)
 
     def _bad(self, error: str, raw: str | bytes) -> None:
         self.bad_messages += 1
         self.emit("bad_message", error=error, raw=raw[:200])
 
-    def _on_media(self, media: Media, at: float) -> None:
-        pcm = ulaw_to_pcm16(media.payload)
+    def _on_media(self, media: Heard, at: float) -> None:
+        pcm = media.pcm
         self.buffer += pcm
         self.queued += len(pcm)
         self.media_times.append(at - self.t0)
         self.frames_received += 1
-        self.bytes_received += len(media.payload)
-        self.emit("media", bytes=len(media.payload), buffered_s=round(len(self.buffer) / 2 / RATE, 3))
+        samples = len(pcm) // 2
+        self.bytes_received += samples
+        buffered_s = round(len(self.buffer) / 2 / self.rate, 3)
+        if self.rate == RATE:
+            self.emit("media", bytes=samples, buffered_s=buffered_s)
+        else:  # `bytes` counts samples: the rate says how long they last
+            self.emit("media", bytes=samples, rate=self.rate, buffered_s=buffered_s)
         if self.observer is not None:
             self.observer.media_received(media.payload, at)
 
-    async def _on_mark(self, mark: Mark, at: float) -> None:
+    async def _on_mark(self, name: str, at: float) -> None:
         received = at - self.t0
-        self.emit("mark", name=mark.name)
+        self.emit("mark", name=name)
         if self.observer is not None:
-            self.observer.mark_received(mark.name, at)
-        if self.queued <= self.played:  # nothing buffered or playing: Twilio echoes at once
-            await self._echo(mark.name, received)
+            self.observer.mark_received(name, at)
+        if self.queued <= self.played:  # nothing buffered or playing: the carrier echoes at once
+            await self._echo(name, received)
         else:
-            self.marks.append((self.queued, mark.name, received))
+            self.marks.append((self.queued, name, received))
 
     async def _on_clear(self, at: float) -> None:
         flushed = len(self.buffer)
         self.buffer.clear()
         # The flushed audio will never play: account it as played so later marks are placed correctly.
         self.queued = self.played + self.in_flight
-        self.emit("clear", flushed_s=round(flushed / 2 / RATE, 3))
+        self.emit("clear", flushed_s=round(flushed / 2 / self.rate, 3))
         if self.observer is not None:
             self.observer.clear_received(at)
         await self._echo_marks(lambda _pos: True)  # Twilio echoes marks flushed by a clear at once
@@ -627,8 +649,9 @@ async def place_call(
     record: bool = True,
     http: httpx.AsyncClient | None = None,
     stream_delay_s: float = 0.0,
-    webhook_path: str = "/twilio/voice",
+    webhook_path: str | None = None,
     direction: str = "inbound",
+    dialect: Dialect | None = None,
 ) -> CallResult:
     """Call the gateway at `url` (http(s)://host[:port]) as Twilio would, stream `script`, and report.
 
@@ -642,10 +665,13 @@ async def place_call(
     Twilio's pause between the webhook's answer and opening the stream (TwiML processing, a TLS handshake
     across the internet). webhook_path: the voice webhook's path and query as Twilio was told it (a redirect
     can carry a query, signed with it). direction: Twilio's `Direction` (`outbound-api` for a call the gateway
-    placed: the simulator is then the callee). Raises SimulatorError if the call cannot be set up.
+    placed: the simulator is then the callee). dialect: the carrier the simulator speaks as (default
+    Twilio's, signed with `auth_token`; see `dialect_for`); webhook_path defaults to that carrier's.
+    Raises SimulatorError if the call cannot be set up.
     """
-    call_sid = call_sid or _new_sid("CA")
-    stream_sid = _new_sid("MZ")
+    dialect = dialect or TwilioDialect(auth_token)
+    webhook_path = webhook_path or dialect.webhook_path
+    call_sid = call_sid or dialect.new_call_sid()
     events: list[Event] = []
 
     def emit_early(kind: str, **details: Any) -> None:
@@ -667,21 +693,23 @@ async def place_call(
         "ApiVersion": "2010-04-01",
     }
     started = time.monotonic()
-    twiml = await _post_webhook(webhook_url, signed_url, params, auth_token, http)
-    stream_url, custom_parameters = parse_twiml(twiml, signed_url)
+    twiml = await _post_webhook(dialect, webhook_url, signed_url, params, http)
+    try:
+        answered = dialect.answered(twiml, signed_url)
+    except DialectError as exc:
+        raise SimulatorError(str(exc)) from None
+    stream_url, custom_parameters = answered.stream_url, answered.parameters
     emit_early("webhook", stream_url=stream_url, took_s=round(time.monotonic() - started, 4))
     if stream_delay_s > 0:
         await asyncio.sleep(stream_delay_s)
 
-    headers = {}
-    if auth_token:  # Twilio signs the stream URL exactly as the TwiML wrote it, with no params
-        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(stream_url, {})
+    stream = dialect.stream(call_sid, account_sid, answered, params)
     try:
         ws = await connect(
             _connect_url(stream_url, url, public_url),
-            additional_headers=headers,
-            user_agent_header=STREAM_USER_AGENT,
-            compression=None,  # Twilio does not negotiate permessage-deflate
+            additional_headers=dialect.upgrade_headers(stream_url),
+            user_agent_header=dialect.user_agent,
+            compression=None,  # carriers do not negotiate permessage-deflate
             max_size=None,  # the app may send media of any size
             proxy=None,
             open_timeout=10,
@@ -693,16 +721,17 @@ async def place_call(
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
         raise SimulatorError(f"stream {stream_url} could not be opened: {exc!r}") from exc
 
-    call = _Call(ws, script, stream_sid, call_sid, account_sid, on_event, events, observer, record)
+    call = _Call(ws, script, stream, dialect.rate, on_event, events, observer, record)
+    stream_sid = stream.stream_sid
     receiver = asyncio.create_task(call.run_receiver())
     try:
         try:
-            await call.send(call.sender.connected())
+            await call.send(stream.connected())
             emit_early("connected")
             call.t0 = time.monotonic()  # the stream timeline starts with `start`
             if observer is not None:
                 observer.stream_started(call.t0)
-            await call.send(call.sender.start(call_sid, account_sid, custom_parameters))
+            await call.send(stream.start())
             call.emit("start", stream_sid=stream_sid, custom_parameters=custom_parameters)
             await call.run_clock()
         except ConnectionClosed:
@@ -737,7 +766,20 @@ async def place_call(
         late_frames_sent=call.late_frames,
         bad_messages=call.bad_messages,
         duration_s=call.now(),
+        rate=dialect.rate,
+        carrier=dialect.name,
     )
+
+
+def dialect_for(carrier: str, signing_secret: str | None = None) -> Dialect:
+    """The dialect of `carrier` (twilio, telnyx, ...), signing with its secret (None: unsigned)."""
+    factories = dialects()
+    if carrier not in factories:
+        raise SimulatorError(f"unknown carrier {carrier!r}: one of {', '.join(sorted(factories))}")
+    try:
+        return factories[carrier](signing_secret)
+    except ValueError as exc:
+        raise SimulatorError(f"{carrier}: {exc}") from None
 
 
 # --- reading a finished call: caller lines, the agent's speech as played, barge-ins ---
@@ -820,7 +862,7 @@ class PlayoutTracker:
     def feed(self, event: Event) -> AgentSpeech | None:
         """Take one event; returns the speech it started or cut off, if it did either."""
         if event.kind == "media":
-            length = event.details.get("bytes", 0) / RATE
+            length = event.details.get("bytes", 0) / event.details.get("rate", RATE)
             tick = math.ceil(event.t / FRAME_S - 1e-6) * FRAME_S
             cur = self.current
             if cur is not None and cur.cleared_at is None and tick < cur.end + RESPONSE_GAP_S:
@@ -939,8 +981,8 @@ def summarize(
         f"call {result.call_sid} ({result.duration_s:.1f} s): closed by {result.closed_by}, "
         f"code {result.close_code}",
         pacing(result),
-        f"received {result.media_frames_received} media messages ({result.media_bytes_received / RATE:.1f} s "
-        f"audio), {result.bad_messages} bad messages",
+        f"received {result.media_frames_received} media messages "
+        f"({result.media_bytes_received / result.rate:.1f} s audio), {result.bad_messages} bad messages",
     ]
     for line in caller_lines(result.turns, min_gap_s):
         inside = ""
@@ -1041,9 +1083,22 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-hang-up", action="store_true", help="wait for the gateway to end the call")
     parser.add_argument("--max-duration", type=float, default=600.0, metavar="S")
     add_signing_arguments(parser)
+    parser.add_argument(
+        "--carrier",
+        default="twilio",
+        choices=sorted(dialects()),
+        help="speak as this carrier (default twilio): its webhook, its signature, its media stream and rate",
+    )
+    parser.add_argument(
+        "--signing-key",
+        default=None,
+        help="another carrier's signing secret (default: $"
+        + ", $".join(v for k, v in SIGNING_VARIABLES.items() if k != "twilio")
+        + " for the carrier)",
+    )
     parser.add_argument("--from", dest="from_", default="+15005550006")
     parser.add_argument("--to", default="+15005550001")
-    parser.add_argument("--record", metavar="WAV", help="what the caller heard (8 kHz mono WAV)")
+    parser.add_argument("--record", metavar="WAV", help="what the caller heard (mono, at the carrier's rate)")
     parser.add_argument("--record-stereo", metavar="WAV", help="the whole call: caller left, heard right")
     parser.add_argument("--quiet", action="store_true", help="no live progress, only the summary")
 
@@ -1063,33 +1118,49 @@ async def run_call_command(args: argparse.Namespace) -> int:
                 "(left) one, where `gateway demo` and --record-stereo put the caller",
                 file=sys.stderr,
             )
+    carrier = getattr(args, "carrier", "twilio")
+    auth_token, public_url = signing_from_args(args)
+    if carrier == "twilio":
+        secret = auth_token
+    else:
+        variable = SIGNING_VARIABLES.get(carrier, "")
+        secret = args.signing_key or (os.environ.get(variable) if variable else None) or None
+    try:
+        dialect = dialect_for(carrier, secret)
+    except SimulatorError as exc:
+        print(f"gateway call: {exc}", file=sys.stderr)
+        return 2
+    if args.audio and dialect.rate != RATE:  # the carrier's own rate, not 8 kHz: a wideband caller
+        audio = load_caller_wav(args.audio, rate=dialect.rate)[0]
+    elif dialect.rate != RATE:
+        audio = bytes(3 * dialect.rate * 2)
     script = CallScript(
         audio=audio,
+        rate=dialect.rate,
         leading_silence_s=args.leading_silence,
         trailing_silence_s=args.trailing_silence,
         dtmf=_parse_dtmf(args.dtmf),
         hang_up=not args.no_hang_up,
         max_duration_s=args.max_duration,
     )
-    auth_token, public_url = signing_from_args(args)
     try:
         result = await place_call(
             url,
             script,
-            auth_token=auth_token,
             public_url=public_url,
             from_=args.from_,
             to=args.to,
             on_event=None if args.quiet else _Progress(),
+            dialect=dialect,
         )
     except SimulatorError as exc:
         print(f"gateway call: {exc}", file=sys.stderr)
         return 1
     print(summarize(result))
     if args.record:
-        write_wav(args.record, result.heard, RATE)
+        write_wav(args.record, result.heard, result.rate)
         print(f"heard: {args.record}")
     if args.record_stereo:
-        write_stereo_wav(args.record_stereo, result.sent, result.heard, RATE)
+        write_stereo_wav(args.record_stereo, result.sent, result.heard, result.rate)
         print(f"recording: {args.record_stereo} (caller left, heard right)")
     return 0

@@ -260,13 +260,18 @@ class FakeTwilioApi:
 
 
 @contextlib.asynccontextmanager
-async def fake_twilio_api(account_sid: str, auth_token: str) -> AsyncIterator[tuple[str, FakeTwilioApi]]:
+async def fake_twilio_api(
+    account_sid: str, auth_token: str, prefix: str = ""
+) -> AsyncIterator[tuple[str, FakeTwilioApi]]:
+    """Serve the stand-in; yields its base URL and itself. `prefix`: where the API lives under the host
+    (SignalWire's Compatibility API is Twilio's under /api/laml: gateway.devtools.signalwire_api)."""
     api = FakeTwilioApi(account_sid, auth_token)
     app = Starlette(routes=[
-        Route("/2010-04-01/Accounts/{account}/Calls.json", api.create_call, methods=["POST"]),
-        Route("/2010-04-01/Accounts/{account}/Calls/{sid}.json", api.update_call, methods=["POST"]),
-        Route("/2010-04-01/Accounts/{account}/IncomingPhoneNumbers.json", api.list_numbers, methods=["GET"]),
-        Route("/2010-04-01/Accounts/{account}/IncomingPhoneNumbers/{sid}.json", api.update_number,
+        Route(prefix + "/2010-04-01/Accounts/{account}/Calls.json", api.create_call, methods=["POST"]),
+        Route(prefix + "/2010-04-01/Accounts/{account}/Calls/{sid}.json", api.update_call, methods=["POST"]),
+        Route(prefix + "/2010-04-01/Accounts/{account}/IncomingPhoneNumbers.json", api.list_numbers,
+              methods=["GET"]),
+        Route(prefix + "/2010-04-01/Accounts/{account}/IncomingPhoneNumbers/{sid}.json", api.update_number,
               methods=["POST"]),
     ])  # fmt: skip
     async with serving(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")) as url:

@@ -33,22 +33,23 @@ def load_wav(path: PathLike) -> bytes:
     return _load(path, channel=None)[0]
 
 
-def load_caller_wav(path: PathLike) -> tuple[bytes, int]:
-    """The caller's side of a recording as 8 kHz mono PCM16LE, and the file's channel count: a mono file as it
-    is, the first (left) channel of a stereo one, where `gateway demo` and `gateway call --record-stereo` put
-    the caller (the right one is what the caller heard: mixed in, the agent would talk to itself)."""
-    return _load(path, channel=0)
+def load_caller_wav(path: PathLike, rate: int = TELEPHONY_RATE) -> tuple[bytes, int]:
+    """The caller's side of a recording as mono PCM16LE (8 kHz, or `rate` for a wideband carrier), and the
+    file's channel count: a mono file as it is, the first (left) channel of a stereo one, where `gateway
+    demo` and `gateway call --record-stereo` put the caller (the right one is what the caller heard: mixed
+    in, the agent would talk to itself)."""
+    return _load(path, channel=0, rate=rate)
 
 
-def _load(path: PathLike, channel: int | None) -> tuple[bytes, int]:
-    rate, data = scipy.io.wavfile.read(os.fspath(path))
+def _load(path: PathLike, channel: int | None, rate: int = TELEPHONY_RATE) -> tuple[bytes, int]:
+    file_rate, data = scipy.io.wavfile.read(os.fspath(path))
     samples = _to_float(data)
     channels = samples.shape[1] if samples.ndim == 2 else 1
     if samples.ndim == 2:
         # one channel, or mixed down: the average keeps the level of a mono source duplicated to stereo
         samples = samples[:, channel] if channel is not None else samples.mean(axis=1)
     pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
-    return resample_block(pcm, int(rate), TELEPHONY_RATE), channels
+    return resample_block(pcm, int(file_rate), rate), channels
 
 
 def write_wav(path: PathLike, pcm: bytes, rate: int, channels: int = 1) -> None:

@@ -119,20 +119,25 @@ def list_numbers(client: Client) -> list[NumberConfig]:
 
 
 def configure_number(
-    client: Client, phone_number: str, service_url: str
+    client: Client,
+    phone_number: str,
+    service_url: str,
+    *,
+    voice_path: str = VOICE_PATH,
+    status_path: str | None = STATUS_PATH,
+    command: str = "gateway twilio numbers",
 ) -> tuple[NumberConfig, NumberConfig]:
-    """Point the number's voice webhook and call status callback at the service; (before, after)."""
+    """Point the number's voice webhook (and call status callback, unless `status_path` is None) at the
+    service; (before, after). SignalWire's Compatibility API takes the same request at its own paths."""
     found = client.incoming_phone_numbers.list(phone_number=phone_number)
     if not found:
-        raise AdminError(f"{phone_number} is not a number of this account (see `gateway twilio numbers`)")
+        raise AdminError(f"{phone_number} is not a number of this account (see `{command}`)")
     before = NumberConfig.of(found[0])
     base = service_url.rstrip("/")
-    after = client.incoming_phone_numbers(before.sid).update(
-        voice_url=base + VOICE_PATH,
-        voice_method="POST",
-        status_callback=base + STATUS_PATH,
-        status_callback_method="POST",
-    )
+    fields = {"voice_url": base + voice_path, "voice_method": "POST"}
+    if status_path is not None:
+        fields |= {"status_callback": base + status_path, "status_callback_method": "POST"}
+    after = client.incoming_phone_numbers(before.sid).update(**fields)
     return before, NumberConfig.of(after)
 
 

@@ -9,40 +9,30 @@ only ever sees events it can act on.
 
 from __future__ import annotations
 
-import asyncio
-
-import structlog
-from starlette.websockets import WebSocket, WebSocketState
-from websockets.frames import CloseCode
+from starlette.websockets import WebSocket
 
 from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineClosed, LineEvent, Played, Started
-from gateway.deadline import Deadline
+from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineEvent, Played, Started
+from gateway.socket_line import SocketLine
 from gateway.twilio import protocol as tp
 from gateway.twilio.rest import CallControl
 
-log = structlog.get_logger("gateway.twilio")
-
-# A send waits only while the socket's write buffer is full. Twilio reads continuously (it buffers minutes of
-# playout), so a peer that has not read for this long is stalled or hostile: the call ends rather than hold a
-# Live session open behind it.
-SEND_STALL_S = 10.0
 NARROWBAND = LineAudio(in_rate=8000, out_rate=8000)  # Media Streams carry mu-law 8 kHz both ways
 
 
-class TwilioLine:
-    """One Media Streams WebSocket (bidirectional, from `<Connect><Stream>`) as the caller's line."""
+class TwilioLine(SocketLine):
+    """One Media Streams WebSocket (bidirectional, from `<Connect><Stream>`) as the caller's line. Closing
+    it (`SocketLine.close`) makes Twilio run the TwiML after </Connect>."""
 
     audio = NARROWBAND
+    carrier = "twilio"
 
     def __init__(self, ws: WebSocket, control: CallControl | None = None) -> None:
-        self._ws = ws
+        super().__init__(ws)
         self._control = control  # Twilio's REST API, for transfers; None without credentials
         self.stream_sid = ""
         self.call_sid = ""
-        self.bad_messages = 0
         self._ended: Ended | None = None
-        self._send_deadline = Deadline()  # bounds every send (a peer that stopped reading), one timer for all
 
     async def receive(self) -> LineEvent:
         """The next event from Twilio; `Ended` once the stream has stopped or the socket closed. Never
@@ -90,21 +80,6 @@ class TwilioLine:
             # `connected` opens every stream and says nothing the call needs; `clear` is ours, not Twilio's.
         return self._ended
 
-    def _skipped(self, error: str) -> None:
-        self.bad_messages += 1
-        # Every 100th after the first ten: a flood of junk must not become a flood of log lines.
-        if self.bad_messages <= 10 or self.bad_messages % 100 == 0:
-            log.warning("twilio_message_skipped", error=error, count=self.bad_messages)
-
-    async def _send(self, text: str) -> None:
-        try:
-            await self._send_deadline.wait(self._ws.send_text(text), SEND_STALL_S)
-        except TimeoutError:
-            log.warning("twilio_peer_not_reading", stalled_s=SEND_STALL_S)
-            raise LineClosed("the peer stopped reading") from None
-        except Exception as exc:  # uvicorn raises several kinds once the peer is gone
-            raise LineClosed(str(exc) or exc.__class__.__name__) from None
-
     async def play(self, pcm: bytes) -> None:
         await self._send(tp.media_message(self.stream_sid, pcm16_to_ulaw(pcm)))
 
@@ -118,16 +93,3 @@ class TwilioLine:
         if self._control is None:  # the toolbox refuses transfers without REST credentials: not reached
             raise RuntimeError("no Twilio REST credentials")
         return await self._control.transfer(self.call_sid, target)
-
-    async def close(self, refusal: str | None = None) -> None:
-        """Close our side; Twilio then runs the TwiML after </Connect> (a refused stream is closed with
-        POLICY_VIOLATION and the reason)."""
-        code = CloseCode.POLICY_VIOLATION if refusal else CloseCode.NORMAL_CLOSURE
-        if self._ws.application_state == WebSocketState.CONNECTED:
-            try:
-                # A peer that stopped reading cannot take our close frame either: give up on it; the server's
-                # keepalive then drops the connection.
-                async with asyncio.timeout(SEND_STALL_S):
-                    await self._ws.close(code=code, reason=refusal or "")
-            except Exception:  # already gone (or stalled): nothing left to close
-                pass

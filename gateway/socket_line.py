@@ -1,0 +1,63 @@
+"""What every carrier's WebSocket line does alike: bounded sends, skipped bad messages, closing.
+
+A carrier's line (`gateway.twilio.line`, `gateway.telnyx.line`, ...) reads its own protocol; the plumbing
+around the socket is the same for all of them and lives here, so a stalled peer, a flood of junk and a
+refused stream are handled one way whatever the carrier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from starlette.websockets import WebSocket, WebSocketState
+from websockets.frames import CloseCode
+
+from gateway.call.line import LineClosed
+from gateway.deadline import Deadline
+
+# A send waits only while the socket's write buffer is full. Carriers read continuously (they buffer minutes
+# of playout), so a peer that has not read for this long is stalled or hostile: the call ends rather than
+# hold a Live session open behind it.
+SEND_STALL_S = 10.0
+
+
+class SocketLine:
+    """The socket half of a carrier's line. `carrier` names the log lines (`<carrier>_message_skipped`,
+    `<carrier>_peer_not_reading`)."""
+
+    carrier = "carrier"
+
+    def __init__(self, ws: WebSocket) -> None:
+        self._ws = ws
+        self.bad_messages = 0
+        self._send_deadline = Deadline()  # bounds every send (a peer that stopped reading), one timer for all
+        self._log = structlog.get_logger(f"gateway.{self.carrier}")
+
+    def _skipped(self, error: str) -> None:
+        self.bad_messages += 1
+        # Every 100th after the first ten: a flood of junk must not become a flood of log lines.
+        if self.bad_messages <= 10 or self.bad_messages % 100 == 0:
+            self._log.warning(f"{self.carrier}_message_skipped", error=error, count=self.bad_messages)
+
+    async def _send(self, text: str) -> None:
+        try:
+            await self._send_deadline.wait(self._ws.send_text(text), SEND_STALL_S)
+        except TimeoutError:
+            self._log.warning(f"{self.carrier}_peer_not_reading", stalled_s=SEND_STALL_S)
+            raise LineClosed("the peer stopped reading") from None
+        except Exception as exc:  # uvicorn raises several kinds once the peer is gone
+            raise LineClosed(str(exc) or exc.__class__.__name__) from None
+
+    async def close(self, refusal: str | None = None) -> None:
+        """Close our side; the carrier then ends the call (or runs what its markup says next). A refused
+        stream is closed with POLICY_VIOLATION and the reason."""
+        code = CloseCode.POLICY_VIOLATION if refusal else CloseCode.NORMAL_CLOSURE
+        if self._ws.application_state == WebSocketState.CONNECTED:
+            try:
+                # A peer that stopped reading cannot take our close frame either: give up on it; the server's
+                # keepalive then drops the connection.
+                async with asyncio.timeout(SEND_STALL_S):
+                    await self._ws.close(code=code, reason=refusal or "")
+            except Exception:  # already gone (or stalled): nothing left to close
+                pass

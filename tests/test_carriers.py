@@ -1,0 +1,118 @@
+"""Every carrier end to end: the caller simulator speaks the carrier's dialect (its signed webhook, its media
+stream at its rate), the gateway carries the call on the local backend, and the carrier's REST stand-in
+takes the transfer. One call per carrier; the carrier's own rules are unit-tested in its test module."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.devtools.dialects.telnyx import new_key_pair
+from gateway.devtools.signalwire_api import fake_signalwire_api
+from gateway.devtools.simulator import CallResult, CallScript, dialect_for, place_call
+from gateway.devtools.telnyx_api import fake_telnyx_api
+from gateway.local_live import LocalLiveOptions, LocalLiveServer
+from gateway.server import running_gateway
+from tests.support.gateway import logged, settings_for
+
+pytestmark = pytest.mark.e2e
+
+NUMBER = "+15005550001"  # the simulator's default called number: AGENTS_FILE gives it the transfer desk
+TARGET = "+15005550009"
+AGENTS = f"""
+    [agents.desk]
+    numbers = ["{NUMBER}"]
+    greeting = "Transfer me to an operator."
+    tools = ["end_call", "transfer_call"]
+    transfer_targets = ["{TARGET}"]
+"""
+
+
+@pytest.fixture
+async def live():
+    async with LocalLiveServer(options=LocalLiveOptions()) as server:
+        yield server
+
+
+def agents_file(tmp_path: Path) -> str:
+    path = tmp_path / "agents.toml"
+    path.write_text(textwrap.dedent(AGENTS))
+    return str(path)
+
+
+def caller(rate: int, seconds: float = 8.0) -> CallScript:
+    """A caller who says nothing and stays on the line until the gateway ends the call (keys are the lines'
+    unit tests': a key pressed here would interrupt the agent's turn, and with it the transfer)."""
+    silence = bytes(int(0.1 * rate) * 2)
+    return CallScript(
+        audio=silence, rate=rate, trailing_silence_s=seconds, hang_up=False,
+        max_duration_s=seconds,
+    )  # fmt: skip
+
+
+def share_above(pcm: bytes, rate: int, hz: float) -> float:
+    """The share of the audio's energy above `hz`: none can be there on an 8 kHz line."""
+    x = np.frombuffer(pcm, "<i2").astype(np.float64)
+    power = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(x.size, 1 / rate)
+    return float(power[freqs > hz].sum() / power.sum())
+
+
+def ended(lines: list[dict], result: CallResult) -> dict:
+    return [x for x in lines if x["event"] == "call_ended" and x.get("call_sid") == result.call_sid][-1]
+
+
+async def test_a_telnyx_call_is_wideband_signed_keyed_and_transferred_through_texml_rest(
+    live, tmp_path, capsys
+):
+    private, public = new_key_pair()
+    async with fake_telnyx_api("KEY-telnyx-test") as (api_url, api):
+        settings = settings_for(
+            live.url(),
+            AGENTS_FILE=agents_file(tmp_path),
+            TELNYX_PUBLIC_KEY=public,
+            TELNYX_API_KEY="KEY-telnyx-test",
+            TELNYX_API_BASE_URL=api_url,
+        )
+        async with running_gateway(settings) as url:
+            result = await place_call(url, caller(16000), dialect=dialect_for("telnyx", private))
+    lines = logged(capsys)
+
+    # The agent said "I will transfer you now." at 16 kHz, with what a phone line would cut off above 4 kHz.
+    assert result.rate == 16000 and result.media_bytes_received / 16000 > 0.8
+    assert share_above(result.heard, 16000, 4000) > 0.01
+    assert result.bad_messages == 0
+    # Then the call moved through Telnyx's TeXML REST API, once the words had been heard (a mark echoed).
+    ((account, call_sid, form),) = api.updates
+    assert call_sid == result.call_sid and account  # the webhook's AccountSid, carried in the stream URL
+    assert f"<Dial>{TARGET}</Dial>" in form["Texml"]
+    assert [e for e in result.events if e.kind == "mark_echo"][-1].details["name"].startswith("transfer-")
+    summary = ended(lines, result)
+    assert summary["outcome"] == "transferred" and result.closed_by == "gateway"
+    assert "KEY-telnyx-test" not in capsys.readouterr().err + str(lines)
+
+
+async def test_a_signalwire_call_is_signed_bearer_checked_and_transferred_through_its_rest_api(
+    live, tmp_path, capsys
+):
+    project, token, signing_key = "b7f1c3a0-6d0e-4f6c-9d1e-000000000001", "PT-secret", "PSK-signing"
+    async with fake_signalwire_api(project, token) as (space_url, api):
+        settings = settings_for(
+            live.url(),
+            AGENTS_FILE=agents_file(tmp_path),
+            SIGNALWIRE_PROJECT_ID=project,
+            SIGNALWIRE_API_TOKEN=token,
+            SIGNALWIRE_SPACE_URL=space_url,
+            SIGNALWIRE_SIGNING_KEY=signing_key,
+        )
+        async with running_gateway(settings) as url:
+            result = await place_call(url, caller(8000), dialect=dialect_for("signalwire", signing_key))
+    lines = logged(capsys)
+
+    assert result.rate == 8000 and result.media_bytes_received / 8000 > 0.8 and result.bad_messages == 0
+    ((call_sid, form),) = api.updates
+    assert call_sid == result.call_sid and f"<Dial>{TARGET}</Dial>" in form["Twiml"]
+    assert ended(lines, result)["outcome"] == "transferred"
