@@ -40,7 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from gateway.audio import Resampler, pcm16_to_ulaw, ulaw_to_pcm16
 from gateway.call.line import CallerAudio, Started
-from gateway.devtools.audio_quality import fit_tone, stream, tone, tone_snr_db
+from gateway.devtools.audio_quality import (
+    fit_tone,
+    measured_delay_ms,
+    rejection_db,
+    stream,
+    tone,
+    tone_snr_db,
+)
 from gateway.signalwire.line import SignalWireLine
 from gateway.telnyx import protocol as telnyx
 from gateway.telnyx.line import TelnyxLine
@@ -161,6 +168,32 @@ def quality(path: CarrierPath) -> dict[str, float]:
     }
 
 
+def resampler_bars(out_rate: int) -> dict[str, float]:
+    """The bars of the one resampler a line's outbound path runs (Live's 24 kHz -> the line's rate), as
+    tests/test_audio.py asserts them: stop-band rejection, in-band SNR, pass-band ripple, delay."""
+    nyquist = out_rate / 2
+    stop = range(int(1.125 * nyquist), 12000, 100)
+    band = [*range(100, int(0.85 * nyquist) + 1, 100)]
+    gains = []
+    for f in band:
+        y = np.frombuffer(
+            stream(Resampler(LIVE_OUT, out_rate).process, tone(f, LIVE_OUT, 0.3), LIVE_OUT), "<i2"
+        )
+        amplitude, _ = fit_tone(y[out_rate // 50 :].astype(np.float64), out_rate, f)
+        gains.append(20 * math.log10(amplitude / (0.5 * 32767)))
+    return {
+        "taps": Resampler(LIVE_OUT, out_rate).num_taps,
+        "rejection": min(
+            rejection_db(Resampler(LIVE_OUT, out_rate).process, LIVE_OUT, out_rate, f) for f in stop
+        ),
+        "stop_from": stop.start,
+        "snr": min(tone_snr_db(Resampler(LIVE_OUT, out_rate).process, LIVE_OUT, out_rate, f) for f in band),
+        "pass_to": band[-1],
+        "ripple": max(gains) - min(gains),
+        "delay_ms": measured_delay_ms(Resampler(LIVE_OUT, out_rate).process, LIVE_OUT, out_rate),
+    }
+
+
 # --- CPU per call -----------------------------------------------------------------------------------------
 
 
@@ -241,6 +274,16 @@ def main() -> None:
             f"| {p.name} | {p.audio} | {a['out_snr_phone']:.1f} dB | {a['out_snr_band']:.1f} dB "
             f"(to {0.85 * p.line_rate / 2 / 1000:.1f} kHz) | {a['out_band_hz'] / 1000:.2f} kHz "
             f"| {a['in_snr_phone']:.1f} dB | {a['in_band_hz'] / 1000:.2f} kHz |"
+        )
+    print("\n### The outbound resampler of each line rate (Live's 24 kHz -> the line's)\n")
+    print("| line rate | taps | stop-band rejection | in-band SNR | pass-band ripple | delay (measured) |")
+    print("|---|---|---|---|---|---|")
+    for rate in sorted({p.line_rate for p in paths}):
+        b = resampler_bars(rate)
+        stop, band = f"{b['stop_from'] / 1000:.1f}-12 kHz", f"to {b['pass_to'] / 1000:.1f} kHz"
+        print(
+            f"| {rate // 1000} kHz | {b['taps']:.0f} | {b['rejection']:.1f} dB ({stop}) | {b['snr']:.1f} dB "
+            f"({band}) | {b['ripple']:.3f} dB | {b['delay_ms']:.2f} ms |"
         )
     rounds = f"{args.rounds} rounds of {args.frames} frames, interleaved"
     print(f"\n### CPU per call, each carrier's path ({rounds})\n")
