@@ -83,3 +83,21 @@ async def test_without_the_signing_key_a_development_gateway_answers_unsigned_we
     async with running_gateway(settings_for("ws://127.0.0.1:9/x")) as url, httpx.AsyncClient() as client:
         answer = await client.post(url + "/signalwire/voice", data=FORM)
         assert answer.status_code == 200 and "authBearerToken" in answer.text
+
+
+def test_the_dialect_signs_under_both_names_and_presents_the_bearer_on_the_upgrade():
+    from gateway.devtools.dialects.signalwire import SignalWireDialect
+
+    dialect = SignalWireDialect(KEY)
+    request = dialect.webhook("http://gw/signalwire/voice", PUBLIC + "/signalwire/voice", dict(FORM))
+    assert request.data is not None
+    signature = request.headers["X-SignalWire-Signature"]
+    assert signature == request.headers["X-Twilio-Signature"]
+    assert RequestValidator(KEY).validate(PUBLIC + "/signalwire/voice", request.data, signature)
+    cxml = (
+        '<Response><Connect><Stream url="wss://pub/signalwire/media" authBearerToken="b3arer">'
+        '<Parameter name="token" value="t"/></Stream></Connect></Response>'
+    )
+    answered = dialect.answered(cxml, "https://pub/")
+    assert answered.parameters == {"token": "t"}
+    assert dialect.upgrade_headers(answered.stream_url) == {"Authorization": "Bearer b3arer"}

@@ -290,3 +290,38 @@ async def test_without_the_public_key_a_development_gateway_answers_unsigned_tel
         answer = await client.post(url + "/telnyx/voice", data={"CallSid": "v3:dev", "To": "+1555"})
         assert answer.status_code == 200 and "<Stream" in answer.text
         assert (await client.post(url + "/telnyx/voice", data={"To": "+1555"})).status_code == 400
+
+
+# --- the simulator's Telnyx dialect -----------------------------------------------------------------------
+
+
+def test_the_dialect_signs_its_webhook_and_reads_the_rate_from_the_texml():
+    from gateway.devtools.dialects import DialectError
+    from gateway.devtools.dialects.telnyx import TelnyxDialect, new_key_pair
+
+    private, public = new_key_pair()
+    dialect = TelnyxDialect(private)
+    request = dialect.webhook(
+        "http://gw/telnyx/voice", "https://pub/telnyx/voice", {"CallSid": "v3:x", "To": "1"}
+    )
+    assert request.content is not None and b"CallSid=v3%3Ax" in request.content
+    verifier = WebhookVerifier(public)
+    headers = request.headers
+    now = int(headers["telnyx-timestamp"])
+    assert verifier.refusal(request.content, headers["telnyx-signature-ed25519"], str(now), now) is None
+    assert dialect.upgrade_headers("wss://pub/telnyx/media") == {}  # Telnyx does not sign its upgrade
+
+    def texml(**attributes: str) -> str:
+        attrs = " ".join(f'{k}="{v}"' for k, v in attributes.items())
+        stream = f'<Stream url="wss://pub/telnyx/media?call=v3%3Ax" {attrs}/>'
+        return f"<Response><Connect>{stream}</Connect></Response>"
+
+    answered = dialect.answered(texml(bidirectionalMode="rtp", bidirectionalCodec="L16",
+                                      bidirectionalSamplingRate="16000"), "https://pub/")  # fmt: skip
+    assert answered.stream_url == "wss://pub/telnyx/media?call=v3%3Ax" and dialect.rate == 16000
+    dialect.answered(texml(bidirectionalMode="rtp", bidirectionalCodec="PCMU"), "https://pub/")
+    assert (dialect.encoding, dialect.rate) == ("PCMU", 8000)
+    with pytest.raises(DialectError, match="rtp"):  # the caller would hear nothing
+        dialect.answered(texml(), "https://pub/")
+    with pytest.raises(DialectError, match="G722"):
+        dialect.answered(texml(bidirectionalMode="rtp", bidirectionalCodec="G722"), "https://pub/")
