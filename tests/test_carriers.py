@@ -116,3 +116,24 @@ async def test_a_signalwire_call_is_signed_bearer_checked_and_transferred_throug
     ((call_sid, form),) = api.updates
     assert call_sid == result.call_sid and f"<Dial>{TARGET}</Dial>" in form["Twiml"]
     assert ended(lines, result)["outcome"] == "transferred"
+
+
+async def test_on_the_wideband_line_the_gateway_hears_the_caller_at_16_khz_and_cuts_the_agent_off():
+    """Telnyx's 16 kHz line feeds the gateway's own detector and Live with no resampling: talking over the
+    greeting clears the line (Telnyx's `clear`), and each of the caller's turns is marked."""
+    from gateway.devtools import turn_corpus as tc
+
+    track = tc.line_noise(6.5, seed=3)
+    for at, text in ((2.0, "Stop, stop, I already know that."), (4.8, "What time is it?")):
+        said = tc.voice(text, agent=False, level_dbfs=-20)
+        track[int(at * tc.RATE) : int(at * tc.RATE) + said.size] += said
+    async with LocalLiveServer(options=LocalLiveOptions(record_connections=True)) as live:
+        settings = settings_for(live.url(), TURN_DETECTION="local", BARGE_IN="local")
+        async with running_gateway(settings) as url:
+            script = CallScript(tc.phone_line(track), rate=tc.RATE, trailing_silence_s=1.0)
+            result = await place_call(url, script, dialect=dialect_for("telnyx"))
+    record = live.connections[0]
+    assert result.rate == 16000 and result.barge_ins and not result.unanswered_barge_ins
+    assert "clear" in [e.kind for e in result.events]
+    assert record.activity[::2] == ["activityStart"] * (len(record.activity) // 2)
+    assert len(record.activity) >= 4
