@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+import soundfile
 from twilio.request_validator import RequestValidator
 
 from gateway.app import create_app
@@ -51,6 +52,7 @@ async def test_a_drained_call_moves_to_another_instance_and_resumes_its_live_ses
             AGENT_GREETING="Greet the caller", DATABASE_URL=database, PUBLIC_URL=PUBLIC,
             DRAIN_GRACE_SECONDS="3", TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_AUTH_TOKEN=TOKEN,
             TWILIO_API_BASE_URL=api_url, LIVE_PREWARM_S="10",
+            RECORDING="gateway", RECORDINGS_URL=str(tmp_path / "recordings"),  # shared, as a bucket would be
         )  # fmt: skip
         app_a = create_app(settings_for(peer.url, **env))
         gw_a = app_a.state.gateway
@@ -108,6 +110,13 @@ async def test_a_drained_call_moves_to_another_instance_and_resumes_its_live_ses
         await store.close()
     assert record.started_at is not None and record.ended_at is not None
     assert (record.ended_at - record.started_at).total_seconds() > 1.0  # both instances' parts
+    # The recording: a part per instance, linked by the CallSid, in the order they began; the record points
+    # at the first and counts both.
+    await wait_for(lambda: len(list((tmp_path / "recordings" / sid).glob("*.flac"))) == 2)
+    parts = sorted((tmp_path / "recordings" / sid).glob("*.flac"))
+    assert record.recording_parts == 2 and record.recording_url == parts[0].as_uri()
+    lengths = [soundfile.info(str(part)).duration for part in parts]
+    assert record.recording_s == pytest.approx(sum(lengths), abs=0.01) and min(lengths) > 0.5
 
 
 async def test_sigterm_drains_a_running_server_then_exits(tmp_path):
