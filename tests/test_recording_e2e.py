@@ -5,6 +5,7 @@ what the simulated caller sent and heard."""
 from __future__ import annotations
 
 import io
+from datetime import datetime
 
 import httpx
 import numpy as np
@@ -16,7 +17,7 @@ from gateway.devtools import turn_corpus as tc
 from gateway.devtools.simulator import CallScript, place_call
 from gateway.local_live import LocalLiveServer
 from gateway.server import running_gateway
-from tests.support.gateway import settings_for
+from tests.support.gateway import logged, settings_for
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +34,7 @@ def loud(pcm: np.ndarray, threshold_dbfs: float = -40.0) -> np.ndarray:
     return 20 * np.log10(rms / 32768) > threshold_dbfs
 
 
-def agreement(a: np.ndarray, b: np.ndarray, shift_frames: int = 3) -> float:
+def agreement(a: np.ndarray, b: np.ndarray, shift_frames: int = 5) -> float:
     """The share of frames where both say the same (someone speaking or not), allowing a few frames of
     offset between the two timelines."""
     n = min(a.size, b.size)
@@ -44,7 +45,7 @@ def agreement(a: np.ndarray, b: np.ndarray, shift_frames: int = 3) -> float:
     return best
 
 
-async def test_the_recording_is_the_call_as_the_caller_heard_it_barge_in_cut_included(tmp_path):
+async def test_the_recording_is_the_call_as_the_caller_heard_it_barge_in_cut_included(tmp_path, capsys):
     transcripts: list[tuple[str, str]] = []
     async with LocalLiveServer() as live:
         settings = settings_for(
@@ -95,8 +96,12 @@ async def test_the_recording_is_the_call_as_the_caller_heard_it_barge_in_cut_inc
     assert caller.sum() > 50 and agent.sum() > 50
     assert agreement(caller, sent) > 0.95
     assert agreement(agent, heard) > 0.95
-    # The cut is where the clear came: the notice is heard up to it, and not a moment after.
-    clear_at = next(e.t for e in result.events if e.kind == "clear")
-    frame = int(clear_at * 50)
-    assert agent[frame - 15 : frame - 3].mean() > 0.5  # speaking just before the clear
-    assert not agent[frame + 3 : frame + 25].any()  # silence after it, though the notice had seconds left
+    # The cut is where the gateway cleared the line: the notice is heard up to it, not a moment after. (On
+    # the recording's own clock, which starts with it: the caller's clock in the same process may lag.)
+    lines = logged(capsys)
+    began = next(e["timestamp"] for e in lines if e["event"] == "recording_started")
+    cleared = next(e["timestamp"] for e in lines if e["event"] == "barge_in")
+    clear_at = (datetime.fromisoformat(cleared) - datetime.fromisoformat(began)).total_seconds()
+    frame = round(clear_at * 50)
+    assert agent[frame - 15 : frame - 1].mean() > 0.5  # speaking just before the clear
+    assert not agent[frame + 1 : frame + 25].any()  # silence after it, though the notice had seconds left

@@ -31,6 +31,9 @@ from gateway.recording.timeline import Timeline
 log = structlog.get_logger("gateway.recording")
 
 BATCH_S = 1.0  # stereo audio handed to the encoder thread at a time
+# How often the timeline is asked for what has become final: each ask costs a few numpy calls, so not on
+# every 20 ms frame. What is handed over is final either way: this only says how long it waits in memory.
+TAKE_EVERY_MS = 200.0
 # One thread per process encodes every call's recording, in the order each call's batches were given.
 _ENCODER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="recording-encoder")
 
@@ -81,11 +84,14 @@ class Recorder:
         self._batch = bytearray()
         self._batch_bytes = int(BATCH_S * self.rate) * 4
         self._written: concurrent.futures.Future[None] | None = None  # the latest batch given to the thread
+        self._take_at_ms = start_ms + TAKE_EVERY_MS
         self.failed: BaseException | None = None
 
     def caller(self, pcm: bytes, now_ms: float) -> None:
         self._timeline.caller(pcm if self._caller_up is None else self._caller_up.process(pcm), now_ms)
-        self._collect(self._timeline.take(now_ms))
+        if now_ms >= self._take_at_ms:
+            self._take_at_ms = now_ms + TAKE_EVERY_MS
+            self._collect(self._timeline.take(now_ms))
 
     def agent(self, pcm: bytes, now_ms: float) -> None:
         self._timeline.agent(pcm if self._agent_up is None else self._agent_up.process(pcm), now_ms)
