@@ -8,7 +8,9 @@ Two parts, each interleaved, so that only ratios measured side by side are claim
    call-second and memory per call are bench_load's figures (the process's CPU, its encoder thread
    included, over the window when every call was up; steady RSS minus idle RSS over the calls); bytes per
    minute are the FLAC files' sizes over their length.
-2. The recorder alone, in process (no sockets): a minute of a call's line events (a caller frame every
+2. The format: the same minute of stereo phone audio written a second at a time as FLAC and as Ogg Opus
+   through libsndfile, alternating; CPU per call-second, KiB per minute.
+3. The recorder alone, in process (no sockets): a minute of a call's line events (a caller frame every
    20 ms, an agent reply queued faster than real time, a barge-in clear) fed to a `RecordingLine` over a
    line that does nothing, against the same events fed to the bare line; CPU of the process (encoder
    thread included) per call-second, and the most the recorder held at once.
@@ -63,7 +65,37 @@ async def load_round(peer: ChildProcessPeer, mode: str, calls: int, duration: fl
     return figures, (size / (seconds / 60) if seconds else math.nan)
 
 
-# --- 2. the recorder alone ------------------------------------------------------------------------------
+# --- 2. the format ---------------------------------------------------------------------------------------
+
+FORMATS = {"FLAC": ("FLAC", "PCM_16", ".flac"), "Ogg Opus": ("OGG", "OPUS", ".ogg")}
+
+
+def stereo_call(seconds: float) -> np.ndarray:
+    """A call's two sides as the recorder writes them: each speaking about half the time, in turns."""
+    caller = np.frombuffer(speech_like(seconds, 3), dtype="<i2")
+    agent = np.roll(np.frombuffer(speech_like(seconds, 4), dtype="<i2"), 8000 * 2)
+    return np.ascontiguousarray(np.stack([caller, agent], axis=1))
+
+
+def formats(repeats: int) -> dict[str, tuple[list[float], float]]:
+    """ms CPU per call-second of each format (runs alternating), and its KiB per minute."""
+    audio = stereo_call(60.0)
+    out: dict[str, tuple[list[float], float]] = {name: ([], 0.0) for name in FORMATS}
+    with tempfile.TemporaryDirectory(prefix="bench-formats-") as folder:
+        for r in range(repeats):
+            for name in FORMATS if r % 2 == 0 else reversed(FORMATS):
+                container, subtype, ext = FORMATS[name]
+                path = Path(folder) / f"{r}{ext}"
+                cpu = time.process_time()
+                with soundfile.SoundFile(path, "w", 8000, 2, format=container, subtype=subtype) as f:
+                    for i in range(0, len(audio), 8000):
+                        f.write(audio[i : i + 8000])
+                out[name][0].append((time.process_time() - cpu) * 1000 / 60)
+                out[name] = (out[name][0], path.stat().st_size / 1024)
+    return out
+
+
+# --- 3. the recorder alone ------------------------------------------------------------------------------
 
 
 class NullLine:
@@ -155,6 +187,13 @@ def spread(values: list[float], fmt: str = ".3f") -> str:
 async def main(args: argparse.Namespace) -> None:
     machine = describe("soundfile", "numpy", "uvicorn")
     print(f"Machine: {machine}; libsndfile {soundfile.__libsndfile_version__}\n")
+    print(
+        f"### The format (a minute of stereo 8 kHz speech, written a second at a time, {args.repeats} runs)\n"
+    )
+    print("| format | ms CPU per call-second | KiB per minute |\n|---|---:|---:|")
+    for name, (cpu, size) in formats(args.repeats).items():
+        print(f"| {name} | {spread(cpu)} | {size:.0f} |")
+    print()
     bare, recorded, held = await recorder_alone(args.minutes, args.repeats)
     print(f"### The recorder alone ({args.minutes:g} min of line events, {args.repeats} runs interleaved)\n")
     print(

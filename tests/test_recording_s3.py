@@ -161,3 +161,13 @@ async def test_retention_deletes_old_recordings_from_the_bucket(s3):
         assert deleted == [f"{STARTED.call_sid}/{t0:%Y%m%dT%H%M%S%fZ}.flac"]
         assert records.cleared == [STARTED.call_sid]
         assert await storage.parts(STARTED.call_sid) == []
+
+
+async def test_a_store_that_cannot_be_read_is_a_503_not_a_crash(s3):
+    settings = settings_for(
+        "ws://127.0.0.1:9/unused", RECORDINGS_URL="s3://no-such-bucket/calls", CALLS_API_TOKEN=TOKEN
+    )
+    async with running_gateway(settings) as url, httpx.AsyncClient(base_url=url) as client:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        response = await client.get(f"/calls/{STARTED.call_sid}/recording", headers=auth)
+    assert response.status_code == 503 and response.headers["retry-after"] == "10"

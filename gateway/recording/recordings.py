@@ -145,12 +145,21 @@ class Recordings:
             return JSONResponse({"error": "part must be a number from 1"}, status_code=400)
         if self.storage is None or not safe_call_sid(call_sid):
             return JSONResponse({"error": "no recording of this call"}, status_code=404)
-        keys = await self.storage.parts(call_sid)
-        index = int(part or "1")
-        if not keys:
-            return JSONResponse({"error": "no recording of this call"}, status_code=404)
-        if index > len(keys):
-            return JSONResponse({"error": f"this call's recording has {len(keys)} part(s)"}, status_code=404)
-        response = await self.storage.response(keys[index - 1])
+        try:
+            keys = await self.storage.parts(call_sid)
+            index = int(part or "1")
+            if not keys:
+                return JSONResponse({"error": "no recording of this call"}, status_code=404)
+            if index > len(keys):
+                message = f"this call's recording has {len(keys)} part(s)"
+                return JSONResponse({"error": message}, status_code=404)
+            response = await self.storage.response(keys[index - 1])
+        except Exception as exc:  # the bucket (or the disk) cannot be read: say so, not a 500
+            log.error("recording_unavailable", where=self.storage.where, error=str(exc) or type(exc).__name__)
+            return JSONResponse(
+                {"error": "the recordings' storage cannot be read now"},
+                status_code=503,
+                headers={"Retry-After": "10"},
+            )
         response.headers["X-Recording-Parts"] = str(len(keys))
         return response
