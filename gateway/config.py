@@ -122,6 +122,7 @@ class Settings:
     def console_secret(self) -> str | None:
         """What signs in to the console: CONSOLE_PASSWORD, else CALLS_API_TOKEN; None: the console is off."""
         return self.console_password or self.calls_api_token
+
     # Carriers beside Twilio (see gateway.carriers): each one's signing secret and REST credentials.
     telnyx_api_key: str | None = field(default=None, repr=False)
     telnyx_public_key: str | None = None  # Ed25519, base64: checks Telnyx's webhook signatures

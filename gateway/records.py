@@ -643,6 +643,7 @@ class SqliteStore:
             "UPDATE calls SET recording_url = '', recording_s = NULL, recording_parts = 0 WHERE call_sid = ?",
             (call_sid,),
         ))  # fmt: skip
+
     _DURATION = "((julianday(ended_at) - julianday(started_at)) * 86400.0)"
 
     async def search_calls(self, query: CallQuery) -> list[CallRecord]:
@@ -811,6 +812,7 @@ class PostgresStore:
             "WHERE call_sid = $1",
             call_sid,
         )
+
     async def search_calls(self, query: CallQuery) -> list[CallRecord]:
         count = 0
 
@@ -1353,6 +1355,7 @@ class Records:
             if is_store_fault(exc):
                 self._went_down(exc)
             raise
+
     async def search_calls(self, query: CallQuery) -> list[CallRecord]:
         """The calls the console lists (bounded like `get_call`)."""
         if not self.available:
