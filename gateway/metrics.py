@@ -42,6 +42,7 @@ class Metrics:
     stall_recoveries: Counter
     prewarm: Counter
     cost: Counter
+    recordings: Counter
 
     def count_tokens(self, by_modality: dict[str, int]) -> None:
         """Keys as `gateway.live.protocol.Usage` has them: `prompt_audio`, `response_text`, ..."""
@@ -141,6 +142,11 @@ METRICS = Metrics(
     cost=Counter(
         "gateway_cost_usd",
         "Estimated cost of the calls' Live tokens, in US dollars (LIVE_PRICES), counted when each call ends",
+    ),
+    recordings=Counter(
+        "gateway_recordings",
+        "Recording parts (RECORDING=gateway): stored, not stored (failed), deleted by retention",
+        ["result"],
     ),
 )
 

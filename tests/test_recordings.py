@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from twilio.request_validator import RequestValidator
 
 from gateway.agents import AgentsFileError, load_agents
@@ -268,6 +269,7 @@ async def test_retention_deletes_what_is_older_than_its_days_logs_each_and_clear
     kept = stored_part(storage, "CAnew", now - timedelta(days=29, hours=23))
     records = StubRecords(down=True)
     retention = Retention(storage, records, days=30, clock=lambda: now)  # type: ignore[arg-type]
+    deleted_before = REGISTRY.get_sample_value("gateway_recordings_total", {"result": "deleted"}) or 0.0
     capsys.readouterr()
     assert await retention.sweep() == []  # the records database is down: nothing is deleted yet
     assert (tmp_path / old).exists() and (tmp_path / older).exists()
@@ -283,5 +285,7 @@ async def test_retention_deletes_what_is_older_than_its_days_logs_each_and_clear
         ("recording_deleted", older),
     ]
     assert lines[-1]["age_days"] == 400
+    deleted = REGISTRY.get_sample_value("gateway_recordings_total", {"result": "deleted"})
+    assert deleted == deleted_before + 2
     later = Retention(storage, records, days=30, clock=lambda: now + timedelta(days=1))  # type: ignore[arg-type]
     assert await later.sweep() == [kept]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import re
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -26,6 +27,8 @@ from starlette.responses import JSONResponse, Response
 from gateway.audio import resample_block
 from gateway.call.line import Line, Started
 from gateway.call.summary import CallSummary
+from gateway.logs import register_secret
+from gateway.metrics import METRICS
 from gateway.recording.notice import is_prompt_file, read_prompt
 from gateway.recording.recorder import Recorder, RecordingLine, now_ms
 from gateway.recording.retention import Retention
@@ -62,6 +65,8 @@ class Recordings:
         return self.mode != "off" or any(a.recording not in ("", "off") for a in every)
 
     async def start(self, stack: contextlib.AsyncExitStack, settings: Settings) -> None:
+        register_secret(os.environ.get("AWS_SECRET_ACCESS_KEY"))  # boto3 reads it; no log line shows it
+        register_secret(os.environ.get("AWS_SESSION_TOKEN"))
         self.storage = await asyncio.to_thread(open_storage, self.url)
         if is_prompt_file(self.notice):
             self.prompt = await asyncio.to_thread(read_prompt, self.notice)
@@ -123,8 +128,10 @@ class Recordings:
                 raise recorder.failed
             await self.storage.store(self.storage.scratch(recorder.key), recorder.key)
             log.info("recording_stored", recording=recorder.key, url=recorder.url)
+            METRICS.recordings.labels(result="stored").inc()
         except Exception as exc:
             log.error("recording_not_stored", recording=recorder.key, error=str(exc) or type(exc).__name__)
+            METRICS.recordings.labels(result="failed").inc()
 
     async def close(self) -> None:
         """At shutdown: recordings still being encoded or uploaded get `STORE_TIMEOUT_S` to finish."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from gateway.metrics import METRICS
 from gateway.recording.storage import Storage, call_sid_of
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class Retention:
             await self.storage.delete(part.key)
             age_days = round((now - part.modified).total_seconds() / 86400, 2)
             log.info("recording_deleted", recording=part.key, call_sid=call_sid, age_days=age_days)
+            METRICS.recordings.labels(result="deleted").inc()
             deleted.append(part.key)
         return deleted
 
