@@ -7,7 +7,9 @@ resampling and only Live's 24 kHz is resampled (to 16 kHz, not 8); should Telnyx
 Twilio. Telnyx echoes our marks once the audio before them has played, and a `clear` flushes what is
 queued: `end_call` and barge-in work as on Twilio. Telnyx takes RTP chunks of 20 ms or more, so audio is
 sent in whole 20 ms frames; a remainder waits for the next chunk, and a mark sends it padded with silence
-(a mark must follow everything queued before it).
+(a mark must follow everything queued before it). Telnyx does not promise media frames in order (each
+carries its chunk number): they are taken as they arrive over the socket, since a reordering buffer would
+add its depth to every turn; a frame out of order costs 20 ms of scrambled audio, not a call.
 """
 
 from __future__ import annotations
