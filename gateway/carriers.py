@@ -73,6 +73,7 @@ class Carrier:
     upgrade_refusal: the carrier's authentication of the upgrade, checked before it is accepted.
     control: the carrier's REST client for hang-up and transfer, None without credentials.
     routes: any other HTTP routes the carrier needs (status callbacks, ...).
+    answer_methods: the HTTP methods of the answer webhook (POST; GET too for a carrier that fetches so).
     """
 
     name: str
@@ -83,10 +84,11 @@ class Carrier:
     upgrade_refusal: UpgradeCheck
     control: ControlFactory = lambda _settings: None
     routes: tuple[BaseRoute, ...] = ()
+    answer_methods: tuple[str, ...] = ("POST",)  # a carrier that fetches its answer with GET says so
 
     def all_routes(self) -> list[BaseRoute]:
         return [
-            Route(self.answer_path, self.answer, methods=["POST"]),
+            Route(self.answer_path, self.answer, methods=list(self.answer_methods)),
             WebSocketRoute(self.media_path, media_endpoint(self)),
             *self.routes,
         ]

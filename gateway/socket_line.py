@@ -40,9 +40,11 @@ class SocketLine:
         if self.bad_messages <= 10 or self.bad_messages % 100 == 0:
             self._log.warning(f"{self.carrier}_message_skipped", error=error, count=self.bad_messages)
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, message: str | bytes) -> None:
+        """Send a text message, or a binary frame (a carrier that streams raw audio), bounded in time."""
+        send = self._ws.send_bytes(message) if isinstance(message, bytes) else self._ws.send_text(message)
         try:
-            await self._send_deadline.wait(self._ws.send_text(text), SEND_STALL_S)
+            await self._send_deadline.wait(send, SEND_STALL_S)
         except TimeoutError:
             self._log.warning(f"{self.carrier}_peer_not_reading", stalled_s=SEND_STALL_S)
             raise LineClosed("the peer stopped reading") from None
