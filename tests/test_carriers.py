@@ -4,9 +4,11 @@ takes the transfer. One call per carrier; the carrier's own rules are unit-teste
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -61,6 +63,17 @@ def share_above(pcm: bytes, rate: int, hz: float) -> float:
     return float(power[freqs > hz].sum() / power.sum())
 
 
+async def written_record(url: str, call_sid: str, token: str) -> dict:
+    """The call's record, once written (off the audio path, just after the call)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient() as client, asyncio.timeout(10):
+        while True:
+            response = await client.get(f"{url}/calls/{call_sid}", headers=headers)
+            if response.status_code != 404:
+                return response.json()
+            await asyncio.sleep(0.05)
+
+
 def ended(lines: list[dict], result: CallResult) -> dict:
     return [x for x in lines if x["event"] == "call_ended" and x.get("call_sid") == result.call_sid][-1]
 
@@ -76,9 +89,11 @@ async def test_a_telnyx_call_is_wideband_signed_keyed_and_transferred_through_te
             TELNYX_PUBLIC_KEY=public,
             TELNYX_API_KEY="KEY-telnyx-test",
             TELNYX_API_BASE_URL=api_url,
+            CALLS_API_TOKEN="calls-api-token",
         )
         async with running_gateway(settings) as url:
             result = await place_call(url, caller(16000), dialect=dialect_for("telnyx", private))
+            record = await written_record(url, result.call_sid, "calls-api-token")
     lines = logged(capsys)
 
     # The agent said "I will transfer you now." at 16 kHz, with what a phone line would cut off above 4 kHz.
@@ -92,6 +107,9 @@ async def test_a_telnyx_call_is_wideband_signed_keyed_and_transferred_through_te
     assert [e for e in result.events if e.kind == "mark_echo"][-1].details["name"].startswith("transfer-")
     summary = ended(lines, result)
     assert summary["outcome"] == "transferred" and result.closed_by == "gateway"
+    # The record says which carrier carried it, and who called whom, from Telnyx's start.
+    assert record["carrier"] == "telnyx" and record["to_number"] == NUMBER
+    assert record["stream_sid"] == result.stream_sid
     assert "KEY-telnyx-test" not in capsys.readouterr().err + str(lines)
 
 
