@@ -34,6 +34,14 @@ class SocketLine:
         self._send_deadline = Deadline()  # bounds every send (a peer that stopped reading), one timer for all
         self._log = structlog.get_logger(f"gateway.{self.carrier}")
 
+    async def _next_message(self) -> str | bytes | None:
+        """The peer's next message, text or binary; None once the socket has closed."""
+        message = await self._ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        return text if text is not None else (message.get("bytes") or b"")
+
     def _skipped(self, error: str) -> None:
         self.bad_messages += 1
         # Every 100th after the first ten: a flood of junk must not become a flood of log lines.

@@ -53,13 +53,10 @@ class TelnyxLine(SocketLine):
         """The next event from Telnyx; `Ended` once the stream has stopped or the socket closed. Never
         raises for bad input: what cannot be read, or does not belong to this stream, is skipped."""
         while self._ended is None:
-            message = await self._ws.receive()
-            if message["type"] == "websocket.disconnect":
+            data = await self._next_message()
+            if data is None:
                 self._ended = Ended("closed")
                 break
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
             try:
                 event = tp.parse(data)
                 sid = getattr(event, "stream_id", "")

@@ -15,21 +15,22 @@ Telnyx sends and builds what it may send back; the caller simulator (`TelnyxSend
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.audio import audioop
+from gateway.wire import ProtocolError as ProtocolError  # re-exported: the line catches it here
+from gateway.wire import as_int as _int
+from gateway.wire import as_object as _obj
+from gateway.wire import base64_payload as _b64
+from gateway.wire import json_object
+from gateway.wire import shown as _shown
 
 # Stream ids are Telnyx UUIDs; call control ids look like "v3:..." (base64url). Spliced into hand-built JSON.
 _ID = re.compile(r"[A-Za-z0-9:_=-]{1,128}")
 ENCODINGS = {"L16", "PCMU", "PCMA"}  # the codecs a line can carry without a codec library
-
-
-class ProtocolError(ValueError):
-    """A message that cannot be understood. The call goes on; the message is skipped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,17 +107,6 @@ TelnyxEvent = Connected | Start | Media | Dtmf | Mark | Clear | Error | Stop
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _obj(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ProtocolError(f"{what} is not an object")
-    return value
-
-
 def _text(value: Any, what: str, limit: int = 200) -> str:
     if value is None:
         return ""
@@ -125,33 +115,9 @@ def _text(value: Any, what: str, limit: int = 200) -> str:
     return value
 
 
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool):
-        raise ProtocolError(f"{what} is not an integer: {_shown(value)}")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ProtocolError(f"{what} is not an integer: {_shown(value)}") from None
-
-
-def _b64(value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise ProtocolError("payload is not a string")
-    try:
-        return binascii.a2b_base64(value, strict_mode=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError("payload is not valid base64") from None
-
-
 def parse(text: str | bytes) -> TelnyxEvent:
     """Parse one WebSocket message into a typed event, or raise ProtocolError."""
-    if isinstance(text, bytes | bytearray):
-        raise ProtocolError("binary frame (Telnyx stream messages are JSON text)")
-    try:
-        msg = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ProtocolError("malformed JSON") from None
-    msg = _obj(msg, "message")
+    msg = json_object(text, "binary frame (Telnyx stream messages are JSON text)")
     event = msg.get("event")
     sid = msg.get("stream_id") or ""
     if not isinstance(sid, str) or (sid and not _ID.fullmatch(sid)):

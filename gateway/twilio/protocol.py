@@ -8,18 +8,20 @@ does the reverse. Counters and timestamps are strings on the wire, as Twilio sen
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.wire import ProtocolError as ProtocolError  # re-exported: lines and the simulator catch it here
+from gateway.wire import as_int as _int
+from gateway.wire import as_object as _obj
+from gateway.wire import base64_payload as _b64
+from gateway.wire import json_object
+from gateway.wire import shown as _shown
+
 # Stream sids are spliced into hand-built JSON (see media_message), so only plain ids are accepted.
 _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-class ProtocolError(ValueError):
-    """A message that cannot be understood. The call goes on; the message is skipped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,43 +95,9 @@ class Stop:
 TwilioEvent = Connected | Start | Media | Dtmf | Mark | Clear | Stop
 
 
-def _shown(value: Any) -> str:
-    """A peer's value in an error message: short, so junk cannot flood the logs through our errors."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _obj(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ProtocolError(f"{what} is not an object")
-    return value
-
-
-def _int(value: Any, what: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ProtocolError(f"{what} is not an integer: {_shown(value)}") from None
-
-
-def _b64(value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise ProtocolError("payload is not a string")
-    try:
-        return binascii.a2b_base64(value, strict_mode=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError("payload is not valid base64") from None
-
-
 def parse(text: str | bytes) -> TwilioEvent:
     """Parse one WebSocket text message into a typed event, or raise ProtocolError."""
-    if isinstance(text, bytes | bytearray):
-        raise ProtocolError("binary frame (Media Streams messages are JSON text)")
-    try:
-        msg = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ProtocolError("malformed JSON") from None
-    msg = _obj(msg, "message")
+    msg = json_object(text, "binary frame (Media Streams messages are JSON text)")
     event = msg.get("event")
     sid = msg.get("streamSid") or ""
     if not isinstance(sid, str) or (sid and not _SID.fullmatch(sid)):

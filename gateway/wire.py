@@ -1,0 +1,55 @@
+"""What every carrier's protocol core reads alike: JSON messages from a peer, checked field by field.
+
+A carrier's message that cannot be understood raises `ProtocolError` (the call goes on; the message is
+skipped), and the error quotes the peer's values briefly, so junk cannot flood the logs through our errors.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from typing import Any
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be understood. The call goes on; the message is skipped."""
+
+
+def shown(value: Any) -> str:
+    """A peer's value in an error message: short, so junk cannot flood the logs through our errors."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def json_object(text: str | bytes, binary: str) -> dict[str, Any]:
+    """One text message as a JSON object; `binary` says why a binary frame is not one."""
+    if isinstance(text, bytes | bytearray):
+        raise ProtocolError(binary)
+    try:
+        msg = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError("malformed JSON") from None
+    return as_object(msg, "message")
+
+
+def as_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} is not an object")
+    return value
+
+
+def as_int(value: Any, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ProtocolError(f"{what} is not an integer: {shown(value)}") from None
+
+
+def base64_payload(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ProtocolError("payload is not a string")
+    try:
+        return binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("payload is not valid base64") from None
