@@ -17,20 +17,15 @@ audio sent) and the page's path figures (microphone to gateway, gateway to speak
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: processes, the browser
 
-from tests.support.processes import clean_env, free_port, start_gateway, wait_until_serving
-from tests.support.softphone import caller_wav, chromium
+from tests.support.softphone import caller_wav, chromium, gateway_serving
 
 PASSWORD = "benchmark console password"
 CALLER = [(1.0, "What time is it?"), (4.0, "")]
@@ -77,41 +72,24 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=3, help="answered turns per call")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-browser-"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = clean_env(
-        PORT=str(port), DEVELOPMENT_MODE="true", CONSOLE_PASSWORD=PASSWORD, AGENT_GREETING="none",
-        DATABASE_URL=f"sqlite:///{tmp / 'calls.db'}", LOG_LEVEL="warning",
-    )  # fmt: skip
-    proc = start_gateway(env, tmp, tmp / "serve.log")
     turns: dict[str, Turns] = {q: [] for q in QUALITIES}
     paths: dict[str, list[list[float]]] = {q: [] for q in QUALITIES}
     paired: list[float] = []  # per round: median heard latency, wideband / phone
-    try:
-
-        async def serving() -> None:
-            async with httpx.AsyncClient() as client:
-                await wait_until_serving(client, url, proc, tmp / "serve.log", 60)
-
-        asyncio.run(serving())
-        with chromium(caller_wav(tmp / "caller.wav", CALLER)) as browser:
-            one_call(browser, url, "phone", 1)  # warm-up: the page's modules, the backend's models
-            for round_ in range(args.rounds):
-                medians = {}
-                for quality in QUALITIES if round_ % 2 == 0 else reversed(QUALITIES):
-                    rows, path = one_call(browser, url, quality, args.turns)
-                    turns[quality] += rows
-                    paths[quality].append(path)
-                    medians[quality] = statistics.median(h for _, h in rows)
-                    heard = [round(h) for _, h in rows]
-                    print(f"round {round_ + 1} {quality:8s} heard {heard} ms", flush=True)
-                paired.append(medians["wideband"] / medians["phone"])
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with (
+        gateway_serving(tmp, CONSOLE_PASSWORD=PASSWORD, AGENT_GREETING="none", LOG_LEVEL="warning") as url,
+        chromium(caller_wav(tmp / "caller.wav", CALLER)) as browser,
+    ):
+        one_call(browser, url, "phone", 1)  # warm-up: the page's modules, the backend's models
+        for round_ in range(args.rounds):
+            medians = {}
+            for quality in QUALITIES if round_ % 2 == 0 else reversed(QUALITIES):
+                rows, path = one_call(browser, url, quality, args.turns)
+                turns[quality] += rows
+                paths[quality].append(path)
+                medians[quality] = statistics.median(h for _, h in rows)
+                heard = [round(h) for _, h in rows]
+                print(f"round {round_ + 1} {quality:8s} heard {heard} ms", flush=True)
+            paired.append(medians["wideband"] / medians["phone"])
 
     print(f"\n{args.rounds} calls per quality, {args.turns} turns each, alternating\n")
     print(

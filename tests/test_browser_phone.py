@@ -12,7 +12,6 @@ The path latencies the page measures are printed, never asserted.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +20,7 @@ import numpy as np
 import pytest
 
 from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from tests.support.processes import clean_env, free_port, start_gateway, wait_until_serving
-from tests.support.softphone import artifacts_dir, caller_wav, chromium
+from tests.support.softphone import artifacts_dir, caller_wav, chromium, gateway_serving
 
 pytestmark = pytest.mark.e2e
 
@@ -58,29 +56,10 @@ AUDIO_CHECK = """async () => {
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("phone")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = clean_env(
-        PORT=str(port), DEVELOPMENT_MODE="true", CONSOLE_PASSWORD=PASSWORD, CALLS_API_TOKEN=TOKEN,
-        DATABASE_URL=f"sqlite:///{tmp / 'calls.db'}",
-    )  # fmt: skip
-    log_path = tmp / "serve.log"
-    proc = start_gateway(env, tmp, log_path)
-    try:
-
-        async def serving() -> None:
-            async with httpx.AsyncClient() as client:
-                await wait_until_serving(client, url, proc, log_path, 60)
-
-        asyncio.run(serving())
+    with gateway_serving(
+        tmp_path_factory.mktemp("phone"), CONSOLE_PASSWORD=PASSWORD, CALLS_API_TOKEN=TOKEN
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

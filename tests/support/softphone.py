@@ -6,18 +6,21 @@ fail. Screenshots go under `test-artifacts/` (or `GATEWAY_TEST_ARTIFACTS`).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
 from gateway.devtools.wavfile import write_wav
 from gateway.local_live import tts
-from tests.support.processes import REPO
+from tests.support.processes import REPO, clean_env, free_port, start_gateway, wait_until_serving
 
 CHROMIUM = "/usr/bin/chromium"
 CALLER_VARIANT = "f5"  # the espeak-ng voice PocketSphinx hears best (tests/support/local_live.py)
@@ -67,3 +70,29 @@ def chromium(microphone: Path) -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def gateway_serving(directory: Path, **env: str) -> Iterator[str]:
+    """`gateway serve` (the local backend unless `env` says otherwise) as a process of its own, its records
+    and log in `directory`; yields its base URL, stops it at the end."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"DATABASE_URL": f"sqlite:///{directory / 'calls.db'}", **env}
+    proc = start_gateway(
+        clean_env(PORT=str(port), DEVELOPMENT_MODE="true", **env), directory, directory / "log"
+    )
+
+    async def serving() -> None:
+        async with httpx.AsyncClient() as client:
+            await wait_until_serving(client, url, proc, directory / "log", 60)
+
+    try:
+        asyncio.run(serving())
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -51,6 +51,7 @@ class PhoneCall {
     this.speakerDelays = [];
     this.lastLoud = -1; // context time of the caller's last loud sample
     this.lastStart = -1; // context time the agent's audio last began to play
+    this.playing = false; // the page's playout is playing the agent (not idle, not buffering)
     this.firstArrival = null; // performance time the first audio since playout went idle arrived
     this.turn = 0;
   }
@@ -116,7 +117,7 @@ class PhoneCall {
 
   fromGateway(data) {
     if (data instanceof ArrayBuffer) {
-      if (this.firstArrival === null) this.firstArrival = performance.now();
+      if (!this.playing && this.firstArrival === null) this.firstArrival = performance.now();
       count("frames-received");
       count("bytes-received", data.byteLength); // before the buffer moves to the worklet
       const pcm = this.mulaw ? ulawDecode(new Uint8Array(data)) : new Int16Array(data);
@@ -129,6 +130,7 @@ class PhoneCall {
       case "mark": this.playout.port.postMessage({ mark: message.name }); break;
       case "clear":
         this.playout.port.postMessage({ clear: true });
+        this.playing = false;
         this.firstArrival = null;
         count("clears");
         $("clears").dataset.framesBefore = String(counters["frames-received"]); // what came after is new
@@ -153,8 +155,9 @@ class PhoneCall {
     } else if (message.level !== undefined) {
       $("agent-level").value = message.level;
       $("queued").textContent = `${Math.round(message.queuedMs)} ms`;
-    } else if (message.underrun) {
-      count("underruns");
+    } else if (message.idle) {
+      this.playing = false;
+      if (message.underrun) count("underruns");
     }
   }
 
@@ -163,6 +166,7 @@ class PhoneCall {
   }
 
   agentStarted(at) {
+    this.playing = true;
     // The gateway-to-speaker path: from the first packet's arrival to its playout start, then the output.
     if (this.firstArrival !== null) {
       const startedAt = performance.now() - (this.ctx.currentTime - at) * 1000;

@@ -75,7 +75,7 @@ class Playout extends AudioWorkletProcessor {
     }
     if (this.playing && !this.queue.length) {
       this.playing = false; // the turn has played out (or the network is late): buffer again before going on
-      if (!this.lastWasMark) this.port.postMessage({ underrun: true }); // the turn's mark has not come
+      this.port.postMessage({ idle: true, underrun: !this.lastWasMark }); // an underrun: the mark has not come
     }
     for (let i = 0; i < written; i++) this.peak = Math.max(this.peak, Math.abs(out[i]));
     for (let c = 1; c < outputs[0].length; c++) outputs[0][c].set(out);
