@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import pytest
@@ -231,7 +232,8 @@ def test_signed_in_the_page_lists_the_agents_and_serves_only_its_own_files():
     sign_in(c)
     page = c.get("/console/phone")
     assert page.status_code == 200
-    assert '<option value="default">default</option>' in page.text
+    default = re.search(r'<option value="default" data-about="([^"]*)">default</option>', page.text)
+    assert default is not None and "voice" in default.group(1)  # the agent being tuned, at a glance
     assert '<a href="/console/phone" class="here">Phone</a>' in page.text
     assert ">Call</button>" in page.text and ">Hang up</button>" in page.text
     worklet = c.get("/console/phone/static/playout-worklet.js")

@@ -51,6 +51,13 @@ class PhoneAgent:
     name: str
     number: str
 
+    def about(self, book: AgentBook) -> str:
+        """What the page shows of the agent being tuned: its model, voice, language and greeting."""
+        agent = book.named(self.name) or book.default
+        live = agent.live
+        greeting = f"greets: {agent.greeting!r}" if agent.greeting else "waits for the caller"
+        return f"{live.model.removeprefix('models/')}, voice {live.voice}, {live.language}; {greeting}"
+
 
 def phone_agents(book: AgentBook) -> list[PhoneAgent]:
     """The default agent, then each agent of AGENTS_FILE that answers a number (by name). An agent that only
@@ -63,7 +70,8 @@ def phone_agents(book: AgentBook) -> list[PhoneAgent]:
 
 
 async def phone_page(request: Request, session: ConsoleSession) -> Response:
-    agents = phone_agents(gateway_of(request).agents)
+    book = gateway_of(request).agents
+    agents = [(agent, agent.about(book)) for agent in phone_agents(book)]
     return render(request, session, "phone.html", nav="phone", agents=agents, keys=KEYS, static=STATIC_PATH)
 
 

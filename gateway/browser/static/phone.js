@@ -262,6 +262,10 @@ class PhoneCall {
     const why = this.outcome || event.reason || `closed (${event.code})`;
     $("outcome").textContent = why;
     setState("ended", `Call ended: ${why.replaceAll("_", " ")}`);
+    if (this.line) {
+      $("record").href = `/console/calls/${this.line.call_sid}`; // its transcript, recording and cost
+      $("record").hidden = false;
+    }
     call = null;
   }
 }
@@ -272,6 +276,7 @@ $("call").addEventListener("click", async () => {
   for (const id of ["transcript", "turns"]) $(id).replaceChildren();
   $("digits").textContent = "";
   $("outcome").textContent = "";
+  $("record").hidden = true;
   $("mute").textContent = "Mute";
   $("mute").setAttribute("aria-pressed", "false");
   for (const name of Object.keys(counters)) count(name, -counters[name]);
@@ -295,4 +300,9 @@ $("mute").addEventListener("click", () => {
 for (const button of document.querySelectorAll("#keypad button")) {
   button.addEventListener("click", () => call && call.key(button.dataset.digit));
 }
+function showAbout() {
+  $("about").textContent = $("agent").selectedOptions[0]?.dataset.about || "";
+}
+$("agent").addEventListener("change", showAbout);
+showAbout();
 setState("idle", "Ready");
