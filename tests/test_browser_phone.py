@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from tests.support.softphone import artifacts_dir, caller_wav, chromium, gateway_serving
+from tests.support.browser import artifacts_dir
+from tests.support.softphone import caller_wav, chromium, gateway_serving
 
 pytestmark = pytest.mark.e2e
 

@@ -1,13 +1,13 @@
 """The softphone's browser: Debian's Chromium driven by Playwright (sync), its microphone a WAV file.
 
-Browser tests skip when /usr/bin/chromium is missing, except in CI (where `.ci/run` installs it): there they
-fail. Screenshots go under `test-artifacts/` (or `GATEWAY_TEST_ARTIFACTS`).
+The console's browser tests use the async helpers of `tests/support/browser.py` (which browser, skip or fail
+without it, where screenshots go); the softphone's tests drive the browser from plain functions (sync
+Playwright, beside a gateway process) and give it a microphone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,20 +16,13 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 
 from gateway.devtools.wavfile import write_wav
 from gateway.local_live import tts
-from tests.support.processes import REPO, clean_env, free_port, start_gateway, wait_until_serving
+from tests.support.browser import CHROMIUM, need_chromium
+from tests.support.processes import clean_env, free_port, start_gateway, wait_until_serving
 
-CHROMIUM = "/usr/bin/chromium"
 CALLER_VARIANT = "f5"  # the espeak-ng voice PocketSphinx hears best (tests/support/local_live.py)
-
-
-def artifacts_dir() -> Path:
-    path = Path(os.environ.get("GATEWAY_TEST_ARTIFACTS", Path(REPO) / "test-artifacts"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def caller_wav(path: Path, parts: list[tuple[float, str]], rate: int = 16000) -> Path:
@@ -50,16 +43,15 @@ def caller_wav(path: Path, parts: list[tuple[float, str]], rate: int = 16000) ->
 @contextmanager
 def chromium(microphone: Path) -> Iterator[Any]:
     """A headless Chromium whose microphone plays `microphone` (looped), permission granted."""
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: CI installs Debian's chromium (.ci/run)")
-        pytest.skip(f"no browser: {CHROMIUM} is missing (apt-get install chromium)")
+    need_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
+            executable_path=str(CHROMIUM),
             args=[
+                "--no-sandbox",  # root, as CI runs the tests: Chromium's sandbox cannot start
+                "--disable-dev-shm-usage",
                 "--use-fake-ui-for-media-stream",
                 "--use-fake-device-for-media-stream",
                 f"--use-file-for-fake-audio-capture={microphone}",
