@@ -408,6 +408,8 @@ class Gateway:
         when the gateway records; the notice before the agent speaks when anyone does, unless the call was
         moved here by a drain (it was told already)."""
         mode = self.recordings.mode_for(self.agent_for(start.call_sid, start.called).recording)
+        if mode == "twilio" and start.carrier == "browser":
+            mode = "gateway"  # no carrier carries a browser call: only the gateway can record it
         if mode == "gateway":
             line = self.recordings.record(line, start, datetime.now(UTC))
         notice = self.recordings.notice_text()

@@ -112,9 +112,10 @@ async def test_the_page_follows_the_call_and_hears_how_it_ended_after_its_last_l
     ws.says(type="start", agent="")
     await line.receive()
     line.started("default")
+    await line.play(bytes(160))  # the call's first send waits behind the `started` the page needs first
     line.transcript("caller", "what time is it")
     line.response(0.64)
-    await wait_for(lambda: len(ws.sent) == 3)
+    await wait_for(lambda: len(ws.sent) == 4)
     assert await line.transfer("+15550009999")  # a browser is not moved: the page is told
     await line.close()
     with pytest.raises(LineClosed):
@@ -122,7 +123,8 @@ async def test_the_page_follows_the_call_and_hears_how_it_ended_after_its_last_l
     line.transcript("agent", "I will transfer you now.")  # ... but its last lines still reach the page
     await line.end("transferred")
     assert ws.sent[0]["type"] == "started" and ws.sent[0]["encoding"] == "mulaw"
-    assert ws.sent[1:] == [
+    assert ws.sent[1] == pcm16_to_ulaw(bytes(160))
+    assert ws.sent[2:] == [
         {"type": "transcript", "role": "caller", "text": "what time is it"},
         {"type": "response", "latency_ms": 640},
         {"type": "transfer", "target": "+15550009999"},

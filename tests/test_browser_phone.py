@@ -27,6 +27,7 @@ pytestmark = pytest.mark.e2e
 
 PASSWORD = "console-password-for-tests"
 TOKEN = "calls-api-token-for-tests"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 # The greeting ("Hello! You are speaking with ...") lasts about four seconds from its start, well under a
 # second into the call: the caller's question at 2.5 s falls inside it.
 CALLER = [(2.5, "What time is it?"), (6.0, "")]
@@ -57,9 +58,11 @@ AUDIO_CHECK = """async () => {
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with gateway_serving(
-        tmp_path_factory.mktemp("phone"), CONSOLE_PASSWORD=PASSWORD, CALLS_API_TOKEN=TOKEN
-    ) as url:
+    tmp = tmp_path_factory.mktemp("phone")
+    # RECORDING=twilio: Twilio records the phone calls, and the gateway the browser's (no carrier has them).
+    recordings = f"file://{tmp / 'recordings'}"
+    env = {"RECORDING": "twilio", "RECORDINGS_URL": recordings}
+    with gateway_serving(tmp, CONSOLE_PASSWORD=PASSWORD, CALLS_API_TOKEN=TOKEN, **env) as url:
         yield url
 
 
@@ -121,9 +124,8 @@ def hang_up(page: Any) -> str:
 
 
 def record_of(url: str, call_sid: str) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
     for _ in range(100):  # the record is written off the call's path, a moment after it ends
-        response = httpx.get(f"{url}/calls/{call_sid}", headers=headers)
+        response = httpx.get(f"{url}/calls/{call_sid}", headers=BEARER)
         if response.status_code == 200 and response.json()["ended_at"]:
             return response.json()
         asyncio.run(asyncio.sleep(0.1))
@@ -148,6 +150,9 @@ def test_a_call_from_the_browser_reaches_the_agent_and_is_recorded(
     assert record["carrier"] == "browser"
     assert record["outcome"] == "caller_hung_up"
     assert {line["role"] for line in record["transcript"]} == {"caller", "agent"}
+    assert record["recording_url"]
+    recording = httpx.get(f"{gateway}/calls/{call_sid}/recording", headers=BEARER)
+    assert recording.status_code == 200 and len(recording.content) > 10000
     with capsys.disabled():
         print(
             f"\n[{quality}] microphone->gateway {measured['micToGateway']} ms, gateway->speaker "

@@ -99,11 +99,16 @@ class BrowserLine:
             raise LineClosed("the line has ended")
         await self._write(message)
 
-    async def _write(self, message: str | bytes) -> None:
+    async def _write(self, message: str | bytes | None) -> None:
+        """Send the watcher's notes still waiting, then `message`: in the order they were given."""
         try:
             async with self._sending:
-                send = self._ws.send_bytes if isinstance(message, bytes) else self._ws.send_text
-                await self._send_deadline.wait(send(message), SEND_STALL_S)  # type: ignore[arg-type]
+                while self._notes:
+                    await self._send_deadline.wait(self._ws.send_text(self._notes.pop(0)), SEND_STALL_S)
+                if isinstance(message, bytes):
+                    await self._send_deadline.wait(self._ws.send_bytes(message), SEND_STALL_S)
+                elif message is not None:
+                    await self._send_deadline.wait(self._ws.send_text(message), SEND_STALL_S)
         except TimeoutError:
             log.warning("browser_not_reading", stalled_s=SEND_STALL_S)
             raise LineClosed("the page stopped reading") from None
@@ -111,8 +116,8 @@ class BrowserLine:
             raise LineClosed(str(exc) or exc.__class__.__name__) from None
 
     def started(self, agent: str) -> None:
-        """Tell the page its call is up: its id, and the rates and encoding of its audio (sent before
-        anything the call sends: nothing may await between admitting a call and starting it)."""
+        """Tell the page its call is up: its id, and the rates and encoding of its audio (before anything
+        the call sends, which waits behind it; nothing may await between admitting a call and starting it)."""
         self._note(bp.started_message(self.call_sid, agent, self.quality))
 
     async def play(self, pcm: bytes) -> None:
@@ -147,10 +152,7 @@ class BrowserLine:
             return
         with contextlib.suppress(Exception):  # the page may be gone already
             async with asyncio.timeout(SEND_STALL_S):
-                for note in self._notes:
-                    await self._write(note)
-                if outcome is not None:
-                    await self._write(bp.ended_message(outcome))
+                await self._write(None if outcome is None else bp.ended_message(outcome))
                 code = CloseCode.POLICY_VIOLATION if refusal else CloseCode.NORMAL_CLOSURE
                 await self._ws.close(code=code, reason=(refusal or "")[:120])
 
@@ -171,8 +173,7 @@ class BrowserLine:
             self._notes_task = asyncio.get_running_loop().create_task(self._send_notes())
 
     async def _send_notes(self) -> None:
-        while self._notes and not self._finished:
-            try:
-                await self._write(self._notes.pop(0))
-            except LineClosed:
-                self._notes.clear()
+        try:
+            await self._write(None)
+        except LineClosed:
+            self._notes.clear()
