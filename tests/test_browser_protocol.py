@@ -24,8 +24,8 @@ def test_the_page_messages_parse_into_typed_values():
 @pytest.mark.parametrize(
     ("text", "error"),
     [
-        ("nope", "not JSON"),
-        ("[1]", "not a JSON object"),
+        ("nope", "malformed JSON"),
+        ("[1]", "message is not an object"),
         ('{"type":"start","quality":"hifi"}', "quality must be one of phone, wideband"),
         ('{"type":"start","agent":"<script>"}', "agent must be"),
         ('{"type":"start","agent":7}', "agent must be a string"),

@@ -1,6 +1,7 @@
 """The browser softphone as a line: the second implementation of the `Call`'s line seam.
 
-A thin asyncio layer over Starlette's WebSocket and the pure `browser.protocol` core. The page's microphone
+A thin asyncio layer over a WebSocket (the carriers' `SocketLine`: bounded sends, bad messages skipped and
+counted) and the pure `browser.protocol` core. The page's microphone
 frames become `CallerAudio` at the chosen quality's rate, its mark acknowledgements `Played`, its keypad
 `Keypress`, its Hang up button `Ended("stop")`. The page plays the agent through a jitter buffer of its own
 and acknowledges each mark when its playout reaches it, as Twilio does, so the call's rules (marks, barge-in,
@@ -17,18 +18,13 @@ import asyncio
 import contextlib
 import secrets
 
-import structlog
-from starlette.websockets import WebSocket, WebSocketState
-from websockets.frames import CloseCode
+from starlette.websockets import WebSocket
 
 from gateway.browser import protocol as bp
 from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineClosed, LineEvent, Played, Started
-from gateway.deadline import Deadline
-
-log = structlog.get_logger("gateway.browser")
+from gateway.socket_line import SocketLine
 
 CARRIER = "browser"
-SEND_STALL_S = 10.0  # a page that has not read for this long is gone (a frozen tab): the call ends
 
 
 def new_call_sid() -> str:
@@ -36,19 +32,19 @@ def new_call_sid() -> str:
     return "BR" + secrets.token_hex(16)
 
 
-class BrowserLine:
+class BrowserLine(SocketLine):
     """One softphone WebSocket from the console's phone page as the caller's line."""
 
+    carrier = CARRIER
+
     def __init__(self, ws: WebSocket) -> None:
-        self._ws = ws
+        super().__init__(ws)
         self.quality = bp.PHONE  # until the page's `start` says otherwise
         self.audio: LineAudio = self.quality.audio
         self.call_sid = ""
-        self.bad_messages = 0
         self._ended: Ended | None = None
         self._closed = False  # the line has ended: the call sends nothing more
         self._finished = False  # the page has been told how the call ended: nothing more at all
-        self._send_deadline = Deadline()
         self._sending = asyncio.Lock()  # the call's sends and the watcher's notes share one socket
         self._notes: list[str] = []
         self._notes_task: asyncio.Task[None] | None = None
@@ -56,17 +52,16 @@ class BrowserLine:
     async def receive(self) -> LineEvent:
         """The page's next event; `Ended` once it hung up or the socket closed. Never raises for bad input."""
         while self._ended is None:
-            message = await self._ws.receive()
-            if message["type"] == "websocket.disconnect":
+            message = await self._next_message()
+            if message is None:
                 self._ended = Ended("closed")
                 break
-            data = message.get("bytes")
             try:
-                if data is not None:
+                if isinstance(message, bytes):
                     if not self.call_sid:
                         raise bp.ProtocolError("audio before start")
-                    return CallerAudio(self.quality.decode(data))
-                event = bp.parse(message.get("text") or "")
+                    return CallerAudio(self.quality.decode(message))
+                event = bp.parse(message)
             except bp.ProtocolError as exc:
                 self._skipped(str(exc))
                 continue
@@ -79,7 +74,7 @@ class BrowserLine:
                 break
             if isinstance(event, bp.Ping):
                 with contextlib.suppress(LineClosed):
-                    await self._send(bp.pong_message(event.id))
+                    await self._deliver(bp.pong_message(event.id))
                 continue
             if self.call_sid:
                 self._skipped("a second start")
@@ -89,31 +84,18 @@ class BrowserLine:
             return Started(self.call_sid, parameters=parameters, carrier=CARRIER, caller=CARRIER)
         return self._ended
 
-    def _skipped(self, error: str) -> None:
-        self.bad_messages += 1
-        if self.bad_messages <= 10 or self.bad_messages % 100 == 0:  # a flood of junk is not a flood of logs
-            log.warning("browser_message_skipped", error=error, count=self.bad_messages)
-
-    async def _send(self, message: str | bytes) -> None:
+    async def _deliver(self, message: str | bytes) -> None:
         if self._closed:
             raise LineClosed("the line has ended")
         await self._write(message)
 
     async def _write(self, message: str | bytes | None) -> None:
         """Send the watcher's notes still waiting, then `message`: in the order they were given."""
-        try:
-            async with self._sending:
-                while self._notes:
-                    await self._send_deadline.wait(self._ws.send_text(self._notes.pop(0)), SEND_STALL_S)
-                if isinstance(message, bytes):
-                    await self._send_deadline.wait(self._ws.send_bytes(message), SEND_STALL_S)
-                elif message is not None:
-                    await self._send_deadline.wait(self._ws.send_text(message), SEND_STALL_S)
-        except TimeoutError:
-            log.warning("browser_not_reading", stalled_s=SEND_STALL_S)
-            raise LineClosed("the page stopped reading") from None
-        except Exception as exc:  # the page is gone (uvicorn raises several kinds)
-            raise LineClosed(str(exc) or exc.__class__.__name__) from None
+        async with self._sending:
+            while self._notes:
+                await self._send(self._notes.pop(0))
+            if message is not None:
+                await self._send(message)
 
     def started(self, agent: str) -> None:
         """Tell the page its call is up: its id, and the rates and encoding of its audio (before anything
@@ -121,18 +103,18 @@ class BrowserLine:
         self._note(bp.started_message(self.call_sid, agent, self.quality))
 
     async def play(self, pcm: bytes) -> None:
-        await self._send(self.quality.encode(pcm))
+        await self._deliver(self.quality.encode(pcm))
 
     async def mark(self, name: str) -> None:
-        await self._send(bp.mark_message(name))
+        await self._deliver(bp.mark_message(name))
 
     async def clear(self) -> None:
-        await self._send(bp.clear_message())
+        await self._deliver(bp.clear_message())
 
     async def transfer(self, target: str) -> bool:
         """A browser cannot be moved to a phone number: the page is told whom a caller would now be talking
         to, and the call ends here as transferred (its record says so)."""
-        await self._send(bp.transfer_message(target))
+        await self._deliver(bp.transfer_message(target))
         return True
 
     async def close(self, refusal: str | None = None) -> None:
@@ -148,13 +130,9 @@ class BrowserLine:
         if self._notes_task is not None:
             await asyncio.gather(self._notes_task, return_exceptions=True)
         self._finished = True
-        if self._ws.application_state != WebSocketState.CONNECTED:
-            return
-        with contextlib.suppress(Exception):  # the page may be gone already
-            async with asyncio.timeout(SEND_STALL_S):
-                await self._write(None if outcome is None else bp.ended_message(outcome))
-                code = CloseCode.POLICY_VIOLATION if refusal else CloseCode.NORMAL_CLOSURE
-                await self._ws.close(code=code, reason=(refusal or "")[:120])
+        with contextlib.suppress(LineClosed):  # the page may be gone already
+            await self._write(None if outcome is None else bp.ended_message(outcome))
+        await super().close(refusal[:120] if refusal else None)
 
     # --- CallWatcher: what the page shows as the call goes ---
 

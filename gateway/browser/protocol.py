@@ -31,15 +31,13 @@ from typing import Any, Literal
 
 from gateway.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from gateway.call.line import LineAudio
+from gateway.wire import ProtocolError as ProtocolError  # a message the page should not have sent: skipped
+from gateway.wire import json_object, shown
 
 MAX_TEXT = 2048  # our control messages are tiny: anything longer is not one of them
 MAX_AUDIO_S = 0.2  # the page sends 20 ms frames; a frame longer than this is refused, not buffered
 DIGITS = frozenset("0123456789*#ABCD")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.+ ")
-
-
-class ProtocolError(ValueError):
-    """A message the page should not have sent. The call goes on; the message is skipped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +50,8 @@ class Quality:
 
     def decode(self, data: bytes) -> bytes:
         """A microphone frame from the page as PCM16LE at `audio.in_rate`."""
+        if not data:
+            raise ProtocolError("an empty audio frame")
         if len(data) > MAX_AUDIO_S * self.audio.in_rate * self.bytes_per_sample:
             raise ProtocolError(f"audio frame of {len(data)} bytes: frames are 20 ms")
         if self.encoding == "mulaw":
@@ -107,12 +107,7 @@ def parse(text: str) -> PageMessage:
     """One JSON control message from the page, or ProtocolError saying what is wrong with it."""
     if len(text) > MAX_TEXT:
         raise ProtocolError(f"control message of {len(text)} characters")
-    try:
-        msg = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ProtocolError("not JSON") from None
-    if not isinstance(msg, dict):
-        raise ProtocolError("not a JSON object")
+    msg = json_object(text, "audio frames are binary, control messages text")
     kind = msg.get("type")
     if kind == "start":
         quality = QUALITIES.get(_str(msg, "quality", "phone"))
@@ -136,7 +131,7 @@ def parse(text: str) -> PageMessage:
         if not isinstance(ping_id, int) or isinstance(ping_id, bool) or not 0 <= ping_id < 2**53:
             raise ProtocolError("a ping's id is a non-negative integer")
         return Ping(ping_id)
-    raise ProtocolError(f"unknown message type {str(kind)[:20]!r}")
+    raise ProtocolError(f"unknown message type {shown(kind)}")
 
 
 def _str(msg: dict[str, Any], key: str, default: str) -> str:
