@@ -189,6 +189,10 @@ class _Serving(DrainingServer):
                 shown = f"[{host}]" if ":" in host else host
                 log.info("listening", url=f"http://{shown}:{port}", host=host, port=port)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        _end_streams(self.config)
+        await super().shutdown(sockets)
+
 
 class _HostedServer(uvicorn.Server):
     """uvicorn inside a host program's event loop: the host owns the signals (uvicorn would take SIGINT and
@@ -197,6 +201,19 @@ class _HostedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        _end_streams(self.config)
+        await super().shutdown(sockets)
+
+
+def _end_streams(config: uvicorn.Config) -> None:
+    """Before uvicorn waits for the responses in progress: end the console's event streams, which never end
+    by themselves (a drain ends them too; this is for a stop without one). The process's: a page of another
+    app in this process (tests) reconnects."""
+    from gateway.console.live import close_all
+
+    close_all()
 
 
 @contextlib.asynccontextmanager

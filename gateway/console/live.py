@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import json
 import time
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 LINES_KEPT = 200  # per call in progress: what a page that opens mid-call is shown
 QUEUE_SIZE = 1000  # news waiting for one page
 KEEPALIVE_S = 15.0
+CHECK_S = 1.0  # how often a quiet stream checks whether the gateway is stopping
 STREAM_S = 300.0  # a stream ends after this (the browser reconnects): no connection held for ever
 
 
@@ -50,6 +52,7 @@ class LiveFeed:
     def __init__(self) -> None:
         self.calls: dict[str, LiveCall] = {}
         self._watchers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        _FEEDS.add(self)
 
     def _tell(self, news: dict[str, Any]) -> None:
         for queue in list(self._watchers):
@@ -85,26 +88,41 @@ class LiveFeed:
                 queue.put_nowait(None)
         self._watchers.clear()
 
-    async def stream(self) -> AsyncIterator[str]:
-        """Server-sent events for one page: a snapshot of the calls, then the news as it comes."""
+    async def stream(self, stopping: Callable[[], bool] = lambda: False) -> AsyncIterator[str]:
+        """Server-sent events for one page: a snapshot of the calls, then the news as it comes. It ends when
+        `stopping()` says so (checked every second: a draining gateway does not wait for its pages), after
+        STREAM_S, or at shutdown; the browser reconnects by itself."""
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
         self._watchers.add(queue)
-        ends = time.monotonic() + STREAM_S
+        now = time.monotonic()
+        ends, quiet_since = now + STREAM_S, now
         try:
             snapshot = {"type": "snapshot", "calls": [c.public() for c in self.calls.values()]}
             yield _event(snapshot)
-            while (left := ends - time.monotonic()) > 0:
+            while (left := ends - time.monotonic()) > 0 and not stopping():
                 try:
-                    async with asyncio.timeout(min(KEEPALIVE_S, left)):
+                    async with asyncio.timeout(min(CHECK_S, left)):
                         news = await queue.get()
                 except TimeoutError:
-                    yield ": keepalive\n\n"
+                    if time.monotonic() - quiet_since >= KEEPALIVE_S:
+                        quiet_since = time.monotonic()
+                        yield ": keepalive\n\n"
                     continue
                 if news is None:
                     return
+                quiet_since = time.monotonic()
                 yield _event(news)
         finally:
             self._watchers.discard(queue)
+
+
+_FEEDS: weakref.WeakSet[LiveFeed] = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """The server is stopping: every feed's streams end (uvicorn would wait for them)."""
+    for feed in list(_FEEDS):
+        feed.close()
 
 
 def _event(data: dict[str, Any]) -> str:

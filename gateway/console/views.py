@@ -146,7 +146,8 @@ async def live_page(request: Request, session: ConsoleSession) -> Response:
 
 async def live_events(request: Request, session: ConsoleSession) -> Response:
     """Server-sent events: the calls in progress, then each line said and each call's end as they come."""
-    stream = gateway_of(request).live_feed.stream()
+    gw = gateway_of(request)
+    stream = gw.live_feed.stream(stopping=lambda: gw.drain.active)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # proxies must not hold it back
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
