@@ -214,3 +214,18 @@ def test_the_cookie_is_secure_behind_an_https_public_url() -> None:
     with TestClient(create_app(settings), base_url="https://voice.example.com") as client:
         response = client.post("/console/login", data={"password": PASSWORD}, follow_redirects=False)
         assert "secure" in response.headers["set-cookie"].lower()
+
+
+def test_what_callers_said_is_shown_as_text_never_markup(client: TestClient) -> None:
+    gateway = client.app.state.gateway  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    gateway.records.save(CallRecord("CAxss", from_number="<b>+1555</b>", started_at=now, ended_at=now))
+    gateway.records.transcript("CAxss", "caller", "<script>alert('hi')</script>")
+    client.portal.call(gateway.records.flush, 5.0)  # type: ignore[union-attr]
+    sign_in(client)
+    for path in ("/console/calls/CAxss", "/console/calls?q=CAxss"):
+        page = client.get(path)
+        assert "<script>alert" not in page.text and "<b>+1555" not in page.text, path
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["cache-control"] == "no-store"
+    assert "&lt;script&gt;alert(&#39;hi&#39;)&lt;/script&gt;" in client.get("/console/calls/CAxss").text

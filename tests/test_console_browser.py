@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +43,7 @@ class Console:
     http: httpx.AsyncClient  # the calls API with the bearer token
     call_sid: str = ""
     call: CallResult | None = None
+    errors: list[str] = field(default_factory=list)  # the pages' script errors and refusals (CSP)
 
 
 def caller_audio() -> bytes:
@@ -71,7 +72,15 @@ async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Con
         ):
             context = await browser.new_context(viewport={"width": 1280, "height": 900})
             page = await context.new_page()
-            yield Console(url, app.state.gateway, page, http)
+            console = Console(url, app.state.gateway, page, http)
+            page.on("pageerror", lambda error: console.errors.append(str(error)))
+            page.on(
+                "console",
+                lambda message: message.type == "error"
+                and not message.text.startswith("Failed to load resource")  # the refused sign-in's 401
+                and console.errors.append(message.text),
+            )
+            yield console
             await context.close()
 
 
@@ -205,6 +214,10 @@ async def test_the_overview_draws_its_charts(console: Console) -> None:
         )
         assert drawn, chart
     await screenshot(page, SHOTS, "4-overview")
+
+
+async def test_no_page_had_a_script_error_or_a_refused_resource(console: Console) -> None:
+    assert console.errors == []
 
 
 async def test_signing_out_ends_the_session(console: Console) -> None:

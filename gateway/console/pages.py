@@ -45,11 +45,26 @@ def gateway_of(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
+# Every page: scripts and everything else from the gateway itself only (a transcript can hold any text: it
+# is escaped, and even if it were not, no inline script would run), never framed, never cached (transcripts).
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
 def render(
     request: Request, session: ConsoleSession | None, template: str, status_code: int = 200, **context: Any
 ) -> Response:
     context = {"session": session, **context}
-    return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
+    return TEMPLATES.TemplateResponse(
+        request, template, context, status_code=status_code, headers=PAGE_HEADERS
+    )
 
 
 def _not_found() -> Response:
