@@ -10,6 +10,7 @@ page are kept in test-artifacts/console/.
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from gateway.cost import Prices
 from gateway.devtools.simulator import RATE, CallResult, CallScript, place_call
 from gateway.local_live import LocalLiveServer
 from gateway.local_live.tts import synthesize
@@ -122,6 +124,14 @@ async def test_a_live_call_s_transcript_grows_and_it_is_hung_up_from_the_console
     await console.gateway.records.flush(10)
     record = (await console.http.get(f"/calls/{console.call_sid}")).json()
     assert record["outcome"] == "operator_hung_up" and record["from_number"] == CALLER
+    # Its cost: the tokens Live reported at LIVE_PRICES' defaults, counted in the metric too.
+    assert record["cost_usd"] == pytest.approx(
+        Prices().cost_usd(record["prompt_tokens"], record["response_tokens"], record["tokens_by_modality"])
+    )
+    assert record["cost_usd"] > 0
+    metrics = (await console.http.get("/metrics")).text
+    counted = float(re.search(r"^gateway_cost_usd_total (\S+)$", metrics, re.M)[1])  # type: ignore[index]
+    assert counted >= record["cost_usd"]  # (this process's other calls count too)
 
 
 async def record_of(console: Console) -> dict[str, Any]:
