@@ -45,6 +45,38 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class VonageSettings:
+    """Vonage (README, "Other carriers"): the Voice API application that answers its numbers, the key its
+    API requests are signed with, the secret Vonage signs webhooks and stream upgrades with, and the
+    account's API key and secret (`gateway vonage configure` only)."""
+
+    application_id: str | None = None
+    private_key: str | None = field(default=None, repr=False)  # PKCS#8 PEM, read at start-up
+    signature_secret: str | None = field(default=None, repr=False)
+    api_key: str | None = None
+    api_secret: str | None = field(default=None, repr=False)
+    api_base_url: str | None = None  # tests use a stand-in
+
+    @property
+    def can_control(self) -> bool:
+        """Hang-up and transfer through the Voice API."""
+        return bool(self.application_id and self.private_key)
+
+
+@dataclass(frozen=True)
+class PlivoSettings:
+    """Plivo (README, "Other carriers"): the account's auth id and token (V3 signatures, the API)."""
+
+    auth_id: str | None = None
+    auth_token: str | None = field(default=None, repr=False)
+    api_base_url: str | None = None  # tests use a stand-in
+
+    @property
+    def can_control(self) -> bool:
+        return bool(self.auth_id and self.auth_token)
+
+
+@dataclass(frozen=True)
 class Settings:
     """The service's configuration, read from the environment and `.env` by `load_settings` and checked at
     start-up (see the README's table of variables)."""
@@ -131,23 +163,39 @@ class Settings:
     signalwire_api_token: str | None = field(default=None, repr=False)
     signalwire_space_url: str | None = None  # https://<space>.signalwire.com
     signalwire_signing_key: str | None = field(default=None, repr=False)
+    vonage: VonageSettings = field(default_factory=VonageSettings)
+    plivo: PlivoSettings = field(default_factory=PlivoSettings)
 
     @property
     def carrier_secrets(self) -> tuple[str, ...]:
         """Every carrier credential that must never be logged."""
         secrets = (self.telnyx_api_key, self.signalwire_api_token, self.signalwire_signing_key)
+        secrets += (self.vonage.signature_secret, self.vonage.api_secret, self.vonage.private_key)
+        secrets += (self.plivo.auth_token,)
         return tuple(secret for secret in secrets if secret)
 
     @property
     def signs_requests(self) -> bool:
         """Some carrier's signatures are checked (production): a carrier whose signing secret is not set is
         then refused, never open. With none set, every carrier is taken unsigned (development)."""
-        return bool(self.twilio_auth_token or self.telnyx_public_key or self.signalwire_signing_key)
+        return bool(
+            self.twilio_auth_token
+            or self.telnyx_public_key
+            or self.signalwire_signing_key
+            or self.vonage.signature_secret
+            or self.plivo.auth_token
+        )
 
     @property
     def stream_token_secret(self) -> str | None:
         """The secret stream tokens are keyed from, alike on every instance: the first carrier secret set."""
-        return self.twilio_auth_token or self.telnyx_api_key or self.signalwire_signing_key
+        return (
+            self.twilio_auth_token
+            or self.telnyx_api_key
+            or self.signalwire_signing_key
+            or self.vonage.signature_secret
+            or self.plivo.auth_token
+        )
 
     @property
     def agent_book(self) -> AgentBook:
@@ -335,6 +383,75 @@ def _twilio_api_base_url(env: dict[str, str]) -> str | None:
     return twilio_api_base_url
 
 
+def _api_base_url(env: dict[str, str], name: str) -> str | None:
+    url = (env.get(name) or "").strip() or None
+    if url and (urlsplit(url).scheme not in {"http", "https"} or not urlsplit(url).netloc):
+        raise ConfigError(f"{name}={url!r} must be an http(s) URL")
+    return url
+
+
+_VONAGE_APPLICATION_ID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_PLIVO_AUTH_ID = re.compile(r"[A-Z0-9]{20}")
+
+
+def load_vonage_settings(env: dict[str, str]) -> VonageSettings:
+    """VONAGE_*: the application id and its private key go together (hang-up and transfer); the signature
+    secret checks what Vonage sends. Secrets are never quoted in an error."""
+    from gateway.vonage.signing import PrivateKeyError, load_private_key
+
+    application_id = (env.get("VONAGE_APPLICATION_ID") or "").strip() or None
+    key_setting = (env.get("VONAGE_PRIVATE_KEY") or "").strip() or None
+    if application_id and not _VONAGE_APPLICATION_ID.fullmatch(application_id):
+        raise ConfigError(
+            f"VONAGE_APPLICATION_ID={application_id!r} must be the application's id, a UUID like "
+            "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
+        )
+    if bool(application_id) != bool(key_setting):
+        missing = "VONAGE_PRIVATE_KEY" if application_id else "VONAGE_APPLICATION_ID"
+        raise ConfigError(
+            f"{missing} is not set: the Voice API (hang-up, transfer) needs both VONAGE_APPLICATION_ID and "
+            "VONAGE_PRIVATE_KEY (the application's private key: its PEM text, or the path of private.key)"
+        )
+    private_key = None
+    if key_setting:
+        try:
+            private_key = load_private_key(key_setting)
+        except PrivateKeyError as exc:
+            raise ConfigError(f"VONAGE_PRIVATE_KEY: {exc}") from None
+    api_key = (env.get("VONAGE_API_KEY") or "").strip() or None
+    api_secret = env.get("VONAGE_API_SECRET") or None
+    if bool(api_key) != bool(api_secret):
+        missing = "VONAGE_API_SECRET" if api_key else "VONAGE_API_KEY"
+        raise ConfigError(f"{missing} is not set: VONAGE_API_KEY and VONAGE_API_SECRET go together")
+    return VonageSettings(
+        application_id=application_id,
+        private_key=private_key,
+        signature_secret=env.get("VONAGE_SIGNATURE_SECRET") or None,
+        api_key=api_key,
+        api_secret=api_secret,
+        api_base_url=_api_base_url(env, "VONAGE_API_BASE_URL"),
+    )
+
+
+def load_plivo_settings(env: dict[str, str]) -> PlivoSettings:
+    """PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN go together (signatures, hang-up, transfer)."""
+    auth_id = (env.get("PLIVO_AUTH_ID") or "").strip() or None
+    auth_token = env.get("PLIVO_AUTH_TOKEN") or None
+    if auth_id and not _PLIVO_AUTH_ID.fullmatch(auth_id):
+        raise ConfigError(
+            f"PLIVO_AUTH_ID={auth_id!r} must be the account's auth id: 20 capital letters and digits, "
+            "starting MA (or SA for a subaccount)"
+        )
+    if bool(auth_id) != bool(auth_token):
+        missing = "PLIVO_AUTH_TOKEN" if auth_id else "PLIVO_AUTH_ID"
+        raise ConfigError(
+            f"{missing} is not set: Plivo's signatures and API need both PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN"
+        )
+    return PlivoSettings(auth_id, auth_token, _api_base_url(env, "PLIVO_API_BASE_URL"))
+
+
 def load_database_url(environ: dict[str, str] | None = None, env_file: str | Path | None = ".env") -> str:
     """DATABASE_URL alone, checked (`gateway calls` needs nothing else)."""
     return _database_url(read_environment(environ, env_file))
@@ -447,14 +564,16 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     gemini_api_key = env.get("GEMINI_API_KEY") or None
     development_mode = _bool(env, "DEVELOPMENT_MODE", False)
     carriers = _carriers(env)
+    vonage, plivo = load_vonage_settings(env), load_plivo_settings(env)
     signed = bool(twilio_auth_token or carriers["telnyx_public_key"] or carriers["signalwire_signing_key"])
+    signed = signed or bool(vonage.signature_secret or plivo.auth_token)
     if not signed and not development_mode and (gemini_api_key or live_url or platform == "vertex"):
         # An unauthenticated webhook and media stream in front of a paid model is an open door to the bill.
         raise ConfigError(
             "TWILIO_AUTH_TOKEN is not set, so nobody's Twilio signatures can be checked: set it to the "
             "account's auth token (or another carrier's signing secret: TELNYX_PUBLIC_KEY, "
-            "SIGNALWIRE_SIGNING_KEY), or set DEVELOPMENT_MODE=true to run unauthenticated (never in "
-            "production)"
+            "SIGNALWIRE_SIGNING_KEY, VONAGE_SIGNATURE_SECRET, PLIVO_AUTH_TOKEN), or set "
+            "DEVELOPMENT_MODE=true to run unauthenticated (never in production)"
         )
     max_calls = _int(env, "MAX_CONCURRENT_CALLS", 500)
     if max_calls < 1:
@@ -572,6 +691,8 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         signalwire_api_token=carriers["signalwire_api_token"],
         signalwire_space_url=carriers["signalwire_space_url"],
         signalwire_signing_key=carriers["signalwire_signing_key"],
+        vonage=vonage,
+        plivo=plivo,
     )
 
 

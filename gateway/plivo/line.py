@@ -1,0 +1,165 @@
+"""A Plivo audio stream as the call's line: wideband L16 at 16 kHz both ways.
+
+Our `<Stream contentType="audio/x-l16;rate=16000">` makes Plivo's `media` PCM16LE at 16 kHz, Live's own
+input rate: the caller's audio reaches Live untouched and the agent's 24 kHz needs only 24k->16k
+(`LineAudio(16000, 16000)`). A mark is Plivo's `checkpoint` (answered `playedStream`), a clear its
+`clearAudio`, so `end_call` and barge-in work as on Twilio (see `gateway.plivo.protocol`).
+
+Hang-up and transfer go through Plivo's API (`PlivoControl`): our side ending the call hangs it up there (then
+closes the socket), and a transfer points the call at our `/plivo/transfer` XML, which dials the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import structlog
+from starlette.websockets import WebSocket, WebSocketState
+from websockets.frames import CloseCode
+
+from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineClosed, LineEvent, Played, Started
+from gateway.call.line_marks import PendingMarks
+from gateway.deadline import Deadline
+from gateway.plivo import protocol as pp
+from gateway.plivo.answer import decode_token, e164
+from gateway.plivo.rest import PlivoControl, transfer_url
+from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
+
+log = structlog.get_logger("gateway.plivo")
+
+SEND_STALL_S = 10.0  # as TwilioLine: a peer that has not read for this long is stalled or hostile
+HANG_UP_S = 3.0
+WIDEBAND = LineAudio(in_rate=pp.RATE, out_rate=pp.RATE)
+
+
+class PlivoLine:
+    """One Plivo audio stream (`<Stream bidirectional="true">` to `/plivo/media`) as the caller's line."""
+
+    audio = WIDEBAND
+
+    def __init__(self, ws: WebSocket, control: PlivoControl | None = None, public_base: str = "") -> None:
+        self._ws = ws
+        self._control = control  # Plivo's API, for hang-up and transfer; None without credentials
+        self._public_base = public_base  # where Plivo fetches the transfer's XML
+        self.stream_id = ""
+        self.call_sid = ""  # Plivo's CallUUID
+        self.bad_messages = 0
+        self._ended: Ended | None = None
+        self._transferred = False
+        self._marks = PendingMarks()
+        self._played: deque[str] = deque()
+        self._send_deadline = Deadline()
+
+    async def receive(self) -> LineEvent:
+        """The next event; `Ended` once the stream has stopped or the socket closed. Bad messages, and
+        messages of another stream, are skipped, never raised."""
+        while self._ended is None:
+            if self._played:
+                return Played(self._played.popleft())
+            message = await self._ws.receive()
+            if message["type"] == "websocket.disconnect":
+                self._ended = Ended("closed")
+                break
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            try:
+                event = pp.parse(data)
+                stream_id = getattr(event, "stream_id", "")
+                if self.stream_id and stream_id and stream_id != self.stream_id:
+                    raise pp.ProtocolError("streamId is not this stream's")
+            except pp.ProtocolError as exc:
+                self._skipped(str(exc))
+                continue
+            if isinstance(event, pp.Media):
+                return CallerAudio(event.payload)
+            if isinstance(event, pp.Dtmf):
+                return Keypress(event.digit)
+            if isinstance(event, pp.PlayedStream):
+                self._played.extend(self._marks.played(event.name))
+                continue
+            if isinstance(event, pp.Stop):
+                self._ended = Ended("stop")
+                break
+            if isinstance(event, pp.Start):
+                if self.stream_id:
+                    self._skipped("a second start on the stream")
+                    continue
+                if event.sample_rate != pp.RATE or "l16" not in event.encoding.lower():
+                    self._skipped(
+                        f"audio {event.encoding} at {event.sample_rate} Hz (our XML asks for L16 16k)"
+                    )
+                    continue
+                self.stream_id, self.call_sid = event.stream_id, event.call_id
+                headers = dict(event.extra_headers)
+                token = decode_token(headers.get(TOKEN_PARAMETER, ""))
+                headers[TOKEN_PARAMETER] = token or ""
+                return Started(
+                    event.call_id,
+                    event.stream_id,
+                    event.account_id,
+                    caller=e164(headers.get("from", "")),
+                    called=e164(headers.get("to", "")),
+                    parameters=headers,
+                    carrier="plivo",
+                )
+            # clearedAudio: the checkpoints it flushed were released when we sent the clear.
+        return self._ended
+
+    def _skipped(self, error: str) -> None:
+        self.bad_messages += 1
+        if self.bad_messages <= 10 or self.bad_messages % 100 == 0:
+            log.warning("plivo_message_skipped", error=error, count=self.bad_messages)
+
+    async def _send(self, text: str) -> None:
+        try:
+            await self._send_deadline.wait(self._ws.send_text(text), SEND_STALL_S)
+        except TimeoutError:
+            log.warning("plivo_peer_not_reading", stalled_s=SEND_STALL_S)
+            raise LineClosed("the peer stopped reading") from None
+        except Exception as exc:  # uvicorn raises several kinds once the peer is gone
+            raise LineClosed(str(exc) or exc.__class__.__name__) from None
+
+    async def play(self, pcm: bytes) -> None:
+        await self._send(pp.play_message(pcm))
+
+    async def mark(self, name: str) -> None:
+        self._marks.sent(name)
+        await self._send(pp.checkpoint_message(self.stream_id, name))
+
+    async def clear(self) -> None:
+        # Released now: a playedStream Plivo may still send for them is ignored, and a later clearedAudio
+        # must not release a checkpoint sent after this clear.
+        self._played.extend(self._marks.cleared())
+        await self._send(pp.clear_message(self.stream_id))
+
+    async def transfer(self, target: str) -> bool:
+        if self._control is None:  # the toolbox refuses transfers without API credentials
+            raise RuntimeError("no Plivo API credentials")
+        moved = await self._control.transfer(self.call_sid, transfer_url(self._public_base, target))
+        self._transferred = moved
+        return moved
+
+    async def close(self, refusal: str | None = None) -> None:
+        """End our side: Plivo's API hangs the call up (unless the caller already left, the call was
+        transferred, or the stream is refused), then the socket closes, which ends our XML anyway."""
+        if (
+            refusal is None
+            and self._ended is None
+            and not self._transferred
+            and self._control
+            and self.call_sid
+        ):
+            try:
+                async with asyncio.timeout(HANG_UP_S):
+                    await self._control.hang_up(self.call_sid)
+            except Exception as exc:  # closing the socket below still ends the call
+                log.warning("plivo_hang_up_failed", error=str(exc) or type(exc).__name__)
+        code = CloseCode.POLICY_VIOLATION if refusal else CloseCode.NORMAL_CLOSURE
+        if self._ws.application_state == WebSocketState.CONNECTED:
+            try:
+                async with asyncio.timeout(SEND_STALL_S):
+                    await self._ws.close(code=code, reason=refusal or "")
+            except Exception:
+                pass

@@ -1,0 +1,158 @@
+"""A Vonage Voice API WebSocket as the call's line: wideband L16 at 16 kHz both ways.
+
+Vonage's binary frames are already PCM16LE at 16 kHz, Live's own input rate, so the caller's audio reaches
+Live untouched (no 8k->16k resampler) and the agent's 24 kHz needs only 24k->16k (`LineAudio(16000, 16000)`).
+The agent's audio is cut into the whole 640-byte frames Vonage plays (`protocol.Framer`); a mark is Vonage's
+`notify`, a clear its `clear` (see `gateway.vonage.protocol`), so the call knows what the caller has heard
+exactly as on Twilio: `end_call` waits for the goodbye's notify, and barge-in clears Vonage's buffer.
+
+Hang-up and transfer go through the Voice API (`VonageControl`): our side ending the call hangs it up there
+(then closes the socket), a transfer replaces the call's NCCO with one that dials the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import structlog
+from starlette.websockets import WebSocket, WebSocketState
+from websockets.frames import CloseCode
+
+from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineClosed, LineEvent, Played, Started
+from gateway.call.line_marks import PendingMarks
+from gateway.deadline import Deadline
+from gateway.vonage import protocol as vp
+from gateway.vonage.answer import e164
+from gateway.vonage.rest import VonageControl
+
+log = structlog.get_logger("gateway.vonage")
+
+SEND_STALL_S = 10.0  # as TwilioLine: a peer that has not read for this long is stalled or hostile
+HANG_UP_S = 3.0  # our side's hang-up through the Voice API, before the socket is closed anyway
+WIDEBAND = LineAudio(in_rate=vp.RATE, out_rate=vp.RATE)
+
+
+class VonageLine:
+    """One Vonage media WebSocket (our NCCO's `connect` to `/vonage/media`) as the caller's line."""
+
+    audio = WIDEBAND
+
+    def __init__(self, ws: WebSocket, control: VonageControl | None = None) -> None:
+        self._ws = ws
+        self._control = control  # the Voice API, for hang-up and transfer; None without credentials
+        self.call_sid = ""  # Vonage's call uuid, from our NCCO's headers
+        self.called = ""
+        self.bad_messages = 0
+        self._ended: Ended | None = None
+        self._transferred = False
+        self._framer = vp.Framer()
+        self._marks = PendingMarks()
+        self._played: deque[str] = deque()  # marks released, not yet returned by receive()
+        self._send_deadline = Deadline()
+
+    async def receive(self) -> LineEvent:
+        """The next event; `Ended` once the socket has closed. Bad messages are skipped, never raised."""
+        while self._ended is None:
+            if self._played:
+                return Played(self._played.popleft())
+            message = await self._ws.receive()
+            if message["type"] == "websocket.disconnect":
+                self._ended = Ended("closed")
+                break
+            data = message.get("bytes")
+            if data is None:
+                data = message.get("text") or ""
+            try:
+                event = vp.parse(data)
+            except vp.ProtocolError as exc:
+                self._skipped(str(exc))
+                continue
+            if isinstance(event, vp.Audio):
+                return CallerAudio(event.pcm)
+            if isinstance(event, vp.Dtmf):
+                return Keypress(event.digit)
+            if isinstance(event, vp.Notified):
+                self._played.extend(self._marks.played(event.name))
+                continue
+            if isinstance(event, vp.Connected):
+                if self.call_sid:
+                    self._skipped("a second websocket:connected")
+                    continue
+                if event.rate != vp.RATE:
+                    self._skipped(f"audio at {event.rate} Hz (our NCCO asks for {vp.RATE})")
+                    continue
+                headers = event.headers
+                self.call_sid, self.called = headers.get("uuid", ""), e164(headers.get("to", ""))
+                return Started(
+                    self.call_sid,
+                    stream_sid=headers.get("conversation_uuid", ""),
+                    caller=e164(headers.get("from", "")),
+                    called=self.called,
+                    parameters=headers,
+                    carrier="vonage",
+                )
+            # websocket:cleared: the marks it flushed were released when we sent the clear.
+        return self._ended
+
+    def _skipped(self, error: str) -> None:
+        self.bad_messages += 1
+        if self.bad_messages <= 10 or self.bad_messages % 100 == 0:
+            log.warning("vonage_message_skipped", error=error, count=self.bad_messages)
+
+    async def _send(self, data: str | bytes) -> None:
+        send = self._ws.send_bytes(data) if isinstance(data, bytes) else self._ws.send_text(data)
+        try:
+            await self._send_deadline.wait(send, SEND_STALL_S)
+        except TimeoutError:
+            log.warning("vonage_peer_not_reading", stalled_s=SEND_STALL_S)
+            raise LineClosed("the peer stopped reading") from None
+        except Exception as exc:  # uvicorn raises several kinds once the peer is gone
+            raise LineClosed(str(exc) or exc.__class__.__name__) from None
+
+    async def play(self, pcm: bytes) -> None:
+        for frame in self._framer.frames(pcm):
+            await self._send(frame)
+
+    async def mark(self, name: str) -> None:
+        if (frame := self._framer.flush()) is not None:  # the turn's last frame, padded: it must play too
+            await self._send(frame)
+        self._marks.sent(name)
+        await self._send(vp.notify_message(name))
+
+    async def clear(self) -> None:
+        self._framer.drop()
+        # Released now: a notify Vonage may still send for them is ignored, and a later websocket:cleared
+        # must not release a mark sent after this clear.
+        self._played.extend(self._marks.cleared())
+        await self._send(vp.clear_message())
+
+    async def transfer(self, target: str) -> bool:
+        if self._control is None:  # the toolbox refuses transfers without Voice API credentials
+            raise RuntimeError("no Vonage Voice API credentials")
+        moved = await self._control.transfer(self.call_sid, target, self.called)
+        self._transferred = moved
+        return moved
+
+    async def close(self, refusal: str | None = None) -> None:
+        """End our side: the Voice API hangs the call up (unless the caller already left, the call was
+        transferred, or the stream is refused), then the socket closes, which ends our NCCO anyway."""
+        if (
+            refusal is None
+            and self._ended is None
+            and not self._transferred
+            and self._control
+            and self.call_sid
+        ):
+            try:
+                async with asyncio.timeout(HANG_UP_S):
+                    await self._control.hang_up(self.call_sid)
+            except Exception as exc:  # closing the socket below still ends the call
+                log.warning("vonage_hang_up_failed", error=str(exc) or type(exc).__name__)
+        code = CloseCode.POLICY_VIOLATION if refusal else CloseCode.NORMAL_CLOSURE
+        if self._ws.application_state == WebSocketState.CONNECTED:
+            try:
+                async with asyncio.timeout(SEND_STALL_S):
+                    await self._ws.close(code=code, reason=refusal or "")
+            except Exception:
+                pass
