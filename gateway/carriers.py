@@ -129,10 +129,12 @@ def media_endpoint(carrier: Carrier) -> Callable[[WebSocket], Awaitable[None]]:
 def more_carriers() -> tuple[Carrier, ...]:
     """The carriers beside Twilio, each in its own package (imported here, so a carrier's module is loaded
     only by the app)."""
+    from gateway.plivo.carrier import PLIVO
     from gateway.signalwire.carrier import SIGNALWIRE
     from gateway.telnyx.carrier import TELNYX
+    from gateway.vonage.carrier import VONAGE
 
-    return (TELNYX, SIGNALWIRE)
+    return (TELNYX, SIGNALWIRE, VONAGE, PLIVO)
 
 
 # --- what every carrier's answer webhook decides alike ---

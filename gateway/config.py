@@ -169,7 +169,11 @@ class Settings:
     @property
     def carrier_secrets(self) -> tuple[str, ...]:
         """Every carrier credential that must never be logged."""
-        secrets = (self.telnyx_api_key, self.signalwire_api_token, self.signalwire_signing_key)
+        secrets: tuple[str | None, ...] = (
+            self.telnyx_api_key,
+            self.signalwire_api_token,
+            self.signalwire_signing_key,
+        )
         secrets += (self.vonage.signature_secret, self.vonage.api_secret, self.vonage.private_key)
         secrets += (self.plivo.auth_token,)
         return tuple(secret for secret in secrets if secret)

@@ -11,7 +11,7 @@ import pytest
 from gateway.config import ConfigError, load_settings
 from gateway.plivo import protocol as pp
 from gateway.plivo import signing
-from gateway.plivo.answer import decode_token, dial_xml, encode_token, extra_headers, stream_xml
+from gateway.plivo.answer import dial_xml, redirect_xml, stream_xml
 from gateway.plivo.rest import transfer_url
 
 TOKEN = "auth-token-of-the-plivo-account"
@@ -122,27 +122,19 @@ def test_a_get_is_signed_over_the_url_with_its_query_sorted():
 # --- the XML answers ----------------------------------------------------------------------------------------
 
 
-def test_the_answer_streams_bidirectional_wideband_alone_with_alphanumeric_headers():
-    token = "1800000060.Ab_c-12.XyZ-_=="
-    xml = stream_xml(
-        "wss://voice.example.com/plivo/media", {"token": encode_token(token), "from": "15550001111"}
-    )
-    (stream,) = ET.fromstring(xml)
-    assert stream.tag == "Stream" and stream.text == "wss://voice.example.com/plivo/media"
+def test_the_answer_streams_bidirectional_wideband_alone_with_the_call_in_the_url():
+    url = "wss://voice.example.com/plivo/media?call=u-1&token=1800000060.Ab_c-12.XyZ-_"
+    (stream,) = ET.fromstring(stream_xml(url))
+    assert stream.tag == "Stream" and stream.text == url
     assert stream.attrib["bidirectional"] == "true" and stream.attrib["keepCallAlive"] == "true"
-    assert (
-        stream.attrib["contentType"] == "audio/x-l16;rate=16000" and stream.attrib["audioTrack"] == "inbound"
+    assert stream.attrib["contentType"] == "audio/x-l16;rate=16000"
+    assert stream.attrib["audioTrack"] == "inbound"
+    wait, redirect = ET.fromstring(redirect_xml("https://voice.example.com/plivo/answer"))
+    assert (wait.tag, redirect.tag, redirect.text) == (
+        "Wait",
+        "Redirect",
+        "https://voice.example.com/plivo/answer",
     )
-    headers = pp.parse_extra_headers(stream.attrib["extraHeaders"])
-    assert decode_token(headers["token"]) == token and headers["from"] == "15550001111"
-    assert decode_token("zz") is None and decode_token("ff") is None
-
-
-def test_extra_headers_refuse_what_plivo_would_not_carry():
-    with pytest.raises(ValueError, match="letters and digits"):
-        extra_headers({"from": "+15550001111"})
-    with pytest.raises(ValueError, match="512"):
-        extra_headers({"token": "a" * 600})
 
 
 def test_a_transfer_is_xml_that_dials_the_target_at_a_url_of_ours():

@@ -15,9 +15,9 @@ import httpx
 
 from gateway.config import read_environment
 from gateway.logs import register_secret
+from gateway.plivo.answer import ANSWER_PATH
 from gateway.plivo.rest import API_BASE_URL
 
-ANSWER_PATH = "/plivo/answer"
 API_TIMEOUT_S = 15.0
 DEFAULT_APP_NAME = "gateway"
 

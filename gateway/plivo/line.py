@@ -14,42 +14,37 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-import structlog
-from starlette.websockets import WebSocket, WebSocketState
-from websockets.frames import CloseCode
+from starlette.websockets import WebSocket
 
-from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineClosed, LineEvent, Played, Started
+from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineEvent, Played, Started
 from gateway.call.line_marks import PendingMarks
-from gateway.deadline import Deadline
 from gateway.plivo import protocol as pp
-from gateway.plivo.answer import decode_token, e164
+from gateway.plivo.answer import CALL_QUERY, FROM_QUERY, TO_QUERY, e164
 from gateway.plivo.rest import PlivoControl, transfer_url
+from gateway.socket_line import SocketLine
 from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
 
-log = structlog.get_logger("gateway.plivo")
-
-SEND_STALL_S = 10.0  # as TwilioLine: a peer that has not read for this long is stalled or hostile
 HANG_UP_S = 3.0
 WIDEBAND = LineAudio(in_rate=pp.RATE, out_rate=pp.RATE)
 
 
-class PlivoLine:
+class PlivoLine(SocketLine):
     """One Plivo audio stream (`<Stream bidirectional="true">` to `/plivo/media`) as the caller's line."""
 
+    carrier = "plivo"
     audio = WIDEBAND
 
     def __init__(self, ws: WebSocket, control: PlivoControl | None = None, public_base: str = "") -> None:
-        self._ws = ws
+        super().__init__(ws)
         self._control = control  # Plivo's API, for hang-up and transfer; None without credentials
         self._public_base = public_base  # where Plivo fetches the transfer's XML
+        self._query = dict(ws.query_params)  # what our XML put in the stream URL (checked at the upgrade)
         self.stream_id = ""
         self.call_sid = ""  # Plivo's CallUUID
-        self.bad_messages = 0
         self._ended: Ended | None = None
         self._transferred = False
         self._marks = PendingMarks()
         self._played: deque[str] = deque()
-        self._send_deadline = Deadline()
 
     async def receive(self) -> LineEvent:
         """The next event; `Ended` once the stream has stopped or the socket closed. Bad messages, and
@@ -87,39 +82,27 @@ class PlivoLine:
                     self._skipped("a second start on the stream")
                     continue
                 if event.sample_rate != pp.RATE or "l16" not in event.encoding.lower():
-                    self._skipped(
-                        f"audio {event.encoding} at {event.sample_rate} Hz (our XML asks for L16 16k)"
-                    )
+                    self._skipped(f"audio {event.encoding} at {event.sample_rate} Hz (our XML asks for L16)")
                     continue
-                self.stream_id, self.call_sid = event.stream_id, event.call_id
-                headers = dict(event.extra_headers)
-                token = decode_token(headers.get(TOKEN_PARAMETER, ""))
-                headers[TOKEN_PARAMETER] = token or ""
-                return Started(
-                    event.call_id,
-                    event.stream_id,
-                    event.account_id,
-                    caller=e164(headers.get("from", "")),
-                    called=e164(headers.get("to", "")),
-                    parameters=headers,
-                    carrier="plivo",
-                )
+                return self._started(event)
             # clearedAudio: the checkpoints it flushed were released when we sent the clear.
         return self._ended
 
-    def _skipped(self, error: str) -> None:
-        self.bad_messages += 1
-        if self.bad_messages <= 10 or self.bad_messages % 100 == 0:
-            log.warning("plivo_message_skipped", error=error, count=self.bad_messages)
-
-    async def _send(self, text: str) -> None:
-        try:
-            await self._send_deadline.wait(self._ws.send_text(text), SEND_STALL_S)
-        except TimeoutError:
-            log.warning("plivo_peer_not_reading", stalled_s=SEND_STALL_S)
-            raise LineClosed("the peer stopped reading") from None
-        except Exception as exc:  # uvicorn raises several kinds once the peer is gone
-            raise LineClosed(str(exc) or exc.__class__.__name__) from None
+    def _started(self, event: pp.Start) -> Started:
+        """The call is the answer webhook's CallUUID, which the token is bound to and the API takes."""
+        query = self._query
+        self.stream_id = event.stream_id
+        self.call_sid = query.get(CALL_QUERY, "") or event.call_id
+        parameters = {k: query[k] for k in (TOKEN_PARAMETER, FROM_QUERY, TO_QUERY) if k in query}
+        return Started(
+            self.call_sid,
+            event.stream_id,
+            event.account_id,
+            caller=e164(query.get(FROM_QUERY, "")),
+            called=e164(query.get(TO_QUERY, "")),
+            parameters=parameters,
+            carrier="plivo",
+        )
 
     async def play(self, pcm: bytes) -> None:
         await self._send(pp.play_message(pcm))
@@ -136,30 +119,20 @@ class PlivoLine:
 
     async def transfer(self, target: str) -> bool:
         if self._control is None:  # the toolbox refuses transfers without API credentials
-            raise RuntimeError("no Plivo API credentials")
-        moved = await self._control.transfer(self.call_sid, transfer_url(self._public_base, target))
-        self._transferred = moved
-        return moved
+            raise RuntimeError("no Plivo API credentials (PLIVO_AUTH_ID, PLIVO_AUTH_TOKEN)")
+        self._transferred = await self._control.transfer(
+            self.call_sid, transfer_url(self._public_base, target)
+        )
+        return self._transferred
 
     async def close(self, refusal: str | None = None) -> None:
         """End our side: Plivo's API hangs the call up (unless the caller already left, the call was
         transferred, or the stream is refused), then the socket closes, which ends our XML anyway."""
-        if (
-            refusal is None
-            and self._ended is None
-            and not self._transferred
-            and self._control
-            and self.call_sid
-        ):
+        ours = refusal is None and self._ended is None and not self._transferred
+        if ours and self._control is not None and self.call_sid:
             try:
                 async with asyncio.timeout(HANG_UP_S):
                     await self._control.hang_up(self.call_sid)
             except Exception as exc:  # closing the socket below still ends the call
-                log.warning("plivo_hang_up_failed", error=str(exc) or type(exc).__name__)
-        code = CloseCode.POLICY_VIOLATION if refusal else CloseCode.NORMAL_CLOSURE
-        if self._ws.application_state == WebSocketState.CONNECTED:
-            try:
-                async with asyncio.timeout(SEND_STALL_S):
-                    await self._ws.close(code=code, reason=refusal or "")
-            except Exception:
-                pass
+                self._log.warning("plivo_hang_up_failed", error=str(exc) or type(exc).__name__)
+        await super().close(refusal)

@@ -17,9 +17,8 @@ import httpx
 
 from gateway.config import read_environment
 from gateway.logs import register_secret
+from gateway.vonage.answer import ANSWER_PATH, EVENT_PATH
 
-ANSWER_PATH = "/vonage/answer"
-EVENT_PATH = "/vonage/event"
 API_BASE_URL = "https://api.nexmo.com"
 REST_BASE_URL = "https://rest.nexmo.com"  # the Numbers API's host
 API_TIMEOUT_S = 15.0

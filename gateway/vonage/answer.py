@@ -17,7 +17,7 @@ from vonage_voice.models.common import WebsocketAuthorization
 
 from gateway.vonage.protocol import CONTENT_TYPE
 
-MEDIA_PATH = "/vonage/media"
+ANSWER_PATH, MEDIA_PATH, EVENT_PATH = "/vonage/answer", "/vonage/media", "/vonage/event"
 _MSISDN = re.compile(r"[1-9]\d{6,14}")  # how Vonage writes numbers: E.164 digits without the +
 
 

@@ -15,41 +15,35 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-import structlog
-from starlette.websockets import WebSocket, WebSocketState
-from websockets.frames import CloseCode
+from starlette.websockets import WebSocket
 
-from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineClosed, LineEvent, Played, Started
+from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineEvent, Played, Started
 from gateway.call.line_marks import PendingMarks
-from gateway.deadline import Deadline
+from gateway.socket_line import SocketLine
 from gateway.vonage import protocol as vp
 from gateway.vonage.answer import e164
 from gateway.vonage.rest import VonageControl
 
-log = structlog.get_logger("gateway.vonage")
-
-SEND_STALL_S = 10.0  # as TwilioLine: a peer that has not read for this long is stalled or hostile
 HANG_UP_S = 3.0  # our side's hang-up through the Voice API, before the socket is closed anyway
 WIDEBAND = LineAudio(in_rate=vp.RATE, out_rate=vp.RATE)
 
 
-class VonageLine:
+class VonageLine(SocketLine):
     """One Vonage media WebSocket (our NCCO's `connect` to `/vonage/media`) as the caller's line."""
 
+    carrier = "vonage"
     audio = WIDEBAND
 
     def __init__(self, ws: WebSocket, control: VonageControl | None = None) -> None:
-        self._ws = ws
+        super().__init__(ws)
         self._control = control  # the Voice API, for hang-up and transfer; None without credentials
         self.call_sid = ""  # Vonage's call uuid, from our NCCO's headers
         self.called = ""
-        self.bad_messages = 0
         self._ended: Ended | None = None
         self._transferred = False
         self._framer = vp.Framer()
         self._marks = PendingMarks()
         self._played: deque[str] = deque()  # marks released, not yet returned by receive()
-        self._send_deadline = Deadline()
 
     async def receive(self) -> LineEvent:
         """The next event; `Ended` once the socket has closed. Bad messages are skipped, never raised."""
@@ -82,33 +76,21 @@ class VonageLine:
                 if event.rate != vp.RATE:
                     self._skipped(f"audio at {event.rate} Hz (our NCCO asks for {vp.RATE})")
                     continue
-                headers = event.headers
-                self.call_sid, self.called = headers.get("uuid", ""), e164(headers.get("to", ""))
-                return Started(
-                    self.call_sid,
-                    stream_sid=headers.get("conversation_uuid", ""),
-                    caller=e164(headers.get("from", "")),
-                    called=self.called,
-                    parameters=headers,
-                    carrier="vonage",
-                )
+                return self._started(event.headers)
             # websocket:cleared: the marks it flushed were released when we sent the clear.
         return self._ended
 
-    def _skipped(self, error: str) -> None:
-        self.bad_messages += 1
-        if self.bad_messages <= 10 or self.bad_messages % 100 == 0:
-            log.warning("vonage_message_skipped", error=error, count=self.bad_messages)
-
-    async def _send(self, data: str | bytes) -> None:
-        send = self._ws.send_bytes(data) if isinstance(data, bytes) else self._ws.send_text(data)
-        try:
-            await self._send_deadline.wait(send, SEND_STALL_S)
-        except TimeoutError:
-            log.warning("vonage_peer_not_reading", stalled_s=SEND_STALL_S)
-            raise LineClosed("the peer stopped reading") from None
-        except Exception as exc:  # uvicorn raises several kinds once the peer is gone
-            raise LineClosed(str(exc) or exc.__class__.__name__) from None
+    def _started(self, headers: dict[str, str]) -> Started:
+        """Our NCCO's headers: the call's uuid (what the token is bound to and the Voice API takes)."""
+        self.call_sid, self.called = headers.get("uuid", ""), e164(headers.get("to", ""))
+        return Started(
+            self.call_sid,
+            stream_sid=headers.get("conversation_uuid", ""),
+            caller=e164(headers.get("from", "")),
+            called=self.called,
+            parameters=headers,
+            carrier="vonage",
+        )
 
     async def play(self, pcm: bytes) -> None:
         for frame in self._framer.frames(pcm):
@@ -129,30 +111,18 @@ class VonageLine:
 
     async def transfer(self, target: str) -> bool:
         if self._control is None:  # the toolbox refuses transfers without Voice API credentials
-            raise RuntimeError("no Vonage Voice API credentials")
-        moved = await self._control.transfer(self.call_sid, target, self.called)
-        self._transferred = moved
-        return moved
+            raise RuntimeError("no Vonage Voice API credentials (VONAGE_APPLICATION_ID, VONAGE_PRIVATE_KEY)")
+        self._transferred = await self._control.transfer(self.call_sid, target, self.called)
+        return self._transferred
 
     async def close(self, refusal: str | None = None) -> None:
         """End our side: the Voice API hangs the call up (unless the caller already left, the call was
         transferred, or the stream is refused), then the socket closes, which ends our NCCO anyway."""
-        if (
-            refusal is None
-            and self._ended is None
-            and not self._transferred
-            and self._control
-            and self.call_sid
-        ):
+        ours = refusal is None and self._ended is None and not self._transferred
+        if ours and self._control is not None and self.call_sid:
             try:
                 async with asyncio.timeout(HANG_UP_S):
                     await self._control.hang_up(self.call_sid)
             except Exception as exc:  # closing the socket below still ends the call
-                log.warning("vonage_hang_up_failed", error=str(exc) or type(exc).__name__)
-        code = CloseCode.POLICY_VIOLATION if refusal else CloseCode.NORMAL_CLOSURE
-        if self._ws.application_state == WebSocketState.CONNECTED:
-            try:
-                async with asyncio.timeout(SEND_STALL_S):
-                    await self._ws.close(code=code, reason=refusal or "")
-            except Exception:
-                pass
+                self._log.warning("vonage_hang_up_failed", error=str(exc) or type(exc).__name__)
+        await super().close(refusal)
