@@ -118,7 +118,7 @@ def upgrade_refusal(gw: Gateway, ws: WebSocket) -> UpgradeRefusal | None:
     """The stream URL's CallUUID and token (checked, not used up), and Plivo's signature when it sends one."""
     refusal = gw.tokens.check(ws.query_params.get(CALL_QUERY, ""), ws.query_params.get(TOKEN_PARAMETER))
     if refusal is not None:
-        return UpgradeRefusal("token", "stream_token_rejected", {"detail": refusal, "carrier": "plivo"})
+        return UpgradeRefusal("token", "stream_token_rejected", {"detail": refusal})
     token, given = gw.settings.plivo.auth_token, ws.headers.get(signing.SIGNATURE_HEADER)
     if token and given is not None:
         url = media_url(gw, ws, MEDIA_PATH, dict(ws.query_params))
