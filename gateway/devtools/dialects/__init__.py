@@ -141,11 +141,19 @@ DialectFactory = Callable[[str | None], Dialect]  # the carrier's signing secret
 
 def dialects() -> dict[str, DialectFactory]:
     """Every carrier the simulator speaks, by name (imported when asked for)."""
+    from gateway.devtools.dialects.plivo import PlivoDialect
     from gateway.devtools.dialects.signalwire import SignalWireDialect
     from gateway.devtools.dialects.telnyx import TelnyxDialect
     from gateway.devtools.dialects.twilio import TwilioDialect
+    from gateway.devtools.dialects.vonage import VonageDialect
 
-    return {"twilio": TwilioDialect, "telnyx": TelnyxDialect, "signalwire": SignalWireDialect}
+    return {
+        "twilio": TwilioDialect,
+        "telnyx": TelnyxDialect,
+        "signalwire": SignalWireDialect,
+        "vonage": VonageDialect,
+        "plivo": PlivoDialect,
+    }
 
 
 # The environment variable each dialect's signing secret comes from in `gateway call` (the gateway's own
@@ -154,4 +162,6 @@ SIGNING_VARIABLES = {
     "twilio": "TWILIO_AUTH_TOKEN",
     "telnyx": "TELNYX_SIGNING_PRIVATE_KEY",
     "signalwire": "SIGNALWIRE_SIGNING_KEY",
+    "vonage": "VONAGE_SIGNATURE_SECRET",
+    "plivo": "PLIVO_AUTH_TOKEN",
 }
