@@ -1,5 +1,5 @@
-"""The `gateway` command: serve, calls, twilio, telnyx, signalwire, live-local, call, load, live-scripted,
-dial, campaign, demo."""
+"""The `gateway` command: serve, calls, twilio, telnyx, signalwire, vonage, plivo, live-local, call, load,
+live-scripted, dial, campaign, demo."""
 
 from __future__ import annotations
 
@@ -123,6 +123,26 @@ def _signalwire(args: argparse.Namespace) -> int:
         return 1
 
 
+def _vonage(args: argparse.Namespace) -> int:
+    from gateway.vonage.admin import AdminError, run_vonage_command
+
+    try:
+        return run_vonage_command(args)
+    except AdminError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+
+
+def _plivo(args: argparse.Namespace) -> int:
+    from gateway.plivo.admin import AdminError, run_plivo_command
+
+    try:
+        return run_plivo_command(args)
+    except AdminError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+
+
 def _twilio(args: argparse.Namespace) -> int:
     from gateway.twilio.admin import AdminError, TwilioApiError, run_twilio_command
 
@@ -237,6 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_signalwire_arguments(signalwire)
     signalwire.set_defaults(func=_signalwire)
+
+    vonage = sub.add_parser("vonage", help="point a Vonage application and number at this service")
+    from gateway.vonage.admin import add_vonage_arguments
+
+    add_vonage_arguments(vonage)
+    vonage.set_defaults(func=_vonage)
+
+    plivo = sub.add_parser("plivo", help="point a Plivo number at this service")
+    from gateway.plivo.admin import add_plivo_arguments
+
+    add_plivo_arguments(plivo)
+    plivo.set_defaults(func=_plivo)
 
     live = sub.add_parser("live-local", help="run the offline local Live backend alone")
     live.add_argument("--host", default="127.0.0.1")
