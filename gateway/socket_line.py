@@ -8,6 +8,7 @@ refused stream are handled one way whatever the carrier.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import structlog
 from starlette.websockets import WebSocket, WebSocketState
@@ -20,6 +21,7 @@ from gateway.deadline import Deadline
 # of playout), so a peer that has not read for this long is stalled or hostile: the call ends rather than
 # hold a Live session open behind it.
 SEND_STALL_S = 10.0
+HANG_UP_S = 3.0  # a hang-up through the carrier's API, before the socket is closed anyway
 
 
 class SocketLine:
@@ -58,6 +60,15 @@ class SocketLine:
             raise LineClosed("the peer stopped reading") from None
         except Exception as exc:  # uvicorn raises several kinds once the peer is gone
             raise LineClosed(str(exc) or exc.__class__.__name__) from None
+
+    async def _hang_up(self, hang_up: Callable[[], Awaitable[object]]) -> None:
+        """Our side ends the call: hang it up through the carrier's API first (bounded). Closing the socket
+        ends the call too, but as a dropped stream, which a carrier may report as a failure."""
+        try:
+            async with asyncio.timeout(HANG_UP_S):
+                await hang_up()
+        except Exception as exc:  # closing the socket still ends the call
+            self._log.warning(f"{self.carrier}_hang_up_failed", error=str(exc) or type(exc).__name__)
 
     async def close(self, refusal: str | None = None) -> None:
         """Close our side; the carrier then ends the call (or runs what its markup says next). A refused

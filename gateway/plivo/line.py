@@ -11,7 +11,6 @@ closes the socket), and a transfer points the call at our `/plivo/transfer` XML,
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 
 from starlette.websockets import WebSocket
@@ -24,7 +23,6 @@ from gateway.plivo.rest import PlivoControl, transfer_url
 from gateway.socket_line import SocketLine
 from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
 
-HANG_UP_S = 3.0
 WIDEBAND = LineAudio(in_rate=pp.RATE, out_rate=pp.RATE)
 
 
@@ -128,11 +126,7 @@ class PlivoLine(SocketLine):
     async def close(self, refusal: str | None = None) -> None:
         """End our side: Plivo's API hangs the call up (unless the caller already left, the call was
         transferred, or the stream is refused), then the socket closes, which ends our XML anyway."""
-        ours = refusal is None and self._ended is None and not self._transferred
-        if ours and self._control is not None and self.call_sid:
-            try:
-                async with asyncio.timeout(HANG_UP_S):
-                    await self._control.hang_up(self.call_sid)
-            except Exception as exc:  # closing the socket below still ends the call
-                self._log.warning("plivo_hang_up_failed", error=str(exc) or type(exc).__name__)
+        control = self._control
+        if refusal is None and self._ended is None and not self._transferred and control and self.call_sid:
+            await self._hang_up(lambda: control.hang_up(self.call_sid))
         await super().close(refusal)

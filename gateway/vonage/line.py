@@ -12,7 +12,6 @@ Hang-up and transfer go through the Voice API (`VonageControl`): our side ending
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 
 from starlette.websockets import WebSocket
@@ -24,7 +23,6 @@ from gateway.vonage import protocol as vp
 from gateway.vonage.answer import e164
 from gateway.vonage.rest import VonageControl
 
-HANG_UP_S = 3.0  # our side's hang-up through the Voice API, before the socket is closed anyway
 WIDEBAND = LineAudio(in_rate=vp.RATE, out_rate=vp.RATE)
 
 
@@ -118,11 +116,7 @@ class VonageLine(SocketLine):
     async def close(self, refusal: str | None = None) -> None:
         """End our side: the Voice API hangs the call up (unless the caller already left, the call was
         transferred, or the stream is refused), then the socket closes, which ends our NCCO anyway."""
-        ours = refusal is None and self._ended is None and not self._transferred
-        if ours and self._control is not None and self.call_sid:
-            try:
-                async with asyncio.timeout(HANG_UP_S):
-                    await self._control.hang_up(self.call_sid)
-            except Exception as exc:  # closing the socket below still ends the call
-                self._log.warning("vonage_hang_up_failed", error=str(exc) or type(exc).__name__)
+        control = self._control
+        if refusal is None and self._ended is None and not self._transferred and control and self.call_sid:
+            await self._hang_up(lambda: control.hang_up(self.call_sid))
         await super().close(refusal)
