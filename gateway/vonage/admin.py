@@ -82,9 +82,9 @@ def add_vonage_arguments(parser: argparse.ArgumentParser) -> None:
         "--api-base-url", metavar="URL", help="Vonage's API (default: VONAGE_API_BASE_URL, or Vonage's)"
     )
     sub = parser.add_subparsers(dest="vonage_command", required=True)
-    configure = sub.add_parser("configure", help="point the application's answer and event URLs here")
+    configure = sub.add_parser("configure", help="point a number and its application here")
     configure.add_argument("--url", help="the service's public base URL (default: PUBLIC_URL)")
-    configure.add_argument("--number", help="also link this number to the application (447700900000)")
+    configure.add_argument("--number", required=True, help="the number to link to it (447700900000)")
 
 
 def run_vonage_command(args: argparse.Namespace) -> int:
@@ -116,8 +116,7 @@ def run_vonage_command(args: argparse.Namespace) -> int:
     ):
         try:
             before, after = configure_application(api, application_id, url)
-            if args.number:
-                link_number(rest, api_key, api_secret, args.number, application_id)
+            link_number(rest, api_key, api_secret, args.number, application_id)
         except httpx.HTTPError as exc:
             raise AdminError(
                 f"cannot reach Vonage's API at {base or API_BASE_URL}: {type(exc).__name__}"
@@ -128,6 +127,5 @@ def run_vonage_command(args: argparse.Namespace) -> int:
         shown = f"{new.get('http_method', '')} {new.get('address', '')}"
         was = f"{old.get('http_method', '')} {old.get('address', '')}" if old else "(none)"
         print(f"  {name}: {was} -> {shown}" if old != new else f"  {name}: {shown} (unchanged)")
-    if args.number:
-        print(f"  number {args.number}: linked")
+    print(f"  number {args.number}: linked")
     return 0
