@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import httpx
@@ -13,12 +14,16 @@ import numpy as np
 import pytest
 
 from gateway.devtools.dialects.telnyx import new_key_pair
+from gateway.devtools.plivo_api import fake_plivo_api
 from gateway.devtools.signalwire_api import fake_signalwire_api
 from gateway.devtools.simulator import CallResult, CallScript, dialect_for, place_call
 from gateway.devtools.telnyx_api import fake_telnyx_api
+from gateway.devtools.vonage_api import fake_vonage_api
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from gateway.server import running_gateway
+from gateway.vonage.signing import load_private_key
 from tests.support.gateway import logged, settings_for
+from tests.support.keys import rsa_private_pem
 
 pytestmark = pytest.mark.e2e
 
@@ -39,9 +44,9 @@ async def live():
         yield server
 
 
-def agents_file(tmp_path: Path) -> str:
+def agents_file(tmp_path: Path, agents: str = AGENTS) -> str:
     path = tmp_path / "agents.toml"
-    path.write_text(textwrap.dedent(AGENTS))
+    path.write_text(textwrap.dedent(agents))
     return str(path)
 
 
@@ -155,3 +160,77 @@ async def test_on_the_wideband_line_the_gateway_hears_the_caller_at_16_khz_and_c
     assert "clear" in [e.kind for e in result.events]
     assert record.activity[::2] == ["activityStart"] * (len(record.activity) // 2)
     assert len(record.activity) >= 4
+
+
+def last_mark_echo(result: CallResult) -> str:
+    return [e for e in result.events if e.kind == "mark_echo"][-1].details["name"]
+
+
+async def test_a_vonage_call_is_wideband_jwt_signed_and_transferred_through_the_voice_api(
+    live, tmp_path, capsys
+):
+    secret, application_id = (
+        "vonage-signature-secret-of-32-bytes-or-more",
+        "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+    )
+    pem = load_private_key(rsa_private_pem())
+    async with fake_vonage_api(application_id, pem) as (api_url, api):
+        settings = settings_for(
+            live.url(),
+            AGENTS_FILE=agents_file(tmp_path),
+            VONAGE_SIGNATURE_SECRET=secret,
+            VONAGE_APPLICATION_ID=application_id,
+            VONAGE_PRIVATE_KEY=pem,
+            VONAGE_API_BASE_URL=api_url,
+        )
+        async with running_gateway(settings) as url:
+            result = await place_call(url, caller(16000), dialect=dialect_for("vonage", secret))
+    lines = logged(capsys)
+
+    # "I will transfer you now." at 16 kHz, in whole 640-byte frames (the simulator counts any other bad)
+    assert result.rate == 16000 and result.media_bytes_received / 16000 > 0.8 and result.bad_messages == 0
+    assert share_above(result.heard, 16000, 4000) > 0.01
+    # then the Voice API (its stand-in checks the RS256 application JWT), once Vonage's notify said it played
+    ((uuid, body),) = api.updates  # the transfer, and no hang-up after it
+    assert uuid == result.call_sid and body["action"] == "transfer"
+    assert body["destination"]["ncco"][0]["endpoint"] == [{"type": "phone", "number": TARGET.lstrip("+")}]
+    assert last_mark_echo(result).startswith("transfer-")
+    assert ended(lines, result)["outcome"] == "transferred" and result.closed_by == "gateway"
+    assert secret not in str(lines) and "PRIVATE KEY" not in str(lines) and "Bearer" not in str(lines)
+
+
+GOODBYE_AGENTS = AGENTS.replace("Transfer me to an operator.", "Say goodbye to the caller.")
+
+
+@pytest.mark.parametrize("ending", ["transfer", "goodbye"])
+async def test_a_plivo_call_is_wideband_v3_signed_and_ended_through_its_api(live, tmp_path, capsys, ending):
+    auth_id, token = "MAXXXXXXXXXXXXXXXXXX", "plivo-auth-token-for-tests"
+    async with fake_plivo_api(auth_id, token) as (api_url, api):
+        agents = AGENTS if ending == "transfer" else GOODBYE_AGENTS
+        settings = settings_for(
+            live.url(),
+            AGENTS_FILE=agents_file(tmp_path, agents),
+            PLIVO_AUTH_ID=auth_id,
+            PLIVO_AUTH_TOKEN=token,
+            PLIVO_API_BASE_URL=api_url,
+        )
+        async with running_gateway(settings) as url:
+            result = await place_call(url, caller(16000), dialect=dialect_for("plivo", token))
+            if ending == "transfer":  # Plivo then asks our transfer URL, signed, what to do with the caller
+                (transfer,) = api.transfers
+                await asyncio.wait_for(transfer.done.wait(), 10)
+    lines = logged(capsys)
+
+    assert result.rate == 16000 and result.media_bytes_received / 16000 > 0.8 and result.bad_messages == 0
+    assert share_above(result.heard, 16000, 4000) > 0.01
+    assert result.closed_by == "gateway"
+    if ending == "transfer":
+        assert transfer.call_uuid == result.call_sid and api.hangups == []
+        assert transfer.status == 200 and ET.fromstring(transfer.xml).findtext("Dial/Number") == TARGET
+        assert last_mark_echo(result).startswith("transfer-")
+        assert ended(lines, result)["outcome"] == "transferred"
+    else:  # end_call: our side hangs up through Plivo's API once the goodbye's checkpoint came back
+        assert api.hangups == [result.call_sid] and api.transfers == []
+        assert last_mark_echo(result).startswith("hang_up-")
+        assert ended(lines, result)["outcome"] == "agent_hung_up"
+    assert token not in str(lines)
