@@ -124,21 +124,27 @@ def _signalwire(args: argparse.Namespace) -> int:
 
 
 def _vonage(args: argparse.Namespace) -> int:
-    from gateway.vonage.admin import AdminError, run_vonage_command
+    from gateway.vonage.admin import AdminError, VonageApiError, run_vonage_command
 
     try:
         return run_vonage_command(args)
     except AdminError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except VonageApiError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
         return 1
 
 
 def _plivo(args: argparse.Namespace) -> int:
-    from gateway.plivo.admin import AdminError, run_plivo_command
+    from gateway.plivo.admin import AdminError, PlivoApiError, run_plivo_command
 
     try:
         return run_plivo_command(args)
     except AdminError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except PlivoApiError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
 

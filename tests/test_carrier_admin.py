@@ -8,8 +8,12 @@ import asyncio
 import pytest
 
 from gateway.cli import main
+from gateway.devtools.plivo_api import fake_plivo_api
 from gateway.devtools.signalwire_api import fake_signalwire_api
 from gateway.devtools.telnyx_api import fake_telnyx_api
+from gateway.devtools.vonage_api import fake_vonage_api
+from gateway.vonage.signing import load_private_key
+from tests.support.keys import rsa_private_pem
 
 KEY = "KEY-admin-test"
 
@@ -18,7 +22,9 @@ KEY = "KEY-admin-test"
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no stray .env
     for name in ("PUBLIC_URL", "TELNYX_API_KEY", "TELNYX_PUBLIC_KEY", "TELNYX_API_BASE_URL",
-                 "SIGNALWIRE_PROJECT_ID", "SIGNALWIRE_API_TOKEN", "SIGNALWIRE_SPACE_URL"):  # fmt: skip
+                 "SIGNALWIRE_PROJECT_ID", "SIGNALWIRE_API_TOKEN", "SIGNALWIRE_SPACE_URL",
+                 "VONAGE_APPLICATION_ID", "VONAGE_API_KEY", "VONAGE_API_SECRET", "VONAGE_API_BASE_URL",
+                 "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "PLIVO_API_BASE_URL"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -89,3 +95,61 @@ async def test_signalwire_configure_points_the_numbers_voice_webhook_through_the
         "voice_url: https://old.example.com/voice -> https://voice.example.com/signalwire/voice" in done.out
     )
     assert "+15559999999 is not a number of this account" in unknown.err
+
+
+async def test_vonage_configure_points_the_application_signed_and_links_the_number(env, capsys):
+    application_id = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
+    async with fake_vonage_api(application_id, load_private_key(rsa_private_pem())) as (api_url, api):
+        api.add_number("447700900000")
+        env.setenv("VONAGE_API_BASE_URL", api_url)
+        env.setenv("PUBLIC_URL", "https://voice.example.com")
+        assert await gateway("vonage", "configure", "--number", "447700900000") == 2  # no credentials
+        assert "VONAGE_APPLICATION_ID, VONAGE_API_KEY, VONAGE_API_SECRET" in capsys.readouterr().err
+        env.setenv("VONAGE_APPLICATION_ID", application_id)
+        env.setenv("VONAGE_API_KEY", api.api_key)
+        env.setenv("VONAGE_API_SECRET", api.api_secret)
+        assert await gateway("vonage", "configure", "--number", "+447700900000") == 0
+        done = capsys.readouterr()
+        assert await gateway("vonage", "configure", "--number", "447700900999") == 2
+        unknown = capsys.readouterr()
+        env.setenv("VONAGE_API_SECRET", "wrong-secret")
+        assert await gateway("vonage", "configure", "--number", "447700900000") == 1
+        wrong = capsys.readouterr()
+
+    voice = api.application["capabilities"]["voice"]
+    assert voice["webhooks"]["answer_url"] == {
+        "address": "https://voice.example.com/vonage/answer",
+        "http_method": "POST",
+    }
+    assert voice["webhooks"]["event_url"]["address"] == "https://voice.example.com/vonage/event"
+    assert voice["signed_callbacks"] is True  # Vonage then signs the webhooks and the media upgrade
+    assert api.numbers[0]["app_id"] == application_id
+    assert (
+        "answer_url: GET https://example.com/answer -> POST https://voice.example.com/vonage/answer"
+        in done.out
+    )
+    assert "447700900999 is not a number of this account" in unknown.err
+    assert "Vonage refused the credentials" in wrong.err and "wrong-secret" not in wrong.err
+
+
+async def test_plivo_configure_makes_the_application_once_and_attaches_the_number(env, capsys):
+    async with fake_plivo_api("MAXXXXXXXXXXXXXXXXXX", "plivo-token") as (api_url, api):
+        api.add_number("14155550123")
+        env.setenv("PLIVO_API_BASE_URL", api_url)
+        assert await gateway("plivo", "configure", "--number", "+14155550123") == 2  # no credentials
+        assert "PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN" in capsys.readouterr().err
+        env.setenv("PLIVO_AUTH_ID", "MAXXXXXXXXXXXXXXXXXX")
+        env.setenv("PLIVO_AUTH_TOKEN", "plivo-token")
+        env.setenv("PUBLIC_URL", "https://voice.example.com")
+        assert await gateway("plivo", "configure", "--number", "+14155550123") == 0
+        first = capsys.readouterr()
+        assert await gateway("plivo", "configure", "--number", "14155550123") == 0  # the same application
+        assert await gateway("plivo", "configure", "--number", "+14155559999") == 2
+        unknown = capsys.readouterr()
+
+    (application,) = api.applications.values()
+    assert application["answer_url"] == "https://voice.example.com/plivo/answer"
+    assert application["answer_method"] == "POST"
+    assert api.numbers["14155550123"]["app_id"] == application["app_id"]
+    assert "made" in first.out
+    assert "+14155559999 is not a number of this account" in unknown.err

@@ -3,16 +3,13 @@ check: the application JWT (Vonage), basic auth (Plivo), and Plivo's signed fetc
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 
 import pytest
 
 from gateway.devtools.plivo_api import fake_plivo_api
 from gateway.devtools.vonage_api import fake_vonage_api
-from gateway.plivo import admin as plivo_admin
 from gateway.plivo.rest import PlivoApiError, PlivoControl
-from gateway.vonage import admin as vonage_admin
 from gateway.vonage.rest import VonageControl
 from gateway.vonage.signing import ApplicationJwt, load_private_key
 from tests.support.keys import rsa_private_pem
@@ -73,56 +70,3 @@ def _another_key() -> str:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-
-
-async def test_gateway_vonage_configure_points_the_application_and_links_the_number(monkeypatch, capsys):
-    pem = load_private_key(rsa_private_pem())
-    async with fake_vonage_api(APP_ID, pem) as (url, api):
-        api.add_number("447700900000")
-        monkeypatch.setenv("VONAGE_APPLICATION_ID", APP_ID)
-        monkeypatch.setenv("VONAGE_API_KEY", api.api_key)
-        monkeypatch.setenv("VONAGE_API_SECRET", api.api_secret)
-        args = argparse.Namespace(api_base_url=url, url="https://voice.example.com", number="+447700900000")
-        assert await asyncio.to_thread(vonage_admin.run_vonage_command, args) == 0
-        voice = api.application["capabilities"]["voice"]
-        assert voice["webhooks"]["answer_url"] == {
-            "address": "https://voice.example.com/vonage/answer",
-            "http_method": "POST",
-        }
-        assert voice["webhooks"]["event_url"]["address"] == "https://voice.example.com/vonage/event"
-        assert voice["signed_callbacks"] is True
-        assert api.numbers[0]["app_id"] == APP_ID
-        out = capsys.readouterr().out
-        assert (
-            "answer_url: GET https://example.com/answer -> POST https://voice.example.com/vonage/answer"
-            in out
-        )
-        monkeypatch.setenv("VONAGE_API_SECRET", "wrong")
-        with pytest.raises(vonage_admin.AdminError, match="VONAGE_API_KEY and VONAGE_API_SECRET"):
-            await asyncio.to_thread(vonage_admin.run_vonage_command, args)
-        assert "wrong" not in str(api.refused)
-
-
-async def test_gateway_plivo_configure_makes_the_application_once_and_attaches_the_number(
-    monkeypatch, capsys
-):
-    async with fake_plivo_api(AUTH_ID, "plivo-token") as (url, api):
-        api.add_number("14155550123")
-        monkeypatch.setenv("PLIVO_AUTH_ID", AUTH_ID)
-        monkeypatch.setenv("PLIVO_AUTH_TOKEN", "plivo-token")
-        args = argparse.Namespace(
-            api_base_url=url, url="https://voice.example.com", number="+14155550123", app_name="gateway"
-        )
-        assert await asyncio.to_thread(plivo_admin.run_plivo_command, args) == 0
-        assert (
-            await asyncio.to_thread(plivo_admin.run_plivo_command, args) == 0
-        )  # again: the same application
-        (app,) = api.applications.values()
-        assert (
-            app["answer_url"] == "https://voice.example.com/plivo/answer" and app["answer_method"] == "POST"
-        )
-        assert api.numbers["14155550123"]["app_id"] == app["app_id"]
-        assert "made" in capsys.readouterr().out
-        missing = argparse.Namespace(**{**vars(args), "number": "+14155559999"})
-        with pytest.raises(plivo_admin.AdminError, match="404"):
-            await asyncio.to_thread(plivo_admin.run_plivo_command, missing)

@@ -23,12 +23,16 @@ DEFAULT_APP_NAME = "gateway"
 
 
 class AdminError(RuntimeError):
-    """Something the operator can fix (missing settings), or Plivo refused: one line saying which."""
+    """Something the operator can fix: a missing setting, a number the account does not have (status 2)."""
+
+
+class PlivoApiError(RuntimeError):
+    """Plivo's API refused the request, or could not be reached: one line saying which (status 1)."""
 
 
 def _checked(response: httpx.Response, what: str) -> dict[str, Any]:
     if response.status_code == 401:
-        raise AdminError(
+        raise PlivoApiError(
             f"Plivo refused the credentials ({what}: HTTP 401): check PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN"
         )
     try:
@@ -36,7 +40,9 @@ def _checked(response: httpx.Response, what: str) -> dict[str, Any]:
     except ValueError:
         body = {"error": response.text[:200]}
     if response.status_code >= 300:
-        raise AdminError(f"Plivo answered HTTP {response.status_code} to {what}: {body.get('error', body)}")
+        raise PlivoApiError(
+            f"Plivo answered HTTP {response.status_code} to {what}: {body.get('error', body)}"
+        )
     return body if isinstance(body, dict) else {}
 
 
@@ -62,7 +68,10 @@ def configure(
         app_id, new = str(existing["app_id"]), False
         _checked(http.post(f"{account}/Application/{app_id}/", json=settings), "updating the application")
     digits = number.lstrip("+")
-    _checked(http.post(f"{account}/Number/{digits}/", json={"app_id": app_id}), f"attaching {number}")
+    attached = http.post(f"{account}/Number/{digits}/", json={"app_id": app_id})
+    if attached.status_code == 404:
+        raise AdminError(f"{number} is not a number of this account")
+    _checked(attached, f"attaching {number}")
     return app_id, new
 
 
@@ -97,7 +106,7 @@ def run_plivo_command(args: argparse.Namespace) -> int:
         try:
             app_id, new = configure(http, auth_id, args.number, url, args.app_name)
         except httpx.HTTPError as exc:
-            raise AdminError(f"cannot reach Plivo's API at {base}: {type(exc).__name__}") from None
+            raise PlivoApiError(f"cannot reach Plivo's API at {base}: {type(exc).__name__}") from None
     print(
         f"application {args.app_name} ({app_id}{', made' if new else ''}): answer_url POST {url}{ANSWER_PATH}"
     )

@@ -25,12 +25,16 @@ API_TIMEOUT_S = 15.0
 
 
 class AdminError(RuntimeError):
-    """Something the operator can fix (missing settings), or Vonage refused: one line saying which."""
+    """Something the operator can fix: a missing setting, a number the account does not have (status 2)."""
+
+
+class VonageApiError(RuntimeError):
+    """Vonage's API refused the request, or could not be reached: one line saying which (status 1)."""
 
 
 def _checked(response: httpx.Response, what: str) -> dict[str, Any]:
     if response.status_code == 401:
-        raise AdminError(
+        raise VonageApiError(
             f"Vonage refused the credentials ({what}: HTTP 401): check VONAGE_API_KEY and VONAGE_API_SECRET"
         )
     try:
@@ -38,7 +42,9 @@ def _checked(response: httpx.Response, what: str) -> dict[str, Any]:
     except ValueError:
         body = {"title": response.text[:200]}
     if response.status_code >= 300:
-        raise AdminError(f"Vonage answered HTTP {response.status_code} to {what}: {body.get('title', body)}")
+        raise VonageApiError(
+            f"Vonage answered HTTP {response.status_code} to {what}: {body.get('title', body)}"
+        )
     return body if isinstance(body, dict) else {}
 
 
@@ -74,7 +80,7 @@ def link_number(http: httpx.Client, api_key: str, api_secret: str, msisdn: str, 
     form = {**auth, "country": number["country"], "msisdn": digits, "app_id": application_id}
     result = _checked(http.post("/number/update", data=form), "linking the number")
     if str(result.get("error-code", "200")) != "200":
-        raise AdminError(f"Vonage did not link {msisdn}: {result.get('error-code-label', result)}")
+        raise VonageApiError(f"Vonage did not link {msisdn}: {result.get('error-code-label', result)}")
 
 
 def add_vonage_arguments(parser: argparse.ArgumentParser) -> None:
