@@ -186,3 +186,49 @@ def test_telnyx_parser_returns_an_event_or_a_protocol_error(message: str | bytes
         assert len(str(exc)) < 200  # errors quote the peer briefly, so junk cannot flood the logs
         return
     assert isinstance(event, telnyx.TelnyxEvent)
+
+
+VONAGE_SHAPES = [
+    {"event": "websocket:connected", "content-type": "audio/l16;rate=16000", "uuid": "u-1", "token": "t"},
+    {"event": "websocket:dtmf", "digit": "5", "duration": 260},
+    {"event": "websocket:notify", "payload": {"mark": "turn-1"}},
+    {"event": "websocket:cleared"},
+]
+
+PLIVO_SHAPES = [
+    {"event": "start", "sequenceNumber": 1, "start": {"callId": "c-1", "streamId": "s-1", "accountId": "MA1",
+     "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 16000}},
+     "extra_headers": "token=abc;from=1555"},
+    {"event": "media", "sequenceNumber": 2, "streamId": "s-1", "media": {"track": "inbound",
+     "timestamp": "1705312200000", "chunk": 1, "payload": "AAAA"}},
+    {"event": "dtmf", "sequenceNumber": 3, "streamId": "s-1", "dtmf": {"track": "inbound", "digit": "1",
+     "timestamp": "1"}},
+    {"event": "playedStream", "sequenceNumber": 4, "streamId": "s-1", "name": "turn-1"},
+    {"event": "clearedAudio", "sequenceNumber": 5, "streamId": "s-1"},
+]  # fmt: skip
+
+
+@FUZZ
+@given(_any_message(VONAGE_SHAPES) | st.binary(max_size=2000))  # binary frames are its audio
+def test_vonage_parser_returns_an_event_or_a_protocol_error(message: str | bytes) -> None:
+    from gateway.vonage import protocol as vp
+
+    try:
+        event = vp.parse(message)
+    except vp.ProtocolError as exc:
+        assert len(str(exc)) < 200
+        return
+    assert isinstance(event, vp.Connected | vp.Audio | vp.Dtmf | vp.Notified | vp.Cleared)
+
+
+@FUZZ
+@given(_any_message(PLIVO_SHAPES))
+def test_plivo_parser_returns_an_event_or_a_protocol_error(message: str | bytes) -> None:
+    from gateway.plivo import protocol as pp
+
+    try:
+        event = pp.parse(message)
+    except pp.ProtocolError as exc:
+        assert len(str(exc)) < 200
+        return
+    assert isinstance(event, pp.Start | pp.Media | pp.Dtmf | pp.PlayedStream | pp.ClearedAudio | pp.Stop)

@@ -117,26 +117,34 @@ def parse_extra_headers(text: str) -> dict[str, str]:
     return headers
 
 
-def parse(text: str | bytes) -> PlivoEvent:
-    """Parse one WebSocket text message into a typed event, or raise ProtocolError."""
+def _message(text: str | bytes) -> dict[str, Any]:
+    """One JSON text message as an object (the `event` says which), or ProtocolError."""
     if isinstance(text, bytes | bytearray):
         raise ProtocolError("binary frame (Plivo's messages are JSON text)")
     try:
         msg = json.loads(text)
     except (ValueError, RecursionError):
         raise ProtocolError("malformed JSON") from None
-    msg = _obj(msg, "message")
+    return _obj(msg, "message")
+
+
+def _audio(media: Any) -> bytes:
+    """The base64 `payload` of a `media` object, decoded."""
+    payload = _obj(media, "media").get("payload")
+    if not isinstance(payload, str):
+        raise ProtocolError("media.payload is not a string")
+    try:
+        return binascii.a2b_base64(payload, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("media.payload is not valid base64") from None
+
+
+def parse(text: str | bytes) -> PlivoEvent:
+    """Parse one WebSocket text message into a typed event, or raise ProtocolError."""
+    msg = _message(text)
     event = msg.get("event")
     if event == "media":
-        media = _obj(msg.get("media"), "media")
-        payload = media.get("payload")
-        if not isinstance(payload, str):
-            raise ProtocolError("media.payload is not a string")
-        try:
-            audio = binascii.a2b_base64(payload, strict_mode=True)
-        except (binascii.Error, ValueError):
-            raise ProtocolError("media.payload is not valid base64") from None
-        return Media(_id(msg.get("streamId"), "streamId"), audio)
+        return Media(_id(msg.get("streamId"), "streamId"), _audio(msg.get("media")))
     if event == "start":
         start = _obj(msg.get("start"), "start")
         fmt = _obj(start.get("mediaFormat"), "start.mediaFormat")
@@ -280,19 +288,11 @@ class Command:
 
 
 def parse_command(text: str) -> Command:
-    try:
-        msg = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ProtocolError("malformed JSON") from None
-    msg = _obj(msg, "message")
+    msg = _message(text)
     event = msg.get("event")
     if event == "playAudio":
-        media = _obj(msg.get("media"), "media")
-        try:
-            pcm = base64.b64decode(str(media.get("payload", "")), validate=True)
-        except (binascii.Error, ValueError):
-            raise ProtocolError("playAudio payload is not base64") from None
-        return Command("playAudio", pcm=pcm, rate=int(media.get("sampleRate", 0)))
+        rate = _obj(msg.get("media"), "media").get("sampleRate", 0)
+        return Command("playAudio", pcm=_audio(msg.get("media")), rate=rate if isinstance(rate, int) else 0)
     if event == "checkpoint":
         return Command("checkpoint", name=str(msg.get("name", "")))
     if event == "clearAudio":
