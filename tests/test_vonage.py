@@ -1,20 +1,33 @@
-"""Vonage's pure parts: the WebSocket protocol, whole frames, marks across a clear, signed JWTs both ways,
-the NCCO and the settings."""
+"""Vonage: its WebSocket protocol, whole frames, marks across a clear, signed JWTs both ways, the NCCO, the
+settings, the line in memory, the Voice API against its stand-in, and every entry point refused unless
+Vonage signed it (before any Live session)."""
 
 from __future__ import annotations
 
 import json
+import time
 
+import httpx
 import jwt
+import numpy as np
 import pytest
+from websockets.asyncio.client import connect
 
+from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, Played, Started
 from gateway.call.line_marks import PendingMarks
 from gateway.config import ConfigError, load_settings
+from gateway.devtools.vonage_api import fake_vonage_api
+from gateway.server import running_gateway
 from gateway.vonage import protocol as vp
 from gateway.vonage import signing
 from gateway.vonage.answer import connect_ncco, e164
-from gateway.vonage.rest import transfer_ncco
+from gateway.vonage.line import VonageLine
+from gateway.vonage.rest import VonageControl, transfer_ncco
+from gateway.vonage.signing import ApplicationJwt, load_private_key
+from tests.support.gateway import settings_for
 from tests.support.keys import rsa_private_pem
+from tests.support.line_doubles import FakeControl, FakeSocket, closed, refused_upgrade
+from tests.support.live_peer import LivePeer
 
 SECRET = "signature-secret-for-tests-of-32-bytes"
 NOW = 1_800_000_000.0
@@ -217,3 +230,164 @@ def test_a_bad_vonage_setting_stops_start_up_naming_it(env, named):
     with pytest.raises(ConfigError, match=named) as refused:
         load_settings(env, env_file=None)
     assert "\n" not in str(refused.value)
+
+
+# --- the line, in memory -----------------------------------------------------------------------------------
+
+CALLER = np.arange(320, dtype="<i2").tobytes()  # 20 ms at 16 kHz
+
+
+async def test_the_vonage_line_reads_the_stream_and_plays_whole_frames_with_notify_marks():
+    headers = {"uuid": "u-1", "from": "15550001111", "to": "447700900000", "token": "t.o.k"}
+    ws = FakeSocket(
+        [
+            vp.connected_message(headers),
+            CALLER,
+            b"\x01\x02\x03",  # half a sample: skipped
+            vp.dtmf_message("9"),
+            vp.connected_message(headers),  # a second one: skipped
+        ]
+    )
+    control = FakeControl()
+    line = VonageLine(ws, control)  # type: ignore[arg-type]
+    started = await line.receive()
+    assert started == Started(
+        "u-1", caller="+15550001111", called="+447700900000", parameters=headers, carrier="vonage"
+    )
+    assert line.audio == LineAudio(16000, 16000)  # no narrowband resampler either way
+    assert await line.receive() == CallerAudio(CALLER)
+    assert await line.receive() == Keypress("9")
+    assert await line.receive() == Ended("closed") and line.bad_messages == 2
+
+    agent = np.arange(800, dtype="<i2").tobytes()  # 50 ms: two frames and 10 ms over
+    await line.play(agent)
+    await line.mark("turn-1")  # the 10 ms remainder goes out first, padded
+    frames, notify = ws.sent[:3], ws.sent[3]
+    assert frames == [agent[:640], agent[640:1280], agent[1280:] + bytes(320)]
+    assert json.loads(notify) == {"action": "notify", "payload": {"mark": "turn-1"}}
+
+    await line.close()  # the caller already left: no hang-up through the API
+    assert control.calls == [] and ws.closed == (1000, "")
+
+
+async def test_vonage_marks_come_back_on_notify_and_at_once_on_a_clear():
+    ws = FakeSocket([vp.connected_message({"uuid": "u-1"})])
+    control = FakeControl()
+    line = VonageLine(ws, control)  # type: ignore[arg-type]
+    await line.receive()
+    for name in ("a", "b", "c"):
+        await line.mark(name)
+    ws.incoming += [
+        vp.notified_message({"mark": "b"}),
+        vp.cleared_message(),
+        vp.notified_message({"mark": "c"}),
+    ]
+    assert [await line.receive(), await line.receive()] == [Played("a"), Played("b")]
+    await line.play(bytes(100))
+    await line.clear()  # c was in the buffer: released by the clear, its late notify ignored
+    assert json.loads(ws.sent[-1]) == {"action": "clear"}
+    assert await line.receive() == Played("c")
+    ws.incoming.append(vp.dtmf_message("1"))
+    assert await line.receive() == Keypress("1")  # the cleared and late notify were skipped quietly
+    await line.mark("d")
+    assert ws.sent[-1] == vp.notify_message("d")  # the 100 bytes before the clear were dropped, not padded
+    await line.close()  # our side ends the call: hung up through the Voice API
+    assert control.calls == [("hang_up", "u-1")]
+
+
+async def test_a_transferred_vonage_call_is_not_hung_up_after_the_transfer():
+    ws = FakeSocket([vp.connected_message({"uuid": "u-1", "to": "447700900000"})])
+    control = FakeControl()
+    line = VonageLine(ws, control)  # type: ignore[arg-type]
+    await line.receive()
+    assert await line.transfer("+15550003333")
+    await line.close()
+    assert control.calls == [("transfer", "u-1", "+15550003333", "+447700900000")]
+
+
+# --- the Voice API, against its stand-in -------------------------------------------------------------------
+
+
+@pytest.mark.e2e  # real sockets on loopback
+async def test_vonage_hang_up_and_transfer_carry_a_valid_application_jwt():
+    pem = load_private_key(rsa_private_pem())
+    async with fake_vonage_api(APP_ID, pem) as (url, api):
+        control = VonageControl(ApplicationJwt(APP_ID, pem), base_url=url)
+        try:
+            assert await control.transfer("call-1", "+15550003333", "447700900000")
+            assert await control.hang_up("call-2")
+            assert not await control.hang_up("call-2")  # over already: not an error
+        finally:
+            await control.close()
+        (transfer, destination), (hang_up, body) = api.updates
+        assert (transfer, hang_up, body) == ("call-1", "call-2", {"action": "hangup"})
+        ncco = destination["destination"]["ncco"]
+        assert ncco[0]["endpoint"] == [{"type": "phone", "number": "15550003333"}]
+        # a key that is not the application's is refused as Vonage refuses it
+        other = VonageControl(ApplicationJwt(APP_ID, load_private_key(_another_key())), base_url=url)
+        try:
+            with pytest.raises(RuntimeError, match="401"):
+                await other.hang_up("call-3")
+        finally:
+            await other.close()
+        assert api.refused and "call-3" not in api.ended
+
+
+def _another_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+# --- the entry points, over real sockets ------------------------------------------------------------------
+
+PUBLIC = "https://voice.example.com"
+
+
+def _bearer(body: bytes = b"") -> dict[str, str]:
+    return {"Authorization": f"Bearer {signing.sign(SECRET, time.time(), body)}"}
+
+
+async def test_vonage_answers_only_what_vonage_signed_and_its_upgrade_must_be_signed_too():
+    env = {"VONAGE_SIGNATURE_SECRET": SECRET, "PUBLIC_URL": PUBLIC, "AGENT_GREETING": "none"}
+    async with LivePeer() as peer, running_gateway(settings_for(peer.url, **env)) as url:
+        async with httpx.AsyncClient() as client:
+            body = json.dumps({"uuid": "u-1", "to": "447700900000", "from": "15550001111"}).encode()
+            json_type = {"Content-Type": "application/json"}
+            ok = await client.post(
+                url + "/vonage/answer", content=body, headers={**_bearer(body), **json_type}
+            )
+            assert ok.status_code == 200
+            (endpoint,) = ok.json()[0]["endpoint"]
+            assert endpoint["uri"] == "wss://voice.example.com/vonage/media"
+            assert endpoint["authorization"] == {"type": "vonage"}
+            token = endpoint["headers"]["token"]
+            # unsigned, signed with another secret, or a body swapped under a valid JWT: 403
+            for headers in (
+                {},
+                {"Authorization": f"Bearer {signing.sign('x' * 40, time.time(), body)}"},
+                _bearer(b'{"uuid":"u-1"}'),
+            ):
+                refused = await client.post(
+                    url + "/vonage/answer", content=body, headers={**headers, **json_type}
+                )
+                assert refused.status_code == 403
+            # Vonage's default GET webhook: the call in the query, no body
+            got = await client.get(
+                url + "/vonage/answer", params={"uuid": "u-2", "to": "1"}, headers=_bearer()
+            )
+            assert got.status_code == 200 and got.json()[0]["endpoint"][0]["headers"]["uuid"] == "u-2"
+            assert (await client.get(url + "/vonage/answer", params={"uuid": "u-3"})).status_code == 403
+            assert (await client.post(url + "/vonage/event", json={"uuid": "u-1"})).status_code == 403
+        media = url.replace("http", "ws") + "/vonage/media"
+        assert await refused_upgrade(media, {}) == 403
+        assert await refused_upgrade(media, {"Authorization": "Bearer nonsense"}) == 403
+        # a signed upgrade whose connected message carries another call's token: closed, no Live session
+        async with connect(media, additional_headers=_bearer()) as ws:
+            await ws.send(vp.connected_message({"uuid": "u-other", "token": token}))
+            assert await closed(ws) == 1008
+        assert len(peer.sessions) == 2  # the two answered calls' pre-warmed sessions, nothing more
