@@ -48,11 +48,15 @@ from gateway.devtools.audio_quality import (
     tone,
     tone_snr_db,
 )
+from gateway.plivo import protocol as plivo
+from gateway.plivo.line import PlivoLine
 from gateway.signalwire.line import SignalWireLine
 from gateway.telnyx import protocol as telnyx
 from gateway.telnyx.line import TelnyxLine
 from gateway.twilio import protocol as twilio
 from gateway.twilio.line import TwilioLine
+from gateway.vonage import protocol as vonage
+from gateway.vonage.line import VonageLine
 
 LIVE_IN, LIVE_OUT = 16000, 24000
 
@@ -62,16 +66,19 @@ class MemorySocket:
 
     def __init__(self, query: dict[str, str]) -> None:
         self.query_params = query
-        self.incoming: list[str] = []
+        self.incoming: list[str | bytes] = []  # text messages; bytes are binary frames (Vonage's audio)
         self.position = 0
         self.sent = 0
 
     async def receive(self) -> dict[str, Any]:
-        text = self.incoming[self.position]
+        message = self.incoming[self.position]
         self.position += 1
-        return {"type": "websocket.receive", "text": text}
+        return {"type": "websocket.receive", "bytes" if isinstance(message, bytes) else "text": message}
 
     async def send_text(self, text: str) -> None:
+        self.sent += 1
+
+    async def send_bytes(self, data: bytes) -> None:
         self.sent += 1
 
 
@@ -84,7 +91,7 @@ class CarrierPath:
     make_line: Callable[[MemorySocket], Any]
     query: dict[str, str]
     start: Callable[[], str]
-    frame: Callable[[bytes], str]  # caller PCM at the line's rate -> the carrier's media message
+    frame: Callable[[bytes], str | bytes]  # caller PCM at the line's rate -> the carrier's media message
     line_rate: int
     encode: Callable[[bytes], bytes]  # the line's codec: PCM16 -> wire, and back
     decode: Callable[[bytes], bytes]
@@ -120,10 +127,43 @@ def _telnyx() -> CarrierPath:
     )
 
 
+def _vonage() -> CarrierPath:
+    return CarrierPath(
+        name="vonage",
+        audio="L16 16 kHz, binary frames",
+        make_line=VonageLine,
+        query={},
+        start=lambda: vonage.connected_message(
+            {"uuid": "5316ec50-7a65-43b1-a2b8-b73a31002aaf", "token": "t"}
+        ),
+        frame=lambda pcm: pcm,  # raw PCM16LE in a binary frame
+        line_rate=16000,
+        encode=bytes,
+        decode=bytes,
+    )
+
+
+def _plivo() -> CarrierPath:
+    sender = plivo.PlivoSender("87654321-4321-4321-4321-cba987654321")
+    return CarrierPath(
+        name="plivo",
+        audio="L16 16 kHz",
+        make_line=PlivoLine,
+        query={"call": "12345678-1234-1234-1234-123456789abc", "token": "t"},
+        start=lambda: sender.start("12345678-1234-1234-1234-123456789abc", "MAXXXXXXXXXXXXXXXXXX"),
+        frame=lambda pcm: sender.media(pcm, 0),
+        line_rate=16000,
+        encode=bytes,
+        decode=bytes,
+    )
+
+
 PATHS: dict[str, Callable[[], CarrierPath]] = {
     "twilio": lambda: _twilio_like("twilio", TwilioLine),
     "telnyx": _telnyx,
     "signalwire": lambda: _twilio_like("signalwire", SignalWireLine),
+    "vonage": _vonage,
+    "plivo": _plivo,
 }
 
 
