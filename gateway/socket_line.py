@@ -8,13 +8,16 @@ refused stream are handled one way whatever the carrier.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 import structlog
 from starlette.websockets import WebSocket, WebSocketState
 from websockets.frames import CloseCode
 
 from gateway.call.line import LineClosed
+from gateway.call.line_marks import GRACE_S, PendingMarks
 from gateway.deadline import Deadline
 
 # A send waits only while the socket's write buffer is full. Carriers read continuously (they buffer minutes
@@ -22,6 +25,7 @@ from gateway.deadline import Deadline
 # hold a Live session open behind it.
 SEND_STALL_S = 10.0
 HANG_UP_S = 3.0  # a hang-up through the carrier's API, before the socket is closed anyway
+Message = MutableMapping[str, Any]  # an ASGI WebSocket message, as Starlette's `receive` returns it
 
 
 class SocketLine:
@@ -82,3 +86,52 @@ class SocketLine:
                     await self._ws.close(code=code, reason=refusal or "")
             except Exception:  # already gone (or stalled): nothing left to close
                 pass
+
+
+class MarkedSocketLine(SocketLine):
+    """A carrier line whose marks are kept in `PendingMarks` (Vonage, Plivo): each comes back `Played` once,
+    on the carrier's answer, at a clear, or (should the carrier never answer) once overdue. `rate` is the
+    line's outbound rate, for the playout clock."""
+
+    rate = 16000
+
+    def __init__(self, ws: WebSocket) -> None:
+        super().__init__(ws)
+        self._marks = PendingMarks()
+        self._released: deque[str] = deque()  # marks released, not yet returned by receive()
+        self._mark_deadline = Deadline()
+        self._unanswered = 0
+
+    async def _receive_message(self) -> Message | None:
+        """The socket's next message; None when, waiting for it, pending marks fell overdue (released)."""
+        due = self._marks.next_due()
+        if due is None:
+            return await self._ws.receive()
+        loop = asyncio.get_running_loop()
+        try:
+            return await self._mark_deadline.wait(self._ws.receive(), max(0.0, due - loop.time()))
+        except TimeoutError:
+            overdue = self._marks.overdue(loop.time())
+            self._unanswered += len(overdue)
+            if self._unanswered == len(overdue):  # the first time on this call: say so once
+                self._log.warning(f"{self.carrier}_mark_not_answered", marks=overdue, grace_s=GRACE_S)
+            self._released.extend(overdue)
+            return None
+
+    def _queued(self, pcm: bytes) -> None:
+        self._marks.queued(len(pcm) / 2 / self.rate, asyncio.get_running_loop().time())
+
+    def _mark_sent(self, name: str) -> None:
+        self._marks.sent(name, asyncio.get_running_loop().time())
+
+    def _answered(self, name: str) -> None:
+        self._released.extend(self._marks.played(name))
+
+    def _cleared(self) -> None:
+        # Released now: an answer the carrier may still send for them is ignored, and its acknowledgement of
+        # the clear must not release a mark sent after it.
+        self._released.extend(self._marks.cleared(asyncio.get_running_loop().time()))
+
+    async def close(self, refusal: str | None = None) -> None:
+        self._mark_deadline.close()
+        await super().close(refusal)

@@ -4,6 +4,7 @@ Vonage signed it (before any Live session)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
+from gateway.call import line_marks
 from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, Played, Started
-from gateway.call.line_marks import PendingMarks
+from gateway.call.line_marks import GRACE_S, PendingMarks
 from gateway.config import ConfigError, load_settings
 from gateway.devtools.vonage_api import fake_vonage_api
 from gateway.server import running_gateway
@@ -90,13 +92,28 @@ def test_the_framer_sends_whole_20ms_frames_and_pads_a_turns_last_one():
 def test_marks_come_back_once_whether_or_not_the_carrier_answers_flushed_ones():
     marks = PendingMarks()
     for name in ("a", "b", "c"):
-        marks.sent(name)
+        marks.sent(name, now=0.0)
     assert marks.played("b") == ["a", "b"]  # playout is in order: a notify for b means a played too
     assert marks.played("a") == []  # already released
-    assert marks.cleared() == ["c"]
+    assert marks.cleared(now=0.0) == ["c"]
     assert marks.played("c") == []  # the carrier's late answer for a flushed mark is ignored
-    marks.sent("d")
+    marks.sent("d", now=0.0)
     assert marks.played("zzz") == [] and len(marks) == 1
+
+
+def test_a_mark_the_carrier_never_answers_is_released_after_its_audio_has_played_and_a_grace():
+    marks = PendingMarks()
+    marks.queued(2.0, now=10.0)  # two seconds of audio sent at t=10: played by t=12
+    marks.queued(1.0, now=10.5)  # one more, sent before the first has played: by t=13
+    marks.sent("goodbye", now=10.5)
+    assert marks.next_due() == 13.0 + GRACE_S
+    assert marks.overdue(now=13.9) == []
+    assert marks.overdue(now=14.0) == ["goodbye"] and marks.next_due() is None
+    marks.queued(1.0, now=20.0)  # after a pause the clock starts again from now
+    marks.sent("next", now=20.0)
+    assert marks.cleared(now=20.2) == ["next"]  # a clear: nothing queued any more
+    marks.sent("after-clear", now=20.2)
+    assert marks.next_due() == 20.2 + GRACE_S
 
 
 # --- signed webhooks and stream upgrades --------------------------------------------------------------------
@@ -293,6 +310,21 @@ async def test_vonage_marks_come_back_on_notify_and_at_once_on_a_clear():
     assert ws.sent[-1] == vp.notify_message("d")  # the 100 bytes before the clear were dropped, not padded
     await line.close()  # our side ends the call: hung up through the Voice API
     assert control.calls == [("hang_up", "u-1")]
+
+
+async def test_a_notify_vonage_never_answers_comes_back_once_its_audio_has_played(capsys, monkeypatch):
+    monkeypatch.setattr(line_marks, "GRACE_S", 0.2)
+    ws = FakeSocket([vp.connected_message({"uuid": "u-1"})])
+    ws.hold = True  # then nothing more arrives: the socket stays open, silent
+    line = VonageLine(ws)  # type: ignore[arg-type]
+    await line.receive()
+    await line.play(bytes(640 * 5))  # 100 ms of the agent
+    await line.mark("turn-1")
+    began = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(line.receive(), 5) == Played("turn-1")
+    waited = asyncio.get_running_loop().time() - began
+    assert waited >= 0.1 + 0.2 - 0.02  # not before the audio could have played, plus the grace
+    assert "vonage_mark_not_answered" in capsys.readouterr().err
 
 
 async def test_a_transferred_vonage_call_is_not_hung_up_after_the_transfer():

@@ -11,22 +11,19 @@ closes the socket), and a transfer points the call at our `/plivo/transfer` XML,
 
 from __future__ import annotations
 
-from collections import deque
-
 from starlette.websockets import WebSocket
 
 from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineEvent, Played, Started
-from gateway.call.line_marks import PendingMarks
 from gateway.plivo import protocol as pp
 from gateway.plivo.answer import CALL_QUERY, FROM_QUERY, TO_QUERY, e164
 from gateway.plivo.rest import PlivoControl, transfer_url
-from gateway.socket_line import SocketLine
+from gateway.socket_line import MarkedSocketLine
 from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
 
 WIDEBAND = LineAudio(in_rate=pp.RATE, out_rate=pp.RATE)
 
 
-class PlivoLine(SocketLine):
+class PlivoLine(MarkedSocketLine):
     """One Plivo audio stream (`<Stream bidirectional="true">` to `/plivo/media`) as the caller's line."""
 
     carrier = "plivo"
@@ -41,16 +38,16 @@ class PlivoLine(SocketLine):
         self.call_sid = ""  # Plivo's CallUUID
         self._ended: Ended | None = None
         self._transferred = False
-        self._marks = PendingMarks()
-        self._played: deque[str] = deque()
 
     async def receive(self) -> LineEvent:
         """The next event; `Ended` once the stream has stopped or the socket closed. Bad messages, and
         messages of another stream, are skipped, never raised."""
         while self._ended is None:
-            if self._played:
-                return Played(self._played.popleft())
-            message = await self._ws.receive()
+            if self._released:
+                return Played(self._released.popleft())
+            message = await self._receive_message()
+            if message is None:
+                continue
             if message["type"] == "websocket.disconnect":
                 self._ended = Ended("closed")
                 break
@@ -70,7 +67,7 @@ class PlivoLine(SocketLine):
             if isinstance(event, pp.Dtmf):
                 return Keypress(event.digit)
             if isinstance(event, pp.PlayedStream):
-                self._played.extend(self._marks.played(event.name))
+                self._answered(event.name)
                 continue
             if isinstance(event, pp.Stop):
                 self._ended = Ended("stop")
@@ -103,16 +100,15 @@ class PlivoLine(SocketLine):
         )
 
     async def play(self, pcm: bytes) -> None:
+        self._queued(pcm)
         await self._send(pp.play_message(pcm))
 
     async def mark(self, name: str) -> None:
-        self._marks.sent(name)
+        self._mark_sent(name)
         await self._send(pp.checkpoint_message(self.stream_id, name))
 
     async def clear(self) -> None:
-        # Released now: a playedStream Plivo may still send for them is ignored, and a later clearedAudio
-        # must not release a checkpoint sent after this clear.
-        self._played.extend(self._marks.cleared())
+        self._cleared()
         await self._send(pp.clear_message(self.stream_id))
 
     async def transfer(self, target: str) -> bool:

@@ -12,13 +12,10 @@ Hang-up and transfer go through the Voice API (`VonageControl`): our side ending
 
 from __future__ import annotations
 
-from collections import deque
-
 from starlette.websockets import WebSocket
 
 from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineEvent, Played, Started
-from gateway.call.line_marks import PendingMarks
-from gateway.socket_line import SocketLine
+from gateway.socket_line import MarkedSocketLine
 from gateway.vonage import protocol as vp
 from gateway.vonage.answer import e164
 from gateway.vonage.rest import VonageControl
@@ -26,7 +23,7 @@ from gateway.vonage.rest import VonageControl
 WIDEBAND = LineAudio(in_rate=vp.RATE, out_rate=vp.RATE)
 
 
-class VonageLine(SocketLine):
+class VonageLine(MarkedSocketLine):
     """One Vonage media WebSocket (our NCCO's `connect` to `/vonage/media`) as the caller's line."""
 
     carrier = "vonage"
@@ -40,15 +37,15 @@ class VonageLine(SocketLine):
         self._ended: Ended | None = None
         self._transferred = False
         self._framer = vp.Framer()
-        self._marks = PendingMarks()
-        self._played: deque[str] = deque()  # marks released, not yet returned by receive()
 
     async def receive(self) -> LineEvent:
         """The next event; `Ended` once the socket has closed. Bad messages are skipped, never raised."""
         while self._ended is None:
-            if self._played:
-                return Played(self._played.popleft())
-            message = await self._ws.receive()
+            if self._released:
+                return Played(self._released.popleft())
+            message = await self._receive_message()
+            if message is None:
+                continue
             if message["type"] == "websocket.disconnect":
                 self._ended = Ended("closed")
                 break
@@ -65,7 +62,7 @@ class VonageLine(SocketLine):
             if isinstance(event, vp.Dtmf):
                 return Keypress(event.digit)
             if isinstance(event, vp.Notified):
-                self._played.extend(self._marks.played(event.name))
+                self._answered(event.name)
                 continue
             if isinstance(event, vp.Connected):
                 if self.call_sid:
@@ -92,19 +89,19 @@ class VonageLine(SocketLine):
 
     async def play(self, pcm: bytes) -> None:
         for frame in self._framer.frames(pcm):
+            self._queued(frame)
             await self._send(frame)
 
     async def mark(self, name: str) -> None:
         if (frame := self._framer.flush()) is not None:  # the turn's last frame, padded: it must play too
+            self._queued(frame)
             await self._send(frame)
-        self._marks.sent(name)
+        self._mark_sent(name)
         await self._send(vp.notify_message(name))
 
     async def clear(self) -> None:
         self._framer.drop()
-        # Released now: a notify Vonage may still send for them is ignored, and a later websocket:cleared
-        # must not release a mark sent after this clear.
-        self._played.extend(self._marks.cleared())
+        self._cleared()
         await self._send(vp.clear_message())
 
     async def transfer(self, target: str) -> bool:

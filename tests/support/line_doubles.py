@@ -23,8 +23,11 @@ class FakeSocket:
         self.sent: list[str | bytes] = []
         self.application_state = WebSocketState.CONNECTED
         self.closed: tuple[int, str] | None = None
+        self.hold = False  # once `incoming` runs out: disconnect (False) or wait for ever (True)
 
     async def receive(self) -> dict[str, Any]:
+        if not self.incoming and self.hold:  # a peer that says nothing more and stays connected
+            await asyncio.Event().wait()
         if not self.incoming:
             return {"type": "websocket.disconnect"}
         message = self.incoming.pop(0)
