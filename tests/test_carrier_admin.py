@@ -122,6 +122,7 @@ async def test_vonage_configure_points_the_application_signed_and_links_the_numb
         "http_method": "POST",
     }
     assert voice["webhooks"]["event_url"]["address"] == "https://voice.example.com/vonage/event"
+    assert voice["webhooks"]["fallback_answer_url"] == voice["webhooks"]["answer_url"]  # asked while we drain
     assert voice["signed_callbacks"] is True  # Vonage then signs the webhooks and the media upgrade
     assert api.numbers[0]["app_id"] == application_id
     assert (

@@ -2,7 +2,8 @@
 
 Through the Applications API v2 (`PUT /v2/applications/{id}`, https://developer.vonage.com/en/api/
 application.v2) the application's answer URL becomes `<url>/vonage/answer` and its event URL
-`<url>/vonage/event` (both POST, JSON), with signed callbacks on; with `--number`, the Numbers API
+`<url>/vonage/event` (both POST, JSON; the fallback answer URL the same as the answer URL), with signed
+callbacks on; with `--number`, the Numbers API
 (`POST /number/update`, https://developer.vonage.com/en/api/numbers) links the number to the application.
 A one-off command: httpx's synchronous client, each request bounded.
 """
@@ -60,6 +61,9 @@ def configure_application(
     voice["webhooks"] = {
         **before,
         "answer_url": {"address": base + ANSWER_PATH, "http_method": "POST"},
+        # Asked when the answer URL fails, or answers 503 while an instance drains: through the load balancer
+        # the same address reaches another instance.
+        "fallback_answer_url": {"address": base + ANSWER_PATH, "http_method": "POST"},
         "event_url": {"address": base + EVENT_PATH, "http_method": "POST"},
     }
     voice["signed_callbacks"] = (

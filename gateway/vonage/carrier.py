@@ -88,7 +88,7 @@ async def answer(request: Request) -> Response:
     params = await _signed_params(gw, request, "webhook")
     if isinstance(params, Response):
         return params
-    uuid = str(params.get("uuid") or "")
+    uuid = str(params.get("uuid") or "")[:64]
     if gw.drain.active:  # shutting down: Vonage asks the fallback answer URL (configure sets it to ours)
         log.info("call_sent_elsewhere", call_sid=uuid, reason="draining", carrier="vonage")
         return Response("draining", status_code=503, headers={"Retry-After": "1"})
