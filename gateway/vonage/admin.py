@@ -1,10 +1,10 @@
-"""`gateway vonage configure`: point a Vonage application (and a number) at this service.
+"""`gateway vonage configure`: point a Vonage number, and the application it is linked to, at this service.
 
 Through the Applications API v2 (`PUT /v2/applications/{id}`, https://developer.vonage.com/en/api/
 application.v2) the application's answer URL becomes `<url>/vonage/answer` and its event URL
 `<url>/vonage/event` (both POST, JSON; the fallback answer URL the same as the answer URL), with signed
-callbacks on; with `--number`, the Numbers API
-(`POST /number/update`, https://developer.vonage.com/en/api/numbers) links the number to the application.
+callbacks on; then the Numbers API (`POST /number/update`, https://developer.vonage.com/en/api/numbers)
+links the number to the application.
 A one-off command: httpx's synchronous client, each request bounded.
 """
 
