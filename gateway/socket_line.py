@@ -8,9 +8,9 @@ refused stream are handled one way whatever the carrier.
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import structlog
 from starlette.websockets import WebSocket, WebSocketState
@@ -25,7 +25,6 @@ from gateway.deadline import Deadline
 # hold a Live session open behind it.
 SEND_STALL_S = 10.0
 HANG_UP_S = 3.0  # a hang-up through the carrier's API, before the socket is closed anyway
-Message = MutableMapping[str, Any]  # an ASGI WebSocket message, as Starlette's `receive` returns it
 
 
 class SocketLine:
@@ -88,6 +87,10 @@ class SocketLine:
                 pass
 
 
+class Due(enum.Enum):
+    MARKS = "marks"  # pending marks fell overdue (`MarkedSocketLine._next_or_due`)
+
+
 class MarkedSocketLine(SocketLine):
     """A carrier line whose marks are kept in `PendingMarks` (Vonage, Plivo): each comes back `Played` once,
     on the carrier's answer, at a clear, or (should the carrier never answer) once overdue. `rate` is the
@@ -102,21 +105,22 @@ class MarkedSocketLine(SocketLine):
         self._mark_deadline = Deadline()
         self._unanswered = 0
 
-    async def _receive_message(self) -> Message | None:
-        """The socket's next message; None when, waiting for it, pending marks fell overdue (released)."""
+    async def _next_or_due(self) -> str | bytes | Due | None:
+        """The peer's next message (None once the socket has closed), or `Due.MARKS` when, waiting for it,
+        pending marks fell overdue: they are released."""
         due = self._marks.next_due()
         if due is None:
-            return await self._ws.receive()
+            return await self._next_message()
         loop = asyncio.get_running_loop()
         try:
-            return await self._mark_deadline.wait(self._ws.receive(), max(0.0, due - loop.time()))
+            return await self._mark_deadline.wait(self._next_message(), max(0.0, due - loop.time()))
         except TimeoutError:
             overdue = self._marks.overdue(loop.time())
             self._unanswered += len(overdue)
             if self._unanswered == len(overdue):  # the first time on this call: say so once
                 self._log.warning(f"{self.carrier}_mark_not_answered", marks=overdue, grace_s=GRACE_S)
             self._released.extend(overdue)
-            return None
+            return Due.MARKS
 
     def _queued(self, pcm: bytes) -> None:
         self._marks.queued(len(pcm) / 2 / self.rate, asyncio.get_running_loop().time())

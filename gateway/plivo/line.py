@@ -17,7 +17,7 @@ from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineEvent
 from gateway.plivo import protocol as pp
 from gateway.plivo.answer import CALL_QUERY, FROM_QUERY, TO_QUERY, e164
 from gateway.plivo.rest import PlivoControl, transfer_url
-from gateway.socket_line import MarkedSocketLine
+from gateway.socket_line import Due, MarkedSocketLine
 from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
 
 WIDEBAND = LineAudio(in_rate=pp.RATE, out_rate=pp.RATE)
@@ -45,15 +45,12 @@ class PlivoLine(MarkedSocketLine):
         while self._ended is None:
             if self._released:
                 return Played(self._released.popleft())
-            message = await self._receive_message()
-            if message is None:
+            data = await self._next_or_due()
+            if data is Due.MARKS:
                 continue
-            if message["type"] == "websocket.disconnect":
+            if data is None:
                 self._ended = Ended("closed")
                 break
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
             try:
                 event = pp.parse(data)
                 stream_id = getattr(event, "stream_id", "")

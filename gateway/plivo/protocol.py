@@ -20,11 +20,15 @@ ignores a late answer (`gateway.call.line_marks.PendingMarks`).
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from gateway.wire import ProtocolError as ProtocolError  # re-exported: the line catches it here
+from gateway.wire import as_object as _obj
+from gateway.wire import base64_payload, json_object
+from gateway.wire import shown as _shown
 
 RATE = 16000
 CONTENT_TYPE = "audio/x-l16;rate=16000"  # the <Stream> attribute
@@ -33,10 +37,6 @@ PLAY_CONTENT_TYPE = "audio/x-l16"  # playAudio's media.contentType (the rate tra
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DIGIT = re.compile(r"[0-9*#A-D]")
 MAX_EXTRA_HEADERS = 32
-
-
-class ProtocolError(ValueError):
-    """A message that cannot be understood. The call goes on; the message is skipped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,17 +86,6 @@ class Stop:
 PlivoEvent = Start | Media | Dtmf | PlayedStream | ClearedAudio | Stop
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _obj(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ProtocolError(f"{what} is not an object")
-    return value
-
-
 def _id(value: Any, what: str) -> str:
     if not isinstance(value, str) or not _ID.fullmatch(value):
         raise ProtocolError(f"{what} is not a plain id")
@@ -118,25 +107,12 @@ def parse_extra_headers(text: str) -> dict[str, str]:
 
 
 def _message(text: str | bytes) -> dict[str, Any]:
-    """One JSON text message as an object (the `event` says which), or ProtocolError."""
-    if isinstance(text, bytes | bytearray):
-        raise ProtocolError("binary frame (Plivo's messages are JSON text)")
-    try:
-        msg = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ProtocolError("malformed JSON") from None
-    return _obj(msg, "message")
+    return json_object(text, "binary frame (Plivo's messages are JSON text)")
 
 
 def _audio(media: Any) -> bytes:
     """The base64 `payload` of a `media` object, decoded."""
-    payload = _obj(media, "media").get("payload")
-    if not isinstance(payload, str):
-        raise ProtocolError("media.payload is not a string")
-    try:
-        return binascii.a2b_base64(payload, strict_mode=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError("media.payload is not valid base64") from None
+    return base64_payload(_obj(media, "media").get("payload"))
 
 
 def parse(text: str | bytes) -> PlivoEvent:

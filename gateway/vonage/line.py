@@ -15,7 +15,7 @@ from __future__ import annotations
 from starlette.websockets import WebSocket
 
 from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineEvent, Played, Started
-from gateway.socket_line import MarkedSocketLine
+from gateway.socket_line import Due, MarkedSocketLine
 from gateway.vonage import protocol as vp
 from gateway.vonage.answer import e164
 from gateway.vonage.rest import VonageControl
@@ -43,15 +43,12 @@ class VonageLine(MarkedSocketLine):
         while self._ended is None:
             if self._released:
                 return Played(self._released.popleft())
-            message = await self._receive_message()
-            if message is None:
+            data = await self._next_or_due()
+            if data is Due.MARKS:
                 continue
-            if message["type"] == "websocket.disconnect":
+            if data is None:
                 self._ended = Ended("closed")
                 break
-            data = message.get("bytes")
-            if data is None:
-                data = message.get("text") or ""
             try:
                 event = vp.parse(data)
             except vp.ProtocolError as exc:

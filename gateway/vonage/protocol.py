@@ -26,6 +26,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.wire import ProtocolError as ProtocolError  # re-exported: the line catches it here
+from gateway.wire import json_object
+from gateway.wire import shown as _shown
+
 RATE = 16000
 CONTENT_TYPE = "audio/l16;rate=16000"
 FRAME_BYTES = 640  # 20 ms of 16 kHz 16-bit mono: the only frame size Vonage plays
@@ -33,10 +37,6 @@ MARK_KEY = "mark"  # the key of our mark's name in a notify payload
 _DIGIT = re.compile(r"[0-9*#A-D]")
 _CONTENT_TYPE = re.compile(r"audio/l16;\s*rate=(8000|16000|24000)", re.IGNORECASE)
 MAX_HEADERS = 32  # our NCCO sends a handful; a connected message with hundreds is not Vonage's
-
-
-class ProtocolError(ValueError):
-    """A message that cannot be understood. The call goes on; the message is skipped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,23 +77,13 @@ class Cleared:
 VonageEvent = Connected | Audio | Dtmf | Notified | Cleared
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def parse(message: str | bytes) -> VonageEvent:
     """One WebSocket message (binary: audio; text: a JSON event) as a typed event, or ProtocolError."""
     if isinstance(message, bytes | bytearray):
         if len(message) % 2:
             raise ProtocolError(f"an audio frame of {len(message)} bytes (16-bit samples come in pairs)")
         return Audio(bytes(message))
-    try:
-        msg = json.loads(message)
-    except (ValueError, RecursionError):
-        raise ProtocolError("malformed JSON") from None
-    if not isinstance(msg, dict):
-        raise ProtocolError("message is not an object")
+    msg = json_object(message, "")  # text: a binary frame is audio, above
     event = msg.get("event")
     if event == "websocket:dtmf":
         digit = msg.get("digit")
@@ -188,10 +178,7 @@ class Command:
 
 def parse_command(text: str) -> Command:
     """What the simulator makes of a text message from the gateway."""
-    try:
-        msg = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ProtocolError("malformed JSON") from None
-    if not isinstance(msg, dict) or msg.get("action") not in ("notify", "clear"):
+    msg = json_object(text, "a binary frame is audio, not a command")
+    if msg.get("action") not in ("notify", "clear"):
         raise ProtocolError("not a notify or clear command")
     return Command(str(msg["action"]), msg.get("payload"))
