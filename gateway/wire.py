@@ -42,7 +42,7 @@ def as_object(value: Any, what: str) -> dict[str, Any]:
 def as_int(value: Any, what: str) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float (JSON's 1e999)
         raise ProtocolError(f"{what} is not an integer: {shown(value)}") from None
 
 
