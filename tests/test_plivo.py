@@ -57,6 +57,8 @@ def test_media_dtmf_checkpoint_answers_and_clears_are_read():
     assert pp.parse(sender.media(b"\x01\x00\x02\x00", 20)) == pp.Media(STREAM, b"\x01\x00\x02\x00")
     assert pp.parse(sender.dtmf("7", 40)) == pp.Dtmf(STREAM, "7")
     assert pp.parse(sender.played("turn-2")) == pp.PlayedStream(STREAM, "turn-2")
+    played = {"event": "played", "streamId": STREAM, "name": "turn-3"}  # as Plivo's support pages name it
+    assert pp.parse(json.dumps(played)) == pp.PlayedStream(STREAM, "turn-3")
     assert pp.parse(sender.cleared()) == pp.ClearedAudio(STREAM)
     assert pp.parse('{"event":"stop","streamId":"s1"}') == pp.Stop("s1")
 

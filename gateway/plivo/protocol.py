@@ -5,16 +5,19 @@ the `<Stream>` element, https://docs.plivo.com/docs/voice/xml/audiostream), all 
 
 - from Plivo: `start` (once: `start.callId`, `start.streamId`, `start.accountId`, `start.mediaFormat`, and
   `extra_headers`, the `extraHeaders` of our `<Stream>` as `k=v;k2=v2`), `media` (base64 audio of the caller
-  in `media.payload`), `dtmf` (`dtmf.digit`), `playedStream` (our `checkpoint` named `name` has played),
-  `clearedAudio` (our `clearAudio` emptied the queue); some streams end with `stop`;
+  in `media.payload`), `dtmf` (`dtmf.digit`), `playedStream` (our `checkpoint` named `name` has played;
+  Plivo's support pages call it `played`: both are read), `clearedAudio` (our `clearAudio` emptied the
+  queue); some streams end with `stop`;
 - to Plivo: `playAudio` (`media.contentType`, `media.sampleRate`, base64 `media.payload`), `checkpoint`
   (`streamId`, `name`: Plivo answers `playedStream` once the audio queued before it has played) and
   `clearAudio` (`streamId`).
 
 We ask for `audio/x-l16;rate=16000` both ways (the best `<Stream bidirectional="true">` offers: wideband,
-and no mu-law step): 16-bit little-endian samples, 640 bytes per 20 ms. Whether Plivo answers the
-checkpoints a clear flushed is not documented, so the line releases those itself on `clearedAudio` and
-ignores a late answer (`gateway.call.line_marks.PendingMarks`).
+and no mu-law step): 16-bit samples, 640 bytes per 20 ms. Plivo does not document their byte order; they are
+taken as little-endian (PCM as computers hold it, and what Vonage documents for the same content type): the
+one thing to hear on a first real call. Whether Plivo answers the checkpoints a clear flushed is not
+documented, so the line releases those itself when it sends the clear and ignores a late answer
+(`gateway.call.line_marks.PendingMarks`).
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ def parse(text: str | bytes) -> PlivoEvent:
         if not isinstance(digit, str) or not _DIGIT.fullmatch(digit):
             raise ProtocolError(f"dtmf digit {_shown(digit)} is not a key")
         return Dtmf(_id(msg.get("streamId"), "streamId"), digit)
-    if event == "playedStream":
+    if event in ("playedStream", "played"):  # the reference says playedStream; Plivo's support pages, played
         name = msg.get("name")
         if not isinstance(name, str) or not name:
             raise ProtocolError("playedStream without a name")
