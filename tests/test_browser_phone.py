@@ -142,6 +142,13 @@ def test_a_call_from_the_browser_reaches_the_agent_and_is_recorded(
         call_sid = place_call(page, quality)
         assert call_sid.startswith("BR")
         measured = talk_to_the_agent(page)
+        if quality == "phone":
+            # A keypad button is a keypress to the agent (DTMF), which the local agent reads back; the page
+            # acknowledges the marks after the agent's turns once it has played them.
+            page.get_by_role("button", name="5", exact=True).click()
+            page.wait_for_selector("#transcript li.agent:has-text('pressed 5')", timeout=15000)
+            page.wait_for_function(POSITIVE, arg="#marks", timeout=15000)
+            assert page.text_content("#digits") == "5"
         page.screenshot(path=str(artifacts_dir() / f"browser-phone-{quality}.png"), full_page=True)
         assert hang_up(page) == "caller_hung_up"
     finally:
