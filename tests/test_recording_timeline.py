@@ -131,14 +131,17 @@ def test_nothing_is_held_beyond_the_carriers_queue() -> None:
     assert timeline.agent_queued_ms == 1000
 
 
-def test_a_line_that_stops_sending_does_not_hold_the_recording_back() -> None:
-    timeline = Timeline(RATE, start_ms=0.0, max_lag_ms=1000)
-    out = feed_caller(timeline, 100)
-    timeline.agent(tone(3000, 4), 100)
-    out += timeline.take(5000)  # no caller frame since 100 ms: up to 4 s is handed over anyway
-    assert len(out) == 4000 * 8 * 4
-    timeline.caller(tone(20, 6), 5020)
-    out += timeline.take(5020) + timeline.finish(5020)
+def test_a_prompt_played_before_the_first_frame_is_read_keeps_both_sides_in_place() -> None:
+    """A notice is queued at the line's start; the call reads the caller's first frames only once Live is
+    set up, two seconds later: they are the first two seconds, beside the notice, not after it."""
+    timeline = Timeline(RATE, start_ms=0.0)
+    timeline.agent(tone(1500, 8), 0)
+    out = timeline.take(2000)
+    for i in range(100):  # two seconds of frames, read at once at 2000 ms, then asked for what is final
+        timeline.caller(tone(20, 1 + i), 2000)
+        out += timeline.take(2000)
+    out += timeline.finish(2000)
     caller, agent = channels(out)
-    assert at(agent, 3099) == 4 and at(agent, 3100) == 0
-    assert at(caller, 5000) == 6
+    assert len(caller) == 2 * RATE
+    assert at(caller, 0) == 1 and at(caller, 1999) == 100
+    assert at(agent, 0) == 8 and at(agent, 1499) == 8 and at(agent, 1500) == 0

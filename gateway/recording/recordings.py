@@ -14,6 +14,7 @@ first words. A call moved here by a drain was told already, and is not told agai
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import os
@@ -60,6 +61,7 @@ class Recordings:
         self.retention: Retention | None = None
 
     def used(self, settings: Settings) -> bool:
+        """Does anyone record: RECORDING, or an agent of AGENTS_FILE?"""
         agents = settings.agent_book
         every = (agents.default, *agents.by_number.values(), *agents.by_name.values())
         return self.mode != "off" or any(a.recording not in ("", "off") for a in every)
@@ -120,10 +122,10 @@ class Recordings:
         task.add_done_callback(self._storing.discard)
         return dataclasses.replace(summary, recording_url=recording.url, recording_s=recording.seconds)
 
-    async def _store(self, recorder: Recorder, closed: object) -> None:
+    async def _store(self, recorder: Recorder, closed: concurrent.futures.Future[None]) -> None:
         assert self.storage is not None
         try:
-            await asyncio.wrap_future(closed)  # type: ignore[arg-type]
+            await asyncio.wrap_future(closed)
             if recorder.failed is not None:
                 raise recorder.failed
             await self.storage.store(self.storage.scratch(recorder.key), recorder.key)

@@ -28,19 +28,15 @@ import numpy as np
 # A caller frame read this much later than the previous one leaves a gap (silence): the line sent nothing
 # meanwhile. Less than this is jitter, or a loop busy for a moment, not a pause in the line.
 GAP_MS = 500.0
-# The caller's side is followed to the end of its last frame; if the line stops sending, the recording goes
-# on this far behind the clock (the agent's side is final up to `now`), so nothing waits for ever.
-MAX_LAG_MS = 1000.0
 
 
 class Timeline:
     """The stereo picture of one call (or one instance's part of it), built as events come."""
 
-    def __init__(self, rate: int, start_ms: float, gap_ms: float = GAP_MS, max_lag_ms: float = MAX_LAG_MS):
+    def __init__(self, rate: int, start_ms: float, gap_ms: float = GAP_MS) -> None:
         self.rate = rate
         self._origin_ms = start_ms
         self._gap_ms = gap_ms
-        self._max_lag = self._samples(max_lag_ms)
         self._taken = 0  # samples handed over (both channels): the start of the buffers below
         self._caller = bytearray()  # caller samples from `_taken` on, zeros where the line sent nothing
         self._agent = bytearray()  # agent samples from `_taken` on, zeros where nobody spoke
@@ -93,10 +89,10 @@ class Timeline:
         return max(0, self._agent_end - self._taken) * 1000 / self.rate
 
     def take(self, now_ms: float) -> bytes:
-        """The stereo frames that no later event can change, as interleaved PCM16LE (left: caller)."""
-        now = self._at(now_ms)
-        horizon = max(min(self._caller_end, now), now - self._max_lag)
-        return self._take_until(horizon)
+        """The stereo frames that no later event can change, as interleaved PCM16LE (left: caller): up to
+        the caller's latest frame (frames still unread go after it), never past `now` (a clear may come).
+        A line that stops sending holds the agent's side back only until its call's idle timeout."""
+        return self._take_until(min(self._caller_end, self._at(now_ms)))
 
     def finish(self, now_ms: float) -> bytes:
         """The rest, at the end of the line: the caller's last frame, and agent audio heard by `now` (what
