@@ -267,6 +267,8 @@ async def test_retention_deletes_what_is_older_than_its_days_logs_each_and_clear
     old = stored_part(storage, "CAold", now - timedelta(days=31))
     older = stored_part(storage, "CAolder", now - timedelta(days=400))
     kept = stored_part(storage, "CAnew", now - timedelta(days=29, hours=23))
+    abandoned = stored_part(storage, "CAkilled", now - timedelta(days=40)) + ".part"  # its process was killed
+    (tmp_path / abandoned[: -len(".part")]).rename(tmp_path / abandoned)
     records = StubRecords(down=True)
     retention = Retention(storage, records, days=30, clock=lambda: now)  # type: ignore[arg-type]
     deleted_before = REGISTRY.get_sample_value("gateway_recordings_total", {"result": "deleted"}) or 0.0
@@ -274,10 +276,14 @@ async def test_retention_deletes_what_is_older_than_its_days_logs_each_and_clear
     assert await retention.sweep() == []  # the records database is down: nothing is deleted yet
     assert (tmp_path / old).exists() and (tmp_path / older).exists()
     records.down = False
-    assert await retention.sweep() == [old, older]
-    assert records.cleared == ["CAold", "CAolder"]
+    assert await retention.sweep() == [abandoned, old, older]
+    assert records.cleared == ["CAkilled", "CAold", "CAolder"]
     assert not (tmp_path / old).exists() and not (tmp_path / "CAold").exists() and (tmp_path / kept).exists()
-    lines = [e for e in logged(capsys) if e["event"] in ("recording_deleted", "recording_kept")]
+    lines = [
+        e
+        for e in logged(capsys)
+        if e["event"] in ("recording_deleted", "recording_kept") and e["recording"] != abandoned
+    ]
     assert [(e["event"], e["recording"]) for e in lines] == [
         ("recording_kept", old),
         ("recording_kept", older),
@@ -286,6 +292,6 @@ async def test_retention_deletes_what_is_older_than_its_days_logs_each_and_clear
     ]
     assert lines[-1]["age_days"] == 400
     deleted = REGISTRY.get_sample_value("gateway_recordings_total", {"result": "deleted"})
-    assert deleted == deleted_before + 2
+    assert deleted == deleted_before + 3
     later = Retention(storage, records, days=30, clock=lambda: now + timedelta(days=1))  # type: ignore[arg-type]
     assert await later.sweep() == [kept]

@@ -112,7 +112,11 @@ class FileStorage:
             out: list[Stored] = []
             if not self.directory.is_dir():
                 return out
-            for path in self.directory.glob(f"*/*{EXTENSION}"):
+            # and the scratch files of parts a killed process never finished, once as old
+            for path in [
+                *self.directory.glob(f"*/*{EXTENSION}"),
+                *self.directory.glob(f"*/*{EXTENSION}.part"),
+            ]:
                 modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
                 if modified < cutoff:
                     out.append(Stored(f"{path.parent.name}/{path.name}", modified))
