@@ -229,3 +229,30 @@ def test_what_callers_said_is_shown_as_text_never_markup(client: TestClient) -> 
         assert "default-src 'self'" in page.headers["content-security-policy"]
         assert page.headers["cache-control"] == "no-store"
     assert "&lt;script&gt;alert(&#39;hi&#39;)&lt;/script&gt;" in client.get("/console/calls/CAxss").text
+
+
+class CallInProgress:
+    """What the console asks of a call in progress: its sid, and to be hung up."""
+
+    def __init__(self, call_sid: str) -> None:
+        self.call_sid = call_sid
+        self.hung_up = False
+
+    def hang_up_by_operator(self) -> None:
+        self.hung_up = True
+
+
+def test_a_call_in_progress_is_hung_up_with_the_token_and_its_page_points_to_live(client: TestClient) -> None:
+    gateway = client.app.state.gateway  # type: ignore[attr-defined]
+    call = CallInProgress("CAlive")
+    gateway.calls.add(call)
+    try:
+        csrf = sign_in(client)
+        page = client.get("/console/calls/CAlive")
+        assert page.status_code == 404 and "in progress" in page.text and "Live" in page.text
+        response = client.post("/console/calls/CAlive/hangup", headers={"X-CSRF-Token": csrf})
+        assert response.status_code == 202
+        assert response.json() == {"call_sid": "CAlive", "status": "hanging_up"}
+        assert call.hung_up
+    finally:
+        gateway.calls.discard(call)

@@ -128,6 +128,10 @@ async def call_page(request: Request, session: ConsoleSession) -> Response:
     except (StoreUnavailable, TimeoutError):
         return render(request, session, "error.html", nav="calls", error=STORE_DOWN, status_code=503)
     if record is None or record.started_at is None:
+        if any(c.call_sid == sid for c in gateway_of(request).calls):  # its record is written when it ends
+            return render(request, session, "error.html", nav="live", status_code=404,
+                          error=f"Call {sid} is in progress: follow it on the Live page; its record comes "
+                          "when it ends.")  # fmt: skip
         return render(request, session, "error.html", nav="calls", error=f"No call {sid}.", status_code=404)
     turns = figures.latencies(record)
     in_progress = any(c.call_sid == sid for c in gateway_of(request).calls)
