@@ -78,9 +78,11 @@ async def console(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Con
             page.on("pageerror", lambda error: console.errors.append(str(error)))
             page.on(
                 "console",
-                lambda message: message.type == "error"
-                and not message.text.startswith("Failed to load resource")  # the refused sign-in's 401
-                and console.errors.append(message.text),
+                lambda message: (
+                    message.type == "error"
+                    and not message.text.startswith("Failed to load resource")  # the refused sign-in's 401
+                    and console.errors.append(message.text)
+                ),
             )
             yield console
             await context.close()
