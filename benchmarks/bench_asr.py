@@ -6,8 +6,10 @@ machine's drift affects both alike), streamed in 40 ms pieces as the backend fee
 
 - before: PocketSphinx's own general language model, calibrated on wide-band speech (the backend until
   issue 16);
-- after: `gateway.local_live.asr` as it is (the agent's language model, phone-band calibration, high-band
-  noise), through its `Utterance`.
+- language model: the agent's language model, phone-band calibration, high-band noise (the backend after
+  the first part of issue 16: one PocketSphinx search);
+- after: `gateway.local_live.asr` as it is (that search, plus the agent's phrases as a grammar and a phone
+  loop that decides when the grammar is believed), through its `Utterance`.
 
 Also: which intent the local agent takes from each transcript (every goodbye or hang-up request must end
 the call), and the real-time factor of each (CPU seconds per second of audio, one thread).
@@ -25,6 +27,7 @@ import argparse
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +63,24 @@ def decode_before(decoder: pocketsphinx.Decoder, pcm: bytes) -> str:
     return hyp.hypstr if hyp is not None else ""
 
 
+def language_model_decoder() -> tuple[pocketsphinx.Decoder, str]:
+    """The agent's language model alone (one search), calibrated as the backend calibrates, and its mean."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "agent.lm"
+        path.write_text(asr._language_model(), encoding="utf-8")
+        decoder = pocketsphinx.Decoder(lm=str(path), lw=asr.LANGUAGE_WEIGHT, loglevel="FATAL")
+    for variant, text in asr.CALIBRATION:
+        decode_before(decoder, asr._HighBand().add(asr._phone_speech(text, variant)))
+    return decoder, decoder.get_cmn()
+
+
+def decode_language_model(decoder: pocketsphinx.Decoder, cmn: str, pcm: bytes) -> str:
+    decoder.set_cmn(cmn)
+    return decode_before(decoder, asr._HighBand().add(pcm)).strip()
+
+
 def decode_after(pool: asr.RecognizerPool, pcm: bytes) -> str:
     utterance = asr.Utterance(pool)
     for i in range(0, len(pcm), 640):  # 20 ms frames, as the line delivers them
@@ -81,7 +102,7 @@ def demo_lines() -> None:
     pool.warm()
     agent = LocalAgent(can_end_call=True)
     print("## The demo caller's lines\n")
-    print("| voice | said | heard | the agent |\n|---|---|---|---|")
+    print("| voice | said | heard | language model / grammar (margin) | the agent |\n|---|---|---|---|---|")
     errors = total = 0
     for wpm in (CALLER_WPM - 10, CALLER_WPM, CALLER_WPM + 10):
         for noise in ("clean", "line noise"):
@@ -97,7 +118,12 @@ def demo_lines() -> None:
                 errors, total = errors + e, total + n
                 reply = agent.respond(heard, [])
                 does = "" if reply is None else (reply.tool or reply.text[:40])
-                print(f"| {u.condition} | {text} | {heard} | {does} |")
+                searches = utterance.heard
+                assert searches is not None
+                print(
+                    f"| {u.condition} | {text} | {heard} | {searches.free} / {searches.phrase} "
+                    f"({searches.margin:.1f}) | {does} |"
+                )
     print(f"\nword error rate {100 * errors / total:.0f}% over {total} words")
 
 
@@ -115,30 +141,40 @@ def main() -> None:
     audio = [phone_16k(u) for u in items]
     seconds = sum(len(a) for a in audio) / 32000
     old = before_decoder()
+    lm, lm_cmn = language_model_decoder()
     pool = asr.RecognizerPool(preload=1, limit=1)
     pool.warm()
     agent = LocalAgent(can_end_call=True, tools={"transfer_call": None})
-    errors: dict[str, dict[str, int]] = {"before": defaultdict(int), "after": defaultdict(int)}
+    columns = ("before", "lm", "after")
+    errors: dict[str, dict[str, int]] = {c: defaultdict(int) for c in columns}
     ref_words: dict[str, int] = defaultdict(int)
-    cpu = {"before": 0.0, "after": 0.0}
-    ended = {"before": 0, "after": 0}
-    transferred = {"before": 0, "after": 0}
-    false_end = {"before": 0, "after": 0}
+    cpu = dict.fromkeys(columns, 0.0)
+    ended = dict.fromkeys(columns, 0)
+    transferred = dict.fromkeys(columns, 0)
+    false_end: dict[str, list[str]] = {c: [] for c in columns}
+    false_transfer = dict.fromkeys(columns, 0)
     shown = []
     for u, pcm in zip(items, audio, strict=True):
         ref_words[u.category] += len(words(u.text))
-        for which in ("before", "after"):  # interleaved
+        for which in columns:  # interleaved
             t = time.process_time()
-            text = decode_before(old, pcm) if which == "before" else decode_after(pool, pcm)
+            if which == "before":
+                text = decode_before(old, pcm)
+            elif which == "lm":
+                text = decode_language_model(lm, lm_cmn, pcm)
+            else:
+                text = decode_after(pool, pcm)
             cpu[which] += time.process_time() - t
             errors[which][u.category] += word_errors(u.text, text)[0]
             tool = intent(agent, text)
             if u.category == "goodbyes":
                 ended[which] += tool == "end_call"
             elif tool == "end_call":
-                false_end[which] += 1
+                false_end[which].append(f'"{u.text}" heard as "{text}"')
             if u.category == "transfers":
                 transferred[which] += tool == "transfer_call"
+            elif tool == "transfer_call":
+                false_transfer[which] += 1
             if which == "after":
                 shown.append(f"| {u.category} | {u.condition} | {u.text} | {text} | {tool or '-'} |")
 
@@ -147,26 +183,30 @@ def main() -> None:
 
     goodbyes = sum(u.category == "goodbyes" for u in items)
     transfers = sum(u.category == "transfers" for u in items)
+
+    def row(label: str, cell: Callable[[str], str]) -> str:
+        return f"| {label} | " + " | ".join(cell(c) for c in columns) + " |"
+
     print(f"## Recognition of phone audio ({args.set} set{', full' if args.full else ''})\n")
     print(f"Machine: {describe('pocketsphinx')}.\n")
     print(f"{len(items)} utterances, {seconds:.0f} s of audio; word error rate (lower is better):\n")
-    print("| category | before | after |")
-    print("|---|---|---|")
+    print("| category | before (general model) | agent's language model | after (+ grammar, phone loop) |")
+    print("|---|---|---|---|")
     for cat in (*INTENT_CATEGORIES, GENERAL):
-        print(f"| {cat} | {rate('before', (cat,))} | {rate('after', (cat,))} |")
-    print(f"| **the agent's intent phrases** | {rate('before', INTENT_CATEGORIES)} | "
-          f"{rate('after', INTENT_CATEGORIES)} |")  # fmt: skip
-    print(f"| **general sentences** | {rate('before', (GENERAL,))} | {rate('after', (GENERAL,))} |")
+        print(row(cat, lambda c, cat=cat: rate(c, (cat,))))  # type: ignore[misc]
+    print(row("**the agent's intent phrases**", lambda c: rate(c, INTENT_CATEGORIES)))
+    print(row("**general sentences**", lambda c: rate(c, (GENERAL,))))
     print()
-    print("| | before | after |")
-    print("|---|---|---|")
-    print(f"| goodbyes and hang-up requests that end the call | {ended['before']}/{goodbyes} | "
-          f"{ended['after']}/{goodbyes} |")  # fmt: skip
-    print(f"| transfer requests that transfer | {transferred['before']}/{transfers} | "
-          f"{transferred['after']}/{transfers} |")  # fmt: skip
-    print(f"| other utterances that ended the call | {false_end['before']} | {false_end['after']} |")
-    print(f"| real-time factor (CPU s per audio s) | {cpu['before'] / seconds:.3f} | "
-          f"{cpu['after'] / seconds:.3f} |")  # fmt: skip
+    print("| | before (general model) | agent's language model | after (+ grammar, phone loop) |")
+    print("|---|---|---|---|")
+    print(row("goodbyes and hang-up requests that end the call", lambda c: f"{ended[c]}/{goodbyes}"))
+    print(row("transfer requests that transfer", lambda c: f"{transferred[c]}/{transfers}"))
+    print(row("other utterances that ended the call", lambda c: str(len(false_end[c]))))
+    print(row("other utterances that transferred", lambda c: str(false_transfer[c])))
+    print(row("real-time factor (CPU s per audio s)", lambda c: f"{cpu[c] / seconds:.3f}"))
+    for c in columns:
+        if false_end[c]:
+            print(f"\nEnded the call ({c}): " + "; ".join(false_end[c]))
     if args.show:
         print("\n| category | voice | said | heard (after) | tool |\n|---|---|---|---|---|")
         print("\n".join(shown))

@@ -192,3 +192,139 @@ def test_each_caller_keeps_their_own_adaptation_whichever_decoder_serves_them():
     given = [g for d in pool.decoders for g in d.given]
     assert sorted(given) == ["calibrated", "calibrated", "calibrated+"]
     assert alice.cmn == "calibrated++" and bob.cmn == "calibrated+"
+
+
+# The agent's phrases as a grammar, beside the language model (issue 16, second part).
+
+
+def test_intent_sentence_accepts_whole_phrases_only():
+    sentence = language.intent_sentence()
+    for said in ["please hang up", "hang up the call", "you can hang up now", "thank you goodbye",
+                 "transfer me to an operator", "my name is james smith", "the code is nine eight seven",
+                 "what time is it now", "yes that is correct"]:  # fmt: skip
+        assert sentence.match(said), said
+    # what a grammar search answers when it never reached the end of a phrase, and general speech
+    for said in ["what did i", "hang up the", "my name is", "the weather is lovely today", "", "seven up"]:
+        assert not sentence.match(said), said
+
+
+def test_intent_grammar_is_jsgf_of_every_template():
+    grammar = language.intent_grammar()
+    assert grammar.startswith("#JSGF V1.0;") and "public <phrase> = " in grammar
+    assert "([please] hang up [please | now])" in grammar  # "(please |)" is optional
+    assert "<name> = james | john" in grammar and "<digits> = <digit> <digit> <digit> <digit>*;" in grammar
+    assert grammar.count("(") - grammar.count("<") >= 0 and "{" not in grammar  # every slot became a rule
+
+
+@pytest.mark.parametrize(
+    ("free", "phrase", "margin", "chosen"),
+    [
+        # the language model heard something else; the grammar found a phrase close to the phone loop
+        ("read any other", "please hang up", -9.0, "please hang up"),
+        ("and all green", "end the call please", -14.9, "end the call please"),
+        # general speech forced into the grammar scores far below the phone loop: the free transcript
+        ("green and actually to an agent", "i need an operator", -21.0, "green and actually to an agent"),
+        # the language model's transcript is already a phrase of the agent's: it stays
+        ("bye bye", "five five eight", -3.0, "bye bye"),
+        ("what time is it", "what is the time", 0.0, "what time is it"),
+        # the free transcript holds the phrase and more: the caller said more than the grammar can hear
+        (
+            "repeat after me but whether they lovely",
+            "repeat after me",
+            5.0,
+            "repeat after me but whether they lovely",
+        ),
+        # a grammar answer that is not a whole phrase (the search never reached its end)
+        ("what time", "what did i", -2.0, "what time"),
+        ("", "", -math.inf, ""),
+        ("hello", "", -math.inf, "hello"),
+    ],
+)
+def test_the_grammar_wins_only_with_a_whole_phrase_near_the_phone_loop(free, phrase, margin, chosen):
+    from gateway.local_live.asr import choose_transcript
+
+    assert choose_transcript(free, phrase, margin) == chosen
+
+
+def test_the_grammar_margin_is_a_threshold():
+    from gateway.local_live.asr import GRAMMAR_MARGIN, choose_transcript
+
+    assert choose_transcript("partner but green", "hang up please", GRAMMAR_MARGIN) == "hang up please"
+    below = GRAMMAR_MARGIN - 0.01
+    assert choose_transcript("partner but green", "hang up please", below) == "partner but green"
+
+
+class _Search:
+    """A stand-in PocketSphinx search: what it heard, its path score (exponentiated, as the binding gives
+    it), and what it was fed."""
+
+    def __init__(self, text: str | None, score: float = 0.0, frames: int = 100) -> None:
+        self.text, self.score, self.frames = text, score, frames
+        self.fed: list[bytes] = []
+        self.cmn = ""
+
+    def set_cmn(self, cmn: str) -> None:
+        self.cmn = cmn
+
+    def get_cmn(self) -> str:
+        return self.cmn
+
+    def start_utt(self) -> None: ...
+
+    def process_raw(self, pcm: bytes, no_search: bool, full_utt: bool) -> None:
+        self.fed.append(pcm)
+
+    def end_utt(self) -> None: ...
+
+    def n_frames(self) -> int:
+        return self.frames
+
+    def hyp(self):
+        from types import SimpleNamespace
+
+        return None if self.text is None else SimpleNamespace(hypstr=self.text, score=self.score)
+
+
+def _exp(log_score: float) -> float:
+    return 1.0001**log_score
+
+
+@pytest.mark.parametrize(("per_frame", "chosen"), [(-10.0, "please hang up"), (-20.0, "read any other")])
+def test_recognizer_feeds_every_search_and_scores_the_grammar_against_the_phone_loop(per_frame, chosen):
+    from gateway.local_live.asr import Recognizer
+
+    free = _Search("read any other")
+    phrases = _Search("please hang up", _exp(-5000 + 100 * per_frame))
+    phones = _Search("SIL P L IY Z SIL", _exp(-5000))
+    recognizer = Recognizer(free, phrases, phones)  # type: ignore[arg-type]
+    recognizer.set_cmn("40,3,-1")
+    recognizer.start_utt()
+    recognizer.process_raw(b"\x01\x00" * 640, False, False)
+    recognizer.end_utt()
+    heard = recognizer.hyp()
+    assert all(s.fed == [b"\x01\x00" * 640] and s.cmn == "40,3,-1" for s in (free, phrases, phones))
+    assert heard.hypstr == chosen and (heard.free, heard.phrase) == ("read any other", "please hang up")
+    assert math.isclose(heard.margin, per_frame, abs_tol=0.01)
+
+
+def test_recognizer_without_a_grammar_answer_keeps_the_free_transcript():
+    from gateway.local_live.asr import Recognizer
+
+    searches = (_Search("hello there"), _Search(None), _Search("SIL HH SIL", 0.5))
+    recognizer = Recognizer(*searches)  # type: ignore[arg-type]
+    assert recognizer.hyp().hypstr == "hello there"
+
+
+@pytest.mark.e2e  # the real recognizer (seconds to build, shared with the process's other tests)
+def test_the_grammar_hears_an_agent_phrase_on_the_phone_line():
+    """The real searches on synthesised phone audio (espeak-ng and PocketSphinx are deterministic): the
+    grammar is loaded and a clearly spoken phrase of the agent's comes back whole, close to the phone loop."""
+    from gateway.local_live import asr
+
+    utterance = asr.Utterance(asr.shared_pool(preload=1, limit=6))
+    pcm = asr._phone_speech("please hang up", "f3")
+    for i in range(0, len(pcm), 640):
+        utterance.add(pcm[i : i + 640])
+    assert utterance.finish() == "please hang up"
+    heard = utterance.heard
+    assert heard is not None and heard.phrase == "please hang up" and heard.margin >= asr.GRAMMAR_MARGIN

@@ -16,6 +16,7 @@ import functools
 import math
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +106,9 @@ def _phone_speech(text: str, variant: str = "m3") -> bytes:
     return InboundAudio(SAMPLE_RATE).convert(ulaw)
 
 
-def new_decoder(*, calibrate: bool = True) -> pocketsphinx.Decoder:
-    """A decoder with the agent's language model (US English acoustic model, 16 kHz), calibrated before use.
+def new_decoder(*, calibrate: bool = True) -> Recognizer:
+    """A recognizer with the agent's language model and its phrases' grammar (US English acoustic model,
+    16 kHz), calibrated before use.
 
     PocketSphinx normalises features with a running cepstral mean; a fresh decoder starts from a generic
     guess and misrecognises its first utterance badly (measured: "please hang up" -> "please any other").
@@ -118,21 +120,106 @@ def new_decoder(*, calibrate: bool = True) -> pocketsphinx.Decoder:
     with tempfile.TemporaryDirectory(prefix="gateway-asr-") as folder:
         path = Path(folder) / "agent.lm"
         path.write_text(_language_model(), encoding="utf-8")
-        decoder = pocketsphinx.Decoder(lm=str(path), lw=LANGUAGE_WEIGHT, loglevel="FATAL")
+        free = pocketsphinx.Decoder(lm=str(path), lw=LANGUAGE_WEIGHT, loglevel="FATAL")
+        grammar = Path(folder) / "agent.gram"
+        grammar.write_text(language.intent_grammar(), encoding="utf-8")
+        phrases = pocketsphinx.Decoder(jsgf=str(grammar), loglevel="FATAL")
+    phones = pocketsphinx.Decoder(allphone=_PHONE_MODEL, lw=PHONE_LOOP_WEIGHT, loglevel="FATAL")
+    recognizer = Recognizer(free, phrases, phones)
     for variant, text in CALIBRATION if calibrate else ():
         pcm = _HighBand().add(_phone_speech(text, variant))
-        decoder.start_utt()
+        recognizer.start_utt()
         for i in range(0, len(pcm), _FEED_BYTES):
-            decoder.process_raw(pcm[i : i + _FEED_BYTES], False, False)
-        decoder.end_utt()
-    return decoder
+            recognizer.process_raw(pcm[i : i + _FEED_BYTES], False, False)
+        recognizer.end_utt()
+    return recognizer
+
+
+_PHONE_MODEL = str(Path(pocketsphinx.get_model_path()) / "en-us" / "en-us-phone.lm.bin")
+PHONE_LOOP_WEIGHT = 2.0  # the phone loop's language weight: a loose garbage model, mostly acoustics
+# How far (score per 10 ms frame, PocketSphinx's log base 1.0001) the grammar's sentence may fall below the
+# phone loop's best path and still be believed. Chosen on the tuning set (`benchmarks/bench_asr.py`): -13
+# to -20 all gave 28-30% on the agent's phrases there; looser let general sentences become the agent's.
+GRAMMAR_MARGIN = -15.0
+_LOG_BASE = math.log(1.0001)
+
+
+def _score(hyp: object) -> float:
+    """A hypothesis' path score in PocketSphinx's log units (the binding hands it over exponentiated)."""
+    value = getattr(hyp, "score", 0.0)
+    return math.log(value) / _LOG_BASE if value > 0 else -math.inf
+
+
+def choose_transcript(free: str, phrase: str, margin: float) -> str:
+    """What the caller said, from the two searches: the free one's transcript, unless it is not one of the
+    agent's phrases and the grammar search found a whole phrase of the agent's scoring within
+    ``GRAMMAR_MARGIN`` of the phone loop (``margin``: per frame). A free transcript that already holds the
+    grammar's phrase stays too: the caller said more than the phrase ("repeat after me" and what to repeat),
+    and the grammar cannot hear the rest. Pure."""
+    sentence = language.intent_sentence()
+    if sentence.match(free) or not phrase or not sentence.match(phrase) or f" {phrase} " in f" {free} ":
+        return free
+    return phrase if margin >= GRAMMAR_MARGIN else free
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """A recognizer's answer (the decoders' ``hyp()`` shape): the transcript chosen, and what each search
+    heard (for the benchmark and the logs)."""
+
+    hypstr: str
+    free: str
+    phrase: str
+    margin: float
+
+
+class Recognizer:
+    """Three PocketSphinx searches over the same audio, used as one decoder: the agent's language model
+    (the transcript), the agent's phrases as a grammar (its intents, heard more surely), and a phone loop
+    (the garbage model that tells a phrase really said from general speech forced into the grammar).
+
+    The three compute the same features, so their cepstral means move together: the free search's is
+    the recognizer's. Measured cost: about 4x the language model alone (see BENCHMARKS.md, issue 16).
+    """
+
+    def __init__(
+        self, free: pocketsphinx.Decoder, phrases: pocketsphinx.Decoder, phones: pocketsphinx.Decoder
+    ) -> None:
+        self._decoders = (free, phrases, phones)
+
+    def get_cmn(self) -> str:
+        return str(self._decoders[0].get_cmn())
+
+    def set_cmn(self, cmn: str) -> None:
+        for decoder in self._decoders:
+            decoder.set_cmn(cmn)
+
+    def start_utt(self) -> None:
+        for decoder in self._decoders:
+            decoder.start_utt()
+
+    def process_raw(self, pcm: bytes, no_search: bool, full_utt: bool) -> None:
+        for decoder in self._decoders:
+            decoder.process_raw(pcm, no_search, full_utt)
+
+    def end_utt(self) -> None:
+        for decoder in self._decoders:
+            decoder.end_utt()
+
+    def hyp(self) -> Heard:
+        free, phrases, phones = (d.hyp() for d in self._decoders)
+        frames = max(1, self._decoders[0].n_frames())
+        free_text = free.hypstr.strip() if free is not None else ""
+        phrase = phrases.hypstr.strip() if phrases is not None else ""
+        margin = (_score(phrases) - _score(phones)) / frames if phrases and phones else -math.inf
+        return Heard(choose_transcript(free_text, phrase, margin), free_text, phrase, margin)
 
 
 class RecognizerPool:
     """Decoders loaded once per server and lent out per utterance; grows on demand up to ``limit``."""
 
     def __init__(self, preload: int = 1, limit: int = 6) -> None:
-        self._free: list[pocketsphinx.Decoder] = []
+        self._free: list[Recognizer] = []
         self._count = 0
         self._limit = max(1, limit)
         self._cond = threading.Condition()
@@ -151,7 +238,7 @@ class RecognizerPool:
                 self._free.append(decoder)
                 self._cond.notify()
 
-    def try_acquire(self) -> pocketsphinx.Decoder | None:
+    def try_acquire(self) -> Recognizer | None:
         """A free decoder, a new one if the pool may grow (blocking while it loads), else None."""
         with self._cond:
             if self._free:
@@ -166,7 +253,7 @@ class RecognizerPool:
                 self._count -= 1
             raise
 
-    def acquire(self, timeout: float | None = None) -> pocketsphinx.Decoder | None:
+    def acquire(self, timeout: float | None = None) -> Recognizer | None:
         decoder = self.try_acquire()
         if decoder is not None:
             return decoder
@@ -175,12 +262,12 @@ class RecognizerPool:
                 return None
             return self._free.pop()
 
-    def release(self, decoder: pocketsphinx.Decoder) -> None:
+    def release(self, decoder: Recognizer) -> None:
         with self._cond:
             self._free.append(decoder)
             self._cond.notify()
 
-    def _new_decoder(self) -> pocketsphinx.Decoder:
+    def _new_decoder(self) -> Recognizer:
         if self.calibrated_cmn:  # every utterance starts from a caller's mean: no need to calibrate again
             return new_decoder(calibrate=False)
         decoder = new_decoder()
@@ -230,10 +317,11 @@ class Utterance:
     def __init__(self, pool: RecognizerPool, caller: CallerAdaptation | None = None) -> None:
         self._pool = pool
         self._caller = caller or CallerAdaptation()
-        self._decoder: pocketsphinx.Decoder | None = None
+        self._decoder: Recognizer | None = None
         self._backlog: list[bytes] = []
         self._high_band = _HighBand()
         self.samples = 0
+        self.heard: Heard | None = None  # what each search heard, once finished
 
     def _ensure_decoder(self, block: bool) -> bool:
         if self._decoder is None:
@@ -272,6 +360,7 @@ class Utterance:
             decoder.end_utt()
             self._caller.cmn = decoder.get_cmn()
             hyp = decoder.hyp()
+            self.heard = hyp if isinstance(hyp, Heard) else None
             return hyp.hypstr.strip() if hyp is not None else ""
         finally:
             self._pool.release(decoder)

@@ -18,6 +18,7 @@ see `benchmarks/bench_asr.py` and BENCHMARKS.md. Pure functions apart from readi
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -37,6 +38,7 @@ _TEMPLATES = (
     "how are you (today|doing)",
     # names
     "(my name is|this is|it is|it's) {name}",
+    "(hello|hi) (my name is|this is) {name}",
     "(my name is|this is|it is) {name} {surname}",
     "{name} (here|speaking|calling)",
     "this is {name} calling",
@@ -265,3 +267,57 @@ def build_arpa(
         lines.append(f"{math.log10(p):.5f} {u} {v} {w}")
     lines += ["", "\\end\\", ""]
     return "\n".join(lines)
+
+
+# The agent's phrases as a grammar: a second search beside the language model (see `asr.py`). The grammar
+# only knows these sentences, so it hears "please hang up" where the trigram model, free to wander into
+# the general words, hears "three hundred"; it also forces every other sentence into one of its own, which
+# is why its answer is taken only when it beats a phone loop (`asr.choose_transcript`).
+_SLOTS = {"{name}": "<name>", "{surname}": "<surname>", "{number}": "<number>", "{digits}": "<digits>"}
+
+
+def _jsgf_template(template: str) -> str:
+    def group(match: re.Match[str]) -> str:
+        alternatives = [a.strip() for a in match.group(1).split("|")]
+        body = " | ".join(a for a in alternatives if a)
+        return f" [{body}] " if "" in alternatives else f" ({body}) "
+
+    text = re.sub(r"\(([^()]*)\)", group, template)
+    for slot, rule in _SLOTS.items():
+        text = text.replace(slot, rule)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def intent_grammar() -> str:
+    """The agent's phrases (``_TEMPLATES`` with their names and numbers) as a JSGF grammar."""
+    lines = [
+        "#JSGF V1.0;",
+        "grammar agent;",
+        "public <phrase> = " + " | ".join(f"({_jsgf_template(t)})" for t in _TEMPLATES) + ";",
+        "<name> = " + " | ".join(FIRST_NAMES) + ";",
+        "<surname> = " + " | ".join(SURNAMES) + ";",
+        "<digit> = " + " | ".join(_DIGITS) + ";",
+        "<digits> = <digit> <digit> <digit> <digit>*;",
+        "<number> = " + " | ".join(f"({n})" for n in _numbers()) + ";",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _regex_template(template: str) -> str:
+    text = re.sub(r"\(([^()]*)\)", lambda m: "(?:" + m.group(1) + ")", template)
+    fills = {
+        "{name}": "(?:" + "|".join(FIRST_NAMES) + ")",
+        "{surname}": "(?:" + "|".join(SURNAMES) + ")",
+        "{number}": "(?:" + "|".join(_numbers()) + ")",
+        "{digits}": "(?:" + "|".join(_DIGITS) + ")(?: (?:" + "|".join(_DIGITS) + ")){2,}",
+    }
+    for slot, pattern in fills.items():
+        text = text.replace(slot, pattern)
+    return text
+
+
+@functools.cache
+def intent_sentence() -> re.Pattern[str]:
+    """Whole sentences of the agent's phrases: what the grammar accepts, end to end. (A grammar search
+    that never reached its end answers with the words it had; those are not a sentence of the agent.)"""
+    return re.compile("^(?:" + "|".join(_regex_template(t) for t in _TEMPLATES) + ")$")
