@@ -2,11 +2,12 @@
 model of what the local agent understands (`language.py`, built here from the wheel's dictionary and
 general model) instead of PocketSphinx's general one.
 
-Measured on this machine: a process's first decoder takes about 2 s to build (language model and
-calibration) and 75 MB, each further one 0.15 s and 26 MB (the general model's decoder: 0.25 s, 90 MB),
-and decodes phone audio at a real-time factor of about 0.06 (the general model's: 0.3 to 0.4; see
+Measured on this machine: a process's first recognizer takes about 3 s to build (language model, grammar
+and calibration), each further one 0.3 s and about 100 MB (three searches, each with its own copy of the
+acoustic model; the language model alone: 0.15 s and 26 MB), and decodes phone audio at a real-time factor
+of about 0.25 (the language model alone: 0.06; the general model's: 0.3 to 0.4; see
 `benchmarks/bench_asr.py`). Its Python binding holds the GIL while decoding, so audio is fed in small pieces
-(the event loop gets the GIL back between them) and decoders are pooled: one decoder serves one utterance
+(the event loop gets the GIL back between them) and recognizers are pooled: one serves one utterance
 at a time, and sessions borrow one at start of speech and give it back at the end.
 """
 
