@@ -170,7 +170,9 @@ def configure_logging(fmt: str = "auto", level: str = "info", show_pii: bool = F
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         # Looked up per line, not bound once, so a redirected stderr (tests, daemons) is honoured.
-        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+        # WriteLogger, not PrintLogger: print() writes a line and its newline apart, and a file's stderr is
+        # write-through, so the processes of WEB_CONCURRENCY sharing one log could splice their lines.
+        logger_factory=lambda *_: structlog.WriteLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
 
