@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 
 import structlog
 
@@ -96,70 +97,58 @@ def _calls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_command(
+    run: Callable[[argparse.Namespace], int],
+    args: argparse.Namespace,
+    operator_errors: tuple[type[Exception], ...],
+    api_error: type[Exception],
+    say: Callable[[Exception], str] = str,
+) -> int:
+    """A carrier's `configure` command: one line on stderr for what went wrong, exit 2 for what the
+    operator fixes (a setting, a number the account lacks), 1 for what the carrier's API answered."""
+    try:
+        return run(args)
+    except operator_errors as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except api_error as exc:
+        print(f"gateway: {say(exc)}", file=sys.stderr)
+        return 1
+
+
 def _telnyx(args: argparse.Namespace) -> int:
     from gateway.telnyx.admin import TelnyxAdminError, TelnyxApiError, run_telnyx_command
 
-    try:
-        return run_telnyx_command(args)
-    except (TelnyxAdminError, ValueError) as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 2
-    except TelnyxApiError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 1
+    return _admin_command(run_telnyx_command, args, (TelnyxAdminError, ValueError), TelnyxApiError)
 
 
 def _signalwire(args: argparse.Namespace) -> int:
     from gateway.signalwire.admin import run_signalwire_command
     from gateway.twilio.admin import AdminError, TwilioApiError
 
-    try:
-        return run_signalwire_command(args)
-    except (AdminError, ValueError) as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 2
-    except TwilioApiError as exc:  # SignalWire's Compatibility API answers as Twilio's does
-        print(f"gateway: {str(exc).replace('Twilio', 'SignalWire')}", file=sys.stderr)
-        return 1
+    # SignalWire's Compatibility API answers as Twilio's does, and Twilio's errors say "Twilio".
+    def say(exc: Exception) -> str:
+        return str(exc).replace("Twilio", "SignalWire")
+
+    return _admin_command(run_signalwire_command, args, (AdminError, ValueError), TwilioApiError, say)
 
 
 def _vonage(args: argparse.Namespace) -> int:
     from gateway.vonage.admin import AdminError, VonageApiError, run_vonage_command
 
-    try:
-        return run_vonage_command(args)
-    except AdminError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 2
-    except VonageApiError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 1
+    return _admin_command(run_vonage_command, args, (AdminError,), VonageApiError)
 
 
 def _plivo(args: argparse.Namespace) -> int:
     from gateway.plivo.admin import AdminError, PlivoApiError, run_plivo_command
 
-    try:
-        return run_plivo_command(args)
-    except AdminError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 2
-    except PlivoApiError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 1
+    return _admin_command(run_plivo_command, args, (AdminError,), PlivoApiError)
 
 
 def _twilio(args: argparse.Namespace) -> int:
     from gateway.twilio.admin import AdminError, TwilioApiError, run_twilio_command
 
-    try:
-        return run_twilio_command(args)
-    except AdminError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 2
-    except TwilioApiError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 1
+    return _admin_command(run_twilio_command, args, (AdminError,), TwilioApiError)
 
 
 def _live_local(args: argparse.Namespace) -> int:
