@@ -106,8 +106,12 @@ class _Weights:
 
 @cache
 def weights() -> _Weights:
-    """The process's one copy of the weights (read on first use: about 1 MB)."""
+    """The process's one copy of the weights (about 1 MB)."""
     return _Weights(read_ggml(model_file()))
+
+
+# Read at import (about 2 ms), not on the event loop when the first call's detector is made.
+weights()
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
