@@ -136,6 +136,8 @@ class Settings:
     # Gateway processes on one port (WEB_CONCURRENCY, which Heroku sets): default one per core.
     web_concurrency: int = 1
     stall_timeout_s: float = 5.0
+    # Caller audio per message to Live while the caller is quiet (gateway.call.caller_chunks).
+    live_quiet_chunk_ms: int = 100
     # Vertex AI (GEMINI_PLATFORM=vertex): a service-account key file, else google-auth's own search (the
     # metadata server on Google Cloud). The platform, project and location are in `live`.
     google_credentials_file: str | None = None
@@ -593,6 +595,12 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         raise ConfigError(f"MAX_MESSAGE_BYTES={max_message_bytes} must be at least 4096 (a Twilio `start`)")
     barge_in = _choice(env, "BARGE_IN", ("local", "server"), "local")
     stall_timeout_s = _seconds(env, "STALL_TIMEOUT_S", 5.0, 1, 60)
+    quiet_chunk_ms = _int(env, "LIVE_QUIET_CHUNK_MS", 100)
+    if quiet_chunk_ms not in (20, 40, 60, 80, 100):
+        raise ConfigError(
+            f"LIVE_QUIET_CHUNK_MS={quiet_chunk_ms} must be 20, 40, 60, 80 or 100: caller audio per message "
+            "to Live while the caller is quiet, in whole 20 ms frames (20 sends every frame as it comes)"
+        )
     agents = default_book(live, greeting, barge_in)
     if agents_file := env.get("AGENTS_FILE"):
         try:
@@ -683,6 +691,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         amd_timeout_s=amd_timeout,
         barge_in=barge_in,
         stall_timeout_s=stall_timeout_s,
+        live_quiet_chunk_ms=quiet_chunk_ms,
         google_credentials_file=credentials_file,
         web_concurrency=_web_concurrency(env),
         console_password=_console_password(env),

@@ -210,8 +210,10 @@ def test_a_new_handle_means_nothing_before_it_is_replayed():
 def test_audio_since_the_handle_is_replayed_then_audio_held_during_the_switch():
     res = Resumption()
     assert res.keep(b"a") and res.keep(b"b")
+    res.unsent_sent(1)  # a and b went out together
     res.handle_update("h1", resumable=True, now=0.0)  # covers a and b
     assert res.keep(b"c")
+    res.unsent_sent(2)
     res.begin_switch()
     assert res.switching and not res.keep(b"d")  # the caller talks during the switch
     assert res.hold(b"d")
@@ -220,6 +222,17 @@ def test_audio_since_the_handle_is_replayed_then_audio_held_during_the_switch():
         sent.append(frame)
     assert sent == [b"c", b"d"] and not res.switching
     assert res.keep(b"e")  # straight to the new connection again
+
+
+def test_a_handle_leaves_the_frames_not_sent_yet_to_be_sent_and_replayed():
+    res = Resumption()
+    assert res.keep(b"a")
+    res.unsent_sent(1)
+    assert res.keep(b"b") and res.keep(b"c")  # a quiet: held for one message
+    assert res.handle_update("h1", resumable=True, now=0.0)  # covers a, not what it never got
+    assert list(res.since_handle) == [b"b", b"c"] and res.unsent_frames() == [b"b", b"c"]
+    res.begin_switch()  # the replay carries them; nothing is left to send on the old connection
+    assert res.unsent == 0 and list(res.held or []) == [b"b", b"c"]
 
 
 def test_a_non_resumable_update_keeps_the_old_handle_and_its_audio():

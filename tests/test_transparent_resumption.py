@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from gateway.call import Call, Outcome
+from gateway.call import Call, CallLimits, Outcome
 from gateway.call.line import CallerAudio, LineAudio
 from gateway.call.resumption import Resumption
 from gateway.live import protocol as lp
@@ -22,7 +22,7 @@ def sent_in_order(resumption: Resumption, frames: list[bytes], first_index: int 
     """Keep and send `frames` as client messages first_index, first_index + 1, ..."""
     for i, frame in enumerate(frames):
         assert resumption.keep(frame)
-        resumption.frame_sent(first_index + i, resumption.last_kept_seq)
+        resumption.unsent_sent(first_index + i)
 
 
 def test_a_handle_drops_exactly_the_frames_its_message_index_covers():
@@ -63,6 +63,19 @@ def test_the_switch_replays_exactly_what_follows_and_the_new_connection_counts_a
     assert list(r.since_handle) == [FRAMES[5]]
 
 
+def test_frames_sent_together_are_covered_together():
+    r = Resumption(transparent=True)
+    sent_in_order(r, FRAMES[:1])  # message 1
+    for frame in FRAMES[1:4]:
+        assert r.keep(frame)  # a quiet: three frames, one message
+    r.unsent_sent(2)
+    assert r.keep(FRAMES[4])  # not sent yet
+    r.handle_update("h1", True, 0.0, consumed_index=1)
+    assert list(r.since_handle) == FRAMES[1:5]
+    r.handle_update("h2", True, 0.0, consumed_index=2)
+    assert list(r.since_handle) == [FRAMES[4]] and r.unsent_frames() == [FRAMES[4]]
+
+
 def test_the_replay_bound_still_holds_and_numbers_stay_aligned():
     r = Resumption(transparent=True, max_frames=3)
     sent_in_order(r, FRAMES[:5])  # only the last three are kept
@@ -98,7 +111,9 @@ async def test_the_call_replays_exactly_the_frames_after_the_consumed_message():
     config = dataclasses.replace(
         lp.LiveConfig(), platform="vertex", project="p", location="us-central1", transparent_resumption=True
     )
-    call = Call(line, STARTED, live.open, config, connect_retry_delays_s=(0.0, 0.0, 0.0))
+    # Every frame in a message of its own (LIVE_QUIET_CHUNK_MS=20): the indices below are the frames'.
+    limits = CallLimits(quiet_chunk_ms=20)
+    call = Call(line, STARTED, live.open, config, limits=limits, connect_retry_delays_s=(0.0, 0.0, 0.0))
     task = asyncio.create_task(call.run())
     first = await live.connection(0)
     line.put(*(CallerAudio(f) for f in FRAMES[:6]))

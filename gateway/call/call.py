@@ -43,6 +43,7 @@ import structlog
 from gateway.agents import Agent
 from gateway.audio import Resampler
 from gateway.call.answering import Answering, MachinePolicy
+from gateway.call.caller_chunks import CallerChunks
 from gateway.call.events import CallEvents
 from gateway.call.line import CallerAudio, Ended, Keypress, Line, LineClosed, LineEvent, Played, Started
 from gateway.call.outcome import Outcome, live_failure
@@ -114,6 +115,7 @@ class CallLimits:
     # bound holds for bringing a lost connection back during the call.
     live_setup_s: float = 6.0
     live_stall_s: float = 8.0  # Live silent this long after the caller made a sound: a stalled connection
+    quiet_chunk_ms: int = 100  # caller audio per message to Live in a quiet (gateway.call.caller_chunks)
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,7 @@ class Call:
         self._use_turn_rules(config, barge_in or turns.barge_in)
         self._recent_audio: deque[bytes] = deque(maxlen=ACTIVITY_PREROLL_FRAMES)
         self._recent_seqs: deque[int] = deque(maxlen=ACTIVITY_PREROLL_FRAMES)  # their numbers for replay
+        self._chunks = CallerChunks.of_ms(limits.quiet_chunk_ms, config.vad_silence_ms)
         self._stream_paused = False  # audioStreamEnd sent for the pause in progress
         self._line_deadline = Deadline()  # bounds every wait for the line's next event, one timer for all
         # Resample only where the line's rate is not Live's (a wideband line may need neither).
@@ -411,7 +414,7 @@ class Call:
                         self.state.watchdog.caller_sound(now)  # no detector: the line's level says
                     self._watch_for_stall()
                 self.events.caller_frame(now, heard.speaking if self._meter is not None else loud, loud)
-                await self._send_caller_audio(event.pcm)
+                await self._send_caller_audio(event.pcm, loud or heard.speaking)
                 if heard.end and self._local_turns:
                     await self._send_activity(lp.activity_end_message())
             elif isinstance(event, Played):
@@ -429,6 +432,9 @@ class Call:
                     f"[The caller pressed the {event.digit} key on their phone keypad.]"
                 )
             elif isinstance(event, Ended):
+                if self.live is not None and not self.state.resumption.switching:
+                    with contextlib.suppress(LiveError):
+                        await self._send_unsent()  # the last of a quiet: Live has all the caller said
                 stats.outcome = Outcome.MOVED if self._moved else Outcome.CALLER_HUNG_UP
                 log.info("line_ended", how=event.how)
                 return
@@ -447,6 +453,7 @@ class Call:
                 self._stream_paused = True
                 if self.live is not None and not self.state.resumption.switching:
                     with contextlib.suppress(LiveError):
+                        await self._send_unsent()  # the pause's audio first, then its end
                         await self.live.send(lp.audio_stream_end_message())
                 idle_s -= AUDIO_PAUSE_S
         try:
@@ -495,23 +502,38 @@ class Call:
         except LiveError:
             self.state.resumption.broke()
 
-    async def _send_caller_audio(self, pcm: bytes) -> None:
+    async def _send_caller_audio(self, pcm: bytes, sound: bool) -> None:
+        """Keep the frame for replay and send it to Live: at once while the caller may be speaking, several
+        frames in one message in a quiet (`gateway.call.caller_chunks`)."""
         resumption = self.state.resumption
         if resumption.keep(pcm):
-            assert self.live is not None
+            if not self._chunks.send_now(sound, resumption.unsent):
+                return
             try:
-                audio = self._to_live(pcm)
-                index = await self.live.send_audio(audio, self.input_rate)
-                resumption.frame_sent(index, resumption.last_kept_seq)
-                if self._local_turns:
-                    self._recent_audio.append(audio)
-                    self._recent_seqs.append(resumption.last_kept_seq)
+                await self._send_unsent()
                 return
             except LiveError:
                 # The connection broke under us; the agent loop is bringing it back. Keep the words.
                 resumption.broke()
         if not resumption.hold(pcm):
             METRICS.frames_dropped.labels(direction="caller").inc()
+
+    async def _send_unsent(self) -> None:
+        """Send the caller frames kept and not sent yet, as one message. Raises LiveError."""
+        resumption = self.state.resumption
+        if not resumption.unsent:
+            return
+        assert self.live is not None
+        frames = resumption.unsent_frames()
+        audio = self._to_live(frames[0] if len(frames) == 1 else b"".join(frames))
+        index = await self.live.send_audio(audio, self.input_rate)
+        first_seq = resumption.last_kept_seq - len(frames) + 1
+        resumption.unsent_sent(index)
+        if self._local_turns:  # the pre-roll is kept frame by frame (the resampler's output is too)
+            size = len(audio) // len(frames)
+            for k in range(len(frames)):
+                self._recent_audio.append(audio[k * size : (k + 1) * size])
+                self._recent_seqs.append(first_seq + k)
 
     async def _send_keypress(self, text: str) -> None:
         resumption = self.state.resumption

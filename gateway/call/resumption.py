@@ -53,6 +53,9 @@ class Resumption:
     replayed_seq: int = -1  # the number of the frame `next_held` returned last
     sent: deque[tuple[int, int]] = field(default_factory=deque)  # (message index, frame number), in order
     covered: int = -1  # the newest frame number the current connection's handles have covered
+    # The newest kept frames not sent yet: in a quiet the call sends several in one message
+    # (`gateway.call.caller_chunks`). They are the tail of since_handle, and no handle covers them.
+    unsent: int = 0
 
     def __post_init__(self) -> None:
         self.since_handle = deque(self.since_handle, maxlen=self.max_frames)
@@ -74,7 +77,22 @@ class Resumption:
         if len(self.since_handle) == self.since_handle.maxlen:
             self.first_seq += 1  # the oldest goes: past the bound, it is not replayed
         self.since_handle.append(frame)
-        return self.held is None
+        if self.held is not None:
+            return False
+        self.unsent = min(self.unsent + 1, len(self.since_handle))
+        return True
+
+    def unsent_frames(self) -> list[bytes]:
+        """The frames kept and not sent yet, oldest first."""
+        kept = self.since_handle
+        return [kept[i] for i in range(len(kept) - self.unsent, len(kept))]
+
+    def unsent_sent(self, index: int) -> None:
+        """The unsent frames went out together as client message `index` of the current connection."""
+        if self.transparent:
+            last = self.last_kept_seq
+            self.sent.extend((index, seq) for seq in range(last - self.unsent + 1, last + 1))
+        self.unsent = 0
 
     def frame_sent(self, index: int, seq: int) -> None:
         """Frame number `seq` went out as client message `index` of the current connection (setup is 0)."""
@@ -137,8 +155,10 @@ class Resumption:
             return self.handle_fresh
         covers = not (self.after_switch and self.heard_at is None)
         self.handle_fresh = covers
-        if covers:
-            self.since_handle.clear()
+        if covers:  # it covers what was sent; frames not sent yet stay
+            for _ in range(len(self.since_handle) - self.unsent):
+                self.since_handle.popleft()
+                self.first_seq += 1
         return covers
 
     def agent_spoke(self) -> None:
@@ -186,8 +206,9 @@ class Resumption:
     def begin_switch(self) -> None:
         """The old connection is closed: everything said since the handle will be sent to the new one,
         followed by anything that arrives meanwhile."""
-        self.held = deque(self.since_handle)
+        self.held = deque(self.since_handle)  # the frames not sent yet among them
         self.held_first_seq = self.first_seq
+        self.unsent = 0
         self.sent.clear()  # message indices are the old connection's
         self.covered = -1
         self.switch_by = None

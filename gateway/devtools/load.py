@@ -495,7 +495,10 @@ class Figures:
     harness_lateness: list[float] = field(default_factory=list)
     caller_frames_received: int = 0  # by the peer
     caller_frames_missing: int = 0
-    inbound: list[float] = field(default_factory=list)
+    inbound: list[float] = field(default_factory=list)  # frames with sound: each must go at once
+    # Frames of the harness's pauses (digital silence): the gateway may hold a quiet for up to
+    # LIVE_QUIET_CHUNK_MS and send it in one message (gateway.call.caller_chunks), so they are apart.
+    inbound_quiet: list[float] = field(default_factory=list)
     agent_frames_sent: int = 0  # by the peer
     agent_frames_missing: int = 0
     agent_frames_cleared: int = 0  # of turns ended by a `clear`: dropped after the barge-in, by design
@@ -612,9 +615,11 @@ def _match_inbound(trace: CallTrace, record: PeerSessionRecord, fig: Figures) ->
     fig.caller_frames_missing += max(0, len(sent) - len(received))
     lo, hi = fig.window_s
     lo = max(lo, record.setup_done + SETUP_SETTLE_S)
+    silent = record.audio_silent
     for k in range(min(len(sent), len(received))):
         if lo <= sent[k] <= hi:
-            fig.inbound.append(received[k] - sent[k])
+            quiet = k < len(silent) and silent[k]
+            (fig.inbound_quiet if quiet else fig.inbound).append(received[k] - sent[k])
 
 
 def _match_outbound(trace: CallTrace, record: PeerSessionRecord, fig: Figures) -> None:
@@ -704,6 +709,7 @@ def report(fig: Figures) -> str:
             f"caller frames at the peer: {fig.caller_frames_received} received, "
             f"{fig.caller_frames_missing} missing, {pct(fig.late_inbound, len(fig.inbound))} late (>20 ms)",
             f"  inbound latency (harness -> gateway -> peer): {percentiles(fig.inbound)}",
+            f"  quiet frames (pauses, sent several to a message): {percentiles(fig.inbound_quiet)}",
             f"agent frames: {fig.agent_frames_sent} sent by the peer, {fig.agent_frames_missing} missing "
             f"({fig.agent_frames_cleared} more dropped in turns the caller talked over), "
             f"{pct(fig.late_outbound, len(fig.outbound))} late (>20 ms)",

@@ -52,6 +52,7 @@ LIVE_PATHS = frozenset(LIVE_PATH.format(version=v) for v in ("v1alpha", "v1beta"
 OUT_RATE = 24000
 # The gateway hand-builds this exact prefix (live_protocol.audio_message); anything else goes through json.
 _AUDIO_PREFIX = '{"realtimeInput":{"audio":{"data":"'
+FRAME_BYTES = 640  # 20 ms of 16 kHz PCM16: the caller's frame as the gateway sends it
 _SETUP_COMPLETE = b'{"setupComplete":{}}'
 _INTERRUPTED = b'{"serverContent":{"interrupted":true}}'
 _TURN_COMPLETE = b'{"serverContent":{"turnComplete":true}}'
@@ -89,7 +90,10 @@ class PeerSessionRecord:
     path: str = ""
     setup_done: float = 0.0
     call_id: int | None = None  # from the DTMF digits, once `#` arrived
-    audio_times: array = field(default_factory=lambda: array("d"))  # arrival of each realtimeInput audio
+    # Arrival of each 20 ms of the caller's audio (a message in a quiet carries several: each counts), and
+    # whether it was silent (the harness's pauses are digital silence; the gateway may send them together).
+    audio_times: array = field(default_factory=lambda: array("d"))
+    audio_silent: array = field(default_factory=lambda: array("b"))
     voiced_frames: int = 0
     texts: int = 0
     turns: list[PeerTurn] = field(default_factory=list)
@@ -156,12 +160,20 @@ class _Session:
             self.record.closed = time.monotonic()
 
     async def _on_audio(self, b64: str, now: float) -> None:
-        self.record.audio_times.append(now)
         try:
             pcm = binascii.a2b_base64(b64)
         except binascii.Error:
+            self.record.audio_times.append(now)
+            self.record.audio_silent.append(0)
             return
-        voiced = audioop.rms(pcm[: len(pcm) // 2 * 2], 2) > self.options.speech_rms
+        for start in range(0, max(1, len(pcm)), FRAME_BYTES):  # as Live would: 20 ms at a time
+            await self._on_frame(pcm[start : start + FRAME_BYTES], now)
+
+    async def _on_frame(self, pcm: bytes, now: float) -> None:
+        self.record.audio_times.append(now)
+        pcm = pcm[: len(pcm) // 2 * 2]
+        self.record.audio_silent.append(not any(pcm))
+        voiced = audioop.rms(pcm, 2) > self.options.speech_rms
         if voiced:
             self.record.voiced_frames += 1
             self.quiet = 0
