@@ -92,7 +92,7 @@ async def test_a_phone_line_carries_mu_law_both_ways_and_the_socket_s_end_ends_i
     line = line_on(ws)
     ws.says(type="start")
     await line.receive()
-    assert line.audio == LineAudio(8000, 8000)
+    assert line.audio == LineAudio(8000, 8000, mulaw=True)
     ws.speaks(pcm16_to_ulaw(bytes(320)))
     ws.speaks(bytes(1601))  # longer than a frame may be: skipped, the call goes on
     ws.leaves()

@@ -44,7 +44,7 @@ def test_a_bad_message_says_what_is_wrong(text, error):
 
 
 def test_the_two_qualities_are_the_phone_line_and_live_s_own_rates():
-    assert bp.PHONE.audio == LineAudio(8000, 8000) and bp.PHONE.encoding == "mulaw"
+    assert bp.PHONE.audio == LineAudio(8000, 8000, mulaw=True) and bp.PHONE.encoding == "mulaw"
     assert bp.WIDEBAND.audio == LineAudio(16000, 24000) and bp.WIDEBAND.encoding == "pcm16"
     pcm = b"".join(int(v).to_bytes(2, "little", signed=True) for v in range(-8000, 8000, 50))
     # Phone: the page's mu-law is the gateway's codec, both ways (what a Twilio caller hears).

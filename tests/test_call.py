@@ -11,6 +11,7 @@ import json
 import time
 
 from gateway.agents import Agent
+from gateway.audio import Resampler, pcm16_to_ulaw, ulaw_to_pcm16
 from gateway.call import Call, CallAgent, CallLimits, Outcome
 from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, Played, Started
 from gateway.live import protocol as lp
@@ -295,3 +296,22 @@ async def test_a_call_the_drain_moved_ends_as_moved_and_one_it_could_not_move_he
         await task
     assert call.stats.outcome is Outcome.NOT_MOVED and apologised == [Outcome.NOT_MOVED]
     assert line.closed == ""
+
+
+async def test_a_mu_law_line_s_audio_is_kept_for_replay_as_mu_law_and_replayed_as_it_came():
+    line, live = MemoryLine(LineAudio(8000, 8000, mulaw=True)), ScriptedLive()
+    call, task = start_call(line, live)
+    first = await live.connection(0)
+    first.say(lp.ResumptionUpdate("h1", True))
+    await until(lambda: call.resumption_handle == "h1")
+    said = [ulaw_to_pcm16(bytes([code]) * 160) for code in (0x10, 0x20, 0x30)]  # loud: sent one by one
+    line.put(*(CallerAudio(pcm) for pcm in said))
+    await until(lambda: len(first.audio) == 3)
+    assert list(call.state.resumption.since_handle) == [pcm16_to_ulaw(pcm) for pcm in said]  # half the bytes
+    first.lose(LiveConnectionLost("gone", 1011))
+    second = await live.connection(1)
+    await until(lambda: len(second.audio) == 3)
+    # Replayed exactly as it came: the same PCM through the call's resampler, whose history carries on.
+    again = Resampler(8000, 16000)
+    assert second.audio == [again.process(pcm) for pcm in said * 2][3:]
+    await hang_up(line, task)

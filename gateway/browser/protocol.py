@@ -69,7 +69,7 @@ class Quality:
         return 1 if self.encoding == "mulaw" else 2
 
 
-PHONE = Quality("phone", LineAudio(8000, 8000), "mulaw")  # exactly what a Twilio caller hears
+PHONE = Quality("phone", LineAudio(8000, 8000, mulaw=True), "mulaw")  # exactly what a Twilio caller hears
 WIDEBAND = Quality("wideband", LineAudio(16000, 24000), "pcm16")  # Live's rates: no resampler, no codec
 QUALITIES: dict[str, Quality] = {q.name: q for q in (PHONE, WIDEBAND)}
 

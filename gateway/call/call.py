@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import structlog
 
 from gateway.agents import Agent
-from gateway.audio import Resampler
+from gateway.audio import Resampler, pcm16_to_ulaw, ulaw_to_pcm16
 from gateway.call.answering import Answering, MachinePolicy
 from gateway.call.caller_chunks import CallerChunks
 from gateway.call.events import CallEvents
@@ -225,6 +225,7 @@ class Call:
         self._outbound = (
             Resampler(LIVE_OUTPUT_RATE, rates.out_rate) if rates.out_rate != LIVE_OUTPUT_RATE else None
         )
+        self._mulaw = rates.mulaw  # caller frames are kept for replay as mu-law (exact: they came as it)
         self._speech_end = SpeechEnd()  # for the response latency metric
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
         self._moved = False  # handed to another instance by the drain
@@ -506,26 +507,32 @@ class Call:
         """Keep the frame for replay and send it to Live: at once while the caller may be speaking, several
         frames in one message in a quiet (`gateway.call.caller_chunks`)."""
         resumption = self.state.resumption
-        if resumption.keep(pcm):
+        kept = pcm16_to_ulaw(pcm) if self._mulaw else pcm
+        if resumption.keep(kept):
             if not self._chunks.send_now(sound, resumption.unsent):
                 return
             try:
-                await self._send_unsent()
+                await self._send_unsent(pcm)
                 return
             except LiveError:
                 # The connection broke under us; the agent loop is bringing it back. Keep the words.
                 resumption.broke()
-        if not resumption.hold(pcm):
+        if not resumption.hold(kept):
             METRICS.frames_dropped.labels(direction="caller").inc()
 
-    async def _send_unsent(self) -> None:
-        """Send the caller frames kept and not sent yet, as one message. Raises LiveError."""
+    async def _send_unsent(self, last: bytes | None = None) -> None:
+        """Send the caller frames kept and not sent yet, as one message (`last`: the newest of them, as PCM,
+        when the caller has it at hand). Raises LiveError."""
         resumption = self.state.resumption
         if not resumption.unsent:
             return
         assert self.live is not None
         frames = resumption.unsent_frames()
-        audio = self._to_live(frames[0] if len(frames) == 1 else b"".join(frames))
+        if last is not None and len(frames) == 1:
+            pcm = last  # a frame of speech, sent as it came: nothing to decode
+        else:
+            pcm = b"".join(self._kept_pcm(frame) for frame in frames)
+        audio = self._to_live(pcm)
         index = await self.live.send_audio(audio, self.input_rate)
         first_seq = resumption.last_kept_seq - len(frames) + 1
         resumption.unsent_sent(index)
@@ -543,6 +550,10 @@ class Call:
             except LiveConnectionLost:
                 resumption.broke()  # the agent loop is bringing the connection back: tell it there
                 resumption.keypress(text)
+
+    def _kept_pcm(self, frame: bytes) -> bytes:
+        """A frame kept for replay, as the PCM it was."""
+        return ulaw_to_pcm16(frame) if self._mulaw else frame
 
     def _to_live(self, pcm: bytes) -> bytes:
         return pcm if self._inbound is None else self._inbound.process(pcm)
@@ -719,7 +730,7 @@ class Call:
         if marked:
             await self.live.send(lp.activity_start_message())
         while (frame := state.resumption.next_held()) is not None:  # frames held meanwhile go in order too
-            index = await self.live.send_audio(self._to_live(frame), self.input_rate)
+            index = await self.live.send_audio(self._to_live(self._kept_pcm(frame)), self.input_rate)
             state.resumption.frame_sent(index, state.resumption.replayed_seq)
         if marked and not state.speech.speaking:  # else the caller's activityEnd closes it
             await self.live.send(lp.activity_end_message())

@@ -21,6 +21,9 @@ class LineAudio:
 
     in_rate: int = 8000
     out_rate: int = 8000
+    # The caller's audio crossed the line as mu-law: its PCM encodes back exactly, so the call keeps it for
+    # replay as mu-law, at half the memory.
+    mulaw: bool = False
 
 
 @dataclass(frozen=True, slots=True)

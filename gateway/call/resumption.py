@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 FRAME_S = 0.02
 # Caller audio held while the Live connection is switched, and kept since the last resumable handle (the
-# new connection resumes from that handle, so audio after it must be sent again). PCM16 at the line's rate:
-# up to 160 kB kept and 160 kB held a call at 8 kHz, twice that on a 16 kHz line.
+# new connection resumes from that handle, so audio after it must be sent again). Frames as the call keeps
+# them: mu-law from a mu-law line (80 kB kept and 80 kB held at most), else PCM16 at the line's rate (320 kB
+# each on a 16 kHz line).
 MAX_REPLAY_S = 10.0
 # Connections that open and then die before the server says anything: past this many in a row, give up.
 MAX_BARREN_CONNECTIONS = 3

@@ -17,7 +17,7 @@ from gateway.socket_line import SocketLine
 from gateway.twilio import protocol as tp
 from gateway.twilio.rest import CallControl
 
-NARROWBAND = LineAudio(in_rate=8000, out_rate=8000)  # Media Streams carry mu-law 8 kHz both ways
+NARROWBAND = LineAudio(in_rate=8000, out_rate=8000, mulaw=True)  # Media Streams carry mu-law 8 kHz both ways
 
 
 class TwilioLine(SocketLine):
