@@ -41,9 +41,9 @@ from typing import Any, Protocol
 import structlog
 
 from gateway.agents import Agent
-from gateway.audio import Resampler, pcm16_to_ulaw, ulaw_to_pcm16
+from gateway.audio import Resampler, audioop, pcm16_to_ulaw, ulaw_to_pcm16
 from gateway.call.answering import Answering, MachinePolicy
-from gateway.call.caller_chunks import CallerChunks
+from gateway.call.caller_chunks import QUIET_PEAK, CallerChunks
 from gateway.call.events import CallEvents
 from gateway.call.line import CallerAudio, Ended, Keypress, Line, LineClosed, LineEvent, Played, Started
 from gateway.call.outcome import Outcome, live_failure
@@ -509,6 +509,8 @@ class Call:
         resumption = self.state.resumption
         kept = pcm16_to_ulaw(pcm) if self._mulaw else pcm
         if resumption.keep(kept):
+            # The soft start of a word is below the speech threshold: it goes at once too.
+            sound = sound or audioop.max(pcm, 2) > QUIET_PEAK
             if not self._chunks.send_now(sound, resumption.unsent):
                 return
             try:

@@ -16,7 +16,10 @@ FRAME_MS = 20
 # Frames keep going one by one this long after the caller's last sound, beyond the silence Live's detector
 # waits for to end a turn (`silenceDurationMs`), so the end of a turn is heard on time.
 AFTER_SILENCE_MS = 700
-MAX_QUIET_CHUNK_MS = 100  # the largest chunk the Live API reference calls usual
+MAX_QUIET_CHUNK_MS = 100
+# A frame whose peak is above this (PCM16; about -44 dBFS) is not quiet: the soft start of a word, or a noisy
+# line, goes frame by frame. Digital silence and a phone line's idle noise stay well below it.
+QUIET_PEAK = 200  # the largest chunk the Live API reference calls usual
 
 
 @dataclass
