@@ -342,8 +342,9 @@ def versus_markdown(pairs: list[Pair], rounds: int, duration: float) -> str:
     levels = sorted({pr.calls for pr in pairs})
     lines = [
         "| calls | gateway / naive CPU per call-s | gateway ms CPU per call-s | naive ms CPU per call-s "
-        "| gateway (BARGE_IN=server) / naive | gateway / naive KiB per call | held (gateway / naive) |",
-        "|---:|---:|---:|---:|---:|---:|:---:|",
+        "| gateway (BARGE_IN=server) / naive | gateway / naive KiB per call | held (gateway / naive) "
+        "| in the kernel: gateway / naive | messages to Live per caller frame: gateway / naive |",
+        "|---:|---:|---:|---:|---:|---:|:---:|---:|---:|",
     ]
     for calls in levels:
         at = [pr for pr in pairs if pr.calls == calls]
@@ -356,7 +357,15 @@ def versus_markdown(pairs: list[Pair], rounds: int, duration: float) -> str:
         )
         held = f"{sum(holds(pr.gateway) for pr in at)} / {sum(holds(pr.naive) for pr in at)} of {len(at)}"
         server = _median_spread([pr.server_ratio for pr in at if pr.server is not None])
-        lines.append(f"| {calls} | {ratio} | {g} | {n} | {server} | {kib} | {held} |")
+        kernel = (
+            f"{np.median([pr.gateway.gateway_kernel_share for pr in at]) * 100:.0f}% / "
+            f"{np.median([pr.naive.gateway_kernel_share for pr in at]) * 100:.0f}%"
+        )
+        sends = " / ".join(
+            f"{np.median([f.caller_messages_received / max(1, f.caller_frames_received) for f in side]):.2f}"
+            for side in ([pr.gateway for pr in at], [pr.naive for pr in at])
+        )
+        lines.append(f"| {calls} | {ratio} | {g} | {n} | {server} | {kib} | {held} | {kernel} | {sends} |")
     lines += [
         "",
         "Latency, every round of a level together (ms; late = more than 20 ms; missing = sent and never "

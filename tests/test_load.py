@@ -203,6 +203,8 @@ async def test_small_load_run_through_a_gateway() -> None:
     assert all(-0.001 < x < 1.0 for x in fig.barge_in), text
     assert fig.response and 0.2 < np.median(fig.response) < 1.0, text  # peer VAD 200 ms + think 50 ms
     assert fig.gateway_rss_steady > 0 and fig.gateway_cpu_pct > 0, text
+    assert 0 < fig.gateway_kernel_share < 1, text  # sockets are the kernel's work, the rest is Python's
+    assert fig.inbound_quiet, text  # the pauses (digital silence), apart: they may go several to a message
     assert "inbound latency" in text
 
 

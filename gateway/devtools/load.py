@@ -260,6 +260,22 @@ def _cpu_rss(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
+def kernel_cpu(pid: int) -> float:
+    """CPU seconds pid (with its descendants) spent in the kernel (system time: socket I/O, mostly);
+    nan once it is gone."""
+    total = 0.0
+    for one in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{one}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            if one == pid:
+                return math.nan
+            continue
+        total += (int(fields[12]) + int(fields[14])) / _TICK  # stime cstime
+    return total
+
+
 def sample_process(pid: int, children: bool = True) -> tuple[float, int]:
     """CPU seconds and RSS bytes of pid and (by default) its descendants; (nan, 0) once it is gone."""
     total_cpu, total_rss = 0.0, 0
@@ -283,6 +299,7 @@ class Sample:
     t: float
     active: int
     gateway_cpu: float = math.nan
+    gateway_kernel_cpu: float = math.nan
     gateway_rss: int = 0
     harness_cpu: float = math.nan
     peer_cpu: float = math.nan
@@ -405,6 +422,7 @@ def _sample(active: int, gateway_pid: int | None, own: int, peer_pid: int | None
     sample = Sample(time.monotonic(), active)
     if gateway_pid:
         sample.gateway_cpu, sample.gateway_rss = sample_process(gateway_pid)
+        sample.gateway_kernel_cpu = kernel_cpu(gateway_pid)
     sample.harness_cpu = sample_process(own, children=False)[0]
     if peer_pid:
         sample.peer_cpu = sample_process(peer_pid, children=False)[0]
@@ -494,6 +512,7 @@ class Figures:
     window_s: tuple[float, float] = (0.0, 0.0)  # latencies and lateness: frames sent in this steady window
     harness_lateness: list[float] = field(default_factory=list)
     caller_frames_received: int = 0  # by the peer
+    caller_messages_received: int = 0  # the messages that carried them (a quiet may go several to one)
     caller_frames_missing: int = 0
     inbound: list[float] = field(default_factory=list)  # frames with sound: each must go at once
     # Frames of the harness's pauses (digital silence): the gateway may hold a quiet for up to
@@ -511,6 +530,7 @@ class Figures:
     unpaired_turns: int = 0
     gateway_cpu_pct: float = math.nan
     gateway_ms_per_call_s: float = math.nan
+    gateway_kernel_share: float = math.nan  # of the gateway's CPU, the part in the kernel (socket I/O)
     gateway_rss_idle: int = 0
     gateway_rss_steady: int = 0
     gateway_rss_peak: int = 0
@@ -612,6 +632,7 @@ def _match_peer(run: LoadRun, fig: Figures) -> None:
 def _match_inbound(trace: CallTrace, record: PeerSessionRecord, fig: Figures) -> None:
     sent, received = trace.send_times, record.audio_times
     fig.caller_frames_received += len(received)
+    fig.caller_messages_received += record.audio_messages
     fig.caller_frames_missing += max(0, len(sent) - len(received))
     lo, hi = fig.window_s
     lo = max(lo, record.setup_done + SETUP_SETTLE_S)
@@ -667,6 +688,9 @@ def _process_figures(run: LoadRun, fig: Figures) -> None:
         fig.peer_cpu_pct = (last.peer_cpu - first.peer_cpu) / span * 100
         if fig.steady_calls > 0:
             fig.gateway_ms_per_call_s = fig.gateway_cpu_pct * 10 / fig.steady_calls
+        used = last.gateway_cpu - first.gateway_cpu
+        if used > 0:
+            fig.gateway_kernel_share = (last.gateway_kernel_cpu - first.gateway_kernel_cpu) / used
     rss = [s.gateway_rss for s in samples if s.gateway_rss]
     if rss:
         fig.gateway_rss_idle = samples[0].gateway_rss
@@ -707,7 +731,8 @@ def report(fig: Figures) -> str:
         lines += [
             f"peer: {fig.identified}/{fig.calls} sessions identified, {fig.unpaired_turns} unpaired turns",
             f"caller frames at the peer: {fig.caller_frames_received} received, "
-            f"{fig.caller_frames_missing} missing, {pct(fig.late_inbound, len(fig.inbound))} late (>20 ms)",
+            f"{fig.caller_frames_missing} missing, {pct(fig.late_inbound, len(fig.inbound))} late (>20 ms), "
+            f"in {fig.caller_messages_received} messages",
             f"  inbound latency (harness -> gateway -> peer): {percentiles(fig.inbound)}",
             f"  quiet frames (pauses, sent several to a message): {percentiles(fig.inbound_quiet)}",
             f"agent frames: {fig.agent_frames_sent} sent by the peer, {fig.agent_frames_missing} missing "
@@ -726,7 +751,8 @@ def report(fig: Figures) -> str:
         lines += [
             f"gateway: CPU {fig.gateway_cpu_pct:.1f}% at {fig.steady_calls:.0f} calls = "
             f"{fig.gateway_ms_per_call_s:.2f} ms CPU per call-second "
-            f"(~{1000 / fig.gateway_ms_per_call_s:.0f} calls per core)"
+            f"(~{1000 / fig.gateway_ms_per_call_s:.0f} calls per core; "
+            f"{fig.gateway_kernel_share * 100:.0f}% of it in the kernel)"
             if fig.gateway_ms_per_call_s > 0
             else f"gateway: CPU {fig.gateway_cpu_pct:.1f}%",
             f"gateway RSS: idle {fig.gateway_rss_idle / 2**20:.1f} MiB, "

@@ -94,6 +94,7 @@ class PeerSessionRecord:
     # whether it was silent (the harness's pauses are digital silence; the gateway may send them together).
     audio_times: array = field(default_factory=lambda: array("d"))
     audio_silent: array = field(default_factory=lambda: array("b"))
+    audio_messages: int = 0  # realtimeInput audio messages that carried them
     voiced_frames: int = 0
     texts: int = 0
     turns: list[PeerTurn] = field(default_factory=list)
@@ -160,6 +161,7 @@ class _Session:
             self.record.closed = time.monotonic()
 
     async def _on_audio(self, b64: str, now: float) -> None:
+        self.record.audio_messages += 1
         try:
             pcm = binascii.a2b_base64(b64)
         except binascii.Error:
