@@ -399,3 +399,15 @@ def test_a_turn_whose_words_come_before_its_audio_keeps_them_when_cut():
     state.playout.audio_sent(2.0, now=10.0)
     state.barged_in(now=11.0)  # the caller heard 1 s of it
     assert state.transcript.flush("agent") == [("agent", "Sorry, I cannot transfer this call. [cut]")]
+
+
+def test_the_replay_goes_in_chunks_with_each_frame_s_number_and_ends_the_switch_when_empty():
+    res = Resumption()
+    for frame in (b"a", b"b", b"c"):
+        assert res.keep(frame)
+    res.unsent_sent(1)
+    res.begin_switch()
+    res.hold(b"d")  # said during the switch
+    assert res.next_held_chunk(2) == [(b"a", 0), (b"b", 1)]
+    assert res.next_held_chunk(2) == [(b"c", 2), (b"d", 3)] and res.switching
+    assert res.next_held_chunk(2) == [] and not res.switching

@@ -217,6 +217,18 @@ class Resumption:
         self.heard_at = None
         self.after_switch = True
 
+    def next_held_chunk(self, frames: int) -> list[tuple[bytes, int]]:
+        """Up to `frames` of the frames to send on the new connection, with their numbers, to go in one
+        message; [] once there is none left (the switch is over, as with `next_held`)."""
+        chunk: list[tuple[bytes, int]] = []
+        while len(chunk) < frames and self.held:
+            frame = self.next_held()
+            assert frame is not None
+            chunk.append((frame, self.replayed_seq))
+        if not chunk:
+            self.next_held()  # empty: the switch is over
+        return chunk
+
     def next_held(self) -> bytes | None:
         """The next frame to send on the new connection; None once there is none left (the switch is over,
         and the caller's audio goes straight to the connection again)."""
