@@ -539,9 +539,9 @@ class Call:
         first_seq = resumption.last_kept_seq - len(frames) + 1
         resumption.unsent_sent(index)
         if self._local_turns:  # the pre-roll is kept frame by frame (the resampler's output is too)
-            size = len(audio) // len(frames)
+            size, last_k = len(audio) // len(frames), len(frames) - 1
             for k in range(len(frames)):
-                self._recent_audio.append(audio[k * size : (k + 1) * size])
+                self._recent_audio.append(audio[k * size : (k + 1) * size if k < last_k else len(audio)])
                 self._recent_seqs.append(first_seq + k)
 
     async def _send_keypress(self, text: str) -> None:
