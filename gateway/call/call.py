@@ -214,9 +214,12 @@ class Call:
         self.turns = turns
         self._meter: VoiceMeter | None = None
         self._use_turn_rules(config, barge_in or turns.barge_in)
-        self._recent_audio: deque[bytes] = deque(maxlen=ACTIVITY_PREROLL_FRAMES)
-        self._recent_seqs: deque[int] = deque(maxlen=ACTIVITY_PREROLL_FRAMES)  # their numbers for replay
+        # The last messages of caller audio sent (at least ACTIVITY_PREROLL_FRAMES frames), with the frames'
+        # numbers, for TURN_DETECTION=local to send again inside an activity.
+        self._recent_audio: deque[tuple[bytes, list[int]]] = deque()
+        self._recent_frames = 0
         self._chunks = CallerChunks.of_ms(limits.quiet_chunk_ms, config.vad_silence_ms)
+        assert self._chunks.quiet_frames <= self.state.resumption.max_frames  # a quiet chunk is kept whole
         self._stream_paused = False  # audioStreamEnd sent for the pause in progress
         self._line_deadline = Deadline()  # bounds every wait for the line's next event, one timer for all
         # Resample only where the line's rate is not Live's (a wideband line may need neither).
@@ -489,9 +492,10 @@ class Call:
         if self.live is None or self.state.resumption.switching:
             return
         try:
-            for audio, seq in zip(self._recent_audio, self._recent_seqs, strict=True):
+            for audio, seqs in list(self._recent_audio):
                 index = await self.live.send_audio(audio, self.input_rate)
-                self.state.resumption.frame_sent(index, seq)  # sent again: only this copy is in an activity
+                for seq in seqs:  # sent again: only this copy is in an activity
+                    self.state.resumption.frame_sent(index, seq)
         except LiveError:
             self.state.resumption.broke()
 
@@ -508,19 +512,23 @@ class Call:
         frames in one message in a quiet (`gateway.call.caller_chunks`)."""
         resumption = self.state.resumption
         kept = pcm16_to_ulaw(pcm) if self._mulaw else pcm
-        if resumption.keep(kept):
-            # The soft start of a word is below the speech threshold: it goes at once too.
-            sound = sound or audioop.max(pcm, 2) > QUIET_PEAK
-            if not self._chunks.send_now(sound, resumption.unsent):
-                return
-            try:
-                await self._send_unsent(pcm)
-                return
-            except LiveError:
-                # The connection broke under us; the agent loop is bringing it back. Keep the words.
+        # The soft start of a word is below the speech threshold: it goes at once too.
+        sound = sound or audioop.max(pcm, 2) > QUIET_PEAK
+        if not resumption.keep(kept):
+            self._chunks.heard(sound)
+            if not resumption.hold(kept):
+                METRICS.frames_dropped.labels(direction="caller").inc()
+            return
+        if not self._chunks.send_now(sound, resumption.unsent):
+            return
+        live = self.live
+        try:
+            await self._send_unsent(pcm)
+        except LiveError:
+            # The connection broke under us; the agent loop is bringing it back, and its replay carries what
+            # was kept (these frames too). A send that failed on a connection already replaced breaks nothing.
+            if self.live is live:
                 resumption.broke()
-        if not resumption.hold(kept):
-            METRICS.frames_dropped.labels(direction="caller").inc()
 
     async def _send_unsent(self, last: bytes | None = None) -> None:
         """Send the caller frames kept and not sent yet, as one message (`last`: the newest of them, as PCM,
@@ -535,19 +543,24 @@ class Call:
         else:
             pcm = b"".join(self._kept_pcm(frame) for frame in frames)
         audio = self._to_live(pcm)
+        seqs = list(range(resumption.last_kept_seq - len(frames) + 1, resumption.last_kept_seq + 1))
         index = await self.live.send_audio(audio, self.input_rate)
-        first_seq = resumption.last_kept_seq - len(frames) + 1
         resumption.unsent_sent(index)
-        if self._local_turns:  # the pre-roll is kept frame by frame (the resampler's output is too)
-            size, last_k = len(audio) // len(frames), len(frames) - 1
-            for k in range(len(frames)):
-                self._recent_audio.append(audio[k * size : (k + 1) * size if k < last_k else len(audio)])
-                self._recent_seqs.append(first_seq + k)
+        if self._local_turns:  # kept message by message, at least the pre-roll's frames
+            self._keep_recent(audio, seqs)
+
+    def _keep_recent(self, audio: bytes, seqs: list[int]) -> None:
+        recent = self._recent_audio
+        recent.append((audio, seqs))
+        self._recent_frames += len(seqs)
+        while self._recent_frames - len(recent[0][1]) >= ACTIVITY_PREROLL_FRAMES:
+            self._recent_frames -= len(recent.popleft()[1])
 
     async def _send_keypress(self, text: str) -> None:
         resumption = self.state.resumption
         if resumption.keypress(text):  # else held: told once the new connection is up
             try:
+                await self._send_unsent()  # the quiet before the key first, in order
                 await self._ask_agent(text)
             except LiveConnectionLost:
                 resumption.broke()  # the agent loop is bringing the connection back: tell it there

@@ -16,10 +16,11 @@ FRAME_MS = 20
 # Frames keep going one by one this long after the caller's last sound, beyond the silence Live's detector
 # waits for to end a turn (`silenceDurationMs`), so the end of a turn is heard on time.
 AFTER_SILENCE_MS = 700
-MAX_QUIET_CHUNK_MS = 100
-# A frame whose peak is above this (PCM16; about -44 dBFS) is not quiet: the soft start of a word, or a noisy
-# line, goes frame by frame. Digital silence and a phone line's idle noise stay well below it.
-QUIET_PEAK = 200  # the largest chunk the Live API reference calls usual
+MAX_QUIET_CHUNK_MS = 100  # the largest chunk the Live API reference calls usual
+# A frame whose peak is above this (PCM16; about -44 dBFS) is not quiet: the soft start of a word goes frame
+# by frame. Digital silence and a quiet line's idle noise stay below it; a noisy line goes frame by frame,
+# as every line did before (no saving there, and no harm).
+QUIET_PEAK = 200
 
 
 @dataclass
@@ -38,12 +39,16 @@ class CallerChunks:
             raise ValueError(f"a quiet chunk is {FRAME_MS} to {MAX_QUIET_CHUNK_MS} ms, not {quiet_chunk_ms}")
         return cls(quiet_chunk_ms // FRAME_MS, (silence_ms + AFTER_SILENCE_MS) // FRAME_MS)
 
-    def send_now(self, sound: bool, unsent: int) -> bool:
-        """A caller frame came (`sound`: loud enough, or heard, to be the caller's voice); `unsent` frames are
-        waiting, this one included. True: send them all now, as one message."""
+    def heard(self, sound: bool) -> None:
+        """A caller frame came (`sound`: loud enough, or heard, to be the caller's voice)."""
         if sound:
             self.since_sound = 0
         elif self.since_sound is not None and self.since_sound <= self.after_sound_frames:
             self.since_sound += 1
+
+    def send_now(self, sound: bool, unsent: int) -> bool:
+        """A caller frame came (as `heard`); `unsent` frames are waiting, this one included. True: send them
+        all now, as one message."""
+        self.heard(sound)
         speaking_lately = self.since_sound is not None and self.since_sound <= self.after_sound_frames
         return speaking_lately or unsent >= self.quiet_frames

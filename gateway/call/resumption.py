@@ -57,6 +57,7 @@ class Resumption:
     # The newest kept frames not sent yet: in a quiet the call sends several in one message
     # (`gateway.call.caller_chunks`). They are the tail of since_handle, and no handle covers them.
     unsent: int = 0
+    replaying: bool = False  # from begin_switch until the held frames are all sent: frames go through `held`
 
     def __post_init__(self) -> None:
         self.since_handle = deque(self.since_handle, maxlen=self.max_frames)
@@ -78,10 +79,9 @@ class Resumption:
         if len(self.since_handle) == self.since_handle.maxlen:
             self.first_seq += 1  # the oldest goes: past the bound, it is not replayed
         self.since_handle.append(frame)
-        if self.held is not None:
-            return False
-        self.unsent = min(self.unsent + 1, len(self.since_handle))
-        return True
+        if not self.replaying:  # (before the replay has begun, a frame kept after a break is not sent either)
+            self.unsent = min(self.unsent + 1, len(self.since_handle))
+        return self.held is None
 
     def unsent_frames(self) -> list[bytes]:
         """The frames kept and not sent yet, oldest first."""
@@ -110,7 +110,7 @@ class Resumption:
         last = self.covered
         if self.sent:
             last = min(last, min(seq for _, seq in self.sent) - 1)
-        drop = min(last - self.first_seq + 1, len(self.since_handle))
+        drop = min(last - self.first_seq + 1, len(self.since_handle) - self.unsent)  # never one not sent
         for _ in range(drop):
             self.since_handle.popleft()
         self.first_seq += max(drop, 0)
@@ -152,7 +152,7 @@ class Resumption:
         self.handle = handle
         if self.transparent and consumed_index is not None:
             self.consumed(consumed_index)
-            self.handle_fresh = not self.since_handle
+            self.handle_fresh = len(self.since_handle) <= self.unsent  # all it was sent, but for a quiet
             return self.handle_fresh
         covers = not (self.after_switch and self.heard_at is None)
         self.handle_fresh = covers
@@ -210,6 +210,7 @@ class Resumption:
         self.held = deque(self.since_handle)  # the frames not sent yet among them
         self.held_first_seq = self.first_seq
         self.unsent = 0
+        self.replaying = True
         self.sent.clear()  # message indices are the old connection's
         self.covered = -1
         self.switch_by = None
@@ -237,6 +238,7 @@ class Resumption:
             self.held_first_seq += 1
             return self.held.popleft()
         self.held = None
+        self.replaying = False
         return None
 
     def take_keys(self) -> list[str]:
