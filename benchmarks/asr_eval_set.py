@@ -72,13 +72,20 @@ TUNE: dict[str, tuple[str, ...]] = {
     "greetings": ("hi", "hello there", "good evening", "hey"),
     "names": ("my name is michael", "this is laura", "my name is james wilson", "it is tom here"),
     "times": ("what is the time", "could you tell me what time it is", "what's the time"),
-    "goodbyes": ("bye", "hang up please", "goodbye thank you", "end the call", "ok bye now"),
+    "goodbyes": (
+        "bye", "hang up please", "goodbye thank you", "end the call", "ok bye now",
+        "bye now", "okay goodbye", "thanks bye", "please end the call", "hang up now", "can you hang up",
+        "i am done goodbye", "hang up the phone",
+    ),
     "transfers": ("can i talk to an operator", "transfer me please", "i need a human", "get me a person"),
     "yes/no": ("yeah", "nope", "yes it is", "no it is not"),
     "numbers": ("three", "eight six four two", "forty two", "my code is one one two"),
     GENERAL: (
         "i lost my credit card", "the shop closes at six", "please send a taxi to the station",
         "my daughter is coming home tonight", "the printer does not work",
+        "i called about my bill", "is the store open on sunday", "can you call me back later",
+        "i have a question about my order", "hold on a second", "my phone is broken",
+        "i will be there by noon", "the bus was full again",
     ),
 }  # fmt: skip
 

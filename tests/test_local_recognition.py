@@ -224,8 +224,16 @@ def test_intent_grammar_is_jsgf_of_every_template():
         ("and all green", "end the call please", -14.9, "end the call please"),
         # general speech forced into the grammar scores far below the phone loop: the free transcript
         ("green and actually to an agent", "i need an operator", -21.0, "green and actually to an agent"),
+        # a goodbye of the grammar's is believed further from the phone loop (CLOSING_MARGIN)...
+        ("and old", "end the call", -18.0, "end the call"),
+        ("can you send me the voice", "can you hang up the call", -19.9, "can you hang up the call"),
+        ("hello", "hang up now", -18.9, "hang up now"),  # ...even over one of the agent's phrases
+        ("hello", "hang up now", -20.1, "hello"),
+        # ...but not over a goodbye the language model heard itself
+        ("okay bye now", "ok bye", -17.0, "okay bye now"),
         # the language model's transcript is already a phrase of the agent's: it stays
         ("bye bye", "five five eight", -3.0, "bye bye"),
+        ("hello", "what time is it", -3.0, "hello"),
         ("what time is it", "what is the time", 0.0, "what time is it"),
         # the free transcript holds the phrase and more: the caller said more than the grammar can hear
         (
@@ -249,9 +257,31 @@ def test_the_grammar_wins_only_with_a_whole_phrase_near_the_phone_loop(free, phr
 def test_the_grammar_margin_is_a_threshold():
     from gateway.local_live.asr import GRAMMAR_MARGIN, choose_transcript
 
-    assert choose_transcript("partner but green", "hang up please", GRAMMAR_MARGIN) == "hang up please"
+    assert choose_transcript("partner but green", "what time is it", GRAMMAR_MARGIN) == "what time is it"
     below = GRAMMAR_MARGIN - 0.01
+    assert choose_transcript("partner but green", "what time is it", below) == "partner but green"
+
+
+def test_the_closing_margin_is_a_looser_threshold_for_goodbyes():
+    from gateway.local_live.asr import CLOSING_MARGIN, GRAMMAR_MARGIN, choose_transcript
+
+    assert CLOSING_MARGIN < GRAMMAR_MARGIN
+    assert choose_transcript("partner but green", "hang up please", CLOSING_MARGIN) == "hang up please"
+    below = CLOSING_MARGIN - 0.01
     assert choose_transcript("partner but green", "hang up please", below) == "partner but green"
+
+
+@pytest.mark.parametrize(
+    ("said", "goodbye"),
+    [("goodbye", True), ("okay bye now", True), ("hang up the call", True), ("end the call please", True),
+     ("hi", False), ("hang up the call laura group", False), ("this is anna", False), ("by the way", False)],
+)  # fmt: skip
+def test_heard_goodbye_is_what_ends_the_call(said, goodbye):
+    from gateway.local_live.agent import heard_goodbye
+
+    assert heard_goodbye(said) is goodbye
+    reply = LocalAgent(can_end_call=True).respond(said, [])
+    assert reply is not None and reply.end_call is goodbye
 
 
 class _Search:
@@ -289,7 +319,7 @@ def _exp(log_score: float) -> float:
     return 1.0001**log_score
 
 
-@pytest.mark.parametrize(("per_frame", "chosen"), [(-10.0, "please hang up"), (-20.0, "read any other")])
+@pytest.mark.parametrize(("per_frame", "chosen"), [(-10.0, "please hang up"), (-25.0, "read any other")])
 def test_recognizer_feeds_every_search_and_scores_the_grammar_against_the_phone_loop(per_frame, chosen):
     from gateway.local_live.asr import Recognizer
 

@@ -67,6 +67,14 @@ _GOODBYE_HEARD = re.compile(
     r"|\bend (the|this) call( (please|now))?"
     r"|^(that'?s all|that is all|i'?m done|i am done)( thanks| thank you)?)$"
 )
+
+
+def heard_goodbye(text: str) -> bool:
+    """Whether a heard utterance is a goodbye or a request to hang up: what makes the agent end the call
+    (the recognizer believes the grammar's goodbyes more readily, `asr.choose_transcript`). Pure."""
+    return bool(_GOODBYE_HEARD.search(_clean(text)))
+
+
 _TRANSFER_HEARD = re.compile(
     r"(\b(operator|real person|person|human|representative|agent|someone|somebody)( (please|now))?"
     r"|^transfer\b.*)$"

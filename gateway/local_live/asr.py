@@ -24,6 +24,7 @@ import numpy as np
 import pocketsphinx
 
 from . import language
+from .agent import heard_goodbye
 
 SAMPLE_RATE = 16000
 _FEED_BYTES = 2 * 640  # 40 ms per call: the GIL is held for ~6 ms at a time
@@ -97,6 +98,33 @@ def _language_model() -> str:
 _LOG_ZERO = -536870912  # what PocketSphinx answers for a word its model does not have
 
 
+@functools.cache
+def _language_model_words() -> frozenset[str]:
+    """The words of the language model (its unigrams): all the free search can ever say."""
+    text = _language_model()
+    unigrams = text[text.index("\\1-grams:") : text.index("\\2-grams:")].splitlines()[1:]
+    return frozenset(line.split()[1] for line in unigrams if line.strip()) - {"<s>", "</s>"}
+
+
+@functools.cache
+def _grammar_words() -> frozenset[str]:
+    return frozenset(word for sentence, _ in language.domain_corpus() for word in sentence.split())
+
+
+def _dictionary(words: frozenset[str]) -> str:
+    """The wheel's pronouncing dictionary cut down to ``words`` (with their alternative pronunciations).
+
+    Each search loads its own dictionary, and the whole one (135,000 words) is about 23 MB of a decoder's
+    memory; a search can only ever say the words of its language model or grammar (the phone loop none).
+    """
+    lines = []
+    with open(Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict", encoding="utf-8") as f:
+        for line in f:
+            if line.split(" ", 1)[0].split("(", 1)[0] in words:
+                lines.append(line)
+    return "".join(lines)
+
+
 def _phone_speech(text: str, variant: str = "m3") -> bytes:
     """Speech as a phone call brings it to the recognizer: 8 kHz mu-law, upsampled by the gateway."""
     from gateway.audio import InboundAudio, pcm16_to_ulaw
@@ -119,13 +147,24 @@ def new_decoder(*, calibrate: bool = True) -> Recognizer:
     the pool calibrates only its first decoder and starts every new caller from that one's mean.
     """
     with tempfile.TemporaryDirectory(prefix="gateway-asr-") as folder:
-        path = Path(folder) / "agent.lm"
-        path.write_text(_language_model(), encoding="utf-8")
-        free = pocketsphinx.Decoder(lm=str(path), lw=LANGUAGE_WEIGHT, loglevel="FATAL")
-        grammar = Path(folder) / "agent.gram"
-        grammar.write_text(language.intent_grammar(), encoding="utf-8")
-        phrases = pocketsphinx.Decoder(jsgf=str(grammar), loglevel="FATAL")
-    phones = pocketsphinx.Decoder(allphone=_PHONE_MODEL, lw=PHONE_LOOP_WEIGHT, loglevel="FATAL")
+        files = {
+            name: Path(folder) / name
+            for name in ("agent.lm", "agent.dict", "agent.gram", "phrases.dict", "phones.dict")
+        }
+        files["agent.lm"].write_text(_language_model(), encoding="utf-8")
+        files["agent.dict"].write_text(_dictionary(_language_model_words()), encoding="utf-8")
+        files["agent.gram"].write_text(language.intent_grammar(), encoding="utf-8")
+        files["phrases.dict"].write_text(_dictionary(_grammar_words()), encoding="utf-8")
+        files["phones.dict"].write_text(_dictionary(frozenset({"a"})), encoding="utf-8")
+        free = pocketsphinx.Decoder(
+            lm=str(files["agent.lm"]), dict=str(files["agent.dict"]), lw=LANGUAGE_WEIGHT, loglevel="FATAL"
+        )
+        phrases = pocketsphinx.Decoder(
+            jsgf=str(files["agent.gram"]), dict=str(files["phrases.dict"]), loglevel="FATAL", **GRAMMAR_BEAMS
+        )
+        phones = pocketsphinx.Decoder(
+            allphone=_PHONE_MODEL, dict=str(files["phones.dict"]), lw=PHONE_LOOP_WEIGHT, loglevel="FATAL"
+        )
     recognizer = Recognizer(free, phrases, phones)
     for variant, text in CALIBRATION if calibrate else ():
         pcm = _HighBand().add(_phone_speech(text, variant))
@@ -142,7 +181,16 @@ PHONE_LOOP_WEIGHT = 2.0  # the phone loop's language weight: a loose garbage mod
 # phone loop's best path and still be believed. Chosen on the tuning set (`benchmarks/bench_asr.py`): -13
 # to -20 all gave 28-30% on the agent's phrases there; looser let general sentences become the agent's.
 GRAMMAR_MARGIN = -15.0
+# The margin for the agent's goodbyes and hang-up requests: a caller who says goodbye and is not heard
+# stays on a line nobody answers, and the grammar's closing phrases are long enough ("end the call",
+# "goodbye thank you") that general speech rarely fits them this well. Chosen on the (extended) tuning
+# set: -20 ended 84 of its 104 goodbyes instead of 79, with no more false hang-ups (BENCHMARKS.md).
+CLOSING_MARGIN = -20.0
 _LOG_BASE = math.log(1.0001)
+# The grammar search's beams (PocketSphinx's defaults: 1e-48 for the HMMs, 7e-29 for word exits). Its
+# names, surnames and numbers keep hundreds of words active at once; narrower beams cut its CPU (see
+# BENCHMARKS.md, issue 16, third part).
+GRAMMAR_BEAMS: dict[str, float] = {}
 
 
 def _score(hyp: object) -> float:
@@ -156,9 +204,14 @@ def choose_transcript(free: str, phrase: str, margin: float) -> str:
     agent's phrases and the grammar search found a whole phrase of the agent's scoring within
     ``GRAMMAR_MARGIN`` of the phone loop (``margin``: per frame). A free transcript that already holds the
     grammar's phrase stays too: the caller said more than the phrase ("repeat after me" and what to repeat),
-    and the grammar cannot hear the rest. Pure."""
+    and the grammar cannot hear the rest. A goodbye of the grammar's is believed within ``CLOSING_MARGIN``,
+    even over a free transcript that is one of the agent's phrases, unless that one is a goodbye too. Pure."""
     sentence = language.intent_sentence()
-    if sentence.match(free) or not phrase or not sentence.match(phrase) or f" {phrase} " in f" {free} ":
+    if not phrase or not sentence.match(phrase) or f" {phrase} " in f" {free} ":
+        return free
+    if margin >= CLOSING_MARGIN and heard_goodbye(phrase) and not heard_goodbye(free):
+        return phrase
+    if sentence.match(free):
         return free
     return phrase if margin >= GRAMMAR_MARGIN else free
 
