@@ -358,3 +358,25 @@ def test_the_grammar_hears_an_agent_phrase_on_the_phone_line():
     assert utterance.finish() == "please hang up"
     heard = utterance.heard
     assert heard is not None and heard.phrase == "please hang up" and heard.margin >= asr.GRAMMAR_MARGIN
+
+
+def test_a_long_turn_is_heard_by_the_language_model_alone():
+    """Past PHRASE_SECONDS no phrase of the agent's fits: the grammar and the phone loop stop listening
+    (their CPU is saved) and the transcript is the language model's, whatever the grammar had."""
+    from gateway.local_live.asr import PHRASE_SECONDS, SAMPLE_RATE, Recognizer
+
+    free, phrases, phones = _Search("i would like to"), _Search("hang up", _exp(-5)), _Search("S", _exp(-5))
+    recognizer = Recognizer(free, phrases, phones)  # type: ignore[arg-type]
+    second = b"\x00\x00" * SAMPLE_RATE
+    recognizer.start_utt()
+    for _ in range(int(PHRASE_SECONDS)):
+        recognizer.process_raw(second, False, False)
+    assert recognizer.hyp().hypstr == "hang up"  # still a phrase's length: the grammar is believed
+    recognizer.process_raw(second, False, False)
+    seconds = int(PHRASE_SECONDS)
+    assert len(free.fed) == seconds + 1 and len(phrases.fed) == len(phones.fed) == seconds
+    heard = recognizer.hyp()
+    assert (heard.hypstr, heard.phrase) == ("i would like to", "")
+    recognizer.start_utt()  # the next utterance is heard by all three again
+    recognizer.process_raw(second, False, False)
+    assert len(phrases.fed) == int(PHRASE_SECONDS) + 1

@@ -187,6 +187,11 @@ GRAMMAR_MARGIN = -15.0
 # set: -20 ended 84 of its 104 goodbyes instead of 79, with no more false hang-ups (BENCHMARKS.md).
 CLOSING_MARGIN = -20.0
 _LOG_BASE = math.log(1.0001)
+# The grammar and the phone loop hear an utterance's first seconds only: the agent's longest phrase ("my
+# number is five five five one two three four", 10 words) takes 4.2 s with the VAD's 0.8 s of padding at
+# the evaluation set's slowest voices (140 words a minute); past 6 s (a caller at 100 words a minute) the
+# two would cost CPU for nothing, as a long turn is not one of the agent's phrases.
+PHRASE_SECONDS = 6.0
 # The grammar search's beams (PocketSphinx's defaults: 1e-48 for the HMMs, 7e-29 for word exits). Its
 # names, surnames and numbers keep hundreds of words active at once; narrower beams cut its CPU (see
 # BENCHMARKS.md, issue 16, third part).
@@ -240,6 +245,7 @@ class Recognizer:
         self, free: pocketsphinx.Decoder, phrases: pocketsphinx.Decoder, phones: pocketsphinx.Decoder
     ) -> None:
         self._decoders = (free, phrases, phones)
+        self._samples = 0  # fed in this utterance
 
     def get_cmn(self) -> str:
         return str(self._decoders[0].get_cmn())
@@ -248,12 +254,19 @@ class Recognizer:
         for decoder in self._decoders:
             decoder.set_cmn(cmn)
 
+    @property
+    def _phrase_length(self) -> bool:
+        """Whether the utterance is still short enough to be one of the agent's phrases."""
+        return self._samples <= PHRASE_SECONDS * SAMPLE_RATE
+
     def start_utt(self) -> None:
+        self._samples = 0
         for decoder in self._decoders:
             decoder.start_utt()
 
     def process_raw(self, pcm: bytes, no_search: bool, full_utt: bool) -> None:
-        for decoder in self._decoders:
+        self._samples += len(pcm) // 2
+        for decoder in self._decoders if self._phrase_length else self._decoders[:1]:
             decoder.process_raw(pcm, no_search, full_utt)
 
     def end_utt(self) -> None:
@@ -264,6 +277,8 @@ class Recognizer:
         free, phrases, phones = (d.hyp() for d in self._decoders)
         frames = max(1, self._decoders[0].n_frames())
         free_text = free.hypstr.strip() if free is not None else ""
+        if not self._phrase_length:  # the grammar stopped listening: none of its phrases is this long
+            return Heard(free_text, free_text, "", -math.inf)
         phrase = phrases.hypstr.strip() if phrases is not None else ""
         margin = (_score(phrases) - _score(phones)) / frames if phrases and phones else -math.inf
         return Heard(choose_transcript(free_text, phrase, margin), free_text, phrase, margin)
