@@ -2,10 +2,10 @@
 model of what the local agent understands (`language.py`, built here from the wheel's dictionary and
 general model) instead of PocketSphinx's general one.
 
-Measured on this machine: a process's first recognizer takes about 3 s to build (language model, grammar
-and calibration), each further one 0.3 s and about 100 MB (three searches, each with its own copy of the
-acoustic model; the language model alone: 0.15 s and 26 MB), and decodes phone audio at a real-time factor
-of about 0.25 (the language model alone: 0.06; the general model's: 0.3 to 0.4; see
+Measured on this machine: a process's first recognizer takes about 4 s to build (language model, grammar
+and calibration), each further one 0.15 s and about 37 MB (three searches, each with its own copy of the
+acoustic model and a dictionary of its own words only), and decodes phone audio at a real-time factor of
+about 0.18 (the language model alone: 0.06; the general model's: 0.3 to 0.4; see
 `benchmarks/bench_asr.py`). Its Python binding holds the GIL while decoding, so audio is fed in small pieces
 (the event loop gets the GIL back between them) and recognizers are pooled: one serves one utterance
 at a time, and sessions borrow one at start of speech and give it back at the end.
@@ -192,10 +192,12 @@ _LOG_BASE = math.log(1.0001)
 # the evaluation set's slowest voices (140 words a minute); past 6 s (a caller at 100 words a minute) the
 # two would cost CPU for nothing, as a long turn is not one of the agent's phrases.
 PHRASE_SECONDS = 6.0
-# The grammar search's beams (PocketSphinx's defaults: 1e-48 for the HMMs, 7e-29 for word exits). Its
-# names, surnames and numbers keep hundreds of words active at once; narrower beams cut its CPU (see
-# BENCHMARKS.md, issue 16, third part).
-GRAMMAR_BEAMS: dict[str, float] = {}
+# The grammar search's pruning. Its names, surnames and numbers keep thousands of HMMs active at once,
+# which made it the dearest search (a real-time factor of 0.15, against 0.06 for the language model): at
+# most 500 a frame cost 0.09 on the tuning set with as many goodbyes ending the call and no more false
+# hang-ups. Narrower beams (1e-25 to 1e-40 instead of 1e-48) were cheaper still but forced more general
+# speech into phrases (more false hang-ups and transfers): BENCHMARKS.md, issue 16, third part.
+GRAMMAR_BEAMS: dict[str, float] = {"maxhmmpf": 500}
 
 
 def _score(hyp: object) -> float:
@@ -238,7 +240,7 @@ class Recognizer:
     (the garbage model that tells a phrase really said from general speech forced into the grammar).
 
     The three compute the same features, so their cepstral means move together: the free search's is
-    the recognizer's. Measured cost: about 4x the language model alone (see BENCHMARKS.md, issue 16).
+    the recognizer's. Measured cost: about 3x the language model alone (see BENCHMARKS.md, issue 16).
     """
 
     def __init__(
