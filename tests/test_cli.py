@@ -234,6 +234,9 @@ def test_demo_never_leaves_its_gateway_running(tmp_path, sig, code):
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "demo", "--out", str(tmp_path / "call.wav")], cwd=tmp_path,
         env=clean_env(TMPDIR=str(tmp_path)), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        # As at a terminal: a test run in the background (`cmd &` in a script: CI's, say) has SIGINT
+        # ignored, and a child inherits that, so the demo would never see this Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     pid = None
     try:
