@@ -118,8 +118,9 @@ def test_caller_audio_has_bursts_and_silences() -> None:
 
 
 def test_process_sampling_reads_proc() -> None:
-    cpu, rss = sample_process(os.getpid())
+    cpu, kernel, rss = sample_process(os.getpid())
     assert cpu > 0 and rss > 10 * 2**20
+    assert 0 <= kernel <= cpu
 
 
 def test_cli_has_load_and_live_scripted() -> None:

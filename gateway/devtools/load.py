@@ -36,7 +36,7 @@ from array import array
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import httpx
 import numpy as np
@@ -246,49 +246,41 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _cpu_rss(pid: int) -> tuple[float, int]:
-    """CPU seconds (user+system, plus reaped children) and resident bytes of one process."""
+class Usage(NamedTuple):
+    """What a process (with its descendants, if asked) has used: CPU seconds (user and system, plus reaped
+    children), the part of them in the kernel (system time: socket I/O, mostly), and resident bytes."""
+
+    cpu: float
+    kernel: float
+    rss: int
+
+
+def _usage(pid: int) -> Usage:
+    """One process's `Usage`, from /proc."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     cpu = sum(int(v) for v in fields[11:15]) / _TICK  # utime stime cutime cstime
+    kernel = (int(fields[12]) + int(fields[14])) / _TICK  # stime cstime
     rss = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1]) * 1024
                 break
-    return cpu, rss
+    return Usage(cpu, kernel, rss)
 
 
-def kernel_cpu(pid: int) -> float:
-    """CPU seconds pid (with its descendants) spent in the kernel (system time: socket I/O, mostly);
-    nan once it is gone."""
-    total = 0.0
-    for one in [pid, *_children(pid)]:
-        try:
-            with open(f"/proc/{one}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            if one == pid:
-                return math.nan
-            continue
-        total += (int(fields[12]) + int(fields[14])) / _TICK  # stime cstime
-    return total
-
-
-def sample_process(pid: int, children: bool = True) -> tuple[float, int]:
-    """CPU seconds and RSS bytes of pid and (by default) its descendants; (nan, 0) once it is gone."""
-    total_cpu, total_rss = 0.0, 0
+def sample_process(pid: int, children: bool = True) -> Usage:
+    """The `Usage` of pid and (by default) its descendants; (nan, nan, 0) once it is gone."""
     try:
-        total_cpu, total_rss = _cpu_rss(pid)
+        total = _usage(pid)
     except (OSError, IndexError, ValueError):
-        return math.nan, 0
+        return Usage(math.nan, math.nan, 0)
     for child in _children(pid) if children else ():
         with contextlib.suppress(OSError, IndexError, ValueError):
-            cpu, rss = _cpu_rss(child)
-            total_cpu += cpu
-            total_rss += rss
-    return total_cpu, total_rss
+            one = _usage(child)
+            total = Usage(total.cpu + one.cpu, total.kernel + one.kernel, total.rss + one.rss)
+    return total
 
 
 @dataclass
@@ -421,11 +413,10 @@ async def _monitor(
 def _sample(active: int, gateway_pid: int | None, own: int, peer_pid: int | None) -> Sample:
     sample = Sample(time.monotonic(), active)
     if gateway_pid:
-        sample.gateway_cpu, sample.gateway_rss = sample_process(gateway_pid)
-        sample.gateway_kernel_cpu = kernel_cpu(gateway_pid)
-    sample.harness_cpu = sample_process(own, children=False)[0]
+        sample.gateway_cpu, sample.gateway_kernel_cpu, sample.gateway_rss = sample_process(gateway_pid)
+    sample.harness_cpu = sample_process(own, children=False).cpu
     if peer_pid:
-        sample.peer_cpu = sample_process(peer_pid, children=False)[0]
+        sample.peer_cpu = sample_process(peer_pid, children=False).cpu
     return sample
 
 
