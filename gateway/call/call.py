@@ -543,7 +543,7 @@ class Call:
         else:
             pcm = b"".join(self._kept_pcm(frame) for frame in frames)
         audio = self._to_live(pcm)
-        seqs = list(range(resumption.last_kept_seq - len(frames) + 1, resumption.last_kept_seq + 1))
+        seqs = list(resumption.unsent_seqs())
         index = await self.live.send_audio(audio, self.input_rate)
         resumption.unsent_sent(index)
         if self._local_turns:  # kept message by message, at least the pre-roll's frames

@@ -88,11 +88,14 @@ class Resumption:
         kept = self.since_handle
         return [kept[i] for i in range(len(kept) - self.unsent, len(kept))]
 
+    def unsent_seqs(self) -> range:
+        """The numbers of the frames kept and not sent yet."""
+        return range(self.last_kept_seq - self.unsent + 1, self.last_kept_seq + 1)
+
     def unsent_sent(self, index: int) -> None:
         """The unsent frames went out together as client message `index` of the current connection."""
         if self.transparent:
-            last = self.last_kept_seq
-            self.sent.extend((index, seq) for seq in range(last - self.unsent + 1, last + 1))
+            self.sent.extend((index, seq) for seq in self.unsent_seqs())
         self.unsent = 0
 
     def frame_sent(self, index: int, seq: int) -> None:
@@ -110,10 +113,13 @@ class Resumption:
         last = self.covered
         if self.sent:
             last = min(last, min(seq for _, seq in self.sent) - 1)
-        drop = min(last - self.first_seq + 1, len(self.since_handle) - self.unsent)  # never one not sent
-        for _ in range(drop):
+        self._forget(last - self.first_seq + 1)
+
+    def _forget(self, frames: int) -> None:
+        """The oldest `frames` kept frames need no replay: let them go (never one not sent yet)."""
+        for _ in range(min(frames, len(self.since_handle) - self.unsent)):
             self.since_handle.popleft()
-        self.first_seq += max(drop, 0)
+            self.first_seq += 1
 
     def broke(self) -> None:
         """A send found the connection broken: hold the caller's audio until the new one is up."""
@@ -157,9 +163,7 @@ class Resumption:
         covers = not (self.after_switch and self.heard_at is None)
         self.handle_fresh = covers
         if covers:  # it covers what was sent; frames not sent yet stay
-            for _ in range(len(self.since_handle) - self.unsent):
-                self.since_handle.popleft()
-                self.first_seq += 1
+            self._forget(len(self.since_handle))
         return covers
 
     def agent_spoke(self) -> None:
