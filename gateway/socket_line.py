@@ -8,7 +8,6 @@ refused stream are handled one way whatever the carrier.
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -16,7 +15,7 @@ import structlog
 from starlette.websockets import WebSocket, WebSocketState
 from websockets.frames import CloseCode
 
-from gateway.call.line import LineClosed
+from gateway.call.line import LineClosed, Played
 from gateway.call.line_marks import GRACE_S, PendingMarks
 from gateway.deadline import Deadline
 
@@ -87,10 +86,6 @@ class SocketLine:
                 pass
 
 
-class Due(enum.Enum):
-    MARKS = "marks"  # pending marks fell overdue (`MarkedSocketLine._next_or_due`)
-
-
 class MarkedSocketLine(SocketLine):
     """A carrier line whose marks are kept in `PendingMarks` (Vonage, Plivo): each comes back `Played` once,
     on the carrier's answer, at a clear, or (should the carrier never answer) once overdue. `rate` is the
@@ -105,22 +100,23 @@ class MarkedSocketLine(SocketLine):
         self._mark_deadline = Deadline()
         self._unanswered = 0
 
-    async def _next_or_due(self) -> str | bytes | Due | None:
-        """The peer's next message (None once the socket has closed), or `Due.MARKS` when, waiting for it,
-        pending marks fell overdue: they are released."""
-        due = self._marks.next_due()
-        if due is None:
-            return await self._next_message()
+    async def _next_or_played(self) -> str | bytes | Played | None:
+        """The peer's next message (None once the socket has closed), or a mark come back meanwhile:
+        answered by the carrier, released by a clear, or fallen overdue while waiting."""
         loop = asyncio.get_running_loop()
-        try:
-            return await self._mark_deadline.wait(self._next_message(), max(0.0, due - loop.time()))
-        except TimeoutError:
-            overdue = self._marks.overdue(loop.time())
-            self._unanswered += len(overdue)
-            if self._unanswered == len(overdue):  # the first time on this call: say so once
-                self._log.warning(f"{self.carrier}_mark_not_answered", marks=overdue, grace_s=GRACE_S)
-            self._released.extend(overdue)
-            return Due.MARKS
+        while not self._released:
+            due = self._marks.next_due()
+            if due is None:
+                return await self._next_message()
+            try:
+                return await self._mark_deadline.wait(self._next_message(), max(0.0, due - loop.time()))
+            except TimeoutError:
+                overdue = self._marks.overdue(loop.time())
+                self._unanswered += len(overdue)
+                if self._unanswered == len(overdue):  # the first time on this call: say so once
+                    self._log.warning(f"{self.carrier}_mark_not_answered", marks=overdue, grace_s=GRACE_S)
+                self._released.extend(overdue)
+        return Played(self._released.popleft())
 
     def _queued(self, pcm: bytes) -> None:
         self._marks.queued(len(pcm) / 2 / self.rate, asyncio.get_running_loop().time())

@@ -17,7 +17,7 @@ from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineEvent
 from gateway.plivo import protocol as pp
 from gateway.plivo.answer import CALL_QUERY, FROM_QUERY, TO_QUERY, e164
 from gateway.plivo.rest import PlivoControl, transfer_url
-from gateway.socket_line import Due, MarkedSocketLine
+from gateway.socket_line import MarkedSocketLine
 from gateway.stream_tokens import PARAMETER as TOKEN_PARAMETER
 
 WIDEBAND = LineAudio(in_rate=pp.RATE, out_rate=pp.RATE)
@@ -43,11 +43,9 @@ class PlivoLine(MarkedSocketLine):
         """The next event; `Ended` once the stream has stopped or the socket closed. Bad messages, and
         messages of another stream, are skipped, never raised."""
         while self._ended is None:
-            if self._released:
-                return Played(self._released.popleft())
-            data = await self._next_or_due()
-            if data is Due.MARKS:
-                continue
+            data = await self._next_or_played()
+            if isinstance(data, Played):
+                return data
             if data is None:
                 self._ended = Ended("closed")
                 break

@@ -15,7 +15,7 @@ from __future__ import annotations
 from starlette.websockets import WebSocket
 
 from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio, LineEvent, Played, Started
-from gateway.socket_line import Due, MarkedSocketLine
+from gateway.socket_line import MarkedSocketLine
 from gateway.vonage import protocol as vp
 from gateway.vonage.answer import e164
 from gateway.vonage.rest import VonageControl
@@ -41,11 +41,9 @@ class VonageLine(MarkedSocketLine):
     async def receive(self) -> LineEvent:
         """The next event; `Ended` once the socket has closed. Bad messages are skipped, never raised."""
         while self._ended is None:
-            if self._released:
-                return Played(self._released.popleft())
-            data = await self._next_or_due()
-            if data is Due.MARKS:
-                continue
+            data = await self._next_or_played()
+            if isinstance(data, Played):
+                return data
             if data is None:
                 self._ended = Ended("closed")
                 break
