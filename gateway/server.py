@@ -25,6 +25,7 @@ from gateway.call import TranscriptObserver
 from gateway.config import Settings
 from gateway.drain import DrainingServer
 from gateway.http_guard import HttpGuard, HttpLimits, connection_budget
+from gateway.media_socket import MediaSocket
 
 log = structlog.get_logger("gateway.server")
 
@@ -54,7 +55,9 @@ def uvicorn_config(
         forwarded_allow_ips="*",
         log_level="warning",
         access_log=False,
-        ws="websockets-sansio",  # measured: 16% less CPU per call than uvicorn's legacy websockets protocol
+        # uvicorn's websockets-sansio protocol (measured: 16% less CPU per call than its legacy websockets
+        # one), with a direct way in and out for the carriers' lines (gateway.media_socket).
+        ws=MediaSocket,
         ws_max_size=max_message_bytes,  # a bigger message closes the socket with 1009 before it is read
         # Twilio never negotiates permessage-deflate, and audio does not deflate: an upgrade that asks for it
         # would cost ~45 kB of compressor state, held before the app can refuse it (issue 12, scenario 9).

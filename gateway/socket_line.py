@@ -18,6 +18,7 @@ from websockets.frames import CloseCode
 from gateway.call.line import LineClosed, Played
 from gateway.call.line_marks import GRACE_S, PendingMarks
 from gateway.deadline import Deadline
+from gateway.media_socket import EXTENSION, MediaSocket
 
 # A send waits only while the socket's write buffer is full. Carriers read continuously (they buffer minutes
 # of playout), so a peer that has not read for this long is stalled or hostile: the call ends rather than
@@ -34,12 +35,19 @@ class SocketLine:
 
     def __init__(self, ws: WebSocket) -> None:
         self._ws = ws
+        # Served by `gateway.media_socket` (`gateway serve`): messages are read and written without ASGI's
+        # layers. None under another server (a test client): plain ASGI.
+        self._media: MediaSocket | None = ws.scope.get("extensions", {}).get(EXTENSION)
         self.bad_messages = 0
         self._send_deadline = Deadline()  # bounds every send (a peer that stopped reading), one timer for all
         self._log = structlog.get_logger(f"gateway.{self.carrier}")
 
     async def _next_message(self) -> str | bytes | None:
         """The peer's next message, text or binary; None once the socket has closed."""
+        media = self._media
+        if media is not None:
+            media.take()
+            return await media.receive_message()
         message = await self._ws.receive()
         if message["type"] == "websocket.disconnect":
             return None
@@ -54,7 +62,18 @@ class SocketLine:
 
     async def _send(self, message: str | bytes) -> None:
         """Send a text message, or a binary frame (a carrier that streams raw audio), bounded in time."""
-        send = self._ws.send_bytes(message) if isinstance(message, bytes) else self._ws.send_text(message)
+        media = self._media
+        if media is not None:
+            try:
+                if media.send_now(message):
+                    return  # the common case: written at once, nothing to wait for
+            except Exception as exc:
+                raise LineClosed(str(exc) or exc.__class__.__name__) from None
+            send = self._send_when_writable(media, message)
+        elif isinstance(message, bytes):
+            send = self._ws.send_bytes(message)
+        else:
+            send = self._ws.send_text(message)
         try:
             await self._send_deadline.wait(send, SEND_STALL_S)
         except TimeoutError:
@@ -62,6 +81,11 @@ class SocketLine:
             raise LineClosed("the peer stopped reading") from None
         except Exception as exc:  # uvicorn raises several kinds once the peer is gone
             raise LineClosed(str(exc) or exc.__class__.__name__) from None
+
+    @staticmethod
+    async def _send_when_writable(media: MediaSocket, message: str | bytes) -> None:
+        while not media.send_now(message):
+            await media.writable.wait()
 
     async def _hang_up(self, hang_up: Callable[[], Awaitable[object]]) -> None:
         """Our side ends the call: hang it up through the carrier's API first (bounded). Closing the socket

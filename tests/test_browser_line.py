@@ -35,6 +35,7 @@ class PageSocket:
         self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.sent: list[Any] = []  # JSON messages parsed, audio as bytes
         self.closed: tuple[int, str] | None = None
+        self.scope: dict[str, Any] = {}  # served by no MediaSocket: plain ASGI
 
     def says(self, **message: Any) -> None:
         self.incoming.put_nowait({"type": "websocket.receive", "text": json.dumps(message)})

@@ -129,6 +129,7 @@ class FakeSocket:
         self.query_params = query
         self.incoming = incoming
         self.sent: list[dict[str, Any]] = []
+        self.scope: dict[str, Any] = {}  # served by no MediaSocket: plain ASGI
 
     async def receive(self) -> dict[str, Any]:
         if not self.incoming:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 from starlette.websockets import WebSocketState
@@ -31,6 +32,7 @@ class FakeWebSocket:
         self.sent: list[dict] = []
         self.closed: tuple[int, str] | None = None
         self.application_state = WebSocketState.CONNECTED
+        self.scope: dict[str, Any] = {}  # served by no MediaSocket: plain ASGI
 
     async def receive(self) -> dict:
         if not self.inbox:

@@ -22,6 +22,7 @@ class FakeSocket:
         self.query_params = query or {}
         self.sent: list[str | bytes] = []
         self.application_state = WebSocketState.CONNECTED
+        self.scope: dict[str, Any] = {}  # served by no MediaSocket: plain ASGI
         self.closed: tuple[int, str] | None = None
         self.hold = False  # once `incoming` runs out: disconnect (False) or wait for ever (True)
 

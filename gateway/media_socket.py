@@ -1,0 +1,156 @@
+"""The carriers' media WebSockets, served with one layer less per frame than ASGI's.
+
+Every 20 ms frame of every call crosses the WebSocket twice. Through ASGI, uvicorn wraps each message in a
+dict, puts it on an `asyncio.Queue`, stops reading the socket until the app has taken it and starts again
+after (two `epoll_ctl` calls a frame), and Starlette unwraps it; each send goes the same way back. A
+carrier's line (`gateway.socket_line`) needs none of that: it reads messages one by one and writes them.
+
+`MediaSocket` is uvicorn's own Sans-I/O WebSocket protocol (`websockets-sansio`) with a direct way for the
+line, offered in the ASGI scope as the extension `gateway.media`. The handshake, the app's routing and
+authentication, keepalive pings and closing stay uvicorn's and Starlette's; once the line `take`s the
+socket, each message goes from the parser into a deque the line reads, and a send is written at once
+(waiting only while the transport's buffer is full). Reading pauses only when the line falls
+`BACKLOG` messages behind. Anything that is not a line (the console, a test's client) keeps plain ASGI.
+
+Measured in BENCHMARKS.md (issue 21, "The media socket without ASGI's layers").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
+from websockets.http11 import Request
+
+EXTENSION = "gateway.media"
+# Messages received and not yet read before the socket stops reading (about a second of 20 ms frames): the
+# carrier's own send buffer then fills, as it would behind a slow reader, and nothing is held unbounded.
+BACKLOG = 50
+
+
+class MediaSocket(WebSocketsSansIOProtocol):
+    """uvicorn's `websockets-sansio` protocol, with `take`, `receive_message` and `send_now` for a line."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._inbox: deque[str | bytes] | None = None  # None until a line takes the socket
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False
+        self._backlog_paused = False
+
+    # --- uvicorn's side ------------------------------------------------------------------------------------
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # None: the handshake was refused before the app was asked
+            scope["extensions"][EXTENSION] = self
+
+    def send_receive_event_to_app(self) -> None:
+        inbox = self._inbox
+        if inbox is None:
+            super().send_receive_event_to_app()
+            return
+        frames = self.frames
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        self.frames = []
+        if self.close_sent:
+            return  # past our close: only the peer's close reply is still read
+        if self.curr_msg_data_type == "text":
+            try:
+                inbox.append(data.decode())
+            except UnicodeDecodeError:
+                self.logger.warning("Invalid UTF-8 sequence received from client.")
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+                return
+        else:
+            inbox.append(bytes(data))
+        if len(inbox) >= BACKLOG and not self._backlog_paused:
+            self._backlog_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._end()
+
+    def handle_close(self, event: object) -> None:
+        super().handle_close(event)  # type: ignore[arg-type]
+        self._end()
+
+    def handle_parser_exception(self) -> None:
+        super().handle_parser_exception()
+        self._end()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self._end()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- the line's side -----------------------------------------------------------------------------------
+
+    def take(self) -> None:
+        """From now on, messages go to `receive_message`, not to ASGI's `receive` (which has had the
+        handshake). Messages already queued for ASGI come along, in order."""
+        if self._inbox is not None:
+            return
+        inbox: deque[str | bytes] = deque()
+        while not self.queue.empty():
+            message = self.queue.get_nowait()
+            if message["type"] == "websocket.receive":
+                text = message.get("text")
+                inbox.append(text if text is not None else message.get("bytes") or b"")
+            elif message["type"] == "websocket.disconnect":
+                self._ended = True
+        self._inbox = inbox
+        if self.read_paused:  # uvicorn stopped reading for the message it queued: the deque takes over
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    async def receive_message(self) -> str | bytes | None:
+        """The peer's next message; None once the socket has closed (and every message before was read)."""
+        inbox = self._inbox
+        assert inbox is not None, "take() the socket first"
+        while not inbox:
+            if self._ended:
+                return None
+            # A fresh future per wait: a wait that was cancelled (a timeout) cancelled its future with it.
+            self._waiter = waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        message = inbox.popleft()
+        if self._backlog_paused and len(inbox) < BACKLOG // 2:
+            self._backlog_paused = False
+            self.transport.resume_reading()
+        return message
+
+    def send_now(self, message: str | bytes) -> bool:
+        """Write a message if the transport takes it now; False while its buffer is full (then wait for
+        `writable` and try again). Raises ConnectionError once the socket is closed or closing."""
+        if self._ended or self.disconnected or self.close_sent:
+            raise ConnectionError("the media socket is closed")
+        if not self.writable.is_set():
+            return False
+        conn = self.conn
+        try:
+            if isinstance(message, str):
+                conn.send_text(message.encode())
+            else:
+                conn.send_binary(message)
+        except InvalidState:  # closing: the peer's close came in this very read
+            raise ConnectionError("the media socket is closing") from None
+        self.transport.write(b"".join(conn.data_to_send()))
+        return True
