@@ -80,6 +80,7 @@ def _serve_with(ws: str, port: int) -> None:
 
 
 NAIVE_BRIDGE = Path(__file__).with_name("naive_bridge.py")
+CALLBACK_BRIDGE = Path(__file__).with_name("callback_bridge.py")  # the naive bridge's work without its layers
 
 
 @contextlib.asynccontextmanager
@@ -87,11 +88,11 @@ async def gateway_process(
     live_url: str,
     ws: str | None = None,
     *,
-    naive: bool = False,
+    bridge: Path | None = None,
     processes: int = 1,
     extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[str, int]]:
-    """A gateway (or, naive=True, the naive bridge) in its own process; yields (base URL, pid). With
+    """A gateway (or a reference `bridge` script) in its own process; yields (base URL, pid). With
     processes > 1 the gateway runs that many processes (WEB_CONCURRENCY); the pid is their parent's."""
     port = _free_port()
     env = {
@@ -106,8 +107,8 @@ async def gateway_process(
     }
     env.pop("GEMINI_API_KEY", None)
     env.pop("TWILIO_AUTH_TOKEN", None)
-    if naive:
-        cmd = [sys.executable, str(NAIVE_BRIDGE), "--port", str(port)]
+    if bridge is not None:
+        cmd = [sys.executable, str(bridge), "--port", str(port)]
     elif ws is None:
         cmd = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)]
     else:
@@ -295,6 +296,7 @@ class Pair:
     gateway: Figures
     naive: Figures
     server: Figures | None = None  # the gateway with BARGE_IN=server: no caller-side speech detector
+    callback: Figures | None = None  # callback_bridge.py: the naive bridge's work without its layers
 
     @property
     def ratio(self) -> float:
@@ -306,9 +308,20 @@ class Pair:
             self.server.gateway_ms_per_call_s / self.naive.gateway_ms_per_call_s if self.server else math.nan
         )
 
+    @property
+    def callback_ratio(self) -> float:
+        if self.callback is None:
+            return math.nan
+        return self.callback.gateway_ms_per_call_s / self.naive.gateway_ms_per_call_s
+
 
 async def run_versus(
-    peer: ChildProcessPeer, levels: list[int], rounds: int, duration: float, server_side: bool = False
+    peer: ChildProcessPeer,
+    levels: list[int],
+    rounds: int,
+    duration: float,
+    server_side: bool = False,
+    callback_side: bool = False,
 ) -> list[Pair]:
     """Rounds of every level, the gateway and the naive bridge alternating which goes first (A B, B A, ...):
     the machine's drift then falls on both sides alike."""
@@ -318,14 +331,16 @@ async def run_versus(
             ramp = min(5.0, max(1.0, calls / 20))
             got: dict[str, Figures] = {}
             sides = ["gateway", "naive"] + (["server"] if server_side else [])
+            sides += ["callback"] if callback_side else []
             for name in sides if r % 2 == 0 else sides[::-1]:
                 env = {"BARGE_IN": "server"} if name == "server" else None
-                async with gateway_process(peer.url, naive=name == "naive", extra_env=env) as (url, pid):
+                bridge = {"naive": NAIVE_BRIDGE, "callback": CALLBACK_BRIDGE}.get(name)
+                async with gateway_process(peer.url, bridge=bridge, extra_env=env) as (url, pid):
                     options = LoadOptions(url, calls, duration_s=duration, ramp_s=ramp, gateway_pid=pid)
                     got[name] = analyze(await run_load(options, peer))
                 text = report(got[name])
                 print(f"<!-- round {r + 1}, {calls} calls, {name}:\n{text}\n-->", file=sys.stderr, flush=True)
-            pairs.append(Pair(calls, got["gateway"], got["naive"], got.get("server")))
+            pairs.append(Pair(calls, got["gateway"], got["naive"], got.get("server"), got.get("callback")))
     return pairs
 
 
@@ -343,8 +358,9 @@ def versus_markdown(pairs: list[Pair], rounds: int, duration: float) -> str:
     lines = [
         "| calls | gateway / naive CPU per call-s | gateway ms CPU per call-s | naive ms CPU per call-s "
         "| gateway (BARGE_IN=server) / naive | gateway / naive KiB per call | held (gateway / naive) "
-        "| in the kernel: gateway / naive | messages to Live per caller frame: gateway / naive |",
-        "|---:|---:|---:|---:|---:|---:|:---:|---:|---:|",
+        "| in the kernel: gateway / naive | messages to Live per caller frame: gateway / naive "
+        "| callback bridge / naive |",
+        "|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|",
     ]
     for calls in levels:
         at = [pr for pr in pairs if pr.calls == calls]
@@ -365,7 +381,10 @@ def versus_markdown(pairs: list[Pair], rounds: int, duration: float) -> str:
             f"{np.median([f.caller_messages_received / max(1, f.caller_frames_received) for f in side]):.2f}"
             for side in ([pr.gateway for pr in at], [pr.naive for pr in at])
         )
-        lines.append(f"| {calls} | {ratio} | {g} | {n} | {server} | {kib} | {held} | {kernel} | {sends} |")
+        callback = _median_spread([pr.callback_ratio for pr in at if pr.callback is not None])
+        lines.append(
+            f"| {calls} | {ratio} | {g} | {n} | {server} | {kib} | {held} | {kernel} | {sends} | {callback} |"
+        )
     lines += [
         "",
         "Latency, every round of a level together (ms; late = more than 20 ms; missing = sent and never "
@@ -377,8 +396,10 @@ def versus_markdown(pairs: list[Pair], rounds: int, duration: float) -> str:
     ]
     for calls in levels:
         at = [pr for pr in pairs if pr.calls == calls]
-        for side in ("gateway", "naive"):
-            figs = [getattr(pr, side) for pr in at]
+        for side in ("gateway", "naive", "callback"):
+            figs = [getattr(pr, side) for pr in at if getattr(pr, side) is not None]
+            if not figs:
+                continue
             inbound = [x for f in figs for x in f.inbound]
             outbound = [x for f in figs for x in f.outbound]
             barge = [x for f in figs for x in f.barge_in]
@@ -504,7 +525,9 @@ async def main(args: argparse.Namespace) -> None:
     if args.versus_naive:
         levels = [int(x) for x in args.versus_naive.split(",")]
         async with ChildProcessPeer() as peer:
-            pairs = await run_versus(peer, levels, args.rounds, args.duration, args.server_side)
+            pairs = await run_versus(
+                peer, levels, args.rounds, args.duration, args.server_side, args.callback_side
+            )
         print(versus_markdown(pairs, args.rounds, args.duration))
         return
     levels_wanted = [int(x) for x in args.levels.split(",")]
@@ -643,6 +666,11 @@ def parse_args() -> argparse.Namespace:
         "--server-side",
         action="store_true",
         help="--versus-naive also runs the gateway with BARGE_IN=server (no caller-side speech detector)",
+    )
+    parser.add_argument(
+        "--callback-side",
+        action="store_true",
+        help="--versus-naive also runs benchmarks/callback_bridge.py (the naive bridge's work, no layers)",
     )
     parser.add_argument(
         "--capacity",
