@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.http11 import Request
 
 EXTENSION = "gateway.media"
-# Messages received and not yet read before the socket stops reading (about a second of 20 ms frames): the
-# carrier's own send buffer then fills, as it would behind a slow reader, and nothing is held unbounded.
+# Messages received and not yet read before the socket stops reading (about a second of 20 ms frames), or
+# their bytes (a peer sending large messages): the carrier's own send buffer then fills, as it would behind
+# a slow reader, and what a connection holds stays bounded.
 BACKLOG = 50
+BACKLOG_BYTES = 256 * 1024
 
 
 class MediaSocket(WebSocketsSansIOProtocol):
@@ -36,6 +39,7 @@ class MediaSocket(WebSocketsSansIOProtocol):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._inbox: deque[str | bytes] | None = None  # None until a line takes the socket
+        self._inbox_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
         self._backlog_paused = False
@@ -58,17 +62,20 @@ class MediaSocket(WebSocketsSansIOProtocol):
         self.frames = []
         if self.close_sent:
             return  # past our close: only the peer's close reply is still read
+        message: str | bytes
         if self.curr_msg_data_type == "text":
             try:
-                inbox.append(data.decode())
+                message = data.decode()
             except UnicodeDecodeError:
                 self.logger.warning("Invalid UTF-8 sequence received from client.")
                 self.conn.send_close(1007)
                 self.handle_parser_exception()
                 return
         else:
-            inbox.append(bytes(data))
-        if len(inbox) >= BACKLOG and not self._backlog_paused:
+            message = bytes(data)
+        inbox.append(message)
+        self._inbox_bytes += len(message)  # characters of a text: the same measure when it is read
+        if not self._backlog_paused and (len(inbox) >= BACKLOG or self._inbox_bytes >= BACKLOG_BYTES):
             self._backlog_paused = True
             self.transport.pause_reading()
         self._wake()
@@ -89,8 +96,17 @@ class MediaSocket(WebSocketsSansIOProtocol):
         super().shutdown()
         self._end()
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.close_sent and self._backlog_paused:
+            # Our close is out: the peer's answer must be read (uvicorn resumes only a pause of its own), or
+            # the connection would linger until uvicorn's close timeout.
+            self._backlog_paused = False
+            self.transport.resume_reading()
+
     def _end(self) -> None:
         self._ended = True
+        self.writable.set()  # a send waiting for room learns at once that there is no socket left
         self._wake()
 
     def _wake(self) -> None:
@@ -110,7 +126,9 @@ class MediaSocket(WebSocketsSansIOProtocol):
             message = self.queue.get_nowait()
             if message["type"] == "websocket.receive":
                 text = message.get("text")
-                inbox.append(text if text is not None else message.get("bytes") or b"")
+                data = text if text is not None else message.get("bytes") or b""
+                inbox.append(data)
+                self._inbox_bytes += len(data)
             elif message["type"] == "websocket.disconnect":
                 self._ended = True
         self._inbox = inbox
@@ -132,7 +150,8 @@ class MediaSocket(WebSocketsSansIOProtocol):
             finally:
                 self._waiter = None
         message = inbox.popleft()
-        if self._backlog_paused and len(inbox) < BACKLOG // 2:
+        self._inbox_bytes -= len(message)
+        if self._backlog_paused and len(inbox) < BACKLOG // 2 and self._inbox_bytes < BACKLOG_BYTES // 2:
             self._backlog_paused = False
             self.transport.resume_reading()
         return message

@@ -4,17 +4,23 @@ byte by byte from a websockets client core, with a recording transport (no socke
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 import uvicorn
+from starlette.websockets import WebSocket
 from uvicorn.server import ServerState
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
 from gateway import media_socket
+from gateway.audio import pcm16_to_ulaw
+from gateway.call.line import CallerAudio, Ended, LineClosed, Started
 from gateway.media_socket import EXTENSION, MediaSocket
+from gateway.twilio.line import TwilioLine
+from gateway.twilio.protocol import TwilioSender
 
 
 class RecordingTransport(asyncio.Transport):
@@ -57,23 +63,23 @@ class Peer:
         self.server.connection_made(self.transport)
         self.client = ClientProtocol(parse_uri("ws://127.0.0.1:8080/media"))
         self.client.send_request(self.client.connect())
-        self._deliver()
+        self.deliver()
         self._heard: list[str] = []
 
     async def accepted(self) -> None:
         """Once the app has accepted: the client has the handshake's answer."""
         while not self.transport.written:
             await asyncio.sleep(0)
-        self._from_server()
+        self.from_server()
 
-    def _from_server(self) -> None:
+    def from_server(self) -> None:
         self.client.receive_data(bytes(self.transport.written))
         self.transport.written.clear()
         for event in self.client.events_received():
             if isinstance(event, Frame) and event.opcode == Opcode.TEXT:
                 self._heard.append(bytes(event.data).decode())
 
-    def _deliver(self) -> None:
+    def deliver(self) -> None:
         for data in self.client.data_to_send():
             if data:
                 self.server.data_received(data)
@@ -81,15 +87,15 @@ class Peer:
     def says(self, *texts: str) -> None:
         for text in texts:
             self.client.send_text(text.encode())
-        self._deliver()
+        self.deliver()
 
     def closes(self) -> None:
         self.client.send_close(1000, "bye")
-        self._deliver()
+        self.deliver()
 
     def heard(self) -> list[str]:
         """Text messages the server wrote since the last look."""
-        self._from_server()
+        self.from_server()
         heard, self._heard = self._heard, []
         return heard
 
@@ -97,13 +103,25 @@ class Peer:
 def line_app(before: int = 0) -> tuple[Any, asyncio.Future[MediaSocket]]:
     """An ASGI app that accepts, reads `before` messages through ASGI, and hands the socket to the test."""
     handed: asyncio.Future[MediaSocket] = asyncio.get_running_loop().create_future()
+    app, websocket = starlette_app(before)
+
+    async def hand_on() -> None:
+        handed.set_result((await websocket).scope["extensions"][EXTENSION])
+
+    asyncio.get_running_loop().create_task(hand_on())
+    return app, handed
+
+
+def starlette_app(before: int = 0) -> tuple[Any, asyncio.Future[WebSocket]]:
+    """The same, handing the test Starlette's WebSocket, as a media route hands it to a line."""
+    handed: asyncio.Future[WebSocket] = asyncio.get_running_loop().create_future()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        assert (await receive())["type"] == "websocket.connect"
-        await send({"type": "websocket.accept"})
+        websocket = WebSocket(scope, receive, send)
+        await websocket.accept()
         for _ in range(before):
-            await receive()
-        handed.set_result(scope["extensions"][EXTENSION])
+            await websocket.receive()
+        handed.set_result(websocket)
         await asyncio.Event().wait()  # the line runs elsewhere; the app's task lives as long as the call
 
     return app, handed
@@ -181,3 +199,94 @@ async def test_sends_are_written_at_once_and_wait_while_the_transport_is_full() 
     socket.resume_writing()
     assert socket.send_now("held")
     assert peer.heard() == ["held"]
+
+
+async def test_a_backlog_of_large_messages_pauses_reading_by_its_bytes() -> None:
+    app, handed = line_app()
+    peer = Peer(app)
+    await peer.accepted()
+    socket = await handed
+    socket.take()
+    big = "x" * (media_socket.BACKLOG_BYTES // 2)
+    peer.says(big)
+    assert peer.transport.reading
+    peer.says(big)
+    assert not peer.transport.reading  # two messages, but a quarter of a megabyte held
+    await socket.receive_message()
+    await socket.receive_message()
+    assert peer.transport.reading
+
+
+async def test_our_close_while_reading_is_paused_reads_the_peer_s_answer() -> None:
+    app, handed = line_app()
+    peer = Peer(app)
+    await peer.accepted()
+    socket = await handed
+    socket.take()
+    peer.says(*(f"frame {i}" for i in range(media_socket.BACKLOG)))
+    assert not peer.transport.reading  # the line stopped reading (the call is ending)
+    await socket.send({"type": "websocket.close", "code": 1000})  # what Starlette's close sends
+    assert peer.transport.reading  # else the peer's close reply waits for uvicorn's 10 s close timeout
+
+
+async def test_a_send_waiting_for_room_learns_at_once_that_the_socket_is_gone() -> None:
+    app, handed = line_app()
+    peer = Peer(app)
+    await peer.accepted()
+    socket = await handed
+    socket.take()
+    socket.pause_writing()  # our buffer is full, and stays so: the transport flushes it before it is lost
+    waiting = asyncio.create_task(socket.writable.wait())
+    peer.closes()
+    await asyncio.wait_for(waiting, 1.0)
+    with pytest.raises(ConnectionError):
+        socket.send_now("after the end")
+
+
+async def test_invalid_utf8_ends_the_messages_with_close_1007() -> None:
+    app, handed = line_app()
+    peer = Peer(app)
+    await peer.accepted()
+    socket = await handed
+    socket.take()
+    peer.says("good")
+    peer.client.send_text(b"\xff\xfe")
+    peer.deliver()
+    assert await socket.receive_message() == "good"
+    assert await socket.receive_message() is None
+    peer.from_server()
+    assert peer.client.close_rcvd is not None and peer.client.close_rcvd.code == 1007
+
+
+async def test_binary_messages_come_through_as_bytes() -> None:
+    app, handed = line_app()
+    peer = Peer(app)
+    await peer.accepted()
+    socket = await handed
+    socket.take()
+    peer.client.send_binary(b"\x00\x01 raw audio")
+    peer.deliver()
+    assert await socket.receive_message() == b"\x00\x01 raw audio"
+
+
+async def test_a_twilio_line_over_the_media_socket_reads_plays_and_ends() -> None:
+    """The seam's events and actions through MediaSocket (not ASGI), as `gateway serve` runs a call."""
+    app, handed = starlette_app()
+    peer = Peer(app)
+    await peer.accepted()
+    line = TwilioLine(await handed)
+    sender = TwilioSender("MZ" + "1" * 32)
+    frame = pcm16_to_ulaw(b"\x10\x00" * 160)
+    peer.says(sender.connected(), sender.start("CA" + "2" * 32, "AC" + "3" * 32, {}), sender.media(frame, 0))
+    assert isinstance(await line.receive(), Started)
+    audio = await line.receive()
+    assert isinstance(audio, CallerAudio) and len(audio.pcm) == 320
+    await line.play(b"\x00\x00" * 160)
+    await line.mark("turn-1")
+    heard = [json.loads(text) for text in peer.heard()]
+    assert [m["event"] for m in heard] == ["media", "mark"]
+    assert heard[0]["streamSid"] == sender.stream_sid
+    peer.closes()
+    assert isinstance(await line.receive(), Ended)
+    with pytest.raises(LineClosed):
+        await line.play(b"\x00\x00" * 160)
