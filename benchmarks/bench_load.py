@@ -42,6 +42,7 @@ from gateway.devtools.load import (
     run_direct_baseline,
     run_load,
 )
+from gateway.devtools.scripted_peer import PeerOptions
 
 TARGET_CALLS_PER_CORE = 200
 TARGET_RSS_PER_CALL = 1 << 20
@@ -515,16 +516,22 @@ def capacity_markdown(runs: list[Held]) -> str:
 # --- main -----------------------------------------------------------------------------------------------
 
 
+def peer_options(args: argparse.Namespace) -> PeerOptions:
+    """The scripted peer sends a resumable handle after each turn, as Live does; --no-handles: never (the
+    gateway then keeps its whole replay window: the memory of a call that Live gives no handle)."""
+    return PeerOptions(handles=not args.no_handles)
+
+
 async def main(args: argparse.Namespace) -> None:
     if args.capacity:
         levels = [int(x) for x in args.capacity.split(",")]
-        async with ChildProcessPeer() as peer:
+        async with ChildProcessPeer(options=peer_options(args)) as peer:
             runs = await run_capacity(peer, levels, args.duration)
         print(capacity_markdown(runs))
         return
     if args.versus_naive:
         levels = [int(x) for x in args.versus_naive.split(",")]
-        async with ChildProcessPeer() as peer:
+        async with ChildProcessPeer(options=peer_options(args)) as peer:
             pairs = await run_versus(
                 peer, levels, args.rounds, args.duration, args.server_side, args.callback_side
             )
@@ -532,7 +539,7 @@ async def main(args: argparse.Namespace) -> None:
         return
     levels_wanted = [int(x) for x in args.levels.split(",")]
     out: list[str] = []
-    async with ChildProcessPeer() as peer:
+    async with ChildProcessPeer(options=peer_options(args)) as peer:
         base = await run_direct_baseline(peer, calls=100, seconds=args.baseline_duration)
         baseline = analyze(base)
         levels: list[Level] = []
@@ -666,6 +673,11 @@ def parse_args() -> argparse.Namespace:
         "--server-side",
         action="store_true",
         help="--versus-naive also runs the gateway with BARGE_IN=server (no caller-side speech detector)",
+    )
+    parser.add_argument(
+        "--no-handles",
+        action="store_true",
+        help="the scripted peer never sends a resumption handle (the gateway's worst case for memory)",
     )
     parser.add_argument(
         "--callback-side",

@@ -88,6 +88,48 @@ async def test_peer_answers_a_text_turn_then_completes() -> None:
         assert peer.records[0].turns[0].cause == "text"
 
 
+async def _turn_then_next(ws) -> list:
+    """A text turn answered to the end, then the peer's next message's events."""
+    await ws.send(lp.client_turn_message("Greet the caller."))
+    events: list = []
+    while lp.TurnComplete() not in events:
+        events += await _next_events(ws)
+    return await _next_events(ws)
+
+
+@pytest.mark.parametrize("transparent", [False, True])
+async def test_peer_offers_a_resumable_handle_after_each_turn_when_asked(transparent: bool) -> None:
+    fast = PeerOptions(speedup=50, think_s=0.0, reply_s=(0.1, 0.1))
+    async with ScriptedPeer(options=fast) as peer, connect(peer.url()) as ws:
+        resumption = {"transparent": True} if transparent else {}
+        await ws.send(json.dumps({"setup": {"model": "models/x", "sessionResumption": resumption}}))
+        await ws.recv()
+        first = await _turn_then_next(ws)
+        second = await _turn_then_next(ws)
+    (a,), (b,) = first, second
+    assert isinstance(a, lp.ResumptionUpdate) and a.resumable and a.handle
+    assert isinstance(b, lp.ResumptionUpdate) and b.handle != a.handle
+    if transparent:  # setup is message 0, each text turn one more
+        assert (a.consumed_index, b.consumed_index) == (1, 2)
+    else:
+        assert a.consumed_index is None
+
+
+@pytest.mark.parametrize("asked, handles", [(False, True), (True, False)])
+async def test_peer_offers_no_handle_unless_asked_and_allowed(asked: bool, handles: bool) -> None:
+    fast = PeerOptions(speedup=50, think_s=0.0, reply_s=(0.1, 0.1), handles=handles)
+    async with ScriptedPeer(options=fast) as peer, connect(peer.url()) as ws:
+        setup = {"model": "models/x", **({"sessionResumption": {}} if asked else {})}
+        await ws.send(json.dumps({"setup": setup}))
+        await ws.recv()
+        await ws.send(lp.client_turn_message("Greet the caller."))
+        events: list = []
+        while lp.TurnComplete() not in events:
+            events += await _next_events(ws)
+        await ws.send(lp.client_turn_message("Again."))  # the next message is the next turn's audio
+        assert isinstance((await _next_events(ws))[0], lp.AgentAudio)
+
+
 async def test_peer_refuses_other_paths_and_a_first_message_that_is_not_setup() -> None:
     async with ScriptedPeer() as peer:
         with pytest.raises(InvalidStatus) as refused:

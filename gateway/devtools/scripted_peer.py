@@ -6,7 +6,10 @@ as Gemini sends it), and stands in for the model with a cheap energy detector on
 * the caller stops talking (a run of quiet frames) -> after a short "thinking" pause, a reply of generated
   24 kHz speech-like audio streamed in chunks faster than real time, then `turnComplete`;
 * the caller starts talking while a reply is still streaming -> `interrupted`, then `turnComplete`;
-* a user turn in text (the gateway's greeting) -> a reply too.
+* a user turn in text (the gateway's greeting) -> a reply too;
+* after each turn, when the setup asks for session resumption, a resumable `sessionResumptionUpdate`, as
+  Live sends one whenever the session can be resumed (not while generating or running a tool), so the
+  gateway keeps only the caller's audio since (`PeerOptions.handles=False`: never, the gateway's worst case).
 
 So a load run measures the gateway, not a model. Everything needed to measure latency is stamped on
 `time.monotonic()`, which is one clock for every process on the machine, so the load harness can match the
@@ -69,6 +72,7 @@ class PeerOptions:
     chunk_s: float = 0.04  # reply audio per message
     speedup: float = 2.0  # reply streamed this many times faster than real time
     reply_s: tuple[float, float] = (0.8, 2.0)  # reply length range, varied per turn
+    handles: bool = True  # a resumable handle after each turn, if the setup asks for resumption
 
 
 @dataclass
@@ -131,9 +135,19 @@ class _Session:
     """One Live session's state machine: caller VAD in, replies out."""
 
     def __init__(
-        self, ws: ServerConnection, record: PeerSessionRecord, options: PeerOptions, replies: list[bytes]
+        self,
+        ws: ServerConnection,
+        record: PeerSessionRecord,
+        options: PeerOptions,
+        replies: list[bytes],
+        resumption: dict[str, Any] | None = None,
     ) -> None:
         self.ws = ws
+        # The setup's sessionResumption (None: not asked for): handles are sent, numbered per session, with
+        # the last client message they cover when it asks to be transparent. Setup is client message 0.
+        self.resumption = resumption if options.handles else None
+        self.client_messages = 1
+        self.handles = 0
         self.record = record
         self.options = options
         self.replies = replies
@@ -148,6 +162,7 @@ class _Session:
         try:
             async for raw in self.ws:
                 now = time.monotonic()  # first: queueing inside this process counts, nothing after it
+                self.client_messages += 1
                 if isinstance(raw, str) and raw.startswith(_AUDIO_PREFIX):
                     end = raw.find('"', len(_AUDIO_PREFIX))
                     await self._on_audio(raw[len(_AUDIO_PREFIX) : end], now)
@@ -242,6 +257,7 @@ class _Session:
             await asyncio.sleep(max(0.0, deadline - time.monotonic()))
         turn.completed_at = time.monotonic()
         await self.ws.send(_TURN_COMPLETE)
+        await self._send_handle()
 
     async def _interrupt(self) -> None:
         assert self.reply is not None
@@ -250,6 +266,17 @@ class _Session:
         turn.interrupted_at = time.monotonic()
         await self.ws.send(_INTERRUPTED)
         await self.ws.send(_TURN_COMPLETE)
+        await self._send_handle()
+
+    async def _send_handle(self) -> None:
+        """The turn is over: the session can be resumed from here (what Live says whenever it can)."""
+        if self.resumption is None:
+            return
+        self.handles += 1
+        update: dict[str, Any] = {"newHandle": f"scripted-{id(self):x}-{self.handles}", "resumable": True}
+        if self.resumption.get("transparent"):
+            update["lastConsumedClientMessageIndex"] = str(self.client_messages - 1)
+        await self.ws.send(json.dumps({"sessionResumptionUpdate": update}).encode())
 
 
 def _key_pressed(text: str) -> str | None:
@@ -316,7 +343,10 @@ class ScriptedPeer:
             return
         await ws.send(_SETUP_COMPLETE)
         record.setup_done = time.monotonic()
-        await _Session(ws, record, self.options, self._replies).run()
+        setup = first["setup"] if isinstance(first["setup"], dict) else {}
+        resumption = setup.get("sessionResumption")
+        resumption = resumption if isinstance(resumption, dict) else None
+        await _Session(ws, record, self.options, self._replies, resumption).run()
 
 
 def _check_path(connection: ServerConnection, request: Request) -> Response | None:
@@ -341,10 +371,15 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
         default=PeerOptions.speedup,
         help="reply audio streamed this many times faster than real time",
     )
+    parser.add_argument(
+        "--no-handles",
+        action="store_true",
+        help="never send a session resumption handle (the gateway then keeps its whole replay window)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> PeerOptions:
-    return PeerOptions(speedup=args.speedup)
+    return PeerOptions(speedup=args.speedup, handles=not args.no_handles)
 
 
 def summary(records: list[PeerSessionRecord]) -> dict[str, Any]:
