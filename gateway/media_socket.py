@@ -33,11 +33,22 @@ BACKLOG = 50
 BACKLOG_BYTES = 256 * 1024
 
 
+# What this builds on in uvicorn's protocol (uvicorn >= 0.54): should a release rename any of it, the gateway
+# refuses to start, or the connection to open, instead of hanging a line that waits for messages.
+_HOOKS = ("handle_connect", "send_receive_event_to_app", "handle_close", "handle_parser_exception")
+_STATE = ("frames", "curr_msg_data_type", "queue", "read_paused", "writable", "close_sent", "disconnected")
+_UPDATE = "uvicorn's websockets-sansio protocol has changed: gateway.media_socket needs updating"
+if missing := [name for name in (*_HOOKS, "shutdown") if not hasattr(WebSocketsSansIOProtocol, name)]:
+    raise ImportError(f"{_UPDATE} (no {', '.join(missing)})")
+
+
 class MediaSocket(WebSocketsSansIOProtocol):
     """uvicorn's `websockets-sansio` protocol, with `take`, `receive_message` and `send_now` for a line."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if missing := [name for name in _STATE if not hasattr(self, name)]:
+            raise RuntimeError(f"{_UPDATE} (no {', '.join(missing)})")
         self._inbox: deque[str | bytes] | None = None  # None until a line takes the socket
         self._inbox_bytes = 0
         self._waiter: asyncio.Future[None] | None = None

@@ -290,3 +290,12 @@ async def test_a_twilio_line_over_the_media_socket_reads_plays_and_ends() -> Non
     assert isinstance(await line.receive(), Ended)
     with pytest.raises(LineClosed):
         await line.play(b"\x00\x00" * 160)
+
+
+async def test_a_uvicorn_without_what_the_media_socket_builds_on_is_refused_clearly(monkeypatch) -> None:
+    """Should uvicorn rename the protocol state this builds on, a connection fails with a message saying so,
+    instead of a line waiting for messages that never come."""
+    monkeypatch.setattr(media_socket, "_STATE", (*media_socket._STATE, "renamed_in_a_later_uvicorn"))
+    app, _ = line_app()
+    with pytest.raises(RuntimeError, match=r"gateway\.media_socket needs updating"):
+        Peer(app)
