@@ -95,6 +95,21 @@ def issued(records: list[ConnectionRecord], handle: str) -> tuple[int, int]:
     raise AssertionError(f"handle {handle[:8]}... was never issued")
 
 
+def accounts(records: list[ConnectionRecord], lines: list[str]) -> str:
+    """What each connection sent, in order (handles shortened, positions in frames), and the caller lines
+    logged: what a failure of `explained` is to be read from (it depends on where switches fell)."""
+    out = [f"caller lines logged: {lines}"]
+    for k, record in enumerate(records):
+        sent = [
+            f"{kind}:{value[:6] if kind == 'handle' else value}@{position // FRAME}"
+            for kind, value, position in record.sent
+            if kind in ("handle", "transcript")
+        ]
+        resumed = record.resumed_from[:6] if record.resumed_from else None
+        out.append(f"connection {k}: resumed from {resumed}, {len(record.audio) // FRAME} frames: {sent}")
+    return "\n".join(out)
+
+
 def transcripts_after(record: ConnectionRecord, handle: str | None) -> int:
     """How many transcripts a connection sent after it issued `handle`."""
     sent = [(kind, value) for kind, value, _ in record.sent]
@@ -207,4 +222,4 @@ async def test_a_long_call_survives_goaways_and_dropped_connections(capsys):
     assert received == FRAME * (ends[placed[-1]] + sum(replayed.values()))
 
     # Transcripts: Live's, each logged once, replays left out (see `explained`).
-    assert explained(records, caller_lines), (caller_lines, [r.transcripts for r in records])
+    assert explained(records, caller_lines), accounts(records, caller_lines)
