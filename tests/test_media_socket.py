@@ -112,6 +112,16 @@ def line_app(before: int = 0) -> tuple[Any, asyncio.Future[MediaSocket]]:
     return app, handed
 
 
+async def taken() -> tuple[Peer, MediaSocket]:
+    """A peer connected through `line_app`, its socket taken by the line."""
+    app, handed = line_app()
+    peer = Peer(app)
+    await peer.accepted()
+    socket = await handed
+    socket.take()
+    return peer, socket
+
+
 def starlette_app(before: int = 0) -> tuple[Any, asyncio.Future[WebSocket]]:
     """The same, handing the test Starlette's WebSocket, as a media route hands it to a line."""
     handed: asyncio.Future[WebSocket] = asyncio.get_running_loop().create_future()
@@ -142,11 +152,7 @@ async def test_messages_queued_for_asgi_before_the_line_takes_the_socket_come_al
 
 
 async def test_a_line_falling_behind_pauses_reading_and_catching_up_resumes_it() -> None:
-    app, handed = line_app()
-    peer = Peer(app)
-    await peer.accepted()
-    socket = await handed
-    socket.take()
+    peer, socket = await taken()
     peer.says(*(f"frame {i}" for i in range(media_socket.BACKLOG - 1)))
     assert peer.transport.reading  # one read per message is not needed: a backlog is allowed
     peer.says("the last one the backlog takes")
@@ -157,11 +163,7 @@ async def test_a_line_falling_behind_pauses_reading_and_catching_up_resumes_it()
 
 
 async def test_a_cancelled_wait_leaves_the_next_one_working() -> None:
-    app, handed = line_app()
-    peer = Peer(app)
-    await peer.accepted()
-    socket = await handed
-    socket.take()
+    peer, socket = await taken()
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
             await socket.receive_message()
@@ -172,11 +174,7 @@ async def test_a_cancelled_wait_leaves_the_next_one_working() -> None:
 
 
 async def test_the_peer_s_close_ends_the_messages_after_the_last_one_and_refuses_sends() -> None:
-    app, handed = line_app()
-    peer = Peer(app)
-    await peer.accepted()
-    socket = await handed
-    socket.take()
+    peer, socket = await taken()
     waiting = asyncio.create_task(socket.receive_message())
     await asyncio.sleep(0)
     peer.says("last words")
@@ -202,11 +200,7 @@ async def test_sends_are_written_at_once_and_wait_while_the_transport_is_full() 
 
 
 async def test_a_backlog_of_large_messages_pauses_reading_by_its_bytes() -> None:
-    app, handed = line_app()
-    peer = Peer(app)
-    await peer.accepted()
-    socket = await handed
-    socket.take()
+    peer, socket = await taken()
     big = "x" * (media_socket.BACKLOG_BYTES // 2)
     peer.says(big)
     assert peer.transport.reading
@@ -218,11 +212,7 @@ async def test_a_backlog_of_large_messages_pauses_reading_by_its_bytes() -> None
 
 
 async def test_our_close_while_reading_is_paused_reads_the_peer_s_answer() -> None:
-    app, handed = line_app()
-    peer = Peer(app)
-    await peer.accepted()
-    socket = await handed
-    socket.take()
+    peer, socket = await taken()
     peer.says(*(f"frame {i}" for i in range(media_socket.BACKLOG)))
     assert not peer.transport.reading  # the line stopped reading (the call is ending)
     await socket.send({"type": "websocket.close", "code": 1000})  # what Starlette's close sends
@@ -230,11 +220,7 @@ async def test_our_close_while_reading_is_paused_reads_the_peer_s_answer() -> No
 
 
 async def test_a_send_waiting_for_room_learns_at_once_that_the_socket_is_gone() -> None:
-    app, handed = line_app()
-    peer = Peer(app)
-    await peer.accepted()
-    socket = await handed
-    socket.take()
+    peer, socket = await taken()
     socket.pause_writing()  # our buffer is full, and stays so: the transport flushes it before it is lost
     waiting = asyncio.create_task(socket.writable.wait())
     peer.closes()
@@ -244,11 +230,7 @@ async def test_a_send_waiting_for_room_learns_at_once_that_the_socket_is_gone() 
 
 
 async def test_invalid_utf8_ends_the_messages_with_close_1007() -> None:
-    app, handed = line_app()
-    peer = Peer(app)
-    await peer.accepted()
-    socket = await handed
-    socket.take()
+    peer, socket = await taken()
     peer.says("good")
     peer.client.send_text(b"\xff\xfe")
     peer.deliver()
@@ -259,11 +241,7 @@ async def test_invalid_utf8_ends_the_messages_with_close_1007() -> None:
 
 
 async def test_binary_messages_come_through_as_bytes() -> None:
-    app, handed = line_app()
-    peer = Peer(app)
-    await peer.accepted()
-    socket = await handed
-    socket.take()
+    peer, socket = await taken()
     peer.client.send_binary(b"\x00\x01 raw audio")
     peer.deliver()
     assert await socket.receive_message() == b"\x00\x01 raw audio"
