@@ -23,6 +23,7 @@ from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+from websockets.frames import Frame
 from websockets.http11 import Request
 
 EXTENSION = "gateway.media"
@@ -95,8 +96,8 @@ class MediaSocket(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
         self._end()
 
-    def handle_close(self, event: object) -> None:
-        super().handle_close(event)  # type: ignore[arg-type]
+    def handle_close(self, event: Frame) -> None:
+        super().handle_close(event)
         self._end()
 
     def handle_parser_exception(self) -> None:

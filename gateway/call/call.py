@@ -543,11 +543,11 @@ class Call:
         else:
             pcm = b"".join(self._kept_pcm(frame) for frame in frames)
         audio = self._to_live(pcm)
-        seqs = list(resumption.unsent_seqs())
+        seqs = resumption.unsent_seqs()  # before `unsent_sent` empties them
         index = await self.live.send_audio(audio, self.input_rate)
         resumption.unsent_sent(index)
         if self._local_turns:  # kept message by message, at least the pre-roll's frames
-            self._keep_recent(audio, seqs)
+            self._keep_recent(audio, list(seqs))
 
     def _keep_recent(self, audio: bytes, seqs: list[int]) -> None:
         recent = self._recent_audio
