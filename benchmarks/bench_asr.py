@@ -8,8 +8,8 @@ machine's drift affects both alike), streamed in 40 ms pieces as the backend fee
   issue 16);
 - language model: the agent's language model, phone-band calibration, high-band noise (the backend after
   the first part of issue 16: one PocketSphinx search);
-- grammar: that search, plus the agent's phrases as a grammar and a phone loop that decides when the
-  grammar is believed (the backend until Whisper came in; computed from the same decode as ``after``);
+- grammar: that search's transcript, replaced by the grammar's phrase as the backend chose it until
+  Whisper came in (the grammar and the phone loop from the ``after`` decode);
 - after: `gateway.local_live.asr` as it is, through its `Utterance`: Whisper tiny.en's transcript
   (`transcriber.py`), replaced by the grammar's phrase where the two agree.
 
@@ -40,7 +40,7 @@ from asr_eval_set import GENERAL, INTENT_CATEGORIES, phone_16k, utterances  # no
 from machine import describe  # noqa: E402
 
 from gateway.devtools.word_errors import word_errors, words  # noqa: E402
-from gateway.local_live import asr  # noqa: E402
+from gateway.local_live import asr, language  # noqa: E402
 from gateway.local_live.agent import LocalAgent  # noqa: E402
 from gateway.local_live.transcriber import Transcriber  # noqa: E402
 from gateway.local_live.tts import synthesize  # noqa: E402
@@ -66,14 +66,37 @@ def decode_before(decoder: pocketsphinx.Decoder, pcm: bytes) -> str:
     return hyp.hypstr if hyp is not None else ""
 
 
+LANGUAGE_WEIGHT = 9.0  # the language model's weight against the acoustic scores (PocketSphinx's default 6.5)
+_LOG_ZERO = -536870912  # what PocketSphinx answers for a word its model does not have
+
+
+def language_model() -> str:
+    """The ARPA text of the agent's language model (`language.py`): the backend's transcript from the first
+    part of issue 16 until Whisper replaced it, built from the agent's phrases and the general model."""
+    import math
+
+    model = Path(pocketsphinx.get_model_path()) / "en-us"
+    general = pocketsphinx.NGramModel.readfile(str(model / "en-us.lm.bin"))
+    words: set[str] = set()
+    with open(model / "cmudict-en-us.dict", encoding="utf-8") as f:
+        for line in f:
+            word = line.split(" ", 1)[0]
+            if "(" not in word:  # "(2)": an alternative pronunciation
+                words.add(word)
+    to_log10 = math.log10(1.0001)  # PocketSphinx's log base
+    log_prob = {w: v * to_log10 for w in words if (v := general.prob([w])) > _LOG_ZERO}
+    corpus = [(s, c) for s, c in language.domain_corpus() if all(w in words for w in s.split())]
+    return language.build_arpa(corpus, language.general_unigrams(words, log_prob, language.GENERAL_WORDS))
+
+
 def language_model_decoder() -> tuple[pocketsphinx.Decoder, str]:
     """The agent's language model alone (one search), calibrated as the backend calibrates, and its mean."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "agent.lm"
-        path.write_text(asr._language_model(), encoding="utf-8")
-        decoder = pocketsphinx.Decoder(lm=str(path), lw=asr.LANGUAGE_WEIGHT, loglevel="FATAL")
+        path.write_text(language_model(), encoding="utf-8")
+        decoder = pocketsphinx.Decoder(lm=str(path), lw=LANGUAGE_WEIGHT, loglevel="FATAL")
     for variant, text in asr.CALIBRATION:
         decode_before(decoder, asr._HighBand().add(asr._phone_speech(text, variant)))
     return decoder, decoder.get_cmn()
@@ -122,7 +145,7 @@ def demo_lines() -> None:
     pool.warm()
     agent = LocalAgent(can_end_call=True)
     print("## The demo caller's lines\n")
-    print("| voice | said | heard | Whisper / language model / grammar (margin) | the agent |")
+    print("| voice | said | heard | Whisper / grammar (margin) | the agent |")
     print("|---|---|---|---|---|")
     errors = total = 0
     for wpm in (CALLER_WPM - 10, CALLER_WPM, CALLER_WPM + 10):
@@ -142,7 +165,7 @@ def demo_lines() -> None:
                 searches = utterance.heard
                 assert searches is not None
                 print(
-                    f"| {u.condition} | {text} | {heard} | {searches.free} / {searches.language_model} / "
+                    f"| {u.condition} | {text} | {heard} | {searches.free} / "
                     f"{searches.phrase} ({searches.margin:.1f}) | {does} |"
                 )
     print(f"\nword error rate {100 * errors / total:.0f}% over {total} words")
@@ -186,11 +209,12 @@ def main() -> None:
                 heard[which] = decode_before(old, pcm)
             elif which == "lm":
                 heard[which] = decode_language_model(lm, lm_cmn, pcm)
+                cpu_lm = time.process_time() - t
             else:
                 both = decode_after(pool, pcm)
                 heard["after"] = both.hypstr
-                heard["grammar"] = asr.choose_transcript(both.language_model, both.phrase, both.margin, None)
-                cpu["grammar"] += time.process_time() - t - (whisper.cpu - whisper_before)
+                heard["grammar"] = asr.choose_transcript(heard["lm"], both.phrase, both.margin, None)
+                cpu["grammar"] += cpu_lm + time.process_time() - t - (whisper.cpu - whisper_before)
             cpu[which] += time.process_time() - t
         for which in columns:
             text = heard[which]

@@ -159,8 +159,21 @@ class _Decoder:
 
     def end_utt(self) -> None: ...
 
-    def hyp(self) -> None:
-        return None
+    def hyp(self):
+        from gateway.local_live.asr import Phrase
+
+        return Phrase("", -math.inf)
+
+
+class _Transcriber:
+    """A stand-in Whisper: what it was given, and what it answers."""
+
+    def __init__(self, text: str = "") -> None:
+        self.text, self.heard = text, []
+
+    def transcribe(self, pcm: bytes, rate: int = 16000) -> str:
+        self.heard.append(pcm)
+        return self.text
 
 
 class _Pool:
@@ -168,6 +181,7 @@ class _Pool:
 
     def __init__(self) -> None:
         self.decoders = [_Decoder(), _Decoder()]
+        self.transcriber = _Transcriber()
 
     def try_acquire(self) -> _Decoder:
         return self.decoders.pop(0)
@@ -192,6 +206,20 @@ def test_each_caller_keeps_their_own_adaptation_whichever_decoder_serves_them():
     given = [g for d in pool.decoders for g in d.given]
     assert sorted(given) == ["calibrated", "calibrated", "calibrated+"]
     assert alice.cmn == "calibrated++" and bob.cmn == "calibrated+"
+
+
+def test_whisper_hears_the_whole_utterance_once_and_the_grammar_agreeing_with_it_wins():
+    from gateway.local_live.asr import Phrase, Utterance
+
+    pool = _Pool()
+    pool.transcriber.text = "transfer me to an operate her"
+    pool.decoders[0].hyp = lambda: Phrase("transfer me to an operator", -3.0)  # type: ignore[method-assign]
+    utterance = Utterance(pool)  # type: ignore[arg-type]
+    for piece in (b"\x01\x00" * 640, b"\x02\x00" * 640):
+        utterance.add(piece)
+    assert utterance.finish() == "transfer me to an operator"
+    assert pool.transcriber.heard == [b"\x01\x00" * 640 + b"\x02\x00" * 640]  # before the high-band noise
+    assert utterance.heard is not None and utterance.heard.free == "transfer me to an operate her"
 
 
 # The agent's phrases as a grammar, beside the language model (issue 16, second part).
@@ -258,7 +286,8 @@ def test_the_grammar_wins_only_with_a_whole_phrase_near_the_phone_loop(free, phr
 def test_the_grammar_margin_is_a_threshold():
     from gateway.local_live.asr import GRAMMAR_MARGIN, choose_transcript
 
-    assert choose_transcript("partner but green", "what time is it", GRAMMAR_MARGIN, None) == "what time is it"
+    chosen = choose_transcript("partner but green", "what time is it", GRAMMAR_MARGIN, None)
+    assert chosen == "what time is it"
     below = GRAMMAR_MARGIN - 0.01
     assert choose_transcript("partner but green", "what time is it", below, None) == "partner but green"
 
@@ -339,30 +368,27 @@ def _exp(log_score: float) -> float:
     return 1.0001**log_score
 
 
-@pytest.mark.parametrize(("per_frame", "chosen"), [(-10.0, "please hang up"), (-25.0, "read any other")])
-def test_recognizer_feeds_every_search_and_scores_the_grammar_against_the_phone_loop(per_frame, chosen):
+@pytest.mark.parametrize("per_frame", [-10.0, -25.0])
+def test_recognizer_feeds_both_searches_and_scores_the_grammar_against_the_phone_loop(per_frame):
     from gateway.local_live.asr import Recognizer
 
-    free = _Search("read any other")
     phrases = _Search("please hang up", _exp(-5000 + 100 * per_frame))
     phones = _Search("SIL P L IY Z SIL", _exp(-5000))
-    recognizer = Recognizer(free, phrases, phones)  # type: ignore[arg-type]
+    recognizer = Recognizer(phrases, phones)  # type: ignore[arg-type]
     recognizer.set_cmn("40,3,-1")
     recognizer.start_utt()
     recognizer.process_raw(b"\x01\x00" * 640, False, False)
     recognizer.end_utt()
     heard = recognizer.hyp()
-    assert all(s.fed == [b"\x01\x00" * 640] and s.cmn == "40,3,-1" for s in (free, phrases, phones))
-    assert heard.hypstr == chosen and (heard.free, heard.phrase) == ("read any other", "please hang up")
-    assert math.isclose(heard.margin, per_frame, abs_tol=0.01)
+    assert all(s.fed == [b"\x01\x00" * 640] and s.cmn == "40,3,-1" for s in (phrases, phones))
+    assert heard.text == "please hang up" and math.isclose(heard.margin, per_frame, abs_tol=0.01)
 
 
-def test_recognizer_without_a_grammar_answer_keeps_the_free_transcript():
+def test_recognizer_without_a_grammar_answer_has_no_phrase():
     from gateway.local_live.asr import Recognizer
 
-    searches = (_Search("hello there"), _Search(None), _Search("SIL HH SIL", 0.5))
-    recognizer = Recognizer(*searches)  # type: ignore[arg-type]
-    assert recognizer.hyp().hypstr == "hello there"
+    recognizer = Recognizer(_Search(None), _Search("SIL HH SIL", 0.5))  # type: ignore[arg-type]
+    assert recognizer.hyp().text == "" and recognizer.hyp().margin == -math.inf
 
 
 @pytest.mark.e2e  # the real recognizer (seconds to build, shared with the process's other tests)
@@ -380,23 +406,21 @@ def test_the_grammar_hears_an_agent_phrase_on_the_phone_line():
     assert heard is not None and heard.phrase == "please hang up" and heard.margin >= asr.GRAMMAR_MARGIN
 
 
-def test_a_long_turn_is_heard_by_the_language_model_alone():
+def test_a_long_turn_is_heard_by_whisper_alone():
     """Past PHRASE_SECONDS no phrase of the agent's fits: the grammar and the phone loop stop listening
-    (their CPU is saved) and the transcript is the language model's, whatever the grammar had."""
+    (their CPU is saved) and answer no phrase, whatever the grammar had, so the transcript is Whisper's."""
     from gateway.local_live.asr import PHRASE_SECONDS, SAMPLE_RATE, Recognizer
 
-    free, phrases, phones = _Search("i would like to"), _Search("hang up", _exp(-5)), _Search("S", _exp(-5))
-    recognizer = Recognizer(free, phrases, phones)  # type: ignore[arg-type]
+    phrases, phones = _Search("hang up", _exp(-5)), _Search("S", _exp(-5))
+    recognizer = Recognizer(phrases, phones)  # type: ignore[arg-type]
     second = b"\x00\x00" * SAMPLE_RATE
     recognizer.start_utt()
     for _ in range(int(PHRASE_SECONDS)):
         recognizer.process_raw(second, False, False)
-    assert recognizer.hyp().hypstr == "hang up"  # still a phrase's length: the grammar is believed
+    assert recognizer.hyp().text == "hang up"  # still a phrase's length: the grammar answers
     recognizer.process_raw(second, False, False)
-    seconds = int(PHRASE_SECONDS)
-    assert len(free.fed) == seconds + 1 and len(phrases.fed) == len(phones.fed) == seconds
-    heard = recognizer.hyp()
-    assert (heard.hypstr, heard.phrase) == ("i would like to", "")
-    recognizer.start_utt()  # the next utterance is heard by all three again
+    assert len(phrases.fed) == len(phones.fed) == int(PHRASE_SECONDS)
+    assert recognizer.hyp().text == ""
+    recognizer.start_utt()  # the next utterance is heard by both again
     recognizer.process_raw(second, False, False)
     assert len(phrases.fed) == int(PHRASE_SECONDS) + 1

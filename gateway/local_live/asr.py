@@ -1,14 +1,13 @@
-"""Speech recognition with PocketSphinx (its US English acoustic model ships in the wheel), with a language
-model of what the local agent understands (`language.py`, built here from the wheel's dictionary and
-general model) instead of PocketSphinx's general one.
+"""Speech recognition: Whisper tiny.en writes what the caller said (`transcriber.py`), and PocketSphinx (its
+US English acoustic model ships in the wheel) listens for the agent's phrases with a grammar of them and a
+phone loop beside it (`language.py` builds the grammar from what the local agent understands).
 
-Measured on this machine: a process's first recognizer takes about 4 s to build (language model, grammar
-and calibration), each further one 0.15 s and about 37 MB (three searches, each with its own copy of the
-acoustic model and a dictionary of its own words only), and decodes phone audio at a real-time factor of
-about 0.18 (the language model alone: 0.06; the general model's: 0.3 to 0.4; see
-`benchmarks/bench_asr.py`). Its Python binding holds the GIL while decoding, so audio is fed in small pieces
-(the event loop gets the GIL back between them) and recognizers are pooled: one serves one utterance
-at a time, and sessions borrow one at start of speech and give it back at the end.
+Measured on this machine: a process's first recognizer takes about 3 s to build (grammar and
+calibration), each further one about 0.15 s; PocketSphinx's two searches decode phone audio at a
+real-time factor of about 0.13 and Whisper adds about 0.06 (see `benchmarks/bench_asr.py`). PocketSphinx's
+Python binding holds the GIL while decoding, so audio is fed in small pieces (the event loop gets the GIL
+back between them) and recognizers are pooled: one serves one utterance at a time, and sessions borrow
+one at start of speech and give it back at the end, when Whisper hears the utterance whole.
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ CALIBRATION = (
     ("f3", "My name is Robert and my number is five five five, one two three."),
     ("m3", _CALIBRATION),
 )
-LANGUAGE_WEIGHT = 9.0  # the language model's weight against the acoustic scores (PocketSphinx's default 6.5)
 HIGH_BAND_NOISE = 30.0  # RMS of the noise added above 4.2 kHz (see _HighBand)
 
 
@@ -76,39 +74,6 @@ def _high_band_noise(seconds: int = 2) -> np.ndarray:
 
 
 @functools.cache
-def _language_model() -> str:
-    """The ARPA text of the recognizer's language model (see `language.py`), built once per process from
-    the agent's phrases and the general model that ships in the wheel."""
-    model = Path(pocketsphinx.get_model_path()) / "en-us"
-    general = pocketsphinx.NGramModel.readfile(str(model / "en-us.lm.bin"))
-    to_log10 = math.log10(1.0001)  # PocketSphinx's log base
-    words: set[str] = set()
-    with open(model / "cmudict-en-us.dict", encoding="utf-8") as f:
-        for line in f:
-            word = line.split(" ", 1)[0]
-            if "(" not in word:  # "(2)": an alternative pronunciation
-                words.add(word)
-    log_prob = {}
-    for word in words:
-        value = general.prob([word])
-        if value > _LOG_ZERO:
-            log_prob[word] = value * to_log10
-    corpus = [(s, c) for s, c in language.domain_corpus() if all(w in words for w in s.split())]
-    return language.build_arpa(corpus, language.general_unigrams(words, log_prob, language.GENERAL_WORDS))
-
-
-_LOG_ZERO = -536870912  # what PocketSphinx answers for a word its model does not have
-
-
-@functools.cache
-def _language_model_words() -> frozenset[str]:
-    """The words of the language model (its unigrams): all the free search can ever say."""
-    text = _language_model()
-    unigrams = text[text.index("\\1-grams:") : text.index("\\2-grams:")].splitlines()[1:]
-    return frozenset(line.split()[1] for line in unigrams if line.strip()) - {"<s>", "</s>"}
-
-
-@functools.cache
 def _grammar_words() -> frozenset[str]:
     return frozenset(word for sentence, _ in language.domain_corpus() for word in sentence.split())
 
@@ -117,7 +82,7 @@ def _dictionary(words: frozenset[str]) -> str:
     """The wheel's pronouncing dictionary cut down to ``words`` (with their alternative pronunciations).
 
     Each search loads its own dictionary, and the whole one (135,000 words) is about 23 MB of a decoder's
-    memory; a search can only ever say the words of its language model or grammar (the phone loop none).
+    memory; a search can only ever say the words of its grammar (the phone loop none).
     """
     lines = []
     with open(Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict", encoding="utf-8") as f:
@@ -138,7 +103,7 @@ def _phone_speech(text: str, variant: str = "m3") -> bytes:
 
 
 def new_decoder(*, calibrate: bool = True) -> Recognizer:
-    """A recognizer with the agent's language model and its phrases' grammar (US English acoustic model,
+    """A recognizer of the agent's phrases: their grammar and a phone loop (US English acoustic model,
     16 kHz), calibrated before use.
 
     PocketSphinx normalises features with a running cepstral mean; a fresh decoder starts from a generic
@@ -149,25 +114,17 @@ def new_decoder(*, calibrate: bool = True) -> Recognizer:
     the pool calibrates only its first decoder and starts every new caller from that one's mean.
     """
     with tempfile.TemporaryDirectory(prefix="gateway-asr-") as folder:
-        files = {
-            name: Path(folder) / name
-            for name in ("agent.lm", "agent.dict", "agent.gram", "phrases.dict", "phones.dict")
-        }
-        files["agent.lm"].write_text(_language_model(), encoding="utf-8")
-        files["agent.dict"].write_text(_dictionary(_language_model_words()), encoding="utf-8")
+        files = {name: Path(folder) / name for name in ("agent.gram", "phrases.dict", "phones.dict")}
         files["agent.gram"].write_text(language.intent_grammar(), encoding="utf-8")
         files["phrases.dict"].write_text(_dictionary(_grammar_words()), encoding="utf-8")
         files["phones.dict"].write_text(_dictionary(frozenset({"a"})), encoding="utf-8")
-        free = pocketsphinx.Decoder(
-            lm=str(files["agent.lm"]), dict=str(files["agent.dict"]), lw=LANGUAGE_WEIGHT, loglevel="FATAL"
-        )
         phrases = pocketsphinx.Decoder(
             jsgf=str(files["agent.gram"]), dict=str(files["phrases.dict"]), loglevel="FATAL", **GRAMMAR_BEAMS
         )
         phones = pocketsphinx.Decoder(
             allphone=_PHONE_MODEL, dict=str(files["phones.dict"]), lw=PHONE_LOOP_WEIGHT, loglevel="FATAL"
         )
-    recognizer = Recognizer(free, phrases, phones)
+    recognizer = Recognizer(phrases, phones)
     for variant, text in CALIBRATION if calibrate else ():
         pcm = _HighBand().add(_phone_speech(text, variant))
         recognizer.start_utt()
@@ -237,30 +194,35 @@ def choose_transcript(free: str, phrase: str, margin: float, agreement: float | 
 
 @dataclass(frozen=True, slots=True)
 class Heard:
-    """A recognizer's answer (the decoders' ``hyp()`` shape): the transcript chosen, and what each search
-    heard (for the benchmark and the logs). ``free`` is Whisper's transcript once the utterance has one,
-    ``language_model`` the PocketSphinx language model's."""
+    """What an utterance was heard as: the transcript chosen, Whisper's, and the grammar's phrase with its
+    margin over the phone loop (for the benchmark and the logs)."""
 
     hypstr: str
     free: str
     phrase: str
     margin: float
-    language_model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Phrase:
+    """The grammar search's answer: a phrase of the agent's ("" for none) and how far its path scores
+    from the phone loop's, per 10 ms frame."""
+
+    text: str
+    margin: float
 
 
 class Recognizer:
-    """Three PocketSphinx searches over the same audio, used as one decoder: the agent's language model
-    (the transcript), the agent's phrases as a grammar (its intents, heard more surely), and a phone loop
-    (the garbage model that tells a phrase really said from general speech forced into the grammar).
+    """Two PocketSphinx searches over the same audio, used as one decoder: the agent's phrases as a grammar
+    (its intents, heard more surely than Whisper hears short phrases on a phone line) and a phone loop (the
+    garbage model that tells a phrase really said from general speech forced into the grammar).
 
-    The three compute the same features, so their cepstral means move together: the free search's is
-    the recognizer's. Measured cost: about 3x the language model alone (see BENCHMARKS.md, issue 16).
+    The two compute the same features, so their cepstral means move together: the grammar's is the
+    recognizer's.
     """
 
-    def __init__(
-        self, free: pocketsphinx.Decoder, phrases: pocketsphinx.Decoder, phones: pocketsphinx.Decoder
-    ) -> None:
-        self._decoders = (free, phrases, phones)
+    def __init__(self, phrases: pocketsphinx.Decoder, phones: pocketsphinx.Decoder) -> None:
+        self._decoders = (phrases, phones)
         self._samples = 0  # fed in this utterance
 
     def get_cmn(self) -> str:
@@ -282,22 +244,22 @@ class Recognizer:
 
     def process_raw(self, pcm: bytes, no_search: bool, full_utt: bool) -> None:
         self._samples += len(pcm) // 2
-        for decoder in self._decoders if self._phrase_length else self._decoders[:1]:
-            decoder.process_raw(pcm, no_search, full_utt)
+        if self._phrase_length:  # past it, no phrase of the agent's fits: the searches stop (their CPU saved)
+            for decoder in self._decoders:
+                decoder.process_raw(pcm, no_search, full_utt)
 
     def end_utt(self) -> None:
         for decoder in self._decoders:
             decoder.end_utt()
 
-    def hyp(self) -> Heard:
-        free, phrases, phones = (d.hyp() for d in self._decoders)
+    def hyp(self) -> Phrase:
+        if not self._phrase_length:
+            return Phrase("", -math.inf)
+        phrases, phones = (d.hyp() for d in self._decoders)
         frames = max(1, self._decoders[0].n_frames())
-        free_text = free.hypstr.strip() if free is not None else ""
-        if not self._phrase_length:  # the grammar stopped listening: none of its phrases is this long
-            return Heard(free_text, free_text, "", -math.inf, free_text)
-        phrase = phrases.hypstr.strip() if phrases is not None else ""
+        text = phrases.hypstr.strip() if phrases is not None else ""
         margin = (_score(phrases) - _score(phones)) / frames if phrases and phones else -math.inf
-        return Heard(choose_transcript(free_text, phrase, margin, None), free_text, phrase, margin, free_text)
+        return Phrase(text, margin)
 
 
 class RecognizerPool:
@@ -455,15 +417,13 @@ class Utterance:
         try:
             decoder.end_utt()
             self._caller.cmn = decoder.get_cmn()
-            hyp = decoder.hyp()
+            phrase = decoder.hyp()
         finally:
             self._pool.release(decoder)
-        if not isinstance(hyp, Heard):  # a plain decoder (tests)
-            return hyp.hypstr.strip() if hyp is not None else ""
         audio, self._audio = bytes(self._audio), bytearray()
         free = self._pool.transcriber.transcribe(audio, SAMPLE_RATE)
         self.heard = Heard(
-            choose_transcript(free, hyp.phrase, hyp.margin), free, hyp.phrase, hyp.margin, hyp.free
+            choose_transcript(free, phrase.text, phrase.margin), free, phrase.text, phrase.margin
         )
         return self.heard.hypstr
 

@@ -1,16 +1,17 @@
-"""The recognizer's language model: what the local agent understands, with everyday English behind it.
+"""What the local agent understands, as the recognizer's grammar and as a language model.
 
-PocketSphinx's own model (a 130,000-word general trigram model, in the wheel) lets phone-band speech turn
-into anything ("please hang up" -> "leave and eleven"). The local agent understands a few things: greetings,
-names, the time, goodbyes and hang-up requests, transfer requests, yes and no, numbers, "repeat after me".
-So the recognizer is given a trigram model built here, at start-up and in milliseconds, from:
+The local agent understands a few things: greetings, names, the time, goodbyes and hang-up requests,
+transfer requests, yes and no, numbers, "repeat after me". ``domain_corpus()`` expands them from templates
+(names from lists of common first names and surnames, numbers from their words), and from it come:
 
-- ``domain_corpus()``: sentences of what the agent understands, expanded from templates (names from lists
-  of common first names and surnames, numbers from their words);
-- the ``GENERAL_WORDS`` most frequent words of PocketSphinx's general model, as unigrams with their own
-  probabilities, so that anything else can still be heard (roughly: the general words have no context);
-- interpolated: P(w | h) = discounted domain trigram, backing off to domain bigram, backing off to
-  ``DOMAIN_WEIGHT`` x domain unigram + (1 - ``DOMAIN_WEIGHT``) x general unigram.
+- ``intent_grammar()``: the phrases as a JSGF grammar, which PocketSphinx's grammar search listens for
+  (`asr.Recognizer`), and ``intent_sentence()``, the same phrases as a pattern;
+- ``build_arpa()``: a trigram language model of them with everyday English behind it (the
+  ``GENERAL_WORDS`` most frequent words of PocketSphinx's general model as unigrams; interpolated, P(w | h)
+  = discounted domain trigram, backing off to domain bigram, backing off to ``DOMAIN_WEIGHT`` x domain
+  unigram + (1 - ``DOMAIN_WEIGHT``) x general unigram). It wrote the backend's transcripts until Whisper
+  replaced it (`transcriber.py`); `benchmarks/bench_asr.py` keeps it as the baseline Whisper is measured
+  against.
 
 Chosen by measurement on the tuning set of `benchmarks/asr_eval_set.py` (never on its held-out set):
 see `benchmarks/bench_asr.py` and BENCHMARKS.md. Pure functions apart from reading the wheel's model.
