@@ -424,3 +424,40 @@ def test_a_long_turn_is_heard_by_whisper_alone():
     recognizer.start_utt()  # the next utterance is heard by both again
     recognizer.process_raw(second, False, False)
     assert len(phrases.fed) == int(PHRASE_SECONDS) + 1
+
+
+# Whisper (issue 16, fourth part): the transcript.
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ("It's 10:30.", "it's ten thirty"),
+        ("At 9:05, or 7:00?", "at nine oh five or seven"),
+        ("My number is 5-5-5, 1, 2, 3.", "my number is five five five one two three"),
+        ("Transfer me to the 2nd operator!", "transfer me to the second operator"),
+        ("100% sure", "one hundred percent sure"),
+        ("Hello, Mayor.", "hello mayor"),
+        ("", ""),
+    ],
+)
+def test_whisper_is_read_as_a_caller_says_it(written, said):
+    from gateway.local_live.transcriber import normalize
+
+    assert normalize(written) == said
+
+
+@pytest.mark.e2e  # the real model (loaded once per process)
+def test_whisper_hears_speech_silence_and_a_turn_longer_than_its_window():
+    from gateway.local_live import asr
+    from gateway.local_live.transcriber import WINDOW_SECONDS, shared_transcriber
+
+    whisper = shared_transcriber()
+    assert whisper.transcribe(asr._phone_speech("what time is it", "f3")) == "what time is it"
+    assert whisper.transcribe(bytes(2 * asr.SAMPLE_RATE)) == ""  # a second of silence: nothing
+    assert whisper.transcribe(bytes(2 * 800)) == ""  # 50 ms: too short to hear
+    # past the window, the rest is heard in a window of its own
+    first, second = asr._phone_speech("what time is it", "f3"), asr._phone_speech("my name is john", "m3")
+    gap = bytes(2 * (WINDOW_SECONDS + 1) * asr.SAMPLE_RATE - len(first))
+    heard = whisper.transcribe(first + gap + second)
+    assert heard == "what time is it my name is john"
