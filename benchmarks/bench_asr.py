@@ -39,11 +39,11 @@ import pocketsphinx  # noqa: E402
 from asr_eval_set import GENERAL, INTENT_CATEGORIES, phone_16k, utterances  # noqa: E402
 from machine import describe  # noqa: E402
 
-from gateway.devtools.word_errors import word_errors, words  # noqa: E402
 from gateway.local_live import asr, language  # noqa: E402
 from gateway.local_live.agent import LocalAgent  # noqa: E402
 from gateway.local_live.transcriber import Transcriber  # noqa: E402
 from gateway.local_live.tts import synthesize  # noqa: E402
+from gateway.local_live.word_errors import word_errors, words  # noqa: E402
 
 
 def before_decoder() -> pocketsphinx.Decoder:

@@ -52,7 +52,7 @@ from gateway.devtools.simulator import (
     write_stereo_wav,
 )
 from gateway.devtools.wavfile import load_caller_wav
-from gateway.devtools.word_errors import word_errors
+from gateway.local_live.word_errors import word_errors
 
 # What the demo caller says, and how long it then waits before its next line: the story of a call. The
 # agent answers each line; the last one talks over the agent's answer to the one before it (barge-in),

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pocketsphinx
 
-from ..devtools.word_errors import word_errors
 from . import language
 from .agent import heard_goodbye
 from .transcriber import Transcriber, shared_transcriber
+from .word_errors import word_errors
 
 SAMPLE_RATE = 16000
 _FEED_BYTES = 2 * 640  # 40 ms per call: the GIL is held for ~6 ms at a time
