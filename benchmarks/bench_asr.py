@@ -123,10 +123,10 @@ class TimedTranscriber(Transcriber):
         super().__init__()
         self.cpu = 0.0
 
-    def transcribe(self, pcm: bytes, rate: int = 16000) -> str:
+    def transcribe(self, pcm: bytes) -> str:
         t = time.process_time()
         try:
-            return super().transcribe(pcm, rate)
+            return super().transcribe(pcm)
         finally:
             self.cpu += time.process_time() - t
 

@@ -171,7 +171,7 @@ class _Transcriber:
     def __init__(self, text: str = "") -> None:
         self.text, self.heard = text, []
 
-    def transcribe(self, pcm: bytes, rate: int = 16000) -> str:
+    def transcribe(self, pcm: bytes) -> str:
         self.heard.append(pcm)
         return self.text
 
@@ -447,7 +447,7 @@ def test_a_long_turn_is_transcribed_a_window_at_a_time_as_it_comes():
 
 
 class _BrokenTranscriber:
-    def transcribe(self, pcm: bytes, rate: int = 16000) -> str:
+    def transcribe(self, pcm: bytes) -> str:
         raise RuntimeError("model gone")
 
 

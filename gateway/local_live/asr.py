@@ -25,12 +25,11 @@ import structlog
 
 from . import language
 from .agent import heard_goodbye
-from .transcriber import WINDOW_SECONDS, Transcriber, shared_transcriber
+from .transcriber import WINDOW_BYTES, Transcriber, shared_transcriber
 from .word_errors import word_errors
 
 SAMPLE_RATE = 16000
 _FEED_BYTES = 2 * 640  # 40 ms per call: the GIL is held for ~6 ms at a time
-_WINDOW_BYTES = 2 * SAMPLE_RATE * WINDOW_SECONDS
 
 _log = structlog.get_logger("gateway.local_live")
 
@@ -411,9 +410,9 @@ class Utterance:
     def add(self, pcm: bytes) -> None:
         self.samples += len(pcm) // 2
         self._window += pcm
-        if len(self._window) >= _WINDOW_BYTES:
-            self._words.append(self._transcribe(bytes(self._window[:_WINDOW_BYTES])))
-            del self._window[:_WINDOW_BYTES]
+        if len(self._window) >= WINDOW_BYTES:
+            self._words.append(self._transcribe(bytes(self._window[:WINDOW_BYTES])))
+            del self._window[:WINDOW_BYTES]
         pcm = self._high_band.add(pcm)
         if self._ensure_decoder(block=False):
             self._feed(pcm)
@@ -425,7 +424,7 @@ class Utterance:
         """Whisper's words, or none if it fails: the grammar's phrase may still be heard, and the call goes
         on."""
         try:
-            return self._pool.transcriber.transcribe(pcm, SAMPLE_RATE)
+            return self._pool.transcriber.transcribe(pcm)
         except Exception as exc:  # a broken model must not end the caller's input
             _log.warning("whisper_failed", error=type(exc).__name__)
             return ""

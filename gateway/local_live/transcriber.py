@@ -20,7 +20,9 @@ import threading
 
 import numpy as np
 
+RATE = 16000  # what Whisper hears: 16-bit PCM at 16 kHz, the local backend's input rate
 WINDOW_SECONDS = 10
+WINDOW_BYTES = 2 * RATE * WINDOW_SECONDS
 # Whisper's prompt: the agent's phrases, which tell it what callers here say (intents 37% -> 31%).
 PROMPT = (
     "Hello. Goodbye. Hang up the call. Transfer me to an operator. What time is it? Yes. No. One two three."
@@ -93,21 +95,21 @@ class Transcriber:
             tokenizer, tokenizer.encode(" " + PROMPT), without_timestamps=True
         )
 
-    def transcribe(self, pcm: bytes, rate: int = 16000) -> str:
+    def transcribe(self, pcm: bytes) -> str:
         """What was said in 16-bit PCM at 16 kHz, normalized; "" for no speech. A turn longer than the
         window is heard a window at a time."""
         audio = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
-        window = WINDOW_SECONDS * rate
+        window = WINDOW_SECONDS * RATE
         pieces = (audio[i : i + window] for i in range(0, audio.size, window))
-        return normalize(" ".join(self._window(piece, rate) for piece in pieces if piece.size >= rate // 10))
+        return normalize(" ".join(self._window(piece) for piece in pieces if piece.size >= RATE // 10))
 
     def _max_length(self, tokens: int) -> int:
         """CTranslate2's ``max_length`` that lets Whisper write ``tokens`` after the prompt: it stops at
         ``min(max_length // 2, max_length - len(prompt) + 1)`` (its whisper.cc)."""
         return min(448, max(2 * tokens, len(self._prompt) - 1 + tokens))  # 448: Whisper's context
 
-    def _window(self, audio: np.ndarray, rate: int) -> str:
-        padded = np.pad(audio, (0, WINDOW_SECONDS * rate - audio.size))
+    def _window(self, audio: np.ndarray) -> str:
+        padded = np.pad(audio, (0, WINDOW_SECONDS * RATE - audio.size))
         features = self._whisper.feature_extractor(padded, padding=0)
         frames = features.shape[1] - features.shape[1] % 2  # the encoder's convolution halves them
         batch = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
@@ -115,7 +117,7 @@ class Transcriber:
             self._storage.from_array(batch),
             [self._prompt],
             beam_size=5,
-            max_length=self._max_length(int(TOKENS_PER_SECOND * audio.size / rate) + 6),
+            max_length=self._max_length(int(TOKENS_PER_SECOND * audio.size / RATE) + 6),
             repetition_penalty=1.3,
             no_repeat_ngram_size=3,
             suppress_blank=True,
