@@ -10,8 +10,11 @@ machine's drift affects both alike), streamed in 40 ms pieces as the backend fee
   the first part of issue 16: one PocketSphinx search);
 - grammar: that search's transcript, replaced by the grammar's phrase as the backend chose it until
   Whisper came in (the grammar and the phone loop from the ``after`` decode);
-- after: `gateway.local_live.asr` as it is, through its `Utterance`: Whisper tiny.en's transcript
-  (`transcriber.py`), replaced by the grammar's phrase where the two agree.
+- words: Whisper tiny.en's transcript (`transcriber.py`), replaced by the grammar's phrase where the two
+  agree word for word (the backend of issue 16's fourth part: the same decode, without Whisper's scores);
+- after: `gateway.local_live.asr` as it is, through its `Utterance`: that, with Whisper as the judge
+  (`asr.choose_transcript`): it vetoes a grammar phrase it finds far less likely than its own words, and
+  takes the agent's phrase nearest its words that it finds about as likely.
 
 Also: which intent the local agent takes from each transcript (every goodbye or hang-up request must end
 the call), and the real-time factor of each (CPU seconds per second of audio, one thread).
@@ -29,7 +32,7 @@ import argparse
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +44,7 @@ from machine import describe  # noqa: E402
 
 from gateway.local_live import asr, language  # noqa: E402
 from gateway.local_live.agent import LocalAgent  # noqa: E402
-from gateway.local_live.transcriber import Transcriber  # noqa: E402
+from gateway.local_live.transcriber import Transcriber, Window  # noqa: E402
 from gateway.local_live.tts import synthesize  # noqa: E402
 from gateway.local_live.word_errors import word_errors, words  # noqa: E402
 
@@ -117,11 +120,13 @@ def decode_after(pool: asr.RecognizerPool, pcm: bytes) -> asr.Heard:
 
 
 class TimedTranscriber(Transcriber):
-    """Whisper, with the CPU time it takes kept apart (the grammar column is the rest)."""
+    """Whisper, with the CPU time it takes kept apart: hearing (``cpu``, the grammar column is the rest) and
+    judging (``judge_cpu``: scoring and choosing what to score, which the ``words`` column did without)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.cpu = 0.0
+        self.judge_cpu = 0.0
 
     def transcribe(self, pcm: bytes) -> str:
         t = time.process_time()
@@ -129,6 +134,35 @@ class TimedTranscriber(Transcriber):
             return super().transcribe(pcm)
         finally:
             self.cpu += time.process_time() - t
+
+    def window(self, pcm: bytes) -> Window:
+        t = time.process_time()
+        try:
+            return TimedWindow(self, super().window(pcm))
+        finally:
+            self.cpu += time.process_time() - t
+
+
+class TimedWindow(Window):
+    """The same window (its encoding taken over), its hearing and its judging timed apart."""
+
+    def __init__(self, whisper: TimedTranscriber, window: Window) -> None:
+        self.__dict__.update(window.__dict__)
+        self._timer = whisper
+
+    def text(self) -> str:
+        t = time.process_time()
+        try:
+            return super().text()
+        finally:
+            self._timer.cpu += time.process_time() - t
+
+    def score(self, texts: Sequence[str]) -> list[float]:
+        t = time.process_time()
+        try:
+            return super().score(texts)
+        finally:
+            self._timer.judge_cpu += time.process_time() - t
 
 
 def intent(agent: LocalAgent, text: str) -> str:
@@ -190,7 +224,17 @@ def main() -> None:
     pool = asr.RecognizerPool(preload=1, limit=1, transcriber=whisper)
     pool.warm()
     agent = LocalAgent(can_end_call=True, tools={"transfer_call": None})
-    columns = ("before", "lm", "grammar", "after")
+    columns = ("before", "lm", "grammar", "words", "after")
+    choose_phrases = asr.phrases_to_score
+
+    def phrases_to_score(free: str, phrase: str) -> list[str]:  # timed: judging's share of the CPU
+        t = time.process_time()
+        try:
+            return choose_phrases(free, phrase)
+        finally:
+            whisper.judge_cpu += time.process_time() - t
+
+    asr.phrases_to_score = phrases_to_score
     errors: dict[str, dict[str, int]] = {c: defaultdict(int) for c in columns}
     ref_words: dict[str, int] = defaultdict(int)
     cpu = dict.fromkeys(columns, 0.0)
@@ -211,10 +255,14 @@ def main() -> None:
                 heard[which] = decode_language_model(lm, lm_cmn, pcm)
                 cpu_lm = time.process_time() - t
             else:
+                judge_before = whisper.judge_cpu
                 both = decode_after(pool, pcm)
                 heard["after"] = both.hypstr
+                heard["words"] = asr.choose_transcript(both.free, both.phrase, both.margin)
                 heard["grammar"] = asr.choose_transcript(heard["lm"], both.phrase, both.margin, None)
-                cpu["grammar"] += cpu_lm + time.process_time() - t - (whisper.cpu - whisper_before)
+                spent, judging = time.process_time() - t, whisper.judge_cpu - judge_before
+                cpu["grammar"] += cpu_lm + spent - judging - (whisper.cpu - whisper_before)
+                cpu["words"] += spent - judging
             cpu[which] += time.process_time() - t
         for which in columns:
             text = heard[which]
@@ -243,16 +291,19 @@ def main() -> None:
     print(f"## Recognition of phone audio ({args.set} set{', full' if args.full else ''})\n")
     print(f"Machine: {describe('pocketsphinx')}.\n")
     print(f"{len(items)} utterances, {seconds:.0f} s of audio; word error rate (lower is better):\n")
-    header = "| {} | before (general model) | agent's language model | + grammar, phone loop | + Whisper |"
+    header = (
+        "| {} | before (general model) | agent's language model | + grammar, phone loop | + Whisper "
+        "| + Whisper's judgement |"
+    )
     print(header.format("category"))
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for cat in (*INTENT_CATEGORIES, GENERAL):
         print(row(cat, lambda c, cat=cat: rate(c, (cat,))))  # type: ignore[misc]
     print(row("**the agent's intent phrases**", lambda c: rate(c, INTENT_CATEGORIES)))
     print(row("**general sentences**", lambda c: rate(c, (GENERAL,))))
     print()
     print(header.format(""))
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     print(row("goodbyes and hang-up requests that end the call", lambda c: f"{ended[c]}/{goodbyes}"))
     print(row("transfer requests that transfer", lambda c: f"{transferred[c]}/{transfers}"))
     print(row("other utterances that ended the call", lambda c: str(len(false_end[c]))))

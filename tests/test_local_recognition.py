@@ -166,14 +166,31 @@ class _Decoder:
 
 
 class _Transcriber:
-    """A stand-in Whisper: what it was given, and what it answers."""
+    """A stand-in Whisper: what it was given, what it answers, and how likely it finds each text (``scores``;
+    any other text: -100)."""
 
     def __init__(self, text: str = "") -> None:
-        self.text, self.heard = text, []
+        self.text, self.heard, self.scores, self.scored = text, [], {}, []
 
     def transcribe(self, pcm: bytes) -> str:
         self.heard.append(pcm)
         return self.text
+
+    def window(self, pcm: bytes) -> _Window:
+        self.heard.append(pcm)
+        return _Window(self)
+
+
+class _Window:
+    def __init__(self, whisper: _Transcriber) -> None:
+        self._whisper = whisper
+
+    def text(self) -> str:
+        return self._whisper.text
+
+    def score(self, texts: list[str]) -> list[float]:
+        self._whisper.scored.append(texts)
+        return [self._whisper.scores.get(text, -100.0) for text in texts]
 
 
 class _Pool:
@@ -215,10 +232,10 @@ def test_whisper_hears_the_whole_utterance_once_and_the_grammar_agreeing_with_it
     pool.transcriber.text = "transfer me to an operate her"
     pool.decoders[0].hyp = lambda: Phrase("transfer me to an operator", -3.0)  # type: ignore[method-assign]
     utterance = Utterance(pool)  # type: ignore[arg-type]
-    for piece in (b"\x01\x00" * 640, b"\x02\x00" * 640):
+    for piece in (b"\x01\x00" * 1600, b"\x02\x00" * 1600):
         utterance.add(piece)
     assert utterance.finish() == "transfer me to an operator"
-    assert pool.transcriber.heard == [b"\x01\x00" * 640 + b"\x02\x00" * 640]  # before the high-band noise
+    assert pool.transcriber.heard == [b"\x01\x00" * 1600 + b"\x02\x00" * 1600]  # before the high-band noise
     assert utterance.heard is not None and utterance.heard.free == "transfer me to an operate her"
 
 
@@ -450,6 +467,9 @@ class _BrokenTranscriber:
     def transcribe(self, pcm: bytes) -> str:
         raise RuntimeError("model gone")
 
+    def window(self, pcm: bytes) -> None:
+        raise RuntimeError("model gone")
+
 
 def test_whisper_failing_leaves_the_grammar_and_the_call_going_on():
     from gateway.local_live.asr import Phrase, Utterance
@@ -458,7 +478,7 @@ def test_whisper_failing_leaves_the_grammar_and_the_call_going_on():
     pool.transcriber = _BrokenTranscriber()  # type: ignore[assignment]
     pool.decoders[0].hyp = lambda: Phrase("please hang up", -3.0)  # type: ignore[method-assign]
     utterance = Utterance(pool)  # type: ignore[arg-type]
-    utterance.add(b"\x01\x00" * 640)
+    utterance.add(b"\x01\x00" * 3200)
     assert utterance.finish() == "please hang up"  # a goodbye of the grammar's needs no agreement
 
 
@@ -516,3 +536,181 @@ def test_whisper_hears_speech_silence_and_a_turn_longer_than_its_window():
     gap = bytes(2 * (WINDOW_SECONDS + 1) * asr.SAMPLE_RATE - len(first))
     heard = whisper.transcribe(first + gap + second)
     assert heard == "what time is it my name is john"
+
+
+# Whisper as the judge (issue 16, fifth part): how likely it finds the grammar's phrase and the agent's
+# phrases nearest its transcript.
+
+
+@pytest.mark.parametrize(
+    ("free", "phrase", "margin", "scores", "chosen"),
+    [
+        # the grammar's goodbye, forced onto other speech: Whisper finds it far less likely than its own words
+        (
+            "can you hand me the invoice",
+            "can you hang up the call",
+            -9.4,
+            {"can you hand me the invoice": -10.1, "can you hang up the call": -29.6},
+            "can you hand me the invoice",
+        ),
+        # ...and one the caller said, which Whisper misheard but does not rule out
+        (
+            "and the cold lead",
+            "end the call please",
+            -17.5,
+            {"and the cold lead": -10.2, "end the call please": -12.4},
+            "end the call please",
+        ),
+        # the grammar had nothing: the agent's phrase likeliest by Whisper, within RESCORE of its own words
+        (
+            "go after news",
+            "",
+            -math.inf,
+            {"go after news": -9.0, "good afternoon": -10.5, "repeat after me": -20.0},
+            "good afternoon",
+        ),
+        # ...but not one further off: general speech stays itself
+        (
+            "can you hand me the invoice",
+            "",
+            -math.inf,
+            {"can you hand me the invoice": -10.1, "can you help me": -16.1},
+            "can you hand me the invoice",
+        ),
+        # a vetoed grammar phrase leaves the judging to the other phrases
+        (
+            "this is the matter",
+            "it is amanda",
+            -12.0,
+            {"this is the matter": -8.0, "it is amanda": -30.0, "this is amanda": -9.5},
+            "this is amanda",
+        ),
+        # Whisper's words hold an agent's phrase and more: the caller said more than the phrase
+        (
+            "repeat after me the weather is lovely today",
+            "repeat after me",
+            8.3,
+            {"repeat after me the weather is lovely today": -12.0, "repeat after me": -11.0},
+            "repeat after me the weather is lovely today",
+        ),
+        # ...or fit a phrase of under half their words about as well: a longer turn, misheard
+        (
+            "repeat after me but when were in london with a nay",
+            "",
+            -math.inf,
+            {"repeat after me but when were in london with a nay": -20.0, "please repeat after me": -19.0},
+            "repeat after me but when were in london with a nay",
+        ),
+        # Whisper's words are one of the agent's phrases: nothing replaces them
+        (
+            "what time is it",
+            "",
+            -math.inf,
+            {"what time is it": -3.0, "what is the time": -2.0},
+            "what time is it",
+        ),
+    ],
+)
+def test_whisper_judges_the_grammar_and_the_agent_phrases_near_its_words(
+    free, phrase, margin, scores, chosen
+):
+    from gateway.local_live.asr import choose_transcript
+
+    assert choose_transcript(free, phrase, margin, scores=scores) == chosen
+
+
+def test_the_veto_and_the_rescoring_are_thresholds():
+    from gateway.local_live.asr import RESCORE, VETO, choose_transcript
+
+    free, goodbye = "partner but green", "hang up please"
+    assert choose_transcript(free, goodbye, -3.0, scores={free: -5.0, goodbye: -5.0 - VETO}) == goodbye
+    assert choose_transcript(free, goodbye, -3.0, scores={free: -5.0, goodbye: -5.01 - VETO}) == free
+    near = "what time is it"
+    assert choose_transcript(free, "", -math.inf, scores={free: -5.0, near: -5.0 - RESCORE}) == near
+    assert choose_transcript(free, "", -math.inf, scores={free: -5.0, near: -5.01 - RESCORE}) == free
+    # without Whisper's scores (it failed, or was not asked) the searches decide as before
+    assert choose_transcript(free, goodbye, -3.0, scores=None) == goodbye
+
+
+def test_what_whisper_is_asked_to_score():
+    from gateway.local_live.asr import NEAREST, phrases_to_score
+
+    assert phrases_to_score("", "hang up") == []  # Whisper heard nothing: nothing to judge
+    assert phrases_to_score("what time is it", "") == []  # one of the agent's phrases, undisputed
+    assert phrases_to_score("what time is it", "what time is it") == []
+    disputed = phrases_to_score("hello", "hang up now")  # the grammar's goodbye against an agent's phrase
+    assert disputed[:2] == ["hello", "hang up now"]
+    said_more = "repeat after me the weather is lovely today"
+    assert "repeat after me" not in phrases_to_score(said_more, "repeat after me")
+    general = phrases_to_score("go after news", "good afternoon")
+    assert general[:3] == ["go after news", "good afternoon", "repeat after me"]  # no phrase twice
+    assert len(general) == NEAREST + 1
+
+
+@pytest.mark.parametrize("text", ["go after news", "this is the manual", "and you will fly", "hello", "xyz"])
+def test_the_nearest_phrases_are_difflibs_best_whatever_the_shortcuts_skip(text):
+    import difflib
+
+    from gateway.local_live.asr import _agent_phrases, nearest_phrases
+
+    def ratio(phrase: str) -> float:
+        return difflib.SequenceMatcher(None, phrase, text).ratio()
+
+    nearest = nearest_phrases(text, 4)
+    best = sorted(_agent_phrases(), key=lambda p: (-ratio(p), p))[:4]
+    assert [ratio(p) for p in nearest] == [ratio(p) for p in best]  # the same ratios (ties in any order)
+
+
+def test_a_short_turn_is_judged_by_whisper_and_a_long_one_is_not():
+    from gateway.local_live.asr import PHRASE_SECONDS, SAMPLE_RATE, Utterance
+
+    pool = _Pool()
+    pool.transcriber.text = "go after news"
+    pool.transcriber.scores = {"go after news": -9.0, "good afternoon": -10.0}
+    utterance = Utterance(pool)  # type: ignore[arg-type]
+    utterance.add(b"\x01\x00" * SAMPLE_RATE)
+    assert utterance.finish() == "good afternoon"
+    assert utterance.heard is not None and utterance.heard.scores == {
+        text: pool.transcriber.scores.get(text, -100.0) for text in pool.transcriber.scored[0]
+    }
+    pool.transcriber.scored.clear()
+    utterance = Utterance(pool)  # type: ignore[arg-type]
+    for _ in range(int(PHRASE_SECONDS) + 1):
+        utterance.add(b"\x01\x00" * SAMPLE_RATE)
+    assert utterance.finish() == "go after news" and pool.transcriber.scored == []
+
+
+class _WindowThatCannotScore(_Window):
+    def score(self, texts: list[str]) -> list[float]:
+        raise RuntimeError("out of memory")
+
+
+def test_whisper_failing_to_score_leaves_its_words_and_the_grammar():
+    from gateway.local_live.asr import Phrase, Utterance
+
+    pool = _Pool()
+    pool.transcriber.text = "and the cold leaves"
+    pool.transcriber.window = lambda pcm: _WindowThatCannotScore(pool.transcriber)  # type: ignore[method-assign]
+    pool.decoders[0].hyp = lambda: Phrase("end the call please", -15.0)  # type: ignore[method-assign]
+    utterance = Utterance(pool)  # type: ignore[arg-type]
+    utterance.add(b"\x01\x00" * 3200)
+    assert utterance.finish() == "end the call please"
+    assert utterance.heard is not None and utterance.heard.free == "and the cold leaves"
+    assert utterance.heard.scores is None
+
+
+@pytest.mark.e2e  # the real model (loaded once per process)
+def test_whisper_finds_what_was_said_likeliest_on_the_phone_line():
+    from gateway.local_live import asr
+    from gateway.local_live.transcriber import shared_transcriber
+
+    whisper = shared_transcriber()
+    pcm = asr._phone_speech("please hang up", "f3")
+    window = whisper.window(pcm)
+    assert window.text() == whisper.transcribe(pcm) == "please hang up"
+    texts = ["please hang up", "please hang up now", "can you tell me the time", "please"]
+    scores = window.score(texts)
+    assert max(scores) == scores[0] and all(s < 0 for s in scores)
+    # one batch: each text is scored as if alone, in any order
+    assert window.score(texts[::-1]) == pytest.approx(scores[::-1], abs=1e-3)
+    assert window.score(texts[2:3]) == pytest.approx(scores[2:3], abs=1e-3)

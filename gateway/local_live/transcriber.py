@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 
 RATE = 16000  # what Whisper hears: 16-bit PCM at 16 kHz, the local backend's input rate
 WINDOW_SECONDS = 10
 WINDOW_BYTES = 2 * RATE * WINDOW_SECONDS
+MIN_SAMPLES = RATE // 10  # less audio than this (the end of a long turn's last window) is not heard
 # Whisper's prompt: the agent's phrases, which tell it what callers here say (intents 37% -> 31%).
 PROMPT = (
     "Hello. Goodbye. Hang up the call. Transfer me to an operator. What time is it? Yes. No. One two three."
@@ -101,23 +103,43 @@ class Transcriber:
         audio = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
         window = WINDOW_SECONDS * RATE
         pieces = (audio[i : i + window] for i in range(0, audio.size, window))
-        return normalize(" ".join(self._window(piece) for piece in pieces if piece.size >= RATE // 10))
+        return normalize(
+            " ".join(Window(self, piece).words() for piece in pieces if piece.size >= RATE // 10)
+        )
+
+    def window(self, pcm: bytes) -> Window:
+        """One window of audio (at most `WINDOW_SECONDS`; the rest is not heard), encoded once: to hear
+        what was said in it and to score what may have been."""
+        return Window(self, np.frombuffer(pcm, "<i2")[: WINDOW_SECONDS * RATE].astype(np.float32) / 32768.0)
 
     def _max_length(self, tokens: int) -> int:
         """CTranslate2's ``max_length`` that lets Whisper write ``tokens`` after the prompt: it stops at
         ``min(max_length // 2, max_length - len(prompt) + 1)`` (its whisper.cc)."""
         return min(448, max(2 * tokens, len(self._prompt) - 1 + tokens))  # 448: Whisper's context
 
-    def _window(self, audio: np.ndarray) -> str:
+
+class Window:
+    """One window of a caller's audio as Whisper's encoder sees it (computed once, the dearer half of
+    hearing a short utterance): what Whisper hears in it, and how likely it finds other texts."""
+
+    def __init__(self, transcriber: Transcriber, audio: np.ndarray) -> None:
+        self._transcriber = transcriber
+        whisper = transcriber._whisper
         padded = np.pad(audio, (0, WINDOW_SECONDS * RATE - audio.size))
-        features = self._whisper.feature_extractor(padded, padding=0)
+        features = whisper.feature_extractor(padded, padding=0)
         frames = features.shape[1] - features.shape[1] % 2  # the encoder's convolution halves them
         batch = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
-        result = self._whisper.model.generate(
-            self._storage.from_array(batch),
-            [self._prompt],
+        self._encoded = whisper.model.encode(transcriber._storage.from_array(batch))
+        self._seconds = audio.size / RATE
+
+    def words(self) -> str:
+        """What Whisper hears, as it writes it ("" for no speech)."""
+        t = self._transcriber
+        result = t._whisper.model.generate(
+            self._encoded,
+            [t._prompt],
             beam_size=5,
-            max_length=self._max_length(int(TOKENS_PER_SECOND * audio.size / RATE) + 6),
+            max_length=t._max_length(int(TOKENS_PER_SECOND * self._seconds) + 6),
             repetition_penalty=1.3,
             no_repeat_ngram_size=3,
             suppress_blank=True,
@@ -128,7 +150,45 @@ class Transcriber:
         # faster-whisper's (and OpenAI's) rule for a window without speech: likely silence, and unsure words
         if result.no_speech_prob > NO_SPEECH and result.scores[0] < UNSURE:
             return ""
-        return str(self._tokenizer.decode([t for t in result.sequences_ids[0] if t < self._tokenizer.eot]))
+        return str(t._tokenizer.decode([i for i in result.sequences_ids[0] if i < t._tokenizer.eot]))
+
+    def text(self) -> str:
+        """What Whisper hears, normalized (`normalize`)."""
+        return normalize(self.words())
+
+    def score(self, texts: Sequence[str]) -> list[float]:
+        """How likely Whisper finds each of ``texts`` as the whole of what was said: the log-probability of
+        its words, as `normalize` writes them, and then of the end. Each is read by Whisper's decoder after
+        the same prompt as the transcription, all in one batch over this window's encoding. Comparable
+        between texts for the same window, not across windows."""
+        if not texts:
+            return []
+        t = self._transcriber
+        tokens = [t._tokenizer.encode(" " + text) for text in texts]
+        longest = max(len(x) for x in tokens)
+        encoded = np.repeat(np.asarray(self._encoded), len(texts), axis=0)
+        results = t._whisper.model.generate(
+            t._storage.from_array(np.ascontiguousarray(encoded)),
+            [t._prompt + x for x in tokens],  # the text as the decoder's forced prefix
+            beam_size=1,
+            max_length=len(t._prompt) + longest,  # the longest text's tokens and one more step, the end
+            return_logits_vocab=True,  # the prefix's steps too: each token's distribution
+            suppress_blank=False,
+            suppress_tokens=[],
+        )
+        scores = []
+        for text_tokens, result in zip(tokens, results, strict=True):
+            steps = result.logits[0]
+            if len(steps) <= len(text_tokens):
+                raise RuntimeError(f"Whisper gave {len(steps)} steps for {len(text_tokens)} tokens")
+            wanted = [*text_tokens, t._tokenizer.eot]
+            scores.append(sum(_log_softmax(np.asarray(steps[i]))[token] for i, token in enumerate(wanted)))
+        return [float(score) for score in scores]
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
 
 
 _shared: Transcriber | None = None
