@@ -227,10 +227,15 @@ def main() -> None:
     columns = ("before", "lm", "grammar", "words", "after")
     choose_phrases = asr.phrases_to_score
 
-    def phrases_to_score(free: str, phrase: str) -> list[str]:  # timed: judging's share of the CPU
+    judged = 0
+
+    def phrases_to_score(free: str, phrase: str, margin: float) -> list[str]:  # timed: judging's CPU
+        nonlocal judged
         t = time.process_time()
         try:
-            return choose_phrases(free, phrase)
+            texts = choose_phrases(free, phrase, margin)
+            judged += bool(texts)
+            return texts
         finally:
             whisper.judge_cpu += time.process_time() - t
 
@@ -309,6 +314,11 @@ def main() -> None:
     print(row("other utterances that ended the call", lambda c: str(len(false_end[c]))))
     print(row("other utterances that transferred", lambda c: str(false_transfer[c])))
     print(row("real-time factor (CPU s per audio s)", lambda c: f"{cpu[c] / seconds:.3f}"))
+    per_judged = whisper.judge_cpu / max(1, judged)  # choosing what to score (every turn) and scoring
+    print(
+        f"\nWhisper heard {len(items)} turns, {whisper.cpu / len(items):.3f} s of CPU each, and judged "
+        f"{judged}, {per_judged:.3f} s each (choosing what to score, for every turn, and scoring)."
+    )
     for c in columns:
         if false_end[c]:
             print(f"\nEnded the call ({c}): " + "; ".join(false_end[c]))

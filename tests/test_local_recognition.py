@@ -579,11 +579,19 @@ def test_whisper_hears_speech_silence_and_a_turn_longer_than_its_window():
         ),
         # a vetoed grammar phrase leaves the judging to the other phrases
         (
-            "this is the matter",
-            "it is amanda",
-            -12.0,
-            {"this is the matter": -8.0, "it is amanda": -30.0, "this is amanda": -9.5},
-            "this is amanda",
+            "and the cold lead",
+            "end the call please",
+            -17.5,
+            {"and the cold lead": -10.0, "end the call please": -25.0, "end the call": -11.0},
+            "end the call",
+        ),
+        # a grammar phrase Whisper was not asked about is taken as the searches took it
+        (
+            "and the cold lead",
+            "end the call please",
+            -17.5,
+            {"and the cold lead": -10.0},
+            "end the call please",
         ),
         # Whisper's words hold an agent's phrase and more: the caller said more than the phrase
         (
@@ -633,16 +641,20 @@ def test_the_veto_and_the_rescoring_are_thresholds():
 
 
 def test_what_whisper_is_asked_to_score():
-    from gateway.local_live.asr import NEAREST, phrases_to_score
+    from gateway.local_live.asr import GRAMMAR_MARGIN, NEAREST, phrases_to_score
 
-    assert phrases_to_score("", "hang up") == []  # Whisper heard nothing: nothing to judge
-    assert phrases_to_score("what time is it", "") == []  # one of the agent's phrases, undisputed
-    assert phrases_to_score("what time is it", "what time is it") == []
-    disputed = phrases_to_score("hello", "hang up now")  # the grammar's goodbye against an agent's phrase
-    assert disputed[:2] == ["hello", "hang up now"]
+    near = GRAMMAR_MARGIN  # the grammar's phrase within its margin of the phone loop
+    assert phrases_to_score("", "hang up", near) == []  # Whisper heard nothing: nothing to judge
+    assert phrases_to_score("what time is it", "", near) == []  # one of the agent's phrases, undisputed
+    assert phrases_to_score("what time is it", "what time is it", near) == []
+    # an agent's phrase is disputed only by a grammar's phrase the searches would take over it: a goodbye
+    assert phrases_to_score("hello", "hang up now", near) == ["hello", "hang up now"]
+    assert phrases_to_score("hello", "what time is it", near) == []
     said_more = "repeat after me the weather is lovely today"
-    assert "repeat after me" not in phrases_to_score(said_more, "repeat after me")
-    general = phrases_to_score("go after news", "good afternoon")
+    assert "repeat after me" not in phrases_to_score(said_more, "repeat after me", near)
+    # a long turn misheard: no phrase of the agent's could stand for it, so nothing is scored
+    assert phrases_to_score("repeat after me but when were in london with a nay", "", -math.inf) == []
+    general = phrases_to_score("go after news", "good afternoon", -30.0)  # the grammar's phrase at any margin
     assert general[:3] == ["go after news", "good afternoon", "repeat after me"]  # no phrase twice
     assert len(general) == NEAREST + 1
 
@@ -699,6 +711,37 @@ def test_whisper_failing_to_score_leaves_its_words_and_the_grammar():
     assert utterance.heard.scores is None
 
 
+class _WindowThatCannotHear(_Window):
+    def text(self) -> str:
+        raise RuntimeError("model gone")
+
+
+def test_whisper_failing_to_hear_the_last_window_keeps_the_words_before_it():
+    from gateway.local_live.asr import SAMPLE_RATE, Utterance
+    from gateway.local_live.transcriber import WINDOW_SECONDS
+
+    pool = _Pool()
+    pool.transcriber.text = "the first window"
+    utterance = Utterance(pool)  # type: ignore[arg-type]
+    for _ in range(WINDOW_SECONDS + 1):
+        utterance.add(b"\x01\x00" * SAMPLE_RATE)
+    pool.transcriber.window = lambda pcm: _WindowThatCannotHear(pool.transcriber)  # type: ignore[method-assign]
+    assert utterance.finish() == "the first window"
+    assert utterance.heard is not None and utterance.heard.scores is None
+
+
+def test_a_last_window_too_short_to_hear_is_not_heard():
+    from gateway.local_live.asr import SAMPLE_RATE, Utterance
+    from gateway.local_live.transcriber import MIN_SAMPLES, WINDOW_SECONDS
+
+    pool = _Pool()
+    pool.transcriber.text = "the first window"
+    utterance = Utterance(pool)  # type: ignore[arg-type]
+    utterance.add(b"\x01\x00" * (SAMPLE_RATE * WINDOW_SECONDS + MIN_SAMPLES - 1))
+    assert utterance.finish() == "the first window"
+    assert len(pool.transcriber.heard) == 1  # the full window only
+
+
 @pytest.mark.e2e  # the real model (loaded once per process)
 def test_whisper_finds_what_was_said_likeliest_on_the_phone_line():
     from gateway.local_live import asr
@@ -714,3 +757,7 @@ def test_whisper_finds_what_was_said_likeliest_on_the_phone_line():
     # one batch: each text is scored as if alone, in any order
     assert window.score(texts[::-1]) == pytest.approx(scores[::-1], abs=1e-3)
     assert window.score(texts[2:3]) == pytest.approx(scores[2:3], abs=1e-3)
+    # a text as long as a turn can be (Whisper may write 8 tokens a second of it) is scored whole
+    long_text = " ".join(["one two three four five six seven eight nine"] * 6)
+    [long_score] = window.score([long_text])
+    assert -math.inf < long_score < scores[0]

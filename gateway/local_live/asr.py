@@ -166,8 +166,8 @@ VETO = 10.0
 # An agent's phrase replaces Whisper's own transcript if it comes within this: 2 took the agent's phrases
 # from 24% to 16% word errors on the tuning set, general sentences unchanged; 1.5 gave 18%, 3 the same 16%.
 RESCORE = 2.0
-# How many of the agent's phrases, nearest in spelling to Whisper's transcript, it scores (4 did as well
-# as 8 on the tuning set, for half the cost).
+# How many of the agent's phrases, nearest in spelling to Whisper's transcript, it scores (on the tuning
+# set, before the veto: 4 gave 15.9% on the agent's phrases, 8 gave 16.3%, for twice the cost).
 NEAREST = 4
 _LOG_BASE = math.log(1.0001)
 # The grammar and the phone loop hear an utterance's first seconds only: the agent's longest phrase ("my
@@ -175,7 +175,8 @@ _LOG_BASE = math.log(1.0001)
 # the evaluation set's slowest voices (140 words a minute); past 6 s (a caller at 100 words a minute) the
 # two would cost CPU for nothing, as a long turn is not one of the agent's phrases.
 PHRASE_SECONDS = 6.0
-_PHRASE_BYTES = int(2 * SAMPLE_RATE * PHRASE_SECONDS)
+_PHRASE_SAMPLES = int(SAMPLE_RATE * PHRASE_SECONDS)
+_PHRASE_BYTES = 2 * _PHRASE_SAMPLES
 # The grammar search's pruning. Its names, surnames and numbers keep thousands of HMMs active at once,
 # which made it the dearest search (a real-time factor of 0.15, against 0.06 for the language model): at
 # most 500 a frame cost 0.09 on the tuning set with as many goodbyes ending the call and no more false
@@ -241,18 +242,21 @@ def grammar_choice(free: str, phrase: str, margin: float, agreement: float | Non
     return phrase
 
 
-def phrases_to_score(free: str, phrase: str) -> list[str]:
+def phrases_to_score(free: str, phrase: str, margin: float) -> list[str]:
     """What Whisper is asked to score for `choose_transcript`: its own transcript first, then the grammar's
-    phrase if it `disputes` the transcript and, unless the transcript is one of the agent's phrases already,
-    the agent's ``NEAREST`` phrases spelled most like it that `could_replace` it. None if nothing could
-    change. Pure."""
+    phrase if it `disputes` it and, unless the transcript is one of the agent's phrases already, those of
+    the agent's ``NEAREST`` phrases spelled most like it that `could_replace` it (cut to ``NEAREST`` first,
+    then filtered, as tuned). A transcript that is one of the agent's phrases is judged only against a
+    grammar's phrase the searches would take over it (`grammar_choice`: a goodbye). None if there is
+    nothing to choose between. Pure."""
     if not free:
         return []
-    grammar = [phrase] if disputes(phrase, free) else []
-    if language.intent_sentence().match(free):  # only the grammar's phrase may dispute it
-        return [free, *grammar] if grammar else []
-    nearest = (p for p in nearest_phrases(free) if could_replace(p, free))
-    return list(dict.fromkeys([free, *grammar, *nearest]))
+    if language.intent_sentence().match(free):
+        grammar = grammar_choice(free, phrase, margin)
+        return [free, grammar] if grammar != free else []
+    nearest = [p for p in nearest_phrases(free) if could_replace(p, free)]
+    texts = list(dict.fromkeys([free, *([phrase] if disputes(phrase, free) else []), *nearest]))
+    return texts if len(texts) > 1 else []
 
 
 def disputes(phrase: str, free: str) -> bool:
@@ -269,10 +273,9 @@ def could_replace(phrase: str, free: str) -> bool:
     return disputes(phrase, free) and 2 * len(phrase.split()) >= len(free.split())
 
 
-def nearest_phrases(text: str, n: int = 0) -> list[str]:
+def nearest_phrases(text: str, n: int = NEAREST) -> list[str]:
     """The ``n`` (default ``NEAREST``) phrases of the agent's spelled most like ``text`` (difflib's ratio of
     matching characters). The quick upper bounds skip most phrases: about 20 ms for 3,000. Pure."""
-    n = n or NEAREST
     matcher = difflib.SequenceMatcher(None, b=text)
     best: list[tuple[float, str]] = []  # a heap of the n best so far, worst first
     for candidate in _agent_phrases():
@@ -296,7 +299,7 @@ def _agent_phrases() -> tuple[str, ...]:
 @dataclass(frozen=True, slots=True)
 class Heard:
     """What an utterance was heard as: the transcript chosen, Whisper's, the grammar's phrase with its
-    margin over the phone loop, and Whisper's scores if it was asked (for the benchmark and the logs)."""
+    margin over the phone loop, and Whisper's scores if it was asked (for the benchmark and the tests)."""
 
     hypstr: str
     free: str
@@ -337,7 +340,7 @@ class Recognizer:
     @property
     def _phrase_length(self) -> bool:
         """Whether the utterance is still short enough to be one of the agent's phrases."""
-        return self._samples <= PHRASE_SECONDS * SAMPLE_RATE
+        return self._samples <= _PHRASE_SAMPLES
 
     def start_utt(self) -> None:
         self._samples = 0
@@ -527,7 +530,7 @@ class Utterance:
             _log.warning("whisper_failed", error=type(exc).__name__)
             return ""
 
-    def _hear_last(self, pcm: bytes, phrase: str) -> tuple[str, dict[str, float] | None]:
+    def _hear_last(self, pcm: bytes, phrase: Phrase) -> tuple[str, dict[str, float] | None]:
         """The whole transcript, with the last window's words, and Whisper's scores of what to judge
         between (`phrases_to_score`) if the turn is short enough to be one of the agent's phrases (all of it
         is then in ``pcm``). Either is left out if Whisper fails: the searches decide alone, and the call
@@ -542,8 +545,8 @@ class Utterance:
             _log.warning("whisper_failed", error=type(exc).__name__)
             window = None
         free = " ".join(w for w in (*self._words, words) if w)
-        short = self.samples <= _PHRASE_BYTES // 2  # a longer turn is none of the agent's phrases
-        texts = phrases_to_score(free, phrase) if short else []
+        short = self.samples <= _PHRASE_SAMPLES  # a longer turn is none of the agent's phrases
+        texts = phrases_to_score(free, phrase.text, phrase.margin) if short else []
         if window is None or not texts:
             return free, None
         try:
@@ -565,7 +568,7 @@ class Utterance:
             finally:
                 self._pool.release(decoder)
         window, self._window = bytes(self._window), bytearray()
-        free, scores = self._hear_last(window, phrase.text)
+        free, scores = self._hear_last(window, phrase)
         chosen = choose_transcript(free, phrase.text, phrase.margin, scores=scores)
         self.heard = Heard(chosen, free, phrase.text, phrase.margin, scores)
         return self.heard.hypstr

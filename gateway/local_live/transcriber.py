@@ -68,8 +68,8 @@ def _clock(match: re.Match[str]) -> str:
 
 
 class Transcriber:
-    """One loaded model, shared by every call of a process; ``transcribe`` may be called from several
-    threads at once (``workers`` of them run in parallel, one core each).
+    """One loaded model, shared by every call of a process; ``transcribe`` and ``window`` may be called from
+    several threads at once (``workers`` of them run in parallel, one core each).
 
     faster-whisper loads the model, its tokenizer and its log-mel features; the decoding is CTranslate2's
     own ``generate``, because faster-whisper's ``transcribe`` pads every window to 30 s whatever
@@ -104,7 +104,7 @@ class Transcriber:
         window = WINDOW_SECONDS * RATE
         pieces = (audio[i : i + window] for i in range(0, audio.size, window))
         return normalize(
-            " ".join(Window(self, piece).words() for piece in pieces if piece.size >= RATE // 10)
+            " ".join(Window(self, piece).words() for piece in pieces if piece.size >= MIN_SAMPLES)
         )
 
     def window(self, pcm: bytes) -> Window:
@@ -168,10 +168,10 @@ class Window:
         longest = max(len(x) for x in tokens)
         encoded = np.repeat(np.asarray(self._encoded), len(texts), axis=0)
         results = t._whisper.model.generate(
-            t._storage.from_array(np.ascontiguousarray(encoded)),
+            t._storage.from_array(encoded),
             [t._prompt + x for x in tokens],  # the text as the decoder's forced prefix
             beam_size=1,
-            max_length=len(t._prompt) + longest,  # the longest text's tokens and one more step, the end
+            max_length=t._max_length(longest + 1),  # each text's tokens and one step more: the end
             return_logits_vocab=True,  # the prefix's steps too: each token's distribution
             suppress_blank=False,
             suppress_tokens=[],
