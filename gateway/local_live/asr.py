@@ -204,7 +204,7 @@ def choose_transcript(
     The grammar's phrase (`grammar_choice`) is taken unless Whisper finds it more than ``VETO`` less likely
     than its own transcript. Otherwise, a free transcript that is not one of the agent's phrases gives way to
     the agent's phrase Whisper finds likeliest among those scored, if that one comes within ``RESCORE`` of
-    it: Whisper misheard the words but not the sound of them ("go after news": "good afternoon").
+    it: Whisper misheard the words but not the sound of them ("go tomorrow ding": "good morning").
     """
     grammar = grammar_choice(free, phrase, margin, agreement)
     if scores is None or free not in scores:
