@@ -14,7 +14,9 @@ differently from one run to the next, and a busy machine changes where switches 
 
 Printed with -s: how much caller audio a connection heard after the handle that the next one resumed from was
 issued, yet was not replayed there (the resumed session never heard it). The gateway takes a new connection's
-first handle as covering the audio it replayed there, though the server issued it before that audio arrived.
+first handle (the server issues it on set-up, before the replay arrives) as covering none of the audio it
+replayed there: a connection that resumes from such a handle is sent that replay again, and can transcribe
+what a connection two or more back already did (`explained` allows for it).
 """
 
 from __future__ import annotations
@@ -119,18 +121,29 @@ def transcripts_after(record: ConnectionRecord, handle: str | None) -> int:
 def explained(records: list[ConnectionRecord], lines: list[str]) -> bool:
     """Whether the caller lines the gateway logged are accounted for by the transcripts the connections sent:
     each line is one or more consecutive transcripts of one connection, in order, and no transcript is in two
-    lines. Left out may be, on a resumed connection, its first transcripts (replays of what the one before
-    transcribed after the handle: no more than that many); before a switch, the last ones (words the switch
-    cut off, sent after the handle the next connection resumed from, so replayed there); and on the last
-    connection the last ones (on their way when the caller hung up)."""
+    lines. Left out may be, on a resumed connection, its first transcripts (replays: no more than
+    `replayable`); before a switch, the last ones (words the switch cut off, sent after the handle the next
+    connection resumed from, so replayed there); and on the last connection the last ones (on their way
+    when the caller hung up)."""
     texts = [r.transcripts for r in records]
+
+    @functools.cache
+    def replayable(k: int) -> int:
+        """How many transcripts of the connections before k are of audio replayed on k: those the one before
+        sent after the handle k resumed from, and, if that handle was the one before's first (issued on
+        set-up, before its replay came in: the gateway takes it to cover none of that), those that the one
+        before's own replay carried, which k is sent again."""
+        if k == 0:
+            return 0
+        before, handle = records[k - 1], records[k].resumed_from
+        first = k - 1 > 0 and [kind_value[:2] for kind_value in before.sent[:1]] == [("handle", handle)]
+        return transcripts_after(before, handle) + (replayable(k - 1) if first else 0)
 
     @functools.cache
     def from_connection(k: int, i: int) -> bool:  # lines[i:] from connection k on
         if k == len(records):
             return i == len(lines)
-        replayable = 0 if k == 0 else transcripts_after(records[k - 1], records[k].resumed_from)
-        return any(within(k, i, skip) for skip in range(min(replayable, len(texts[k])) + 1))
+        return any(within(k, i, skip) for skip in range(min(replayable(k), len(texts[k])) + 1))
 
     @functools.cache
     def within(k: int, i: int, j: int) -> bool:  # lines[i:] from transcript j of connection k on
