@@ -100,11 +100,9 @@ class Transcriber:
     def transcribe(self, pcm: bytes) -> str:
         """What was said in 16-bit PCM at 16 kHz, normalized; "" for no speech. A turn longer than the
         window is heard a window at a time."""
-        audio = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
-        window = WINDOW_SECONDS * RATE
-        pieces = (audio[i : i + window] for i in range(0, audio.size, window))
+        pieces = (pcm[i : i + WINDOW_BYTES] for i in range(0, len(pcm), WINDOW_BYTES))
         return normalize(
-            " ".join(Window(self, piece).words() for piece in pieces if piece.size >= MIN_SAMPLES)
+            " ".join(self.window(piece).words() for piece in pieces if len(piece) >= 2 * MIN_SAMPLES)
         )
 
     def window(self, pcm: bytes) -> Window:
@@ -182,13 +180,16 @@ class Window:
             if len(steps) <= len(text_tokens):
                 raise RuntimeError(f"Whisper gave {len(steps)} steps for {len(text_tokens)} tokens")
             wanted = [*text_tokens, t._tokenizer.eot]
-            scores.append(sum(_log_softmax(np.asarray(steps[i]))[token] for i, token in enumerate(wanted)))
+            scores.append(
+                sum(_log_probability(np.asarray(steps[i]), token) for i, token in enumerate(wanted))
+            )
         return [float(score) for score in scores]
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
+def _log_probability(logits: np.ndarray, token: int) -> float:
+    """log softmax(logits)[token], without the rest of the distribution."""
     shifted = logits.astype(np.float64) - logits.max()
-    return shifted - np.log(np.exp(shifted).sum())
+    return float(shifted[token] - np.log(np.exp(shifted).sum()))
 
 
 _shared: Transcriber | None = None
