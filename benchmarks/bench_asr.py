@@ -12,9 +12,12 @@ machine's drift affects both alike), streamed in 40 ms pieces as the backend fee
   Whisper came in (the grammar and the phone loop from the ``after`` decode);
 - words: Whisper tiny.en's transcript (`transcriber.py`), replaced by the grammar's phrase where the two
   agree word for word (the backend of issue 16's fourth part: the same decode, without Whisper's scores);
-- after: `gateway.local_live.asr` as it is, through its `Utterance`: that, with Whisper as the judge
-  (`asr.choose_transcript`): it vetoes a grammar phrase it finds far less likely than its own words, and
-  takes the agent's phrase nearest its words that it finds about as likely.
+- fifth part: that, with Whisper as the judge as in issue 16's fifth part (the same decode): it vetoes a
+  grammar phrase it finds far less likely than its own words, and takes the agent's phrase nearest its
+  words that it finds about as likely, all scored in lower case;
+- after: `gateway.local_live.asr` as it is, through its `Utterance`: the judge scores each phrase as
+  Whisper would write it, and Whisper fills the names and numbers of the phrases a turn's words fit
+  (`slots.py`).
 
 Also: which intent the local agent takes from each transcript (every goodbye or hang-up request must end
 the call), and the real-time factor of each (CPU seconds per second of audio, one thread).
@@ -38,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import pocketsphinx  # noqa: E402
 from asr_eval_set import GENERAL, INTENT_CATEGORIES, phone_16k, utterances  # noqa: E402
 from machine import describe  # noqa: E402
@@ -127,13 +131,34 @@ class TimedTranscriber(Transcriber):
         super().__init__()
         self.cpu = 0.0
         self.judge_cpu = 0.0
+        self.judged = 0  # turns Whisper judged
+        self.last_window: Window | None = None
 
     def window(self, pcm: bytes) -> Window:
         t = time.process_time()
         try:
-            return TimedWindow(self, super().window(pcm))
+            self.last_window = TimedWindow(self, super().window(pcm))
+            return self.last_window
         finally:
             self.cpu += time.process_time() - t
+
+
+FIFTH_RESCORE = 2.0  # the fifth part's rescoring threshold, on its scores
+_PHRASES_TO_SCORE = asr.phrases_to_score  # (main times the module's)
+
+
+def fifth_part(whisper: TimedTranscriber, heard: asr.Heard) -> str:
+    """The fifth part's rule on the same decode: Whisper's lower-case scores (`Window.score`, untimed) of its
+    words, the grammar's phrase and the nearest phrases, no slots filled, rescoring within 2 nats."""
+    window, texts = whisper.last_window, _PHRASES_TO_SCORE(heard.free, heard.phrase, heard.margin)
+    if window is None or not texts or heard.scores is None:
+        return asr.choose_transcript(heard.free, heard.phrase, heard.margin)
+    scores = dict(zip(texts, Window.score(window, texts), strict=True))
+    rescore, asr.RESCORE = asr.RESCORE, FIFTH_RESCORE
+    try:
+        return asr.choose_transcript(heard.free, heard.phrase, heard.margin, scores=scores)
+    finally:
+        asr.RESCORE = rescore
 
 
 class TimedWindow(Window):
@@ -152,8 +177,16 @@ class TimedWindow(Window):
 
     def score(self, texts: Sequence[str]) -> list[float]:
         t = time.process_time()
+        self._timer.judged += 1
         try:
             return super().score(texts)
+        finally:
+            self._timer.judge_cpu += time.process_time() - t
+
+    def next_token_logits(self, tokens: Sequence[int]) -> np.ndarray:  # filling slots: judging too
+        t = time.process_time()
+        try:
+            return super().next_token_logits(tokens)
         finally:
             self._timer.judge_cpu += time.process_time() - t
 
@@ -217,18 +250,13 @@ def main() -> None:
     pool = asr.RecognizerPool(preload=1, limit=1, transcriber=whisper)
     pool.warm()
     agent = LocalAgent(can_end_call=True, tools={"transfer_call": None})
-    columns = ("before", "lm", "grammar", "words", "after")
+    columns = ("before", "lm", "grammar", "words", "fifth", "after")
     choose_phrases = asr.phrases_to_score
 
-    judged = 0
-
     def phrases_to_score(free: str, phrase: str, margin: float) -> list[str]:  # timed: judging's CPU
-        nonlocal judged
         t = time.process_time()
         try:
-            texts = choose_phrases(free, phrase, margin)
-            judged += bool(texts)
-            return texts
+            return choose_phrases(free, phrase, margin)
         finally:
             whisper.judge_cpu += time.process_time() - t
 
@@ -261,6 +289,10 @@ def main() -> None:
                 spent, judging = time.process_time() - t, whisper.judge_cpu - judge_before
                 cpu["grammar"] += cpu_lm + spent - judging - (whisper.cpu - whisper_before)
                 cpu["words"] += spent - judging
+                fifth = time.process_time()
+                heard["fifth"] = fifth_part(whisper, both)
+                cpu["fifth"] += spent - judging + time.process_time() - fifth
+                t += time.process_time() - fifth  # (not the after column's)
             cpu[which] += time.process_time() - t
         for which in columns:
             text = heard[which]
@@ -291,26 +323,28 @@ def main() -> None:
     print(f"{len(items)} utterances, {seconds:.0f} s of audio; word error rate (lower is better):\n")
     header = (
         "| {} | before (general model) | agent's language model | + grammar, phone loop | + Whisper "
-        "| + Whisper's judgement |"
+        "| + Whisper's judgement (fifth part) | + slots, written forms (after) |"
     )
     print(header.format("category"))
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for cat in (*INTENT_CATEGORIES, GENERAL):
         print(row(cat, lambda c, cat=cat: rate(c, (cat,))))  # type: ignore[misc]
     print(row("**the agent's intent phrases**", lambda c: rate(c, INTENT_CATEGORIES)))
     print(row("**general sentences**", lambda c: rate(c, (GENERAL,))))
     print()
     print(header.format(""))
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     print(row("goodbyes and hang-up requests that end the call", lambda c: f"{ended[c]}/{goodbyes}"))
     print(row("transfer requests that transfer", lambda c: f"{transferred[c]}/{transfers}"))
     print(row("other utterances that ended the call", lambda c: str(len(false_end[c]))))
     print(row("other utterances that transferred", lambda c: str(false_transfer[c])))
     print(row("real-time factor (CPU s per audio s)", lambda c: f"{cpu[c] / seconds:.3f}"))
+    judged = whisper.judged
     per_judged = whisper.judge_cpu / max(1, judged)  # choosing what to score (every turn) and scoring
     print(
         f"\nWhisper heard {len(items)} turns, {whisper.cpu / len(items):.3f} s of CPU each, and judged "
-        f"{judged}, {per_judged:.3f} s each (choosing what to score, for every turn, and scoring)."
+        f"{judged}, {per_judged:.3f} s each (choosing what to score, for every turn, filling slots and "
+        "scoring)."
     )
     for c in columns:
         if false_end[c]:

@@ -192,6 +192,22 @@ class _Window:
         self._whisper.scored.append(texts)
         return [self._whisper.scores.get(text, -100.0) for text in texts]
 
+    def score_phrases(self, phrases: list[str]) -> tuple[float, list[float]]:
+        own, *scores = self.score([self.text(), *phrases])
+        return own, scores
+
+
+class _Slots:
+    """A stand-in slot filler: the phrases it answers (``filled``) and what it was asked to fit."""
+
+    def __init__(self) -> None:
+        self.filled: list[str] = []
+        self.asked: list[list[str]] = []
+
+    def fill(self, window: _Window, texts: list[str]) -> list[str]:
+        self.asked.append(list(texts))
+        return self.filled
+
 
 class _Pool:
     calibrated_cmn = "calibrated"
@@ -199,6 +215,7 @@ class _Pool:
     def __init__(self) -> None:
         self.decoders = [_Decoder(), _Decoder()]
         self.transcriber = _Transcriber()
+        self.slots = _Slots()
 
     def try_acquire(self) -> _Decoder:
         return self.decoders.pop(0)
@@ -690,6 +707,27 @@ def test_a_short_turn_is_judged_by_whisper_and_a_long_one_is_not():
     for _ in range(int(PHRASE_SECONDS) + 1):
         utterance.add(b"\x01\x00" * SAMPLE_RATE)
     assert utterance.finish() == "go after news" and pool.transcriber.scored == []
+
+
+def test_the_phrases_whisper_fills_are_judged_with_the_rest():
+    from gateway.local_live.asr import SAMPLE_RATE, Utterance
+
+    pool = _Pool()
+    pool.transcriber.text = "this is enormous"
+    pool.slots.filled = ["this is laura", "hi this is laura"]
+    pool.transcriber.scores = {"this is enormous": -5.0, "this is laura": -6.0, "hi this is laura": -8.0}
+    utterance = Utterance(pool)  # type: ignore[arg-type]
+    utterance.add(b"\x01\x00" * SAMPLE_RATE)
+    assert utterance.finish() == "this is laura"
+    assert pool.slots.asked[0][0] == "this is enormous"  # its words first, then the phrases near them
+    assert utterance.heard is not None and utterance.heard.scores is not None
+    assert "this is laura" in utterance.heard.scores
+    # Whisper's words are one of the agent's phrases: no slot to fill, nothing to judge
+    pool.transcriber.text = "this is tom"
+    pool.slots.asked.clear()
+    utterance = Utterance(pool)  # type: ignore[arg-type]
+    utterance.add(b"\x01\x00" * SAMPLE_RATE)
+    assert utterance.finish() == "this is tom" and pool.slots.asked == []
 
 
 class _WindowThatCannotScore(_Window):

@@ -322,3 +322,52 @@ def intent_sentence() -> re.Pattern[str]:
     """Whole sentences of the agent's phrases: what the grammar accepts, end to end. (A grammar search
     that never reached its end answers with the words it had; those are not a sentence of the agent.)"""
     return re.compile("^(?:" + "|".join(_regex_template(t) for t in _TEMPLATES) + ")$")
+
+
+# --- The agent's phrases with slots, for Whisper to fill (`slots.py`) -----------------------------------
+
+MAX_DIGITS = 10  # the longest digit string a slot is filled with (a phone number with its area code)
+# Whisper's first guess at a turn rarely gets a slot's words right ("this is enormous" for "this is laura")
+# but often the words around it: an alternative whose fixed words match, with anything in its slots, says
+# where a name or a number may be, and Whisper is asked which fits there.
+_ANYTHING = {
+    "{name}": r"\S+",
+    "{surname}": r"\S+",
+    "{number}": r"\S+(?: \S+)?",
+    "{digits}": r"\S+(?: \S+){2,}",
+}
+NUMBER_WORDS = frozenset(" ".join(_numbers()).split())
+
+
+def slot_values() -> dict[str, list[str]]:
+    """What each slot but ``{digits}`` (any string of 3 to `MAX_DIGITS` digits) is filled with."""
+    return {"{name}": list(FIRST_NAMES), "{surname}": list(SURNAMES), "{number}": _numbers()}
+
+
+def digit_words() -> list[str]:
+    return list(_DIGITS)
+
+
+@functools.cache
+def _slotted() -> tuple[tuple[tuple[str, ...], re.Pattern[str], bool], ...]:
+    out = []
+    for template in _TEMPLATES:
+        for text in _alternatives(template):
+            items = tuple(re.findall(r"\{\w+\}|[^\s{}]+", text))
+            if not any(item in _ANYTHING for item in items):
+                continue
+            pattern = re.compile("^" + " ".join(_ANYTHING.get(i, re.escape(i)) for i in items) + "$")
+            numeric = "{number}" in items or "{digits}" in items
+            out.append((items, pattern, numeric))
+    return tuple(out)
+
+
+def slotted_alternatives(text: str) -> list[tuple[str, ...]]:
+    """The template alternatives with slots that ``text`` fits with anything in the slots' place (a number's
+    slot only if ``text`` has a number word), as their items: words and slots ("this is enormous":
+    ``("this", "is", "{name}")``). Pure."""
+    words = text.split()
+    has_number = any(word in NUMBER_WORDS for word in words)
+    return [
+        items for items, pattern, numeric in _slotted() if (has_number or not numeric) and pattern.match(text)
+    ]

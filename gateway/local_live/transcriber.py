@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import language
+
 RATE = 16000  # what Whisper hears: 16-bit PCM at 16 kHz, the local backend's input rate
 WINDOW_SECONDS = 10
 WINDOW_BYTES = 2 * RATE * WINDOW_SECONDS
@@ -67,6 +69,39 @@ def _clock(match: re.Match[str]) -> str:
     return f" {hours} oh {minutes[1]} " if minutes[0] == "0" else f" {hours} {minutes} "
 
 
+def written_forms(phrase: str) -> list[str]:
+    """One of the agent's phrases as Whisper would write it, the inverse of `normalize`: a capital to begin
+    with and to each name, "I", a full stop or a question mark; and, for a run of three or more digits, a
+    second form with them as figures ("my code is one one two": "My code is one one two." and "My code is
+    112."). Whisper finds its own writing far likelier than the lower case that `normalize` leaves, and a
+    name most of all ("this is laura": 13 nats less likely than "This is Laura."). Pure."""
+    words = [written_word(word) for word in phrase.split()]
+    if not words:
+        return []
+    end = "?" if words[0] in _QUESTIONS else "."
+    spoken = " ".join(words)
+    figures = _DIGIT_RUN.sub(lambda m: "".join(_FIGURES[w] for w in m[0].split()), spoken)
+    return [_capital(text) + end for text in dict.fromkeys([spoken, figures])]
+
+
+def written_word(word: str) -> str:
+    """A word of the agent's as Whisper writes it within a sentence: a name with its capital, "I"."""
+    if word in _NAMES:
+        return word.capitalize()
+    return "I" + word[1:] if word in ("i", "i'm") else word
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+_NAMES = frozenset(language.FIRST_NAMES) | frozenset(language.SURNAMES)
+_QUESTIONS = frozenset("what who can could may how do is are did".split())
+_FIGURES = {word: figure for figure, word in _DIGITS.items()}
+_DIGIT = "(?:" + "|".join(_FIGURES) + ")"
+_DIGIT_RUN = re.compile(rf"\b{_DIGIT}(?: {_DIGIT}){{2,}}\b")
+
+
 class Transcriber:
     """One loaded model, shared by every call of a process; ``transcribe`` and ``window`` may be called from
     several threads at once (``workers`` of them run in parallel, one core each).
@@ -110,6 +145,14 @@ class Transcriber:
         what was said in it and to score what may have been."""
         return Window(self, np.frombuffer(pcm, "<i2")[: WINDOW_SECONDS * RATE].astype(np.float32) / 32768.0)
 
+    def tokens(self, text: str) -> list[int]:
+        """``text`` as Whisper's tokens (a word within a sentence begins with its space: " Laura")."""
+        return list(self._tokenizer.encode(text))
+
+    @property
+    def end_of_text(self) -> int:
+        return int(self._tokenizer.eot)
+
     def _max_length(self, tokens: int) -> int:
         """CTranslate2's ``max_length`` that lets Whisper write ``tokens`` after the prompt: it stops at
         ``min(max_length // 2, max_length - len(prompt) + 1)`` (its whisper.cc)."""
@@ -129,9 +172,15 @@ class Window:
         batch = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
         self._encoded = whisper.model.encode(transcriber._storage.from_array(batch))
         self._seconds = audio.size / RATE
+        self._words: str | None = None
 
     def words(self) -> str:
         """What Whisper hears, as it writes it ("" for no speech)."""
+        if self._words is None:
+            self._words = self._hear()
+        return self._words
+
+    def _hear(self) -> str:
         t = self._transcriber
         result = t._whisper.model.generate(
             self._encoded,
@@ -153,6 +202,28 @@ class Window:
     def text(self) -> str:
         """What Whisper hears, normalized (`normalize`)."""
         return normalize(self.words())
+
+    def score_phrases(self, phrases: Sequence[str]) -> tuple[float, list[float]]:
+        """How likely Whisper finds its own words (`words`, as it wrote them) and each of the agent's
+        ``phrases`` in its likeliest written form (`written_forms`), all in one batch (`score`)."""
+        forms = [written_forms(phrase) for phrase in phrases]
+        scores = iter(self.score([self.words().strip(), *(form for each in forms for form in each)]))
+        own = next(scores)
+        return own, [max(next(scores) for _ in each) for each in forms]
+
+    def next_token_logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Whisper's logits for the token after ``tokens`` (after the prompt): what it expects next."""
+        t = self._transcriber
+        result = t._whisper.model.generate(
+            self._encoded,
+            [t._prompt + list(tokens)],
+            beam_size=1,
+            max_length=t._max_length(len(tokens) + 1),
+            return_logits_vocab=True,
+            suppress_blank=False,
+            suppress_tokens=[],
+        )[0]
+        return np.asarray(result.logits[0][len(tokens)])
 
     def score(self, texts: Sequence[str]) -> list[float]:
         """How likely Whisper finds each of ``texts`` as the whole of what was said: the log-probability of
