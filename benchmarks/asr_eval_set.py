@@ -131,9 +131,7 @@ def _telephone_band() -> np.ndarray:
 
 def line_audio(u: Utterance, seed: int = 0) -> bytes:
     """The utterance as the line carries it: 8 kHz PCM16 before mu-law (speech, band-limited, noise)."""
-    from gateway.local_live.tts import synthesize
-
-    speech = np.frombuffer(synthesize(u.text, rate=LINE_RATE, variant=u.voice, wpm=u.wpm), "<i2")
+    speech = np.frombuffer(_speech(u), "<i2")
     speech = sosfilt(_telephone_band(), speech.astype(np.float64))
     rng = np.random.default_rng([seed, zlib.crc32(u.condition.encode()), zlib.crc32(u.text.encode())])
     pad_before, pad_after = int(0.3 * LINE_RATE), int(0.5 * LINE_RATE)
@@ -147,6 +145,33 @@ def line_audio(u: Utterance, seed: int = 0) -> bytes:
         hum = 0.01 * rms * np.sin(2 * np.pi * 60 * t)
         floor = floor + noise + hum
     return np.clip(np.round(signal + floor), -32768, 32767).astype("<i2").tobytes()
+
+
+def _speech(u: Utterance) -> bytes:
+    """The utterance as espeak-ng says it at the line's rate, the same in every run: espeak-ng carries state
+    from one synthesis to the next (the same words said after others come out differently: until this was
+    seen, two runs of the set heard the agent's phrases 6 points apart) and seeds some voices' breath noise
+    from the clock. So each utterance is said by a fresh private copy of the library, seeded."""
+    from gateway.local_live.tts import Espeak, synthesize
+
+    espeak = Espeak(library=_private_espeak())
+    try:
+        espeak.seed(zlib.crc32(u.text.encode()))
+        return synthesize(u.text, rate=LINE_RATE, variant=u.voice, wpm=u.wpm, espeak=espeak)
+    finally:
+        espeak.close()
+
+
+@cache
+def _private_espeak() -> str:
+    """A copy of espeak-ng's library under another name: loaded apart from the process's own engine."""
+    import shutil
+    import tempfile
+
+    import espeakng_loader
+
+    folder = tempfile.mkdtemp(prefix="asr-eval-espeak-")
+    return shutil.copy(espeakng_loader.get_library_path(), f"{folder}/libespeak-ng-eval.so")
 
 
 def phone_16k(u: Utterance, seed: int = 0) -> bytes:

@@ -730,6 +730,23 @@ def test_the_phrases_whisper_fills_are_judged_with_the_rest():
     assert utterance.finish() == "this is tom" and pool.slots.asked == []
 
 
+def test_a_filler_that_fails_leaves_the_rest_judged():
+    from gateway.local_live.asr import Phrase, Utterance
+
+    pool = _Pool()
+    pool.transcriber.text = "and the cold leaves"
+    pool.transcriber.scores = {"and the cold leaves": -5.0, "end the call please": -30.0}
+    pool.decoders[0].hyp = lambda: Phrase("end the call please", -15.0)  # type: ignore[method-assign]
+
+    def fail(window: _Window, texts: list[str]) -> list[str]:
+        raise RuntimeError("model gone")
+
+    pool.slots.fill = fail  # type: ignore[method-assign]
+    utterance = Utterance(pool)  # type: ignore[arg-type]
+    utterance.add(b"\x01\x00" * 3200)
+    assert utterance.finish() == "and the cold leaves"  # the grammar's hang-up still vetoed: no false hang-up
+
+
 class _WindowThatCannotScore(_Window):
     def score(self, texts: list[str]) -> list[float]:
         raise RuntimeError("out of memory")
@@ -799,3 +816,19 @@ def test_whisper_finds_what_was_said_likeliest_on_the_phone_line():
     long_text = " ".join(["one two three four five six seven eight nine"] * 6)
     [long_score] = window.score([long_text])
     assert -math.inf < long_score < scores[0]
+
+
+def test_the_evaluation_set_sounds_the_same_whatever_was_said_before():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from asr_eval_set import phone_16k, utterances
+
+    from gateway.local_live.tts import synthesize
+
+    first = utterances("tune")[2]  # f5's voice: breath noise, from espeak-ng's own random numbers
+    before = phone_16k(first)
+    synthesize("other words first, in the process's own engine", variant=first.voice)
+    phone_16k(utterances("tune")[7])
+    assert phone_16k(first) == before

@@ -22,8 +22,9 @@ from gateway.local_live.transcriber import written_forms
         # a number's slot only where there is a number word: "a six or two" may be digits, "go on now" not
         ("a six or two", [("{digits}",)]),
         ("go on now", []),
-        # a turn of three words or more with a number word may be all digits
-        ("my code is one", [("{digits}",), ("my", "code", "is", "{number}")]),
+        # a turn of three words or more with a number word may be all digits; the likelier fit first
+        ("my code is one", [("my", "code", "is", "{number}"), ("{digits}",)]),
+        ("hold on a second please", []),  # "a" is no number word
     ],
 )
 def test_the_agent_phrases_with_slots_a_turn_fits(text, alternatives):
@@ -36,7 +37,12 @@ def test_the_agent_phrases_with_slots_a_turn_fits(text, alternatives):
         ("this is laura", ["This is Laura."]),
         ("my name is james wilson", ["My name is James Wilson."]),
         ("what time is it", ["What time is it?"]),
+        ("what's the time", ["What's the time?"]),
         ("i want to hang up", ["I want to hang up."]),
+        ("hi how are you", ["Hi how are you?", "Hi, how are you?"]),  # a question after a greeting
+        ("thank you goodbye", ["Thank you goodbye.", "Thank you, goodbye."]),
+        ("thank you", ["Thank you."]),
+        ("ok bye", ["OK bye.", "OK, bye."]),
         ("my code is one one two", ["My code is one one two.", "My code is 112."]),
         ("eight six four two", ["Eight six four two.", "8642."]),
         ("one two", ["One two."]),  # two digits are not a code
@@ -134,3 +140,11 @@ def test_whisper_fills_the_name_it_hears_on_the_phone_line():
     assert SlotFiller(whisper).fill(window, ["this is enormous"]) == ["this is laura"]
     own, [laura, tom] = window.score_phrases(["this is laura", "this is tom"])
     assert laura > tom and own >= laura - 1.0
+    # what Whisper expects next, token by token, adds up to its score of the whole text
+    tokens = [*whisper.tokens(" This is Laura."), whisper.end_of_text]
+    steps = [window.next_token_logits(tokens[:i]).astype(np.float64) for i in range(len(tokens))]
+    total = sum(
+        step[token] - step.max() - np.log(np.exp(step - step.max()).sum())
+        for step, token in zip(steps, tokens, strict=True)
+    )
+    assert total == pytest.approx(window.score(["This is Laura."])[0], abs=1e-3)

@@ -559,13 +559,16 @@ class Utterance:
         short = self.samples <= _PHRASE_SAMPLES  # a longer turn is none of the agent's phrases
         if window is None or not free or not short:
             return free, None
-        try:
-            phrases = phrases_to_score(free, phrase.text, phrase.margin)[1:]
-            if not language.intent_sentence().match(free):  # else there are no slots to fill
+        phrases = phrases_to_score(free, phrase.text, phrase.margin)[1:]
+        if not language.intent_sentence().match(free):  # else there are no slots to fill
+            try:
                 filled = self._pool.slots.fill(window, [free, *phrases])
                 phrases += [p for p in filled if p not in phrases and could_replace(p, free)]
-            if not phrases:
-                return free, None
+            except Exception as exc:  # the rest is still judged (the veto above all)
+                _log.warning("whisper_fill_failed", error=type(exc).__name__)
+        if not phrases:
+            return free, None
+        try:
             own, scores = window.score_phrases(phrases)
             return free, {free: own, **dict(zip(phrases, scores, strict=True))}
         except Exception as exc:

@@ -336,7 +336,8 @@ _ANYTHING = {
     "{number}": r"\S+(?: \S+)?",
     "{digits}": r"\S+(?: \S+){2,}",
 }
-NUMBER_WORDS = frozenset(" ".join(_numbers()).split())
+# Words that say a turn may hold a number ("a", as in "a hundred", would say so of most sentences).
+NUMBER_WORDS = frozenset(" ".join(_numbers()).split()) - {"a"}
 
 
 def slot_values() -> dict[str, list[str]]:
@@ -365,9 +366,9 @@ def _slotted() -> tuple[tuple[tuple[str, ...], re.Pattern[str], bool], ...]:
 def slotted_alternatives(text: str) -> list[tuple[str, ...]]:
     """The template alternatives with slots that ``text`` fits with anything in the slots' place (a number's
     slot only if ``text`` has a number word), as their items: words and slots ("this is enormous":
-    ``("this", "is", "{name}")``). Pure."""
-    words = text.split()
-    has_number = any(word in NUMBER_WORDS for word in words)
-    return [
+    ``("this", "is", "{name}")``), those with the most words of ``text`` first. Pure."""
+    has_number = any(word in NUMBER_WORDS for word in text.split())
+    fits = [
         items for items, pattern, numeric in _slotted() if (has_number or not numeric) and pattern.match(text)
     ]
+    return sorted(fits, key=lambda items: -sum(not item.startswith("{") for item in items))

@@ -13,6 +13,7 @@ between (`asr.choose_transcript`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -131,9 +132,9 @@ class SlotFiller:
         """The tokens that may begin what comes after a slot: a word, another slot's values, or the end."""
         key = item or ""
         if key not in self._firsts:
-            if item is None:
+            if item is None:  # (not a comma: Whisper writes "one four seven, zero" for a code)
                 t = self._transcriber
-                found = {t.end_of_text, *(t.tokens(mark)[0] for mark in (".", "?", "!", ","))}
+                found = {t.end_of_text, *(t.tokens(mark)[0] for mark in (".", "?", "!"))}
             elif item.startswith("{"):
                 found = set(self._trie(item, False).children)
             else:
@@ -143,4 +144,4 @@ class SlotFiller:
 
 
 def _best(logits: np.ndarray, tokens: frozenset[int]) -> float:
-    return max(float(logits[token]) for token in tokens)
+    return max((float(logits[token]) for token in tokens), default=-math.inf)

