@@ -166,8 +166,8 @@ AGREEMENT = 0.5
 VETO = 10.0
 # An agent's phrase replaces Whisper's own transcript if it comes within this (each scored as Whisper writes
 # it, `Window.score_phrases`; its slots filled by Whisper, `slots.py`): on the tuning set 4 took the agent's
-# phrases from 23.5% to 12.2% word errors, general sentences unchanged; 2 gave 15.4%, 3 14.8%, 5 and 6 the
-# same 12% (BENCHMARKS.md, issue 16, sixth part).
+# phrases from 27% (no judge) to 16.1% word errors, general sentences unchanged; 2 gave 18.9%, 3 18.3%, 5
+# 15.9% and 6 15.0% with general sentences worse (BENCHMARKS.md, issue 16, sixth part).
 RESCORE = 4.0
 # How many of the agent's phrases, nearest in spelling to Whisper's transcript, it scores (on the tuning
 # set, before the veto: 4 gave 15.9% on the agent's phrases, 8 gave 16.3%, for twice the cost).
@@ -543,9 +543,10 @@ class Utterance:
 
     def _hear_last(self, pcm: bytes, phrase: Phrase) -> tuple[str, dict[str, float] | None]:
         """The whole transcript, with the last window's words, and Whisper's scores of what to judge
-        between (`phrases_to_score`) if the turn is short enough to be one of the agent's phrases (all of it
-        is then in ``pcm``). Either is left out if Whisper fails: the searches decide alone, and the call
-        goes on."""
+        between (`phrases_to_score`, and the phrases whose names and numbers Whisper fills, `slots.py`) if
+        the turn is short enough to be one of the agent's phrases (all of it is then in ``pcm``): its own
+        words' under ``free``, each phrase's as Whisper would write it. What Whisper fails at is left out:
+        the rest is judged, or the searches decide alone, and the call goes on."""
         window: Window | None = None
         words = ""
         try:
