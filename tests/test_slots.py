@@ -22,8 +22,13 @@ from gateway.local_live.transcriber import written_forms
         # a number's slot only where there is a number word: "a six or two" may be digits, "go on now" not
         ("a six or two", [("{digits}",)]),
         ("go on now", []),
-        # a turn of three words or more with a number word may be all digits; the likelier fit first
-        ("my code is one", [("my", "code", "is", "{number}"), ("{digits}",)]),
+        # a turn with a number word may be all digits, and a code misheard may have lost some of its
+        # digits ("my code is one two" for "my code is one one two"); the fits with more words first
+        (
+            "my code is one",
+            [("my", "code", "is", "{digits}"), ("my", "code", "is", "{number}"), ("{digits}",)],
+        ),
+        ("five", [("{number}",), ("{digits}",)]),
         ("hold on a second please", []),  # "a" is no number word
     ],
 )

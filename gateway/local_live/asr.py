@@ -162,12 +162,12 @@ AGREEMENT = 0.5
 # on the tuning set (BENCHMARKS.md, issue 16, fifth part). The grammar's phrase is believed unless Whisper
 # finds it this much less likely than its own transcript: there, the phrases the grammar got right fell
 # within 7, the ones it forced onto other speech ("can you send me the invoice": "can you hang up the call")
-# 14 or more. With the phrases scored as Whisper writes them (sixth part), 8 and 12 read the same as 10.
+# 14 or more. With the phrases scored as Whisper writes them (sixth part), 8 and 12 read within a point of 10.
 VETO = 10.0
 # An agent's phrase replaces Whisper's own transcript if it comes within this (each scored as Whisper writes
 # it, `Window.score_phrases`; its slots filled by Whisper, `slots.py`): on the tuning set 4 took the agent's
-# phrases from 27% (no judge) to 16.1% word errors, general sentences unchanged; 2 gave 18.9%, 3 18.3%, 5
-# 15.9% and 6 15.0% with general sentences worse (BENCHMARKS.md, issue 16, sixth part).
+# phrases from 27% (no judge) to 15.4% word errors, general sentences unchanged; 2 gave 18.3%, 3 17.6%, 5
+# 15.2% and 6 14.3% with general sentences worse (BENCHMARKS.md, issue 16, sixth part).
 RESCORE = 4.0
 # How many of the agent's phrases, nearest in spelling to Whisper's transcript, it scores (on the tuning
 # set, before the veto: 4 gave 15.9% on the agent's phrases, 8 gave 16.3%, for twice the cost).

@@ -334,7 +334,7 @@ _ANYTHING = {
     "{name}": r"\S+",
     "{surname}": r"\S+",
     "{number}": r"\S+(?: \S+)?",
-    "{digits}": r"\S+(?: \S+){2,}",
+    "{digits}": r"\S+(?: \S+)*",  # (a code misheard may have lost digits: "my code is one two")
 }
 # Words that say a turn may hold a number ("a", as in "a hundred", would say so of most sentences).
 NUMBER_WORDS = frozenset(" ".join(_numbers()).split()) - {"a"}
