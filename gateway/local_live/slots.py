@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import language
-from .transcriber import Transcriber, Window, written_word
+from .transcriber import Transcriber, Window, capitalized, written_word
 
 # At most this many alternatives are filled for one turn: a turn's words fit few (on the tuning set, 1.5 on
 # average where any), and each slot costs a decoder step per token of its value.
@@ -112,7 +112,7 @@ class SlotFiller:
 
     def _word_tokens(self, word: str, first: bool) -> list[int]:
         written = written_word(word)
-        return self._transcriber.tokens(" " + (written[:1].upper() + written[1:] if first else written))
+        return self._transcriber.tokens(" " + (capitalized(written) if first else written))
 
     def _trie(self, slot: str, first: bool) -> _Node:
         key = (slot, first)

@@ -55,7 +55,7 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
-_DIGITS = dict(zip("0123456789", "zero one two three four five six seven eight nine".split(), strict=True))
+_DIGITS = dict(zip("0123456789", language.digit_words(), strict=True))
 
 
 def _words(number: int, to: str = "cardinal") -> str:
@@ -90,7 +90,7 @@ def written_forms(phrase: str) -> list[str]:
     if lead:
         texts.append(" ".join(words[:lead]) + ", " + " ".join(words[lead:]))
     texts += [_DIGIT_RUN.sub(lambda m: "".join(_FIGURES[w] for w in m[0].split()), text) for text in texts]
-    return [_capital(text) + end for text in dict.fromkeys(texts)]
+    return [capitalized(text) + end for text in dict.fromkeys(texts)]
 
 
 def written_word(word: str) -> str:
@@ -102,7 +102,8 @@ def written_word(word: str) -> str:
     return "I" + word[1:] if word in ("i", "i'm") else word
 
 
-def _capital(text: str) -> str:
+def capitalized(text: str) -> str:
+    """``text`` with a capital to begin with (the rest as it is)."""
     return text[:1].upper() + text[1:]
 
 
@@ -226,19 +227,7 @@ class Window:
 
     def next_token_logits(self, tokens: Sequence[int]) -> np.ndarray:
         """Whisper's logits for the token after ``tokens`` (after the prompt): what it expects next."""
-        t = self._transcriber
-        result = t._whisper.model.generate(
-            self._encoded,
-            [t._prompt + list(tokens)],
-            beam_size=1,
-            max_length=t._max_length(len(tokens) + 1),
-            return_logits_vocab=True,
-            suppress_blank=False,
-            suppress_tokens=[],
-        )[0]
-        steps = result.logits[0]
-        if len(steps) <= len(tokens):
-            raise RuntimeError(f"Whisper gave {len(steps)} steps for {len(tokens)} tokens")
+        [steps] = self._forced([list(tokens)])
         return np.asarray(steps[len(tokens)])
 
     def score(self, texts: Sequence[str]) -> list[float]:
@@ -251,27 +240,35 @@ class Window:
             return []
         t = self._transcriber
         tokens = [t._tokenizer.encode(" " + text) for text in texts]
-        longest = max(len(x) for x in tokens)
-        encoded = np.repeat(np.asarray(self._encoded), len(texts), axis=0)
-        results = t._whisper.model.generate(
-            t._storage.from_array(encoded),
-            [t._prompt + x for x in tokens],  # the text as the decoder's forced prefix
-            beam_size=1,
-            max_length=t._max_length(longest + 1),  # each text's tokens and one step more: the end
-            return_logits_vocab=True,  # the prefix's steps too: each token's distribution
-            suppress_blank=False,
-            suppress_tokens=[],
-        )
         scores = []
-        for text_tokens, result in zip(tokens, results, strict=True):
-            steps = result.logits[0]
-            if len(steps) <= len(text_tokens):
-                raise RuntimeError(f"Whisper gave {len(steps)} steps for {len(text_tokens)} tokens")
+        for text_tokens, steps in zip(tokens, self._forced(tokens), strict=True):
             wanted = [*text_tokens, t._tokenizer.eot]
             scores.append(
                 sum(_log_probability(np.asarray(steps[i]), token) for i, token in enumerate(wanted))
             )
         return [float(score) for score in scores]
+
+    def _forced(self, prefixes: Sequence[list[int]]) -> list[list[object]]:
+        """Whisper's logits at each token of each of ``prefixes`` forced as the decoder's prefix after the
+        prompt, and at one step more; all in one batch over this window's encoding."""
+        t = self._transcriber
+        encoded = self._encoded
+        if len(prefixes) > 1:
+            encoded = t._storage.from_array(np.repeat(np.asarray(encoded), len(prefixes), axis=0))
+        results = t._whisper.model.generate(
+            encoded,
+            [t._prompt + prefix for prefix in prefixes],
+            beam_size=1,
+            max_length=t._max_length(max(len(prefix) for prefix in prefixes) + 1),  # and one step more
+            return_logits_vocab=True,  # the prefix's steps too: each token's distribution
+            suppress_blank=False,
+            suppress_tokens=[],
+        )
+        steps = [result.logits[0] for result in results]
+        for prefix, each in zip(prefixes, steps, strict=True):
+            if len(each) <= len(prefix):
+                raise RuntimeError(f"Whisper gave {len(each)} steps for {len(prefix)} tokens")
+        return steps
 
 
 def _log_probability(logits: np.ndarray, token: int) -> float:
