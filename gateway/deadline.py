@@ -26,14 +26,17 @@ class Deadline:
         self._waiter: asyncio.Task[object] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._fired = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def wait(self, awaitable: Awaitable[T], timeout_s: float) -> T:
         """`await awaitable`, or raise TimeoutError once `timeout_s` has passed."""
-        task = asyncio.current_task()
+        # The loop is asked for once: `get_running_loop` makes a system call (getpid) every time.
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        task = asyncio.current_task(loop)
         if self._waiter is not None or task is None:  # another task is waiting on this one
             async with asyncio.timeout(timeout_s):
                 return await awaitable
-        loop = asyncio.get_running_loop()
         self._when = loop.time() + timeout_s
         if self._timer is None:
             self._timer = loop.call_at(self._when, self._due)
@@ -53,9 +56,9 @@ class Deadline:
 
     def _due(self) -> None:
         self._timer = None
-        if self._waiter is None:
+        if self._waiter is None or self._loop is None:
             return  # nobody is waiting: the next wait arms the timer again
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         if loop.time() < self._when:  # the deadline moved on since the timer was armed
             self._timer = loop.call_at(self._when, self._due)
             return

@@ -12,6 +12,11 @@ socket, each message goes from the parser into a deque the line reads, and a sen
 (waiting only while the transport's buffer is full). Reading pauses only when the line falls
 `BACKLOG` messages behind. Anything that is not a line (the console, a test's client) keeps plain ASGI.
 
+Once the handshake's request is in, the socket also splits what it reads into frames itself
+(`gateway.ws_frames`): a whole, unfragmented data frame (every frame of audio) is unmasked and delivered
+here; any other frame (a ping, a close, a fragment, anything websockets must judge) goes to websockets'
+parser whole, so that the parser always stands between two frames and keeps the connection's state.
+
 Measured in BENCHMARKS.md (issue 21, "The media socket without ASGI's layers").
 """
 
@@ -25,6 +30,9 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame
 from websockets.http11 import Request
+from websockets.protocol import State
+
+from gateway.ws_frames import MASKED, WHOLE_BINARY, WHOLE_TEXT, frame_bounds, unmasked
 
 EXTENSION = "gateway.media"
 # Messages received and not yet read before the socket stops reading (about a second of 20 ms frames), or
@@ -37,9 +45,11 @@ BACKLOG_BYTES = 256 * 1024
 # What this builds on in uvicorn's protocol (uvicorn >= 0.54): should a release rename any of it, the gateway
 # refuses to start, or the connection to open, instead of hanging a line that waits for messages.
 _HOOKS = ("handle_connect", "send_receive_event_to_app", "handle_close", "handle_parser_exception")
-_STATE = ("frames", "curr_msg_data_type", "queue", "read_paused", "writable", "close_sent", "disconnected")
+_STATE = ("frames", "curr_msg_data_type", "queue", "read_paused", "writable", "close_sent", "disconnected", "conn")
 _UPDATE = "uvicorn's websockets-sansio protocol has changed: gateway.media_socket needs updating"
-if missing := [name for name in (*_HOOKS, "shutdown") if not hasattr(WebSocketsSansIOProtocol, name)]:
+if missing := [
+    name for name in (*_HOOKS, "shutdown", "data_received") if not hasattr(WebSocketsSansIOProtocol, name)
+]:
     raise ImportError(f"{_UPDATE} (no {', '.join(missing)})")
 
 
@@ -55,8 +65,68 @@ class MediaSocket(WebSocketsSansIOProtocol):
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
         self._backlog_paused = False
+        # Frames are split here once the request is in (None: not yet; False: never, websockets reads all).
+        self._splits: bool | None = None
+        self._unread = b""  # the start of a frame not yet whole
+        self._owed = 0  # bytes of a frame handed to websockets before all of it had come
 
     # --- uvicorn's side ------------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if not self._splits:
+            super().data_received(data)
+            if self._splits is None:
+                # uvicorn hands over the upgrade request alone, so websockets' parser now waits for the
+                # first frame's first byte; anything else (a request in pieces) leaves websockets every byte.
+                self._splits = data.endswith(b"\r\n\r\n") and not self.conn.reader.buffer
+            return
+        if self._owed:  # the rest of a frame websockets has begun to read
+            part = data[: self._owed]
+            self._owed -= len(part)
+            super().data_received(part)
+            data = data[len(part) :]
+            if not data or self._closing():
+                return
+        buf = self._unread + data if self._unread else data
+        self._unread = b""
+        pos, size = 0, len(buf)
+        conn = self.conn
+        while (bounds := frame_bounds(buf, pos)) is not None:
+            start, end = bounds
+            first = buf[pos]
+            direct = (
+                (first == WHOLE_TEXT or first == WHOLE_BINARY)
+                and buf[pos + 1] & MASKED
+                and conn.state is State.OPEN
+                and conn.current_size is None  # not inside a fragmented message
+                and (conn.max_message_size is None or end - start <= conn.max_message_size)
+            )
+            if end > size:  # not all here yet
+                if direct:
+                    break  # kept until it is whole
+                # websockets judges it from its header (a control frame too long, a message too large)
+                self._owed = end - size
+                super().data_received(buf[pos:])
+                return
+            if direct:
+                self.curr_msg_data_type = "text" if first == WHOLE_TEXT else "bytes"
+                self.frames = [unmasked(buf, start, end)]
+                self.send_receive_event_to_app()
+            else:
+                super().data_received(buf[pos:end])
+                if self._closing():
+                    if end < size:
+                        super().data_received(buf[end:])
+                    return
+            pos = end
+        self._unread = buf[pos:]
+
+    def _closing(self) -> bool:
+        """Past the open state: from here on, websockets takes every byte as it comes, as it would have."""
+        if self.conn.state is State.OPEN or self.conn.state is State.CONNECTING:
+            return False
+        self._splits, self._owed = False, 0
+        return True
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

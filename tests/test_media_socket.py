@@ -277,3 +277,101 @@ async def test_a_uvicorn_without_what_the_media_socket_builds_on_is_refused_clea
     app, _ = line_app()
     with pytest.raises(RuntimeError, match=r"gateway\.media_socket needs updating"):
         Peer(app)
+
+
+# --- frames split by the socket itself (gateway.ws_frames), against websockets reading every byte ---------
+
+
+def mixed_stream(client: ClientProtocol) -> None:
+    """What a peer may send: short, 16-bit and 64-bit lengths, binary, a ping between frames, a message in
+    fragments with a ping inside it, an empty message."""
+    client.send_text(b'{"event": "media"}')
+    client.send_text(("x" * 300).encode())
+    client.send_ping(b"keepalive")
+    client.send_binary(bytes(range(256)) * 300)  # 76,800 bytes: a 64-bit length
+    client.send_text(b"frag", fin=False)
+    client.send_ping(b"inside")
+    client.send_continuation(b"mented", fin=False)
+    client.send_continuation(b" message", fin=True)
+    client.send_text(b"")
+    client.send_text("caf\u00e9".encode())
+
+
+async def read_all(chunk: int, splits: bool) -> tuple[list[str | bytes], bytes]:
+    """The messages the line reads, and what the server wrote back, when the peer's bytes come `chunk` at a
+    time; `splits=False`: websockets reads every byte, as before the socket split frames."""
+    peer, socket = await taken()
+    if not splits:
+        socket._splits = False
+    mixed_stream(peer.client)
+    data = b"".join(peer.client.data_to_send())
+    for at in range(0, len(data), chunk):
+        peer.server.data_received(data[at : at + chunk])
+    peer.closes()
+    messages = []
+    while (message := await socket.receive_message()) is not None:
+        messages.append(message)
+    return messages, bytes(peer.transport.written)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 1000, 1 << 20])
+async def test_frames_split_by_the_socket_read_as_websockets_reads_them_in_any_chunking(chunk: int) -> None:
+    assert await read_all(chunk, splits=True) == await read_all(chunk, splits=False)
+    messages, written = await read_all(chunk, splits=True)
+    assert messages[2] == bytes(range(256)) * 300 and messages[3] == "fragmented message"
+    assert messages[-2:] == ["", "caf\u00e9"]
+    assert written.count(b"keepalive") == 1 and written.count(b"inside") == 1  # both pings answered
+
+
+async def test_the_audio_path_s_frames_do_not_go_through_websockets_parser(monkeypatch) -> None:
+    peer, socket = await taken()
+    fed: list[bytes] = []
+    real = socket.conn.receive_data
+    monkeypatch.setattr(socket.conn, "receive_data", lambda data: (fed.append(data), real(data)))
+    peer.says("one", "two")
+    peer.client.send_ping(b"p")
+    peer.deliver()
+    assert [await socket.receive_message() for _ in range(2)] == ["one", "two"]
+    assert len(fed) == 1 and fed[0][0] == 0x89 and len(fed[0]) == 7  # the ping alone, whole
+
+
+async def test_a_frame_larger_than_the_limit_is_refused_from_its_header_with_1009() -> None:
+    peer, socket = await taken()
+    peer.says("fine")
+    limit = socket.conn.max_message_size
+    assert limit is not None
+    header = bytes((0x81, 0x80 | 127)) + (limit + 1).to_bytes(8, "big") + b"mask"
+    peer.server.data_received(header + b"only the start of it")
+    assert await socket.receive_message() == "fine"
+    assert await socket.receive_message() is None
+    peer.from_server()
+    assert peer.client.close_rcvd is not None and peer.client.close_rcvd.code == 1009
+
+
+async def test_an_unmasked_frame_from_the_peer_is_a_protocol_error_1002() -> None:
+    peer, socket = await taken()
+    peer.server.data_received(bytes((0x81, 5)) + b"plain")
+    assert await socket.receive_message() is None
+    peer.from_server()
+    assert peer.client.close_rcvd is not None and peer.client.close_rcvd.code == 1002
+
+
+async def test_a_request_in_pieces_leaves_every_byte_to_websockets() -> None:
+    app, handed = line_app()
+    config = uvicorn.Config(app, ws=MediaSocket, log_config=None)
+    config.load()
+    server = MediaSocket(config, ServerState(), {}, _loop=asyncio.get_running_loop())
+    server.connection_made(RecordingTransport())
+    client = ClientProtocol(parse_uri("ws://127.0.0.1:8080/media"))
+    client.send_request(client.connect())
+    request = b"".join(client.data_to_send())
+    server.data_received(request[:10])
+    server.data_received(request[10:])
+    assert server._splits is False
+    socket = await handed
+    socket.take()
+    client.receive_data(bytes(server.transport.written))  # type: ignore[attr-defined]
+    client.send_text(b"still read")
+    for data in client.data_to_send():
+        server.data_received(data)
+    assert await socket.receive_message() == "still read"

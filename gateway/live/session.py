@@ -27,6 +27,7 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from gateway.live import protocol as lp
+from gateway.ws_frames import MaskKeys, masked_text_frame
 
 log = structlog.get_logger("gateway.live")
 
@@ -77,6 +78,7 @@ class LiveSession:
         # Client messages sent on this connection, setup included (it is message 0): the index the next one
         # gets, as transparent resumption's `lastConsumedClientMessageIndex` counts them.
         self.next_index = 1
+        self._keys = MaskKeys()
         transport = ws.transport
         self._high_water = transport.get_write_buffer_limits()[1]
         sock = transport.get_extra_info("socket")
@@ -144,13 +146,12 @@ class LiveSession:
             # make the send wait, and no deadline is armed (the usual case, every frame of a healthy call).
             ws = self._ws
             if not ws.transport.get_write_buffer_size() and len(message) < self._high_water // 2:
-                if ws.protocol.state is State.OPEN and ws.send_in_progress is None:
-                    # What `send` does for an open connection, without its context manager (about 6% of
-                    # a send's CPU, benchmarks/bench_live_send.py; sends are a call's largest item): the
-                    # frame straight to the socket. Once closing or closed, `send` below raises as it should.
+                if ws.protocol.state is State.OPEN and ws.send_in_progress is None and not ws.protocol.extensions:
+                    # What `send` does for an open connection, without its context manager and websockets'
+                    # frame object (`gateway.ws_frames`; sends are a call's largest item): a whole text frame
+                    # straight to the socket. Once closing or closed, `send` below raises as it should.
                     try:
-                        ws.protocol.send_text(message.encode())
-                        ws.send_data()
+                        ws.transport.write(masked_text_frame(message.encode(), self._keys.next()))
                     except Exception as exc:  # the transport failed under us: as `send` would, lost
                         self.abort()
                         raise LiveConnectionLost(f"Live send failed: {exc!r}") from None
