@@ -82,6 +82,9 @@ class _Plan:
     up: int  # L
     down: int  # M
     taps: np.ndarray  # (width, L) float64, integer-valued: window row i is input sample e - width + 1 + i
+    # The same, times 2**-_TAP_BITS: still exact (a power of two), and the sum comes out scaled (one multiply
+    # less per call). Every partial sum is an exact multiple of 2**-_TAP_BITS, so any chunking agrees.
+    scaled: np.ndarray
     width: int  # input samples seen by one block of M inputs
     history: int  # samples kept between calls: width - M
     num_taps: int  # of the prototype filter at L * in_rate
@@ -151,10 +154,13 @@ def _design(in_rate: int, out_rate: int) -> _Plan:
     # Output m holds the signal at t - D (D = (N-1)/2 group delay) but is stamped m*M: delay D - (M-1).
     delay_ms = ((num_taps - 1) / 2 - (down - 1)) / fs * 1000.0
     table.setflags(write=False)
+    scaled = table * 2.0**-_TAP_BITS
+    scaled.setflags(write=False)
     return _Plan(
         up=up,
         down=down,
         taps=table,
+        scaled=scaled,
         width=width,
         history=max(width - down, 0),
         num_taps=num_taps,
@@ -171,9 +177,6 @@ def _design(in_rate: int, out_rate: int) -> _Plan:
 _design(8000, 16000)
 _design(24000, 8000)
 _design(24000, 16000)
-
-_SCALE = 2.0**-_TAP_BITS
-
 
 class Resampler:
     """Streaming, stateful, anti-aliased PCM16LE mono resampler for a rational ratio.
@@ -231,9 +234,8 @@ class Resampler:
         # Overlapping windows, one row per block, without copying (the ndarray constructor is far cheaper
         # than as_strided / sliding_window_view); np.dot copies them once and hands them to BLAS.
         windows = np.ndarray((blocks, plan.width), np.float64, buf, 0, (self._stride, 8))
-        acc: np.ndarray = np.dot(windows, plan.taps)
+        acc: np.ndarray = np.dot(windows, plan.scaled)
         self._hist = buf[buf.size - plan.history :]
-        acc *= _SCALE
         np.rint(acc, out=acc)
         np.maximum(acc, -32768.0, out=acc)  # two ufuncs: half the overhead of np.clip
         np.minimum(acc, 32767.0, out=acc)

@@ -45,7 +45,16 @@ BACKLOG_BYTES = 256 * 1024
 # What this builds on in uvicorn's protocol (uvicorn >= 0.54): should a release rename any of it, the gateway
 # refuses to start, or the connection to open, instead of hanging a line that waits for messages.
 _HOOKS = ("handle_connect", "send_receive_event_to_app", "handle_close", "handle_parser_exception")
-_STATE = ("frames", "curr_msg_data_type", "queue", "read_paused", "writable", "close_sent", "disconnected", "conn")
+_STATE = (
+    "frames",
+    "curr_msg_data_type",
+    "queue",
+    "read_paused",
+    "writable",
+    "close_sent",
+    "disconnected",
+    "conn",
+)
 _UPDATE = "uvicorn's websockets-sansio protocol has changed: gateway.media_socket needs updating"
 if missing := [
     name for name in (*_HOOKS, "shutdown", "data_received") if not hasattr(WebSocketsSansIOProtocol, name)

@@ -11,6 +11,9 @@ import binascii
 import json
 from typing import Any
 
+import orjson
+import pybase64
+
 
 class ProtocolError(ValueError):
     """A message that cannot be understood. The call goes on; the message is skipped."""
@@ -26,11 +29,20 @@ def json_object(text: str | bytes, binary: str) -> dict[str, Any]:
     """One text message as a JSON object; `binary` says why a binary frame is not one."""
     if isinstance(text, bytes | bytearray):
         raise ProtocolError(binary)
+    return as_object(json_value(text), "message")
+
+
+def json_value(text: str | bytes) -> Any:
+    """A peer's JSON, read by orjson (every frame of audio comes as JSON: a third of `json`'s time); what
+    orjson refuses goes to `json`, which reads a little more (NaN, lone surrogates) and says what is wrong.
+    Raises ProtocolError."""
     try:
-        msg = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ProtocolError("malformed JSON") from None
-    return as_object(msg, "message")
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            raise ProtocolError("malformed JSON") from None
 
 
 def as_object(value: Any, what: str) -> dict[str, Any]:
@@ -50,6 +62,15 @@ def base64_payload(value: Any) -> bytes:
     if not isinstance(value, str):
         raise ProtocolError("payload is not a string")
     try:
+        return pybase64.b64decode(value, validate=True)  # SIMD: a fifth of binascii's time on audio
+    except (binascii.Error, ValueError):
+        pass  # pybase64 is the stricter of the two (excess padding): binascii has the last word
+    try:
         return binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError):
         raise ProtocolError("payload is not valid base64") from None
+
+
+def base64_text(data: bytes) -> str:
+    """Audio for a JSON message: standard base64 with padding."""
+    return pybase64.b64encode_as_string(data)

@@ -57,7 +57,7 @@ class MaskKeys:
     for keys from a strong source of entropy that do not let a third party predict the next one: slices of
     `os.urandom` are that, for one system call per thousand frames instead of one per frame."""
 
-    __slots__ = ("_pool", "_at")
+    __slots__ = ("_at", "_pool")
 
     PAGE = 4096
 

@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
+import pybase64
+
+from gateway.wire import ProtocolError, base64_text, json_value
+
 DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
 API_HOST = "wss://generativelanguage.googleapis.com"
 LIVE_PATH = "/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent"
@@ -498,7 +502,7 @@ def _declaration(decl: dict[str, Any], caps: ModelCapabilities) -> dict[str, Any
 
 
 def audio_message(pcm: bytes, rate: int) -> str:
-    data = base64.b64encode(pcm).decode("ascii")
+    data = base64_text(pcm)
     # Hand-built: 50 of these a second per call, and json.dumps of the base64 string costs more than this.
     return f'{{"realtimeInput":{{"audio":{{"data":"{data}","mimeType":"audio/pcm;rate={rate}"}}}}}}'
 
@@ -694,12 +698,14 @@ def _get(obj: dict[str, Any], camel: str) -> Any:
 
 
 def _decode_b64(data: str) -> bytes:
+    padded = data + "=" * (-len(data) % 4)
+    altchars = b"-_" if ("-" in data or "_" in data) else None
     try:
-        return base64.b64decode(
-            data + "=" * (-len(data) % 4),
-            altchars=b"-_" if ("-" in data or "_" in data) else None,
-            validate=True,
-        )
+        return pybase64.b64decode(padded, altchars=altchars, validate=True)  # SIMD: audio, 25 a second
+    except (binascii.Error, ValueError):
+        pass  # the stricter of the two: the standard library has the last word
+    try:
+        return base64.b64decode(padded, altchars=altchars, validate=True)
     except (binascii.Error, ValueError):
         raise LiveProtocolError("inlineData is not valid base64") from None
 
@@ -775,8 +781,8 @@ def _server_content(content: dict[str, Any]) -> list[LiveEvent]:
 def parse_server_message(data: str | bytes) -> list[LiveEvent]:
     """One server message -> the events it carries, in the order the gateway should act on them."""
     try:
-        msg = json.loads(data)
-    except (ValueError, RecursionError):
+        msg = json_value(data)
+    except ProtocolError:
         raise LiveProtocolError("malformed JSON from Live") from None
     if not isinstance(msg, dict):
         raise LiveProtocolError("Live message is not an object")

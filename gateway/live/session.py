@@ -146,7 +146,11 @@ class LiveSession:
             # make the send wait, and no deadline is armed (the usual case, every frame of a healthy call).
             ws = self._ws
             if not ws.transport.get_write_buffer_size() and len(message) < self._high_water // 2:
-                if ws.protocol.state is State.OPEN and ws.send_in_progress is None and not ws.protocol.extensions:
+                if (
+                    ws.protocol.state is State.OPEN
+                    and ws.send_in_progress is None
+                    and not ws.protocol.extensions
+                ):
                     # What `send` does for an open connection, without its context manager and websockets'
                     # frame object (`gateway.ws_frames`; sends are a call's largest item): a whole text frame
                     # straight to the socket. Once closing or closed, `send` below raises as it should.

@@ -30,7 +30,7 @@ from typing import Any
 
 from gateway.wire import ProtocolError as ProtocolError  # re-exported: the line catches it here
 from gateway.wire import as_object as _obj
-from gateway.wire import base64_payload, json_object
+from gateway.wire import base64_payload, base64_text, json_object
 from gateway.wire import shown as _shown
 
 RATE = 16000
@@ -163,7 +163,7 @@ def parse(text: str | bytes) -> PlivoEvent:
 
 
 def play_message(pcm: bytes, rate: int = RATE) -> str:
-    payload = base64.b64encode(pcm).decode("ascii")
+    payload = base64_text(pcm)
     # Hand-built: this runs for every outbound chunk and json.dumps costs several times more.
     return (
         f'{{"event":"playAudio","media":{{"contentType":"{PLAY_CONTENT_TYPE}","sampleRate":{rate},'

@@ -17,7 +17,7 @@ from gateway.wire import ProtocolError as ProtocolError  # re-exported: lines an
 from gateway.wire import as_int as _int
 from gateway.wire import as_object as _obj
 from gateway.wire import base64_payload as _b64
-from gateway.wire import json_object
+from gateway.wire import base64_text, json_object
 from gateway.wire import shown as _shown
 
 # Stream sids are spliced into hand-built JSON (see media_message), so only plain ids are accepted.
@@ -149,7 +149,7 @@ def parse(text: str | bytes) -> TwilioEvent:
 
 
 def media_message(stream_sid: str, ulaw: bytes) -> str:
-    payload = base64.b64encode(ulaw).decode("ascii")
+    payload = base64_text(ulaw)
     # Hand-built: this runs for every outbound frame and json.dumps costs several times more.
     return f'{{"event":"media","streamSid":"{stream_sid}","media":{{"payload":"{payload}"}}}}'
 
