@@ -165,12 +165,14 @@ def _speech(u: Utterance) -> bytes:
 @cache
 def _private_espeak() -> str:
     """A copy of espeak-ng's library under another name: loaded apart from the process's own engine."""
+    import atexit
     import shutil
     import tempfile
 
     import espeakng_loader
 
     folder = tempfile.mkdtemp(prefix="asr-eval-espeak-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # a loaded library may be unlinked
     return shutil.copy(espeakng_loader.get_library_path(), f"{folder}/libespeak-ng-eval.so")
 
 
