@@ -178,6 +178,7 @@ _design(8000, 16000)
 _design(24000, 8000)
 _design(24000, 16000)
 
+
 class Resampler:
     """Streaming, stateful, anti-aliased PCM16LE mono resampler for a rational ratio.
 

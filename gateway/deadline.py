@@ -30,10 +30,17 @@ class Deadline:
 
     async def wait(self, awaitable: Awaitable[T], timeout_s: float) -> T:
         """`await awaitable`, or raise TimeoutError once `timeout_s` has passed."""
-        # The loop is asked for once: `get_running_loop` makes a system call (getpid) every time.
-        loop = self._loop or asyncio.get_running_loop()
-        self._loop = loop
-        task = asyncio.current_task(loop)
+        # The loop is asked for once (`get_running_loop` makes a system call, getpid, every time), and again
+        # only if no task of it is running: the Deadline is waited on from another loop now.
+        loop = self._loop
+        task = None if loop is None else asyncio.current_task(loop)
+        if loop is None or task is None:
+            running = asyncio.get_running_loop()
+            if running is not loop and self._timer is not None:  # armed on the other loop: let it go
+                self._timer.cancel()
+                self._timer = None
+            self._loop = loop = running
+            task = asyncio.current_task(loop)
         if self._waiter is not None or task is None:  # another task is waiting on this one
             async with asyncio.timeout(timeout_s):
                 return await awaitable

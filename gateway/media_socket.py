@@ -76,12 +76,18 @@ class MediaSocket(WebSocketsSansIOProtocol):
         self._backlog_paused = False
         # Frames are split here once the request is in (None: not yet; False: never, websockets reads all).
         self._splits: bool | None = None
-        self._unread = b""  # the start of a frame not yet whole
+        self._unread = bytearray()  # the start of a frame not yet whole
         self._owed = 0  # bytes of a frame handed to websockets before all of it had come
+        self._failed = False  # a frame was refused: the socket is closing
 
     # --- uvicorn's side ------------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._splits and self._closing():
+            # Our close went out since the last read (the peer's answer is on its way): websockets reads
+            # everything from here on, starting with what was held of a frame.
+            data = bytes(self._unread) + data
+            self._unread = bytearray()
         if not self._splits:
             super().data_received(data)
             if self._splits is None:
@@ -94,10 +100,17 @@ class MediaSocket(WebSocketsSansIOProtocol):
             self._owed -= len(part)
             super().data_received(part)
             data = data[len(part) :]
-            if not data or self._closing():
+            if self._closing():
+                self._to_websockets(data)
                 return
-        buf = self._unread + data if self._unread else data
-        self._unread = b""
+            if not data:
+                return
+        unread = self._unread
+        if unread:
+            unread += data  # grown in place: a large frame coming in many reads is not copied each time
+            buf: bytes | bytearray = unread
+        else:
+            buf = data
         pos, size = 0, len(buf)
         conn = self.conn
         while (bounds := frame_bounds(buf, pos)) is not None:
@@ -115,20 +128,28 @@ class MediaSocket(WebSocketsSansIOProtocol):
                     break  # kept until it is whole
                 # websockets judges it from its header (a control frame too long, a message too large)
                 self._owed = end - size
-                super().data_received(buf[pos:])
+                self._unread = bytearray()
+                super().data_received(bytes(buf[pos:]))
                 return
             if direct:
                 self.curr_msg_data_type = "text" if first == WHOLE_TEXT else "bytes"
                 self.frames = [unmasked(buf, start, end)]
                 self.send_receive_event_to_app()
             else:
-                super().data_received(buf[pos:end])
+                super().data_received(bytes(buf[pos:end]))
                 if self._closing():
-                    if end < size:
-                        super().data_received(buf[end:])
+                    self._unread = bytearray()
+                    self._to_websockets(buf[end:])
                     return
             pos = end
-        self._unread = buf[pos:]
+        if buf is not unread or pos:
+            self._unread = bytearray(buf[pos:])
+
+    def _to_websockets(self, data: bytes | bytearray) -> None:
+        """What follows once the socket is closing: websockets' to read, unless its parser has failed
+        (it discards everything after; uvicorn would report the failure a second time)."""
+        if data and self.conn.parser_exc is None:
+            super().data_received(bytes(data))
 
     def _closing(self) -> bool:
         """Past the open state: from here on, websockets takes every byte as it comes, as it would have."""
@@ -180,6 +201,9 @@ class MediaSocket(WebSocketsSansIOProtocol):
         self._end()
 
     def handle_parser_exception(self) -> None:
+        if self._failed:  # reported once: the socket is closed (a read may hold more than one bad frame)
+            return
+        self._failed = True
         super().handle_parser_exception()
         self._end()
 

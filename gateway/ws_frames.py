@@ -22,7 +22,7 @@ WHOLE_BINARY = 0x82
 MASKED = 0x80
 
 
-def frame_bounds(buf: bytes, pos: int) -> tuple[int, int] | None:
+def frame_bounds(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
     """Where the frame that starts at `buf[pos]` has its payload and where it ends: (payload start, end),
     as soon as its header says so; the frame is all in `buf` when `end <= len(buf)`. None until the header
     (with its extended length) is in. A masked frame's key is the four bytes before its payload."""
@@ -47,7 +47,7 @@ def frame_bounds(buf: bytes, pos: int) -> tuple[int, int] | None:
     return start, start + length
 
 
-def unmasked(buf: bytes, start: int, end: int) -> bytes:
+def unmasked(buf: bytes | bytearray, start: int, end: int) -> bytes:
     """The payload of a masked frame (`frame_bounds`' start and end)."""
     return apply_mask(buf[start:end], buf[start - 4 : start])
 

@@ -45,3 +45,15 @@ async def test_a_second_task_waiting_meanwhile_gets_a_bound_of_its_own():
         await deadline.wait(asyncio.Event().wait(), 0.01)
     assert await first == "first"
     deadline.close()
+
+
+def test_a_deadline_waited_on_from_a_second_event_loop_still_bounds_the_wait() -> None:
+    deadline = Deadline()
+
+    async def waits(seconds: float) -> None:
+        await deadline.wait(asyncio.sleep(seconds), 0.05)
+
+    asyncio.run(waits(0))
+    with pytest.raises(TimeoutError):
+        asyncio.run(waits(1.0))  # a new loop: the first loop's timer cannot fire here
+    asyncio.run(waits(0))

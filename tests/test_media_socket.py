@@ -375,3 +375,44 @@ async def test_a_request_in_pieces_leaves_every_byte_to_websockets() -> None:
     for data in client.data_to_send():
         server.data_received(data)
     assert await socket.receive_message() == "still read"
+
+
+async def test_after_our_close_a_frame_cut_across_reads_leaves_the_peer_s_close_answer_read() -> None:
+    """The carrier sends audio until it sees our close: a frame cut in two, then its close answer, must
+    still end the socket (else it lingers until uvicorn's close timeout)."""
+    peer, socket = await taken()
+    await socket.send({"type": "websocket.close", "code": 1000})
+    peer.client.send_text(b'{"event": "media", "media": {"payload": "AAAA"}}')
+    media = b"".join(peer.client.data_to_send())
+    peer.server.data_received(media[:20])
+    peer.from_server()  # the peer reads our close; its answer is queued
+    peer.server.data_received(media[20:] + b"".join(peer.client.data_to_send()))
+    assert peer.server.conn.close_rcvd is not None and peer.transport.closing
+
+
+async def test_a_refused_frame_with_more_after_it_in_the_read_is_reported_once() -> None:
+    app, handed = line_app()
+    peer = Peer(app)
+    await peer.accepted()
+    socket = await handed  # not taken: ASGI's queue
+    failures: list[int] = []
+    report = socket.handle_parser_exception
+    socket.handle_parser_exception = lambda: (failures.append(1), report())  # type: ignore[method-assign]
+    peer.client.send_text(b"after it")
+    socket.data_received(bytes((0x81, 5)) + b"plain" + b"".join(peer.client.data_to_send()))
+    disconnects = []
+    while not socket.queue.empty():
+        if (message := socket.queue.get_nowait())["type"] == "websocket.disconnect":
+            disconnects.append(message)
+    assert len(failures) == 1 and len(disconnects) == 1
+
+
+async def test_a_large_frame_coming_in_many_reads_arrives_whole() -> None:
+    peer, socket = await taken()
+    big = bytes(range(256)) * 200
+    peer.client.send_binary(big)
+    data = b"".join(peer.client.data_to_send())
+    for at in range(0, len(data), 1000):
+        peer.server.data_received(data[at : at + 1000])
+    assert await socket.receive_message() == big
+    assert not socket._unread  # nothing held once it is whole

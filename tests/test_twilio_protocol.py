@@ -72,3 +72,12 @@ def test_outbound_messages_are_what_twilio_expects():
     assert json.loads(tp.clear_message("MZ1")) == {"event": "clear", "streamSid": "MZ1"}
     # The app's own messages parse back (the simulator reads them with the same core).
     assert tp.parse(tp.media_message("MZ1", b"ab")) == tp.Media("MZ1", b"ab")
+
+
+def test_json_nested_deeper_than_the_stdlib_reads_is_skipped_not_a_crash() -> None:
+    """orjson reads any depth; such a value would exhaust the stack wherever it is printed. The standard
+    library decides for it, as before: a malformed message."""
+    deep = "[" * 3000 + "]" * 3000
+    start = tp.TwilioSender("MZ" + "1" * 32).start("CA" + "2" * 32, "AC" + "3" * 32, {"From": "x"})
+    with pytest.raises(tp.ProtocolError, match="malformed JSON"):
+        tp.parse(start.replace('"x"', deep))
