@@ -700,10 +700,11 @@ def _get(obj: dict[str, Any], camel: str) -> Any:
 def _decode_b64(data: str) -> bytes:
     padded = data + "=" * (-len(data) % 4)
     altchars = b"-_" if ("-" in data or "_" in data) else None
-    try:
-        return pybase64.b64decode(padded, altchars=altchars, validate=True)  # SIMD: audio, 25 a second
-    except (binascii.Error, ValueError):
-        pass  # the stricter of the two: the standard library has the last word
+    if altchars is None:  # the standard alphabet; pybase64 warns about a mixed one, which the stdlib reads
+        try:
+            return pybase64.b64decode(padded, validate=True)  # SIMD: audio, 25 a second
+        except (binascii.Error, ValueError):
+            pass  # the stricter of the two: the standard library has the last word
     try:
         return base64.b64decode(padded, altchars=altchars, validate=True)
     except (binascii.Error, ValueError):
