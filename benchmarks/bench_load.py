@@ -298,6 +298,7 @@ class Pair:
     naive: Figures
     server: Figures | None = None  # the gateway with BARGE_IN=server: no caller-side speech detector
     callback: Figures | None = None  # callback_bridge.py: the naive bridge's work without its layers
+    rate8k: Figures | None = None  # the gateway with LIVE_INPUT_RATE=8000: Live resamples the caller
 
     @property
     def ratio(self) -> float:
@@ -308,6 +309,12 @@ class Pair:
         return (
             self.server.gateway_ms_per_call_s / self.naive.gateway_ms_per_call_s if self.server else math.nan
         )
+
+    @property
+    def rate8k_ratio(self) -> float:
+        if self.rate8k is None:
+            return math.nan
+        return self.rate8k.gateway_ms_per_call_s / self.naive.gateway_ms_per_call_s
 
     @property
     def callback_ratio(self) -> float:
@@ -323,6 +330,7 @@ async def run_versus(
     duration: float,
     server_side: bool = False,
     callback_side: bool = False,
+    rate8k_side: bool = False,
 ) -> list[Pair]:
     """Rounds of every level, the gateway and the naive bridge alternating which goes first (A B, B A, ...):
     the machine's drift then falls on both sides alike."""
@@ -333,15 +341,17 @@ async def run_versus(
             got: dict[str, Figures] = {}
             sides = ["gateway", "naive"] + (["server"] if server_side else [])
             sides += ["callback"] if callback_side else []
+            sides += ["rate8k"] if rate8k_side else []
             for name in sides if r % 2 == 0 else sides[::-1]:
-                env = {"BARGE_IN": "server"} if name == "server" else None
+                env = {"server": {"BARGE_IN": "server"}, "rate8k": {"LIVE_INPUT_RATE": "8000"}}.get(name)
                 bridge = {"naive": NAIVE_BRIDGE, "callback": CALLBACK_BRIDGE}.get(name)
                 async with gateway_process(peer.url, bridge=bridge, extra_env=env) as (url, pid):
                     options = LoadOptions(url, calls, duration_s=duration, ramp_s=ramp, gateway_pid=pid)
                     got[name] = analyze(await run_load(options, peer))
                 text = report(got[name])
                 print(f"<!-- round {r + 1}, {calls} calls, {name}:\n{text}\n-->", file=sys.stderr, flush=True)
-            pairs.append(Pair(calls, got["gateway"], got["naive"], got.get("server"), got.get("callback")))
+            extra = (got.get("server"), got.get("callback"), got.get("rate8k"))
+            pairs.append(Pair(calls, got["gateway"], got["naive"], *extra))
     return pairs
 
 
@@ -412,6 +422,13 @@ def versus_markdown(pairs: list[Pair], rounds: int, duration: float) -> str:
                 f"| {calls} | {side} | {p(inbound, 50)} / {p(inbound, 99)} | {p(outbound, 50)} / "
                 f"{p(outbound, 99)} | {p(barge, 50)} / {p(barge, 99)} | {late} | {missing} |"
             )
+    if any(pr.rate8k is not None for pr in pairs):
+        lines += ["", "| calls | gateway (LIVE_INPUT_RATE=8000) / naive CPU per call-s | its KiB per call |"]
+        lines.append("|---:|---:|---:|")
+        for calls in levels:
+            at = [pr for pr in pairs if pr.calls == calls and pr.rate8k is not None]
+            kib8 = np.median([pr.rate8k.rss_per_call for pr in at if pr.rate8k is not None]) / 1024
+            lines.append(f"| {calls} | {_median_spread([pr.rate8k_ratio for pr in at])} | {kib8:.0f} |")
     ratios = [pr.ratio for pr in pairs]
     worst = max(float(np.median([pr.ratio for pr in pairs if pr.calls == c])) for c in levels)
     kib = [pr.gateway.rss_per_call for pr in pairs if pr.gateway.rss_per_call == pr.gateway.rss_per_call]
@@ -533,7 +550,13 @@ async def main(args: argparse.Namespace) -> None:
         levels = [int(x) for x in args.versus_naive.split(",")]
         async with ChildProcessPeer(options=peer_options(args)) as peer:
             pairs = await run_versus(
-                peer, levels, args.rounds, args.duration, args.server_side, args.callback_side
+                peer,
+                levels,
+                args.rounds,
+                args.duration,
+                args.server_side,
+                args.callback_side,
+                args.rate8k_side,
             )
         print(versus_markdown(pairs, args.rounds, args.duration))
         return
@@ -683,6 +706,11 @@ def parse_args() -> argparse.Namespace:
         "--callback-side",
         action="store_true",
         help="--versus-naive also runs benchmarks/callback_bridge.py (the naive bridge's work, no layers)",
+    )
+    parser.add_argument(
+        "--rate8k-side",
+        action="store_true",
+        help="--versus-naive also runs the gateway with LIVE_INPUT_RATE=8000 (Live resamples the caller)",
     )
     parser.add_argument(
         "--capacity",
