@@ -93,6 +93,11 @@ class Peer:
         self.client.send_close(1000, "bye")
         self.deliver()
 
+    def close_code(self) -> int | None:
+        """The code of the close the server sent, once the client has read it (None: no close yet)."""
+        self.from_server()
+        return None if self.client.close_rcvd is None else self.client.close_rcvd.code
+
     def heard(self) -> list[str]:
         """Text messages the server wrote since the last look."""
         self.from_server()
@@ -236,8 +241,7 @@ async def test_invalid_utf8_ends_the_messages_with_close_1007() -> None:
     peer.deliver()
     assert await socket.receive_message() == "good"
     assert await socket.receive_message() is None
-    peer.from_server()
-    assert peer.client.close_rcvd is not None and peer.client.close_rcvd.code == 1007
+    assert peer.close_code() == 1007
 
 
 async def test_binary_messages_come_through_as_bytes() -> None:
@@ -344,16 +348,14 @@ async def test_a_frame_larger_than_the_limit_is_refused_from_its_header_with_100
     peer.server.data_received(header + b"only the start of it")
     assert await socket.receive_message() == "fine"
     assert await socket.receive_message() is None
-    peer.from_server()
-    assert peer.client.close_rcvd is not None and peer.client.close_rcvd.code == 1009
+    assert peer.close_code() == 1009
 
 
 async def test_an_unmasked_frame_from_the_peer_is_a_protocol_error_1002() -> None:
     peer, socket = await taken()
     peer.server.data_received(bytes((0x81, 5)) + b"plain")
     assert await socket.receive_message() is None
-    peer.from_server()
-    assert peer.client.close_rcvd is not None and peer.client.close_rcvd.code == 1002
+    assert peer.close_code() == 1002
 
 
 async def test_a_request_in_pieces_leaves_every_byte_to_websockets() -> None:
