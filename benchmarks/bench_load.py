@@ -300,27 +300,27 @@ class Pair:
     callback: Figures | None = None  # callback_bridge.py: the naive bridge's work without its layers
     rate8k: Figures | None = None  # the gateway with LIVE_INPUT_RATE=8000: Live resamples the caller
 
+    def versus_naive(self, side: Figures | None) -> float:
+        """A side's CPU per call-second over the naive bridge's in this round (nan: the side did not run)."""
+        if side is None:
+            return math.nan
+        return side.gateway_ms_per_call_s / self.naive.gateway_ms_per_call_s
+
     @property
     def ratio(self) -> float:
-        return self.gateway.gateway_ms_per_call_s / self.naive.gateway_ms_per_call_s
+        return self.versus_naive(self.gateway)
 
     @property
     def server_ratio(self) -> float:
-        return (
-            self.server.gateway_ms_per_call_s / self.naive.gateway_ms_per_call_s if self.server else math.nan
-        )
+        return self.versus_naive(self.server)
 
     @property
     def rate8k_ratio(self) -> float:
-        if self.rate8k is None:
-            return math.nan
-        return self.rate8k.gateway_ms_per_call_s / self.naive.gateway_ms_per_call_s
+        return self.versus_naive(self.rate8k)
 
     @property
     def callback_ratio(self) -> float:
-        if self.callback is None:
-            return math.nan
-        return self.callback.gateway_ms_per_call_s / self.naive.gateway_ms_per_call_s
+        return self.versus_naive(self.callback)
 
 
 async def run_versus(
