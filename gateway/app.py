@@ -33,7 +33,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator, add_port, remove_port
 from twilio.twiml.voice_response import VoiceResponse
 
-from gateway import machine
+from gateway import dispatch, machine
 from gateway.admission import Pacer, RefusalLog, UnverifiedStreams
 from gateway.agents import Agent
 from gateway.audio import resample_block
@@ -108,7 +108,13 @@ class Gateway:
         self.carriers: tuple[Carrier, ...] = (TWILIO, *more_carriers())
         self.controls: dict[str, CarrierControl] = {}  # the other carriers' REST clients, by carrier name
         self.toolbox = Toolbox()
-        self.outbound = Outbound(settings.max_outbound_calls)  # the calls this instance placed
+        self.outbound = (  # the calls this process placed; the limit is the instance's
+            Outbound(settings.max_outbound_calls)
+            if self.machine is None
+            else Outbound(
+                settings.max_outbound_calls, self.machine.publish_outbound, self.machine.outbound_elsewhere
+            )
+        )
         # Set in the lifespan on Vertex AI (GEMINI_PLATFORM=vertex).
         self.vertex_auth: VertexAuth | None = None
         self.recordings = Recordings(settings, self.records)  # RECORDING: see gateway.recording
@@ -235,9 +241,12 @@ class Gateway:
         return f"{conn.url.scheme.replace('ws', 'http')}://{conn.url.netloc}"
 
     def stream_url(self, conn: HTTPConnection) -> str:
+        """Where Twilio streams the call; with several processes, routed to this one (gateway.dispatch), where
+        the call's Live session is being pre-warmed."""
         base = urlsplit(self.public_base(conn))
         scheme = "wss" if base.scheme == "https" else "ws"
-        return f"{scheme}://{base.netloc}{base.path.rstrip('/')}{MEDIA_PATH}"
+        url = f"{scheme}://{base.netloc}{base.path.rstrip('/')}{MEDIA_PATH}"
+        return url if self.machine is None else dispatch.routed(url, self.machine.slot)
 
     def unsigned_ok(self, carrier: str, variable: str) -> bool:
         """A carrier whose signing secret (`variable`) is not set: its requests are taken unsigned in
@@ -645,10 +654,16 @@ async def place_call(request: Request) -> Response:
             f"MAX_OUTBOUND_CALLS ({settings.max_outbound_calls}) outbound calls are in progress",
             **{"Retry-After": "5"},
         )
-    gw.outbound.dialling += 1
+    gw.outbound.dial_started()
     try:
+        # With several processes, Twilio's requests for the call (its webhook, and so its stream; its status
+        # and machine-detection callbacks) are routed back to this process, which holds the call's plan.
         call_sid = await gw.control.create(
-            plan.to, plan.from_, settings.public_url, amd_timeout_s=settings.amd_timeout_s
+            plan.to,
+            plan.from_,
+            settings.public_url,
+            amd_timeout_s=settings.amd_timeout_s,
+            process=None if gw.machine is None else gw.machine.slot,
         )
     except TwilioRestException as exc:  # Twilio refused it: a number the account may not call, say
         status = 502 if (exc.status or 500) >= 500 else 422
@@ -656,7 +671,7 @@ async def place_call(request: Request) -> Response:
     except Exception as exc:  # network: nothing is known to have been dialled
         return refused(502, f"Twilio's API could not be reached: {type(exc).__name__}")
     finally:
-        gw.outbound.dialling -= 1
+        gw.outbound.dial_ended()
     gw.outbound.placed(plan, call_sid, time.monotonic())
     gw.records.save(
         CallRecord(

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from gateway import dispatch
 from gateway.call.line import Line
 
 if TYPE_CHECKING:
@@ -87,11 +88,21 @@ class Carrier:
     answer_methods: tuple[str, ...] = ("POST",)  # a carrier that fetches its answer with GET says so
 
     def all_routes(self) -> list[BaseRoute]:
-        return [
+        routes = [
             Route(self.answer_path, self.answer, methods=list(self.answer_methods)),
             WebSocketRoute(self.media_path, media_endpoint(self)),
             *self.routes,
         ]
+        return routes + [_routed(route) for route in routes]
+
+
+def _routed(route: BaseRoute) -> BaseRoute:
+    """`route` at its path routed to one of several processes (gateway.dispatch): the URLs a process hands out
+    for a call it holds something of (a Live session pre-warmed while it rang, an outbound call's plan)."""
+    if isinstance(route, WebSocketRoute):
+        return WebSocketRoute(route.path + dispatch.ROUTE, route.endpoint)
+    assert isinstance(route, Route)
+    return Route(route.path + dispatch.ROUTE, route.endpoint, methods=sorted(route.methods or ()))
 
 
 def media_endpoint(carrier: Carrier) -> Callable[[WebSocket], Awaitable[None]]:

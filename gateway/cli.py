@@ -57,15 +57,6 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning(
             "personal_data_in_logs", note="LOG_PII=true: callers' numbers and keys pressed are in the logs"
         )
-    if settings.web_concurrency > 1 and settings.twilio_from_number:
-        log.warning(
-            "outbound_calls_per_process",
-            processes=settings.web_concurrency,
-            note="an outbound call's plan (agent, variables, machine policy) lives in the process that "
-            "placed it, and its stream lands there only one time in WEB_CONCURRENCY: the others are answered "
-            "by the number's inbound agent; run outbound calling with WEB_CONCURRENCY=1 (the default when "
-            "TWILIO_FROM_NUMBER is set)",
-        )
     if settings.twilio_auth_token and not settings.public_url:
         # Not an error: a Heroku button deploys with PUBLIC_URL empty, since the app's URL exists only after.
         log.warning(

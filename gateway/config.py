@@ -796,11 +796,8 @@ def _carriers(env: dict[str, str]) -> dict[str, str | None]:
 
 
 def _web_concurrency(env: dict[str, str]) -> int:
-    """WEB_CONCURRENCY: gateway processes on one port; default one per core this process may run on, but one
-    when outbound calls are configured: their plans live in the process that placed them, and a call's stream
-    reaches that process only one time in N (see README, "Several processes")."""
-    default = 1 if (env.get("TWILIO_FROM_NUMBER") or "").strip() else usable_cores()
-    processes = _int(env, "WEB_CONCURRENCY", default)
+    """WEB_CONCURRENCY: gateway processes on one port; default one per core this process may run on."""
+    processes = _int(env, "WEB_CONCURRENCY", usable_cores())
     if not 1 <= processes <= 256:
         raise ConfigError(
             f"WEB_CONCURRENCY={processes} must be between 1 and 256 (gateway processes on one port)"

@@ -12,7 +12,9 @@ I/O, no server, a lock held for microseconds), so that what was per process is p
   on its way are a table keyed by CallSid (the webhook reserves a place there, wherever the stream then
   lands; the stream's process turns it into one of its calls; an unused place lapses after the token's
   pending time). A webhook answers only while calls plus places are under MAX_CONCURRENT_CALLS; a stream
-  becomes a call only while the calls are. A worker that dies has its slot emptied by the supervisor.
+  becomes a call only while the calls are. A worker that dies has its slot emptied by the supervisor;
+* the outbound calls each process has placed and not yet seen end, so that MAX_OUTBOUND_CALLS is the
+  machine's (each process's in its slot).
 
 One process (the default on one core, and every test that does not ask for more) has no `Machine`: the
 gateway then keeps all of this in its own memory, as it always did. The rules (`redeem_in`, `reserve_in`,
@@ -99,7 +101,7 @@ class Machine:
     processes: int
     key: bytes
     _lock: Any
-    _tables: tuple[Any, ...]  # redeemed digests, expiries; waiting digests, untils; calls per slot
+    _tables: tuple[Any, ...]  # redeemed digests, expiries; waiting digests, untils; calls, outbound per slot
     slot: int = 0
 
     @classmethod
@@ -110,6 +112,7 @@ class Machine:
             ctx.RawArray("d", TOKEN_TABLE),
             ctx.RawArray("q", TOKEN_TABLE),
             ctx.RawArray("d", TOKEN_TABLE),
+            ctx.RawArray("q", processes),
             ctx.RawArray("q", processes),
         )
         return cls(processes, secrets.token_bytes(32), ctx.Lock(), tables)
@@ -140,12 +143,12 @@ class Machine:
 
     def reserve(self, call_sid: str, until: float, now: float, limit: int) -> bool:
         with self._locked():
-            _, _, digests, untils, calls = self._views()
+            _, _, digests, untils, calls, _ = self._views()
             return reserve_in((digests, untils), calls, digest(call_sid), until, now, limit)
 
     def start_call(self, call_sid: str, own: int, limit: int) -> bool:
         with self._locked():
-            _, _, digests, untils, calls = self._views()
+            _, _, digests, untils, calls, _ = self._views()
             return start_in((digests, untils), calls, self.slot, digest(call_sid), own, limit)
 
     def publish(self, own: int) -> None:
@@ -157,10 +160,27 @@ class Machine:
         with self._locked():
             return int(self._views()[4].sum())
 
+    def calls_by_slot(self) -> list[int]:
+        """Each process's calls in progress (the supervisor hands connections to the fewest)."""
+        with self._locked():
+            return [int(n) for n in self._views()[4]]
+
+    def publish_outbound(self, own: int) -> None:
+        """This process's outbound calls in progress (dialling, ringing or talking), after a change."""
+        with self._locked():
+            self._views()[5][self.slot] = own
+
+    def outbound_elsewhere(self) -> int:
+        """The other processes' outbound calls in progress."""
+        with self._locked():
+            outbound = self._views()[5]
+            return int(outbound.sum() - outbound[self.slot])
+
     def release(self, slot: int) -> None:
         """A worker died: its calls died with it."""
         with self._locked():
-            self._views()[4][slot] = 0
+            views = self._views()
+            views[4][slot] = views[5][slot] = 0
 
 
 _current: Machine | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -11,15 +12,16 @@ import resource
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from types import FrameType
+from typing import Any
 
 import structlog
 import uvicorn
 from prometheus_client import multiprocess
 from starlette.applications import Starlette
 
-from gateway import machine
+from gateway import dispatch, machine
 from gateway.app import create_app
 from gateway.call import TranscriptObserver
 from gateway.config import Settings
@@ -75,12 +77,11 @@ def http_limits(settings: Settings) -> HttpLimits:
     )
 
 
-def serve_forever(
-    settings: Settings, host: str, port: int, sockets: list[socket.socket] | None = None
-) -> None:
+def serve_forever(settings: Settings, host: str, port: int, channel: socket.socket | None = None) -> None:
     """`gateway serve`: uvicorn that drains calls on SIGTERM instead of cutting them off; with
-    WEB_CONCURRENCY > 1, that many such processes on one port (`serve_processes`)."""
-    if settings.web_concurrency > 1 and sockets is None:
+    WEB_CONCURRENCY > 1, that many such processes on one port (`serve_processes`), each served the
+    connections the supervisor hands it on `channel`."""
+    if settings.web_concurrency > 1 and channel is None:
         serve_processes(settings, host, port, settings.web_concurrency)
         return
     app = create_app(settings)
@@ -93,7 +94,8 @@ def serve_forever(
         max_connections=connection_budget(limits),
         fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
     )
-    _Serving(config, app.state.gateway.drain.run).run(sockets=sockets)
+    server = _Serving(config, app.state.gateway.drain.run, channel)
+    server.run(sockets=None if channel is None else [])
 
 
 # --- several processes on one port ------------------------------------------------------------------------
@@ -103,13 +105,14 @@ EARLY_DEATH_S = 10.0  # a worker dead this soon after it started could not start
 
 
 def serve_processes(settings: Settings, host: str, port: int, processes: int) -> None:
-    """WEB_CONCURRENCY: a supervisor binds the port once and forks `processes` full gateways that accept on
-    it (the kernel gives each connection to a process that is waiting; a busy one waits less). Their shared
-    state (`gateway.machine`: stream tokens, the call limit) is made before the fork. SIGTERM (or Ctrl-C) is
-    passed on once: every process drains its own calls, and the supervisor exits when the last has. A worker
-    that dies is replaced (its calls are gone: its place in the limit is emptied first)."""
-    sock = _listen(host, port)
+    """WEB_CONCURRENCY: a supervisor binds the port and forks `processes` full gateways, then accepts every
+    connection and hands it to one of them (`gateway.dispatch`: a call's stream to the process that answered
+    its webhook, anything else to the process with the fewest calls). Their shared state (`gateway.machine`:
+    stream tokens, the call limit) is made before the fork. SIGTERM (or Ctrl-C) is passed on once: every
+    process drains its own calls, and the supervisor exits when the last has. A worker that dies is replaced
+    (its calls are gone: its place in the limit is emptied first)."""
     shared = machine.Machine.create(processes)
+    door = dispatch.FrontDoor(_listen(host, port), shared.calls_by_slot)
     workers: dict[int, multiprocessing.process.BaseProcess] = {}
     started: dict[int, float] = {}
     stopping = False
@@ -128,20 +131,27 @@ def serve_processes(settings: Settings, host: str, port: int, processes: int) ->
     ctx = multiprocessing.get_context("fork")  # the modules are imported once; the app is made per process
 
     def start(slot: int) -> None:
-        worker = ctx.Process(target=_worker, args=(settings, sock, shared, slot), name=f"gateway-{slot}")
+        channel = door.open_channel(slot)
+        worker = ctx.Process(
+            target=_worker, args=(settings, door, channel, shared, slot), name=f"gateway-{slot}"
+        )
         worker.start()
+        channel.close()  # the worker's end: the worker has it now
         workers[slot], started[slot] = worker, time.monotonic()
 
     log.info("processes", processes=processes, pid=os.getpid())
     for slot in range(processes):
         start(slot)
+    shown = f"[{host}]" if ":" in host else host
+    log.info("listening", url=f"http://{shown}:{port}", host=host, port=port, processes=processes)
     exit_code = 0
     while workers:
-        multiprocessing.connection.wait([w.sentinel for w in workers.values()], timeout=0.5)
+        door.serve(0.5, also=[w.sentinel for w in workers.values()])
         for slot, worker in list(workers.items()):
             if worker.is_alive():
                 continue
             del workers[slot]
+            door.close_channel(slot)
             shared.release(slot)
             if worker.pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
                 multiprocess.mark_process_dead(worker.pid)
@@ -155,37 +165,65 @@ def serve_processes(settings: Settings, host: str, port: int, processes: int) ->
             log.error("worker_died", slot=slot, exitcode=worker.exitcode)
             time.sleep(RESTART_PAUSE_S)
             start(slot)
-    sock.close()
+    door.close()
     if exit_code:
         raise SystemExit(exit_code)
 
 
-def _worker(settings: Settings, sock: socket.socket, shared: machine.Machine, slot: int) -> None:
-    """One of the supervisor's processes: a whole gateway on the shared socket."""
+def _worker(
+    settings: Settings,
+    door: dispatch.FrontDoor,
+    channel: socket.socket,
+    shared: machine.Machine,
+    slot: int,
+) -> None:
+    """One of the supervisor's processes: a whole gateway, served the connections handed on `channel`."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # uvicorn (DrainingServer) installs its own while it serves
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    door.forget()  # the port and the other processes' channels stay with the supervisor
     machine.join(shared, slot)
-    serve_forever(settings, "", 0, sockets=[sock])
+    serve_forever(settings, "", 0, channel=channel)
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """The port, bound once for every process (as uvicorn's own workers do)."""
+    """The port, bound once, by the supervisor."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
 class _Serving(DrainingServer):
-    """`gateway serve`'s server: says where it listens once it does (the app started, the sockets bound)."""
+    """`gateway serve`'s server: says where it listens once it does (the app started, the sockets bound); as
+    one of several processes, it serves the connections the supervisor hands it instead of a port."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain: Callable[[], Coroutine[Any, Any, None]],
+        channel: socket.socket | None = None,
+    ) -> None:
+        super().__init__(config, drain)
+        self._channel = channel
+        self._stop_adopting: Callable[[], None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.should_exit:
             return
+        if self._channel is not None:
+            config, state, app_state = self.config, self.server_state, self.lifespan.state
+            loop = asyncio.get_running_loop()
+
+            def protocol() -> asyncio.Protocol:  # what uvicorn's own startup makes per accepted connection
+                return config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config, server_state=state, app_state=app_state, _loop=loop
+                )
+
+            orphaned = functools.partial(self.handle_exit, signal.SIGTERM, None)
+            self._stop_adopting = dispatch.adopt(loop, self._channel, protocol, orphaned)
         for server in self.servers:
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
@@ -193,6 +231,8 @@ class _Serving(DrainingServer):
                 log.info("listening", url=f"http://{shown}:{port}", host=host, port=port)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._stop_adopting is not None:  # as uvicorn closes its listeners first
+            self._stop_adopting()
         _end_streams(self.config)
         await super().shutdown(sockets)
 

@@ -7,8 +7,10 @@ The rules of the shared tables are pure functions over arrays (microseconds); on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -17,12 +19,14 @@ import websockets
 from websockets.asyncio.client import connect
 
 from gateway.config import ConfigError, load_settings
+from gateway.devtools.callee import Callee
 from gateway.machine import Machine, digest, redeem_in, reserve_in, start_in
 from gateway.stream_tokens import StreamTokens
 from gateway.twilio.protocol import TwilioSender
 from tests.support.gateway import json_lines
 from tests.support.live_peer import LivePeer
 from tests.support.processes import clean_env, free_port, start_gateway, wait_until_serving
+from tests.support.twilio_api import fake_twilio_api
 
 
 def _table(n: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -74,8 +78,9 @@ def test_a_token_issued_by_one_process_is_good_once_on_the_machine():
 def test_web_concurrency_defaults_to_one_process_per_core_and_refuses_nonsense():
     assert load_settings({}, env_file=None).web_concurrency >= 1
     assert load_settings({"WEB_CONCURRENCY": "3"}, env_file=None).web_concurrency == 3
-    # Outbound calls' plans are per process: one process unless asked otherwise.
-    assert load_settings({"TWILIO_FROM_NUMBER": "+12025550123"}, env_file=None).web_concurrency == 1
+    # Outbound calling too: an outbound call's requests are routed to the process that placed it.
+    cores = load_settings({}, env_file=None).web_concurrency
+    assert load_settings({"TWILIO_FROM_NUMBER": "+12025550123"}, env_file=None).web_concurrency == cores
     for bad in ("0", "two", "1000"):
         with pytest.raises(ConfigError, match="WEB_CONCURRENCY"):
             load_settings({"WEB_CONCURRENCY": bad}, env_file=None)
@@ -96,8 +101,10 @@ async def _twiml(url: str, call_sid: str) -> ET.Element:
     return ET.fromstring((await _fresh(url, "/twilio/voice", {"CallSid": call_sid})).text)
 
 
-async def _stream(url: str, call_sid: str, token: str, stream_sid: str) -> websockets.ClientConnection:
-    ws = await connect(url.replace("http", "ws") + "/twilio/media")
+async def _stream(
+    url: str, call_sid: str, token: str, stream_sid: str, stream_url: str | None = None
+) -> websockets.ClientConnection:
+    ws = await connect(stream_url or url.replace("http", "ws") + "/twilio/media")
     sender = TwilioSender(stream_sid)
     await ws.send(sender.connected())
     await ws.send(sender.start(call_sid, "AC1", {"token": token}))
@@ -110,6 +117,18 @@ async def _close_code(ws: websockets.ClientConnection) -> int | None:
             while True:
                 await ws.recv()
     return ws.close_code
+
+
+async def _hang_up(url: str, call: websockets.ClientConnection, call_sid: str, stream_sid: str) -> None:
+    """Once the call is up on the machine: Twilio's `stop`, and the machine's calls back to none."""
+    async with asyncio.timeout(10):
+        while (await _fresh(url, "/healthz")).json()["active_calls"] != 1:
+            await asyncio.sleep(0.05)
+    await call.send(TwilioSender(stream_sid).stop(call_sid, "AC1"))
+    await _close_code(call)
+    async with asyncio.timeout(10):
+        while (await _fresh(url, "/healthz")).json()["active_calls"] != 0:
+            await asyncio.sleep(0.05)
 
 
 @pytest.mark.e2e
@@ -141,7 +160,7 @@ async def test_two_processes_share_the_port_the_tokens_and_the_call_limit_and_bo
 
             # CA1's token, redeemed once, is refused on every process: eight replays on fresh connections.
             token = {p.get("name"): p.get("value") for p in first.iter("Parameter")}["token"]
-            call = await _stream(url, "CA1", token, "MZ1")
+            call = await _stream(url, "CA1", token, "MZ1", first.find("Connect/Stream").get("url"))
             async with asyncio.timeout(10):
                 while (await _fresh(url, "/healthz")).json()["active_calls"] != 1:
                     await asyncio.sleep(0.05)
@@ -151,11 +170,21 @@ async def test_two_processes_share_the_port_the_tokens_and_the_call_limit_and_bo
             assert "gateway_active_calls 1.0" in metrics  # both processes' gauges, added up
 
             # The call ends; its place is given back on the machine.
-            await call.send(TwilioSender("MZ1").stop("CA1", "AC1"))
-            await _close_code(call)
-            async with asyncio.timeout(10):
-                while (await _fresh(url, "/healthz")).json()["active_calls"] != 0:
-                    await asyncio.sleep(0.05)
+            await _hang_up(url, call, "CA1", "MZ1")
+
+            # A call's stream lands on the process that answered it, where its Live session is pre-warmed:
+            # the stream URL names that process, and the supervisor hands the stream to it (by chance, six
+            # calls more would find their sessions 1 time in 64).
+            for n in range(6):
+                twiml = await _twiml(url, f"CB{n}")
+                stream_url = twiml.find("Connect/Stream").get("url")
+                assert stream_url.startswith(f"ws://127.0.0.1:{port}/twilio/media/process-")
+                token = {p.get("name"): p.get("value") for p in twiml.iter("Parameter")}["token"]
+                call = await _stream(url, f"CB{n}", token, f"MZb{n}", stream_url)
+                await _hang_up(url, call, f"CB{n}", f"MZb{n}")
+            metrics = (await _fresh(url, "/metrics")).text
+            assert 'gateway_prewarm_total{result="taken"} 7.0' in metrics  # CA1's and these six
+
             # SIGTERM: the supervisor passes it on, every process drains, and all exit with 0.
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(proc.wait, 40) == 0
@@ -164,4 +193,110 @@ async def test_two_processes_share_the_port_the_tokens_and_the_call_limit_and_bo
                 proc.kill()
                 proc.wait()
     lines = json_lines(log_path.read_text())
+    assert sum(line.get("event") == "drain_finished" for line in lines) == 2
+
+
+AGENTS = """
+[agents.reminders]
+instructions = "You call {name} about an appointment."
+voicemail = "Hi {name}, this is Acme. Goodbye."
+variables = ["name"]
+"""
+ACCOUNT, TOKEN, API_TOKEN = "AC" + "7" * 32, "processes-auth-token", "calls-api-token"
+MACHINE_NUMBER = "+12125550103"
+
+
+@pytest.mark.e2e
+async def test_outbound_calls_reach_the_process_that_placed_them_and_the_limit_is_the_machines(tmp_path):
+    """An outbound call's plan lives in the process that placed it: Twilio's webhook, stream and machine
+    detection callback for the call are routed back there, so every call follows its plan (here: hang up
+    on a machine), and MAX_OUTBOUND_CALLS counts every process's calls."""
+    (tmp_path / "agents.toml").write_text(AGENTS)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with LivePeer() as peer, fake_twilio_api(ACCOUNT, TOKEN) as (api_url, api):
+        api.callees = {MACHINE_NUMBER: [Callee("voicemail", ring_s=0.3, greeting="Leave a message.")] * 5}
+        env = clean_env(
+            PORT=str(port), GEMINI_LIVE_URL=peer.url, AGENT_GREETING="none", WEB_CONCURRENCY="2",
+            TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_AUTH_TOKEN=TOKEN, TWILIO_API_BASE_URL=api_url,
+            PUBLIC_URL=url, TWILIO_FROM_NUMBER="+12025550100", CALLS_API_TOKEN=API_TOKEN,
+            MAX_OUTBOUND_CALLS="4", AGENTS_FILE=str(tmp_path / "agents.toml"),
+            DATABASE_URL=f"sqlite:///{tmp_path / 'calls.db'}",
+        )  # fmt: skip
+        log_path = tmp_path / "serve.log"
+        proc = start_gateway(env, tmp_path, log_path)
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        body = {"to": MACHINE_NUMBER, "agent": "reminders", "variables": {"name": "A"}, "machine": "hang_up"}
+        try:
+            async with httpx.AsyncClient() as client:
+                await wait_until_serving(client, url, proc, log_path, 60)
+
+            async def place() -> httpx.Response:  # a connection of its own: the supervisor spreads them
+                async with httpx.AsyncClient(headers=headers, timeout=10) as http:
+                    return await http.post(url + "/calls", json=body)
+
+            placed = [await place() for _ in range(4)]
+            assert [r.status_code for r in placed] == [201] * 4, [r.text for r in placed]
+            # Four in progress on the machine (two on each process): a fifth is refused wherever it lands.
+            refused = await place()
+            assert refused.status_code == 429 and "MAX_OUTBOUND_CALLS" in refused.json()["error"]
+            sids = [r.json()["call_sid"] for r in placed]
+            async with asyncio.timeout(40), httpx.AsyncClient(headers=headers) as http:
+                for sid in sids:
+                    await api.calls[sid].done.wait()
+                    while not (record := (await http.get(f"{url}/calls/{sid}")).json()).get("outcome"):
+                        await asyncio.sleep(0.1)
+                    assert record["answered_by"] == "machine_end_beep"
+                    assert record["machine_action"] == "hung_up"
+            processes = {api.calls[sid].form["Url"].rsplit("/", 1)[1] for sid in sids}
+            assert processes == {"process-0", "process-1"}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 40)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:  # the parent's pid, after the state
+                out.append(int(stat.parent.name))
+    return out
+
+
+def _running(pids: list[int]) -> list[int]:
+    """Those of `pids` still running (not exited; an exited orphan may stay a zombie a while)."""
+    out = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.append(pid)
+    return out
+
+
+@pytest.mark.e2e
+async def test_workers_whose_supervisor_is_killed_drain_and_exit(tmp_path):
+    """SIGKILL (the OOM killer) takes the supervisor and the port with it: its workers, which no connection
+    can reach any more, drain their calls and exit instead of lingering."""
+    port = free_port()
+    env = clean_env(PORT=str(port), WEB_CONCURRENCY="2")  # (the local Live backend: no call is made)
+    log_path = tmp_path / "serve.log"
+    proc = start_gateway(env, tmp_path, log_path)
+    try:
+        async with httpx.AsyncClient() as client:
+            await wait_until_serving(client, f"http://127.0.0.1:{port}", proc, log_path, 60)
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        proc.kill()
+        proc.wait()
+        async with asyncio.timeout(20):
+            while _running(workers):
+                await asyncio.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = json_lines(log_path.read_text())
+    assert sum(line.get("event") == "supervisor_gone" for line in lines) == 2
     assert sum(line.get("event") == "drain_finished" for line in lines) == 2

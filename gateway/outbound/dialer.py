@@ -12,6 +12,7 @@ a CallSid's requests together); a stream that lands elsewhere is answered as an 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,12 +122,21 @@ def outbound_agent(agent: Agent, values: dict[str, str], opening: str) -> Agent:
 
 
 class Outbound:
-    """The outbound calls this instance placed, by CallSid, until Twilio reports their end."""
+    """The outbound calls this process placed, by CallSid, until Twilio reports their end. With several
+    processes (WEB_CONCURRENCY), each tells the others how many it has (`publish`) and counts theirs against
+    the limit (`elsewhere`): MAX_OUTBOUND_CALLS is the instance's."""
 
-    def __init__(self, max_calls: int) -> None:
+    def __init__(
+        self,
+        max_calls: int,
+        publish: Callable[[int], None] = lambda _active: None,
+        elsewhere: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.max_calls = max_calls
         self.plans: dict[str, CallPlan] = {}
         self.dialling = 0  # requests to Twilio in flight (they count against the limit too)
+        self._publish = publish
+        self._elsewhere = elsewhere
 
     @property
     def active(self) -> int:
@@ -134,11 +144,20 @@ class Outbound:
 
     def at_capacity(self, now: float) -> bool:
         self._forget_stale(now)
-        return self.active >= self.max_calls
+        return self.active + self._elsewhere() >= self.max_calls
+
+    def dial_started(self) -> None:
+        self.dialling += 1
+        self._publish(self.active)
+
+    def dial_ended(self) -> None:
+        self.dialling -= 1
+        self._publish(self.active)
 
     def placed(self, plan: CallPlan, call_sid: str, now: float) -> None:
         plan.call_sid, plan.placed_at = call_sid, now
         self.plans[call_sid] = plan
+        self._publish(self.active)
 
     def get(self, call_sid: str) -> CallPlan | None:
         return self.plans.get(call_sid)
@@ -150,8 +169,12 @@ class Outbound:
             plan.status = status
             if status in FINAL_STATUSES:
                 del self.plans[call_sid]
+                self._publish(self.active)
         return plan
 
     def _forget_stale(self, now: float) -> None:
-        for sid in [s for s, p in self.plans.items() if now - p.placed_at > PLAN_TTL_S]:
+        stale = [s for s, p in self.plans.items() if now - p.placed_at > PLAN_TTL_S]
+        for sid in stale:
             del self.plans[sid]
+        if stale:
+            self._publish(self.active)

@@ -12,6 +12,8 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
+from gateway import dispatch
+
 log = structlog.get_logger("gateway.twilio.rest")
 
 CALL_NOT_FOUND = 20404
@@ -48,25 +50,32 @@ class CallControl:
         response.hangup()
         return await self.update(call_sid, str(response))
 
-    async def create(self, to: str, from_: str, public_url: str, *, amd_timeout_s: int = 30) -> str:
+    async def create(
+        self, to: str, from_: str, public_url: str, *, amd_timeout_s: int = 30, process: int | None = None
+    ) -> str:
         """Place an outbound call; its CallSid. Twilio fetches the voice webhook when the callee picks up (so
         the signed webhook, stream token and pre-warm are the inbound ones), reports every status change,
         and runs answering-machine detection alongside the call, reporting when a machine's greeting has
         ended (`DetectMessageEnd`, asynchronous: the callee is connected at once, not after detection).
+        With `process`, every URL is routed to that one of several gateway processes (gateway.dispatch).
         Raises TwilioRestException when Twilio refuses (a number it will not call, say)."""
         base = public_url.rstrip("/")
+
+        def url(path: str) -> str:
+            return base + (path if process is None else dispatch.routed(path, process))
+
         call = await self._client.calls.create_async(
             to=to,
             from_=from_,
-            url=f"{base}/twilio/voice",
+            url=url("/twilio/voice"),
             method="POST",
-            status_callback=f"{base}/twilio/status",
+            status_callback=url("/twilio/status"),
             status_callback_method="POST",
             status_callback_event=["initiated", "ringing", "answered", "completed"],
             machine_detection="DetectMessageEnd",
             machine_detection_timeout=amd_timeout_s,
             async_amd="true",
-            async_amd_status_callback=f"{base}/twilio/amd",
+            async_amd_status_callback=url("/twilio/amd"),
             async_amd_status_callback_method="POST",
         )
         return str(call.sid)
