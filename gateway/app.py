@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from urllib.parse import urlparse, urlsplit
+from urllib.parse import urlparse
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
@@ -43,7 +43,7 @@ from gateway.call.call import CallPreparer, OutboundRole
 from gateway.call.line import Ended, Line, Started
 from gateway.call.turns import TurnRules
 from gateway.carriers import CallControl as CarrierControl
-from gateway.carriers import Carrier, UpgradeRefusal, media_endpoint, more_carriers
+from gateway.carriers import Carrier, UpgradeRefusal, media_endpoint, media_url, more_carriers
 from gateway.config import Settings
 from gateway.console import pages as console_pages
 from gateway.console.auth import ConsoleAuth, session_of
@@ -112,7 +112,7 @@ class Gateway:
             Outbound(settings.max_outbound_calls)
             if self.machine is None
             else Outbound(
-                settings.max_outbound_calls, self.machine.publish_outbound, self.machine.outbound_elsewhere
+                settings.max_outbound_calls, self.machine.publish_outbound, self.machine.claim_outbound
             )
         )
         # Set in the lifespan on Vertex AI (GEMINI_PLATFORM=vertex).
@@ -240,13 +240,14 @@ class Gateway:
             return self.settings.public_url
         return f"{conn.url.scheme.replace('ws', 'http')}://{conn.url.netloc}"
 
+    def routed(self, path: str) -> str:
+        """`path`, routed to this process when several serve the port (gateway.dispatch): for the URLs of a
+        call this process holds something of (its pre-warmed Live session, an outbound call's plan)."""
+        return path if self.machine is None else dispatch.routed(path, self.machine.slot)
+
     def stream_url(self, conn: HTTPConnection) -> str:
-        """Where Twilio streams the call; with several processes, routed to this one (gateway.dispatch), where
-        the call's Live session is being pre-warmed."""
-        base = urlsplit(self.public_base(conn))
-        scheme = "wss" if base.scheme == "https" else "ws"
-        url = f"{scheme}://{base.netloc}{base.path.rstrip('/')}{MEDIA_PATH}"
-        return url if self.machine is None else dispatch.routed(url, self.machine.slot)
+        """Where Twilio streams the call: routed to this process, where its Live session is pre-warmed."""
+        return media_url(self, conn, self.routed(MEDIA_PATH))
 
     def unsigned_ok(self, carrier: str, variable: str) -> bool:
         """A carrier whose signing secret (`variable`) is not set: its requests are taken unsigned in
@@ -266,7 +267,9 @@ class Gateway:
         the same for every stream: it is computed once per URL, and each upgrade costs one comparison."""
         if self.validator is None:
             return self.unsigned_ok("twilio", "TWILIO_AUTH_TOKEN")
-        url = self.stream_url(conn)
+        url = media_url(
+            self, conn, conn.url.path
+        )  # the URL Twilio requested, routed or not, is what it signed
         accepted = self._stream_signatures.get(url)
         if accepted is None:
             if len(self._stream_signatures) >= 16:  # without PUBLIC_URL the host comes from the request
@@ -648,13 +651,12 @@ async def place_call(request: Request) -> Response:
         )
     except Refused as exc:
         return refused(exc.status, exc.reason)
-    if gw.outbound.at_capacity(time.monotonic()):
+    if not gw.outbound.dial(time.monotonic()):
         return refused(
             429,
             f"MAX_OUTBOUND_CALLS ({settings.max_outbound_calls}) outbound calls are in progress",
             **{"Retry-After": "5"},
         )
-    gw.outbound.dial_started()
     try:
         # With several processes, Twilio's requests for the call (its webhook, and so its stream; its status
         # and machine-detection callbacks) are routed back to this process, which holds the call's plan.

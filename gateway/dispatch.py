@@ -11,8 +11,15 @@ the socket itself to a process (`SCM_RIGHTS` over a Unix socket pair per process
 had accepted it: after the hand-off nothing goes through the supervisor. The process is
 
 * the one the path names: the webhook of process 1 answers with the stream URL `.../twilio/media/process-1`
-  (`routed`), so the stream finds the Live session pre-warmed for it; if that process is gone, by load;
-* otherwise the one with the fewest calls in progress (ties in turn).
+  (`routed`), so the stream finds the Live session pre-warmed for it (and an outbound call's webhook and
+  callbacks find its plan); if that process is gone or not ready, by load;
+* otherwise the ready one with the least load: its calls in progress plus the connections handed to it in
+  the last `RECENT_S` (a burst of webhooks comes before their streams count as calls), ties in turn.
+
+A process says it is ready on its channel once its app has started; until one is, connections wait in the
+channels. A process that closes its channel (shutting down) is handed nothing more. Requests are routed by
+connection, so in this mode every HTTP response says `Connection: close` (`closing`): a proxy that pools
+connections to the instance would otherwise send a routed request down a connection another process holds.
 
 A connection that sends nothing within `PEEK_S` is handed on by load, and its process's header deadline
 applies (gateway.http_guard); past `MAX_WAITING` such connections, new ones are handed on at once. The
@@ -31,7 +38,9 @@ import re
 import selectors
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
 
@@ -45,6 +54,8 @@ PEEK_S = 1.0  # a client that has sent nothing by then is handed on by load
 MAX_WAITING = 256  # connections held unread at once; beyond that, handed on unread
 ACCEPTS_PER_WAKE = 64  # a burst of connections does not starve the ones already accepted
 ACCEPT_PAUSE_S = 0.1  # out of file descriptors: accepting pauses (the port stays readable: no busy loop)
+RECENT_S = 2.0  # a connection handed to a process counts as load this long (its call is not counted yet)
+READY = b"ready"  # what a process sends on its channel once it serves
 
 
 def routed(path: str, slot: int) -> str:
@@ -52,29 +63,51 @@ def routed(path: str, slot: int) -> str:
     return f"{path.rstrip('/')}/{SEGMENT.format(slot=slot)}"
 
 
-def choose(head: bytes, calls: Sequence[int], open_slots: Sequence[int], turn: int) -> int | None:
+def choose(head: bytes, load: Sequence[int], open_slots: Sequence[int], turn: int) -> int | None:
     """The process for a connection whose first bytes are `head` (b"" if it sent none yet): the slot its
-    path names if that slot is open, else the open slot with the fewest calls in progress, the first at or
-    after `turn` among equals. None when no slot is open. Pure."""
+    path names if that slot is open, else the open slot with the least load, the first at or after `turn`
+    among equals. None when no slot is open. Pure."""
     if not open_slots:
         return None
     if (match := _ROUTED.match(head)) is not None and int(match[1]) in open_slots:
         return int(match[1])
-    fewest = min(calls[s] for s in open_slots)
-    candidates = sorted(s for s in open_slots if calls[s] == fewest)
+    least = min(load[s] for s in open_slots)
+    candidates = sorted(s for s in open_slots if load[s] == least)
     return next((s for s in candidates if s >= turn), candidates[0])
+
+
+def closing(app: Any) -> Any:
+    """An ASGI app whose HTTP responses close their connection (see the module's docstring)."""
+
+    async def one_request(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def closing_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+            await send(message)
+
+        await app(scope, receive, closing_send)
+
+    return one_request
 
 
 class FrontDoor:
     """The supervisor's side: accepts on `listener`, hands each connection to a process's channel.
 
-    `calls()` gives the calls in progress per slot (the machine's shared table)."""
+    `calls()` gives the calls in progress per slot (the machine's shared table, read without its lock: a
+    figure a moment old is good enough, and the front door must never wait on a lock a worker holds)."""
 
     def __init__(self, listener: socket.socket, calls: Callable[[], Sequence[int]]) -> None:
         listener.setblocking(False)
         self._listener = listener
         self._calls = calls
         self._channels: dict[int, socket.socket] = {}
+        self.ready: set[int] = set()  # slots whose process has said it serves
+        self._recent: deque[tuple[float, int]] = deque()  # (when, slot) of the last RECENT_S's hand-offs
+        self._recent_by_slot: dict[int, int] = {}
         self._waiting: dict[socket.socket, float] = {}  # accepted, not yet read: hand-off deadline
         self._selector = selectors.DefaultSelector()
         self._selector.register(listener, selectors.EVENT_READ)
@@ -89,13 +122,15 @@ class FrontDoor:
         self.close_channel(slot)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
-        ours.shutdown(socket.SHUT_RD)  # the supervisor only sends
         self._channels[slot] = ours
+        self._selector.register(ours, selectors.EVENT_READ, slot)  # READY, or the process closing it
         return theirs
 
     def close_channel(self, slot: int) -> None:
-        """The process in `slot` is gone: nothing more is handed to it."""
+        """The process in `slot` is gone (or going): nothing more is handed to it."""
+        self.ready.discard(slot)
         if (channel := self._channels.pop(slot, None)) is not None:
+            self._selector.unregister(channel)
             channel.close()
 
     def forget(self) -> None:
@@ -134,6 +169,8 @@ class FrontDoor:
                         self._accept()
                     elif isinstance(key.fileobj, int):
                         ready.append(key.fileobj)
+                    elif key.data is not None:
+                        self._heard(key.data)
                     else:
                         self._read(key.fileobj)  # type: ignore[arg-type]
                 self._expire(time.monotonic())
@@ -143,6 +180,19 @@ class FrontDoor:
                 self._selector.unregister(fd)
 
     # --- the loop's steps -----------------------------------------------------------------------------
+
+    def _heard(self, slot: int) -> None:
+        """The process in `slot` wrote on its channel: it is ready, or it closed it (shutting down)."""
+        try:
+            message = self._channels[slot].recv(16)
+        except BlockingIOError:
+            return
+        except OSError:
+            message = b""
+        if message == READY:
+            self.ready.add(slot)
+        elif not message:
+            self.close_channel(slot)
 
     def _accept(self) -> None:
         for _ in range(ACCEPTS_PER_WAKE):
@@ -187,10 +237,14 @@ class FrontDoor:
     def _hand(self, conn: socket.socket, head: bytes) -> None:
         """Pass `conn` to a process; a channel that cannot take it (its process died, its queue is full) is
         skipped for the next best. With none left the connection is closed: the client retries."""
+        now = time.monotonic()
+        while self._recent and self._recent[0][0] < now - RECENT_S:
+            self._recent_by_slot[self._recent.popleft()[1]] -= 1
         calls = self._calls()
-        slots = sorted(self._channels)
+        load = [n + self._recent_by_slot.get(slot, 0) for slot, n in enumerate(calls)]
+        slots = sorted(self.ready or self._channels)  # before any process is ready, the channels hold them
         with conn:
-            while (slot := choose(head, calls, slots, self._turn)) is not None:
+            while (slot := choose(head, load, slots, self._turn)) is not None:
                 try:
                     socket.send_fds(self._channels[slot], [b"c"], [conn.fileno()])
                 except OSError:
@@ -198,6 +252,8 @@ class FrontDoor:
                     continue
                 self._turn = (slot + 1) % (max(self._channels) + 1)
                 self.handed[slot] = self.handed.get(slot, 0) + 1
+                self._recent.append((now, slot))
+                self._recent_by_slot[slot] = self._recent_by_slot.get(slot, 0) + 1
                 return
             self.dropped += 1
             if self.dropped & (self.dropped - 1) == 0:  # a bounded log while every process shuts down
@@ -213,9 +269,11 @@ def adopt(
     """A process's side: serve each connection the supervisor hands over on `channel` with `protocol`, as if
     this process had accepted it. Returns the function that stops taking them (a worker shutting down).
     `orphaned` is called if the supervisor is gone (killed: no connection will come again, and no SIGTERM):
-    the worker then drains and exits rather than linger."""
+    the worker then drains and exits rather than linger. Tells the supervisor this process is ready."""
     channel.setblocking(False)
     tasks: set[asyncio.Task[object]] = set()
+    with contextlib.suppress(OSError):
+        channel.send(READY)
 
     def take() -> None:
         while True:

@@ -161,20 +161,25 @@ class Machine:
             return int(self._views()[4].sum())
 
     def calls_by_slot(self) -> list[int]:
-        """Each process's calls in progress (the supervisor hands connections to the fewest)."""
+        """Each process's calls in progress, for the supervisor's front door, which hands connections to the
+        fewest: read without the lock (each count is one aligned word; a moment old is good enough), so that
+        a worker killed holding the lock cannot stall every new connection of the machine."""
+        return [int(n) for n in self._views()[4]]
+
+    def claim_outbound(self, own: int, limit: int) -> bool:
+        """One more outbound call for this process, which has `own`, if the machine's stay within `limit`:
+        checked and counted under one lock, so processes placing calls at once cannot pass it together."""
         with self._locked():
-            return [int(n) for n in self._views()[4]]
+            outbound = self._views()[5]
+            if int(outbound.sum() - outbound[self.slot]) + own + 1 > limit:
+                return False
+            outbound[self.slot] = own + 1
+            return True
 
     def publish_outbound(self, own: int) -> None:
         """This process's outbound calls in progress (dialling, ringing or talking), after a change."""
         with self._locked():
             self._views()[5][self.slot] = own
-
-    def outbound_elsewhere(self) -> int:
-        """The other processes' outbound calls in progress."""
-        with self._locked():
-            outbound = self._views()[5]
-            return int(outbound.sum() - outbound[self.slot])
 
     def release(self, slot: int) -> None:
         """A worker died: its calls died with it."""

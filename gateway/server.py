@@ -86,7 +86,8 @@ def serve_forever(settings: Settings, host: str, port: int, channel: socket.sock
         return
     app = create_app(settings)
     limits = http_limits(settings)
-    config = uvicorn_config(app, host, port, settings.max_message_bytes, limits)
+    served = app if channel is None else dispatch.closing(app)  # routed per connection: one request each
+    config = uvicorn_config(served, host, port, settings.max_message_bytes, limits)
     log.info(
         "http_limits",
         header_timeout_s=limits.header_timeout_s,
@@ -142,11 +143,15 @@ def serve_processes(settings: Settings, host: str, port: int, processes: int) ->
     log.info("processes", processes=processes, pid=os.getpid())
     for slot in range(processes):
         start(slot)
-    shown = f"[{host}]" if ":" in host else host
-    log.info("listening", url=f"http://{shown}:{port}", host=host, port=port, processes=processes)
+    restarts: dict[int, float] = {}  # slot -> when its replacement starts (the front door goes on meanwhile)
+    listening = False
     exit_code = 0
-    while workers:
-        door.serve(0.5, also=[w.sentinel for w in workers.values()])
+    while workers or (restarts and not stopping):
+        door.serve(0.1 if restarts else 0.5, also=[w.sentinel for w in workers.values()])
+        if not listening and len(door.ready) == processes:
+            listening = True  # as one process says it once it serves
+            shown = f"[{host}]" if ":" in host else host
+            log.info("listening", url=f"http://{shown}:{port}", host=host, port=port, processes=processes)
         for slot, worker in list(workers.items()):
             if worker.is_alive():
                 continue
@@ -163,8 +168,13 @@ def serve_processes(settings: Settings, host: str, port: int, processes: int) ->
                 stop(signal.SIGTERM, None)
                 continue
             log.error("worker_died", slot=slot, exitcode=worker.exitcode)
-            time.sleep(RESTART_PAUSE_S)
-            start(slot)
+            restarts[slot] = time.monotonic() + RESTART_PAUSE_S
+        for slot, at in list(restarts.items()):
+            if stopping:
+                restarts.clear()
+            elif time.monotonic() >= at:
+                del restarts[slot]
+                start(slot)
     door.close()
     if exit_code:
         raise SystemExit(exit_code)

@@ -101,14 +101,32 @@ def test_webhooks_spread_by_calls_and_a_silent_client_is_handed_on_after_the_pee
     silent = door.connect()
     door.serve(0.1)
     assert (len(door.received(0)), len(door.received(1))) == (0, 3)  # the fewest calls
+    # Those three count as load until their calls do: with no calls anywhere, process 0 takes the next
+    # three, then they are equal and take turns.
     door.calls[:] = [0, 0]
     more = [door.connect(WEBHOOK) for _ in range(4)]
     door.serve(0.1)
     assert len(door.received(0)) + len(door.received(1)) == 4
-    assert door.door.handed[0] == 2 and door.door.handed[1] == 5  # in turn once equal
+    assert door.door.handed == {0: 3, 1: 4}
     door.serve(0.6)
     assert [len(door.received(s)) for s in (0, 1)].count(1) == 1  # the silent one, after 0.5 s
     for s in (*clients, *more, silent):
+        s.close()
+    door.door.close()
+
+
+def test_only_ready_processes_are_handed_connections_once_one_is():
+    door = Door(2)
+    door.ends[1].send(dispatch.READY)
+    clients = [door.connect(WEBHOOK) for _ in range(3)]
+    clients.append(door.connect(STREAM))  # names process 1
+    door.serve()
+    assert door.door.ready == {1} and door.door.handed == {1: 4}  # process 0 is still starting
+    door.ends[0].send(dispatch.READY)
+    clients.append(door.connect(WEBHOOK))
+    door.serve()
+    assert door.door.ready == {0, 1} and door.door.handed == {1: 4, 0: 1}
+    for s in clients:
         s.close()
     door.door.close()
 

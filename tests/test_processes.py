@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
+from gateway import server as gateway_server
 from gateway.config import ConfigError, load_settings
 from gateway.devtools.callee import Callee
 from gateway.machine import Machine, digest, redeem_in, reserve_in, start_in
@@ -151,6 +153,8 @@ async def test_two_processes_share_the_port_the_tokens_and_the_call_limit_and_bo
                 if seen == {0, 1}:
                     break
             assert seen == {0, 1}
+            # Connections are routed, not requests: no response leaves its connection open for another.
+            assert (await _fresh(url, "/healthz")).headers["connection"] == "close"
 
             # The limit is the machine's: two answered calls hold both places, wherever they were answered.
             first = await _twiml(url, "CA1")
@@ -300,3 +304,37 @@ async def test_workers_whose_supervisor_is_killed_drain_and_exit(tmp_path):
     lines = json_lines(log_path.read_text())
     assert sum(line.get("event") == "supervisor_gone" for line in lines) == 2
     assert sum(line.get("event") == "drain_finished" for line in lines) == 2
+
+
+@pytest.mark.e2e
+async def test_a_worker_that_dies_is_replaced_while_the_other_goes_on_taking_connections(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = clean_env(PORT=str(port), WEB_CONCURRENCY="2")
+    log_path = tmp_path / "serve.log"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    proc = start_gateway(env, tmp_path, log_path)
+    try:
+        async with httpx.AsyncClient() as client:
+            await wait_until_serving(client, url, proc, log_path, 60)
+        # A worker that dies sooner than this after it started could not start: the instance would stop
+        # (the workers start a moment after the command, once the supervisor has imported the gateway).
+        await asyncio.sleep(max(0.0, started + gateway_server.EARLY_DEATH_S + 3 - loop.time()))
+        first = _children(proc.pid)
+        os.kill(first[0], signal.SIGKILL)
+        # While the supervisor waits to start its replacement, the other process is handed every connection.
+        began = loop.time()
+        while loop.time() - began < gateway_server.RESTART_PAUSE_S:
+            asked = loop.time()
+            assert (await _fresh(url, "/healthz")).status_code == 200
+            assert loop.time() - asked < 0.5
+        async with asyncio.timeout(30):
+            seen: set[int] = set()
+            while seen != {0, 1}:
+                seen.add((await _fresh(url, "/healthz")).json()["process"])
+        assert len(_children(proc.pid)) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 40)
+    assert sum(line.get("event") == "worker_died" for line in json_lines(log_path.read_text())) == 1

@@ -84,6 +84,19 @@ async def test_signed_entry_points_use_the_public_url_and_refuse_everything_else
         good = {"X-Twilio-Signature": sign("wss://voice.example.com/twilio/media", {})}
         async with connect(media, additional_headers=good) as ws:
             assert ws.protocol.state.name == "OPEN"
+        # A stream URL routed to one of several processes (gateway.dispatch) is checked as Twilio requested
+        # it, whichever process it reaches: signed for that URL it is taken, signed for another it is not.
+        routed = media + "/process-3"
+        for signed_for, status in (("/twilio/media/process-3", 101), ("/twilio/media", 403)):
+            headers = {"X-Twilio-Signature": sign("wss://voice.example.com" + signed_for, {})}
+            if status == 403:
+                with pytest.raises(websockets.InvalidStatus) as refused:
+                    async with connect(routed, additional_headers=headers):
+                        pass
+                assert refused.value.response.status_code == 403
+                continue
+            async with connect(routed, additional_headers=headers) as ws:
+                assert ws.protocol.state.name == "OPEN"
 
 
 # --- stream tokens ------------------------------------------------------------------------------------------

@@ -123,32 +123,35 @@ def outbound_agent(agent: Agent, values: dict[str, str], opening: str) -> Agent:
 
 class Outbound:
     """The outbound calls this process placed, by CallSid, until Twilio reports their end. With several
-    processes (WEB_CONCURRENCY), each tells the others how many it has (`publish`) and counts theirs against
-    the limit (`elsewhere`): MAX_OUTBOUND_CALLS is the instance's."""
+    processes (WEB_CONCURRENCY), MAX_OUTBOUND_CALLS is the instance's: a call is `claim`ed against every
+    process's (given this one's, true if it fits, counted at once), and each change is `publish`ed."""
 
     def __init__(
         self,
         max_calls: int,
         publish: Callable[[int], None] = lambda _active: None,
-        elsewhere: Callable[[], int] = lambda: 0,
+        claim: Callable[[int, int], bool] | None = None,
     ) -> None:
         self.max_calls = max_calls
         self.plans: dict[str, CallPlan] = {}
         self.dialling = 0  # requests to Twilio in flight (they count against the limit too)
         self._publish = publish
-        self._elsewhere = elsewhere
+        self._claim = claim
 
     @property
     def active(self) -> int:
         return len(self.plans) + self.dialling
 
-    def at_capacity(self, now: float) -> bool:
+    def dial(self, now: float) -> bool:
+        """A request to Twilio is about to place a call: False (and nothing counted) at the limit."""
         self._forget_stale(now)
-        return self.active + self._elsewhere() >= self.max_calls
-
-    def dial_started(self) -> None:
+        if self._claim is not None:
+            if not self._claim(self.active, self.max_calls):
+                return False
+        elif self.active >= self.max_calls:
+            return False
         self.dialling += 1
-        self._publish(self.active)
+        return True
 
     def dial_ended(self) -> None:
         self.dialling -= 1

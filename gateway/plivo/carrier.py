@@ -97,7 +97,7 @@ async def answer(request: Request) -> Response:
     if decided.kind == "replayed":
         return Response("this call was answered already", status_code=409)
     query = {CALL_QUERY: call_uuid, TOKEN_PARAMETER: decided.token, FROM_QUERY: caller, TO_QUERY: called}
-    return _xml(stream_xml(media_url(gw, request, MEDIA_PATH, query)))
+    return _xml(stream_xml(media_url(gw, request, gw.routed(MEDIA_PATH), query)))
 
 
 async def transfer(request: Request) -> Response:
@@ -121,7 +121,7 @@ def upgrade_refusal(gw: Gateway, ws: WebSocket) -> UpgradeRefusal | None:
         return UpgradeRefusal("token", "stream_token_rejected", {"detail": refusal})
     token, given = gw.settings.plivo.auth_token, ws.headers.get(signing.SIGNATURE_HEADER)
     if token and given is not None:
-        url = media_url(gw, ws, MEDIA_PATH, dict(ws.query_params))
+        url = media_url(gw, ws, ws.url.path, dict(ws.query_params))  # as requested: routed or not
         if not signing.valid(token, "GET", url, ws.headers.get(signing.NONCE_HEADER), given):
             return UpgradeRefusal(
                 "signature", "stream_signature_rejected", {"url": url, "hint": SIGNATURE_HINT}

@@ -86,7 +86,7 @@ async def voice(request: Request) -> Response:
     if answer.kind == "replayed":
         return Response("this call was answered already", status_code=409)
     stream = response.connect().stream(
-        url=media_url(gw, request, MEDIA_PATH), authBearerToken=gw.tokens.bearer(BEARER_PURPOSE)
+        url=media_url(gw, request, gw.routed(MEDIA_PATH)), authBearerToken=gw.tokens.bearer(BEARER_PURPOSE)
     )
     for name in ("From", "To"):
         if params.get(name):

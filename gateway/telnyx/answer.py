@@ -128,4 +128,4 @@ async def voice(request: Request) -> Response:
             query[key] = params[name][:200]
     if moved:
         query[MOVED_QUERY] = "1"
-    return stream_texml(media_url(gw, request, MEDIA_PATH, query))
+    return stream_texml(media_url(gw, request, gw.routed(MEDIA_PATH), query))

@@ -104,7 +104,7 @@ async def answer(request: Request) -> Response:
     if params.get("conversation_uuid"):
         headers["conversation_uuid"] = str(params["conversation_uuid"])[:64]
     signed = bool(gw.settings.vonage.signature_secret)
-    return JSONResponse(connect_ncco(media_url(gw, request, MEDIA_PATH), headers, called, signed))
+    return JSONResponse(connect_ncco(media_url(gw, request, gw.routed(MEDIA_PATH)), headers, called, signed))
 
 
 async def event(request: Request) -> Response:
