@@ -148,32 +148,11 @@ def line_audio(u: Utterance, seed: int = 0) -> bytes:
 
 
 def _speech(u: Utterance) -> bytes:
-    """The utterance as espeak-ng says it at the line's rate, the same in every run: espeak-ng carries state
-    from one synthesis to the next (the same words said after others come out differently: until this was
-    seen, two runs of the set heard the agent's phrases 6 points apart) and seeds some voices' breath noise
-    from the clock. So each utterance is said by a fresh private copy of the library, seeded."""
-    from gateway.local_live.tts import Espeak, synthesize
+    """The utterance as espeak-ng says it at the line's rate, the same in every run (`synthesize_repeatably`:
+    until this was seen, two runs of the set heard the agent's phrases 6 points apart)."""
+    from gateway.local_live.tts import synthesize_repeatably
 
-    espeak = Espeak(library=_private_espeak())
-    try:
-        espeak.seed(zlib.crc32(u.text.encode()))
-        return synthesize(u.text, rate=LINE_RATE, variant=u.voice, wpm=u.wpm, espeak=espeak)
-    finally:
-        espeak.close()
-
-
-@cache
-def _private_espeak() -> str:
-    """A copy of espeak-ng's library under another name: loaded apart from the process's own engine."""
-    import atexit
-    import shutil
-    import tempfile
-
-    import espeakng_loader
-
-    folder = tempfile.mkdtemp(prefix="asr-eval-espeak-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # a loaded library may be unlinked
-    return shutil.copy(espeakng_loader.get_library_path(), f"{folder}/libespeak-ng-eval.so")
+    return synthesize_repeatably(u.text, rate=LINE_RATE, variant=u.voice, wpm=u.wpm)
 
 
 def phone_16k(u: Utterance, seed: int = 0) -> bytes:

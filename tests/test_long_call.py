@@ -34,7 +34,7 @@ from gateway.call import FRAME_S, MAX_REPLAY_S
 from gateway.devtools.simulator import RATE, CallScript, place_call
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
 from gateway.local_live.server import ConnectionRecord
-from gateway.local_live.tts import MALE_VARIANT, synthesize
+from gateway.local_live.tts import MALE_VARIANT, synthesize_repeatably
 from gateway.server import running_gateway
 from tests.support.audio import room_noise
 from tests.support.gateway import logged, settings_for
@@ -58,7 +58,7 @@ def caller_audio() -> bytes:
     """The lines with pauses, all under quiet room noise: no two 20 ms frames of the call are alike, so where
     each connection's audio sits in the call can be found from its content."""
     speech = b"".join(
-        synthesize(line, rate=RATE, variant=MALE_VARIANT, wpm=150) + bytes(int(PAUSE_S * RATE) * 2)
+        synthesize_repeatably(line, rate=RATE, variant=MALE_VARIANT, wpm=150) + bytes(int(PAUSE_S * RATE) * 2)
         for line in LINES
     ) + bytes(int(TAIL_S * RATE) * 2)
     speech = speech[: len(speech) // (2 * LINE_FRAME) * 2 * LINE_FRAME]  # whole frames

@@ -26,7 +26,8 @@ CALLER_VARIANT = "f5"
 
 def caller_speech(text: str, *, rate: int = 16000, lead_s: float = 0.3, tail_s: float = 0.9) -> bytes:
     """What a caller saying ``text`` sounds like: speech with a little room noise before and after."""
-    speech = np.frombuffer(tts.synthesize(text, rate=rate, variant=CALLER_VARIANT, wpm=150), dtype="<i2")
+    said = tts.synthesize_repeatably(text, rate=rate, variant=CALLER_VARIANT, wpm=150)  # the same every run
+    speech = np.frombuffer(said, dtype="<i2")
     rng = np.random.default_rng(len(text))
     noisy = np.clip(speech + rng.normal(0, 20, speech.size), -32768, 32767).astype("<i2").tobytes()
     return room_noise(lead_s, rate) + noisy + room_noise(tail_s, rate, seed=1)
