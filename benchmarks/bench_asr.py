@@ -310,7 +310,7 @@ def main() -> None:
                 shown.append(f"| {u.category} | {u.condition} | {u.text} | {text} | {tool or '-'} |")
 
     def rate(which: str, cats: tuple[str, ...]) -> str:
-        return f"{100 * sum(errors[which][c] for c in cats) / max(1, sum(ref_words[c] for c in cats)):.0f}%"
+        return f"{100 * sum(errors[which][c] for c in cats) / max(1, sum(ref_words[c] for c in cats)):.1f}%"
 
     goodbyes = sum(u.category == "goodbyes" for u in items)
     transfers = sum(u.category == "transfers" for u in items)

@@ -432,7 +432,7 @@ def test_the_grammar_hears_an_agent_phrase_on_the_phone_line():
     from gateway.local_live import asr
 
     utterance = asr.Utterance(asr.shared_pool(preload=1, limit=6))
-    pcm = asr._phone_speech("please hang up", "f3", repeatable=True)
+    pcm = asr._phone_speech("please hang up", "f3")
     for i in range(0, len(pcm), 640):
         utterance.add(pcm[i : i + 640])
     assert utterance.finish() == "please hang up"
@@ -545,12 +545,12 @@ def test_whisper_hears_speech_silence_and_a_turn_longer_than_its_window():
     from gateway.local_live.transcriber import WINDOW_SECONDS, shared_transcriber
 
     whisper = shared_transcriber()
-    first = asr._phone_speech("what time is it", "f3", repeatable=True)
+    first = asr._phone_speech("what time is it", "f3")
     assert whisper.transcribe(first) == "what time is it"
     assert whisper.transcribe(bytes(2 * asr.SAMPLE_RATE)) == ""  # a second of silence: nothing
     assert whisper.transcribe(bytes(2 * 800)) == ""  # 50 ms: too short to hear
     # past the window, the rest is heard in a window of its own
-    second = asr._phone_speech("my name is john", "m3", repeatable=True)
+    second = asr._phone_speech("my name is john", "m3")
     gap = bytes(2 * (WINDOW_SECONDS + 1) * asr.SAMPLE_RATE - len(first))
     heard = whisper.transcribe(first + gap + second)
     assert heard == "what time is it my name is john"
@@ -804,7 +804,7 @@ def test_whisper_finds_what_was_said_likeliest_on_the_phone_line():
     from gateway.local_live.transcriber import shared_transcriber
 
     whisper = shared_transcriber()
-    pcm = asr._phone_speech("please hang up", "f3", repeatable=True)
+    pcm = asr._phone_speech("please hang up", "f3")
     window = whisper.window(pcm)
     assert window.text() == whisper.transcribe(pcm) == "please hang up"
     texts = ["please hang up", "please hang up now", "can you tell me the time", "please"]

@@ -140,7 +140,7 @@ def test_whisper_fills_the_name_it_hears_on_the_phone_line():
     from gateway.local_live.transcriber import shared_transcriber
 
     whisper = shared_transcriber()
-    window = whisper.window(asr._phone_speech("this is laura", "f3", repeatable=True))
+    window = whisper.window(asr._phone_speech("this is laura", "f3"))
     # whatever Whisper wrote in the name's place, asked which of the agent's names goes there, it says Laura
     assert SlotFiller(whisper).fill(window, ["this is enormous"]) == ["this is laura"]
     own, [laura, tom] = window.score_phrases(["this is laura", "this is tom"])

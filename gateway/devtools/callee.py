@@ -92,6 +92,6 @@ def beep(hz: float = BEEP_HZ, seconds: float = BEEP_S, level: float = 0.5) -> by
 
 @functools.lru_cache(maxsize=8)
 def _speech(text: str) -> bytes:
-    from gateway.local_live.tts import MALE_VARIANT, synthesize
+    from gateway.local_live.tts import MALE_VARIANT, synthesize_repeatably
 
-    return synthesize(text, rate=RATE, variant=MALE_VARIANT, wpm=150)
+    return synthesize_repeatably(text, rate=RATE, variant=MALE_VARIANT, wpm=150)

@@ -90,11 +90,11 @@ class DemoError(RuntimeError):
 
 def caller_recording() -> bytes:
     """The demo caller's audio at 8 kHz, made offline with the same synthesiser in another voice."""
-    from gateway.local_live.tts import synthesize
+    from gateway.local_live.tts import synthesize_repeatably
 
     parts = []
     for text, pause_s in CALLER_LINES:
-        parts.append(synthesize(text, rate=RATE, variant=CALLER_VARIANT, wpm=CALLER_WPM))
+        parts.append(synthesize_repeatably(text, rate=RATE, variant=CALLER_VARIANT, wpm=CALLER_WPM))
         parts.append(bytes(int(pause_s * RATE) * 2))
     return b"".join(parts)
 

@@ -101,15 +101,15 @@ def _dictionary(words: frozenset[str]) -> str:
     return "".join(lines)
 
 
-def _phone_speech(text: str, variant: str = "m3", *, repeatable: bool = False) -> bytes:
+def _phone_speech(text: str, variant: str = "m3") -> bytes:
     """Speech as a phone call brings it to the recognizer: 8 kHz mu-law, upsampled by the gateway; the same
-    in every run if `repeatable` (tests: see `tts.synthesize_repeatably`)."""
+    in every run (`tts.synthesize_repeatably`), so that the calibration below, and with it what the recognizer
+    hears, does not change from one start to the next."""
     from gateway.audio import InboundAudio, pcm16_to_ulaw
 
-    from .tts import synthesize, synthesize_repeatably  # late: importable without espeak for unit tests
+    from .tts import synthesize_repeatably  # late: keeps this module importable without espeak for unit tests
 
-    say = synthesize_repeatably if repeatable else synthesize
-    ulaw = pcm16_to_ulaw(say(text, rate=8000, variant=variant))
+    ulaw = pcm16_to_ulaw(synthesize_repeatably(text, rate=8000, variant=variant))
     return InboundAudio(SAMPLE_RATE).convert(ulaw)
 
 
