@@ -108,13 +108,7 @@ class Gateway:
         self.carriers: tuple[Carrier, ...] = (TWILIO, *more_carriers())
         self.controls: dict[str, CarrierControl] = {}  # the other carriers' REST clients, by carrier name
         self.toolbox = Toolbox()
-        self.outbound = (  # the calls this process placed; the limit is the instance's
-            Outbound(settings.max_outbound_calls)
-            if self.machine is None
-            else Outbound(
-                settings.max_outbound_calls, self.machine.publish_outbound, self.machine.claim_outbound
-            )
-        )
+        self.outbound = Outbound(settings.max_outbound_calls, self.machine)  # the calls this process placed
         # Set in the lifespan on Vertex AI (GEMINI_PLATFORM=vertex).
         self.vertex_auth: VertexAuth | None = None
         self.recordings = Recordings(settings, self.records)  # RECORDING: see gateway.recording
@@ -267,9 +261,8 @@ class Gateway:
         the same for every stream: it is computed once per URL, and each upgrade costs one comparison."""
         if self.validator is None:
             return self.unsigned_ok("twilio", "TWILIO_AUTH_TOKEN")
-        url = media_url(
-            self, conn, conn.url.path
-        )  # the URL Twilio requested, routed or not, is what it signed
+        # The URL Twilio requested (routed to a process or not) is the one it signed.
+        url = media_url(self, conn, conn.url.path)
         accepted = self._stream_signatures.get(url)
         if accepted is None:
             if len(self._stream_signatures) >= 16:  # without PUBLIC_URL the host comes from the request
@@ -657,15 +650,12 @@ async def place_call(request: Request) -> Response:
             f"MAX_OUTBOUND_CALLS ({settings.max_outbound_calls}) outbound calls are in progress",
             **{"Retry-After": "5"},
         )
+    call_sid = None
     try:
         # With several processes, Twilio's requests for the call (its webhook, and so its stream; its status
         # and machine-detection callbacks) are routed back to this process, which holds the call's plan.
         call_sid = await gw.control.create(
-            plan.to,
-            plan.from_,
-            settings.public_url,
-            amd_timeout_s=settings.amd_timeout_s,
-            process=None if gw.machine is None else gw.machine.slot,
+            plan.to, plan.from_, settings.public_url, amd_timeout_s=settings.amd_timeout_s, route=gw.routed
         )
     except TwilioRestException as exc:  # Twilio refused it: a number the account may not call, say
         status = 502 if (exc.status or 500) >= 500 else 422
@@ -673,8 +663,7 @@ async def place_call(request: Request) -> Response:
     except Exception as exc:  # network: nothing is known to have been dialled
         return refused(502, f"Twilio's API could not be reached: {type(exc).__name__}")
     finally:
-        gw.outbound.dial_ended()
-    gw.outbound.placed(plan, call_sid, time.monotonic())
+        gw.outbound.dial_ended(plan, call_sid, time.monotonic())
     gw.records.save(
         CallRecord(
             call_sid,

@@ -46,9 +46,9 @@ import structlog
 
 log = structlog.get_logger("gateway.dispatch")
 
-SEGMENT = "process-{slot}"  # the last segment of a path routed to one process
-ROUTE = "/process-{slot:int}"  # the same, as a Starlette route suffix
-_ROUTED = re.compile(rb"^[A-Z]{3,7} [^ ?#]*/process-(\d{1,3})(?:[/?# \r]|$)")
+_SEGMENT = "process-"  # the last segment of a path routed to one process: process-N
+ROUTE = "/" + _SEGMENT + "{slot:int}"  # the same, as a Starlette route suffix
+_ROUTED = re.compile(rb"^[A-Z]{3,7} [^ ?#]*/" + _SEGMENT.encode() + rb"(\d{1,3})(?:[/?# \r]|$)")
 PEEK_BYTES = 1024  # the request line of every route the gateway has fits
 PEEK_S = 1.0  # a client that has sent nothing by then is handed on by load
 MAX_WAITING = 256  # connections held unread at once; beyond that, handed on unread
@@ -60,7 +60,7 @@ READY = b"ready"  # what a process sends on its channel once it serves
 
 def routed(path: str, slot: int) -> str:
     """`path` routed to process `slot`: the stream URL the webhook of that process hands out."""
-    return f"{path.rstrip('/')}/{SEGMENT.format(slot=slot)}"
+    return f"{path.rstrip('/')}/{_SEGMENT}{slot}"
 
 
 def choose(head: bytes, load: Sequence[int], open_slots: Sequence[int], turn: int) -> int | None:
@@ -214,10 +214,13 @@ class FrontDoor:
             self._waiting[conn] = time.monotonic() + PEEK_S
             self._selector.register(conn, selectors.EVENT_READ)
 
-    def _read(self, conn: socket.socket) -> None:
-        """The client has sent its first bytes (or closed): hand it on by what they say."""
+    def _unwait(self, conn: socket.socket) -> None:
         self._selector.unregister(conn)
         del self._waiting[conn]
+
+    def _read(self, conn: socket.socket) -> None:
+        """The client has sent its first bytes (or closed): hand it on by what they say."""
+        self._unwait(conn)
         try:
             head = conn.recv(PEEK_BYTES, socket.MSG_PEEK)
         except OSError:
@@ -230,8 +233,7 @@ class FrontDoor:
 
     def _expire(self, now: float) -> None:
         for conn in [c for c, deadline in self._waiting.items() if deadline <= now]:
-            self._selector.unregister(conn)
-            del self._waiting[conn]
+            self._unwait(conn)
             self._hand(conn, b"")
 
     def _hand(self, conn: socket.socket, head: bytes) -> None:

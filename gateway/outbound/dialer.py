@@ -4,17 +4,17 @@ instance placed, until they end.
 `plan_call` is pure: it checks the request (destination, caller ID, agent, variables, machine policy) and
 renders the agent for this one call, or raises `Refused` with the HTTP status and the reason, before
 anything is dialled. `Outbound` keeps the plans by CallSid: the voice webhook, the media stream and the AMD
-and status callbacks of a call find its agent there. They live in this instance's memory: the webhook,
-stream and callbacks of a call must reach the instance that placed it (one instance, or routing that keeps
-a CallSid's requests together); a stream that lands elsewhere is answered as an inbound call would be.
+and status callbacks of a call find its agent there. They live in this process's memory: the webhook,
+stream and callbacks of a call must reach the process that placed it (its URLs name the process when
+several serve the port; across instances, routing that keeps a CallSid's requests together); a stream that
+lands elsewhere is answered as an inbound call would be.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.agents import Agent, AgentBook
 from gateway.call.answering import MACHINE_POLICIES, MachinePolicy
@@ -121,22 +121,24 @@ def outbound_agent(agent: Agent, values: dict[str, str], opening: str) -> Agent:
     return dataclasses.replace(agent, live=live, greeting="")
 
 
+class SharedOutbound(Protocol):
+    """The other processes' outbound calls (`gateway.machine.Machine`, WEB_CONCURRENCY > 1)."""
+
+    def claim_outbound(self, own: int, limit: int) -> bool: ...
+
+    def publish_outbound(self, own: int) -> None: ...
+
+
 class Outbound:
     """The outbound calls this process placed, by CallSid, until Twilio reports their end. With several
-    processes (WEB_CONCURRENCY), MAX_OUTBOUND_CALLS is the instance's: a call is `claim`ed against every
-    process's (given this one's, true if it fits, counted at once), and each change is `publish`ed."""
+    processes (`shared`), MAX_OUTBOUND_CALLS is the instance's: a dial is claimed against every process's
+    calls (checked and counted at once), and every later change of this process's count is published."""
 
-    def __init__(
-        self,
-        max_calls: int,
-        publish: Callable[[int], None] = lambda _active: None,
-        claim: Callable[[int, int], bool] | None = None,
-    ) -> None:
+    def __init__(self, max_calls: int, shared: SharedOutbound | None = None) -> None:
         self.max_calls = max_calls
         self.plans: dict[str, CallPlan] = {}
         self.dialling = 0  # requests to Twilio in flight (they count against the limit too)
-        self._publish = publish
-        self._claim = claim
+        self._shared = shared
 
     @property
     def active(self) -> int:
@@ -145,22 +147,22 @@ class Outbound:
     def dial(self, now: float) -> bool:
         """A request to Twilio is about to place a call: False (and nothing counted) at the limit."""
         self._forget_stale(now)
-        if self._claim is not None:
-            if not self._claim(self.active, self.max_calls):
+        if self._shared is not None:
+            if not self._shared.claim_outbound(self.active, self.max_calls):
                 return False
         elif self.active >= self.max_calls:
             return False
         self.dialling += 1
         return True
 
-    def dial_ended(self) -> None:
+    def dial_ended(self, plan: CallPlan, call_sid: str | None, now: float) -> None:
+        """The request to Twilio is over: the call placed (`call_sid`: its plan is kept), or not (None). One
+        change of the count, so that other processes never see it dip between the two."""
         self.dialling -= 1
-        self._publish(self.active)
-
-    def placed(self, plan: CallPlan, call_sid: str, now: float) -> None:
-        plan.call_sid, plan.placed_at = call_sid, now
-        self.plans[call_sid] = plan
-        self._publish(self.active)
+        if call_sid is not None:
+            plan.call_sid, plan.placed_at = call_sid, now
+            self.plans[call_sid] = plan
+        self._changed()
 
     def get(self, call_sid: str) -> CallPlan | None:
         return self.plans.get(call_sid)
@@ -172,7 +174,7 @@ class Outbound:
             plan.status = status
             if status in FINAL_STATUSES:
                 del self.plans[call_sid]
-                self._publish(self.active)
+                self._changed()
         return plan
 
     def _forget_stale(self, now: float) -> None:
@@ -180,4 +182,8 @@ class Outbound:
         for sid in stale:
             del self.plans[sid]
         if stale:
-            self._publish(self.active)
+            self._changed()
+
+    def _changed(self) -> None:
+        if self._shared is not None:
+            self._shared.publish_outbound(self.active)

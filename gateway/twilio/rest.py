@@ -6,13 +6,13 @@ every call's audio. Updating a call that has already ended (error 20404) is not 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
-
-from gateway import dispatch
 
 log = structlog.get_logger("gateway.twilio.rest")
 
@@ -51,18 +51,24 @@ class CallControl:
         return await self.update(call_sid, str(response))
 
     async def create(
-        self, to: str, from_: str, public_url: str, *, amd_timeout_s: int = 30, process: int | None = None
+        self,
+        to: str,
+        from_: str,
+        public_url: str,
+        *,
+        amd_timeout_s: int = 30,
+        route: Callable[[str], str] = lambda path: path,
     ) -> str:
         """Place an outbound call; its CallSid. Twilio fetches the voice webhook when the callee picks up (so
         the signed webhook, stream token and pre-warm are the inbound ones), reports every status change,
         and runs answering-machine detection alongside the call, reporting when a machine's greeting has
         ended (`DetectMessageEnd`, asynchronous: the callee is connected at once, not after detection).
-        With `process`, every URL is routed to that one of several gateway processes (gateway.dispatch).
+        Each path goes through `route` (`Gateway.routed`: to this process, when several serve the port).
         Raises TwilioRestException when Twilio refuses (a number it will not call, say)."""
         base = public_url.rstrip("/")
 
         def url(path: str) -> str:
-            return base + (path if process is None else dispatch.routed(path, process))
+            return base + route(path)
 
         call = await self._client.calls.create_async(
             to=to,
