@@ -19,9 +19,9 @@ import threading
 import time
 
 from gateway import dispatch
+from gateway.devtools.load import sample_process
 from gateway.dispatch import FrontDoor
 
-TICK = os.sysconf("SC_CLK_TCK")
 STREAM = b"GET /twilio/media/process-1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"
 WEBHOOK = b"POST /twilio/voice HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
 
@@ -30,12 +30,6 @@ def _door(door: FrontDoor, seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         door.serve(0.5)
-
-
-def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # its own utime and stime
 
 
 def main() -> None:
@@ -68,14 +62,14 @@ def main() -> None:
     for slot in (0, 1):
         threading.Thread(target=worker, args=(slot,), daemon=True).start()
     time.sleep(0.5)
-    before, began = _cpu(door.pid), time.monotonic()
+    before, began = sample_process(door.pid, children=False).cpu, time.monotonic()
     for n in range(args.connections):
         with socket.create_connection(listener.getsockname()) as client:
             client.sendall(STREAM if n % 2 else WEBHOOK)
             with contextlib.suppress(ConnectionResetError):
                 client.recv(1)  # the worker closed it (unread: a reset): handed on
     elapsed = time.monotonic() - began
-    used = _cpu(door.pid) - before
+    used = sample_process(door.pid, children=False).cpu - before
     door.kill()
     print(f"{args.connections} connections in {elapsed:.1f} s; handed to process 0 / 1: {received}")
     print(f"front door CPU: {used * 1e6 / args.connections:.0f} us per connection ({used:.2f} s in all)")

@@ -22,6 +22,7 @@ from websockets.asyncio.client import connect
 from gateway import server as gateway_server
 from gateway.config import ConfigError, load_settings
 from gateway.devtools.callee import Callee
+from gateway.devtools.load import child_processes
 from gateway.machine import Machine, digest, redeem_in, reserve_in, start_in
 from gateway.stream_tokens import StreamTokens
 from gateway.twilio.protocol import TwilioSender
@@ -259,16 +260,6 @@ async def test_outbound_calls_reach_the_process_that_placed_them_and_the_limit_i
             await asyncio.to_thread(proc.wait, 40)
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:  # the parent's pid, after the state
-                out.append(int(stat.parent.name))
-    return out
-
-
 def _running(pids: list[int]) -> list[int]:
     """Those of `pids` still running (not exited; an exited orphan may stay a zombie a while)."""
     out = []
@@ -290,7 +281,7 @@ async def test_workers_whose_supervisor_is_killed_drain_and_exit(tmp_path):
     try:
         async with httpx.AsyncClient() as client:
             await wait_until_serving(client, f"http://127.0.0.1:{port}", proc, log_path, 60)
-        workers = _children(proc.pid)
+        workers = child_processes(proc.pid, descendants=False)
         assert len(workers) == 2
         proc.kill()
         proc.wait()
@@ -321,7 +312,7 @@ async def test_a_worker_that_dies_is_replaced_while_the_other_goes_on_taking_con
         # A worker that dies sooner than this after it started could not start: the instance would stop
         # (the workers start a moment after the command, once the supervisor has imported the gateway).
         await asyncio.sleep(max(0.0, started + gateway_server.EARLY_DEATH_S + 3 - loop.time()))
-        first = _children(proc.pid)
+        first = child_processes(proc.pid, descendants=False)
         os.kill(first[0], signal.SIGKILL)
         # While the supervisor waits to start its replacement, the other process is handed every connection.
         began = loop.time()
@@ -333,7 +324,7 @@ async def test_a_worker_that_dies_is_replaced_while_the_other_goes_on_taking_con
             seen: set[int] = set()
             while seen != {0, 1}:
                 seen.add((await _fresh(url, "/healthz")).json()["process"])
-        assert len(_children(proc.pid)) == 2
+        assert len(child_processes(proc.pid, descendants=False)) == 2
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 40)

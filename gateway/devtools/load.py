@@ -224,8 +224,9 @@ class ChildProcessPeer:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _children(pid: int) -> list[int]:
-    """All descendants of pid (a gateway could run workers or an embedded backend as processes).
+def child_processes(pid: int, *, descendants: bool = True) -> list[int]:
+    """The children of pid, and theirs unless `descendants` is false (a gateway could run workers or an
+    embedded backend as processes).
 
     From /proc/PID/task/TID/children: scanning every /proc entry instead can take tens of milliseconds."""
     found, todo = [], [pid]
@@ -242,7 +243,8 @@ def _children(pid: int) -> list[int]:
             except (OSError, ValueError):
                 continue
             found += kids
-            todo += kids
+            if descendants:
+                todo += kids
     return found
 
 
@@ -276,7 +278,7 @@ def sample_process(pid: int, children: bool = True) -> Usage:
         total = _usage(pid)
     except (OSError, IndexError, ValueError):
         return Usage(math.nan, math.nan, 0)
-    for child in _children(pid) if children else ():
+    for child in child_processes(pid) if children else ():
         with contextlib.suppress(OSError, IndexError, ValueError):
             one = _usage(child)
             total = Usage(total.cpu + one.cpu, total.kernel + one.kernel, total.rss + one.rss)
