@@ -112,7 +112,8 @@ class Gateway:
         # Set in the lifespan on Vertex AI (GEMINI_PLATFORM=vertex).
         self.vertex_auth: VertexAuth | None = None
         self.recordings = Recordings(settings, self.records)  # RECORDING: see gateway.recording
-        self.live_feed = LiveFeed()  # the console's live view: calls in progress, transcripts as they grow
+        # The console's live view: calls in progress, transcripts as they grow.
+        self.live_feed = LiveFeed(self.machine.slot if self.machine is not None else 0)
 
     async def start_tools(self, stack: contextlib.AsyncExitStack) -> None:
         """The shared HTTP client for custom tools and the REST client for transfers, closed at shutdown."""
@@ -875,5 +876,6 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
     app.state.gateway = gateway  # before start-up too: the server's drain needs it
     if settings.console_secret:  # else the console is off (404)
         secure = (settings.public_url or "").startswith("https://")
-        app.state.console_auth = ConsoleAuth(settings.console_secret, secure_cookie=secure)
+        shared = gateway.machine.console_tables if gateway.machine is not None else None
+        app.state.console_auth = ConsoleAuth(settings.console_secret, secure_cookie=secure, tables=shared)
     return app

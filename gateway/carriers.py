@@ -93,16 +93,7 @@ class Carrier:
             WebSocketRoute(self.media_path, media_endpoint(self)),
             *self.routes,
         ]
-        return routes + [_routed(route) for route in routes]
-
-
-def _routed(route: BaseRoute) -> BaseRoute:
-    """`route` at its path routed to one of several processes (gateway.dispatch): the URLs a process hands out
-    for a call it holds something of (a Live session pre-warmed while it rang, an outbound call's plan)."""
-    if isinstance(route, WebSocketRoute):
-        return WebSocketRoute(route.path + dispatch.ROUTE, route.endpoint)
-    assert isinstance(route, Route)
-    return Route(route.path + dispatch.ROUTE, route.endpoint, methods=sorted(route.methods or ()))
+        return routes + [dispatch.routed_route(route) for route in routes]
 
 
 def media_endpoint(carrier: Carrier) -> Callable[[WebSocket], Awaitable[None]]:

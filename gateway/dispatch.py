@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 log = structlog.get_logger("gateway.dispatch")
 
@@ -61,6 +62,15 @@ READY = b"ready"  # what a process sends on its channel once it serves
 def routed(path: str, slot: int) -> str:
     """`path` routed to process `slot`: the stream URL the webhook of that process hands out."""
     return f"{path.rstrip('/')}/{_SEGMENT}{slot}"
+
+
+def routed_route(route: BaseRoute) -> BaseRoute:
+    """`route` at its path routed to one of several processes: for the URLs a process hands out for what it
+    holds (a call's pre-warmed Live session, an outbound call's plan, the console's view of its calls)."""
+    if isinstance(route, WebSocketRoute):
+        return WebSocketRoute(route.path + ROUTE, route.endpoint)
+    assert isinstance(route, Route)
+    return Route(route.path + ROUTE, route.endpoint, methods=sorted(route.methods or ()))
 
 
 def choose(head: bytes, load: Sequence[int], open_slots: Sequence[int], turn: int) -> int | None:
@@ -115,6 +125,14 @@ class FrontDoor:
         self._resume_at: float | None = None  # accepting paused until then
         self.handed: dict[int, int] = {}  # connections handed to each slot, for the log and tests
         self.dropped = 0  # connections no process could take (closed; logged at 1, 2, 4, 8, ...)
+
+    def local_url(self) -> str:
+        """Where a process of this machine reaches the front door: the port on the loopback address of its
+        family (the port may be bound to every address, which cannot be connected to)."""
+        host, port = self._listener.getsockname()[:2]
+        if self._listener.family == socket.AF_INET6:
+            return f"http://[{'::1' if host == '::' else host}]:{port}"
+        return f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
 
     def open_channel(self, slot: int) -> socket.socket:
         """A channel to the process about to be started in `slot`: returns its end (close it here once

@@ -14,7 +14,10 @@ I/O, no server, a lock held for microseconds), so that what was per process is p
   pending time). A webhook answers only while calls plus places are under MAX_CONCURRENT_CALLS; a stream
   becomes a call only while the calls are. A worker that dies has its slot emptied by the supervisor;
 * the outbound calls each process has placed and not yet seen end, so that MAX_OUTBOUND_CALLS is the
-  machine's (each process's in its slot).
+  machine's (each process's in its slot);
+* the console's sign-in state (`gateway.console.auth`): the sessions signed out and the failed sign-ins per
+  client, so that a signed-out cookie is refused by every process and the sign-in limit is the machine's.
+  These tables have a lock of their own: a flood of sign-ins never holds up a call's stream token.
 
 One process (the default on one core, and every test that does not ask for more) has no `Machine`: the
 gateway then keeps all of this in its own memory, as it always did. The rules (`redeem_in`, `reserve_in`,
@@ -38,6 +41,9 @@ log = structlog.get_logger("gateway.machine")
 
 LOCK_WAIT_S = 0.5  # the lock is held for microseconds: waiting this long means its holder died holding it
 TOKEN_TABLE = 16384  # redeemed tokens held at once (each lives about a minute): 256 KiB of shared memory
+# The console's sign-in tables (gateway.console.auth), the same size in one process's memory or the machine's.
+SIGNED_OUT_TABLE = 10_000  # sessions signed out and not yet expired (a session lasts 12 hours)
+SIGN_IN_FAILURE_TABLE = 50_000  # failed sign-ins: 10,000 clients at the limit of 5; the oldest are forgotten
 
 
 def digest(text: str) -> int:
@@ -102,7 +108,12 @@ class Machine:
     key: bytes
     _lock: Any
     _tables: tuple[Any, ...]  # redeemed digests, expiries; waiting digests, untils; calls, outbound per slot
+    _console_lock: Any
+    _console: tuple[Any, ...]  # signed-out session digests, expiries; failed sign-in client digests, times
     slot: int = 0
+    door_url: str = (
+        ""  # where a process reaches the front door (http://127.0.0.1:PORT), to ask another process
+    )
 
     @classmethod
     def create(cls, processes: int) -> Machine:
@@ -115,26 +126,41 @@ class Machine:
             ctx.RawArray("q", processes),
             ctx.RawArray("q", processes),
         )
-        return cls(processes, secrets.token_bytes(32), ctx.Lock(), tables)
+        console = (
+            ctx.RawArray("q", SIGNED_OUT_TABLE),
+            ctx.RawArray("d", SIGNED_OUT_TABLE),
+            ctx.RawArray("q", SIGN_IN_FAILURE_TABLE),
+            ctx.RawArray("d", SIGN_IN_FAILURE_TABLE),
+        )
+        return cls(processes, secrets.token_bytes(32), ctx.Lock(), tables, ctx.Lock(), console)
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, lock: Any = None) -> Iterator[None]:
         """The lock, held for microseconds. A worker killed while holding it (SIGKILL, the OOM killer) would
         leave it held for ever: after LOCK_WAIT_S the tables are used without it (the worst that comes of it
         is a call over the limit in a race), rather than every process of the machine hanging."""
-        locked = self._lock.acquire(timeout=LOCK_WAIT_S)
+        lock = self._lock if lock is None else lock
+        locked = lock.acquire(timeout=LOCK_WAIT_S)
         if not locked:
             log.error("machine_lock_abandoned", waited_s=LOCK_WAIT_S)
         try:
             yield
         finally:
             if locked:
-                self._lock.release()
+                lock.release()
 
-    def _views(self) -> tuple[np.ndarray, ...]:
+    def _views(self, tables: tuple[Any, ...] | None = None) -> tuple[np.ndarray, ...]:
         return tuple(
-            np.frombuffer(t, dtype=np.int64 if t._type_ == "q" else np.float64) for t in self._tables
+            np.frombuffer(t, dtype=np.int64 if t._type_ == "q" else np.float64)
+            for t in (self._tables if tables is None else tables)
         )
+
+    @contextlib.contextmanager
+    def console_tables(self) -> Iterator[tuple[np.ndarray, ...]]:
+        """The console's sign-in tables, under their own lock: signed-out session digests and expiries,
+        failed sign-ins' client digests and times (gateway.console.auth's rules use them)."""
+        with self._locked(self._console_lock):
+            yield self._views(self._console)
 
     def redeem(self, nonce: str, expires: float, now: float) -> str | None:
         with self._locked():

@@ -114,6 +114,7 @@ def serve_processes(settings: Settings, host: str, port: int, processes: int) ->
     (its calls are gone: its place in the limit is emptied first)."""
     shared = machine.Machine.create(processes)
     door = dispatch.FrontDoor(_listen(host, port), shared.calls_by_slot)
+    shared.door_url = door.local_url()
     workers: dict[int, multiprocessing.process.BaseProcess] = {}
     started: dict[int, float] = {}
     stopping = False

@@ -1,7 +1,7 @@
 """The console's sign-in: the session cookie, CSRF tokens, the rate limit, and the calls API taking a session.
 
-The rules (`SessionKey`, `SignInLimiter`) are tested with times passed in; the routes in-process with
-Starlette's test client (the app's own lifespan, a throw-away records file)."""
+The rules (`SessionKey`, `SignInLimiter`, the sign-in tables' functions) are tested with times passed in; the
+routes in-process with Starlette's test client (the app's own lifespan, a throw-away records file)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,23 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.console.auth import COOKIE, SESSION_S, SessionKey, SignInLimiter
+from gateway.console.auth import (
+    COOKIE,
+    SESSION_S,
+    ConsoleAuth,
+    SessionKey,
+    SignInLimiter,
+    failed_in,
+    retry_after_in,
+    sign_out_in,
+    signed_out_in,
+)
+from gateway.machine import Machine
 from gateway.records import CallRecord
 from tests.support.gateway import UNUSED_LIVE_URL, settings_for
 
@@ -59,6 +71,41 @@ def test_sign_in_is_limited_per_client_until_the_window_passes() -> None:
     assert limiter.retry_after("a", 61.5) == 1.0  # the one at 2.0 leaves in 0.5 s: told at least a second
     limiter.succeeded("a")
     assert limiter.retry_after("a", 61.5) is None
+
+
+def test_the_sign_in_tables_forget_the_oldest_when_full() -> None:
+    sessions, expiries = np.zeros(2, np.int64), np.zeros(2, np.float64)
+    sign_out_in(sessions, expiries, 11, expires=500.0)
+    sign_out_in(sessions, expiries, 12, expires=400.0)
+    assert signed_out_in(sessions, expiries, 11, now=100.0) and not signed_out_in(
+        sessions, expiries, 13, 100.0
+    )
+    sign_out_in(sessions, expiries, 13, expires=600.0)  # full: the sign-out that expires first is forgotten
+    assert not signed_out_in(sessions, expiries, 12, 100.0) and signed_out_in(sessions, expiries, 13, 100.0)
+    assert not signed_out_in(sessions, expiries, 11, now=500.0)  # expired: its cookie is refused anyway
+
+    clients, times = np.zeros(4, np.int64), np.zeros(4, np.float64)
+    for t in (1.0, 2.0, 3.0):
+        failed_in(clients, times, 7, t, max_failures=2, window_s=60.0)  # only the latest two are kept
+    assert sorted(times[clients == 7]) == [2.0, 3.0]
+    failed_in(clients, times, 8, 4.0, 2, 60.0)
+    failed_in(clients, times, 9, 5.0, 2, 60.0)
+    failed_in(clients, times, 9, 6.0, 2, 60.0)  # full: client 7's oldest failure is forgotten
+    assert retry_after_in(clients, times, 7, 6.0, 2, 60.0) is None
+    assert retry_after_in(clients, times, 9, 6.0, 2, 60.0) == pytest.approx(59.0)
+
+
+def test_a_session_signed_out_on_one_process_is_refused_by_every_process_and_so_are_its_failures() -> None:
+    machine = Machine.create(2)  # the supervisor's shared memory; the two ConsoleAuths are two processes'
+    first, second = (ConsoleAuth(PASSWORD, False, tables=machine.console_tables) for _ in range(2))
+    session, cookie = first.key.new(now=1000.0)
+    assert first.session(cookie, 1000.0) == second.session(cookie, 1000.0) == session
+    second.revoke(session)
+    assert first.session(cookie, 1001.0) is None and second.session(cookie, 1001.0) is None
+    for t in range(5):
+        (first if t % 2 else second).limiter.failed("203.0.113.9", float(t))
+    assert first.limiter.retry_after("203.0.113.9", 5.0) is not None  # five failures, wherever they were
+    assert ConsoleAuth(PASSWORD, False).session(cookie, 1001.0) == session  # another instance: its own tables
 
 
 @pytest.fixture

@@ -98,3 +98,46 @@ async def test_a_page_s_stream_ends_cleanly_when_the_gateway_stops() -> None:
             await gateway.__aexit__(None, None, None)
         await watching  # ended by the server, not cut: no RemoteProtocolError
     assert received[0].startswith("data: ") and '"snapshot"' in received[0]
+
+
+async def test_other_processes_feeds_are_relayed_and_one_that_cannot_be_read_shows_no_calls(
+    monkeypatch,
+) -> None:
+    """With several processes the page's one stream carries every process's calls; a process whose feed
+    fails is shown absent, then asked again, and its fresh snapshot replaces what the page had of it."""
+    monkeypatch.setattr(live, "RETRY_S", 0.01)
+    feed = LiveFeed(process=0)
+    feed.started("CA0", "+1555", "+1666", "twilio")
+    other = LiveFeed(process=1)
+    other.started("CA1", "+1777", "+1666", "twilio")
+    reads = 0
+
+    async def process_1() -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 1:  # the first read breaks after the snapshot (the process is being replaced)
+            yield other.snapshot()
+            raise OSError("connection reset")
+        yield {"type": "snapshot", "process": 1, "calls": []}  # its successor: the call died with it
+        yield {"type": "bogus"}  # not news: never relayed
+        await asyncio.sleep(3600)
+
+    stream = feed.stream(others={1: process_1})
+    own = await next_event(stream)
+    assert own["process"] == 0 and [c["call_sid"] for c in own["calls"]] == ["CA0"]
+    assert own["calls"][0]["process"] == 0
+    relayed = await next_event(stream)
+    assert relayed["process"] == 1 and relayed["calls"][0]["call_sid"] == "CA1"
+    assert relayed["calls"][0]["process"] == 1
+    assert await next_event(stream) == live.absent(1)
+    assert await next_event(stream) == {"type": "snapshot", "process": 1, "calls": []}
+    feed.line("CA0", "caller", "still here")
+    assert (await next_event(stream))["text"] == "still here"  # the bogus item was not passed on
+    await stream.aclose()  # the relay is cancelled with the page's stream
+    assert not feed._watchers and reads == 2
+
+
+def test_a_process_asked_for_another_s_feed_says_it_is_absent_and_when_to_ask_again() -> None:
+    text = live.absent_stream(3)
+    assert text.startswith("retry: 2000\n")
+    assert json.loads(text.split("data: ", 1)[1]) == live.absent(3)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import signal
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -26,6 +28,7 @@ from gateway.devtools.load import child_processes
 from gateway.machine import Machine, digest, redeem_in, reserve_in, start_in
 from gateway.stream_tokens import StreamTokens
 from gateway.twilio.protocol import TwilioSender
+from tests.support.browser import chromium, screenshot
 from tests.support.gateway import json_lines
 from tests.support.live_peer import LivePeer
 from tests.support.processes import clean_env, free_port, start_gateway, wait_until_serving
@@ -304,14 +307,14 @@ async def test_a_worker_that_dies_is_replaced_while_the_other_goes_on_taking_con
     env = clean_env(PORT=str(port), WEB_CONCURRENCY="2")
     log_path = tmp_path / "serve.log"
     loop = asyncio.get_running_loop()
-    started = loop.time()
     proc = start_gateway(env, tmp_path, log_path)
     try:
         async with httpx.AsyncClient() as client:
             await wait_until_serving(client, url, proc, log_path, 60)
-        # A worker that dies sooner than this after it started could not start: the instance would stop
-        # (the workers start a moment after the command, once the supervisor has imported the gateway).
-        await asyncio.sleep(max(0.0, started + gateway_server.EARLY_DEATH_S + 3 - loop.time()))
+        # A worker that dies sooner than this after it started could not start: the instance would stop.
+        # The workers started before they served (how long the supervisor took to import the gateway before
+        # it forked them varies with the machine's load: from now on is safe whatever it was).
+        await asyncio.sleep(gateway_server.EARLY_DEATH_S + 0.5)
         first = child_processes(proc.pid, descendants=False)
         os.kill(first[0], signal.SIGKILL)
         # While the supervisor waits to start its replacement, the other process is handed every connection.
@@ -329,3 +332,110 @@ async def test_a_worker_that_dies_is_replaced_while_the_other_goes_on_taking_con
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 40)
     assert sum(line.get("event") == "worker_died" for line in json_lines(log_path.read_text())) == 1
+
+
+async def _live_news(url: str, cookie: str, wanted: set[str]) -> dict[str, int]:
+    """The console's live stream, read until its snapshots have shown every call of `wanted`: call -> the
+    process each was shown on."""
+    shown: dict[str, int] = {}
+    async with (
+        httpx.AsyncClient(headers={"Cookie": cookie}) as client,
+        client.stream("GET", url + "/console/live/events") as response,
+        asyncio.timeout(10),
+    ):
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("data: ") and (news := json.loads(line[6:]))["type"] == "snapshot":
+                shown |= {
+                    c["call_sid"]: c["process"] for c in news["calls"] if news["process"] == c["process"]
+                }
+                if wanted <= set(shown):
+                    return shown
+    raise AssertionError(f"the stream ended having shown {shown}")
+
+
+@pytest.mark.e2e
+async def test_the_console_sees_every_processs_calls_and_its_sign_in_state_is_the_machines(tmp_path):
+    """The live view relays every process's calls into one stream and hangs up a call on the process that
+    holds it; a session signed out on one process is refused by all, and so are a client's failures."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with LivePeer() as peer, httpx.AsyncClient() as client:
+        env = clean_env(
+            PORT=str(port), GEMINI_LIVE_URL=peer.url, DEVELOPMENT_MODE="true", AGENT_GREETING="none",
+            WEB_CONCURRENCY="2", CONSOLE_PASSWORD="console-password-1",
+            DATABASE_URL=f"sqlite:///{tmp_path / 'calls.db'}",
+        )  # fmt: skip
+        log_path = tmp_path / "serve.log"
+        proc = start_gateway(env, tmp_path, log_path)
+        try:
+            await wait_until_serving(client, url, proc, log_path, 60)
+            signed_in = await _fresh(url, "/console/login", {"password": "console-password-1"})
+            cookie = f"gateway_console={signed_in.cookies['gateway_console']}"
+            # Calls until both processes hold one (each webhook goes to the process with the fewest).
+            calls: dict[str, tuple[int, websockets.ClientConnection]] = {}
+            for n in range(6):
+                twiml = await _twiml(url, f"CL{n}")
+                stream_url = twiml.find("Connect/Stream").get("url")
+                token = {p.get("name"): p.get("value") for p in twiml.iter("Parameter")}["token"]
+                ws = await _stream(url, f"CL{n}", token, f"MZl{n}", stream_url)
+                calls[f"CL{n}"] = int(stream_url.rsplit("process-", 1)[1]), ws
+                if {p for p, _ in calls.values()} == {0, 1}:
+                    break
+            assert {p for p, _ in calls.values()} == {0, 1}
+            async with asyncio.timeout(10):
+                while (await _fresh(url, "/healthz")).json()["active_calls"] != len(calls):
+                    await asyncio.sleep(0.05)
+
+            # One stream, whichever process serves it, shows every call where it is.
+            for _ in range(4):
+                assert await _live_news(url, cookie, set(calls)) == {sid: p for sid, (p, _) in calls.items()}
+            live_page = await client.get(url + "/console/live", headers={"Cookie": cookie})
+            # A process's own feed, routed to it, needs a session like any console API.
+            assert (await _fresh(url, "/console/live/events/process-1")).status_code == 401
+
+            # In a browser: the live page shows every call, and hangs one up on the process that holds it.
+            sid = next(sid for sid, (p, _) in calls.items() if p == 1)
+            async with chromium() as browser:
+                page = await browser.new_page(viewport={"width": 1100, "height": 700})
+                errors: list[str] = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                await page.goto(url + "/console/login?next=/console/live")
+                await page.fill("input[name=password]", "console-password-1")
+                await page.click("button[type=submit]")
+                # (a locator, not a function: the page's Content-Security-Policy refuses eval)
+                await page.locator(".live-call").nth(len(calls) - 1).wait_for(timeout=10_000)
+                assert sorted(
+                    await page.locator(".live-call").evaluate_all("b => b.map(e => e.dataset.sid)")
+                ) == sorted(calls)
+                assert await page.text_content("#live-status") == "live"
+                page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+                await page.click(f"#call-{sid} button.hang-up")
+                await page.wait_for_selector(f"#call-{sid}.ended", timeout=10_000)
+                await screenshot(page, "console", "live-two-processes")
+                assert not errors
+            await _close_code(calls[sid][1])
+            async with asyncio.timeout(10):
+                while (await _fresh(url, "/healthz")).json()["active_calls"] != len(calls) - 1:
+                    await asyncio.sleep(0.05)
+            assert "operator_hung_up" in log_path.read_text()
+
+            # Signed out on one process, the cookie is refused on every one (eight fresh connections).
+            csrf = re.search(r'name="csrf-token" content="([^"]+)"', live_page.text)[1]
+            async with httpx.AsyncClient(headers={"Cookie": cookie, "X-CSRF-Token": csrf}) as console:
+                assert (await console.post(url + "/console/logout")).status_code == 303
+            for _ in range(8):
+                async with httpx.AsyncClient(headers={"Cookie": cookie}) as console:
+                    assert (await console.get(url + "/console/live/events")).status_code == 401
+            # Five wrong passwords, spread over the processes, and the sixth try is refused on any.
+            for _ in range(5):
+                assert (await _fresh(url, "/console/login", {"password": "guess"})).status_code == 401
+            for _ in range(4):
+                assert (await _fresh(url, "/console/login", {"password": "guess"})).status_code == 429
+            for other, (_, ws) in calls.items():  # the callers hang up: nothing left to drain
+                if other != sid:
+                    await ws.send(TwilioSender("MZl" + other.removeprefix("CL")).stop(other, "AC1"))
+                    await _close_code(ws)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 40)

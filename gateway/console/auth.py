@@ -10,24 +10,32 @@ Every state-changing request also carries the session's CSRF token (header `X-CS
 `csrf`), derived from the session id with the same key. A WebSocket has no CSRF token and no `SameSite`
 guarantee across all browsers, so one is accepted only from the gateway's own origin.
 
-Signing out forgets the session in this process (a copied cookie is refused here until it expires) and
-clears the cookie; the cookie's own expiry bounds it everywhere else.
+Signing out clears the cookie and keeps the session's id until it expires: a copied cookie is refused by
+every process of the instance (with WEB_CONCURRENCY, the machine's table), and the cookie's own expiry
+bounds it on other instances.
 
-Pure parts (`SessionKey`, `SignInLimiter`) take times as arguments; `session_of` reads the clock.
+The sign-in state is two tables of digests and times (`local_tables`, or the machine's shared memory), and
+the rules over them are pure functions (`signed_out_in`, `retry_after_in`, ...); `SessionKey` and
+`SignInLimiter` take times as arguments; `session_of` reads the clock.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import secrets
 import time
-from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import numpy as np
 from starlette.requests import HTTPConnection, Request
+
+from gateway.machine import SIGN_IN_FAILURE_TABLE, SIGNED_OUT_TABLE, digest
 
 COOKIE = "gateway_console"
 CSRF_HEADER = "x-csrf-token"
@@ -36,8 +44,6 @@ SESSION_S = 12 * 3600  # a working day; then sign in again
 # Sign-in attempts that fail: this many per client within the window, then refused until the window passes.
 MAX_FAILURES = 5
 FAILURE_WINDOW_S = 300.0
-MAX_CLIENTS_TRACKED = 10_000  # bounded memory under a flood of addresses: the oldest are forgotten
-MAX_REVOKED = 10_000
 
 
 @dataclass(frozen=True)
@@ -90,51 +96,115 @@ class SessionKey:
         return ConsoleSession(session_id, expires, self._csrf(session_id))
 
 
+Tables = Callable[[], AbstractContextManager[tuple[np.ndarray, ...]]]
+
+
+def local_tables() -> Tables:
+    """The sign-in tables in this process's memory (one process: no lock, nothing shared)."""
+    tables = (
+        np.zeros(SIGNED_OUT_TABLE, np.int64),
+        np.zeros(SIGNED_OUT_TABLE, np.float64),
+        np.zeros(SIGN_IN_FAILURE_TABLE, np.int64),
+        np.zeros(SIGN_IN_FAILURE_TABLE, np.float64),
+    )
+    return lambda: contextlib.nullcontext(tables)
+
+
+# The rules over the tables, pure: a table is a pair of arrays, digests (0: a free entry) and times.
+
+
+def signed_out_in(sessions: np.ndarray, expiries: np.ndarray, session: int, now: float) -> bool:
+    return bool(np.any((sessions == session) & (expiries > now)))
+
+
+def sign_out_in(sessions: np.ndarray, expiries: np.ndarray, session: int, expires: float) -> None:
+    """Over a free or expired entry; a full table forgets the sign-out that expires first (its cookie is good
+    again until then, as it was when every process kept its own)."""
+    entry = int(np.argmin(np.where(sessions == 0, -np.inf, expiries)))
+    sessions[entry], expiries[entry] = session, expires
+
+
+def _recent(clients: np.ndarray, times: np.ndarray, client: int, now: float, window_s: float) -> np.ndarray:
+    return times[(clients == client) & (times > now - window_s)]
+
+
+def retry_after_in(
+    clients: np.ndarray, times: np.ndarray, client: int, now: float, max_failures: int, window_s: float
+) -> float | None:
+    """Seconds until `client` may try again, at least one; None if it may now."""
+    recent = _recent(clients, times, client, now, window_s)
+    if len(recent) < max_failures:
+        return None
+    return max(1.0, float(recent.min()) + window_s - now)
+
+
+def failed_in(
+    clients: np.ndarray, times: np.ndarray, client: int, now: float, max_failures: int, window_s: float
+) -> None:
+    """One more failure of `client`'s: over its oldest once it has `max_failures` (only the latest count),
+    else over a free entry or, the table full, the failure longest ago."""
+    mine = np.flatnonzero(clients == client)
+    if len(mine) >= max_failures:
+        entry = int(mine[np.argmin(times[mine])])
+    else:
+        entry = int(np.argmin(np.where(clients == 0, -np.inf, times)))
+    clients[entry], times[entry] = client, now
+
+
+def succeeded_in(clients: np.ndarray, times: np.ndarray, client: int) -> None:
+    mine = clients == client
+    clients[mine], times[mine] = 0, 0.0
+
+
 class SignInLimiter:
     """Failed sign-ins per client: at most MAX_FAILURES within FAILURE_WINDOW_S, then refused until the
-    oldest of them leaves the window. A success forgets the client's failures."""
+    oldest of them leaves the window. A success forgets the client's failures. Kept in `tables` (this
+    process's, or the machine's: then the limit holds whichever process a try reaches)."""
 
-    def __init__(self, max_failures: int = MAX_FAILURES, window_s: float = FAILURE_WINDOW_S) -> None:
+    def __init__(
+        self,
+        max_failures: int = MAX_FAILURES,
+        window_s: float = FAILURE_WINDOW_S,
+        tables: Tables | None = None,
+    ) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._tables = tables or local_tables()
 
     def retry_after(self, client: str, now: float) -> float | None:
         """Seconds until this client may try again; None if it may now."""
-        recent = [t for t in self._failures.get(client, ()) if now - t < self.window_s]
-        if len(recent) < self.max_failures:
-            return None
-        return max(1.0, recent[0] + self.window_s - now)
+        with self._tables() as (_, _, clients, times):
+            return retry_after_in(clients, times, digest(client), now, self.max_failures, self.window_s)
 
     def failed(self, client: str, now: float) -> None:
-        recent = [t for t in self._failures.pop(client, []) if now - t < self.window_s]
-        self._failures[client] = [*recent, now][-self.max_failures :]
-        while len(self._failures) > MAX_CLIENTS_TRACKED:
-            self._failures.popitem(last=False)
+        with self._tables() as (_, _, clients, times):
+            failed_in(clients, times, digest(client), now, self.max_failures, self.window_s)
 
     def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)
+        with self._tables() as (_, _, clients, times):
+            succeeded_in(clients, times, digest(client))
 
 
 class ConsoleAuth:
-    """The console's sign-in state in this process: the key, the limiter, the sessions signed out here."""
+    """The console's sign-in state: the key, the limiter, the sessions signed out; in this process's memory,
+    or with several processes in the machine's (`gateway.machine`), so that each holds for all of them."""
 
-    def __init__(self, password: str, secure_cookie: bool) -> None:
+    def __init__(self, password: str, secure_cookie: bool, tables: Tables | None = None) -> None:
         self.key = SessionKey(password)
         self.secure_cookie = secure_cookie
-        self.limiter = SignInLimiter()
-        self._revoked: OrderedDict[str, int] = OrderedDict()  # session id -> its expiry
+        self._tables = tables or local_tables()
+        self.limiter = SignInLimiter(tables=self._tables)
 
     def revoke(self, session: ConsoleSession) -> None:
-        self._revoked[session.id] = session.expires
-        while len(self._revoked) > MAX_REVOKED:
-            self._revoked.popitem(last=False)
+        with self._tables() as (sessions, expiries, _, _):
+            sign_out_in(sessions, expiries, digest(session.id), session.expires)
 
     def session(self, cookie: str, now: float) -> ConsoleSession | None:
         session = self.key.read(cookie, now)
-        if session is None or session.id in self._revoked:
+        if session is None:
             return None
-        return session
+        with self._tables() as (sessions, expiries, _, _):
+            return None if signed_out_in(sessions, expiries, digest(session.id), now) else session
 
 
 def console_auth(conn: HTTPConnection) -> ConsoleAuth | None:

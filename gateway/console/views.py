@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,15 +13,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from gateway import dispatch
 from gateway.call.outcome import Outcome
-from gateway.console import figures
-from gateway.console.auth import ConsoleSession, client_of
+from gateway.console import figures, live
+from gateway.console.auth import COOKIE, ConsoleSession, client_of, console_auth
 from gateway.console.pages import api, gateway_of, page, render
 from gateway.records import CallQuery, StoreUnavailable
 
 log = structlog.get_logger("gateway.console")
 
 PAGE_SIZE = 50
+LIVE_EVENTS_PATH = "/console/live/events"
+HANG_UP_PATH = "/console/calls/{sid}/hangup"
 OVERVIEW_MAX_CALLS = 20_000  # the overview reads at most this many calls of its period (the newest)
 OVERVIEW_DAYS = (1, 7, 30)
 CARRIERS = ("twilio", "telnyx", "vonage", "plivo", "signalwire", "browser")
@@ -145,19 +149,37 @@ async def call_page(request: Request, session: ConsoleSession) -> Response:
 
 
 async def live_page(request: Request, session: ConsoleSession) -> Response:
-    return render(request, session, "live.html", nav="live")
+    gw = gateway_of(request)
+    processes = gw.machine.processes if gw.machine is not None else 1
+    return render(request, session, "live.html", nav="live", processes=processes)
 
 
 async def live_events(request: Request, session: ConsoleSession) -> Response:
-    """Server-sent events: the calls in progress, then each line said and each call's end as they come."""
+    """Server-sent events: the calls in progress, then each line said and each call's end as they come; the
+    machine's (every process's, relayed by this one) unless the path names one process: then that one's."""
     gw = gateway_of(request)
-    stream = gw.live_feed.stream(stopping=lambda: gw.drain.active)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # proxies must not hold it back
+    asked = request.path_params.get("slot")
+    if asked is not None and asked != gw.live_feed.process:  # that process is being replaced
+        return Response(live.absent_stream(asked), media_type="text/event-stream", headers=headers)
+    others: dict[int, live.Source] = {}
+    if asked is None and gw.machine is not None and (door := gw.machine.door_url):
+        auth = console_auth(request)
+        assert auth is not None  # a session was required to get here
+        _, signed = auth.key.new(time.time())
+        cookie = f"{COOKIE}={signed}"
+        others = {
+            p: live.process_feed(door + dispatch.routed(LIVE_EVENTS_PATH, p), cookie)
+            for p in range(gw.machine.processes)
+            if p != gw.live_feed.process
+        }
+    stream = gw.live_feed.stream(stopping=lambda: gw.drain.active, others=others)
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
 async def hang_up(request: Request, session: ConsoleSession) -> Response:
-    """`POST /console/calls/{sid}/hangup` (CSRF token required): end a call in progress on this process."""
+    """`POST /console/calls/{sid}/hangup` (CSRF token required): end a call in progress on this process; the
+    live view posts to the path routed to the process that holds the call (`.../hangup/process-N`)."""
     sid = request.path_params["sid"]
     call = next((c for c in gateway_of(request).calls if c.call_sid == sid), None)
     if call is None:
@@ -190,7 +212,14 @@ def routes() -> list[BaseRoute]:
         Route("/console/overview", page(overview), methods=["GET"]),
         Route("/console/calls", page(calls), methods=["GET"]),
         Route("/console/calls/{sid}", page(call_page), methods=["GET"]),
-        Route("/console/calls/{sid}/hangup", api(hang_up, changes_state=True), methods=["POST"]),
+        *_with_routed(
+            Route("/console/calls/{sid}/hangup", api(hang_up, changes_state=True), methods=["POST"])
+        ),
         Route("/console/live", page(live_page), methods=["GET"]),
-        Route("/console/live/events", api(live_events), methods=["GET"]),
+        *_with_routed(Route(LIVE_EVENTS_PATH, api(live_events), methods=["GET"])),
     ]
+
+
+def _with_routed(route: Route) -> tuple[BaseRoute, BaseRoute]:
+    """A route, and its twin routed to one process (the live view's, for the calls each process holds)."""
+    return route, dispatch.routed_route(route)
