@@ -850,6 +850,7 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                 )
             stack.callback(gateway.refusals.close)
             stack.callback(gateway.live_feed.close)
+            stack.push_async_callback(gateway.live_feed.aclose)
             log.info("gateway_ready", live_url=gateway.live_url, model=settings.live.model)
             # What start-up built (modules, the local backend's models, the agents) lives as long as the
             # process: out of the collector's sight, a full collection scans only what calls and sockets

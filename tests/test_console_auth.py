@@ -61,16 +61,13 @@ def test_the_password_check() -> None:
 def test_sign_in_is_limited_per_client_until_the_window_passes() -> None:
     limiter = SignInLimiter(max_failures=3, window_s=60.0)
     for t in (0.0, 1.0, 2.0):
-        assert limiter.retry_after("a", t) is None
-        limiter.failed("a", t)
-    assert limiter.retry_after("a", 3.0) == pytest.approx(57.0)
-    assert limiter.retry_after("b", 3.0) is None  # another client is not held up
-    assert limiter.retry_after("a", 60.5) is None  # the first failure has left the window
-    limiter.failed("a", 61.0)
-    limiter.failed("a", 61.5)  # with the one at 2.0: three within the window again
-    assert limiter.retry_after("a", 61.5) == 1.0  # the one at 2.0 leaves in 0.5 s: told at least a second
+        assert limiter.attempt("a", t) is None  # let through, and a failure until a success says otherwise
+    assert limiter.attempt("a", 3.0) == pytest.approx(57.0)
+    assert limiter.attempt("b", 3.0) is None  # another client is not held up
+    assert limiter.attempt("a", 60.5) is None  # the first failure has left the window; this try counts
+    assert limiter.attempt("a", 60.9) == 1.0  # with 1.0 and 2.0: 1.0 leaves in 0.1 s: told at least a second
     limiter.succeeded("a")
-    assert limiter.retry_after("a", 61.5) is None
+    assert limiter.attempt("a", 61.5) is None
 
 
 def test_the_sign_in_tables_forget_the_oldest_when_full() -> None:
@@ -103,8 +100,8 @@ def test_a_session_signed_out_on_one_process_is_refused_by_every_process_and_so_
     second.revoke(session)
     assert first.session(cookie, 1001.0) is None and second.session(cookie, 1001.0) is None
     for t in range(5):
-        (first if t % 2 else second).limiter.failed("203.0.113.9", float(t))
-    assert first.limiter.retry_after("203.0.113.9", 5.0) is not None  # five failures, wherever they were
+        assert (first if t % 2 else second).limiter.attempt("203.0.113.9", float(t)) is None
+    assert first.limiter.attempt("203.0.113.9", 5.0) is not None  # five failures, wherever they were
     assert ConsoleAuth(PASSWORD, False).session(cookie, 1001.0) == session  # another instance: its own tables
 
 

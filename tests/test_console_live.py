@@ -141,3 +141,19 @@ def test_a_process_asked_for_another_s_feed_says_it_is_absent_and_when_to_ask_ag
     text = live.absent_stream(3)
     assert text.startswith("retry: 2000\n")
     assert json.loads(text.split("data: ", 1)[1]) == live.absent(3)
+
+
+async def test_a_draining_process_tells_its_page_the_others_are_no_longer_relayed() -> None:
+    feed = LiveFeed(process=0)
+    draining = False
+
+    async def process_1() -> Any:
+        yield {"type": "snapshot", "process": 1, "calls": []}
+        await asyncio.sleep(3600)
+
+    stream = feed.stream(stopping=lambda: draining, others={1: process_1})
+    assert (await next_event(stream))["process"] == 0
+    assert (await next_event(stream))["process"] == 1
+    draining = True
+    assert await next_event(stream) == live.absent(1)  # else the page would keep process 1's calls
+    assert [chunk async for chunk in stream] == []

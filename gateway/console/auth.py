@@ -75,10 +75,10 @@ class SessionKey:
     def _csrf(self, session_id: str) -> str:
         return self._sign(f"csrf:{session_id}")
 
-    def new(self, now: float) -> tuple[ConsoleSession, str]:
+    def new(self, now: float, lifetime_s: int = SESSION_S) -> tuple[ConsoleSession, str]:
         """A new session and its cookie value."""
         session_id = secrets.token_urlsafe(16)
-        expires = int(now) + SESSION_S
+        expires = int(now) + lifetime_s
         payload = f"{session_id}.{expires}"
         return ConsoleSession(session_id, expires, self._csrf(session_id)), f"{payload}.{self._sign(payload)}"
 
@@ -151,6 +151,18 @@ def failed_in(
     clients[entry], times[entry] = client, now
 
 
+def attempt_in(
+    clients: np.ndarray, times: np.ndarray, client: int, now: float, max_failures: int, window_s: float
+) -> float | None:
+    """A sign-in try by `client`: refused (seconds to wait) at the limit, else counted as a failure at once,
+    in the same step, so that tries at the same moment on several processes cannot all pass the check (a
+    success then forgets the client's failures, this one with them)."""
+    wait_s = retry_after_in(clients, times, client, now, max_failures, window_s)
+    if wait_s is None:
+        failed_in(clients, times, client, now, max_failures, window_s)
+    return wait_s
+
+
 def succeeded_in(clients: np.ndarray, times: np.ndarray, client: int) -> None:
     mine = clients == client
     clients[mine], times[mine] = 0, 0.0
@@ -171,14 +183,11 @@ class SignInLimiter:
         self.window_s = window_s
         self._tables = tables or local_tables()
 
-    def retry_after(self, client: str, now: float) -> float | None:
-        """Seconds until this client may try again; None if it may now."""
+    def attempt(self, client: str, now: float) -> float | None:
+        """A try: None if the client may try now (it counts as a failure until `succeeded`), else the
+        seconds until it may."""
         with self._tables() as (_, _, clients, times):
-            return retry_after_in(clients, times, digest(client), now, self.max_failures, self.window_s)
-
-    def failed(self, client: str, now: float) -> None:
-        with self._tables() as (_, _, clients, times):
-            failed_in(clients, times, digest(client), now, self.max_failures, self.window_s)
+            return attempt_in(clients, times, digest(client), now, self.max_failures, self.window_s)
 
     def succeeded(self, client: str) -> None:
         with self._tables() as (_, _, clients, times):

@@ -66,6 +66,7 @@ class LiveFeed:
     def __init__(self, process: int = 0) -> None:
         self.process = process  # this process's slot among several (0 when it is the only one)
         self.calls: dict[str, LiveCall] = {}
+        self._http: httpx.AsyncClient | None = None  # for reading the other processes' feeds, made once
         self._watchers: set[asyncio.Queue[News | None]] = set()
         _FEEDS.add(self)
 
@@ -106,6 +107,19 @@ class LiveFeed:
         if self.calls.pop(call_sid, None) is not None:
             self._tell({"type": "ended", "call_sid": call_sid, "outcome": outcome})
 
+    def http(self) -> httpx.AsyncClient:
+        """The client that reads the other processes' feeds: one per process, made at first use. Plain HTTP
+        on the loopback: no certificates loaded (that takes tens of milliseconds of the event loop), and no
+        proxy from the environment (HTTP_PROXY would be sent the session cookie)."""
+        if self._http is None:
+            timeout = httpx.Timeout(5.0, read=2 * KEEPALIVE_S)  # at least a keepalive every KEEPALIVE_S
+            self._http = httpx.AsyncClient(timeout=timeout, verify=False, trust_env=False)
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
     def close(self) -> None:
         """Shutdown: every page's stream ends."""
         for queue in self._watchers:
@@ -140,6 +154,9 @@ class LiveFeed:
                     return
                 quiet_since = time.monotonic()
                 yield _event(news)
+            if stopping():  # draining: the page's next stream may be long coming; it must not keep these
+                for process in others or {}:
+                    yield _event(absent(process))
         finally:
             self._watchers.discard(queue)
             for relay in relays:
@@ -172,16 +189,12 @@ def absent_stream(process: int) -> str:
     return f"retry: {int(RETRY_S * 1000)}\n" + _event(absent(process))
 
 
-def process_feed(url: str, cookie: str) -> Source:
+def process_feed(client: httpx.AsyncClient, url: str, cookie: str) -> Source:
     """Another process's feed, read as a page reads it: `url` is its events' path routed to that process
     through the front door, `cookie` a console session's (one this process signed)."""
 
     async def news() -> AsyncIterator[News]:
-        timeout = httpx.Timeout(5.0, read=2 * KEEPALIVE_S)  # it sends at least a keepalive every KEEPALIVE_S
-        async with (
-            httpx.AsyncClient(timeout=timeout, headers={"Cookie": cookie}) as client,
-            client.stream("GET", url) as response,
-        ):
+        async with client.stream("GET", url, headers={"Cookie": cookie}) as response:
             response.raise_for_status()
             async for line in response.aiter_lines():
                 if line.startswith("data: "):

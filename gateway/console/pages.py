@@ -130,7 +130,7 @@ async def login(request: Request) -> Response:
     client, now = client_of(request), time.monotonic()
     form = await request.form()
     target = _safe_next(str(form.get("next") or ""))
-    wait_s = auth.limiter.retry_after(client, now)
+    wait_s = auth.limiter.attempt(client, now)  # counted as a failure unless the password is right
     if wait_s is not None:
         log.warning("console_sign_in_limited", client=client, retry_after_s=round(wait_s))
         response = render(request, None, "login.html", next=target,
@@ -140,7 +140,6 @@ async def login(request: Request) -> Response:
         return response
     password = form.get("password")
     if not isinstance(password, str) or not auth.key.password_ok(password):
-        auth.limiter.failed(client, now)
         log.warning("console_sign_in_failed", client=client)
         response = render(request, None, "login.html", next=target, error="Wrong password.")
         response.status_code = 401

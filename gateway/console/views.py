@@ -136,7 +136,9 @@ async def call_page(request: Request, session: ConsoleSession) -> Response:
             return render(request, session, "error.html", nav="live", status_code=404,
                           error=f"Call {sid} is in progress: follow it on the Live page; its record comes "
                           "when it ends.")  # fmt: skip
-        return render(request, session, "error.html", nav="calls", error=f"No call {sid}.", status_code=404)
+        # (in progress on another process, or no such call: either way its record is not there yet)
+        error = f"No record of call {sid}: a call's record is written when it ends."
+        return render(request, session, "error.html", nav="calls", error=error, status_code=404)
     turns = figures.latencies(record)
     in_progress = any(c.call_sid == sid for c in gateway_of(request).calls)
     return render(
@@ -166,10 +168,11 @@ async def live_events(request: Request, session: ConsoleSession) -> Response:
     if asked is None and gw.machine is not None and (door := gw.machine.door_url):
         auth = console_auth(request)
         assert auth is not None  # a session was required to get here
-        _, signed = auth.key.new(time.time())
+        # A session of its own, as long as this stream lasts (it never leaves the machine).
+        _, signed = auth.key.new(time.time(), lifetime_s=int(live.STREAM_S) + 60)
         cookie = f"{COOKIE}={signed}"
         others = {
-            p: live.process_feed(door + dispatch.routed(LIVE_EVENTS_PATH, p), cookie)
+            p: live.process_feed(gw.live_feed.http(), door + dispatch.routed(LIVE_EVENTS_PATH, p), cookie)
             for p in range(gw.machine.processes)
             if p != gw.live_feed.process
         }

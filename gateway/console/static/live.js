@@ -58,12 +58,20 @@
     if (!window.confirm(`Hang up call ${sid}? The caller is disconnected at once.`)) return;
     button.disabled = true;
     const routed = processes > 1 ? `/process-${process}` : "";
-    const response = await fetch(`/console/calls/${encodeURIComponent(sid)}/hangup${routed}`, {
-      method: "POST", headers: { "X-CSRF-Token": csrf }, credentials: "same-origin",
-    });
+    let response;
+    try {
+      response = await fetch(`/console/calls/${encodeURIComponent(sid)}/hangup${routed}`, {
+        method: "POST", headers: { "X-CSRF-Token": csrf }, credentials: "same-origin",
+      });
+    } catch (error) {
+      button.disabled = false;
+      window.alert("Not hung up: the gateway could not be reached.");
+      return;
+    }
     if (!response.ok) {
       button.disabled = false;
-      window.alert("Not hung up: " + ((await response.json()).error || response.status));
+      const answer = await response.json().catch(() => ({}));
+      window.alert("Not hung up: " + (answer.error || response.status));
     } else if (!button.closest(".live-call").classList.contains("ended")) {
       button.textContent = "hanging up…"; // unless its end was told before this answer
     }
