@@ -14,18 +14,20 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import structlog
 import uvicorn
 from prometheus_client import multiprocess
 from starlette.applications import Starlette
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import dispatch, machine
 from gateway.app import create_app
 from gateway.call import TranscriptObserver
 from gateway.config import Settings
 from gateway.drain import DrainingServer
+from gateway.forwarded import KeepPeer
 from gateway.http_guard import HttpGuard, HttpLimits, connection_budget
 from gateway.media_socket import MediaSocket
 
@@ -43,8 +45,12 @@ def uvicorn_config(
     # Deadlines for a request's headers and body, a budget of HTTP connections, one line per refusal
     # (gateway.http_guard): uvicorn alone lets slow clients hold connections for ever.
     guard = HttpGuard(http_limits)
+    # Heroku's router and most proxies terminate TLS: X-Forwarded-Proto is trusted for derived URLs (the ones
+    # carriers sign), from any peer. The connection's own address is kept first (gateway.forwarded).
+    proxied: Any = ProxyHeadersMiddleware(cast(Any, guard.wrap(app)), trusted_hosts="*")  # (uvicorn's types)
+    served = KeepPeer(proxied)
     return uvicorn.Config(
-        guard.wrap(app),
+        served,
         host=host,
         port=port,
         lifespan="on",
@@ -52,9 +58,7 @@ def uvicorn_config(
         timeout_keep_alive=guard.limits.keep_alive_s,
         # uvicorn's own lines (and asyncio's, websockets') go through the gateway's JSON logging (logs.py).
         log_config=None,
-        # Heroku's router and most proxies terminate TLS: trust X-Forwarded-Proto for derived URLs.
-        proxy_headers=True,
-        forwarded_allow_ips="*",
+        proxy_headers=False,  # applied above, inside KeepPeer
         log_level="warning",
         access_log=False,
         # uvicorn's websockets-sansio protocol (measured: 16% less CPU per call than its legacy websockets

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from starlette.requests import HTTPConnection, Request
 
+from gateway.forwarded import client_address
 from gateway.machine import SIGN_IN_FAILURE_TABLE, SIGNED_OUT_TABLE, digest
 
 COOKIE = "gateway_console"
@@ -257,5 +258,5 @@ def csrf_ok(request: Request, session: ConsoleSession) -> bool:
 
 
 def client_of(conn: HTTPConnection) -> str:
-    """Who is signing in, for the rate limit: the peer's address."""
-    return conn.client.host if conn.client else "unknown"
+    """Who is signing in, for the rate limit and the log: the client's address (gateway.forwarded)."""
+    return client_address(conn.scope)
