@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gateway.filter_taps import SHIPPED_TAPS
+
 with warnings.catch_warnings():  # stdlib audioop is deprecated on 3.11/3.12; audioop-lts provides it on 3.13+
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop as audioop  # re-exported: the rest of the package imports it from here, warning-free
@@ -108,18 +110,24 @@ def _response_db(h: np.ndarray, fs: float, pass_hz: float, stop_hz: float) -> tu
     return attenuation, ripple
 
 
-@functools.cache
-def _design(in_rate: int, out_rate: int) -> _Plan:
-    from scipy.signal import remez  # design time only; keeps scipy out of the per-frame path
-
+def _band(in_rate: int, out_rate: int) -> tuple[int, int, float, float, float]:
+    """(L, M, the filter rate, pass edge, stop edge) of the streaming ratio in_rate -> out_rate."""
     g = math.gcd(in_rate, out_rate)
     up, down = out_rate // g, in_rate // g
     if max(up, down) > _MAX_FACTOR:
         raise ValueError(f"streaming ratio {in_rate}->{out_rate} is too fine; use resample_block")
-    fs = in_rate * up
     nyquist = min(in_rate, out_rate) / 2
-    pass_hz = _PASS_FRACTION * nyquist
-    stop_hz = (_STOP_FRACTION_DOWN if out_rate < in_rate else _STOP_FRACTION_UP) * nyquist
+    stop = (_STOP_FRACTION_DOWN if out_rate < in_rate else _STOP_FRACTION_UP) * nyquist
+    return up, down, float(in_rate * up), _PASS_FRACTION * nyquist, stop
+
+
+def design_taps(in_rate: int, out_rate: int) -> np.ndarray:
+    """The quantised taps (integers, in float64) of the shortest equiripple filter that meets the spec for
+    in_rate -> out_rate. Slow (scipy.signal takes a second to import): the ratios every call uses ship
+    designed, in gateway.filter_taps (tests/test_audio.py designs them again and compares)."""
+    from scipy.signal import remez
+
+    up, _down, fs, pass_hz, stop_hz = _band(in_rate, out_rate)
     # Start below the usual equiripple length estimate and grow until the quantised taps meet the spec.
     estimate = (_TARGET_ATTENUATION_DB - 13.0) / (14.6 * (stop_hz - pass_hz) / fs)
     num_taps = max(int(estimate * 0.8) | 1, 9)
@@ -131,11 +139,25 @@ def _design(in_rate: int, out_rate: int) -> _Plan:
         except ValueError:  # pragma: no cover - remez did not converge at this length; try the next one
             num_taps += 2
             continue
-        hq = np.round(h * up * 2.0**_TAP_BITS)  # gain L makes up for the zeros stuffed between inputs
+        # gain L makes up for the zeros stuffed between inputs
+        hq: np.ndarray = np.round(h * up * 2.0**_TAP_BITS)
         attenuation, ripple = _response_db(hq, fs, pass_hz, stop_hz)
         if attenuation >= _TARGET_ATTENUATION_DB and ripple <= _MAX_RIPPLE_DB:
-            break
+            return hq
         num_taps += 2  # odd lengths only: integer group delay at L * in_rate
+
+
+@functools.cache
+def _design(in_rate: int, out_rate: int) -> _Plan:
+    up, down, fs, pass_hz, stop_hz = _band(in_rate, out_rate)
+    shipped = SHIPPED_TAPS.get((in_rate, out_rate))
+    hq = np.array(shipped, dtype=np.float64) if shipped is not None else design_taps(in_rate, out_rate)
+    attenuation, ripple = _response_db(hq, fs, pass_hz, stop_hz)
+    if attenuation < _TARGET_ATTENUATION_DB or ripple > _MAX_RIPPLE_DB:  # shipped taps edited by hand
+        raise RuntimeError(
+            f"the taps for {in_rate}->{out_rate} miss the spec: {attenuation:.1f} dB, {ripple} dB"
+        )
+    num_taps = hq.size
 
     # Block q (inputs q*M .. q*M+M-1, the last one e) yields outputs m = q*L + r, r < L. Output m is the
     # filter output at intermediate index t = (m+1)*M - 1, the latest one computable from the block, so

@@ -6,7 +6,6 @@ import os
 import wave
 
 import numpy as np
-import scipy.io.wavfile
 
 from gateway.audio import resample_block
 
@@ -42,6 +41,8 @@ def load_caller_wav(path: PathLike, rate: int = TELEPHONY_RATE) -> tuple[bytes, 
 
 
 def _load(path: PathLike, channel: int | None, rate: int = TELEPHONY_RATE) -> tuple[bytes, int]:
+    import scipy.io.wavfile  # its import is a tenth of a second of every process's start: only readers pay
+
     file_rate, data = scipy.io.wavfile.read(os.fspath(path))
     samples = _to_float(data)
     channels = samples.shape[1] if samples.ndim == 2 else 1

@@ -17,7 +17,6 @@ from fractions import Fraction
 
 import espeakng_loader
 import numpy as np
-from scipy.signal import resample_poly
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
@@ -158,6 +157,8 @@ def synthesize(
     if pcm.size == 0:
         return b""
     ratio = Fraction(rate, eng.sample_rate)
+    from scipy.signal import resample_poly  # a second to import: only processes that speak pay it
+
     out = resample_poly(pcm.astype(np.float32), ratio.numerator, ratio.denominator)
     return np.clip(np.round(out), -32768, 32767).astype("<i2").tobytes()
 
