@@ -43,12 +43,11 @@ pytestmark = pytest.mark.e2e
 
 LINES = [
     "hello there", "my name is john", "the weather is lovely today", "i would like a pizza",
-    "can you hear me", "what time is it", "thank you very much", "tell me something",
-    "the quick brown fox", "i live in london", "see you later",
+    "what time is it", "thank you very much", "i live in london", "see you later",
 ]  # fmt: skip
-PAUSE_S = 5.0  # after each line
+PAUSE_S = 3.0  # after each line
 TAIL_S = 2.0  # the caller's line stays open this long after the last pause, then they hang up
-GOAWAY_AFTER_S, TIME_LEFT_S = 4.0, 3.0  # every connection is closed by the server at most 7 s after it opened
+GOAWAY_AFTER_S, TIME_LEFT_S = 3.0, 2.0  # every connection is closed by the server at most 5 s after it opened
 LINE_FRAME = int(RATE * FRAME_S)  # samples in one caller frame on the phone line
 FRAME = 640  # one caller frame as Live gets it: 20 ms at 16 kHz, 16-bit
 MAX_REPLAY_FRAMES = int(MAX_REPLAY_S / FRAME_S)
@@ -207,7 +206,7 @@ async def test_a_long_call_survives_goaways_and_dropped_connections(capsys):
     assert result.closed_by == "caller"
     assert result.media_frames_sent == len(audio) // 2 // LINE_FRAME
     assert result.duration_s >= len(audio) / 2 / RATE
-    # Switches: one per new connection, every one resumed; the server ends each connection within 7 s.
+    # Switches: one per new connection, every one resumed; the server ends each connection within 5 s.
     assert len(switches) == len(records) - 1 and all(s["resumed"] for s in switches)
     assert len(records) >= result.duration_s // (GOAWAY_AFTER_S + TIME_LEFT_S)
 
