@@ -254,7 +254,9 @@ async def test_a_custom_tool_is_answered_by_a_signed_http_request(live, tmp_path
         async with running_gateway(
             settings, on_transcript=lambda _s, role, text: transcripts.append(text)
         ) as url:
-            result = await place_call(url, CallScript(audio=SILENCE, trailing_silence_s=12.0))
+            said = lambda: any(heard in text for text in transcripts)  # noqa: E731
+            script = CallScript(audio=SILENCE, trailing_silence_s=12.0, hang_up_when=said)
+            result = await place_call(url, script)
 
     # The model heard the answer (or the failure) and said so; the call went on to the caller's hang-up.
     assert any(heard in text for text in transcripts), transcripts

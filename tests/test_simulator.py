@@ -298,6 +298,21 @@ async def test_paces_frames_in_real_time_and_numbers_them_like_twilio(serve) -> 
     assert "closed by caller" in summarize(result)
 
 
+async def test_the_caller_hangs_up_once_told_after_its_audio_and_never_before(serve) -> None:
+    gateway = ScriptedGateway(token="secret")
+    url = await serve(gateway)
+    asked: list[int] = []
+
+    def done() -> bool:  # asked once per frame after the audio: true from the fifth time on
+        asked.append(1)
+        return len(asked) >= 5
+
+    script = CallScript(tone(0.4, freq=300), trailing_silence_s=30.0, hang_up_when=done)
+    result = await place_call(url, script, auth_token="secret")
+    assert result.media_frames_sent == 20 + 4  # the audio's 20 frames whatever it says, then 4 of silence
+    assert result.closed_by == "caller"
+
+
 # --- signatures ---
 
 

@@ -104,6 +104,9 @@ class CallScript:
     trailing_silence_s: float = 3.0  # silence streamed after the audio, before `stop`
     dtmf: list[tuple[float, str]] = field(default_factory=list)  # (seconds from stream start, digit)
     hang_up: bool = True  # send `stop` and close at the end; False = wait for the gateway to close
+    # Once its audio is over, the caller hangs up as soon as this says so (asked every 20 ms), at the latest
+    # after trailing_silence_s: a test waits for what it expects, not for the longest it could take.
+    hang_up_when: Callable[[], bool] | None = None
     max_duration_s: float = 600.0  # safety net for hang_up=False: the caller gives up after this long
     # The agent's audio coming back on the caller's side (a line's echo), this many dB below what played,
     # this long after it played (None: no echo).
@@ -438,7 +441,10 @@ class _Call:
 
     def _call_over(self, n: int) -> bool:
         if self.script.hang_up:
-            return n >= self.audio_frames + self.trailing_frames
+            done = self.script.hang_up_when
+            return n >= self.audio_frames + self.trailing_frames or (
+                n >= self.audio_frames and done is not None and done()
+            )
         if n * FRAME_S >= self.script.max_duration_s:
             self.emit("timeout", after_s=self.script.max_duration_s)
             return True
