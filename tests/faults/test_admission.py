@@ -344,7 +344,7 @@ async def test_a_refused_socket_builds_no_call_and_start_up_is_out_of_the_collec
     assert built == []  # 40 refused sockets, no Call
     assert len(peer.sessions) == 0  # and no Live session
     # Everything start-up made (modules, models, the app) is frozen, and given back to the collector after.
-    assert frozen_serving - frozen_before > 10_000 and frozen_after == frozen_before
+    assert frozen_serving - frozen_before > 10_000 and frozen_after <= frozen_before
     refused = [line for line in logged(capsys) if "reason" in line]
     assert Counter(line["reason"] for line in refused).total() == 40  # one line each (under 50 a second)
 
