@@ -98,7 +98,6 @@ def utterance(text: str) -> bytes:
 
 async def test_a_live_peer_that_stops_reading_is_left_within_the_stall_time_and_the_call_goes_on(capsys):
     speech = await asyncio.to_thread(utterance, "what time is it")
-    audio = speech + bytes(int(10 * RATE) * 2)
     async with LocalLiveServer() as live:
         port = urlsplit(live.url()).port
         assert port is not None
@@ -106,10 +105,23 @@ async def test_a_live_peer_that_stops_reading_is_left_within_the_stall_time_and_
             settings = settings_for(
                 relay.url(live.url()), LIVE_STALL_S=str(STALL_S), AGENT_GREETING="Say hello."
             )
-            app = create_app(settings)
+            said: list[tuple[str, float]] = []  # (role, when) of each transcript line the gateway logged
+
+            def answered_a_second_ago() -> bool:  # the agent's answer to the caller began over a second ago
+                roles = [role for role, _ in said]
+                after = roles.index("caller") if "caller" in roles else len(roles)
+                return any(r == "agent" and t < loop.time() - 1.0 for r, t in said[after:])
+
+            loop = asyncio.get_running_loop()
+            note = lambda _sid, role, _text: said.append((role, loop.time()))  # noqa: E731
+            app = create_app(settings, on_transcript=note)
             async with running_gateway(settings, app=app) as url:
-                # The greeting plays, the connection freezes at 3 s, the caller speaks at 4 s.
-                script = CallScript(audio=audio, leading_silence_s=4.0, trailing_silence_s=1.0)
+                # The greeting plays, the connection freezes at 3 s, the caller speaks at 4 s, and hangs up
+                # a second into the agent's answer (at the latest 11 s after speaking).
+                script = CallScript(
+                    audio=speech, leading_silence_s=4.0, trailing_silence_s=11.0,
+                    hang_up_when=answered_a_second_ago,
+                )  # fmt: skip
                 result = await place_call(url, script)
                 await wait_for(lambda: not app.state.gateway.calls, timeout=5.0)  # no zombie call left
     lines = logged(capsys)
@@ -123,7 +135,8 @@ async def test_a_live_peer_that_stops_reading_is_left_within_the_stall_time_and_
     # back until the keepalive gave up (38 to 87 s); now the stall time, a switch and Live's own latency.
     assert answered and answered[0].response_latency is not None
     assert answered[0].response_latency < STALL_S + 3.0, answered[0]
-    print(f"\nstalled Live: answered {answered[0].response_latency:.2f} s after the caller stopped speaking")
+    latency, duration = answered[0].response_latency, result.duration_s
+    print(f"\nstalled Live: answered {latency:.2f} s after the caller stopped; call of {duration:.1f} s")
     assert ended[-1]["outcome"] == "caller_hung_up"
 
 
