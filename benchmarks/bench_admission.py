@@ -2,7 +2,7 @@
 
 One `gateway serve` process (signed like production), one call in progress whose agent speaks 20 ms chunks in
 real time (a scripted Live peer), and windows that alternate: the call alone for as long as the last attack
-took, then an attack (bursts of 50 upgrades, half unsigned, refused before the upgrade, half signed with a
+window, then an attack (bursts of 50 upgrades, half unsigned, refused before the upgrade, half signed with a
 forged stream token, refused at `start`; the attacker is its own process at the lowest CPU priority). Each
 chunk's transit (the peer sent it -> the caller received it, one clock) is reported per kind of window, so a
 drifting machine moves both alike. The harness, the peer, the attacker and the gateway share this machine.
@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support: the attack, the Live peer
 
+from gateway.admission import QUIET_S
 from gateway.devtools.simulator import CallScript, place_call
 from tests.support.attack import PUBLIC, TOKEN, Arrivals, agent_talks, attack, gateway_process, transits
 from tests.support.live_peer import LivePeer
@@ -56,11 +57,13 @@ async def main(rounds: int, bursts: int) -> None:
                     quiet += transits(sent, arrivals, began, time.monotonic())
                     began = time.monotonic()
                     ends = await attack(url, rounds=bursts, per_round=50, unsigned_every=2)
-                    window = time.monotonic() - began
-                    await asyncio.sleep(0.5)  # frames sent at the attack's end arrive
+                    took = time.monotonic() - began
+                    # The window goes on past the burst: the memory it took is given back QUIET_S after
+                    # the last refusal (a collection on the event loop), and is measured with it.
+                    window = took + QUIET_S + 0.5
+                    await asyncio.sleep(window - took + 0.5)  # and the frames sent by then arrive
                     attacked += transits(sent, arrivals, began, began + window)
-                    print(f"round {k + 1}: {sum(ends.values())} refused in {window:.1f} s {dict(ends)}")
-                    await asyncio.sleep(1.0)  # the burst's memory is given back before the next quiet window
+                    print(f"round {k + 1}: {sum(ends.values())} refused in {took:.1f} s {dict(ends)}")
                 call.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await call

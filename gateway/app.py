@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import gc
 import hmac
+import importlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -802,6 +803,10 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                     url=gateway.live_url,
                     note="no GEMINI_API_KEY or GEMINI_LIVE_URL: calls talk to the offline local agent",
                 )
+            # scipy.signal is out of every command's start (the resampler's taps ship designed), but a call
+            # can still need it (the spoken apology, a recording notice at another rate, a ratio whose taps
+            # do not ship): imported here, in a thread, no call waits 1.3 s for it on the event loop.
+            await asyncio.to_thread(importlib.import_module, "scipy.signal")
             await gateway.prepare_apology()
             await gateway.start_tools(stack)
             if settings.live.platform == "vertex":

@@ -41,6 +41,7 @@ __all__ = [
     "InboundAudio",
     "OutboundAudio",
     "Resampler",
+    "design_taps",
     "pcm16_to_ulaw",
     "resample_block",
     "ulaw_to_pcm16",

@@ -162,7 +162,7 @@ def explained(records: list[ConnectionRecord], lines: list[str]) -> bool:
 
 async def test_a_long_call_survives_goaways_and_dropped_connections(capsys):
     options = LocalLiveOptions(
-        goaway_after_s=GOAWAY_AFTER_S, goaway_time_left_s=TIME_LEFT_S, drop_rate_per_s=1 / 25,
+        goaway_after_s=GOAWAY_AFTER_S, goaway_time_left_s=TIME_LEFT_S, drop_rate_per_s=1 / 12,
         record_connections=True,
     )  # fmt: skip
     transcripts: list[tuple[str, str]] = []

@@ -1,6 +1,7 @@
 """Admission under attack: sockets that never start, a replayed webhook, floods of refused upgrades.
 
-Each test asserts the figure of its scenario in docs/reliability.md against a bound:
+Each test asserts the figure of its scenario in docs/reliability.md against a bound (how late frames run
+under a flood is the machine's speed: a benchmark measures it):
 
 - sockets that never send `start` hold no call place: with 200 of them open a genuine signed call is
   answered and carried (it was answered busy);
@@ -25,6 +26,7 @@ import statistics
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
+from typing import Any
 
 import httpx
 import numpy as np
@@ -34,7 +36,6 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection
 
-import gateway.app as app_module
 from gateway.app import Call, create_app
 from gateway.config import ConfigError, load_settings
 from gateway.devtools.simulator import CallScript, SimulatorError, place_call
@@ -324,29 +325,28 @@ async def test_a_refused_socket_builds_no_call_and_start_up_is_out_of_the_collec
     only by the collector). Now a socket becomes a Call only once admitted, and start-up is frozen out of the
     collector's sight while the gateway serves (a full collection scans what calls and sockets made since)."""
     built: list[object] = []
+    original = Call.__init__
 
-    class CountedCall(Call):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            built.append(self)
-            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def counted(self: Call, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
 
     async with LivePeer() as peer:
         settings = signed_settings(peer.url)
         frozen_before = gc.get_freeze_count()
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(app_module, "Call", CountedCall)
+            patch.setattr(Call, "__init__", counted)  # wherever a Call would be built
             async with running_gateway(settings) as url:
                 frozen_serving = gc.get_freeze_count()
                 media = url.replace("http", "ws") + "/twilio/media"
                 ends = await _forged_and_unsigned(media, 40)
-        frozen_after = gc.get_freeze_count()
     assert ends == {"http 403": 20, "1008": 20}, ends
     assert built == []  # 40 refused sockets, no Call
     assert len(peer.sessions) == 0  # and no Live session
-    # Everything start-up made (modules, models, the app) is frozen, and given back to the collector after.
-    assert frozen_serving - frozen_before > 10_000 and frozen_after <= frozen_before
+    # Everything start-up made (modules, models, the app) is frozen out of the collector's sight.
+    assert frozen_serving - frozen_before > 10_000
     refused = [line for line in logged(capsys) if "reason" in line]
-    assert Counter(line["reason"] for line in refused).total() == 40  # one line each (under 50 a second)
+    assert len(refused) == 40  # one line each (under 50 a second)
 
 
 async def _forged_and_unsigned(media: str, count: int) -> Counter[str]:

@@ -107,7 +107,7 @@ async def test_a_live_peer_that_stops_reading_is_left_within_the_stall_time_and_
             )
             said: list[tuple[str, float]] = []  # (role, when) of each transcript line the gateway logged
 
-            def answered_a_second_ago() -> bool:  # the agent's answer to the caller began over a second ago
+            def answered_a_second_ago() -> bool:  # the answer was logged (at its turn's end) a second ago
                 roles = [role for role, _ in said]
                 after = roles.index("caller") if "caller" in roles else len(roles)
                 return any(r == "agent" and t < loop.time() - 1.0 for r, t in said[after:])
@@ -117,7 +117,7 @@ async def test_a_live_peer_that_stops_reading_is_left_within_the_stall_time_and_
             app = create_app(settings, on_transcript=note)
             async with running_gateway(settings, app=app) as url:
                 # The greeting plays, the connection freezes at 3 s, the caller speaks at 4 s, and hangs up
-                # a second into the agent's answer (at the latest 11 s after speaking).
+                # a second after the agent's answer is logged (at the latest 11 s after speaking).
                 script = CallScript(
                     audio=speech, leading_silence_s=4.0, trailing_silence_s=11.0,
                     hang_up_when=answered_a_second_ago,

@@ -151,6 +151,7 @@ def agent_talks(sent: list[float]):
 
 def transits(sent: list[float], arrivals: Arrivals, since: float, until: float) -> list[float]:
     """Each agent chunk's transit (the peer sent it -> the caller received it) for the chunks sent in
-    [since, until], in order; a chunk not received is missing from the list."""
+    [since, until], in order. The k-th chunk received is taken to be the k-th sent: true while none is lost
+    (the chunks are alike), which the caller checks by counting; chunks not received yet are left out."""
     pairs = zip(sent, arrivals.at, strict=False)
     return [at - sent_at for sent_at, at in pairs if since <= sent_at <= until]
