@@ -338,8 +338,7 @@ async def test_a_refused_socket_builds_no_call_and_start_up_is_out_of_the_collec
             patch.setattr(Call, "__init__", counted)  # wherever a Call would be built
             async with running_gateway(settings) as url:
                 frozen_serving = gc.get_freeze_count()
-                media = url.replace("http", "ws") + "/twilio/media"
-                ends = await _forged_and_unsigned(media, 40)
+                ends = await attack(url, rounds=1, per_round=40, unsigned_every=2)  # the flood's attacker
     assert ends == {"http 403": 20, "1008": 20}, ends
     assert built == []  # 40 refused sockets, no Call
     assert len(peer.sessions) == 0  # and no Live session
@@ -347,27 +346,6 @@ async def test_a_refused_socket_builds_no_call_and_start_up_is_out_of_the_collec
     assert frozen_serving - frozen_before > 10_000
     refused = [line for line in logged(capsys) if "reason" in line]
     assert len(refused) == 40  # one line each (under 50 a second)
-
-
-async def _forged_and_unsigned(media: str, count: int) -> Counter[str]:
-    """`count` upgrades at once, every other one unsigned, the rest signed with a forged stream token: how
-    each ended."""
-
-    async def one(signed: bool) -> str:
-        try:
-            async with connect(media, additional_headers=SIGNED_STREAM if signed else {}) as ws:
-                sender = TwilioSender("MZ" + "0" * 32)
-                await ws.send(sender.connected())
-                await ws.send(sender.start("CA" + "0" * 32, "AC" + "0" * 32, {"token": "1.forged.token"}))
-                async for _ in ws:
-                    pass
-            return str(ws.close_code)
-        except websockets.ConnectionClosed as exc:
-            return str(exc.rcvd.code if exc.rcvd else 1006)
-        except websockets.InvalidStatus as exc:
-            return f"http {exc.response.status_code}"
-
-    return Counter(await asyncio.gather(*(one(i % 2 == 1) for i in range(count))))
 
 
 async def test_memory_taken_by_refused_upgrades_comes_back(tmp_path):
