@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format",
         choices=["auto", "json", "console"],
         default="auto",
-        help="for live-local, call and demo (serve reads LOG_FORMAT)",
+        help="every command's but serve's (serve reads LOG_FORMAT); before the command",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -308,8 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(argv: list[str]) -> str | None:
+    """The command `argv` names, read before the parser is built (`--log-format` may come first)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-format":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    if (argv if argv is not None else sys.argv[1:])[:1] == ["serve"]:
+    if _command(argv if argv is not None else sys.argv[1:]) == "serve":
         with contextlib.suppress(ConfigError):  # reported by `serve` itself
             if load_settings().web_concurrency > 1:
                 # Before prometheus_client is imported (the parser imports it): it picks its mode then.

@@ -274,8 +274,11 @@ def _choice(env: dict[str, str], name: str, choices: tuple[str, ...], default: s
     return value
 
 
-def _optional_text(raw: str) -> str:
-    return "" if raw.strip().lower() in {"", "none", "off", "false"} else raw
+def _optional_text(env: dict[str, str], name: str, default: str) -> str:
+    """A text that can be turned off: empty or unset is the default (as for every setting); `none`, `off` or
+    `false` is no text at all."""
+    raw = env.get(name) or default
+    return "" if raw.strip().lower() in {"none", "off", "false"} else raw
 
 
 def read_environment(
@@ -516,8 +519,8 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
     input_rate = _int(env, "LIVE_INPUT_RATE", 16000)
     if input_rate not in {8000, 16000}:
         raise ConfigError(f"LIVE_INPUT_RATE={input_rate} must be 16000 (Live's native rate) or 8000")
-    greeting = _optional_text(env.get("AGENT_GREETING", DEFAULT_GREETING))
-    failure_message = _optional_text(env.get("CALL_FAILURE_MESSAGE", DEFAULT_FAILURE_MESSAGE))
+    greeting = _optional_text(env, "AGENT_GREETING", DEFAULT_GREETING)
+    failure_message = _optional_text(env, "CALL_FAILURE_MESSAGE", DEFAULT_FAILURE_MESSAGE)
 
     platform = _platform(env)
     project, location, credentials_file = _vertex(env) if platform == "vertex" else ("", "", None)

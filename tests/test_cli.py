@@ -258,3 +258,14 @@ def test_demo_never_leaves_its_gateway_running(tmp_path, sig, code):
             proc.kill()
         if pid is not None and alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_the_command_is_found_after_the_global_option() -> None:
+    """`gateway --log-format json serve` is `serve` too (its metrics are set up for several processes)."""
+    from gateway.cli import _command
+
+    assert _command(["serve"]) == "serve"
+    assert _command(["--log-format", "json", "serve", "--port", "8080"]) == "serve"
+    assert _command(["--log-format=json", "serve"]) == "serve"
+    assert _command(["--log-format", "json", "calls"]) == "calls"
+    assert _command(["--help"]) is None

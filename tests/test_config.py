@@ -1,6 +1,13 @@
 import pytest
 
-from gateway.config import ConfigError, load_database_url, load_settings, load_twilio_admin_settings
+from gateway.config import (
+    DEFAULT_FAILURE_MESSAGE,
+    DEFAULT_GREETING,
+    ConfigError,
+    load_database_url,
+    load_settings,
+    load_twilio_admin_settings,
+)
 from gateway.live.protocol import API_HOST, DEFAULT_MODEL, KNOWN_MODELS, LIVE_PATH, VOICES
 
 GOOGLE = API_HOST + LIVE_PATH.format(version="v1alpha")
@@ -125,3 +132,19 @@ def test_a_paid_model_without_twilio_signatures_needs_explicit_development_mode(
     assert not signed.development_mode
     # No key and no Live URL: the offline local backend answers and nothing paid is exposed (said loudly).
     assert load_settings({}, env_file=None).development_mode
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "default"),
+    [
+        ("AGENT_GREETING", "greeting", DEFAULT_GREETING),
+        ("CALL_FAILURE_MESSAGE", "failure_message", DEFAULT_FAILURE_MESSAGE),
+    ],
+)
+def test_an_empty_text_setting_is_its_default_and_none_turns_it_off(name, field, default):
+    """As every setting: empty is unset (a blank field of a deploy form must not silence the agent)."""
+    assert default and getattr(load_settings({}, env_file=None), field) == default
+    assert getattr(load_settings({name: ""}, env_file=None), field) == default
+    for off in ("none", "off", "false", "None"):
+        assert getattr(load_settings({name: off}, env_file=None), field) == ""
+    assert getattr(load_settings({name: "Say hi."}, env_file=None), field) == "Say hi."

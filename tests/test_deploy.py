@@ -11,6 +11,7 @@ import shlex
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 from starlette.routing import Route
 
@@ -211,3 +212,23 @@ def test_docs_and_docstrings_cite_only_files_in_the_repository():
                 continue
             found = (source.parent / target).resolve()
             assert found.is_relative_to(ROOT) and found.exists(), f"{source.relative_to(ROOT)} cites {target}"
+
+
+@pytest.mark.parametrize("platform", ["developer", "vertex"])
+def test_the_heroku_buttons_presets_start_with_every_model_of_either_platform(platform):
+    """A value app.json fills in is one the user did not choose: it must not stop start-up once they pick
+    another model or platform (it once forced proactive audio, affective dialog and a Developer API model)."""
+    from gateway.live.protocol import MODELS_BY_PLATFORM
+
+    env = json.loads((ROOT / "app.json").read_text())["env"]
+    presets = {name: spec["value"] for name, spec in env.items() if "value" in spec}
+    chosen = {"GEMINI_PLATFORM": platform, "TWILIO_AUTH_TOKEN": "token", "PUBLIC_URL": "https://example.com"}
+    chosen |= (
+        {"GOOGLE_CLOUD_PROJECT": "p", "GOOGLE_CLOUD_LOCATION": "us-central1"} if platform == "vertex" else {}
+    )
+    chosen |= {"GEMINI_API_KEY": "key"} if platform == "developer" else {}
+    assert load_settings(presets | chosen, env_file=None).live.model in MODELS_BY_PLATFORM[platform]
+    for model in MODELS_BY_PLATFORM[platform]:
+        assert load_settings(presets | chosen | {"GEMINI_MODEL": model}, env_file=None).live.model.endswith(
+            model
+        )

@@ -49,6 +49,7 @@ from gateway.devtools.simulator import (
     CallScript,
     SimulatorError,
     add_signing_arguments,
+    local_gateway_url,
     place_call,
     signing_from_args,
 )
@@ -807,7 +808,7 @@ def load_options_from_args(args: argparse.Namespace) -> LoadOptions:
     """`gateway load`'s arguments as LoadOptions; the URL and the signing default as `gateway call`'s do."""
     auth_token, public_url = signing_from_args(args)
     return LoadOptions(
-        url=args.url or f"http://127.0.0.1:{os.environ.get('PORT', '8080')}",
+        url=args.url or local_gateway_url(),
         calls=args.calls,
         duration_s=args.duration,
         ramp_s=args.ramp,

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import itertools
 import math
-import os
 import secrets
 import sys
 import time
@@ -33,6 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from gateway.audio import resample_block
+from gateway.config import read_environment
 from gateway.devtools.dialects import (
     SIGNING_VARIABLES,
     Cleared,
@@ -1058,10 +1058,17 @@ def add_signing_arguments(parser: argparse.ArgumentParser) -> None:
 
 def signing_from_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """(auth_token, public_url) for `place_call`, from the arguments or else the gateway's own environment
-    variables (TWILIO_AUTH_TOKEN, PUBLIC_URL), so a caller on the gateway's machine signs as Twilio would."""
-    auth_token = args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN") or None
-    public_url = args.public_url or os.environ.get("PUBLIC_URL") or None
+    variables (TWILIO_AUTH_TOKEN, PUBLIC_URL; from `.env` too, as the gateway reads them), so a caller on the
+    gateway's machine signs as Twilio would."""
+    env = read_environment()
+    auth_token = args.auth_token or env.get("TWILIO_AUTH_TOKEN") or None
+    public_url = args.public_url or env.get("PUBLIC_URL") or None
     return auth_token, public_url
+
+
+def local_gateway_url() -> str:
+    """The gateway this machine runs (`gateway serve` on $PORT, from `.env` too): the default `--url`."""
+    return f"http://127.0.0.1:{read_environment().get('PORT') or '8080'}"
 
 
 def add_call_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1110,7 +1117,7 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run_call_command(args: argparse.Namespace) -> int:
-    url = args.url or f"http://127.0.0.1:{os.environ.get('PORT', '8080')}"
+    url = args.url or local_gateway_url()
     audio = bytes(3 * RATE * 2)
     if args.audio:
         try:
@@ -1130,7 +1137,7 @@ async def run_call_command(args: argparse.Namespace) -> int:
         secret = auth_token
     else:
         variable = SIGNING_VARIABLES.get(carrier, "")
-        secret = args.signing_key or (os.environ.get(variable) if variable else None) or None
+        secret = args.signing_key or (read_environment().get(variable) if variable else None) or None
     try:
         dialect = dialect_for(carrier, secret)
     except SimulatorError as exc:
