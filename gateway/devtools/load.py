@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
 import math
@@ -638,27 +639,47 @@ def _match_inbound(trace: CallTrace, record: PeerSessionRecord, fig: Figures) ->
 
 
 def _match_outbound(trace: CallTrace, record: PeerSessionRecord, fig: Figures) -> None:
-    """Turn i of the peer is segment i at the caller: chunk j -> media j (a completed turn's extra last
-    media is the resampler's tail); an interrupted turn ends in a `clear`."""
-    segments = trace.segments
-    fig.unpaired_turns += abs(len(record.turns) - len([s for s in segments if s.end or len(s.media)]))
-    for turn, segment in zip(record.turns, segments, strict=False):
-        chunks, media = turn.chunk_times, segment.media
+    """Each of the peer's turns with the caller's segments that hold its audio: chunk j -> media j (a
+    completed turn's extra last media is the resampler's tail); an interrupted turn ends in a `clear`.
+
+    Paired by time, not by count: a segment belongs to the latest turn whose first chunk was sent before its
+    first media arrived. A `clear` after a turn's `mark` (the caller talked over a reply the line was still
+    playing out) closes a segment with no media: it holds no turn, and counting it would shift every pairing
+    after it."""
+    turns = [turn for turn in record.turns if len(turn.chunk_times)]
+    starts = [turn.chunk_times[0] for turn in turns]
+    held: dict[int, list[Segment]] = {}
+    for segment in trace.segments:
+        if not len(segment.media):
+            continue
+        i = bisect.bisect_right(starts, segment.media[0]) - 1
+        if i < 0:
+            fig.unpaired_turns += 1  # audio before any turn of the peer's: not this call's
+            continue
+        held.setdefault(i, []).append(segment)
+    lo, hi = fig.window_s
+    for i, turn in enumerate(turns):
+        chunks = turn.chunk_times
         fig.agent_frames_sent += len(chunks)
+        segments = held.get(i, [])
+        if not segments:
+            fig.unpaired_turns += 1
+        media = [at for segment in segments for at in segment.media]
+        cleared = any(segment.end == "clear" for segment in segments)
         # A turn the gateway cleared itself (local barge-in: before the peer's `interrupted`) drops, by
         # design, the chunks that reach it after its decision: counted apart, not as missing.
         short = max(0, len(chunks) - len(media))
-        if segment.end == "clear":
+        if cleared:
             fig.agent_frames_cleared += short
         else:
             fig.agent_frames_missing += short
-        lo, hi = fig.window_s
         fig.outbound += [
             media[j] - chunks[j] for j in range(min(len(chunks), len(media))) if lo <= chunks[j] <= hi
         ]
         if turn.interrupted_at is not None and lo <= turn.interrupted_at <= hi:
-            if segment.end == "clear":
-                fig.barge_in.append(segment.end_at - turn.interrupted_at)
+            ends = [s.end_at for s in segments if s.end == "clear"]
+            if ends:
+                fig.barge_in.append(ends[-1] - turn.interrupted_at)
             else:
                 fig.barge_in_unanswered += 1
 
