@@ -125,7 +125,8 @@ async def gateway_process(
             await asyncio.sleep(1.0)  # let start-up CPU settle before the idle sample
             yield url, process.pid
         finally:
-            process.terminate()
+            if process.returncode is None:
+                process.terminate()
             try:
                 await asyncio.wait_for(process.wait(), 10)
             except TimeoutError:

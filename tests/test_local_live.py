@@ -316,6 +316,39 @@ async def test_end_call_tool(fast_server):
     await client.close()
 
 
+@pytest.mark.parametrize(
+    ("answer", "spoken"),
+    [
+        ({"error": "transfers are not available on this line"}, "transfers are not available on this line"),
+        ({"result": "The caller will be transferred."}, None),
+    ],
+)
+async def test_a_refused_transfer_is_told_to_the_caller_a_granted_one_is_not(fast_server, answer, spoken):
+    """A transfer the service refuses (no REST credentials, a target not allowed) is said aloud: the "I will
+    transfer you now" before it must not be the last the caller hears."""
+    target = {"type": "STRING", "enum": ["+15005550009"]}
+    declaration = {
+        "name": "transfer_call",
+        "parameters": {"type": "OBJECT", "properties": {"target": target}},
+    }
+    client = await LiveClient.connect(
+        fast_server.url(), setup_message(tools=[{"functionDeclarations": [declaration]}])
+    )
+    turn = {"role": "user", "parts": [{"text": "Transfer me to an operator."}]}
+    await client.send({"clientContent": {"turns": [turn], "turnComplete": True}})
+    got = await client.until(lambda m: "toolCall" in m)
+    (call,) = got[-1]["toolCall"]["functionCalls"]
+    assert call["name"] == "transfer_call" and call["args"] == {"target": "+15005550009"}
+    response = {"id": call["id"], "name": "transfer_call", "response": answer}
+    await client.send({"toolResponse": {"functionResponses": [response]}})
+    after = texts(await client.until(is_turn_complete), "outputTranscription")
+    if spoken is None:
+        assert after.strip() == "", after
+    else:
+        assert spoken in after and "Sorry" in after, after
+    await client.close()
+
+
 async def test_interruption_cancels_pending_tool_call(fast_server):
     tools = [{"functionDeclarations": [{"name": "end_call"}]}]
     client = await LiveClient.connect(fast_server.url(), setup_message(tools=tools))

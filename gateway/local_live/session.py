@@ -266,7 +266,7 @@ class Session:
                     await asyncio.wait_for(self._tools_answered.wait(), opts.tool_response_timeout_s)
                 self._pending_tools.clear()
                 response = self._tool_responses.pop(call_id, None)
-                if response is not None and reply.tool not in ("end_call", "transfer_call"):
+                if response is not None and _answered_aloud(reply.tool, response):
                     follow_up = self.agent.after_tool(reply.tool, response)
                     state.text += " " + follow_up
                     await self._speak(tts.sentences(follow_up), state, start)
@@ -288,7 +288,7 @@ class Session:
         WHEN_IDLE (the default) waits for the reply in progress to end, INTERRUPT cuts it off."""
         scheduling = response.scheduling or "WHEN_IDLE"
         self._log.info("local_live.async_tool_answered", tool=name, scheduling=scheduling)
-        if scheduling == "SILENT" or name in ("end_call", "transfer_call"):
+        if scheduling == "SILENT" or not _answered_aloud(name, response.response):
             self.history.append(HistoryTurn("user", f"[{name} answered]", 0.0, "tool"))
             return
         if scheduling == "INTERRUPT":
@@ -395,3 +395,11 @@ class Session:
     def _close_inbound(self) -> None:
         with self._inbound_lock:
             self._inbound.close()
+
+
+def _answered_aloud(tool: str, response: object) -> bool:
+    """Whether the agent speaks a tool's answer: a hang-up or a transfer that went ahead needs no words (the
+    goodbye or the "I will transfer you" came before it), but one that failed does, or the caller is left in
+    silence."""
+    failed = isinstance(response, dict) and "error" in response
+    return failed or tool not in ("end_call", "transfer_call")
