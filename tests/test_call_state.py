@@ -391,14 +391,57 @@ def test_a_turn_whose_words_come_before_its_audio_keeps_them_when_cut():
     # second turn's words must not be stamped at 3 s (where nothing of the second turn was heard yet).
     state = CallState()
     state.agent_transcript("First answer. ")
-    state.playout.audio_sent(3.0, now=0.0)
+    state.agent_audio_sent(3.0, now=0.0)
     state.turn_complete(now=1.0)
     state.turn_over(now=1.0)
-    state.transcript.flush("agent")
+    assert state.transcript.flush("agent") == []  # held until the caller has heard it
+    state.played("turn-1", now=3.1)
+    assert state.transcript.flush("agent") == [("agent", "First answer.")]
     state.agent_transcript("Sorry, I cannot transfer this call.")
-    state.playout.audio_sent(2.0, now=10.0)
+    state.agent_audio_sent(2.0, now=10.0)
     state.barged_in(now=11.0)  # the caller heard 1 s of it
     assert state.transcript.flush("agent") == [("agent", "Sorry, I cannot transfer this call. [cut]")]
+
+
+def _finished_turn(state: CallState) -> None:
+    """A 4 s turn: its first sentence's words before its audio, the second's 2.5 s in; Live finishes it at
+    0.5 s (it streams faster than the line plays), and the line plays it out until 4 s."""
+    state.agent_transcript("Hello there. ")
+    state.agent_audio_sent(2.5, now=0.0)
+    state.agent_transcript("How can I help you today?")
+    state.agent_audio_sent(1.5, now=0.3)
+    assert state.turn_complete(now=0.5) == "turn-1"
+    state.turn_over(now=0.5)
+    assert state.transcript.flush() == []  # not heard yet
+
+
+@pytest.mark.parametrize("clear", ["cleared", "barged_in", "interrupted"])
+def test_talking_over_a_finished_reply_still_playing_cuts_its_line_where_the_caller_did(clear):
+    """Live had finished the turn, the line had not: the caller heard 2 s of 4, so the second sentence was
+    never said to them, whichever way the clear came (Live's transcript, the gateway's detector)."""
+    state = CallState()
+    _finished_turn(state)
+    getattr(state, clear)(now=2.0)
+    assert state.transcript.flush() == [("agent", "Hello there. [cut]")]
+    state.played("turn-1", now=2.05)  # the flushed mark's echo proves nothing, and changes nothing
+    assert state.transcript.flush() == []
+
+
+def test_a_finished_reply_heard_to_its_end_is_one_whole_line_whenever_it_comes_out():
+    state = CallState()
+    _finished_turn(state)
+    state.played("turn-1", now=4.1)
+    assert state.transcript.flush("caller") == [("agent", "Hello there. How can I help you today?")]
+    state = CallState()
+    _finished_turn(state)
+    state.cleared(now=4.05)  # the caller spoke after it had all played, before the mark came back
+    assert state.transcript.flush() == [("agent", "Hello there. How can I help you today?")]
+    state = CallState()
+    _finished_turn(state)
+    state.agent_transcript("And another thing.")  # a second turn before the first has played out
+    state.agent_audio_sent(1.0, now=1.0)
+    assert state.transcript.flush("caller") == [("agent", "Hello there. How can I help you today?")]
+    assert state.transcript.flush("agent") == [("agent", "And another thing.")]
 
 
 def test_the_replay_goes_in_chunks_with_each_frame_s_number_and_ends_the_switch_when_empty():

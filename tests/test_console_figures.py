@@ -40,9 +40,34 @@ def test_the_timeline_puts_lines_and_events_in_time_order() -> None:
               CallEvent(9.0, "dtmf", {"digit": "5"}), CallEvent(1.0, "caller_start")]  # fmt: skip
     entries = timeline(record(transcript=lines, events=events))
     assert [(e.t, e.role or e.kind) for e in entries] == [
-        (3.0, "caller"), (3.6, "response"), (5.0, "agent"), (9.0, "dtmf"),
+        (1.0, "caller"), (3.6, "response"), (5.0, "agent"), (9.0, "dtmf"),
     ]  # fmt: skip
     assert entries[1].latency_ms == 600 and entries[3].label == "dtmf: 5"
+
+
+def test_each_line_is_stamped_when_its_speech_began_not_when_it_was_stored() -> None:
+    """The demo's call as stored: the greeting's line once heard (4.9 s), the caller's once answered, a line
+    the caller cut off once cut. The timeline reads in the order things were said."""
+    lines = [(4.9, "agent", "Hello! How can I help?"), (10.7, "caller", "hello my name is john"),
+             (12.0, "agent", "Nice to meet you, John."), (31.3, "caller", "i want to talk to a human"),
+             (32.3, "agent", "Sorry, I cannot [cut]")]  # fmt: skip
+    events = [
+        CallEvent(0.0, "agent_start"), CallEvent(4.9, "agent_end"),
+        CallEvent(0.8, "caller_start"), CallEvent(1.0, "caller_end"),  # a cough, long before
+        CallEvent(8.06, "caller_start"), CallEvent(9.0, "caller_end"),
+        CallEvent(9.3, "caller_start"), CallEvent(9.8, "caller_end"),  # a pause of 0.3 s inside the line
+        CallEvent(10.5, "response", {"turn": 1, "latency_ms": 700}),
+        CallEvent(10.5, "agent_start"), CallEvent(12.0, "agent_end"),
+        CallEvent(28.8, "caller_start"), CallEvent(30.5, "caller_end"),
+        CallEvent(31.3, "agent_start"), CallEvent(32.3, "caller_start"),
+        CallEvent(32.3, "barge_in", {"source": "local"}), CallEvent(32.3, "agent_end"),
+    ]  # fmt: skip
+    transcript = [TranscriptLine(T0 + timedelta(seconds=t), role, text) for t, role, text in lines]
+    entries = timeline(record(transcript=transcript, events=events, ended_at=T0 + timedelta(seconds=40)))
+    assert [(e.t, e.role or e.kind) for e in entries] == [
+        (0.0, "agent"), (8.06, "caller"), (10.5, "agent"), (10.5, "response"),
+        (28.8, "caller"), (31.3, "agent"), (32.3, "barge_in"),
+    ]  # fmt: skip
 
 
 def test_percentiles_by_nearest_rank() -> None:

@@ -423,6 +423,7 @@ class Call:
                     await self._send_activity(lp.activity_end_message())
             elif isinstance(event, Played):
                 took, action = self.state.played(event.name, time.monotonic())
+                self._log_transcripts(released_only=True)  # the agent's line, once heard
                 if took is not None:
                     log.info("agent_turn_played", mark=event.name, playback_s=round(took, 3))
                     self.events.agent_played(event.name, time.monotonic())
@@ -792,7 +793,7 @@ class Call:
         if out:
             state.speech.agent_played(level_dbfs(out))  # its echo may come back from the caller's side
             seconds = len(out) / (2 * self.line.audio.out_rate)
-            first = state.playout.audio_sent(seconds, time.monotonic())
+            first = state.agent_audio_sent(seconds, time.monotonic())
             self.events.agent_audio(time.monotonic(), seconds, state.playout.turn, first)
             if first:
                 turn = state.playout.turn
@@ -1060,13 +1061,22 @@ class Call:
 
     # --- transcripts and the end -------------------------------------------------------------------------
 
-    def _log_transcripts(self, *roles: str) -> None:
-        for role, text in self.state.transcript.flush(*roles):
+    def _log_transcripts(self, *roles: str, released_only: bool = False) -> None:
+        transcript = self.state.transcript
+        for role, text in transcript.flush_released() if released_only else transcript.flush(*roles):
             log.info("transcript", role=role, chars=len(text))  # the words go to the records, never a log
             if self.on_transcript is not None:
                 self.on_transcript(self.call_sid, role, text)
             if self.watcher is not None:
                 self.watcher.transcript(role, text)
+
+    def _agent_named(self) -> str:
+        """Who answered, as the record names it: the Live model, after the agent's name when AGENTS_FILE
+        chose one ("support (gemini-...)"), so the console's agent filter finds either."""
+        if self.chosen is None:
+            return self.config.model
+        agent = self.chosen.agent
+        return agent.live.model if agent.name == "default" else f"{agent.name} ({agent.live.model})"
 
     def summary(self) -> CallSummary:
         """What the call's record keeps (built once, when the call has ended)."""
@@ -1077,7 +1087,7 @@ class Call:
             account_sid=start.account_sid,
             caller=start.caller,
             called=start.called,
-            agent=self.config.model,
+            agent=self._agent_named(),
             started_at=s.started_at,
             ended_at=s.started_at + timedelta(seconds=time.monotonic() - s.started),
             outcome=s.outcome,
@@ -1113,6 +1123,7 @@ class Call:
         }
 
     def _log_summary(self) -> None:
+        self.state.transcript.release()  # the call is over: a line still held is as heard as it will be
         self._log_transcripts()
         s = self.stats
         log.info(

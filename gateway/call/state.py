@@ -93,6 +93,7 @@ class CallState:
         withdraws ("wait, one more thing": the agent may ask again), if any."""
         if self.playout.sending and not self.playout.discarding:
             self.transcript.cut(self.playout.heard_s(now))
+        self.transcript.cut_held(now)
         self.playout.interrupted()
         return self.tools.withdraw()
 
@@ -100,6 +101,7 @@ class CallState:
         """The line's playout was cleared because the caller talked over it; the line action withdrawn."""
         if self.playout.sending:
             self.transcript.cut(self.playout.heard_s(now))
+        self.transcript.cut_held(now)
         self.playout.cleared()
         return self.tools.withdraw()
 
@@ -124,14 +126,27 @@ class CallState:
             self.playout.interrupted()
         else:
             self.playout.cleared()
+        self.transcript.cut_held(now)
         self.speech.agent_quiet()
         return self.tools.withdraw()
+
+    def agent_audio_sent(self, seconds: float, now: float) -> bool:
+        """`seconds` of the agent's audio went to the line. True for a turn's first: a new turn is heard, and
+        a line still held for the turn before it is over (its words are all in)."""
+        first = self.playout.audio_sent(seconds, now)
+        if first:
+            self.transcript.release()
+        return first
 
     def turn_complete(self, now: float) -> str | None:
         """Live ended the agent's turn: the turn's mark, to send after its audio and tail (None if nothing
         of it reached the line). Until `turn_over`, the turn is still in progress: a line action asked for
-        meanwhile waits for it."""
-        return self.playout.turn_complete(now)
+        meanwhile waits for it. The turn's transcript line is held until the caller has heard the turn
+        (`played`) or talked over it (a clear cuts it where they did)."""
+        mark = self.playout.turn_complete(now)
+        if mark is not None and self.playout.started_at is not None:
+            self.transcript.hold(self.playout.started_at, self.playout.sent_s)
+        return mark
 
     def turn_over(self, now: float) -> str | None:
         """The turn's tail and mark are on the line: the mark of a line action waiting for it, if any, to
@@ -157,6 +172,8 @@ class CallState:
         """A mark came back: (how long its audio took to play, None if a clear flushed it; the line action
         now due, if any: only a mark that was heard carries one out)."""
         took = self.playout.played(name, now)
+        if took is not None and not self.playout.marks:  # the line has played out everything sent
+            self.transcript.release()
         return took, (None if took is None else self.tools.played(name))
 
     # --- switching connections ---

@@ -9,6 +9,17 @@ CUT = "[cut]"  # ends an agent line the caller talked over: nothing after it was
 
 
 @dataclass
+class _Held:
+    """An agent line Live has finished whose audio the line is still playing out."""
+
+    fragments: list[str]
+    at: list[float]  # per fragment: the turn's audio sent by then (s)
+    cut: bool
+    started_at: float  # when the turn's first audio went to the line
+    sent_s: float  # seconds of the turn's audio sent to the line
+
+
+@dataclass
 class Transcript:
     """Live transcribes in fragments; people read one line per utterance.
 
@@ -21,6 +32,8 @@ class Transcript:
     replayed: int = 0  # utterances the current connection is hearing again: skipped when they come back
     agent_at: list[float] = field(default_factory=list)  # per agent fragment: turn audio sent by then (s)
     agent_cut: bool = False  # the agent's line was cut off by the caller: marked so in the record
+    held: _Held | None = None  # the last agent line, until the caller has heard it (or talked over it)
+    ready: list[tuple[str, str]] = field(default_factory=list)  # lines released, not yet flushed
 
     @property
     def caller_speaking(self) -> bool:
@@ -42,9 +55,46 @@ class Transcript:
         del fragments[kept:], self.agent_at[kept:]
         self.agent_cut = True
 
+    def hold(self, started_at: float, sent_s: float) -> None:
+        """Live has finished the agent's turn, whose audio (`sent_s` of it, from `started_at`) the line is
+        still playing out: its line waits until it has been heard (`release`) or talked over (`cut_held`)."""
+        self.release()
+        fragments, self.fragments["agent"] = self.fragments["agent"], []
+        at, self.agent_at = self.agent_at, []
+        cut, self.agent_cut = self.agent_cut, False
+        if fragments:
+            self.held = _Held(fragments, at, cut, started_at, sent_s)
+
+    def cut_held(self, now: float) -> None:
+        """The line was cleared at `now`: what the caller had not heard of the held line was never said."""
+        held = self.held
+        if held is None:
+            return
+        heard_s = max(0.0, now - held.started_at)
+        if heard_s < held.sent_s:
+            kept = sum(1 for at in held.at if at <= heard_s)
+            del held.fragments[kept:], held.at[kept:]
+            held.cut = True
+        self.release()
+
+    def release(self) -> None:
+        """The held line is over (heard, cut, or another turn begins): it goes out with the next `flush`."""
+        held, self.held = self.held, None
+        if held is not None:
+            text = "".join(held.fragments).strip()
+            text = f"{text} {CUT}".strip() if held.cut else text
+            if text:
+                self.ready.append(("agent", text))
+
+    def flush_released(self) -> list[tuple[str, str]]:
+        """Only the lines released since the last flush (the line being said now stays)."""
+        lines, self.ready = self.ready, []
+        return lines
+
     def flush(self, *roles: str) -> list[tuple[str, str]]:
-        """The finished lines (role, text) of `roles` (default both) to log, replays left out."""
-        lines = []
+        """The finished lines (role, text) of `roles` (default both) to log, replays left out; lines
+        released since the last flush come first, whatever their role."""
+        lines, self.ready = self.ready, []
         for role in roles or ROLES:
             text = "".join(self.fragments[role]).strip()
             self.fragments[role].clear()

@@ -95,14 +95,37 @@ class Entry:
     latency_ms: int | None = None
 
 
+PAUSE_INSIDE_S = 1.0  # a caller's speech with shorter pauses is one line (as the simulator joins it)
+
+
+def began(at: float, lane: list[Segment], joined_s: float = 0.0) -> float:
+    """When the speech of a line stored at `at` began: the start of the last segment of `lane` that began by
+    then, and of the segments before it with pauses under `joined_s` between them (one utterance). `at`
+    itself if none did. Pure."""
+    started = [segment for segment in lane if segment.start <= at]
+    if not started:
+        return at
+    first = len(started) - 1
+    while first > 0 and started[first].start - started[first - 1].end < joined_s:
+        first -= 1
+    return started[first].start
+
+
 def timeline(record: CallRecord) -> list[Entry]:
     """Who said what and what happened, when (seconds since the call's start); responses carry their latency.
-    Transcript lines are stamped when the line was complete (the end of an utterance)."""
+    A transcript line is stored once its words are all in (the caller's when the agent answers it, the
+    agent's once the caller has heard it or cut it off), so it is stamped when its speech began, from the
+    picture's lanes (the caller's speech as the gateway heard it, the agent's audio as the line played it)."""
     entries: list[Entry] = []
     start = record.started_at
+    drawn = picture(record)
     for line in record.transcript:
-        t = (line.at - start).total_seconds() if start else 0.0
-        entries.append(Entry(max(0.0, t), role=line.role, text=line.text))
+        t = max(0.0, (line.at - start).total_seconds() if start else 0.0)
+        if line.role == "caller":
+            t = began(t, drawn.caller, PAUSE_INSIDE_S)
+        elif line.role == "agent":
+            t = began(t, drawn.agent)
+        entries.append(Entry(t, role=line.role, text=line.text))
     for event in record.events:
         if event.kind in MARKED:
             entries.append(Entry(event.t, kind=event.kind, label=_label(event)))
