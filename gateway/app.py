@@ -45,7 +45,7 @@ from gateway.call.line import Ended, Line, Started
 from gateway.call.turns import TurnRules
 from gateway.carriers import CallControl as CarrierControl
 from gateway.carriers import Carrier, UpgradeRefusal, media_endpoint, media_url, more_carriers
-from gateway.config import Settings
+from gateway.config import CONSOLE_PASSWORD_MIN, Settings
 from gateway.console import pages as console_pages
 from gateway.console.auth import ConsoleAuth, session_of
 from gateway.console.live import LiveFeed
@@ -884,4 +884,8 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
         secure = (settings.public_url or "").startswith("https://")
         shared = gateway.machine.console_tables if gateway.machine is not None else None
         app.state.console_auth = ConsoleAuth(settings.console_secret, secure_cookie=secure, tables=shared)
+    else:
+        short = " (CALLS_API_TOKEN is too short to sign in to it)" if settings.calls_api_token else ""
+        note = f"set CONSOLE_PASSWORD ({CONSOLE_PASSWORD_MIN} characters or more) to turn /console on{short}"
+        log.info("console_off", note=note)
     return app

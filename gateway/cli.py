@@ -47,8 +47,19 @@ def _port(text: str) -> int:
     return port
 
 
+def _positive(text: str) -> int:
+    """argparse type of a count: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a count: use 1 or more")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.server import serve_forever
+    from gateway.server import PortUnavailable, serve_forever
 
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level, show_pii=settings.log_pii)
@@ -66,7 +77,11 @@ def _serve(args: argparse.Namespace) -> int:
             "only if every proxy in front passes both on unchanged, and calls cannot be moved to another "
             "instance at shutdown; set PUBLIC_URL to the https:// base URL the number's webhook points at",
         )
-    serve_forever(settings, args.host, args.port or settings.port)
+    try:
+        serve_forever(settings, args.host, args.port or settings.port)
+    except PortUnavailable as exc:
+        print(f"gateway serve: {exc} (another process there? set PORT or --port)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -222,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     calls = sub.add_parser("calls", help="list call records from the database (DATABASE_URL)")
     calls.add_argument("--since", metavar="WHEN", help="90m, 2h, 7d, or an ISO date/time in UTC")
-    calls.add_argument("--limit", type=int, default=100)
+    calls.add_argument("--limit", type=_positive, default=100, help="at most this many (default 100)")
     calls.add_argument("--json", action="store_true", help="records as JSON")
     calls.set_defaults(func=_calls)
 
@@ -333,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `gateway calls --json | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ DEFAULT_INSTRUCTIONS = (
     "the caller hears you over a phone line."
 )
 DEFAULT_GREETING = "The caller has just been connected. Greet them briefly and ask how you can help."
+CONSOLE_PASSWORD_MIN = 12  # characters: what signs in to the console reads every call's transcript
 DEFAULT_DATABASE_URL = "sqlite:///gateway-calls.sqlite3"  # in the working directory
 DEFAULT_RECORDS_SPOOL_DIR = "gateway-records-spool"  # in the working directory
 DEFAULT_FAILURE_MESSAGE = (
@@ -154,8 +155,10 @@ class Settings:
 
     @property
     def console_secret(self) -> str | None:
-        """What signs in to the console: CONSOLE_PASSWORD, else CALLS_API_TOKEN; None: the console is off."""
-        return self.console_password or self.calls_api_token
+        """What signs in to the console: CONSOLE_PASSWORD, else CALLS_API_TOKEN if it is as long as a console
+        password must be (it signs in to every call's transcript); None: the console is off."""
+        token = self.calls_api_token if len(self.calls_api_token or "") >= CONSOLE_PASSWORD_MIN else None
+        return self.console_password or token
 
     # Carriers beside Twilio (see gateway.carriers): each one's signing secret and REST credentials.
     telnyx_api_key: str | None = field(default=None, repr=False)
@@ -750,9 +753,10 @@ def _live_prices(env: dict[str, str]) -> Prices:
 
 def _console_password(env: dict[str, str]) -> str | None:
     password = env.get("CONSOLE_PASSWORD") or None
-    if password is not None and len(password) < 12:
+    if password is not None and len(password) < CONSOLE_PASSWORD_MIN:
         raise ConfigError(
-            "CONSOLE_PASSWORD must be at least 12 characters: it signs in to every call's transcript"
+            f"CONSOLE_PASSWORD must be at least {CONSOLE_PASSWORD_MIN} characters: it signs in to every "
+            "call's transcript"
         )
     return password
 

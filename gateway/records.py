@@ -1516,7 +1516,8 @@ def format_totals(records: list[CallRecord]) -> str:
     tokens = sum(r.total_tokens for r in records)
     cost = sum(r.cost_usd for r in records)
     per_minute = f", ${cost / minutes:.4f} a minute" if minutes else ""
-    return f"{len(records)} calls, {minutes:.1f} min, {tokens} tokens, ${cost:.4f} estimated{per_minute}"
+    calls = f"{len(records)} call{'' if len(records) == 1 else 's'}"
+    return f"{calls}, {minutes:.1f} min, {tokens} tokens, ${cost:.4f} estimated{per_minute}"
 
 
 class RecordsUnreadable(RuntimeError):

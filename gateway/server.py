@@ -85,8 +85,11 @@ def serve_forever(settings: Settings, host: str, port: int, channel: socket.sock
     """`gateway serve`: uvicorn that drains calls on SIGTERM instead of cutting them off; with
     WEB_CONCURRENCY > 1, that many such processes on one port (`serve_processes`), each served the
     connections the supervisor hands it on `channel`."""
-    if settings.web_concurrency > 1 and channel is None:
-        serve_processes(settings, host, port, settings.web_concurrency)
+    # The port first, before anything slow: a port in use is one line at once (`PortUnavailable`), not a
+    # traceback, or an error after the local backend has loaded.
+    listener = _listen(host, port) if channel is None else None
+    if listener is not None and settings.web_concurrency > 1:
+        serve_processes(settings, listener, host, port, settings.web_concurrency)
         return
     app = create_app(settings)
     limits = http_limits(settings)
@@ -100,7 +103,7 @@ def serve_forever(settings: Settings, host: str, port: int, channel: socket.sock
         fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
     )
     server = _Serving(config, app.state.gateway.drain.run, channel)
-    server.run(sockets=None if channel is None else [])
+    server.run(sockets=[listener] if listener is not None else [])
 
 
 # --- several processes on one port ------------------------------------------------------------------------
@@ -109,7 +112,9 @@ RESTART_PAUSE_S = 1.0  # between a worker's death and its successor: a crash loo
 EARLY_DEATH_S = 10.0  # a worker dead this soon after it started could not start: stop, do not loop
 
 
-def serve_processes(settings: Settings, host: str, port: int, processes: int) -> None:
+def serve_processes(
+    settings: Settings, listener: socket.socket, host: str, port: int, processes: int
+) -> None:
     """WEB_CONCURRENCY: a supervisor binds the port and forks `processes` full gateways, then accepts every
     connection and hands it to one of them (`gateway.dispatch`: a call's stream to the process that answered
     its webhook, anything else to the process with the fewest calls). Their shared state (`gateway.machine`:
@@ -117,7 +122,7 @@ def serve_processes(settings: Settings, host: str, port: int, processes: int) ->
     process drains its own calls, and the supervisor exits when the last has. A worker that dies is replaced
     (its calls are gone: its place in the limit is emptied first)."""
     shared = machine.Machine.create(processes)
-    door = dispatch.FrontDoor(_listen(host, port), shared.calls_by_slot)
+    door = dispatch.FrontDoor(listener, shared.calls_by_slot)
     shared.door_url = door.local_url()
     workers: dict[int, multiprocessing.process.BaseProcess] = {}
     started: dict[int, float] = {}
@@ -200,13 +205,22 @@ def _worker(
     serve_forever(settings, "", 0, channel=channel)
 
 
+class PortUnavailable(Exception):
+    """`gateway serve` cannot listen where it was asked to (in use, not this machine's address, no right)."""
+
+
 def _listen(host: str, port: int) -> socket.socket:
-    """The port, bound once, by the supervisor."""
+    """The port, bound once (by the supervisor, with several processes)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        shown = f"[{host}]" if ":" in host else host
+        raise PortUnavailable(f"cannot listen on {shown or '*'}:{port}: {exc.strerror or exc}") from None
     return sock
 
 

@@ -138,6 +138,9 @@ def test_a_call_from_the_browser_reaches_the_agent_and_is_recorded(
 ) -> None:
     context = signed_in(browser, gateway)
     page = context.new_page()
+    errors: list[str] = []  # the page's own (a script the CSP refuses, say), and every failed load
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
     try:
         call_sid = place_call(page, quality)
         assert call_sid.startswith("BR")
@@ -151,8 +154,14 @@ def test_a_call_from_the_browser_reaches_the_agent_and_is_recorded(
             assert page.text_content("#digits") == "5"
         page.screenshot(path=str(artifacts_dir() / f"browser-phone-{quality}.png"), full_page=True)
         assert hang_up(page) == "caller_hung_up"
+        # Once the call has ended nothing is muted or playing: the controls say so.
+        assert (
+            page.text_content("#mute") == "Mute"
+            and page.eval_on_selector("#agent-level", "m => m.value") == 0
+        )
     finally:
         context.close()
+    assert errors == [], errors
     record = record_of(gateway, call_sid)
     assert record["carrier"] == "browser"
     assert record["outcome"] == "caller_hung_up"

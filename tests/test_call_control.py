@@ -16,6 +16,7 @@ import pytest
 
 from gateway.devtools.simulator import CallResult, CallScript, place_call
 from gateway.local_live import LocalLiveOptions, LocalLiveServer
+from gateway.records import open_store
 from gateway.server import running_gateway
 from gateway.tools import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.support.audio import agent_tone
@@ -161,6 +162,14 @@ async def test_transfer_call_moves_the_call_with_the_rest_api_after_the_agent_ha
     assert "clear" not in kinds(result)
     assert [e for e in result.events if e.kind == "mark_echo"][-1].details["name"].startswith("transfer-")
     assert result.media_bytes_received / 8000 > 0.8
+    # The record names the agent AGENTS_FILE chose, and its model.
+    store = open_store(settings.database_url)
+    await store.open()
+    try:
+        record = await store.get_call(result.call_sid)
+    finally:
+        await store.close()
+    assert record is not None and record.agent == f"desk ({settings.live.model})", record
 
 
 async def test_transfer_call_refuses_targets_off_the_allowlist_and_lines_without_rest_credentials(tmp_path):

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,6 +52,26 @@ def test_serve_without_keys_starts_the_local_backend_and_says_so(tmp_path):
     assert events.index("gateway_ready") < events.index("listening")
     (warning,) = [line for line in lines if line["event"] == "public_url_not_set"]
     assert warning["level"] == "warning" and "PUBLIC_URL" in warning["note"]
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_serve_on_a_port_in_use_says_so_in_one_line_at_once(tmp_path, processes):
+    """Before anything slow (the local backend's models, which log as they load): one line, exit 1, whatever
+    WEB_CONCURRENCY."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = clean_env(PORT=str(port), WEB_CONCURRENCY=processes)
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"gateway serve: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(another process there? set PORT or --port)"
+    ], done.stderr
 
 
 def test_bad_configuration_fails_at_start_up_with_a_useful_message(tmp_path):

@@ -27,7 +27,7 @@ from gateway.console.auth import (
 )
 from gateway.machine import Machine
 from gateway.records import CallRecord
-from tests.support.gateway import UNUSED_LIVE_URL, settings_for
+from tests.support.gateway import UNUSED_LIVE_URL, json_lines, settings_for
 
 PASSWORD = "correct horse battery"
 
@@ -187,6 +187,17 @@ def test_the_api_token_signs_in_when_there_is_no_console_password() -> None:
     with TestClient(create_app(settings)) as client:
         response = client.post("/console/login", data={"password": "api-token-1234"}, follow_redirects=False)
         assert response.status_code == 303
+
+
+def test_an_api_token_too_short_for_a_password_does_not_sign_in_and_start_up_says_why(capsys) -> None:
+    """CONSOLE_PASSWORD must have 12 characters; CALLS_API_TOKEN standing in for it must too."""
+    settings = settings_for(UNUSED_LIVE_URL, CALLS_API_TOKEN="tok123")
+    app = create_app(settings)
+    with TestClient(app) as client:
+        assert client.post("/console/login", data={"password": "tok123"}).status_code == 404
+        assert client.get("/calls/CAnone", headers={"Authorization": "Bearer tok123"}).status_code == 404
+    (off,) = [line for line in json_lines(capsys.readouterr().err) if line["event"] == "console_off"]
+    assert "CONSOLE_PASSWORD" in off["note"] and "too short" in off["note"]
 
 
 def test_a_short_console_password_is_refused_at_start_up() -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -354,6 +355,18 @@ def test_since_accepts_durations_and_dates():
 
 
 @pytest.mark.e2e
+def _calls_into_a_closed_pipe(url: str, cwd: Path) -> tuple[int, str]:
+    """`gateway calls --json` whose reader has gone before it writes a byte: (exit status, stderr)."""
+    piped = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "calls", "--json"], env=clean_env(DATABASE_URL=url), cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert piped.stdout is not None and piped.stderr is not None
+    piped.stdout.close()
+    err = piped.stderr.read()
+    return piped.wait(timeout=60), err
+
+
 async def test_gateway_calls_lists_recent_calls(tmp_path):
     url = f"sqlite:///{tmp_path / 'calls.sqlite3'}"
     now = datetime.now(UTC)
@@ -376,6 +389,8 @@ async def test_gateway_calls_lists_recent_calls(tmp_path):
     listed = json.loads(run("--json").stdout)
     assert [r["call_sid"] for r in listed] == ["CArecent", "CAold"]
     assert run("--since", "whenever").returncode == 2
+    # A reader that stops early (`gateway calls --json | head`) ends it quietly, as other tools end.
+    assert _calls_into_a_closed_pipe(url, tmp_path) == (141, "")
 
 
 def test_the_database_password_never_reaches_a_log_line(capsys):

@@ -589,6 +589,19 @@ async def test_gateway_closing_first_ends_the_call_and_bad_messages_are_recorded
     assert not gateway.errors
 
 
+async def test_what_the_caller_never_said_is_no_turn_when_the_gateway_hangs_up_first(serve) -> None:
+    async def behaviour(s: Session) -> None:
+        await s.at(1.0)
+        await s.ws.close(code=1000)  # in the caller's pause: its second utterance is never said
+
+    url = await serve(ScriptedGateway(behaviour=behaviour))
+    script = CallScript(tone(0.4) + silence(1.2) + tone(0.6), hang_up=False, max_duration_s=5)
+    result = await place_call(url, script)
+    assert result.closed_by == "gateway"
+    assert len(result.turns) == 1 and result.turns[0].speech_end < 1.0, result.turns
+    assert "caller line 2" not in summarize(result)
+
+
 async def test_no_hang_up_gives_up_after_max_duration(serve) -> None:
     gateway = ScriptedGateway()
     url = await serve(gateway)

@@ -1,10 +1,10 @@
 """Who may use the console: sign-in, the session cookie, CSRF tokens, the sign-in rate limit.
 
-The console is on only when it has a password: `CONSOLE_PASSWORD`, or else `CALLS_API_TOKEN` (whoever holds
-the API token may read the records anyway). Signing in sets one cookie, HTTP-only and `SameSite=Strict`
-(`Secure` when PUBLIC_URL is https), holding a random session id and its expiry, signed with a key derived
-from the password: every process and instance that has the password checks it alike (WEB_CONCURRENCY, a
-rolling deploy), and changing the password signs everybody out.
+The console is on only when it has a password: `CONSOLE_PASSWORD`, or else `CALLS_API_TOKEN` if it is as long
+as a password must be (whoever holds the API token may read the records anyway). Signing in sets one cookie,
+HTTP-only and `SameSite=Strict` (`Secure` when PUBLIC_URL is https), holding a random session id and its
+expiry, signed with a key derived from the password: every process and instance that has the password checks
+it alike (WEB_CONCURRENCY, a rolling deploy), and changing the password signs everybody out.
 
 Every state-changing request also carries the session's CSRF token (header `X-CSRF-Token` or form field
 `csrf`), derived from the session id with the same key. A WebSocket has no CSRF token and no `SameSite`

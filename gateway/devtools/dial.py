@@ -100,7 +100,11 @@ async def run_dial_simulation(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="gateway-dial-") as tmp:
         workdir = Path(tmp)
         (workdir / "agents.toml").write_text(textwrap.dedent(AGENTS))
-        print(f"starting the gateway and a Twilio stand-in; the callee is a {args.simulate}", flush=True)
+        callee = {"busy": "a busy line", "no_answer": "a phone nobody answers"}.get(args.simulate)
+        print(
+            f"starting the gateway and a Twilio stand-in; the callee is {callee or 'a ' + args.simulate}",
+            flush=True,
+        )
         try:
             async with (
                 fake_twilio_api(ACCOUNT, AUTH_TOKEN) as (api_url, api),
@@ -149,14 +153,15 @@ def _report(call: PlacedCall, record: dict[str, Any], out: str) -> None:
         print(f"callee speech ended      {at(f.callee_speech_end_s)}")
         if f.beep_end_s is not None:
             print(f"beep ended               {at(f.beep_end_s)}")
-        print(f"{'Twilio AMD: ' + (f.answered_by or 'nothing'):<25}{at(f.amd_at_s)}")
+        print(f"{'Twilio AMD: ' + (f.answered_by or 'nothing'):<24} {at(f.amd_at_s)}")
         heard = f"({f.agent_heard_s:.1f} s of agent audio heard)"
         print(f"agent's first audio      {at(f.agent_first_audio_s)}   {heard}")
         if f.hello_to_agent_s is not None:
             print(f"hello -> agent's first audio: {f.hello_to_agent_s * 1000:.0f} ms")
         if f.beep_to_message_s is not None:
             print(f"beep -> voicemail message:    {f.beep_to_message_s * 1000:.0f} ms")
-        print(f"hung up by the {f.closed_by}")
+        # The simulator is the callee here: what it calls "caller" is the person (or machine) called.
+        print(f"hung up by the {'callee' if f.closed_by == 'caller' else f.closed_by or 'nobody'}")
     print(
         "record: "
         + ", ".join(

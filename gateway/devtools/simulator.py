@@ -595,9 +595,13 @@ class _Call:
     # --- after the call ---
 
     def turns(self) -> list[Turn]:
+        """The caller's utterances as said: those the call ended before were never said (the gateway hung
+        up, say), and one it ended during ends there."""
+        said_s = self.frames_sent * FRAME_S
+        utterances = [(start, min(end, said_s)) for start, end in self.utterances if start < said_s]
         turns = []
-        for i, (start, end) in enumerate(self.utterances):
-            window_end = self.utterances[i + 1][0] if i + 1 < len(self.utterances) else float("inf")
+        for i, (start, end) in enumerate(utterances):
+            window_end = utterances[i + 1][0] if i + 1 < len(utterances) else float("inf")
             received = self._first_response_received(end, window_end)
             heard = self._first_response_heard(end, window_end)
             first, last = (

@@ -83,7 +83,7 @@ class Recordings:
                 mode=self.mode,
                 stored=self.storage.where,
                 notice="prompt" if self.prompt else ("text" if self.notice else "none"),
-                retention_days=self.retention_days or None,
+                retention_days=self.retention_days,  # 0: kept until deleted by hand
             )
 
     def mode_for(self, recording: str) -> str:

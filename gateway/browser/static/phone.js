@@ -261,6 +261,11 @@ class PhoneCall {
     if (this.ctx) this.ctx.close();
     const why = this.outcome || event.reason || `closed (${event.code})`;
     $("outcome").textContent = why;
+    // Nothing is muted or playing any more: the controls say so (the next call starts unmuted).
+    $("mute").textContent = "Mute";
+    $("mute").setAttribute("aria-pressed", "false");
+    $("mic-level").value = 0;
+    $("agent-level").value = 0;
     setState("ended", `Call ended: ${why.replaceAll("_", " ")}`);
     if (this.line) {
       $("record").href = `/console/calls/${this.line.call_sid}`; // its transcript, recording and cost
@@ -271,6 +276,10 @@ class PhoneCall {
 }
 
 let call = null;
+
+// The form only groups the controls: Enter in it must not reload the page (no inline handler: the CSP has
+// no 'unsafe-inline').
+$("dial").addEventListener("submit", (event) => event.preventDefault());
 
 $("call").addEventListener("click", async () => {
   for (const id of ["transcript", "turns"]) $(id).replaceChildren();
