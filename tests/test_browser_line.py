@@ -154,7 +154,8 @@ class Watcher:
 
 
 async def test_a_watcher_follows_the_transcript_and_each_turn_s_response_latency():
-    line, live, watcher = MemoryLine(), ScriptedLive(), Watcher()
+    # The line plays out at once: the agent's line is the watcher's once its mark has come back (heard).
+    line, live, watcher = MemoryLine(echo_marks=True), ScriptedLive(), Watcher()
     call = Call(line, STARTED, live.open, lp.LiveConfig(), watcher=watcher)
     task = asyncio.create_task(call.run())
     connection = await live.connection(0)

@@ -33,7 +33,7 @@
     const head = el("header");
     const who = el("div", { class: "who" });
     const link = el("a", { href: "/console/calls/" + encodeURIComponent(call.call_sid) }, call.call_sid);
-    who.append(link, document.createTextNode(`  ${call.caller || "?"} → ${call.called || "?"} (${call.carrier}), since ${new Date(call.started_at).toLocaleTimeString()}`));
+    who.append(link, document.createTextNode(`  ${call.caller || "?"} → ${call.called || "?"} (${call.carrier}), since ${new Date(call.started_at).toISOString().slice(11, 19)} UTC`));
     const button = el("button", { class: "danger hang-up", type: "button" }, "Hang up");
     button.addEventListener("click", () => hangUp(call.call_sid, call.process || 0, button));
     head.append(who, button);
