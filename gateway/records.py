@@ -1496,15 +1496,18 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
 
 
 def format_calls(records: list[CallRecord]) -> str:
-    header = f"{'started (UTC)':<20} {'secs':>6}  {'call sid':<34} {'from':<16} {'to':<16} "
-    header += f"{'outcome':<16} {'tokens':>7} {'switch':>6} {'cost $':>8}"
+    """`gateway calls`' table: a row per call, its columns as wide as their longest value (a Telnyx call
+    control id is longer than a Twilio CallSid), then the totals."""
+    sid = max([34, *(len(r.call_sid) for r in records)])
+    header = f"{'started (UTC)':<20} {'secs':>6}  {'call sid':<{sid}} {'carrier':<10} "
+    header += f"{'from':<16} {'to':<16} {'outcome':<16} {'tokens':>7} {'switch':>6} {'cost $':>8}"
     lines = [header]
     for r in records:
         took = r.duration_s or 0.0
         started = r.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-"
         lines.append(
-            f"{started:<20} {took:>6.1f}  {r.call_sid:<34} {r.from_number:<16} {r.to_number:<16} "
-            f"{r.outcome:<16} {r.total_tokens:>7} {r.switches:>6} {r.cost_usd:>8.4f}"
+            f"{started:<20} {took:>6.1f}  {r.call_sid:<{sid}} {r.carrier:<10} {r.from_number:<16} "
+            f"{r.to_number:<16} {r.outcome:<16} {r.total_tokens:>7} {r.switches:>6} {r.cost_usd:>8.4f}"
         )
     lines.append(format_totals(records))
     return "\n".join(lines)

@@ -123,3 +123,12 @@ def test_gateway_calls_shows_each_cost_and_the_totals() -> None:
     assert "0.0200" in table and table.splitlines()[-1] == (
         "2 calls, 2.0 min, 150 tokens, $0.0300 estimated, $0.0150 a minute"
     )
+
+
+def test_gateway_calls_keeps_its_columns_whatever_the_carrier_s_call_ids() -> None:
+    telnyx = "v3:" + "x" * 60  # a Telnyx call control id: longer than a CallSid
+    rows = [call("CA1", 0, 9, outcome="caller_hung_up"), call(telnyx, 1, 3, carrier="telnyx", outcome="x")]
+    header, twilio_row, telnyx_row, totals = format_calls(rows).splitlines()
+    assert header.index("carrier") == twilio_row.index("twilio") == telnyx_row.index("telnyx")
+    assert header.index("outcome") == twilio_row.index("caller_hung_up") == telnyx_row.index(" x ") + 1
+    assert totals.startswith("2 calls")
