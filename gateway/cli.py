@@ -80,7 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         serve_forever(settings, args.host, args.port or settings.port)
     except PortUnavailable as exc:
-        print(f"gateway serve: {exc} (another process there? set PORT or --port)", file=sys.stderr)
+        hint = " (another process there? set PORT or --port)" if exc.in_use else ""
+        print(f"gateway serve: {exc}{hint}", file=sys.stderr)
         return 1
     return 0
 
@@ -96,10 +97,15 @@ def _calls(args: argparse.Namespace) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     try:
-        print(asyncio.run(list_calls_command(database_url, since, args.limit, args.json)))
+        listing = asyncio.run(list_calls_command(database_url, since, args.limit, args.json))
     except RecordsUnreadable as exc:  # no database there, or it does not answer: one line, no traceback
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
+    try:
+        print(listing, flush=True)
+    except BrokenPipeError:  # `gateway calls --json | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     return 0
 
 
@@ -348,9 +354,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `gateway calls --json | head`: the reader has all it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 141
 
 
 if __name__ == "__main__":

@@ -280,7 +280,8 @@ def _choice(env: dict[str, str], name: str, choices: tuple[str, ...], default: s
 def _optional_text(env: dict[str, str], name: str, default: str) -> str:
     """A text that can be turned off: empty or unset is the default (as for every setting); `none`, `off` or
     `false` is no text at all."""
-    raw = env.get(name) or default
+    raw = env.get(name) or ""
+    raw = raw if raw.strip() else default  # blank, as unset
     return "" if raw.strip().lower() in {"none", "off", "false"} else raw
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import multiprocessing
 import multiprocessing.connection
@@ -86,11 +87,12 @@ def serve_forever(settings: Settings, host: str, port: int, channel: socket.sock
     WEB_CONCURRENCY > 1, that many such processes on one port (`serve_processes`), each served the
     connections the supervisor hands it on `channel`."""
     # The port first, before anything slow: a port in use is one line at once (`PortUnavailable`), not a
-    # traceback, or an error after the local backend has loaded.
-    listener = _listen(host, port) if channel is None else None
-    if listener is not None and settings.web_concurrency > 1:
-        serve_processes(settings, listener, host, port, settings.web_concurrency)
+    # traceback, or an error after the local backend has loaded. One process binds it without listening:
+    # uvicorn listens once the app has started, so nothing connects to a gateway that cannot answer yet.
+    if channel is None and settings.web_concurrency > 1:
+        serve_processes(settings, _listen(host, port), host, port, settings.web_concurrency)
         return
+    listener = _listen(host, port, listening=False) if channel is None else None
     app = create_app(settings)
     limits = http_limits(settings)
     served = app if channel is None else dispatch.closing(app)  # routed per connection: one request each
@@ -208,19 +210,26 @@ def _worker(
 class PortUnavailable(Exception):
     """`gateway serve` cannot listen where it was asked to (in use, not this machine's address, no right)."""
 
+    def __init__(self, message: str, in_use: bool) -> None:
+        super().__init__(message)
+        self.in_use = in_use
 
-def _listen(host: str, port: int) -> socket.socket:
-    """The port, bound once (by the supervisor, with several processes)."""
+
+def _listen(host: str, port: int, listening: bool = True) -> socket.socket:
+    """The port, bound once (by the supervisor, with several processes, which accepts at once; else not yet
+    listening: uvicorn listens once the app has started)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(2048)
+        if listening:
+            sock.listen(2048)
     except OSError as exc:
         sock.close()
         shown = f"[{host}]" if ":" in host else host
-        raise PortUnavailable(f"cannot listen on {shown or '*'}:{port}: {exc.strerror or exc}") from None
+        message = f"cannot listen on {shown or '*'}:{port}: {exc.strerror or exc}"
+        raise PortUnavailable(message, in_use=exc.errno == errno.EADDRINUSE) from None
     return sock
 
 

@@ -438,10 +438,41 @@ def test_a_finished_reply_heard_to_its_end_is_one_whole_line_whenever_it_comes_o
     assert state.transcript.flush() == [("agent", "Hello there. How can I help you today?")]
     state = CallState()
     _finished_turn(state)
-    state.agent_transcript("And another thing.")  # a second turn before the first has played out
+    state.agent_transcript(" Anything else?")  # Live's transcript trails its audio: still turn 1's words
+    state.live_turn_ended()
+    state.agent_transcript("And another thing.")  # a second turn, queued behind the first
     state.agent_audio_sent(1.0, now=1.0)
-    assert state.transcript.flush("caller") == [("agent", "Hello there. How can I help you today?")]
-    assert state.transcript.flush("agent") == [("agent", "And another thing.")]
+    assert state.transcript.flush("caller") == []  # the first still plays
+    state.agent_audio_sent(0.5, now=1.2)
+    assert state.turn_complete(now=1.3) == "turn-2"
+    state.turn_over(now=1.3)
+    state.played("turn-1", now=4.0)
+    state.played("turn-2", now=5.5)
+    assert state.transcript.flush() == [
+        ("agent", "Hello there. How can I help you today? Anything else?"),
+        ("agent", "And another thing."),
+    ]
+
+
+def test_the_caller_talking_over_a_reply_cuts_the_turn_queued_behind_it_too():
+    """Turn 2 was sent while turn 1 still played: a clear at 2 s cuts turn 1 there, and turn 2, which would
+    have been heard from 4 s, was not heard at all."""
+    state = CallState()
+    _finished_turn(state)
+    state.live_turn_ended()
+    state.agent_transcript("And another thing.")
+    state.agent_audio_sent(1.0, now=1.0)
+    state.cleared(now=2.0)
+    assert state.transcript.flush() == [("agent", "Hello there. [cut]")]
+
+
+def test_a_barge_in_while_the_turn_s_tail_goes_out_cuts_the_held_line_once():
+    state = CallState()
+    state.agent_transcript("Hello there. ")
+    state.agent_audio_sent(2.5, now=0.0)
+    state.turn_complete(now=0.5)  # held; the tail and the mark are on their way (`turn_over` not yet)
+    state.barged_in(now=1.0)
+    assert state.transcript.flush() == [("agent", "Hello there. [cut]")]  # not a second, bare "[cut]"
 
 
 def test_the_replay_goes_in_chunks_with_each_frame_s_number_and_ends_the_switch_when_empty():

@@ -145,6 +145,7 @@ def test_an_empty_text_setting_is_its_default_and_none_turns_it_off(name, field,
     """As every setting: empty is unset (a blank field of a deploy form must not silence the agent)."""
     assert default and getattr(load_settings({}, env_file=None), field) == default
     assert getattr(load_settings({name: ""}, env_file=None), field) == default
+    assert getattr(load_settings({name: "  "}, env_file=None), field) == default
     for off in ("none", "off", "false", "None"):
         assert getattr(load_settings({name: off}, env_file=None), field) == ""
     assert getattr(load_settings({name: "Say hi."}, env_file=None), field) == "Say hi."

@@ -68,6 +68,10 @@ def test_each_line_is_stamped_when_its_speech_began_not_when_it_was_stored() -> 
         (0.0, "agent"), (8.06, "caller"), (10.5, "agent"), (10.5, "response"),
         (28.8, "caller"), (31.3, "agent"), (32.3, "barge_in"),
     ]  # fmt: skip
+    # A line stored as the next turn begins (released by it) is stamped at its own turn, not the next.
+    queued = [CallEvent(0.0, "agent_start"), CallEvent(3.0, "agent_end"), CallEvent(3.0, "agent_start")]
+    first = TranscriptLine(T0 + timedelta(seconds=3.0), "agent", "Let me check.")
+    assert [e.t for e in timeline(record(transcript=[first], events=queued))] == [0.0]
 
 
 def test_percentiles_by_nearest_rank() -> None:

@@ -693,6 +693,7 @@ class Call:
                 # the caller heard nothing for it, which the operator should be able to see.
                 log.warning("live_turn_refused", reason=event.reason)
             await self._end_agent_turn()
+            state.live_turn_ended()
         elif isinstance(event, lp.GenerationComplete):
             # Live has generated the whole turn; on 3.x its turnComplete may wait for the playout. End the
             # turn on the line now: its mark follows its last audio (a hang-up after it is not held up), and
@@ -1123,7 +1124,9 @@ class Call:
         }
 
     def _log_summary(self) -> None:
-        self.state.transcript.release()  # the call is over: a line still held is as heard as it will be
+        # The call is over: a line still held was heard as far as its audio had played (a caller who hung up
+        # mid-reply, an apology that cleared the rest).
+        self.state.transcript.cut_held(time.monotonic())
         self._log_transcripts()
         s = self.stats
         log.info(

@@ -56,6 +56,11 @@ class CallState:
     def agent_transcript(self, text: str) -> None:
         if self.playout.discarding:
             return  # the rest of a turn the caller cut off: never heard, so never said
+        if self.transcript.closing and self.transcript.held:
+            # The end of a turn whose generation Live has finished (its transcript trails its audio): its
+            # line takes it, and no new turn is under way (a caller talking over the playout is cleared).
+            self.transcript.heard("agent", text)
+            return
         self.playout.agent_transcript()
         self.resumption.agent_spoke()
         self.watchdog.agent_answered()
@@ -135,7 +140,11 @@ class CallState:
         a line still held for the turn before it is over (its words are all in)."""
         first = self.playout.audio_sent(seconds, now)
         if first:
-            self.transcript.release()
+            self.transcript.turn_ended()
+            self.transcript.release(now)  # the held lines already heard; the rest play before this turn
+            queued = self.transcript.heard_until
+            if queued is not None and queued > now:
+                self.playout.started_at = queued  # heard once what is queued before it has played
         return first
 
     def turn_complete(self, now: float) -> str | None:
@@ -147,6 +156,11 @@ class CallState:
         if mark is not None and self.playout.started_at is not None:
             self.transcript.hold(self.playout.started_at, self.playout.sent_s)
         return mark
+
+    def live_turn_ended(self) -> None:
+        """Live's turnComplete (after its generationComplete, on models that send one): words of the agent's
+        that come now belong to its next turn."""
+        self.transcript.turn_ended()
 
     def turn_over(self, now: float) -> str | None:
         """The turn's tail and mark are on the line: the mark of a line action waiting for it, if any, to

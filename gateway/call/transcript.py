@@ -32,7 +32,9 @@ class Transcript:
     replayed: int = 0  # utterances the current connection is hearing again: skipped when they come back
     agent_at: list[float] = field(default_factory=list)  # per agent fragment: turn audio sent by then (s)
     agent_cut: bool = False  # the agent's line was cut off by the caller: marked so in the record
-    held: _Held | None = None  # the last agent line, until the caller has heard it (or talked over it)
+    # Agent lines Live has finished, oldest first, until the caller has heard them (or talked over them).
+    held: list[_Held] = field(default_factory=list)
+    closing: bool = False  # Live ended the turn's generation, not yet the turn: late words join its line
     ready: list[tuple[str, str]] = field(default_factory=list)  # lines released, not yet flushed
 
     @property
@@ -42,7 +44,13 @@ class Transcript:
 
     def heard(self, role: str, text: str, at_s: float = 0.0) -> None:
         """A fragment of `role`'s speech; an agent's is stamped with how much of its turn's audio had gone to
-        the line when it came (`at_s`), to cut the line where the caller cut the audio off."""
+        the line when it came (`at_s`), to cut the line where the caller cut the audio off. An agent's that
+        comes after Live ended the turn's generation (its transcript trails its audio) ends the held line."""
+        if role == "agent" and self.closing and self.held:
+            last = self.held[-1]
+            last.fragments.append(text)
+            last.at.append(last.sent_s)
+            return
         self.fragments[role].append(text)
         if role == "agent":
             self.agent_at.append(at_s)
@@ -51,40 +59,50 @@ class Transcript:
         """The caller talked over the agent after hearing `heard_s` of its turn: what came after that was
         never heard, so it is not kept as said; the line is marked as cut."""
         fragments = self.fragments["agent"]
-        kept = sum(1 for at in self.agent_at if at <= heard_s)
+        if not fragments and self.held:
+            return  # its words are the held line's: `cut_held` cuts them
+        kept = sum(1 for at in self.agent_at if at < heard_s)  # none of a turn not heard at all
         del fragments[kept:], self.agent_at[kept:]
         self.agent_cut = True
 
     def hold(self, started_at: float, sent_s: float) -> None:
-        """Live has finished the agent's turn, whose audio (`sent_s` of it, from `started_at`) the line is
-        still playing out: its line waits until it has been heard (`release`) or talked over (`cut_held`)."""
-        self.release()
+        """Live has finished generating the agent's turn, whose audio (`sent_s` of it, heard from
+        `started_at`) the line is still playing out: its line waits until it has been heard (`release`) or
+        talked over (`cut_held`); words of it that come until Live ends the turn (`turn_ended`) join it."""
         fragments, self.fragments["agent"] = self.fragments["agent"], []
         at, self.agent_at = self.agent_at, []
         cut, self.agent_cut = self.agent_cut, False
+        self.closing = True
         if fragments:
-            self.held = _Held(fragments, at, cut, started_at, sent_s)
+            self.held.append(_Held(fragments, at, cut, started_at, sent_s))
+
+    def turn_ended(self) -> None:
+        """Live ended the turn (or another began): its words are all in."""
+        self.closing = False
+
+    @property
+    def heard_until(self) -> float | None:
+        """When the held lines' audio will have played out (a new turn is heard after it), if any is held."""
+        return max((h.started_at + h.sent_s for h in self.held), default=None)
 
     def cut_held(self, now: float) -> None:
-        """The line was cleared at `now`: what the caller had not heard of the held line was never said."""
-        held = self.held
-        if held is None:
-            return
-        heard_s = max(0.0, now - held.started_at)
-        if heard_s < held.sent_s:
-            kept = sum(1 for at in held.at if at <= heard_s)
-            del held.fragments[kept:], held.at[kept:]
-            held.cut = True
+        """The line was cleared at `now`: what the caller had not heard of the held lines was never said."""
+        for held in self.held:
+            heard_s = max(0.0, now - held.started_at)
+            if heard_s < held.sent_s:
+                kept = sum(1 for at in held.at if at < heard_s)
+                del held.fragments[kept:], held.at[kept:]
+                held.cut = True
         self.release()
 
-    def release(self) -> None:
-        """The held line is over (heard, cut, or another turn begins): it goes out with the next `flush`."""
-        held, self.held = self.held, None
-        if held is not None:
+    def release(self, now: float | None = None) -> None:
+        """The held lines are over (heard, cut, or the call ends): they go out with the next `flush`. With
+        `now`, only those whose audio has all played by then (a turn queued behind them is not news)."""
+        while self.held and (now is None or now >= self.held[0].started_at + self.held[0].sent_s):
+            held = self.held.pop(0)
             text = "".join(held.fragments).strip()
-            text = f"{text} {CUT}".strip() if held.cut else text
-            if text:
-                self.ready.append(("agent", text))
+            if text:  # a turn cut off before any of its words was heard left nothing said
+                self.ready.append(("agent", f"{text} {CUT}" if held.cut else text))
 
     def flush_released(self) -> list[tuple[str, str]]:
         """Only the lines released since the last flush (the line being said now stays)."""
@@ -99,8 +117,8 @@ class Transcript:
             text = "".join(self.fragments[role]).strip()
             self.fragments[role].clear()
             if role == "agent":
-                if self.agent_cut:
-                    text = f"{text} {CUT}".strip()
+                if self.agent_cut and text:  # cut off before any of its words was heard: nothing said
+                    text = f"{text} {CUT}"
                 self.agent_at.clear()
                 self.agent_cut = False
             if not text:

@@ -95,6 +95,9 @@ class Entry:
     latency_ms: int | None = None
 
 
+# A line is stored some time after its speech began (the caller's once answered, the agent's once heard): a
+# segment that begins as the line is stored (the next turn's) is not its own.
+STORED_AFTER_S = 0.1
 PAUSE_INSIDE_S = 1.0  # a caller's speech with shorter pauses is one line (as the simulator joins it)
 
 
@@ -102,7 +105,7 @@ def began(at: float, lane: list[Segment], joined_s: float = 0.0) -> float:
     """When the speech of a line stored at `at` began: the start of the last segment of `lane` that began by
     then, and of the segments before it with pauses under `joined_s` between them (one utterance). `at`
     itself if none did. Pure."""
-    started = [segment for segment in lane if segment.start <= at]
+    started = [segment for segment in lane if segment.start <= at - STORED_AFTER_S]
     if not started:
         return at
     first = len(started) - 1
