@@ -36,12 +36,17 @@ def _metrics_for_processes() -> None:
         old.unlink(missing_ok=True)
 
 
-def _port(text: str) -> int:
-    """argparse type of --port: a TCP port, refused otherwise (an int is taken modulo 65536 by the OS)."""
+def _whole(text: str) -> int:
+    """An argparse argument that must be a whole number."""
     try:
-        port = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _port(text: str) -> int:
+    """argparse type of --port: a TCP port, refused otherwise (an int is taken modulo 65536 by the OS)."""
+    port = _whole(text)
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a TCP port: use 1 to 65535")
     return port
@@ -49,10 +54,7 @@ def _port(text: str) -> int:
 
 def _positive(text: str) -> int:
     """argparse type of a count: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a count: use 1 or more")
     return value

@@ -56,10 +56,10 @@ class CallState:
     def agent_transcript(self, text: str) -> None:
         if self.playout.discarding:
             return  # the rest of a turn the caller cut off: never heard, so never said
-        if self.transcript.closing and self.transcript.held:
-            # The end of a turn whose generation Live has finished (its transcript trails its audio): its
-            # line takes it, and no new turn is under way (a caller talking over the playout is cleared).
-            self.transcript.heard("agent", text)
+        if self.transcript.trailing:
+            # The end of a turn whose generation Live has finished: its line takes it, and no new turn is
+            # under way (a caller talking over the playout is still cleared).
+            self.transcript.trail(text)
             return
         self.playout.agent_transcript()
         self.resumption.agent_spoke()

@@ -44,13 +44,7 @@ class Transcript:
 
     def heard(self, role: str, text: str, at_s: float = 0.0) -> None:
         """A fragment of `role`'s speech; an agent's is stamped with how much of its turn's audio had gone to
-        the line when it came (`at_s`), to cut the line where the caller cut the audio off. An agent's that
-        comes after Live ended the turn's generation (its transcript trails its audio) ends the held line."""
-        if role == "agent" and self.closing and self.held:
-            last = self.held[-1]
-            last.fragments.append(text)
-            last.at.append(last.sent_s)
-            return
+        the line when it came (`at_s`), to cut the line where the caller cut the audio off."""
         self.fragments[role].append(text)
         if role == "agent":
             self.agent_at.append(at_s)
@@ -61,8 +55,7 @@ class Transcript:
         fragments = self.fragments["agent"]
         if not fragments and self.held:
             return  # its words are the held line's: `cut_held` cuts them
-        kept = sum(1 for at in self.agent_at if at < heard_s)  # none of a turn not heard at all
-        del fragments[kept:], self.agent_at[kept:]
+        _keep_heard(fragments, self.agent_at, heard_s)
         self.agent_cut = True
 
     def hold(self, started_at: float, sent_s: float) -> None:
@@ -75,6 +68,18 @@ class Transcript:
         self.closing = True
         if fragments:
             self.held.append(_Held(fragments, at, cut, started_at, sent_s))
+
+    @property
+    def trailing(self) -> bool:
+        """Live has ended the held turn's generation but not the turn: an agent's words now end its line (its
+        transcript trails its audio)."""
+        return self.closing and bool(self.held)
+
+    def trail(self, text: str) -> None:
+        """Words that end the last held line (`trailing`): stamped at its end, so a cut drops them unheard."""
+        last = self.held[-1]
+        last.fragments.append(text)
+        last.at.append(last.sent_s)
 
     def turn_ended(self) -> None:
         """Live ended the turn (or another began): its words are all in."""
@@ -90,8 +95,7 @@ class Transcript:
         for held in self.held:
             heard_s = max(0.0, now - held.started_at)
             if heard_s < held.sent_s:
-                kept = sum(1 for at in held.at if at < heard_s)
-                del held.fragments[kept:], held.at[kept:]
+                _keep_heard(held.fragments, held.at, heard_s)
                 held.cut = True
         self.release()
 
@@ -100,9 +104,8 @@ class Transcript:
         `now`, only those whose audio has all played by then (a turn queued behind them is not news)."""
         while self.held and (now is None or now >= self.held[0].started_at + self.held[0].sent_s):
             held = self.held.pop(0)
-            text = "".join(held.fragments).strip()
-            if text:  # a turn cut off before any of its words was heard left nothing said
-                self.ready.append(("agent", f"{text} {CUT}" if held.cut else text))
+            if text := _agent_line(held.fragments, held.cut):
+                self.ready.append(("agent", text))
 
     def flush_released(self) -> list[tuple[str, str]]:
         """Only the lines released since the last flush (the line being said now stays)."""
@@ -117,8 +120,7 @@ class Transcript:
             text = "".join(self.fragments[role]).strip()
             self.fragments[role].clear()
             if role == "agent":
-                if self.agent_cut and text:  # cut off before any of its words was heard: nothing said
-                    text = f"{text} {CUT}"
+                text = _agent_line([text], self.agent_cut)
                 self.agent_at.clear()
                 self.agent_cut = False
             if not text:
@@ -140,3 +142,17 @@ class Transcript:
         """A new connection hears the audio since the handle again; the caller's unfinished words too."""
         self.fragments["caller"].clear()
         self.replayed = self.since_handle
+
+
+def _keep_heard(fragments: list[str], at: list[float], heard_s: float) -> None:
+    """Drop the fragments stamped at or after `heard_s` of their turn's audio: the caller never heard them
+    (none at all of a turn not heard)."""
+    kept = sum(1 for stamp in at if stamp < heard_s)
+    del fragments[kept:], at[kept:]
+
+
+def _agent_line(fragments: list[str], cut: bool) -> str:
+    """An agent's line as recorded: its words, `[cut]` after them if the caller talked over it; nothing if
+    none of its words was heard."""
+    text = "".join(fragments).strip()
+    return f"{text} {CUT}" if text and cut else text

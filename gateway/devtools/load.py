@@ -43,6 +43,7 @@ import httpx
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
+from gateway.config import read_environment
 from gateway.devtools import simulator
 from gateway.devtools.scripted_peer import PeerOptions, PeerSessionRecord, ScriptedPeer, speech_like
 from gateway.devtools.simulator import (
@@ -827,9 +828,10 @@ async def _peer_for(args: argparse.Namespace) -> AsyncIterator[PeerLink | None]:
 
 def load_options_from_args(args: argparse.Namespace) -> LoadOptions:
     """`gateway load`'s arguments as LoadOptions; the URL and the signing default as `gateway call`'s do."""
-    auth_token, public_url = signing_from_args(args)
+    env = read_environment()
+    auth_token, public_url = signing_from_args(args, env)
     return LoadOptions(
-        url=args.url or local_gateway_url(),
+        url=args.url or local_gateway_url(env),
         calls=args.calls,
         duration_s=args.duration,
         ramp_s=args.ramp,

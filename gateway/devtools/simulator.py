@@ -21,7 +21,7 @@ import secrets
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -1060,19 +1060,18 @@ def add_signing_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def signing_from_args(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """(auth_token, public_url) for `place_call`, from the arguments or else the gateway's own environment
-    variables (TWILIO_AUTH_TOKEN, PUBLIC_URL; from `.env` too, as the gateway reads them), so a caller on the
-    gateway's machine signs as Twilio would."""
-    env = read_environment()
+def signing_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(auth_token, public_url) for `place_call`, from the arguments or else the gateway's own settings in
+    `env` (TWILIO_AUTH_TOKEN, PUBLIC_URL: `read_environment`, `.env` too, as the gateway reads them), so a
+    caller on the gateway's machine signs as Twilio would."""
     auth_token = args.auth_token or env.get("TWILIO_AUTH_TOKEN") or None
     public_url = args.public_url or env.get("PUBLIC_URL") or None
     return auth_token, public_url
 
 
-def local_gateway_url() -> str:
-    """The gateway this machine runs (`gateway serve` on $PORT, from `.env` too): the default `--url`."""
-    return f"http://127.0.0.1:{read_environment().get('PORT') or '8080'}"
+def local_gateway_url(env: Mapping[str, str]) -> str:
+    """The gateway this machine runs (`gateway serve` on PORT of `env`, `.env` too): the default `--url`."""
+    return f"http://127.0.0.1:{env.get('PORT') or '8080'}"
 
 
 def add_call_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1121,7 +1120,8 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run_call_command(args: argparse.Namespace) -> int:
-    url = args.url or local_gateway_url()
+    env = read_environment()  # the gateway's settings, as it reads them
+    url = args.url or local_gateway_url(env)
     audio = bytes(3 * RATE * 2)
     if args.audio:
         try:
@@ -1136,12 +1136,12 @@ async def run_call_command(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     carrier = getattr(args, "carrier", "twilio")
-    auth_token, public_url = signing_from_args(args)
+    auth_token, public_url = signing_from_args(args, env)
     if carrier == "twilio":
         secret = auth_token
     else:
         variable = SIGNING_VARIABLES.get(carrier, "")
-        secret = args.signing_key or (read_environment().get(variable) if variable else None) or None
+        secret = args.signing_key or (env.get(variable) if variable else None) or None
     try:
         dialect = dialect_for(carrier, secret)
     except SimulatorError as exc:
