@@ -26,11 +26,19 @@ import functools
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from gateway.filter_taps import SHIPPED_TAPS
+
+_Blocks = Callable[[bytes, np.ndarray, int, int], bytes]
+_compiled_blocks: _Blocks | None
+try:  # the FIR compiled at install (setup.py); the same bytes as the numpy below, a fraction of the CPU
+    from gateway._fir import polyphase as _compiled_blocks
+except ImportError:  # pragma: no cover - installed where no C compiler was at hand
+    _compiled_blocks = None
 
 with warnings.catch_warnings():  # stdlib audioop is deprecated on 3.11/3.12; audioop-lts provides it on 3.13+
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -88,6 +96,7 @@ class _Plan:
     # The same, times 2**-_TAP_BITS: still exact (a power of two), and the sum comes out scaled (one multiply
     # less per call). Every partial sum is an exact multiple of 2**-_TAP_BITS, so any chunking agrees.
     scaled: np.ndarray
+    phases: np.ndarray  # `scaled` transposed, C-contiguous (L, width): what the compiled FIR reads
     width: int  # input samples seen by one block of M inputs
     history: int  # samples kept between calls: width - M
     num_taps: int  # of the prototype filter at L * in_rate
@@ -179,11 +188,14 @@ def _design(in_rate: int, out_rate: int) -> _Plan:
     table.setflags(write=False)
     scaled = table * 2.0**-_TAP_BITS
     scaled.setflags(write=False)
+    phases = np.ascontiguousarray(scaled.T)
+    phases.setflags(write=False)
     return _Plan(
         up=up,
         down=down,
         taps=table,
         scaled=scaled,
+        phases=phases,
         width=width,
         history=max(width - down, 0),
         num_taps=num_taps,
@@ -202,6 +214,28 @@ _design(24000, 8000)
 _design(24000, 16000)
 
 
+def _numpy_blocks(samples: bytes, phases: np.ndarray, up: int, down: int) -> bytes:
+    """The resampler's blocks in numpy: `samples` (PCM16LE) are the history and then whole blocks of `down`
+    new samples; each block's window times `phases` (L, width) gives its L outputs. gateway/_fir.c computes
+    the same bytes (the sums are exact, see the module's docstring) and is what runs where it was compiled."""
+    width = phases.shape[1]
+    buf = np.frombuffer(samples, "<i2").astype(np.float64)
+    blocks = (buf.size - width) // down + 1
+    # Overlapping windows, one row per block, without copying (the ndarray constructor is far cheaper than
+    # as_strided / sliding_window_view); np.dot copies them once and hands them to BLAS.
+    windows = np.ndarray((blocks, width), np.float64, buf, 0, (8 * down, 8))
+    acc: np.ndarray = np.dot(windows, phases.T)
+    np.rint(acc, out=acc)
+    np.maximum(acc, -32768.0, out=acc)  # two ufuncs: half the overhead of np.clip
+    np.minimum(acc, 32767.0, out=acc)
+    return acc.astype("<i2").tobytes()
+
+
+_blocks: _Blocks = _numpy_blocks if _compiled_blocks is None else _compiled_blocks
+COMPILED_FIR = _compiled_blocks is not None
+"""Is the compiled FIR running (start-up logs it; without it every call costs more CPU, nothing else)?"""
+
+
 class Resampler:
     """Streaming, stateful, anti-aliased PCM16LE mono resampler for a rational ratio.
 
@@ -209,7 +243,7 @@ class Resampler:
     are kept for the next call. Output is bit-identical however the input is chunked.
     """
 
-    __slots__ = ("_block_bytes", "_hist", "_pending", "_plan", "_stride", "in_rate", "out_rate")
+    __slots__ = ("_block_bytes", "_hist", "_hist_bytes", "_pending", "_plan", "in_rate", "out_rate")
 
     def __init__(self, in_rate: int, out_rate: int) -> None:
         if in_rate <= 0 or out_rate <= 0:
@@ -219,13 +253,13 @@ class Resampler:
         self._plan: _Plan | None = None if in_rate == out_rate else _design(in_rate, out_rate)
         down = self._plan.down if self._plan else 1
         self._block_bytes = 2 * down
-        self._stride = 8 * down  # bytes between the windows of consecutive blocks (float64 buffer)
+        self._hist_bytes = 2 * self._plan.history if self._plan else 0
         self.reset()
 
     def reset(self) -> None:
         """Back to the initial state: silent history, nothing pending."""
         self._pending = b""
-        self._hist = np.zeros(self._plan.history if self._plan else 0)
+        self._hist = bytes(self._hist_bytes)  # PCM16LE: the last input samples the next block's windows see
 
     @property
     def delay_ms(self) -> float:
@@ -253,17 +287,9 @@ class Resampler:
             return pcm[:usable]
         if not usable:
             return b""
-        buf = np.concatenate((self._hist, np.frombuffer(pcm, "<i2", usable >> 1)))
-        blocks = usable // self._block_bytes
-        # Overlapping windows, one row per block, without copying (the ndarray constructor is far cheaper
-        # than as_strided / sliding_window_view); np.dot copies them once and hands them to BLAS.
-        windows = np.ndarray((blocks, plan.width), np.float64, buf, 0, (self._stride, 8))
-        acc: np.ndarray = np.dot(windows, plan.scaled)
-        self._hist = buf[buf.size - plan.history :]
-        np.rint(acc, out=acc)
-        np.maximum(acc, -32768.0, out=acc)  # two ufuncs: half the overhead of np.clip
-        np.minimum(acc, 32767.0, out=acc)
-        return acc.astype("<i2").tobytes()
+        samples = self._hist + pcm[:usable] if usable < len(pcm) else self._hist + pcm
+        self._hist = samples[len(samples) - self._hist_bytes :]
+        return _blocks(samples, plan.phases, plan.up, plan.down)
 
     def flush(self) -> bytes:
         """Emit what the filter still holds (partial block, then the ring-out of the group delay) and reset.

@@ -11,7 +11,9 @@ import random
 import numpy as np
 import pytest
 
+from gateway import audio
 from gateway.audio import (
+    COMPILED_FIR,
     ULAW_SILENCE,
     InboundAudio,
     OutboundAudio,
@@ -185,6 +187,57 @@ def test_streaming_equals_one_shot(in_rate: int, out_rate: int, seed: int) -> No
         i += n
     assert b"".join(parts) == whole
     assert len(whole) == len(data) * out_rate // in_rate  # 0.3 s: whole blocks, nothing held back
+
+
+# --- the compiled FIR (gateway/_fir.c) is the numpy one, byte for byte ------------------------------------
+
+
+def test_the_compiled_fir_is_built_and_running() -> None:
+    # An install with a C compiler builds it (setup.py); the README's install and CI have one. Without it the
+    # numpy path runs: the same bytes, more CPU per call.
+    assert COMPILED_FIR and audio._blocks is not audio._numpy_blocks
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [*RATIOS, (48000, 16000), (16000, 48000), (12000, 8000)])
+def test_the_compiled_fir_gives_the_numpy_bytes(in_rate: int, out_rate: int) -> None:
+    plan = audio._design(in_rate, out_rate)
+    rng = np.random.default_rng(in_rate + out_rate)
+    for blocks in [1, 2, 31, 32, 33, 160, 320, 1000, 3000]:  # around its tile of 32 and its stack buffer
+        x = rng.integers(-32768, 32768, plan.history + blocks * plan.down)
+        x[: blocks // 3] = 32767  # runs at full scale: the sums overshoot and must clip, not wrap
+        args = (pcm(x), plan.phases, plan.up, plan.down)
+        assert audio._compiled_blocks is not None
+        assert audio._compiled_blocks(*args) == audio._numpy_blocks(*args)
+
+
+def test_the_compiled_fir_refuses_what_is_not_history_and_whole_blocks() -> None:
+    plan = audio._design(24000, 8000)
+    polyphase = audio._compiled_blocks
+    assert polyphase is not None
+    whole = bytes(2 * (plan.history + 3 * plan.down))
+    for samples, taps, up, down in [
+        (whole[:-2], plan.phases, 1, 3),  # not whole blocks
+        (whole[:-1], plan.phases, 1, 3),  # an odd byte
+        (bytes(2 * (plan.history - 1)), plan.phases, 1, 3),  # shorter than one window
+        (whole, plan.phases, 2, 3),  # taps that are not (up, width)
+        (whole, plan.phases, 1, 0),
+    ]:
+        with pytest.raises(ValueError):
+            polyphase(samples, taps, up, down)
+    with pytest.raises(TypeError):
+        polyphase(whole, plan.phases, 1)
+    with pytest.raises(TypeError):
+        polyphase("text", plan.phases, 1, 3)
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), RATIOS)
+def test_the_numpy_path_streams_the_same_bytes(
+    in_rate: int, out_rate: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = noise(in_rate, 0.3, 7)
+    compiled = stream(Resampler(in_rate, out_rate).process, data, in_rate)
+    monkeypatch.setattr(audio, "_blocks", audio._numpy_blocks)
+    assert stream(Resampler(in_rate, out_rate).process, data, in_rate) == compiled
 
 
 def test_twenty_ms_frames_equal_one_shot() -> None:
