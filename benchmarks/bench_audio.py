@@ -23,6 +23,7 @@ from machine import describe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: make `gateway` importable
 
+from gateway import audio
 from gateway.audio import (
     InboundAudio,
     OutboundAudio,
@@ -160,13 +161,26 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|---:|")
         rows = [
             measure(
-                "gateway.audio.Resampler",
+                "gateway.audio.Resampler" + ("" if audio.COMPILED_FIR else " (not compiled: numpy)"),
                 lambda a=in_rate, b=out_rate: Resampler(a, b).process,
                 in_rate,
                 out_rate,
                 n,
             )
         ]
+        compiled, audio._blocks = audio._blocks, audio._numpy_blocks  # as installed without a C compiler
+        try:
+            rows.append(
+                measure(
+                    "gateway.audio.Resampler in numpy (no compiled FIR)",
+                    lambda a=in_rate, b=out_rate: Resampler(a, b).process,
+                    in_rate,
+                    out_rate,
+                    n,
+                )
+            )
+        finally:
+            audio._blocks = compiled
         rows.append(
             measure(
                 "audioop.ratecv", lambda a=in_rate, b=out_rate: Ratecv(a, b).process, in_rate, out_rate, n

@@ -10,7 +10,11 @@ gateway` imports that tree's code; checked before each run). The harness and the
 process's (the tree this script is run from), the same for both. Run, for example:
 
     git worktree add /tmp/old 01baaf1 && git worktree add /tmp/new 8e4a061
+    for tree in /tmp/old /tmp/new; do (cd $tree && python setup.py -q build_ext --inplace); done
     cd /tmp/new && PYTHONPATH=/tmp/new python benchmarks/bench_compare.py /tmp/old /tmp/new --calls 50
+
+(From a950e56 on, the install compiles the resampler's FIR, gateway/_fir.c: `build_ext --inplace` builds it
+in a worktree, which nothing installed. Without it that tree's calls resample in numpy.)
 
 Prints Markdown; each run's full report goes to stderr.
 """

@@ -34,7 +34,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator, add_port, remove_port
 from twilio.twiml.voice_response import VoiceResponse
 
-from gateway import dispatch, machine
+from gateway import audio, dispatch, machine
 from gateway.admission import Pacer, RefusalLog, UnverifiedStreams
 from gateway.agents import Agent
 from gateway.audio import resample_block
@@ -852,6 +852,12 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                     note="no carrier secret to key stream tokens with (TWILIO_AUTH_TOKEN, TELNYX_API_KEY or "
                     "SIGNALWIRE_SIGNING_KEY): a stream that reaches another instance than its webhook's is "
                     "refused",
+                )
+            if not audio.COMPILED_FIR:
+                log.warning(
+                    "resampler_not_compiled",
+                    note="gateway/_fir.c was not built (no C compiler at install): calls resample in numpy, "
+                    "the same audio for about a third more CPU per call; install gcc and reinstall",
                 )
             stack.callback(gateway.refusals.close)
             stack.callback(gateway.live_feed.close)

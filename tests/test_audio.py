@@ -444,3 +444,23 @@ def test_24k_to_16k_keeps_the_wide_band_at_50_db_snr_flat_and_within_1_ms() -> N
         gains.append(20 * math.log10(amplitude / (0.5 * 32767)))
     assert max(gains) - min(gains) < 0.1
     assert measured_delay_ms(Resampler(24000, 16000).process, 24000, 16000) <= 1.0
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_start_up_says_when_calls_resample_in_numpy(
+    compiled: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from starlette.testclient import TestClient
+
+    from gateway.app import create_app
+    from tests.support.gateway import UNUSED_LIVE_URL, logged, settings_for
+
+    monkeypatch.setattr(audio, "COMPILED_FIR", compiled)
+    with TestClient(create_app(settings_for(UNUSED_LIVE_URL))):
+        pass
+    warnings = [line for line in logged(capsys) if line["event"] == "resampler_not_compiled"]
+    if compiled:
+        assert not warnings
+    else:
+        (warning,) = warnings
+        assert warning["level"] == "warning" and "C compiler" in warning["note"]

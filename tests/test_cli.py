@@ -46,6 +46,7 @@ def test_serve_without_keys_starts_the_local_backend_and_says_so(tmp_path):
     lines = json_lines(err)
     events = [line["event"] for line in lines]
     assert "using_local_live_backend" in events and "gateway_ready" in events
+    assert "resampler_not_compiled" not in events  # the install built gateway/_fir.c
     # once ready, it says where it listens
     (listening,) = [line for line in lines if line["event"] == "listening"]
     assert listening["port"] == port and listening["url"] == f"http://0.0.0.0:{port}"

@@ -71,7 +71,10 @@ def test_dockerfile_runs_gateway_serve_as_non_root_with_a_working_health_check()
     assert path is not None, check
     assert path.group(1) == str(DEFAULTS.port) and "GET" in app_routes()[path.group(2)]
     copied = " ".join(by_name["COPY"])
-    assert "pyproject.toml" in copied and "gateway" in copied
+    assert "pyproject.toml" in copied and "setup.py" in copied and "gateway" in copied
+    # the install has a C compiler, so the image runs the compiled resampler (gateway/_fir.c)
+    (install,) = [run for run in by_name["RUN"] if "pip install ." in run]
+    assert install.index("gcc") < install.index("pip install .")
 
 
 def load_manifests() -> dict[str, dict]:
