@@ -73,8 +73,16 @@ static PyObject *polyphase(PyObject *module, PyObject *const *args, Py_ssize_t n
     }
     Py_buffer in, taps;
     if (PyObject_GetBuffer(args[0], &in, PyBUF_SIMPLE) < 0) return NULL;
-    if (PyObject_GetBuffer(args[1], &taps, PyBUF_C_CONTIGUOUS) < 0) {
+    if (PyObject_GetBuffer(args[1], &taps, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
         PyBuffer_Release(&in);
+        return NULL;
+    }
+    const char *format = taps.format != NULL ? taps.format : "";
+    if (*format == '@' || *format == '=' || (*format == '<' && PY_LITTLE_ENDIAN)) format++;
+    if (taps.itemsize != (Py_ssize_t)sizeof(double) || strcmp(format, "d") != 0) {
+        PyErr_SetString(PyExc_TypeError, "polyphase: taps must be float64");
+        PyBuffer_Release(&in);
+        PyBuffer_Release(&taps);
         return NULL;
     }
     PyObject *result = NULL;

@@ -228,6 +228,8 @@ def test_the_compiled_fir_refuses_what_is_not_history_and_whole_blocks() -> None
         polyphase(whole, plan.phases, 1)
     with pytest.raises(TypeError):
         polyphase("text", plan.phases, 1, 3)
+    with pytest.raises(TypeError):  # taps of another type: refused, not read as float64
+        polyphase(whole, plan.phases.astype(np.float32), 1, 3)
 
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), RATIOS)
