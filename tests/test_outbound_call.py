@@ -51,6 +51,7 @@ async def test_what_the_agent_says_before_a_person_is_known_reaches_the_line_the
     assert voicemail.sent == []  # a person: the voicemail's connection is closed unused
     line.put(Ended("stop"))
     await task
+    assert call.stats.outcome is Outcome.CALLEE_HUNG_UP  # the person called hung up, not a caller
     summary = call.summary()
     assert (summary.direction, summary.answered_by, summary.amd_duration_ms) == ("outbound", "human", 1800)
     assert summary.amd_wait_ms is not None and summary.machine_action == ""

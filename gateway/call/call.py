@@ -440,7 +440,8 @@ class Call:
                 if self.live is not None and not self.state.resumption.switching:
                     with contextlib.suppress(LiveError):
                         await self._send_unsent()  # the last of a quiet: Live has all the caller said
-                stats.outcome = Outcome.MOVED if self._moved else Outcome.CALLER_HUNG_UP
+                hung_up = Outcome.CALLER_HUNG_UP if self.outbound is None else Outcome.CALLEE_HUNG_UP
+                stats.outcome = Outcome.MOVED if self._moved else hung_up
                 log.info("line_ended", how=event.how)
                 return
             else:

@@ -14,7 +14,8 @@ class Outcome(StrEnum):
     CLOSED_BEFORE_START = "closed_before_start"  # the line ended before it said who was calling
     NO_START = "no_start"  # the line never said who was calling
     REFUSED = "refused"  # the stream was refused at admission (bad or reused token, say)
-    CALLER_HUNG_UP = "caller_hung_up"
+    CALLER_HUNG_UP = "caller_hung_up"  # the person who called hung up
+    CALLEE_HUNG_UP = "callee_hung_up"  # an outbound call: the person (or machine) the agent called hung up
     CALLER_GONE = "caller_gone"  # the line broke under a send, or the call ended during a transfer
     MEDIA_IDLE = "media_idle"  # the line stopped carrying audio
     MAX_DURATION = "max_duration"
