@@ -22,17 +22,26 @@
 
 #define TILE 32 /* outputs whose sums stay in registers while a phase's taps go by */
 
+/* The output sample of an exact sum: rounded half to even (np.rint's rule), whatever the FP rounding mode a
+ * library may have left set, then clipped to int16. */
 static inline void store(uint8_t *o, double sum) {
-    double v = nearbyint(sum); /* the default rounding mode: half to even, as np.rint */
-    int32_t s = v > 32767.0 ? 32767 : v < -32768.0 ? -32768 : (int32_t)v;
+    /* Clipping first gives what rounding first would: the ends are integers. */
+    double v = sum > 32767.0 ? 32767.0 : sum < -32768.0 ? -32768.0 : sum;
+    double low = floor(v);
+    double fraction = v - low; /* exact: v is a multiple of 2**-24 well below 2**53 */
+    int32_t s = v == v ? (int32_t)low : 0;
+    if (fraction > 0.5 || (fraction == 0.5 && (s & 1))) s++;
     o[0] = (uint8_t)(s & 0xff);
     o[1] = (uint8_t)((s >> 8) & 0xff);
 }
 
 /* One phase of the filter over every block: out[q * step] = sum_k x(q * down + k) * phase[k]. Built for the
- * machine's wider vectors where it has them (glibc picks the clone at load), plain x86-64 otherwise. */
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+ * machine's wider vectors where it has them (glibc picks the clone at load; musl has no ifunc), plain
+ * otherwise. */
+#if defined(__GLIBC__) && defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
 __attribute__((target_clones("avx2", "default")))
+#endif
 #endif
 static void fir_phase(const double *x, Py_ssize_t stride, const double *phase, Py_ssize_t width, long down,
                       Py_ssize_t blocks, uint8_t *out, Py_ssize_t step) {
@@ -65,8 +74,9 @@ static PyObject *polyphase(PyObject *module, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     long up = PyLong_AsLong(args[2]);
+    if (up == -1 && PyErr_Occurred()) return NULL;
     long down = PyLong_AsLong(args[3]);
-    if ((up == -1 || down == -1) && PyErr_Occurred()) return NULL;
+    if (down == -1 && PyErr_Occurred()) return NULL;
     if (up < 1 || down < 1 || up > 64 || down > 64) {
         PyErr_SetString(PyExc_ValueError, "up and down must be between 1 and 64");
         return NULL;
@@ -79,8 +89,9 @@ static PyObject *polyphase(PyObject *module, PyObject *const *args, Py_ssize_t n
     }
     const char *format = taps.format != NULL ? taps.format : "";
     if (*format == '@' || *format == '=' || (*format == '<' && PY_LITTLE_ENDIAN)) format++;
-    if (taps.itemsize != (Py_ssize_t)sizeof(double) || strcmp(format, "d") != 0) {
-        PyErr_SetString(PyExc_TypeError, "polyphase: taps must be float64");
+    if (taps.itemsize != (Py_ssize_t)sizeof(double) || strcmp(format, "d") != 0 || taps.ndim != 2 ||
+        taps.shape == NULL || taps.shape[0] != up) {
+        PyErr_SetString(PyExc_TypeError, "polyphase: taps must be float64, shaped (up, width)");
         PyBuffer_Release(&in);
         PyBuffer_Release(&taps);
         return NULL;
@@ -100,7 +111,7 @@ static PyObject *polyphase(PyObject *module, PyObject *const *args, Py_ssize_t n
      * that the samples a tap meets in consecutive blocks are contiguous. */
     Py_ssize_t stride = (n + down - 1) / down;
     if (stride * down > STACK_DOUBLES) {
-        x = PyMem_Malloc(sizeof(double) * (size_t)(stride * down));
+        x = PyMem_New(double, (size_t)stride * (size_t)down);
         if (x == NULL) {
             PyErr_NoMemory();
             goto done;

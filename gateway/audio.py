@@ -181,6 +181,8 @@ def _design(in_rate: int, out_rate: int) -> _Plan:
             k = o + up * j
             if 0 <= k < num_taps:
                 table[width - 1 - j, r] = hq[k]  # row order = oldest input first, as the window view has it
+    if width < down:  # pragma: no cover - no designable ratio comes near: a window spans 26+ blocks
+        raise RuntimeError(f"the filter for {in_rate}->{out_rate} is shorter than a block of {down} inputs")
     bound = np.abs(table).sum(axis=0).max() * 32768.0
     assert bound < 2.0**53, "tap scale too large for exact float64 accumulation"
     # Output m holds the signal at t - D (D = (N-1)/2 group delay) but is stamped m*M: delay D - (M-1).

@@ -10,6 +10,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import audio
 from gateway.audio import (
@@ -219,17 +221,60 @@ def test_the_compiled_fir_refuses_what_is_not_history_and_whole_blocks() -> None
         (whole[:-2], plan.phases, 1, 3),  # not whole blocks
         (whole[:-1], plan.phases, 1, 3),  # an odd byte
         (bytes(2 * (plan.history - 1)), plan.phases, 1, 3),  # shorter than one window
-        (whole, plan.phases, 2, 3),  # taps that are not (up, width)
         (whole, plan.phases, 1, 0),
     ]:
         with pytest.raises(ValueError):
             polyphase(samples, taps, up, down)
+    for taps in [plan.phases.T, plan.phases.reshape(-1), np.ascontiguousarray(plan.phases.T)]:
+        with pytest.raises((TypeError, ValueError)):  # not (up, width), C-contiguous: never read transposed
+            polyphase(whole, taps, 1, 3)
     with pytest.raises(TypeError):
         polyphase(whole, plan.phases, 1)
     with pytest.raises(TypeError):
         polyphase("text", plan.phases, 1, 3)
     with pytest.raises(TypeError):  # taps of another type: refused, not read as float64
         polyphase(whole, plan.phases.astype(np.float32), 1, 3)
+
+
+def test_the_compiled_fir_rounds_half_to_even_and_clips_as_numpy() -> None:
+    # Random audio almost never makes an exact half: these do, and they sit on the clipping edges too.
+    polyphase = audio._compiled_blocks
+    assert polyphase is not None
+    half = np.array([[0.5]])
+    for taps, samples in [
+        (half, [1, 3, 5, -1, -3, -5, 0, 32767, -32768]),  # 0.5 1.5 2.5 ... -> 0 2 2 0 -2 -2
+        (np.array([[2.0]]), [16383, 16384, -16384, -16385, 32767, -32768]),  # at and past full scale
+        (np.array([[1.5]]), [21845, 21844, -21845, -21846, -21845]),  # 32767.5, 32766, -32767.5, -32769
+        (np.array([[0.25, 0.25]]), [1, 1, 3, -1, -3, 5, 65535 // 2]),  # sums of two taps landing on halves
+    ]:
+        data = pcm(samples)
+        assert polyphase(data, taps, 1, 1) == audio._numpy_blocks(data, taps, 1, 1)
+    assert polyphase(pcm([1, 3, 5, -1, -3, -5]), half, 1, 1) == pcm([0, 2, 2, 0, -2, -2])
+    assert polyphase(pcm([16384, -16385]), np.array([[2.0]]), 1, 1) == pcm([32767, -32768])
+
+
+@given(
+    up=st.integers(1, 16),
+    down=st.integers(1, 16),
+    extra=st.integers(0, 40),
+    blocks=st.integers(1, 80),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=200, deadline=None)
+def test_the_compiled_fir_is_numpy_for_any_shape(
+    up: int, down: int, extra: int, blocks: int, seed: int
+) -> None:
+    # Integer taps times 2**-24, as every designed filter's: exact sums, so the bytes must agree for any
+    # phase count, decimation and width (below and above the C's tile of 32 outputs).
+    rng = np.random.default_rng(seed)
+    width = down + extra
+    phases = rng.integers(-(2**20), 2**20, (up, width)).astype(np.float64) * 2.0**-24
+    phases[rng.random((up, width)) < 0.2] = 0.0  # the zero taps of phases shorter than the window
+    x = rng.integers(-32768, 32768, width - down + blocks * down)
+    x[rng.random(x.size) < 0.1] = 32767
+    args = (pcm(x), phases, up, down)
+    assert audio._compiled_blocks is not None
+    assert audio._compiled_blocks(*args) == audio._numpy_blocks(*args)
 
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), RATIOS)
