@@ -258,7 +258,10 @@ async def test_small_load_run_through_a_gateway() -> None:
     assert all(-1.0 < x < 1.0 for x in fig.barge_in), text
     assert fig.response and 0.2 < np.median(fig.response) < 1.0, text  # peer VAD 200 ms + think 50 ms
     assert fig.gateway_rss_steady > 0 and fig.gateway_cpu_pct > 0, text
-    assert 0 < fig.gateway_kernel_share < 1, text  # sockets are the kernel's work, the rest is Python's
+    # Measured (not NaN) and a share. Not asserted above 0: /proc counts CPU in 10 ms ticks, each charged to
+    # user or kernel by where the tick found the process, and a few seconds of five calls can see none of
+    # the kernel's (a CI run read 0.0 once the resampler was compiled and the window's CPU got smaller).
+    assert 0 <= fig.gateway_kernel_share < 1, text
     assert fig.inbound_quiet, text  # the pauses (digital silence), apart: they may go several to a message
     assert "inbound latency" in text
 
