@@ -92,11 +92,11 @@ class _Plan:
 
     up: int  # L
     down: int  # M
-    taps: np.ndarray  # (width, L) float64, integer-valued: window row i is input sample e - width + 1 + i
-    # The same, times 2**-_TAP_BITS: still exact (a power of two), and the sum comes out scaled (one multiply
-    # less per call). Every partial sum is an exact multiple of 2**-_TAP_BITS, so any chunking agrees.
-    scaled: np.ndarray
-    phases: np.ndarray  # `scaled` transposed, C-contiguous (L, width): what the compiled FIR reads
+    # (L, width) float64, C-contiguous: phase r's taps, column i for input sample e - width + 1 + i (oldest
+    # first, as a block's window has them). Integers times 2**-_TAP_BITS: still exact (a power of two), and
+    # the sum comes out scaled. Every partial sum is an exact multiple of 2**-_TAP_BITS, so any chunking and
+    # any order of the sums (numpy's BLAS, gateway/_fir.c) agree.
+    phases: np.ndarray
     width: int  # input samples seen by one block of M inputs
     history: int  # samples kept between calls: width - M
     num_taps: int  # of the prototype filter at L * in_rate
@@ -187,16 +187,11 @@ def _design(in_rate: int, out_rate: int) -> _Plan:
     assert bound < 2.0**53, "tap scale too large for exact float64 accumulation"
     # Output m holds the signal at t - D (D = (N-1)/2 group delay) but is stamped m*M: delay D - (M-1).
     delay_ms = ((num_taps - 1) / 2 - (down - 1)) / fs * 1000.0
-    table.setflags(write=False)
-    scaled = table * 2.0**-_TAP_BITS
-    scaled.setflags(write=False)
-    phases = np.ascontiguousarray(scaled.T)
+    phases = np.ascontiguousarray(table.T) * 2.0**-_TAP_BITS
     phases.setflags(write=False)
     return _Plan(
         up=up,
         down=down,
-        taps=table,
-        scaled=scaled,
         phases=phases,
         width=width,
         history=max(width - down, 0),
@@ -289,7 +284,7 @@ class Resampler:
             return pcm[:usable]
         if not usable:
             return b""
-        samples = self._hist + pcm[:usable] if usable < len(pcm) else self._hist + pcm
+        samples = self._hist + pcm[:usable]
         self._hist = samples[len(samples) - self._hist_bytes :]
         return _blocks(samples, plan.phases, plan.up, plan.down)
 
