@@ -37,12 +37,17 @@ def json_object(text: str | bytes, binary: str) -> dict[str, Any]:
 
 
 def json_value(text: str | bytes) -> Any:
-    """A peer's JSON, read by orjson (every frame of audio comes as JSON: a third of `json`'s time). What
-    orjson refuses, and text nested deeper than `json` reads (orjson has no depth limit, and a value
+    """A peer's JSON, read by orjson (every frame of audio comes as JSON: a third of `json`'s time), text or
+    bytes (Live's messages come in binary frames). What orjson refuses (bytes in UTF-16 or UTF-32, which
+    `json` detects), and text nested deeper than `json` reads (orjson has no depth limit, and a value
     hundreds of levels deep would exhaust the stack wherever it is printed), goes to `json`, which has the
     last word. One difference remains: an integer beyond 64 bits comes back as a float. Raises
     ProtocolError."""
-    if isinstance(text, str) and text.count("[") + text.count("{") <= MAX_BRACKETS:
+    if isinstance(text, str):
+        brackets = text.count("[") + text.count("{")
+    else:
+        brackets = text.count(b"[") + text.count(b"{")
+    if brackets <= MAX_BRACKETS:
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:

@@ -1,8 +1,11 @@
 import base64
 import json
+from types import SimpleNamespace
 
+import orjson
 import pytest
 
+from gateway import wire
 from gateway.live import protocol as lp
 
 
@@ -166,3 +169,23 @@ def test_bad_server_messages_raise(data):
 def test_durations():
     assert lp.parse_duration("1.5s") == 1.5
     assert lp.parse_duration({"seconds": 2, "nanos": 500_000_000}) == 2.5
+
+
+def test_binary_frames_are_read_alike_by_orjson_and_by_the_standard_library(monkeypatch):
+    """Live's messages come in binary frames: bytes take orjson's path as text does; what orjson refuses
+    (UTF-16, which `json` detects) or nests too deep still goes to `json`, which has the last word."""
+    message = {"serverContent": {"modelTurn": {"parts": [{"inlineData": {"data": "AAA=", "mimeType": "a"}}]}}}
+    text = json.dumps(message)
+    read: list[object] = []
+
+    def spy(data):
+        read.append(type(data))
+        return orjson.loads(data)
+
+    monkeypatch.setattr(wire, "orjson", SimpleNamespace(loads=spy, JSONDecodeError=orjson.JSONDecodeError))
+    assert lp.parse_server_message(text.encode()) == lp.parse_server_message(text)
+    assert read == [bytes, str]
+    assert lp.parse_server_message(text.encode("utf-16")) == lp.parse_server_message(text)
+    deep = b'{"x": ' + b"[" * 3000 + b"]" * 3000 + b"}"
+    with pytest.raises(lp.LiveProtocolError, match="malformed JSON"):
+        lp.parse_server_message(deep)
