@@ -390,6 +390,7 @@ class Gateway:
                 live_stall_s=settings.live_stall_s,
                 max_duration_s=settings.max_call_duration_s,
                 quiet_chunk_ms=settings.live_quiet_chunk_ms,
+                speech_chunk_ms=settings.live_speech_chunk_ms,
             ),
             turns=TurnRules(barge_in=settings.barge_in, stall_timeout_s=settings.stall_timeout_s),
             on_transcript=self.on_transcript,

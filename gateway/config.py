@@ -137,8 +137,10 @@ class Settings:
     # Gateway processes on one port (WEB_CONCURRENCY, which Heroku sets): default one per core.
     web_concurrency: int = 1
     stall_timeout_s: float = 5.0
-    # Caller audio per message to Live while the caller is quiet (gateway.call.caller_chunks).
+    # Caller audio per message to Live while the caller is quiet, and while they may be speaking
+    # (gateway.call.caller_chunks).
     live_quiet_chunk_ms: int = 100
+    live_speech_chunk_ms: int = 40
     # Vertex AI (GEMINI_PLATFORM=vertex): a service-account key file, else google-auth's own search (the
     # metadata server on Google Cloud). The platform, project and location are in `live`.
     google_credentials_file: str | None = None
@@ -608,6 +610,13 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
             f"LIVE_QUIET_CHUNK_MS={quiet_chunk_ms} must be 20, 40, 60, 80 or 100: caller audio per message "
             "to Live while the caller is quiet, in whole 20 ms frames (20 sends every frame as it comes)"
         )
+    speech_chunk_ms = _int(env, "LIVE_SPEECH_CHUNK_MS", min(40, quiet_chunk_ms))
+    if speech_chunk_ms not in (20, 40, 60, 80, 100) or speech_chunk_ms > quiet_chunk_ms:
+        raise ConfigError(
+            f"LIVE_SPEECH_CHUNK_MS={speech_chunk_ms} must be 20, 40, 60, 80 or 100, and no more than "
+            f"LIVE_QUIET_CHUNK_MS ({quiet_chunk_ms}): caller audio per message to Live while the caller may "
+            "be speaking, in whole 20 ms frames (20 sends every frame as it comes)"
+        )
     agents = default_book(live, greeting, barge_in)
     if agents_file := env.get("AGENTS_FILE"):
         try:
@@ -699,6 +708,7 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         barge_in=barge_in,
         stall_timeout_s=stall_timeout_s,
         live_quiet_chunk_ms=quiet_chunk_ms,
+        live_speech_chunk_ms=speech_chunk_ms,
         google_credentials_file=credentials_file,
         web_concurrency=_web_concurrency(env),
         console_password=_console_password(env),

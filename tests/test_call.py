@@ -30,6 +30,10 @@ async def until(predicate, timeout: float = 2.0) -> None:
     await wait_for(predicate, timeout=timeout, interval=0.001)
 
 
+# Every frame in a message of its own (LIVE_SPEECH_CHUNK_MS=20): the counts below are the frames'.
+EVERY_FRAME = CallLimits(speech_chunk_ms=20)
+
+
 def start_call(line: MemoryLine, live: ScriptedLive, **kwargs) -> tuple[Call, asyncio.Task[None]]:
     kwargs.setdefault("connect_retry_delays_s", NO_DELAYS)
     call = Call(line, STARTED, live.open, lp.LiveConfig(), **kwargs)
@@ -89,7 +93,7 @@ async def test_barge_in_clears_the_line_and_drops_the_rest_of_the_interrupted_tu
 
 async def test_a_broken_connection_is_resumed_from_the_handle_and_the_caller_audio_since_is_replayed():
     line, live = MemoryLine(), ScriptedLive()
-    call, task = start_call(line, live)
+    call, task = start_call(line, live, limits=EVERY_FRAME)
     first = await live.connection(0)
     line.put(CallerAudio(LOUD_8K))
     await until(lambda: first.audio)
@@ -300,7 +304,7 @@ async def test_a_call_the_drain_moved_ends_as_moved_and_one_it_could_not_move_he
 
 async def test_a_mu_law_line_s_audio_is_kept_for_replay_as_mu_law_and_replayed_as_it_came():
     line, live = MemoryLine(LineAudio(8000, 8000, mulaw=True)), ScriptedLive()
-    call, task = start_call(line, live)
+    call, task = start_call(line, live, limits=EVERY_FRAME)
     first = await live.connection(0)
     first.say(lp.ResumptionUpdate("h1", True))
     await until(lambda: call.resumption_handle == "h1")

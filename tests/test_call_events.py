@@ -156,7 +156,7 @@ async def test_the_caller_s_speech_is_recorded_from_the_line() -> None:
     task = asyncio.create_task(call.run())
     conn = await live.connection(0)
     line.put(*[CallerAudio(LOUD_8K)] * loud_frames)
-    await until(lambda: len(conn.audio) == loud_frames)
+    await until(lambda: call.stats.frames_in == loud_frames and not call.state.resumption.unsent)  # all sent
     await asyncio.sleep(0.55)  # then a pause long enough to end the caller's speech (CALLER_END_GAP_S)
     line.put(CallerAudio(bytes(320)))
     await until(lambda: any(e.kind == "caller_end" for e in call.events.events))

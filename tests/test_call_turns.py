@@ -162,7 +162,7 @@ async def test_a_pause_in_the_callers_audio_is_told_to_live_only_with_its_own_de
     line, live = MemoryLine(), ScriptedLive()
     _, task = start_call(line, live, config=lp.LiveConfig(turn_detection=turn_detection))
     conn = await live.connection(0)
-    line.put(CallerAudio(b"\x00\x40" * 160))  # a sound: sent at once
+    line.put(*[CallerAudio(b"\x00\x40" * 160)] * 2)  # a sound: sent at once, two frames to a message
     await until(lambda: conn.audio)
     if expected:
         await until(lambda: sent_kinds(conn) == expected)

@@ -1,7 +1,8 @@
-"""The Call with quiet chunks: frames held in a quiet, a key, a failed send and a switch, each frame once.
+"""The Call with chunks: frames held in a quiet, a key, a failed send and a switch, each frame once; speech
+two frames to a message, and a turn's end after its last frame.
 
 A wideband line (16 kHz in, Live's own rate) so what Live gets is the line's frames themselves, each made
-recognisable and quiet (peak under `QUIET_PEAK`): they go five to a message.
+recognisable and quiet (peak under `QUIET_PEAK`): they go five to a message; loud ones go two to a message.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from gateway.call import Call
+from gateway.call import Call, CallLimits
 from gateway.call import call as call_module
 from gateway.call.line import CallerAudio, Ended, Keypress, LineAudio
 from gateway.call.resumption import Resumption
+from gateway.call.turns import Heard
 from gateway.live import protocol as lp
 from gateway.live.session import LiveConnectionLost
 from tests.support.call_doubles import STARTED, MemoryLine, ScriptedConnection, ScriptedLive
@@ -28,10 +30,12 @@ async def until(predicate, timeout: float = 2.0) -> None:
 
 
 def start(
-    live: ScriptedLive, config: lp.LiveConfig | None = None
+    live: ScriptedLive, config: lp.LiveConfig | None = None, **kwargs
 ) -> tuple[MemoryLine, Call, asyncio.Task[None]]:
     line = MemoryLine(LineAudio(16000, 24000))
-    call = Call(line, STARTED, live.open, config or lp.LiveConfig(), connect_retry_delays_s=NO_DELAYS)
+    call = Call(
+        line, STARTED, live.open, config or lp.LiveConfig(), connect_retry_delays_s=NO_DELAYS, **kwargs
+    )
     return line, call, asyncio.create_task(call.run())
 
 
@@ -158,3 +162,47 @@ async def test_a_pause_in_the_line_s_audio_sends_the_quiet_held_then_its_end(mon
     assert [kind for kind, _ in conn.indices] == ["audio", "message"]
     assert conn.audio == [b"".join(QUIET[:2])]
     await end(line, task)
+
+
+def loud(i: int) -> bytes:
+    return LOUD[:-2] + bytes([i, 0x40])  # loud and recognisable
+
+
+async def test_speech_goes_two_frames_to_a_message_and_the_setting_sends_every_frame():
+    live = ScriptedLive()
+    line, _, task = start(live)
+    conn = await live.connection(0)
+    said = [loud(i) for i in range(5)]
+    line.put(*(CallerAudio(f) for f in said))
+    await until(lambda: len(conn.audio) == 2)
+    await end(line, task)  # the fifth waited for a sixth: it goes at the end of the call
+    assert conn.audio == [said[0] + said[1], said[2] + said[3], said[4]]
+
+    live = ScriptedLive()
+    line, _, task = start(live, limits=CallLimits(speech_chunk_ms=20))
+    conn = await live.connection(0)
+    line.put(*(CallerAudio(f) for f in said))
+    await until(lambda: len(conn.audio) == 5)
+    await end(line, task)
+    assert conn.audio == said
+
+
+async def test_with_local_turns_the_held_frame_goes_before_the_activity_end(monkeypatch):
+    """TURN_DETECTION=local: a frame still waiting for its chunk when the caller's turn ends is sent before
+    `activityEnd`, or Live would hear it outside the turn."""
+    said = [loud(i) for i in range(3)]
+    verdicts = iter([Heard(onset=True, speaking=True), Heard(speaking=True), Heard(end=True)])
+
+    def hear(meter, speech, pcm, now):
+        return next(verdicts)
+
+    monkeypatch.setattr(call_module, "hear", hear)
+    live = ScriptedLive()
+    line, _, task = start(live, lp.LiveConfig(turn_detection="local"))
+    conn = await live.connection(0)
+    line.put(*(CallerAudio(f) for f in said))
+    await until(lambda: "activityEnd" in "".join(conn.sent))
+    await end(line, task)
+    assert b"".join(conn.audio).endswith(said[2])  # the third frame, alone, went before the end
+    kinds = [kind for kind, _ in conn.indices]
+    assert kinds[-2:] == ["audio", "message"] and "activityEnd" in conn.sent[-1]

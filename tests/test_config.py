@@ -68,6 +68,12 @@ def test_env_file_is_read_and_environment_wins(tmp_path):
         ({"BARGE_IN": "sometimes"}, "BARGE_IN='sometimes' must be one of local, server"),
         ({"TURN_DETECTION": "client"}, "TURN_DETECTION='client' must be one of server, local"),
         ({"STALL_TIMEOUT_S": "0.2"}, "STALL_TIMEOUT_S=0.2 must be between 1 and 60"),
+        ({"LIVE_QUIET_CHUNK_MS": "30"}, "LIVE_QUIET_CHUNK_MS=30 must be 20, 40, 60, 80 or 100"),
+        ({"LIVE_SPEECH_CHUNK_MS": "50"}, "LIVE_SPEECH_CHUNK_MS=50 must be 20, 40, 60, 80 or 100"),
+        (
+            {"LIVE_SPEECH_CHUNK_MS": "60", "LIVE_QUIET_CHUNK_MS": "40"},
+            r"LIVE_SPEECH_CHUNK_MS=60 .* no more than LIVE_QUIET_CHUNK_MS \(40\)",
+        ),
     ],
 )
 def test_bad_settings_fail_with_a_message_that_says_what_works(env, message):
@@ -149,3 +155,14 @@ def test_an_empty_text_setting_is_its_default_and_none_turns_it_off(name, field,
     for off in ("none", "off", "false", "None"):
         assert getattr(load_settings({name: off}, env_file=None), field) == ""
     assert getattr(load_settings({name: "Say hi."}, env_file=None), field) == "Say hi."
+
+
+def test_caller_audio_goes_two_frames_to_a_message_in_speech_unless_the_quiet_chunk_is_smaller():
+    assert (
+        load_settings({}, env_file=None).live_speech_chunk_ms,
+        load_settings({}, env_file=None).live_quiet_chunk_ms,
+    ) == (40, 100)
+    every = load_settings({"LIVE_QUIET_CHUNK_MS": "20"}, env_file=None)  # as before the speech chunk: valid
+    assert (every.live_speech_chunk_ms, every.live_quiet_chunk_ms) == (20, 20)
+    assert load_settings({"LIVE_SPEECH_CHUNK_MS": "20"}, env_file=None).live_speech_chunk_ms == 20
+    assert load_settings({"LIVE_SPEECH_CHUNK_MS": ""}, env_file=None).live_speech_chunk_ms == 40

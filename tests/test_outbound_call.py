@@ -38,7 +38,7 @@ async def test_what_the_agent_says_before_a_person_is_known_reaches_the_line_the
     call, task = outbound_call(line, live, opening="Hello Ada", machine="leave_message")
     conn = await live.connection(0)
     voicemail = await live.connection(1)  # opened while the detector listens, in case it is a machine
-    line.put(CallerAudio(LOUD_8K))  # "hello?"
+    line.put(*[CallerAudio(LOUD_8K)] * 2)  # "hello?" (two frames: one message)
     await until(lambda: conn.audio)
     conn.say(lp.AgentAudio(AGENT_24K), lp.TurnComplete())
     await asyncio.sleep(0.01)

@@ -116,6 +116,7 @@ class CallLimits:
     live_setup_s: float = 6.0
     live_stall_s: float = 8.0  # Live silent this long after the caller made a sound: a stalled connection
     quiet_chunk_ms: int = 100  # caller audio per message to Live in a quiet (gateway.call.caller_chunks)
+    speech_chunk_ms: int | None = None  # ... and while the caller may be speaking (None: 40, or less)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,9 @@ class Call:
         # numbers, for TURN_DETECTION=local to send again inside an activity.
         self._recent_audio: deque[tuple[bytes, list[int]]] = deque()
         self._recent_frames = 0
-        self._chunks = CallerChunks.of_ms(limits.quiet_chunk_ms, config.vad_silence_ms)
+        self._chunks = CallerChunks.of_ms(
+            limits.quiet_chunk_ms, config.vad_silence_ms, limits.speech_chunk_ms
+        )
         assert self._chunks.quiet_frames <= self.state.resumption.max_frames  # a quiet chunk is kept whole
         self._stream_paused = False  # audioStreamEnd sent for the pause in progress
         self._line_deadline = Deadline()  # bounds every wait for the line's next event, one timer for all
@@ -420,7 +423,7 @@ class Call:
                 self.events.caller_frame(now, heard.speaking if self._meter is not None else loud, loud)
                 await self._send_caller_audio(event.pcm, loud or heard.speaking)
                 if heard.end and self._local_turns:
-                    await self._send_activity(lp.activity_end_message())
+                    await self._activity_end()
             elif isinstance(event, Played):
                 took, action = self.state.played(event.name, time.monotonic())
                 self._log_transcripts(released_only=True)  # the agent's line, once heard
@@ -500,6 +503,17 @@ class Call:
                     self.state.resumption.frame_sent(index, seq)
         except LiveError:
             self.state.resumption.broke()
+
+    async def _activity_end(self) -> None:
+        """TURN_DETECTION=local: the caller stopped speaking. A chunk still held goes first: after the
+        activity's end, Live would not count it as part of the turn."""
+        if self.live is not None and not self.state.resumption.switching:
+            try:
+                await self._send_unsent()
+            except LiveError:
+                self.state.resumption.broke()
+                return
+        await self._send_activity(lp.activity_end_message())
 
     async def _send_activity(self, message: str) -> None:
         if self.live is None or self.state.resumption.switching:
