@@ -7,7 +7,8 @@ ratios measured side by side count.
 
 Each gateway is started from its own tree (PYTHONPATH and working directory of the tree, so `python -m
 gateway` imports that tree's code; checked before each run). The harness and the scripted peer are this
-process's (the tree this script is run from), the same for both. Run, for example:
+process's (the tree this script is run from), the same for both. `--env-a` / `--env-b` give either side's
+gateway settings of its own (one tree under two settings: `. .` as the trees). Run, for example:
 
     git worktree add /tmp/old 01baaf1 && git worktree add /tmp/new 8e4a061
     for tree in /tmp/old /tmp/new; do (cd $tree && python setup.py -q build_ext --inplace); done
@@ -80,11 +81,17 @@ def imported_gateway(pid: int, tree: Path) -> str:
 
 
 async def run_tree(
-    peer: ChildProcessPeer, label: str, tree: Path, calls: int, duration: float, ramp: float
+    peer: ChildProcessPeer,
+    label: str,
+    tree: Path,
+    calls: int,
+    duration: float,
+    ramp: float,
+    env: dict[str, str] | None = None,
 ) -> Run:
     started = time.strftime("%H:%M:%S")
     with source_tree(tree):
-        async with gateway_process(peer.url) as (url, pid):
+        async with gateway_process(peer.url, extra_env=env) as (url, pid):
             imported = imported_gateway(pid, tree)
             options = LoadOptions(url=url, calls=calls, duration_s=duration, ramp_s=ramp, gateway_pid=pid)
             run = await run_load(options, peer)
@@ -106,10 +113,15 @@ def spread(values: list[float], digits: int = 3) -> str:
 
 def markdown(args: argparse.Namespace, runs: list[Run]) -> str:
     a, b = args.labels
+    settings = "".join(
+        f" --env-{side} {name}={value}"
+        for side, env in (("a", args.env_a), ("b", args.env_b))
+        for name, value in env.items()
+    )
     lines = [
         f"`python benchmarks/bench_compare.py {args.a} {args.b} --calls {args.calls} --duration "
-        f"{args.duration:g} --ramp {args.ramp:g} --repeats {args.repeats}`: {a} and {b} alternately, a "
-        "fresh gateway per run, the same harness and scripted peer.",
+        f"{args.duration:g} --ramp {args.ramp:g} --repeats {args.repeats}{settings}`: {a} and {b} "
+        "alternately, a fresh gateway per run, the same harness and scripted peer.",
         "",
         f"Machine: {describe('uvicorn', 'websockets', 'starlette', 'uvloop', 'numpy')}.",
         "",
@@ -145,12 +157,12 @@ def markdown(args: argparse.Namespace, runs: list[Run]) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    trees = dict(zip(args.labels, (args.a, args.b), strict=True))
+    sides = list(zip(args.labels, (args.a, args.b), (args.env_a, args.env_b), strict=True))
     runs: list[Run] = []
     async with ChildProcessPeer() as peer:
         for _ in range(args.repeats):
-            for label, tree in trees.items():
-                runs.append(await run_tree(peer, label, tree, args.calls, args.duration, args.ramp))
+            for label, tree, env in sides:
+                runs.append(await run_tree(peer, label, tree, args.calls, args.duration, args.ramp, env))
     print(markdown(args, runs))
 
 
@@ -163,8 +175,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=30.0, help="length of each call, seconds")
     parser.add_argument("--ramp", type=float, default=2.5, help="start the calls over this many seconds")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each tree")
+    for side in ("a", "b"):
+        parser.add_argument(
+            f"--env-{side}",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help=f"a setting for {side}'s gateway (repeatable): one tree under two settings, for example",
+        )
     args = parser.parse_args()
     args.labels = args.labels.split(",")
+    if len(args.labels) != 2 or args.labels[0] == args.labels[1]:
+        parser.error("--labels takes two different names")
+    for side in ("env_a", "env_b"):
+        pairs = [item.partition("=") for item in getattr(args, side)]
+        if any(not name or not eq for name, eq, _ in pairs):
+            parser.error(f"--{side.replace('_', '-')} takes NAME=VALUE")
+        setattr(args, side, {name: value for name, _, value in pairs})
     args.a, args.b = Path(args.a).resolve(), Path(args.b).resolve()
     return args
 

@@ -400,11 +400,12 @@ def versus_markdown(pairs: list[Pair], rounds: int, duration: float) -> str:
     lines += [
         "",
         "Latency, every round of a level together (ms; late = more than 20 ms; missing = sent and never "
-        "received):",
+        "received; inbound counts from the newest frame of each message to Live, and how long a frame "
+        "waited for the rest of its chunk, `LIVE_SPEECH_CHUNK_MS`, is apart):",
         "",
-        "| calls | side | inbound p50 / p99 | outbound p50 / p99 | barge-in p50 / p99 | late in / out "
-        "| missing in / out |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| calls | side | inbound p50 / p99 | held for the chunk p50 / max | outbound p50 / p99 "
+        "| barge-in p50 / p99 | late in / out | missing in / out |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for calls in levels:
         at = [pr for pr in pairs if pr.calls == calls]
@@ -413,6 +414,7 @@ def versus_markdown(pairs: list[Pair], rounds: int, duration: float) -> str:
             if not figs:
                 continue
             inbound = [x for f in figs for x in f.inbound]
+            held = [x for f in figs for x in f.inbound_held]
             outbound = [x for f in figs for x in f.outbound]
             barge = [x for f in figs for x in f.barge_in]
             late = f"{sum(f.late_inbound for f in figs)} / {sum(f.late_outbound for f in figs)}"
@@ -420,8 +422,9 @@ def versus_markdown(pairs: list[Pair], rounds: int, duration: float) -> str:
                 f"{sum(f.caller_frames_missing for f in figs)} / {sum(f.agent_frames_missing for f in figs)}"
             )
             lines.append(
-                f"| {calls} | {side} | {p(inbound, 50)} / {p(inbound, 99)} | {p(outbound, 50)} / "
-                f"{p(outbound, 99)} | {p(barge, 50)} / {p(barge, 99)} | {late} | {missing} |"
+                f"| {calls} | {side} | {p(inbound, 50)} / {p(inbound, 99)} | {p(held, 50)} / "
+                f"{p(held, 100)} | {p(outbound, 50)} / {p(outbound, 99)} | {p(barge, 50)} / {p(barge, 99)} "
+                f"| {late} | {missing} |"
             )
     if any(pr.rate8k is not None for pr in pairs):
         lines += ["", "| calls | gateway (LIVE_INPUT_RATE=8000) / naive CPU per call-s | its KiB per call |"]
@@ -616,10 +619,11 @@ def markdown(
         "the default greeting); the scripted Live peer (`gateway.devtools.scripted_peer`, its own "
         "process: energy VAD on the caller audio, canned 24 kHz replies in 40 ms chunks at 2x real "
         "time, `interrupted` when the caller talks over a reply still streaming); the harness (this "
-        "process, uvloop: the caller simulator's calls, speech bursts of 1-3 s, a third of the pauses "
-        "short enough to barge in). "
+        "process, uvloop: the caller simulator's calls, sentences spoken by eSpeak NG, a third of the "
+        "pauses short enough to barge in). "
         "Latencies are stamped on one monotonic clock in both processes: inbound = Twilio media sent -> "
-        "realtimeInput received by the peer; outbound = peer chunk sent -> Twilio media received; barge-in "
+        "realtimeInput received by the peer (from the newest frame in the message); outbound = peer chunk "
+        "sent -> Twilio media received; barge-in "
         "= peer `interrupted` sent -> Twilio `clear` received. They include two loopback hops and the "
         "receiving process's own scheduling. Latencies, late frames and harness late sends are over "
         "the steady window (every call up; during the ramp each webhook costs the harness ~18 ms). "

@@ -161,13 +161,17 @@ def test_dtmf_text_parsing() -> None:
     assert _key_pressed("Greet the caller briefly.") is None
 
 
-def test_caller_audio_has_bursts_and_silences() -> None:
+def test_caller_audio_is_sentences_between_pauses_some_short_enough_to_barge_in() -> None:
     pcm = np.frombuffer(caller_audio(20, seed=3), "<i2")
     frames = np.abs(pcm[: len(pcm) // 160 * 160].reshape(-1, 160)).max(axis=1)
-    voiced = frames > 0
-    starts = np.flatnonzero(voiced[1:] & ~voiced[:-1])
-    assert 3 <= len(starts) <= 12
-    assert 0.3 < voiced.mean() < 0.8
+    silent = np.concatenate(([False], frames == 0, [False]))
+    edges = np.flatnonzero(silent[1:] != silent[:-1])
+    runs = (edges[1::2] - edges[::2]) * 0.02  # digital silence, seconds
+    pauses = runs[runs >= 0.4]  # between sentences (a sentence's own gaps are shorter)
+    assert 3 <= len(pauses) <= 12
+    assert any(p < 1.0 for p in pauses) and any(p >= 2.0 for p in pauses)  # barge-in, and heard out
+    assert 0.3 < (frames > 300).mean() < 0.8  # speech about half the time
+    assert caller_audio(20, seed=3) == caller_audio(20, seed=3)  # the same calls every run
 
 
 def test_process_sampling_reads_proc() -> None:

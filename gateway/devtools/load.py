@@ -2,8 +2,8 @@
 
 Calls are placed with the caller simulator (`gateway.devtools.simulator.place_call`, one implementation:
 signed like Twilio when given the gateway's auth token, watched through its public `CallObserver`, with no
-audio or event list kept per call): each call streams speech-like bursts of 1-3 s separated by silences,
-some long (the agent answers and is heard out), some short (the caller talks over the answer: barge-in).
+audio or event list kept per call): each call speaks sentences (eSpeak NG) separated by silences, some long
+(the agent answers and is heard out), some short (the caller talks over the answer: barge-in).
 Calls start ramped over `ramp_s` seconds.
 
 With the scripted Live peer (`gateway.devtools.scripted_peer`) behind the gateway, stamps on both sides (one
@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import functools
 import json
 import math
 import multiprocessing
@@ -43,9 +44,10 @@ import httpx
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
+from gateway.audio import Resampler
 from gateway.config import read_environment
-from gateway.devtools import simulator
-from gateway.devtools.scripted_peer import PeerOptions, PeerSessionRecord, ScriptedPeer, speech_like
+from gateway.devtools import simulator, turn_corpus
+from gateway.devtools.scripted_peer import PeerOptions, PeerSessionRecord, ScriptedPeer
 from gateway.devtools.simulator import (
     CallObserver,
     CallScript,
@@ -68,20 +70,31 @@ SETUP_SETTLE_S = 0.05  # caller frames sent before the Live session is up queue 
 
 
 def caller_audio(seconds: float, seed: int, rate: int = 8000) -> bytes:
-    """Speech bursts of 1-3 s separated by silences: mostly long enough to hear the answer out (2-4 s),
-    about a third short (0.45-0.7 s) so the caller talks over an answer still streaming (barge-in)."""
+    """The caller's sentences (eSpeak NG, as in `gateway.devtools.turn_corpus`: about 0.5-3 s each)
+    separated by silences: mostly long enough to hear the answer out (2-4 s), about a third short
+    (0.45-0.7 s) so the caller talks over an answer still streaming (barge-in). Spoken words, not a
+    speech-like tone: the gateway's own speech detector confirms them, as it would a caller, so its barge-in
+    (the default) is exercised and costs what it costs on a real call."""
     rng = np.random.default_rng(seed)
     out = np.zeros(int(seconds * rate), dtype="<i2")
     t = rng.uniform(0.3, 1.5)  # the greeting, if any, starts first
-    burst = 0
     while t < seconds - 1.0:
-        length = min(rng.uniform(1.0, 3.0), seconds - 0.5 - t)
+        voice = _sentence(int(rng.integers(0, len(turn_corpus.CALLER_SENTENCES))), rate)
+        voice = voice[: max(0, int((seconds - 0.5 - t) * rate))]
         start = int(t * rate)
-        voice = speech_like(length, rate, seed=seed * 1000 + burst)
         out[start : start + len(voice)] = voice[: len(out) - start]
-        t += length + (rng.uniform(0.45, 0.7) if rng.random() < 0.35 else rng.uniform(2.0, 4.0))
-        burst += 1
+        t += len(voice) / rate + (rng.uniform(0.45, 0.7) if rng.random() < 0.35 else rng.uniform(2.0, 4.0))
     return out.tobytes()
+
+
+@functools.cache
+def _sentence(index: int, rate: int) -> np.ndarray:
+    """One of the caller's sentences at `rate`, synthesised once per process (a few tens of ms each)."""
+    x = turn_corpus.voice(turn_corpus.CALLER_SENTENCES[index], agent=False, level_dbfs=-20.0)
+    pcm = np.clip(np.round(x), -32768, 32767).astype("<i2").tobytes()
+    if rate != turn_corpus.RATE:
+        pcm = Resampler(turn_corpus.RATE, rate).process(pcm)
+    return np.frombuffer(pcm, "<i2")
 
 
 def _id_keys(call_id: int) -> list[tuple[float, str]]:
@@ -510,9 +523,13 @@ class Figures:
     caller_frames_received: int = 0  # by the peer
     caller_messages_received: int = 0  # the messages that carried them (a quiet may go several to one)
     caller_frames_missing: int = 0
-    inbound: list[float] = field(default_factory=list)  # frames with sound: each must go at once
+    # Frames with sound: harness send of the newest frame in their message -> peer. While the caller may be
+    # speaking the gateway sends LIVE_SPEECH_CHUNK_MS to a message (gateway.call.caller_chunks): how long a
+    # frame waited for the rest of its chunk is `inbound_held`; this is how long the gateway then took.
+    inbound: list[float] = field(default_factory=list)
+    inbound_held: list[float] = field(default_factory=list)
     # Frames of the harness's pauses (digital silence): the gateway may hold a quiet for up to
-    # LIVE_QUIET_CHUNK_MS and send it in one message (gateway.call.caller_chunks), so they are apart.
+    # LIVE_QUIET_CHUNK_MS and send it in one message, so they are apart (send -> peer, hold included).
     inbound_quiet: list[float] = field(default_factory=list)
     agent_frames_sent: int = 0  # by the peer
     agent_frames_missing: int = 0
@@ -632,11 +649,19 @@ def _match_inbound(trace: CallTrace, record: PeerSessionRecord, fig: Figures) ->
     fig.caller_frames_missing += max(0, len(sent) - len(received))
     lo, hi = fig.window_s
     lo = max(lo, record.setup_done + SETUP_SETTLE_S)
-    silent = record.audio_silent
-    for k in range(min(len(sent), len(received))):
+    silent, last = record.audio_silent, record.audio_last
+    count = min(len(sent), len(received))
+    newest = list(range(count))  # the newest frame of each frame's message (itself when sent alone)
+    for k in range(count - 2, -1, -1):
+        if k < len(last) and not last[k]:
+            newest[k] = newest[k + 1]
+    for k in range(count):
         if lo <= sent[k] <= hi:
-            quiet = k < len(silent) and silent[k]
-            (fig.inbound_quiet if quiet else fig.inbound).append(received[k] - sent[k])
+            if k < len(silent) and silent[k]:
+                fig.inbound_quiet.append(received[k] - sent[k])
+            else:
+                fig.inbound.append(received[k] - sent[newest[k]])
+                fig.inbound_held.append(sent[newest[k]] - sent[k])
 
 
 def _match_outbound(trace: CallTrace, record: PeerSessionRecord, fig: Figures) -> None:
@@ -749,7 +774,9 @@ def report(fig: Figures) -> str:
             f"caller frames at the peer: {fig.caller_frames_received} received, "
             f"{fig.caller_frames_missing} missing, {pct(fig.late_inbound, len(fig.inbound))} late (>20 ms), "
             f"in {fig.caller_messages_received} messages",
-            f"  inbound latency (harness -> gateway -> peer): {percentiles(fig.inbound)}",
+            f"  inbound latency (harness -> gateway -> peer, from the newest frame of the message): "
+            f"{percentiles(fig.inbound)}",
+            f"  frames held for their chunk (LIVE_SPEECH_CHUNK_MS): {percentiles(fig.inbound_held)}",
             f"  quiet frames (pauses, sent several to a message): {percentiles(fig.inbound_quiet)}",
             f"agent frames: {fig.agent_frames_sent} sent by the peer, {fig.agent_frames_missing} missing "
             f"({fig.agent_frames_cleared} more dropped in turns the caller talked over), "

@@ -98,6 +98,7 @@ class PeerSessionRecord:
     # whether it was silent (the harness's pauses are digital silence; the gateway may send them together).
     audio_times: array = field(default_factory=lambda: array("d"))
     audio_silent: array = field(default_factory=lambda: array("b"))
+    audio_last: array = field(default_factory=lambda: array("b"))  # the last 20 ms of its message
     audio_messages: int = 0  # realtimeInput audio messages that carried them
     voiced_frames: int = 0
     texts: int = 0
@@ -182,8 +183,10 @@ class _Session:
         except binascii.Error:
             self.record.audio_times.append(now)
             self.record.audio_silent.append(0)
+            self.record.audio_last.append(1)
             return
         for start in range(0, max(1, len(pcm)), FRAME_BYTES):  # as Live would: 20 ms at a time
+            self.record.audio_last.append(start + FRAME_BYTES >= len(pcm))
             await self._on_frame(pcm[start : start + FRAME_BYTES], now)
 
     async def _on_frame(self, pcm: bytes, now: float) -> None:
