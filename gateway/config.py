@@ -140,7 +140,7 @@ class Settings:
     # Caller audio per message to Live while the caller is quiet, and while they may be speaking
     # (gateway.call.caller_chunks).
     live_quiet_chunk_ms: int = 100
-    live_speech_chunk_ms: int = 40
+    live_speech_chunk_ms: int | None = None  # None: 40, or the quiet chunk if smaller (CallerChunks)
     # Vertex AI (GEMINI_PLATFORM=vertex): a service-account key file, else google-auth's own search (the
     # metadata server on Google Cloud). The platform, project and location are in `live`.
     google_credentials_file: str | None = None
@@ -611,11 +611,16 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
             "to Live while the caller is quiet, in whole 20 ms frames (20 sends every frame as it comes)"
         )
     speech_chunk_ms = _int(env, "LIVE_SPEECH_CHUNK_MS", min(40, quiet_chunk_ms))
-    if speech_chunk_ms not in (20, 40, 60, 80, 100) or speech_chunk_ms > quiet_chunk_ms:
+    if speech_chunk_ms not in (20, 40, 60, 80, 100):
         raise ConfigError(
-            f"LIVE_SPEECH_CHUNK_MS={speech_chunk_ms} must be 20, 40, 60, 80 or 100, and no more than "
-            f"LIVE_QUIET_CHUNK_MS ({quiet_chunk_ms}): caller audio per message to Live while the caller may "
-            "be speaking, in whole 20 ms frames (20 sends every frame as it comes)"
+            f"LIVE_SPEECH_CHUNK_MS={speech_chunk_ms} must be 20, 40, 60, 80 or 100: caller audio per "
+            "message to Live while the caller may be speaking, in whole 20 ms frames (20 sends every frame "
+            "as it comes)"
+        )
+    if speech_chunk_ms > quiet_chunk_ms:
+        raise ConfigError(
+            f"LIVE_SPEECH_CHUNK_MS={speech_chunk_ms} is more than LIVE_QUIET_CHUNK_MS={quiet_chunk_ms}: a "
+            "chunk while the caller may be speaking is no larger than one in a quiet"
         )
     agents = default_book(live, greeting, barge_in)
     if agents_file := env.get("AGENTS_FILE"):

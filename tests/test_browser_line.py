@@ -160,7 +160,7 @@ async def test_a_watcher_follows_the_transcript_and_each_turn_s_response_latency
     task = asyncio.create_task(call.run())
     connection = await live.connection(0)
     loud = (8000).to_bytes(2, "little", signed=True) * 160
-    line.put(CallerAudio(loud))  # the caller makes a sound ...
+    line.put(CallerAudio(loud), CallerAudio(loud))  # the caller makes a sound (one message) ...
     await wait_for(lambda: connection.audio)
     connection.say(lp.InputTranscript("what time is it"), lp.OutputTranscript("It is noon."))
     connection.say(lp.AgentAudio(bytes(960)), lp.TurnComplete())  # ... and the agent answers it

@@ -119,13 +119,14 @@ async def test_a_send_that_fails_once_the_switch_has_begun_is_replayed_once():
     await until(lambda: call.resumption_handle == "h1")
     assert isinstance(first, WaitingConnection)
     first.release = asyncio.Event()
-    line.put(CallerAudio(LOUD))  # the caller loop waits inside the send
+    line.put(CallerAudio(LOUD), CallerAudio(LOUD))  # two frames, one message: the loop waits inside the send
+    await until(lambda: call.state.resumption.unsent == 2)
     await asyncio.sleep(0.01)
     first.lose(LiveConnectionLost("gone", 1011))  # the agent loop begins the switch meanwhile
     second = await live.connection(1)
     await until(lambda: second.audio and not call.state.resumption.switching)
     await asyncio.sleep(0.02)
-    assert second.audio == [LOUD]  # once: kept for the replay, not held again
+    assert second.audio == [LOUD * 2]  # once: kept for the replay, not held again
     await end(line, task)
 
 

@@ -72,7 +72,7 @@ def test_env_file_is_read_and_environment_wins(tmp_path):
         ({"LIVE_SPEECH_CHUNK_MS": "50"}, "LIVE_SPEECH_CHUNK_MS=50 must be 20, 40, 60, 80 or 100"),
         (
             {"LIVE_SPEECH_CHUNK_MS": "60", "LIVE_QUIET_CHUNK_MS": "40"},
-            r"LIVE_SPEECH_CHUNK_MS=60 .* no more than LIVE_QUIET_CHUNK_MS \(40\)",
+            "LIVE_SPEECH_CHUNK_MS=60 is more than LIVE_QUIET_CHUNK_MS=40",
         ),
     ],
 )

@@ -235,3 +235,6 @@ def test_the_heroku_buttons_presets_start_with_every_model_of_either_platform(pl
         assert load_settings(presets | chosen | {"GEMINI_MODEL": model}, env_file=None).live.model.endswith(
             model
         )
+    # Nor once they pick another value of a setting the presets depend on: every frame as it comes.
+    every_frame = load_settings(presets | chosen | {"LIVE_QUIET_CHUNK_MS": "20"}, env_file=None)
+    assert every_frame.live_speech_chunk_ms == 20

@@ -303,4 +303,14 @@ def test_turns_pair_with_the_audio_the_caller_got_by_time_whatever_clears_came_b
     assert (fig.unpaired_turns, fig.agent_frames_sent) == (0, 30)
     assert (fig.agent_frames_missing, fig.agent_frames_cleared) == (0, 6)
     assert len(fig.outbound) == 24 and max(fig.outbound) < 0.002
-    assert fig.barge_in == [pytest.approx(3.1 - 3.2)] and fig.barge_in_unanswered == 0
+    # The gateway cleared turn 2 before the peer's `interrupted` (its own barge-in): nothing to time there.
+    assert (fig.barge_in, fig.barge_in_first, fig.barge_in_unanswered) == ([], 1, 0)
+
+
+def test_the_peer_splits_caller_audio_at_the_rate_each_message_gives() -> None:
+    from gateway.devtools.scripted_peer import _AUDIO_PREFIX, _frame_bytes
+
+    for rate, frame in ((16000, 640), (8000, 320), (24000, 960)):
+        message = lp.audio_message(bytes(2 * frame), rate)  # two frames, as speech goes to Live
+        assert _frame_bytes(message, message.find('"', len(_AUDIO_PREFIX))) == frame
+    assert _frame_bytes(_AUDIO_PREFIX + 'AAAA"}}}', len(_AUDIO_PREFIX) + 4) == 640  # no rate: Live's 16 kHz

@@ -67,7 +67,7 @@ async def test_a_machine_hears_the_message_after_the_beep_and_the_call_hangs_up_
     message = await live.connection(1)  # a session of its own, which heard neither greeting nor beep
     await until(lambda: message.sent)
     assert said(message) == [speak(MESSAGE)] and said(conn) == []
-    line.put(CallerAudio(LOUD_8K))  # the machine records: nothing of it goes to Live any more
+    line.put(*[CallerAudio(LOUD_8K)] * 2)  # the machine records: nothing of it goes to Live any more
     message.say(lp.AgentAudio(AGENT_24K), lp.AgentAudio(AGENT_24K), lp.TurnComplete())
     await until(lambda: len(line.actions("mark")) == 2)
     assert line.actions("mark") == ["turn-1", "hang_up-1"] and line.closed is None

@@ -507,11 +507,13 @@ class Call:
     async def _activity_end(self) -> None:
         """TURN_DETECTION=local: the caller stopped speaking. A chunk still held goes first: after the
         activity's end, Live would not count it as part of the turn."""
-        if self.live is not None and not self.state.resumption.switching:
+        live = self.live
+        if live is not None and not self.state.resumption.switching:
             try:
                 await self._send_unsent()
             except LiveError:
-                self.state.resumption.broke()
+                if self.live is live:  # (a send on a connection already replaced breaks nothing)
+                    self.state.resumption.broke()
                 return
         await self._send_activity(lp.activity_end_message())
 
@@ -524,11 +526,11 @@ class Call:
             self.state.resumption.broke()
 
     async def _send_caller_audio(self, pcm: bytes, sound: bool) -> None:
-        """Keep the frame for replay and send it to Live: at once while the caller may be speaking, several
-        frames in one message in a quiet (`gateway.call.caller_chunks`)."""
+        """Keep the frame for replay and send it to Live: a few frames to a message while the caller may be
+        speaking, more in a quiet (`gateway.call.caller_chunks`)."""
         resumption = self.state.resumption
         kept = pcm16_to_ulaw(pcm) if self._mulaw else pcm
-        # The soft start of a word is below the speech threshold: it goes at once too.
+        # The soft start of a word is below the speech threshold: it goes as speech too.
         sound = sound or audioop.max(pcm, 2) > QUIET_PEAK
         if not resumption.keep(kept):
             self._chunks.heard(sound)
@@ -554,10 +556,10 @@ class Call:
             return
         assert self.live is not None
         frames = resumption.unsent_frames()
-        if last is not None and len(frames) == 1:
-            pcm = last  # a frame of speech, sent as it came: nothing to decode
-        else:
+        if last is None:
             pcm = b"".join(self._kept_pcm(frame) for frame in frames)
+        else:  # the newest frame as it came: only the ones held before it are decoded again
+            pcm = b"".join([*(self._kept_pcm(frame) for frame in frames[:-1]), last])
         audio = self._to_live(pcm)
         seqs = resumption.unsent_seqs()  # before `unsent_sent` empties them
         index = await self.live.send_audio(audio, self.input_rate)

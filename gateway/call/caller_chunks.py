@@ -22,9 +22,9 @@ AFTER_SILENCE_MS = 700
 MAX_QUIET_CHUNK_MS = 100  # the largest chunk the Live API reference calls usual
 SPEECH_CHUNK_MS = 40  # LIVE_SPEECH_CHUNK_MS's default
 CHUNK_CHOICES_MS = (20, 40, 60, 80, 100)  # whole frames, up to the largest usual chunk
-# A frame whose peak is above this (PCM16; about -44 dBFS) is not quiet: the soft start of a word goes frame
-# by frame. Digital silence and a quiet line's idle noise stay below it; a noisy line goes frame by frame,
-# as every line did before (no saving there, and no harm).
+# A frame whose peak is above this (PCM16; about -44 dBFS) is not quiet: the soft start of a word goes in
+# speech chunks. Digital silence and a quiet line's idle noise stay below it; a noisy line goes in speech
+# chunks throughout (a smaller saving there, and no harm).
 QUIET_PEAK = 200
 
 

@@ -54,7 +54,7 @@ class Resumption:
     replayed_seq: int = -1  # the number of the frame `next_held` returned last
     sent: deque[tuple[int, int]] = field(default_factory=deque)  # (message index, frame number), in order
     covered: int = -1  # the newest frame number the current connection's handles have covered
-    # The newest kept frames not sent yet: in a quiet the call sends several in one message
+    # The newest kept frames not sent yet: the call sends several in one message
     # (`gateway.call.caller_chunks`). They are the tail of since_handle, and no handle covers them.
     unsent: int = 0
     replaying: bool = False  # from begin_switch until the held frames are all sent: frames go through `held`
@@ -158,7 +158,7 @@ class Resumption:
         self.handle = handle
         if self.transparent and consumed_index is not None:
             self.consumed(consumed_index)
-            self.handle_fresh = len(self.since_handle) <= self.unsent  # all it was sent, but for a quiet
+            self.handle_fresh = len(self.since_handle) <= self.unsent  # all it was sent, but for a chunk held
             return self.handle_fresh
         covers = not (self.after_switch and self.heard_at is None)
         self.handle_fresh = covers

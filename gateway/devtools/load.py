@@ -9,9 +9,11 @@ Calls start ramped over `ramp_s` seconds.
 With the scripted Live peer (`gateway.devtools.scripted_peer`) behind the gateway, stamps on both sides (one
 monotonic clock for every process on the machine) give the gateway-added latency of every frame:
 
-* inbound: harness sends Twilio media frame k -> the peer receives the session's k-th realtimeInput audio;
+* inbound: harness sends Twilio media frame k -> the peer receives the session's k-th 20 ms of realtimeInput
+  audio (a message may carry several: timed from the newest of them, the wait for the rest apart);
 * outbound: peer sends reply chunk j of a turn -> harness receives that turn's j-th Twilio media;
-* barge-in: peer sends `interrupted` -> harness receives `clear`.
+* barge-in: peer sends `interrupted` -> harness receives `clear` (unless the gateway's own barge-in, which
+  hears the caller on the line, cleared first: counted apart; the caller's speech -> `clear` is timed too).
 
 A peer session is tied to its call by DTMF (the call's index, then `#`), which the gateway passes on.
 `run_direct_baseline` measures the same paths with the harness talking to the peer directly (no gateway), the
@@ -89,8 +91,8 @@ def caller_audio(seconds: float, seed: int, rate: int = 8000) -> bytes:
 
 @functools.cache
 def _sentence(index: int, rate: int) -> np.ndarray:
-    """One of the caller's sentences at `rate`, synthesised once per process (a few tens of ms each)."""
-    x = turn_corpus.voice(turn_corpus.CALLER_SENTENCES[index], agent=False, level_dbfs=-20.0)
+    """One of the caller's sentences at `rate`, the same in every run (synthesised once per process)."""
+    x = turn_corpus.voice(turn_corpus.CALLER_SENTENCES[index], agent=False, level_dbfs=-20.0, repeatably=True)
     pcm = np.clip(np.round(x), -32768, 32767).astype("<i2").tobytes()
     if rate != turn_corpus.RATE:
         pcm = Resampler(turn_corpus.RATE, rate).process(pcm)
@@ -537,6 +539,7 @@ class Figures:
     outbound: list[float] = field(default_factory=list)
     barge_in: list[float] = field(default_factory=list)  # peer `interrupted` -> harness `clear`
     barge_in_unanswered: int = 0
+    barge_in_first: int = 0  # turns the gateway's own barge-in cleared before the peer's `interrupted`
     caller_barge_in: list[float] = field(default_factory=list)  # caller speech over audio -> `clear`
     response: list[float] = field(default_factory=list)  # caller speech end -> first agent media
     setup: list[float] = field(default_factory=list)  # stream start -> Live session set up
@@ -704,10 +707,12 @@ def _match_outbound(trace: CallTrace, record: PeerSessionRecord, fig: Figures) -
         ]
         if turn.interrupted_at is not None and lo <= turn.interrupted_at <= hi:
             ends = [s.end_at for s in segments if s.end == "clear"]
-            if ends:
-                fig.barge_in.append(ends[-1] - turn.interrupted_at)
-            else:
+            if not ends:
                 fig.barge_in_unanswered += 1
+            elif ends[-1] < turn.interrupted_at:
+                fig.barge_in_first += 1  # the gateway heard the caller first: no relay to time
+            else:
+                fig.barge_in.append(ends[-1] - turn.interrupted_at)
 
 
 def _process_figures(run: LoadRun, fig: Figures) -> None:
@@ -783,7 +788,7 @@ def report(fig: Figures) -> str:
             f"{pct(fig.late_outbound, len(fig.outbound))} late (>20 ms)",
             f"  outbound latency (peer -> gateway -> harness): {percentiles(fig.outbound)}",
             f"barge-in (peer interrupted -> harness clear): {percentiles(fig.barge_in)}, "
-            f"{fig.barge_in_unanswered} unanswered",
+            f"{fig.barge_in_unanswered} unanswered, {fig.barge_in_first} cleared by the gateway before it",
             f"Live setup (stream start -> setupComplete): {percentiles(fig.setup)}",
         ]
     lines += [

@@ -55,7 +55,18 @@ LIVE_PATHS = frozenset(LIVE_PATH.format(version=v) for v in ("v1alpha", "v1beta"
 OUT_RATE = 24000
 # The gateway hand-builds this exact prefix (live_protocol.audio_message); anything else goes through json.
 _AUDIO_PREFIX = '{"realtimeInput":{"audio":{"data":"'
-FRAME_BYTES = 640  # 20 ms of 16 kHz PCM16: the caller's frame as the gateway sends it
+FRAME_BYTES = 640  # 20 ms of 16 kHz PCM16: the caller's frame as the gateway sends it (LIVE_INPUT_RATE)
+
+
+def _frame_bytes(message: str, data_end: int) -> int:
+    """20 ms of PCM16 at the rate an audio message's mimeType gives after its data (16 kHz if none)."""
+    at = message.find("rate=", data_end)
+    if at < 0:
+        return FRAME_BYTES
+    digits = message[at + 5 : message.find('"', at)]
+    return int(digits) // 50 * 2 if digits.isdigit() and int(digits) >= 50 else FRAME_BYTES
+
+
 _SETUP_COMPLETE = b'{"setupComplete":{}}'
 _INTERRUPTED = b'{"serverContent":{"interrupted":true}}'
 _TURN_COMPLETE = b'{"serverContent":{"turnComplete":true}}'
@@ -166,7 +177,7 @@ class _Session:
                 self.client_messages += 1
                 if isinstance(raw, str) and raw.startswith(_AUDIO_PREFIX):
                     end = raw.find('"', len(_AUDIO_PREFIX))
-                    await self._on_audio(raw[len(_AUDIO_PREFIX) : end], now)
+                    await self._on_audio(raw[len(_AUDIO_PREFIX) : end], now, _frame_bytes(raw, end))
                 else:
                     await self._on_other(raw, now)
         except ConnectionClosed:
@@ -176,7 +187,7 @@ class _Session:
                 self.reply.cancel()
             self.record.closed = time.monotonic()
 
-    async def _on_audio(self, b64: str, now: float) -> None:
+    async def _on_audio(self, b64: str, now: float, frame_bytes: int = FRAME_BYTES) -> None:
         self.record.audio_messages += 1
         try:
             pcm = binascii.a2b_base64(b64)
@@ -185,9 +196,9 @@ class _Session:
             self.record.audio_silent.append(0)
             self.record.audio_last.append(1)
             return
-        for start in range(0, max(1, len(pcm)), FRAME_BYTES):  # as Live would: 20 ms at a time
-            self.record.audio_last.append(start + FRAME_BYTES >= len(pcm))
-            await self._on_frame(pcm[start : start + FRAME_BYTES], now)
+        for start in range(0, max(1, len(pcm)), frame_bytes):  # as Live would: 20 ms at a time
+            self.record.audio_last.append(start + frame_bytes >= len(pcm))
+            await self._on_frame(pcm[start : start + frame_bytes], now)
 
     async def _on_frame(self, pcm: bytes, now: float) -> None:
         self.record.audio_times.append(now)

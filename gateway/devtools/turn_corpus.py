@@ -57,10 +57,15 @@ def _at_level(x: np.ndarray, level_dbfs: float) -> np.ndarray:
     return x.astype(np.float64) * 10 ** ((level_dbfs - current) / 20)
 
 
-def voice(text: str, *, agent: bool, level_dbfs: float = -20.0, wpm: int = 170) -> np.ndarray:
+def voice(
+    text: str, *, agent: bool, level_dbfs: float = -20.0, wpm: int = 170, repeatably: bool = False
+) -> np.ndarray:
     """`text` spoken by the caller (a male voice) or the agent (a female one) at 8 kHz, leading and
-    trailing silence trimmed, at `level_dbfs` active level (float samples)."""
-    pcm = tts.synthesize(text, rate=RATE, variant=tts.FEMALE_VARIANT if agent else tts.MALE_VARIANT, wpm=wpm)
+    trailing silence trimmed, at `level_dbfs` active level (float samples). `repeatably`: the same samples
+    in every run and process (`tts.synthesize_repeatably`, which loads its own engine each time)."""
+    variant = tts.FEMALE_VARIANT if agent else tts.MALE_VARIANT
+    say = tts.synthesize_repeatably if repeatably else tts.synthesize
+    pcm = say(text, rate=RATE, variant=variant, wpm=wpm)
     x = np.frombuffer(pcm, "<i2").astype(np.float64)
     loud = np.flatnonzero(np.abs(x) > 300)
     x = x[loud[0] : loud[-1] + 1] if loud.size else x
