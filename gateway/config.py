@@ -226,6 +226,23 @@ class Settings:
         return API_HOST + LIVE_PATH.format(version=self.gemini_api_version)
 
 
+# gateway.call.caller_chunks' CHUNK_CHOICES_MS and SPEECH_CHUNK_MS (not imported from there: that would load
+# the whole call for every command that reads its settings; tests/test_config.py keeps them equal).
+CHUNK_CHOICES_MS = (20, 40, 60, 80, 100)
+SPEECH_CHUNK_MS = 40
+
+
+def _chunk_ms(env: dict[str, str], name: str, default: int, caller: str) -> int:
+    """Caller audio per message to Live while the caller `caller` ("is quiet"): one of CHUNK_CHOICES_MS."""
+    ms = _int(env, name, default)
+    if ms not in CHUNK_CHOICES_MS:
+        raise ConfigError(
+            f"{name}={ms} must be 20, 40, 60, 80 or 100: caller audio per message to Live while the caller "
+            f"{caller}, in whole 20 ms frames (20 sends every frame as it comes)"
+        )
+    return ms
+
+
 def _int(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -604,19 +621,9 @@ def load_settings(environ: dict[str, str] | None = None, env_file: str | Path | 
         raise ConfigError(f"MAX_MESSAGE_BYTES={max_message_bytes} must be at least 4096 (a Twilio `start`)")
     barge_in = _choice(env, "BARGE_IN", ("local", "server"), "local")
     stall_timeout_s = _seconds(env, "STALL_TIMEOUT_S", 5.0, 1, 60)
-    quiet_chunk_ms = _int(env, "LIVE_QUIET_CHUNK_MS", 100)
-    if quiet_chunk_ms not in (20, 40, 60, 80, 100):
-        raise ConfigError(
-            f"LIVE_QUIET_CHUNK_MS={quiet_chunk_ms} must be 20, 40, 60, 80 or 100: caller audio per message "
-            "to Live while the caller is quiet, in whole 20 ms frames (20 sends every frame as it comes)"
-        )
-    speech_chunk_ms = _int(env, "LIVE_SPEECH_CHUNK_MS", min(40, quiet_chunk_ms))
-    if speech_chunk_ms not in (20, 40, 60, 80, 100):
-        raise ConfigError(
-            f"LIVE_SPEECH_CHUNK_MS={speech_chunk_ms} must be 20, 40, 60, 80 or 100: caller audio per "
-            "message to Live while the caller may be speaking, in whole 20 ms frames (20 sends every frame "
-            "as it comes)"
-        )
+    quiet_chunk_ms = _chunk_ms(env, "LIVE_QUIET_CHUNK_MS", 100, "is quiet")
+    speech_default = min(SPEECH_CHUNK_MS, quiet_chunk_ms)
+    speech_chunk_ms = _chunk_ms(env, "LIVE_SPEECH_CHUNK_MS", speech_default, "may be speaking")
     if speech_chunk_ms > quiet_chunk_ms:
         raise ConfigError(
             f"LIVE_SPEECH_CHUNK_MS={speech_chunk_ms} is more than LIVE_QUIET_CHUNK_MS={quiet_chunk_ms}: a "

@@ -166,3 +166,11 @@ def test_caller_audio_goes_two_frames_to_a_message_in_speech_unless_the_quiet_ch
     assert (every.live_speech_chunk_ms, every.live_quiet_chunk_ms) == (20, 20)
     assert load_settings({"LIVE_SPEECH_CHUNK_MS": "20"}, env_file=None).live_speech_chunk_ms == 20
     assert load_settings({"LIVE_SPEECH_CHUNK_MS": ""}, env_file=None).live_speech_chunk_ms == 40
+
+
+def test_the_chunk_choices_are_the_call_s():
+    from gateway import config
+    from gateway.call import caller_chunks
+
+    assert config.CHUNK_CHOICES_MS == caller_chunks.CHUNK_CHOICES_MS
+    assert config.SPEECH_CHUNK_MS == caller_chunks.SPEECH_CHUNK_MS
