@@ -207,3 +207,21 @@ async def test_with_local_turns_the_held_frame_goes_before_the_activity_end(monk
     assert b"".join(conn.audio).endswith(said[2])  # the third frame, alone, went before the end
     kinds = [kind for kind, _ in conn.indices]
     assert kinds[-2:] == ["audio", "message"] and "activityEnd" in conn.sent[-1]
+
+
+async def test_the_detector_still_hearing_speech_is_no_sound_for_the_chunks(monkeypatch):
+    """The detector says "speaking" for half a second after the caller's last voiced frame (its hangover):
+    that quiet goes in quiet chunks, counted from the last sound, as with Live's own barge-in. Only sound
+    keeps frames in speech chunks (Live's detector times the turn's end from it)."""
+
+    def hear(meter, speech, pcm, now):
+        return Heard(speaking=True)
+
+    monkeypatch.setattr(call_module, "hear", hear)
+    live = ScriptedLive()
+    line, _, task = start(live)
+    conn = await live.connection(0)
+    line.put(*(CallerAudio(f) for f in QUIET[:5]))
+    await until(lambda: len(conn.audio) == 1)
+    await end(line, task)
+    assert conn.audio == [b"".join(QUIET[:5])]

@@ -421,7 +421,7 @@ class Call:
                         self.state.watchdog.caller_sound(now)  # no detector: the line's level says
                     self._watch_for_stall()
                 self.events.caller_frame(now, heard.speaking if self._meter is not None else loud, loud)
-                await self._send_caller_audio(event.pcm, loud or heard.speaking)
+                await self._send_caller_audio(event.pcm, loud)
                 if heard.end and self._local_turns:
                     await self._activity_end()
             elif isinstance(event, Played):
