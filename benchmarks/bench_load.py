@@ -96,8 +96,12 @@ async def gateway_process(
     """A gateway (or a reference `bridge` script) in its own process; yields (base URL, pid). With
     processes > 1 the gateway runs that many processes (WEB_CONCURRENCY); the pid is their parent's."""
     port = _free_port()
+    # Call records in a database of this process's own: the default is a file in the working directory,
+    # which grew with every run, and the gateway's memory with it (an SQLite cache over 14 MB of old calls).
+    records = tempfile.TemporaryDirectory(prefix="gateway-load-records-")
     env = {
         **os.environ,
+        "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{records.name}/calls.sqlite3",
         "GEMINI_LIVE_URL": live_url,
         "PORT": str(port),
         "LOG_LEVEL": "warning",
@@ -115,7 +119,7 @@ async def gateway_process(
     else:
         cmd = [sys.executable, __file__, "--serve-ws", ws, "--port", str(port)]
     # stderr to a file, not a pipe: a gateway blocked on a full pipe would look like a slow gateway.
-    with tempfile.TemporaryFile() as stderr:
+    with records, tempfile.TemporaryFile() as stderr:
         process = await asyncio.create_subprocess_exec(
             *cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from gateway.live.protocol import LIVE_PATH
 
 # Call records of tests go to a throw-away SQLite file, not the working directory's default.
 _RECORDS_DIR = Path(tempfile.mkdtemp(prefix="gateway-test-records-"))
+atexit.register(shutil.rmtree, _RECORDS_DIR, ignore_errors=True)  # one per test run, gone with it
 
 
 # A Live URL nobody answers at, with the path GEMINI_LIVE_URL must have (for a gateway started in a process).
