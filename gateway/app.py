@@ -79,6 +79,19 @@ SIGNATURE_HINT = (
 )
 
 
+# Modules a serving gateway needs and no other command does, imported as it starts (in a thread: together a
+# second and a half, and about 65 MB). scipy.signal is out of every command's start (the resampler's taps
+# ship designed), but a call can still need it: the spoken apology, a recording notice at another rate, a
+# ratio whose taps do not ship. With several processes the supervisor imports them before it forks, so the
+# workers share one copy (`gateway.server.share_with_workers`).
+SERVING_MODULES = ("scipy.signal", "gateway.local_live.tts")
+
+
+def import_for_serving() -> None:
+    for name in SERVING_MODULES:
+        importlib.import_module(name)
+
+
 class Gateway:
     """Shared state of one running service."""
 
@@ -804,10 +817,7 @@ def create_app(settings: Settings, on_transcript: TranscriptObserver | None = No
                     url=gateway.live_url,
                     note="no GEMINI_API_KEY or GEMINI_LIVE_URL: calls talk to the offline local agent",
                 )
-            # scipy.signal is out of every command's start (the resampler's taps ship designed), but a call
-            # can still need it (the spoken apology, a recording notice at another rate, a ratio whose taps
-            # do not ship): imported here, in a thread, no call waits 1.3 s for it on the event loop.
-            await asyncio.to_thread(importlib.import_module, "scipy.signal")
+            await asyncio.to_thread(import_for_serving)
             await gateway.prepare_apology()
             await gateway.start_tools(stack)
             if settings.live.platform == "vertex":

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -24,8 +25,9 @@ from starlette.applications import Starlette
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gateway import dispatch, machine
-from gateway.app import create_app
+from gateway.app import create_app, import_for_serving
 from gateway.call import TranscriptObserver
+from gateway.carriers import more_carriers
 from gateway.config import Settings
 from gateway.drain import DrainingServer
 from gateway.forwarded import KeepPeer
@@ -144,6 +146,7 @@ def serve_processes(
     ctx = multiprocessing.get_context("fork")  # the modules are imported once; the app is made per process
 
     def start(slot: int) -> None:
+        share_with_workers()
         channel = door.open_channel(slot)
         worker = ctx.Process(
             target=_worker, args=(settings, door, channel, shared, slot), name=f"gateway-{slot}"
@@ -190,6 +193,19 @@ def serve_processes(
     door.close()
     if exit_code:
         raise SystemExit(exit_code)
+
+
+def share_with_workers() -> None:
+    """Before a fork: what the supervisor holds (every module, Silero's weights) is shared with a worker
+    until either writes to it. So the supervisor first imports what each worker would import as it starts
+    (the modules of serving, the carriers' SDKs), and freezes its objects: a full garbage collection in the
+    worker writes to every object it tracks, and frozen ones are left out (without this each worker soon had
+    its own copy of some 20 MB of them: BENCHMARKS.md). What is garbage now is collected first, not frozen
+    for good."""
+    import_for_serving()
+    more_carriers()
+    gc.collect()
+    gc.freeze()
 
 
 def _worker(
@@ -251,6 +267,11 @@ class _Serving(DrainingServer):
         await super().startup(sockets)
         if self.should_exit:
             return
+        # What the gateway made to start (its modules, the app, the weights) lives as long as the process, so
+        # it is left out of garbage collections: a full pass over it stopped the event loop, and every call's
+        # audio, for about 80 ms on this machine (BENCHMARKS.md).
+        gc.collect()
+        gc.freeze()
         if self._channel is not None:
             config, state, app_state = self.config, self.server_state, self.lifespan.state
             loop = asyncio.get_running_loop()
