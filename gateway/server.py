@@ -198,10 +198,11 @@ def serve_processes(
 def share_with_workers() -> None:
     """Before a fork: what the supervisor holds (every module, Silero's weights) is shared with a worker
     until either writes to it. So the supervisor first imports what each worker would import as it starts
-    (the modules of serving, the carriers' SDKs), and freezes its objects: a full garbage collection in the
-    worker writes to every object it tracks, and frozen ones are left out (without this each worker soon had
-    its own copy of some 20 MB of them: BENCHMARKS.md). What is garbage now is collected first, not frozen
-    for good."""
+    (the modules of serving, the carriers' SDKs), and freezes its objects: a garbage collection in the worker
+    writes to every object it tracks, and frozen ones are left out. (The app freezes what start-up made once
+    it has started, but the collections that run while a worker starts came first: each worker had its own
+    copy of some 20 MB of the supervisor's objects, BENCHMARKS.md.) What is garbage now is collected first,
+    not frozen for good."""
     import_for_serving()
     more_carriers()
     gc.collect()
@@ -267,11 +268,6 @@ class _Serving(DrainingServer):
         await super().startup(sockets)
         if self.should_exit:
             return
-        # What the gateway made to start (its modules, the app, the weights) lives as long as the process, so
-        # it is left out of garbage collections: a full pass over it stopped the event loop, and every call's
-        # audio, for about 80 ms on this machine (BENCHMARKS.md).
-        gc.collect()
-        gc.freeze()
         if self._channel is not None:
             config, state, app_state = self.config, self.server_state, self.lifespan.state
             loop = asyncio.get_running_loop()
